@@ -1,0 +1,19 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `../shared/routeros/exports`, the real exports (third-party data, read in place).
+/// Outside CI a missing folder skips the calling test (returns `None` with a message);
+/// under `CI=true` it fails the test.
+pub fn shared_exports() -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/routeros/exports");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{} is missing, and CI=true requires it", dir.display());
+    }
+    eprintln!("skipping: {} not found", dir.display());
+    None
+}
