@@ -1,1 +1,16 @@
+//! rosbackup: back up the configuration of MikroTik RouterOS fleets over SSH.
+//!
+//! The library holds every piece of the pipeline; `rosbackup` (CLI), `rosbackup-worker`
+//! and `rosbackup-enqueuer` are thin binaries over it. See `ARCHITECTURE.md` for the map.
+
+pub mod backup;
+pub mod config;
+pub mod device;
+pub mod error;
 pub mod normalize;
+pub mod observability;
+pub mod secret;
+pub mod snapshot;
+
+pub use error::ErrorKind;
+pub use secret::Secret;

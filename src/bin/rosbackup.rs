@@ -1,1 +1,294 @@
-fn main() {}
+//! `rosbackup`: the operator's command line. Thin: every subcommand calls the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rosbackup::Secret;
+use rosbackup::backup;
+use rosbackup::config::{BackupSettings, ConfigError, Env, publisher_config};
+use rosbackup::device::Target;
+use rosbackup::normalize::{self, Version};
+use rosbackup::snapshot::Publisher;
+// SIM_IMPORT
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "rosbackup",
+    version,
+    about = "Back up MikroTik RouterOS configurations over SSH"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Normalize an export (stdin when no file); normalized bytes on stdout.
+    Normalize(NormalizeArgs),
+    /// SHA-256 of the normalized export: 64 lowercase hex digits and a newline.
+    Hash(NormalizeArgs),
+    /// One export from one device, with exactly the worker's code path.
+    Export(ExportArgs),
+    // SIM_VARIANT
+}
+
+#[derive(clap::Args)]
+struct NormalizeArgs {
+    /// 1 = the seed's rules (byte-compatible), 2 = real RouterOS headers (default: NORMALIZATION_VERSION or 2).
+    #[arg(long, value_parser = parse_version)]
+    normalization_version: Option<Version>,
+    file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    #[arg(long)]
+    host: String,
+    #[arg(long, default_value_t = 22)]
+    port: u16,
+    #[arg(long)]
+    user: String,
+    /// Name of the environment variable holding the password (never pass it as a flag).
+    #[arg(long, default_value = "ROSBACKUP_PASSWORD")]
+    password_env: String,
+    /// Pinned host-key fingerprint (`SHA256:…`); without it the key is trusted and printed.
+    #[arg(long)]
+    known_fingerprint: Option<String>,
+    /// RouterOS major version; without it the device is asked.
+    #[arg(long, value_parser = ["6", "7"])]
+    routeros_version: Option<String>,
+    /// Command timeout in seconds (default: CONFIG_BACKUP_COMMAND_TIMEOUT or 60).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Connect/handshake timeout in seconds (default: CONFIG_BACKUP_CONNECT_TIMEOUT or 15).
+    #[arg(long)]
+    connect_timeout: Option<u64>,
+    /// Write the raw export here.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Print a JSON result on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Also publish the snapshot to NATS_URL.
+    #[arg(long)]
+    publish: bool,
+    /// Device id for the snapshot event (default: derived from host and port).
+    #[arg(long)]
+    device_id: Option<uuid::Uuid>,
+    /// Tenant id for the snapshot event (default: the nil UUID).
+    #[arg(long)]
+    tenant_id: Option<uuid::Uuid>,
+    #[arg(long, value_parser = parse_version)]
+    normalization_version: Option<Version>,
+    /// Export without secrets (`/export` on 7, `hide-sensitive` on 6).
+    #[arg(long)]
+    no_secrets: bool,
+    /// Largest export accepted, in bytes.
+    #[arg(long)]
+    max_output: Option<usize>,
+}
+
+fn parse_version(s: &str) -> Result<Version, String> {
+    s.parse()
+        .map_err(|e: normalize::UnknownVersion| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    if let Err(e) = rosbackup::observability::init_tracing(&env) {
+        eprintln!("configuration error: {e}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Normalize(a) => normalize_cmd(&env, a, false),
+        Command::Hash(a) => normalize_cmd(&env, a, true),
+        Command::Export(a) => block_on(export_cmd(env, a)),
+        // SIM_ARM
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(c) = e.downcast_ref::<ConfigError>() {
+                eprintln!("configuration error: {c}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on(
+    fut: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Runtime::new()
+        .context("starting the async runtime")?
+        .block_on(fut)
+}
+
+fn normalize_cmd(env: &Env, a: NormalizeArgs, hash_only: bool) -> anyhow::Result<ExitCode> {
+    let version = match a.normalization_version {
+        Some(v) => v,
+        None => env.parse("NORMALIZATION_VERSION")?,
+    };
+    let raw = match &a.file {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("reading stdin")?;
+            buf
+        }
+    };
+    let normalized = normalize::normalize(&raw, version);
+    let mut out = std::io::stdout().lock();
+    if hash_only {
+        writeln!(out, "{}", normalize::hash(&normalized))?;
+    } else {
+        out.write_all(&normalized)?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export_cmd(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = BackupSettings::from_env(&env)?;
+    if let Some(t) = a.timeout {
+        settings.export.command_timeout = Duration::from_secs(t.max(1));
+    }
+    if let Some(t) = a.connect_timeout {
+        settings.export.connect_timeout = Duration::from_secs(t.max(1));
+    }
+    if let Some(m) = a.max_output {
+        settings.export.max_output = m;
+    }
+    if a.no_secrets {
+        settings.export.sensitive = false;
+    }
+    if let Some(v) = a.normalization_version {
+        settings.normalization = v;
+    }
+    let password = std::env::var(&a.password_env).map_err(|_| ConfigError {
+        var: a.password_env.clone(),
+        value: None,
+        reason: "the password variable is not set (see --password-env)".into(),
+    })?;
+    let publisher = if a.publish {
+        let cfg = publisher_config(&env)?;
+        Some(Publisher::connect(cfg).await?)
+    } else {
+        None
+    };
+    let target = Target {
+        host: a.host.clone(),
+        port: a.port,
+        username: a.user.clone(),
+        password: Secret::new(password),
+        known_fingerprint: a.known_fingerprint.clone(),
+        routeros_version: a.routeros_version.clone(),
+    };
+    let device_id = a.device_id.unwrap_or_else(|| {
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("ssh://{}:{}", a.host, a.port).as_bytes(),
+        )
+    });
+    let tenant_id = a.tenant_id.unwrap_or_default();
+    let span = tracing::info_span!("export", device_id = %device_id, job_id = "cli");
+    let _enter = span.enter();
+
+    let collected = match backup::collect(&target, &settings.export, settings.normalization).await {
+        Ok(c) => c,
+        Err(e) => return Ok(fail(a.json, e.kind().as_str(), &e.to_string())),
+    };
+    if let Some(path) = &a.output {
+        std::fs::write(path, &collected.export.raw)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut published = None;
+    if let Some(p) = &publisher {
+        match backup::publish(
+            p,
+            &collected,
+            &device_id.to_string(),
+            &tenant_id.to_string(),
+        )
+        .await
+        {
+            Ok((_, receipt)) => published = Some(receipt),
+            Err(e) => return Ok(fail(a.json, "publish_failed", &e.to_string())),
+        }
+    }
+    let x = &collected.export;
+    if a.json {
+        let mut v = serde_json::json!({
+            "fingerprint": x.fingerprint,
+            "sha256_hash": collected.sha256,
+            "bytes": x.raw.len(),
+            "routeros_version": x.routeros_version,
+            "normalization_version": collected.normalization_version.as_u8(),
+            "duration_ms": x.timings.total.as_millis() as u64,
+        });
+        if let Some(r) = &published {
+            v["stream"] = r.stream.clone().into();
+            v["sequence"] = r.sequence.into();
+            v["duplicate"] = r.duplicate.into();
+        }
+        println!("{v}");
+    } else {
+        println!("sha256      {}", collected.sha256);
+        println!("fingerprint {}", x.fingerprint);
+        println!("bytes       {}", x.raw.len());
+        println!(
+            "version     {} (command {:?})",
+            x.routeros_version.as_deref().unwrap_or("unknown"),
+            x.command
+        );
+        println!(
+            "algorithms  {} / {} / {} / {}{}",
+            x.negotiated.kex,
+            x.negotiated.host_key,
+            x.negotiated.cipher,
+            x.negotiated.mac,
+            if x.negotiated.uses_legacy() {
+                " (legacy)"
+            } else {
+                ""
+            }
+        );
+        println!("duration    {} ms", x.timings.total.as_millis());
+        if let Some(r) = &published {
+            println!(
+                "published   {} seq {}{}",
+                r.stream,
+                r.sequence,
+                if r.duplicate { " (duplicate)" } else { "" }
+            );
+        }
+        if collected.error_exporting_lines > 0 {
+            eprintln!(
+                "warning: {} '#error exporting' line(s): RouterOS could not export some menus",
+                collected.error_exporting_lines
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn fail(json: bool, kind: &str, message: &str) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error_kind": kind, "message": message})
+        );
+    } else {
+        eprintln!("error ({kind}): {message}");
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,83 @@
+//! One backup: export → normalize → hash → publish.
+//!
+//! The CLI's `rosbackup export` and the worker's jobs both call [`collect`] and
+//! [`publish`], so a one-off export behaves exactly like a scheduled one. Normalization
+//! happens only on a complete export; nothing partial ever reaches a snapshot.
+
+use crate::device::{self, Export, ExportError, ExportOptions, Target};
+use crate::error::ErrorKind;
+use crate::normalize::{self, Version};
+use crate::snapshot::{ConfigSnapshotEvent, Publisher, Receipt, SnapshotError};
+
+/// A complete, normalized export.
+#[derive(Debug, Clone)]
+pub struct Collected {
+    pub export: Export,
+    pub normalized: Vec<u8>,
+    pub sha256: String,
+    pub normalization_version: Version,
+    /// `#error exporting` lines: RouterOS could not export some menus.
+    pub error_exporting_lines: usize,
+}
+
+impl Collected {
+    /// The snapshot event for this backup, stamped now.
+    pub fn event(&self, device_id: &str, tenant_id: &str) -> ConfigSnapshotEvent {
+        ConfigSnapshotEvent::new(
+            device_id,
+            tenant_id,
+            self.export.routeros_version.clone(),
+            &self.normalized,
+            self.sha256.clone(),
+            self.normalization_version,
+        )
+    }
+}
+
+/// Why a backup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    #[error(transparent)]
+    Publish(#[from] SnapshotError),
+}
+
+impl BackupError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BackupError::Export(e) => e.kind(),
+            BackupError::Publish(_) => ErrorKind::PublishFailed,
+        }
+    }
+}
+
+/// Export from the device and normalize.
+pub async fn collect(
+    target: &Target,
+    opts: &ExportOptions,
+    version: Version,
+) -> Result<Collected, ExportError> {
+    let export = device::export(target, opts).await?;
+    let (normalized, sha256) = normalize::normalize_and_hash(&export.raw, version);
+    let info = normalize::export_info(&export.raw);
+    Ok(Collected {
+        export,
+        normalized,
+        sha256,
+        normalization_version: version,
+        error_exporting_lines: info.error_exporting_lines,
+    })
+}
+
+/// Publish a collected backup's snapshot and wait for JetStream's ack.
+pub async fn publish(
+    publisher: &Publisher,
+    collected: &Collected,
+    device_id: &str,
+    tenant_id: &str,
+) -> Result<(ConfigSnapshotEvent, Receipt), SnapshotError> {
+    let event = collected.event(device_id, tenant_id);
+    let receipt = publisher.publish(&event).await?;
+    Ok((event, receipt))
+}

@@ -1,0 +1,429 @@
+//! Configuration from environment variables, with the seed's names where it has them.
+//!
+//! Every variable is declared once in [`VARS`] (name, default, meaning): that table is what
+//! the README documents and what a test compares it against. Reading is strict: a value
+//! that does not parse is a startup error naming the variable (and its value, unless the
+//! variable holds a secret), never a silent fallback to the default. Command-line flags
+//! override the environment; binaries apply them after [`Settings::from_env`].
+
+use crate::device::{DEFAULT_MAX_OUTPUT, ExportOptions};
+use crate::normalize::Version;
+use crate::snapshot::{PublisherConfig, redact_url};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// One documented variable.
+#[derive(Debug, Clone, Copy)]
+pub struct Var {
+    pub name: &'static str,
+    pub default: &'static str,
+    /// Is this variable's name from the seed (the Go poller)?
+    pub seed: bool,
+    pub secret: bool,
+    pub help: &'static str,
+}
+
+macro_rules! var {
+    ($name:literal, $default:literal, $seed:literal, $secret:literal, $help:literal) => {
+        Var {
+            name: $name,
+            default: $default,
+            seed: $seed,
+            secret: $secret,
+            help: $help,
+        }
+    };
+}
+
+/// Every environment variable rosbackup reads.
+pub const VARS: &[Var] = &[
+    var!(
+        "NATS_URL",
+        "nats://127.0.0.1:4222",
+        true,
+        true,
+        "NATS server URL (JetStream enabled)"
+    ),
+    var!(
+        "DATABASE_URL",
+        "postgres://127.0.0.1:5432/rosbackup",
+        true,
+        true,
+        "PostgreSQL URL (device store)"
+    ),
+    var!(
+        "REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        true,
+        true,
+        "Redis URL (job queue); the database number is honoured"
+    ),
+    var!(
+        "CREDENTIAL_ENCRYPTION_KEY",
+        "",
+        true,
+        true,
+        "base64 of 32 bytes: AES-256-GCM key for device passwords at rest"
+    ),
+    var!(
+        "CONFIG_BACKUP_INTERVAL",
+        "21600",
+        true,
+        false,
+        "seconds between scheduled backups of a device"
+    ),
+    var!(
+        "CONFIG_BACKUP_MAX_CONCURRENT",
+        "10",
+        true,
+        false,
+        "concurrent backups per worker"
+    ),
+    var!(
+        "CONFIG_BACKUP_COMMAND_TIMEOUT",
+        "60",
+        true,
+        false,
+        "seconds allowed for the export after login"
+    ),
+    var!(
+        "CONFIG_BACKUP_CONNECT_TIMEOUT",
+        "15",
+        false,
+        false,
+        "seconds allowed for TCP connect, and again for SSH handshake + login"
+    ),
+    var!(
+        "CONFIG_BACKUP_MAX_OUTPUT_BYTES",
+        "33554432",
+        false,
+        false,
+        "largest export accepted (too_large beyond)"
+    ),
+    var!(
+        "CONFIG_BACKUP_EXPORT_SECRETS",
+        "true",
+        false,
+        false,
+        "export with secrets (show-sensitive on 7, plain /export on 6); false exports without"
+    ),
+    var!(
+        "CONFIG_BACKUP_JITTER_MIN",
+        "30",
+        false,
+        false,
+        "first backup of a new device: minimum delay, seconds"
+    ),
+    var!(
+        "CONFIG_BACKUP_JITTER_MAX",
+        "300",
+        false,
+        false,
+        "first backup of a new device: maximum delay, seconds"
+    ),
+    var!(
+        "CONFIG_BACKUP_CRON",
+        "",
+        false,
+        false,
+        "cron expression for backups instead of the interval (optional)"
+    ),
+    var!(
+        "DEVICE_REFRESH_SECONDS",
+        "60",
+        true,
+        false,
+        "seconds between device-list reconciliations"
+    ),
+    var!(
+        "NORMALIZATION_VERSION",
+        "2",
+        false,
+        false,
+        "1 = the seed's normalization (byte-compatible), 2 = real RouterOS headers and annotations"
+    ),
+    var!(
+        "ROSBACKUP_SUBJECT_PREFIX",
+        "config.snapshot",
+        false,
+        false,
+        "snapshots go to <prefix>.create.<device_id>"
+    ),
+    var!(
+        "ROSBACKUP_NATS_STREAM",
+        "CONFIG_SNAPSHOTS",
+        false,
+        false,
+        "stream created when none captures <prefix>.>"
+    ),
+    var!(
+        "ROSBACKUP_NATS_STREAM_MAX_BYTES",
+        "10737418240",
+        false,
+        false,
+        "size limit of a stream we create"
+    ),
+    var!(
+        "ROSBACKUP_NATS_STREAM_MAX_AGE",
+        "604800",
+        false,
+        false,
+        "age limit (seconds) of a stream we create"
+    ),
+    var!(
+        "ROSBACKUP_NATS_OBJECT_BUCKET",
+        "CONFIG_SNAPSHOT_TEXTS",
+        false,
+        false,
+        "object store for configs too large to publish inline"
+    ),
+    var!(
+        "LOG_LEVEL",
+        "info",
+        true,
+        false,
+        "tracing filter (error, warn, info, debug, or a full filter)"
+    ),
+    var!("LOG_FORMAT", "json", false, false, "json or text"),
+];
+
+/// A bad configuration value. Exit code 2 in the binaries.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}{shown}: {reason}", shown = match value { Some(v) => format!("={v:?}"), None => String::new() })]
+pub struct ConfigError {
+    pub var: String,
+    /// The offending value; `None` for secrets.
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+/// Where variables come from: the process environment, or a map in tests.
+pub struct Env {
+    map: HashMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Env {
+            map: std::env::vars().collect(),
+        }
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Env {
+            map: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn spec(name: &str) -> Var {
+        VARS.iter()
+            .copied()
+            .find(|v| v.name == name)
+            .unwrap_or(Var {
+                name: "",
+                default: "",
+                seed: false,
+                secret: false,
+                help: "",
+            })
+    }
+
+    /// Raw value, or the documented default. Empty counts as unset.
+    pub fn raw(&self, name: &str) -> String {
+        match self.map.get(name) {
+            Some(v) if !v.trim().is_empty() => v.clone(),
+            _ => Env::spec(name).default.to_string(),
+        }
+    }
+
+    pub fn is_set(&self, name: &str) -> bool {
+        self.map.get(name).is_some_and(|v| !v.trim().is_empty())
+    }
+
+    fn error(&self, name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        let spec = Env::spec(name);
+        ConfigError {
+            var: name.to_string(),
+            value: if spec.secret {
+                None
+            } else {
+                Some(value.to_string())
+            },
+            reason: reason.into(),
+        }
+    }
+
+    /// Parse a value with `FromStr`.
+    pub fn parse<T: FromStr>(&self, name: &str) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let raw = self.raw(name);
+        raw.trim()
+            .parse()
+            .map_err(|e: T::Err| self.error(name, &raw, e.to_string()))
+    }
+
+    /// A whole number of seconds, at least `min`.
+    pub fn seconds(&self, name: &str, min: u64) -> Result<Duration, ConfigError> {
+        let raw = self.raw(name);
+        let n: u64 = raw
+            .trim()
+            .parse()
+            .map_err(|_| self.error(name, &raw, "expected a whole number of seconds"))?;
+        if n < min {
+            return Err(self.error(name, &raw, format!("must be at least {min}")));
+        }
+        Ok(Duration::from_secs(n))
+    }
+
+    /// A positive integer.
+    pub fn positive(&self, name: &str) -> Result<u64, ConfigError> {
+        let raw = self.raw(name);
+        match raw.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(self.error(name, &raw, "expected a positive whole number")),
+        }
+    }
+
+    pub fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
+        let raw = self.raw(name);
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(self.error(name, &raw, "expected true or false")),
+        }
+    }
+
+    /// A URL with one of the given schemes.
+    pub fn url(&self, name: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+        let raw = self.raw(name);
+        let ok = schemes
+            .iter()
+            .any(|s| raw.starts_with(&format!("{s}://")) && raw.len() > s.len() + 3);
+        if ok {
+            Ok(raw)
+        } else {
+            Err(ConfigError {
+                var: name.to_string(),
+                value: Some(redact_url(&raw)),
+                reason: format!("expected a URL starting with {}://", schemes.join("://, ")),
+            })
+        }
+    }
+}
+
+/// Settings for running a backup (shared by the CLI and the worker).
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub export: ExportOptions,
+    pub normalization: Version,
+}
+
+impl BackupSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let max_output = env.positive("CONFIG_BACKUP_MAX_OUTPUT_BYTES")?;
+        Ok(BackupSettings {
+            export: ExportOptions {
+                connect_timeout: env.seconds("CONFIG_BACKUP_CONNECT_TIMEOUT", 1)?,
+                command_timeout: env.seconds("CONFIG_BACKUP_COMMAND_TIMEOUT", 1)?,
+                max_output: usize::try_from(max_output).unwrap_or(DEFAULT_MAX_OUTPUT),
+                sensitive: env.boolean("CONFIG_BACKUP_EXPORT_SECRETS")?,
+            },
+            normalization: env.parse("NORMALIZATION_VERSION")?,
+        })
+    }
+}
+
+/// NATS publisher settings.
+pub fn publisher_config(env: &Env) -> Result<PublisherConfig, ConfigError> {
+    let prefix = env.raw("ROSBACKUP_SUBJECT_PREFIX");
+    if prefix.is_empty()
+        || prefix
+            .split('.')
+            .any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
+    {
+        return Err(env.error(
+            "ROSBACKUP_SUBJECT_PREFIX",
+            &prefix,
+            "expected dot-separated NATS tokens without wildcards",
+        ));
+    }
+    let stream = env.raw("ROSBACKUP_NATS_STREAM");
+    let bucket = env.raw("ROSBACKUP_NATS_OBJECT_BUCKET");
+    for (name, v) in [
+        ("ROSBACKUP_NATS_STREAM", &stream),
+        ("ROSBACKUP_NATS_OBJECT_BUCKET", &bucket),
+    ] {
+        if !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(env.error(name, v, "expected letters, digits, '_' or '-'"));
+        }
+    }
+    Ok(PublisherConfig {
+        nats_url: env.url("NATS_URL", &["nats", "tls", "ws", "wss"])?,
+        subject_prefix: prefix,
+        stream_name: stream,
+        stream_max_bytes: i64::try_from(env.positive("ROSBACKUP_NATS_STREAM_MAX_BYTES")?)
+            .unwrap_or(i64::MAX),
+        stream_max_age: env.seconds("ROSBACKUP_NATS_STREAM_MAX_AGE", 60)?,
+        object_bucket: bucket,
+        ..PublisherConfig::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let env = Env::from_pairs([]);
+        let b = BackupSettings::from_env(&env).unwrap();
+        assert_eq!(b.export.command_timeout, Duration::from_secs(60));
+        assert_eq!(b.normalization, Version::V2);
+        assert!(b.export.sensitive);
+        let p = publisher_config(&env).unwrap();
+        assert_eq!(p.subject_prefix, "config.snapshot");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, val) in [
+            ("CONFIG_BACKUP_COMMAND_TIMEOUT", "sixty"),
+            ("CONFIG_BACKUP_COMMAND_TIMEOUT", "0"),
+            ("NORMALIZATION_VERSION", "3"),
+            ("CONFIG_BACKUP_EXPORT_SECRETS", "maybe"),
+            ("CONFIG_BACKUP_MAX_OUTPUT_BYTES", "-1"),
+        ] {
+            let env = Env::from_pairs([(var, val)]);
+            let e = BackupSettings::from_env(&env).unwrap_err();
+            assert_eq!(e.var, var);
+            assert!(e.to_string().starts_with(var), "{e}");
+        }
+        let env = Env::from_pairs([("NATS_URL", "http://u:secretpw@x")]);
+        let e = publisher_config(&env).unwrap_err();
+        assert_eq!(e.var, "NATS_URL");
+        assert!(!e.to_string().contains("secretpw"), "{e}");
+        let env = Env::from_pairs([("ROSBACKUP_SUBJECT_PREFIX", "a.>")]);
+        assert_eq!(
+            publisher_config(&env).unwrap_err().var,
+            "ROSBACKUP_SUBJECT_PREFIX"
+        );
+    }
+
+    #[test]
+    fn every_var_is_documented_once() {
+        let mut names: Vec<_> = VARS.iter().map(|v| v.name).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+}

@@ -1,0 +1,716 @@
+//! One export from one RouterOS device over SSH.
+//!
+//! This is the only place that talks to devices. It returns either the complete raw
+//! export with the observed host-key fingerprint and timings, or an [`ExportError`] whose
+//! [`ErrorKind`] decides what the scheduler does next. Three rules shape it:
+//!
+//! * **Every phase is bounded.** russh has no connect or handshake timeout and its
+//!   inactivity timer is defeated by keepalives, so TCP connect + SSH handshake + auth run
+//!   under the connect timeout and the commands under the command timeout, each with
+//!   `tokio::time::timeout`. A peer that accepts TCP and never speaks cannot hang a worker.
+//! * **Nothing partial is a success.** The exec channel must deliver an exit status and
+//!   EOF, and the text must not end inside a ` \` continuation; otherwise the result is
+//!   `truncated_output`. Output beyond the cap is `too_large`, and reading stops there so
+//!   memory stays bounded. An error text is `bad_output`, never a config.
+//! * **Trust on first use.** With no known fingerprint the key is accepted and reported
+//!   for the caller to pin; with one, a different key ends the connection before the
+//!   password is sent.
+//!
+//! The command depends on the RouterOS major version (NOTES §4): 7 needs
+//! `/export show-sensitive` for secrets, 6 prints them with `/export` and rejects
+//! `show-sensitive`. With no known version we ask the device (`/system resource print`)
+//! on the same SSH session and report what we found so the caller can remember it.
+
+mod algorithms;
+pub mod output;
+
+pub use algorithms::{is_legacy, preferred};
+
+use crate::error::ErrorKind;
+use crate::secret::Secret;
+use russh::client::{self, AuthResult, Handle, KeyboardInteractiveAuthResponse};
+use russh::keys::{HashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, MethodKind};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+/// Default cap on export size: the largest real exports are ~400 KB; 32 MiB leaves room
+/// for huge address lists while bounding a worker's memory per job.
+pub const DEFAULT_MAX_OUTPUT: usize = 32 * 1024 * 1024;
+/// How much stderr we keep (only its size is reported).
+const MAX_STDERR: usize = 64 * 1024;
+
+/// Where and how to log in.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub password: Secret,
+    /// Pinned host-key fingerprint (`SHA256:…`); `None` = trust on first use.
+    pub known_fingerprint: Option<String>,
+    /// What we know of the RouterOS version (free-form token or just `6`/`7`).
+    pub routeros_version: Option<String>,
+}
+
+/// Knobs for one export.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// TCP connect, and separately SSH handshake + authentication.
+    pub connect_timeout: Duration,
+    /// Everything after authentication: version probe and export.
+    pub command_timeout: Duration,
+    pub max_output: usize,
+    /// Export secrets (`show-sensitive` on 7, plain `/export` on 6). Off: a secret-free
+    /// export (`/export` on 7, `hide-sensitive` on 6).
+    pub sensitive: bool,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions {
+            connect_timeout: Duration::from_secs(15),
+            command_timeout: Duration::from_secs(60),
+            max_output: DEFAULT_MAX_OUTPUT,
+            sensitive: true,
+        }
+    }
+}
+
+/// Algorithms the session negotiated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Negotiated {
+    pub kex: String,
+    pub host_key: String,
+    pub cipher: String,
+    pub mac: String,
+}
+
+impl Negotiated {
+    /// True if any SHA-1 era algorithm had to be used.
+    pub fn uses_legacy(&self) -> bool {
+        [&self.kex, &self.host_key, &self.mac]
+            .iter()
+            .any(|n| algorithms::is_legacy(n))
+    }
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Timings {
+    pub connect: Duration,
+    /// SSH version exchange, key exchange and authentication.
+    pub handshake: Duration,
+    /// Version probe (if any), exec and transfer.
+    pub command: Duration,
+    pub total: Duration,
+}
+
+/// A complete export.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub raw: Vec<u8>,
+    pub fingerprint: String,
+    pub negotiated: Negotiated,
+    /// The version as found: the export header's token, else the probe's, else the
+    /// caller's hint.
+    pub routeros_version: Option<String>,
+    /// The major version the command was chosen for.
+    pub routeros_major: u8,
+    /// True when the major version was found out on this connection (probe or fallback)
+    /// rather than given by the caller: the caller should remember it.
+    pub version_discovered: bool,
+    pub command: &'static str,
+    pub stderr_bytes: usize,
+    pub timings: Timings,
+}
+
+/// Which phase ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connect,
+    Handshake,
+    Command,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Connect => "TCP connect",
+            Phase::Handshake => "SSH handshake and authentication",
+            Phase::Command => "waiting for the export",
+        })
+    }
+}
+
+/// Why output stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truncation {
+    /// The command timeout fired after output had started.
+    TimedOut,
+    /// The connection or channel ended without EOF.
+    Dropped,
+    /// EOF but no exit status.
+    NoExitStatus,
+    /// The text ends inside a ` \` continuation.
+    MidContinuation,
+}
+
+impl std::fmt::Display for Truncation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Truncation::TimedOut => "the command timeout fired mid-stream",
+            Truncation::Dropped => "the connection ended without EOF",
+            Truncation::NoExitStatus => "the channel closed without an exit status",
+            Truncation::MidContinuation => "the text ends inside a wrapped line",
+        })
+    }
+}
+
+/// A failed export. `Display` never contains the password or device output.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("connection to {addr} refused")]
+    ConnectionRefused {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reach {addr}: {source}")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("timed out after {secs:.1}s: {phase}")]
+    Timeout { phase: Phase, secs: f64 },
+    #[error("authentication failed for user {user:?}")]
+    AuthFailed { user: String },
+    #[error("host key mismatch: pinned {expected}, device presented {got}")]
+    HostKeyMismatch { expected: String, got: String },
+    #[error("output truncated after {bytes} bytes: {reason}")]
+    Truncated { reason: Truncation, bytes: usize },
+    #[error("export larger than the {cap}-byte limit")]
+    TooLarge { cap: usize },
+    #[error("{0}")]
+    BadOutput(#[from] output::NotAnExport),
+    #[error("the device refused to run {command:?}")]
+    ExecRejected { command: &'static str },
+    #[error("command exited with status {status}")]
+    ExitStatus { status: u32 },
+    #[error("SSH protocol error: {0}")]
+    Ssh(#[source] russh::Error),
+    #[error("no SSH algorithm in common ({what:?}); the device offers {theirs:?}")]
+    NoCommonAlgorithm { what: String, theirs: Vec<String> },
+    #[error("invalid target: {0}")]
+    InvalidTarget(String),
+}
+
+impl ExportError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ExportError::ConnectionRefused { .. } | ExportError::Unreachable { .. } => {
+                ErrorKind::ConnectionRefused
+            }
+            ExportError::Timeout { .. } => ErrorKind::Timeout,
+            ExportError::AuthFailed { .. } => ErrorKind::AuthFailed,
+            ExportError::HostKeyMismatch { .. } => ErrorKind::HostKeyMismatch,
+            ExportError::Truncated { .. } => ErrorKind::TruncatedOutput,
+            ExportError::TooLarge { .. } => ErrorKind::TooLarge,
+            ExportError::BadOutput(_)
+            | ExportError::ExecRejected { .. }
+            | ExportError::ExitStatus { .. } => ErrorKind::BadOutput,
+            ExportError::Ssh(_)
+            | ExportError::NoCommonAlgorithm { .. }
+            | ExportError::InvalidTarget(_) => ErrorKind::Unknown,
+        }
+    }
+
+    /// The fingerprint the device presented, when the error is about it.
+    pub fn presented_fingerprint(&self) -> Option<&str> {
+        match self {
+            ExportError::HostKeyMismatch { got, .. } => Some(got),
+            _ => None,
+        }
+    }
+}
+
+/// Errors from inside the russh handler: either russh's own or our host-key verdict.
+#[derive(Debug, thiserror::Error)]
+enum HandlerError {
+    #[error(transparent)]
+    Russh(#[from] russh::Error),
+    #[error("host key mismatch")]
+    HostKeyMismatch { expected: String, got: String },
+}
+
+#[derive(Default)]
+struct Observed {
+    fingerprint: Option<String>,
+    negotiated: Negotiated,
+}
+
+struct Client {
+    expected: Option<String>,
+    observed: Arc<Mutex<Observed>>,
+}
+
+impl client::Handler for Client {
+    type Error = HandlerError;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            // Host certificates are not part of RouterOS; we never advertise them.
+            return Ok(false);
+        };
+        let fp = key.fingerprint(HashAlg::Sha256).to_string();
+        if let Ok(mut o) = self.observed.lock() {
+            o.fingerprint = Some(fp.clone());
+        }
+        match &self.expected {
+            None => Ok(true),
+            Some(e) if *e == fp => Ok(true),
+            Some(e) => Err(HandlerError::HostKeyMismatch {
+                expected: e.clone(),
+                got: fp,
+            }),
+        }
+    }
+
+    async fn kex_done(
+        &mut self,
+        _shared_secret: Option<&[u8]>,
+        names: &russh::Names,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        if let Ok(mut o) = self.observed.lock() {
+            o.negotiated = Negotiated {
+                kex: names.kex.as_ref().to_string(),
+                host_key: names.key.to_string(),
+                cipher: names.cipher.as_ref().to_string(),
+                mac: names.client_mac.as_ref().to_string(),
+            };
+        }
+        Ok(())
+    }
+}
+
+fn map_handler_error(e: HandlerError) -> ExportError {
+    match e {
+        HandlerError::HostKeyMismatch { expected, got } => {
+            ExportError::HostKeyMismatch { expected, got }
+        }
+        HandlerError::Russh(e) => map_russh(e),
+    }
+}
+
+fn map_russh(e: russh::Error) -> ExportError {
+    match e {
+        russh::Error::NoCommonAlgo { kind, theirs, .. } => ExportError::NoCommonAlgorithm {
+            what: format!("{kind:?}"),
+            theirs,
+        },
+        other => ExportError::Ssh(other),
+    }
+}
+
+/// The export command for a major version.
+pub fn export_command(major: u8, sensitive: bool) -> &'static str {
+    match (major >= 7, sensitive) {
+        (true, true) => "/export show-sensitive",
+        (true, false) => "/export",
+        (false, true) => "/export",
+        (false, false) => "/export hide-sensitive",
+    }
+}
+
+/// Run one export against one device. See the module docs for the guarantees.
+pub async fn export(target: &Target, opts: &ExportOptions) -> Result<Export, ExportError> {
+    let started = Instant::now();
+    let addr = format_addr(&target.host, target.port);
+
+    // Phase 1: TCP connect.
+    let stream = match timeout(opts.connect_timeout, TcpStream::connect(&addr)).await {
+        Err(_) => {
+            return Err(ExportError::Timeout {
+                phase: Phase::Connect,
+                secs: opts.connect_timeout.as_secs_f64(),
+            });
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(ExportError::ConnectionRefused { addr, source: e });
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            return Err(ExportError::InvalidTarget(format!("{addr}: {e}")));
+        }
+        Ok(Err(e)) => return Err(ExportError::Unreachable { addr, source: e }),
+        Ok(Ok(s)) => s,
+    };
+    // Best effort: a socket option failing does not stop the backup.
+    let _ = stream.set_nodelay(true);
+    let connected = Instant::now();
+
+    // Phase 2: SSH handshake + authentication.
+    let observed = Arc::new(Mutex::new(Observed::default()));
+    let handler = Client {
+        expected: target
+            .known_fingerprint
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        observed: observed.clone(),
+    };
+    let config = algorithms::client_config(opts.connect_timeout + opts.command_timeout);
+    let handshake = async {
+        let mut handle = client::connect_stream(config, stream, handler)
+            .await
+            .map_err(map_handler_error)?;
+        authenticate(&mut handle, target).await?;
+        Ok::<_, ExportError>(handle)
+    };
+    let handle = match timeout(opts.connect_timeout, handshake).await {
+        Err(_) => {
+            return Err(ExportError::Timeout {
+                phase: Phase::Handshake,
+                secs: opts.connect_timeout.as_secs_f64(),
+            });
+        }
+        Ok(r) => r?,
+    };
+    let authenticated = Instant::now();
+    let (fingerprint, negotiated) = {
+        let o = observed
+            .lock()
+            .map_err(|_| ExportError::InvalidTarget("internal state poisoned".into()))?;
+        (o.fingerprint.clone(), o.negotiated.clone())
+    };
+    let Some(fingerprint) = fingerprint else {
+        return Err(ExportError::Ssh(russh::Error::UnknownKey));
+    };
+
+    // Phase 3: commands, under one deadline.
+    let deadline = tokio::time::Instant::now() + opts.command_timeout;
+    let result = run_export(&handle, target, opts, deadline).await;
+    // Polite close; the device may already be gone, which is fine.
+    let _ = handle
+        .disconnect(russh::Disconnect::ByApplication, "", "en")
+        .await;
+    let mut export = result?;
+    let done = Instant::now();
+    export.fingerprint = fingerprint;
+    export.negotiated = negotiated;
+    export.timings = Timings {
+        connect: connected - started,
+        handshake: authenticated - connected,
+        command: done - authenticated,
+        total: done - started,
+    };
+    Ok(export)
+}
+
+fn format_addr(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<(), ExportError> {
+    let failed = || ExportError::AuthFailed {
+        user: target.username.clone(),
+    };
+    match handle
+        .authenticate_password(target.username.clone(), target.password.expose())
+        .await
+        .map_err(map_russh)?
+    {
+        AuthResult::Success => Ok(()),
+        AuthResult::Failure {
+            remaining_methods, ..
+        } if remaining_methods.contains(&MethodKind::KeyboardInteractive)
+            && !remaining_methods.contains(&MethodKind::Password) =>
+        {
+            // Servers configured for keyboard-interactive only: answer every prompt with
+            // the password (what `ssh` does for a single password prompt).
+            let mut resp = handle
+                .authenticate_keyboard_interactive_start(target.username.clone(), None)
+                .await
+                .map_err(map_russh)?;
+            for _ in 0..3 {
+                match resp {
+                    KeyboardInteractiveAuthResponse::Success => return Ok(()),
+                    KeyboardInteractiveAuthResponse::Failure { .. } => return Err(failed()),
+                    KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
+                        let answers = prompts
+                            .iter()
+                            .map(|_| target.password.expose().to_string())
+                            .collect();
+                        resp = handle
+                            .authenticate_keyboard_interactive_respond(answers)
+                            .await
+                            .map_err(map_russh)?;
+                    }
+                }
+            }
+            Err(failed())
+        }
+        AuthResult::Failure { .. } => Err(failed()),
+    }
+}
+
+/// Probe the version if needed, run the export, fall back once if a device we took for 7
+/// turns out to be 6.
+async fn run_export(
+    handle: &Handle<Client>,
+    target: &Target,
+    opts: &ExportOptions,
+    deadline: tokio::time::Instant,
+) -> Result<Export, ExportError> {
+    let hinted = target.routeros_version.as_deref().and_then(output::major);
+    let mut probed_version = None;
+    let mut discovered = false;
+    let major = match hinted {
+        Some(m) => m,
+        None => {
+            let out = run_command(handle, "/system resource print", opts, deadline).await?;
+            discovered = true;
+            match output::parse_resource_version(&out.stdout) {
+                Some(v) => {
+                    let m = output::major(&v).unwrap_or(7);
+                    probed_version = Some(v);
+                    m
+                }
+                // No version line: try the v7 form, the fallback below handles 6.
+                None => 7,
+            }
+        }
+    };
+    let mut major = major;
+    let mut command = export_command(major, opts.sensitive);
+    let mut out = run_command(handle, command, opts, deadline).await?;
+    if major >= 7 && opts.sensitive && output::is_v6_show_sensitive_error(&out.stdout) {
+        // RouterOS 6 rejects `show-sensitive`; it prints secrets with plain `/export`.
+        major = 6;
+        discovered = true;
+        command = export_command(6, true);
+        out = run_command(handle, command, opts, deadline).await?;
+    }
+    if output::ends_mid_continuation(&out.stdout) {
+        return Err(ExportError::Truncated {
+            reason: Truncation::MidContinuation,
+            bytes: out.stdout.len(),
+        });
+    }
+    output::check_export(&out.stdout)?;
+    if out.exit_status != 0 {
+        return Err(ExportError::ExitStatus {
+            status: out.exit_status,
+        });
+    }
+    let info = crate::normalize::export_info(&out.stdout);
+    Ok(Export {
+        routeros_version: info
+            .routeros_version
+            .or(probed_version)
+            .or_else(|| target.routeros_version.clone()),
+        routeros_major: major,
+        version_discovered: discovered,
+        command,
+        stderr_bytes: out.stderr_bytes,
+        raw: out.stdout,
+        fingerprint: String::new(),
+        negotiated: Negotiated::default(),
+        timings: Timings::default(),
+    })
+}
+
+struct CommandOutput {
+    stdout: Vec<u8>,
+    stderr_bytes: usize,
+    exit_status: u32,
+}
+
+/// What a channel delivered so far; kept outside the timed future so a timeout can tell
+/// "nothing came" (timeout) from "it stopped mid-stream" (truncated).
+#[derive(Default)]
+struct ChannelState {
+    stdout: Vec<u8>,
+    stderr: usize,
+    exit_status: Option<u32>,
+    eof: bool,
+    closed: bool,
+}
+
+async fn run_command(
+    handle: &Handle<Client>,
+    command: &'static str,
+    opts: &ExportOptions,
+    deadline: tokio::time::Instant,
+) -> Result<CommandOutput, ExportError> {
+    let mut state = ChannelState::default();
+    let read = read_channel(handle, command, opts.max_output, &mut state);
+    match tokio::time::timeout_at(deadline, read).await {
+        Err(_) if state.stdout.is_empty() => Err(ExportError::Timeout {
+            phase: Phase::Command,
+            secs: opts.command_timeout.as_secs_f64(),
+        }),
+        Err(_) => Err(ExportError::Truncated {
+            reason: Truncation::TimedOut,
+            bytes: state.stdout.len(),
+        }),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(())) => {
+            if !state.eof {
+                return Err(ExportError::Truncated {
+                    reason: Truncation::Dropped,
+                    bytes: state.stdout.len(),
+                });
+            }
+            let Some(exit_status) = state.exit_status else {
+                return Err(ExportError::Truncated {
+                    reason: Truncation::NoExitStatus,
+                    bytes: state.stdout.len(),
+                });
+            };
+            Ok(CommandOutput {
+                stdout: state.stdout,
+                stderr_bytes: state.stderr,
+                exit_status,
+            })
+        }
+    }
+}
+
+async fn read_channel(
+    handle: &Handle<Client>,
+    command: &'static str,
+    cap: usize,
+    state: &mut ChannelState,
+) -> Result<(), ExportError> {
+    let mut channel = match handle.channel_open_session().await {
+        Ok(c) => c,
+        // The session is gone (the device hung up right after auth).
+        Err(russh::Error::SendError) | Err(russh::Error::HUP) => {
+            state.closed = true;
+            return Ok(());
+        }
+        Err(e) => return Err(map_russh(e)),
+    };
+    channel.exec(true, command).await.map_err(map_russh)?;
+    while let Some(msg) = channel.wait().await {
+        match msg {
+            ChannelMsg::Data { data } => {
+                if state.stdout.len() + data.len() > cap {
+                    return Err(ExportError::TooLarge { cap });
+                }
+                state.stdout.extend_from_slice(&data);
+            }
+            ChannelMsg::ExtendedData { data, .. } => {
+                state.stderr = (state.stderr + data.len()).min(MAX_STDERR);
+            }
+            ChannelMsg::ExitStatus { exit_status } => state.exit_status = Some(exit_status),
+            ChannelMsg::ExitSignal { .. } => state.exit_status = Some(255),
+            ChannelMsg::Eof => state.eof = true,
+            ChannelMsg::Close => {
+                state.closed = true;
+                break;
+            }
+            ChannelMsg::Failure => return Err(ExportError::ExecRejected { command }),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_by_version() {
+        assert_eq!(export_command(7, true), "/export show-sensitive");
+        assert_eq!(export_command(7, false), "/export");
+        assert_eq!(export_command(6, true), "/export");
+        assert_eq!(export_command(6, false), "/export hide-sensitive");
+    }
+
+    #[test]
+    fn kinds_come_from_variants() {
+        let t = ExportError::Truncated {
+            reason: Truncation::Dropped,
+            bytes: 3,
+        };
+        assert_eq!(t.kind(), ErrorKind::TruncatedOutput);
+        assert_eq!(ExportError::TooLarge { cap: 1 }.kind(), ErrorKind::TooLarge);
+        assert_eq!(
+            ExportError::BadOutput(output::NotAnExport::Empty).kind(),
+            ErrorKind::BadOutput
+        );
+        assert_eq!(
+            ExportError::AuthFailed { user: "u".into() }.kind(),
+            ErrorKind::AuthFailed
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_port_is_connection_refused() {
+        // Bind then drop to get a port nothing listens on.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let t = Target {
+            host: "127.0.0.1".into(),
+            port,
+            username: "admin".into(),
+            password: Secret::new("pw"),
+            known_fingerprint: None,
+            routeros_version: None,
+        };
+        let e = export(&t, &ExportOptions::default()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    }
+
+    #[tokio::test]
+    async fn silent_peer_times_out_in_handshake() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let keep = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            // Hold the socket open, never write.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        });
+        let t = Target {
+            host: "127.0.0.1".into(),
+            port,
+            username: "admin".into(),
+            password: Secret::new("pw"),
+            known_fingerprint: None,
+            routeros_version: Some("7".into()),
+        };
+        let opts = ExportOptions {
+            connect_timeout: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let e = export(&t, &opts).await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ExportError::Timeout {
+                    phase: Phase::Handshake,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        keep.abort();
+    }
+}

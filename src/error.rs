@@ -1,0 +1,119 @@
+//! The failure vocabulary shared by the worker, the run history, metrics and the API.
+//!
+//! The first six kinds are the seed's `SSHErrorKind` strings, kept exactly so that
+//! dashboards and alerts written for the Go poller keep working. The rest are ours:
+//! `bad_output` (the device answered, but not with an export), `too_large` (over the
+//! output cap) and `publish_failed` (the snapshot could not be stored in JetStream).
+//! What an operator should do differs per kind, so scheduling decisions (block, back
+//! off, retry) are made on the kind, never on message text.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    AuthFailed,
+    HostKeyMismatch,
+    Timeout,
+    TruncatedOutput,
+    ConnectionRefused,
+    Unknown,
+    BadOutput,
+    TooLarge,
+    PublishFailed,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::AuthFailed,
+        ErrorKind::HostKeyMismatch,
+        ErrorKind::Timeout,
+        ErrorKind::TruncatedOutput,
+        ErrorKind::ConnectionRefused,
+        ErrorKind::Unknown,
+        ErrorKind::BadOutput,
+        ErrorKind::TooLarge,
+        ErrorKind::PublishFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::AuthFailed => "auth_failed",
+            ErrorKind::HostKeyMismatch => "host_key_mismatch",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::TruncatedOutput => "truncated_output",
+            ErrorKind::ConnectionRefused => "connection_refused",
+            ErrorKind::Unknown => "unknown",
+            ErrorKind::BadOutput => "bad_output",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::PublishFailed => "publish_failed",
+        }
+    }
+
+    /// Kinds that a retry cannot fix: the device stays blocked until an operator acts.
+    pub fn blocks(self) -> bool {
+        matches!(self, ErrorKind::AuthFailed | ErrorKind::HostKeyMismatch)
+    }
+
+    /// What an operator should do about it, for the dashboard and the CLI.
+    pub fn hint(self) -> &'static str {
+        match self {
+            ErrorKind::AuthFailed => "update the credentials",
+            ErrorKind::HostKeyMismatch => "the host key changed: verify, then reset it",
+            ErrorKind::Timeout => {
+                "the device did not answer in time: check reachability or raise the timeout"
+            }
+            ErrorKind::TruncatedOutput => {
+                "the export stopped early: check the link and the device load"
+            }
+            ErrorKind::ConnectionRefused => {
+                "nothing accepts SSH there: check the address, port and /ip service"
+            }
+            ErrorKind::Unknown => "see the message; SSH negotiation or protocol failure",
+            ErrorKind::BadOutput => {
+                "the device answered with an error, not an export: check the user's policies and RouterOS version"
+            }
+            ErrorKind::TooLarge => {
+                "the export exceeds the output cap: raise CONFIG_BACKUP_MAX_OUTPUT_BYTES"
+            }
+            ErrorKind::PublishFailed => "NATS JetStream did not store the snapshot: check NATS",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown error kind {0:?}")]
+pub struct UnknownErrorKind(pub String);
+
+impl FromStr for ErrorKind {
+    type Err = UnknownErrorKind;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ErrorKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownErrorKind(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_the_seed_strings() {
+        for k in ErrorKind::ALL {
+            assert_eq!(k.as_str().parse::<ErrorKind>().unwrap(), k);
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+        assert_eq!(ErrorKind::AuthFailed.as_str(), "auth_failed");
+        assert!("nope".parse::<ErrorKind>().is_err());
+    }
+}
