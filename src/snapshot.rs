@@ -159,6 +159,9 @@ pub struct PublisherConfig {
     pub ack_timeout: Duration,
     /// Publish attempts (same `Nats-Msg-Id` each time).
     pub attempts: u32,
+    /// Keep trying to connect when NATS is down at startup (long-running processes);
+    /// off, a down server is an immediate error (the CLI).
+    pub retry_initial_connect: bool,
 }
 
 impl Default for PublisherConfig {
@@ -173,6 +176,7 @@ impl Default for PublisherConfig {
             object_bucket: "CONFIG_SNAPSHOT_TEXTS".into(),
             ack_timeout: Duration::from_secs(5),
             attempts: 3,
+            retry_initial_connect: false,
         }
     }
 }
@@ -205,17 +209,21 @@ const HEADROOM: usize = 4096;
 impl Publisher {
     /// Connect and make sure a stream captures our subjects.
     pub async fn connect(cfg: PublisherConfig) -> Result<Self, SnapshotError> {
-        let client = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .name("rosbackup")
             .connection_timeout(Duration::from_secs(5))
-            .request_timeout(Some(Duration::from_secs(10)))
-            .retry_on_initial_connect()
-            .connect(&cfg.nats_url)
-            .await
-            .map_err(|source| SnapshotError::Connect {
-                url: redact_url(&cfg.nats_url),
-                source,
-            })?;
+            .request_timeout(Some(Duration::from_secs(10)));
+        if cfg.retry_initial_connect {
+            options = options.retry_on_initial_connect();
+        }
+        let client =
+            options
+                .connect(&cfg.nats_url)
+                .await
+                .map_err(|source| SnapshotError::Connect {
+                    url: redact_url(&cfg.nats_url),
+                    source,
+                })?;
         Self::with_client(client, cfg).await
     }
 

@@ -19,3 +19,13 @@ pub fn shared_exports() -> Option<PathBuf> {
     eprintln!("skipping: {} not found", dir.display());
     None
 }
+
+/// NATS for tests: `NATS_URL` or the local server.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// A name unique to this test run, usable as a NATS token, stream or bucket name.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
