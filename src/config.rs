@@ -427,3 +427,21 @@ mod tests {
         assert_eq!(before, names.len());
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// Every variable in [`super::VARS`] is in the README's table, with its default.
+    #[test]
+    fn readme_documents_every_variable() {
+        let readme = include_str!("../README.md");
+        for v in super::VARS {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", v.name)))
+                .unwrap_or_else(|| panic!("{} is not in README.md's table", v.name));
+            if !v.default.is_empty() {
+                assert!(row.contains(&format!("`{}`", v.default)), "{}: default", v.name);
+            }
+        }
+    }
+}
