@@ -21,7 +21,7 @@ fn synthetic(size: usize) -> Vec<u8> {
     let mut i = 0u64;
     out.extend_from_slice(b"/ip firewall address-list\r\n");
     while out.len() < size {
-        if i % 97 == 0 {
+        if i.is_multiple_of(97) {
             out.extend_from_slice(b"# Interface not active\r\n");
         }
         out.extend_from_slice(

@@ -440,7 +440,11 @@ mod readme {
                 .find(|l| l.starts_with(&format!("| `{}` |", v.name)))
                 .unwrap_or_else(|| panic!("{} is not in README.md's table", v.name));
             if !v.default.is_empty() {
-                assert!(row.contains(&format!("`{}`", v.default)), "{}: default", v.name);
+                assert!(
+                    row.contains(&format!("`{}`", v.default)),
+                    "{}: default",
+                    v.name
+                );
             }
         }
     }

@@ -176,3 +176,63 @@ fn export_json_against_sshd() {
             .contains(server.fingerprint("ed25519"))
     );
 }
+
+#[tokio::test]
+async fn export_publish_lands_in_jetstream() {
+    let Some(dir) = common::shared_exports() else {
+        return;
+    };
+    if !sshd::available() {
+        return;
+    }
+    let file = dir.join("gh-kaihendry-praze-v7.12-crlf.rsc");
+    let server = sshd::start(&file, false);
+    let prefix = format!("{}.config.snapshot", common::unique("cli").to_lowercase());
+    let stream = common::unique("CLI_SNAP");
+    let device = uuid::Uuid::new_v4();
+    let out = bin()
+        .args([
+            "export",
+            "--host",
+            "127.0.0.1",
+            "--user",
+            sshd::USER,
+            "--json",
+            "--publish",
+        ])
+        .args([
+            "--port",
+            &server.port.to_string(),
+            "--routeros-version",
+            "7",
+        ])
+        .args(["--device-id", &device.to_string()])
+        .env("ROSBACKUP_PASSWORD", sshd::PASSWORD)
+        .env("NATS_URL", common::nats_url())
+        .env("ROSBACKUP_SUBJECT_PREFIX", &prefix)
+        .env("ROSBACKUP_NATS_STREAM", &stream)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stream"], stream.as_str());
+
+    let js = async_nats::jetstream::new(async_nats::connect(common::nats_url()).await.unwrap());
+    let s = js.get_stream(&stream).await.unwrap();
+    let seq = v["sequence"].as_u64().unwrap();
+    let msg = s.get_raw_message(seq).await.unwrap();
+    assert_eq!(msg.subject.as_str(), format!("{prefix}.create.{device}"));
+    let ev = rosbackup::snapshot::ConfigSnapshotEvent::decode(&msg.payload).unwrap();
+    assert_eq!(ev.device_id, device.to_string());
+    assert_eq!(ev.sha256_hash, v["sha256_hash"].as_str().unwrap());
+    assert_eq!(ev.routeros_version.as_deref(), Some("7.12"));
+    assert_eq!(
+        rosbackup::normalize::hash(ev.config_text.as_bytes()),
+        ev.sha256_hash
+    );
+    let _ = js.delete_stream(&stream).await;
+}

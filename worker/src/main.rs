@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let env = Env::from_process();
-    if let Err(e) = BackupSettings::from_env(&env).and_then(|_| publisher_config(&env).map(|_| ())) {
+    if let Err(e) = BackupSettings::from_env(&env).and_then(|_| publisher_config(&env).map(|_| ()))
+    {
         eprintln!("configuration error: {e}");
         return ExitCode::from(2);
     }
