@@ -10,6 +10,7 @@ pub mod error;
 pub mod normalize;
 pub mod observability;
 pub mod secret;
+pub mod sim;
 pub mod snapshot;
 
 pub use error::ErrorKind;

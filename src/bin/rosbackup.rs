@@ -7,8 +7,8 @@ use rosbackup::backup;
 use rosbackup::config::{BackupSettings, ConfigError, Env, publisher_config};
 use rosbackup::device::Target;
 use rosbackup::normalize::{self, Version};
+use rosbackup::sim;
 use rosbackup::snapshot::Publisher;
-// SIM_IMPORT
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,7 +33,8 @@ enum Command {
     Hash(NormalizeArgs),
     /// One export from one device, with exactly the worker's code path.
     Export(ExportArgs),
-    // SIM_VARIANT
+    /// Run a simulated fleet of RouterOS devices.
+    Sim(sim::SimArgs),
 }
 
 #[derive(clap::Args)]
@@ -108,7 +109,10 @@ fn main() -> ExitCode {
         Command::Normalize(a) => normalize_cmd(&env, a, false),
         Command::Hash(a) => normalize_cmd(&env, a, true),
         Command::Export(a) => block_on(export_cmd(env, a)),
-        // SIM_ARM
+        Command::Sim(a) => block_on(async move {
+            sim::run_cli(a).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,171 @@
+//! RouterOS fleet simulator: a russh SSH server playing many MikroTik devices.
+//!
+//! Why it exists: the backup pipeline must be exercised against thousands of routers
+//! that behave like real RouterOS — CRLF output over exec channels, version-specific
+//! export headers and flags (`show-sensitive` is an error on 6.x), legacy-only SSH
+//! algorithms, runtime annotations that come and go — and against the ways real fleets
+//! fail (wrong passwords, rotated host keys, refused/silent/stalled/dropped connections,
+//! slow or huge exports, garbage answers). Real devices cannot be had by the thousand, so
+//! the simulator plays them, one listener per device, deterministically from a seed so a
+//! restart reproduces the same fleet, credentials and host keys.
+//!
+//! Layout: [`faults`] (fault modes and the spec parser), [`config_gen`] (our own config
+//! generator), [`render`] (RouterOS text conventions), [`keys`] (deterministic host
+//! keys), `server` (listeners, SSH handler, command answers), `cli` (`rosbackup sim`).
+//!
+//! Configs and passwords are never logged.
+
+pub mod config_gen;
+pub mod faults;
+pub mod keys;
+pub mod render;
+
+mod cli;
+mod kill;
+mod server;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use cli::{SimArgs, run_cli};
+pub use faults::{Fault, FaultParseError, FaultSpec, FaultTiming};
+
+/// Simulator configuration. See the CLI flags in [`SimArgs`].
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub devices: usize,
+    /// Device `i` listens on `listen_base + i` (unless `one_address`).
+    pub listen_base: Ipv4Addr,
+    /// 0 = ephemeral ports.
+    pub port: u16,
+    /// All devices on `listen_base`, consecutive ports from `port`.
+    pub one_address: bool,
+    pub faults: FaultSpec,
+    /// Serve real export files (`*.rsc`, cycled over devices) instead of generated configs.
+    pub configs_dir: Option<PathBuf>,
+    /// Force the generated config size (bytes of plain `/export`, ±5%).
+    pub config_size: Option<usize>,
+    /// Offer only RouterOS's SSH algorithms (and an RSA host key).
+    pub routeros_algorithms: bool,
+    /// Delay before every export's output starts.
+    pub export_delay: Duration,
+    /// Bytes streamed by the `huge` fault.
+    pub huge_bytes: u64,
+    pub timing: FaultTiming,
+    pub seed: u64,
+    pub inventory: Option<PathBuf>,
+    pub export_dir: Option<PathBuf>,
+    pub stats: Option<PathBuf>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            devices: 1,
+            listen_base: Ipv4Addr::new(127, 0, 1, 1),
+            port: 2222,
+            one_address: false,
+            faults: FaultSpec::default(),
+            configs_dir: None,
+            config_size: None,
+            routeros_algorithms: false,
+            export_delay: Duration::ZERO,
+            huge_bytes: 40 * 1024 * 1024,
+            timing: FaultTiming::default(),
+            seed: 1,
+            inventory: None,
+            export_dir: None,
+            stats: None,
+        }
+    }
+}
+
+/// One simulated device as listed in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimDevice {
+    pub id: uuid::Uuid,
+    pub tenant_id: uuid::Uuid,
+    pub name: String,
+    pub host: IpAddr,
+    pub port: u16,
+    pub username: String,
+    pub password: String,
+    pub routeros_version: String,
+    pub fault: Option<Fault>,
+}
+
+/// Per-device counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceStats {
+    /// TCP connections accepted (each one an SSH session attempt).
+    pub sessions: u64,
+    /// Complete healthy exports written to a client.
+    pub exports: u64,
+    /// Highest number of simultaneously open sessions.
+    pub max_concurrent: u64,
+}
+
+/// Simulator errors.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid simulator configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Faults(#[from] FaultParseError),
+    #[error("host key generation failed: {0}")]
+    Key(String),
+}
+
+/// A running simulated fleet.
+pub struct Simulator {
+    shared: Arc<server::Shared>,
+    runtime: server::Runtime,
+}
+
+impl Simulator {
+    /// Binds every device, writes the inventory, then returns.
+    pub async fn start(cfg: SimConfig) -> Result<Simulator, SimError> {
+        let (shared, runtime) = server::start(cfg).await?;
+        Ok(Simulator { shared, runtime })
+    }
+
+    pub fn devices(&self) -> &[SimDevice] {
+        &self.shared.devices
+    }
+
+    pub fn stats(&self) -> BTreeMap<uuid::Uuid, DeviceStats> {
+        self.shared.stats()
+    }
+
+    /// Exact bytes of the last full export generated for the device (for `stall`,
+    /// `drop` and `slow` devices: the full output they were about to send).
+    pub fn last_export(&self, id: uuid::Uuid) -> Option<Vec<u8>> {
+        self.shared.last_export(id)
+    }
+
+    /// `SHA256:…` fingerprint of the host key the device presents (for `hostkey`: the
+    /// most recently presented one).
+    pub fn host_key_fingerprint(&self, id: uuid::Uuid) -> Option<String> {
+        self.shared.fingerprint(id)
+    }
+
+    /// Stops listeners and sessions and writes the stats file one last time.
+    pub async fn shutdown(self) {
+        server::shutdown(self.shared, self.runtime).await;
+    }
+}

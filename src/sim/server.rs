@@ -1,0 +1,1154 @@
+//! Listeners, the SSH handler and the answers to RouterOS commands.
+//!
+//! Each device is one TCP listener with its own accept task; each accepted connection
+//! runs as a russh session via `run_stream` over a [`KillStream`] so faults and shutdown
+//! can cut it abruptly. Output is written through the channel's write half, which waits
+//! for the client's window, so a 40 MiB `huge` export is produced lazily and exit status
+//! always follows the last data byte.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+use russh::keys::{Algorithm, HashAlg, PrivateKey};
+use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session};
+use russh::{Channel, ChannelId, ChannelWriteHalf, MethodKind, MethodSet, Preferred, SshId};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use super::config_gen::{self, Model, RenderOpts, alnum, rng_for};
+use super::faults::Fault;
+use super::keys;
+use super::kill::{Kill, KillStream};
+use super::render;
+use super::{DeviceStats, SimConfig, SimDevice, SimError};
+
+const V7_VERSIONS: &[&str] = &[
+    "7.15.3", "7.16.2", "7.12.1", "7.18.2", "7.8", "7.14.3", "7.19.4", "7.11.2", "7.20.1", "7.6",
+];
+const V6_VERSIONS: &[&str] = &["6.49.10", "6.49.7", "6.48.6"];
+const TENANTS: usize = 3;
+const MODEL_CACHE_MAX: usize = 2048;
+/// Rotating RSA keys for `hostkey` devices in `routeros_algorithms` mode (RSA keygen is
+/// too slow to make a fresh one per connection).
+const RSA_ROTATION: u64 = 3;
+
+/// A real export file served by `--configs DIR` devices.
+pub(crate) struct ConfigFile {
+    version: String,
+    /// Lines after the original header (or all lines if there was none), no line ends.
+    lines: Vec<String>,
+    board: String,
+}
+
+enum Source {
+    Generated { target: usize },
+    File(Arc<ConfigFile>),
+}
+
+pub(crate) struct DeviceRt {
+    index: usize,
+    source: Source,
+    board: String,
+    sessions: AtomicU64,
+    exports: AtomicU64,
+    current: AtomicU64,
+    max_concurrent: AtomicU64,
+    change_counter: AtomicU64,
+    connections: AtomicU64,
+    last_export: Mutex<Option<Bytes>>,
+    fingerprint: Mutex<String>,
+    /// SSH config for devices whose host key never changes.
+    ssh: Option<Arc<russh::server::Config>>,
+    /// Pre-generated rotating RSA configs for `hostkey` + `routeros_algorithms`.
+    rsa_rotation: Vec<(Arc<russh::server::Config>, String)>,
+    started: Instant,
+}
+
+pub(crate) struct Shared {
+    pub(crate) devices: Vec<SimDevice>,
+    rt: Vec<DeviceRt>,
+    by_id: HashMap<uuid::Uuid, usize>,
+    cfg: SimConfig,
+    models: Mutex<HashMap<usize, Arc<Model>>>,
+    conns: Mutex<HashMap<u64, Arc<Kill>>>,
+    next_conn: AtomicU64,
+    live: AtomicUsize,
+    live_notify: Notify,
+    shutting_down: AtomicBool,
+}
+
+pub(crate) struct Runtime {
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Shared {
+    pub(crate) fn stats(&self) -> BTreeMap<uuid::Uuid, DeviceStats> {
+        self.devices
+            .iter()
+            .zip(&self.rt)
+            .map(|(d, rt)| {
+                (
+                    d.id,
+                    DeviceStats {
+                        sessions: rt.sessions.load(Ordering::Relaxed),
+                        exports: rt.exports.load(Ordering::Relaxed),
+                        max_concurrent: rt.max_concurrent.load(Ordering::Relaxed),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    pub(crate) fn last_export(&self, id: uuid::Uuid) -> Option<Vec<u8>> {
+        let i = *self.by_id.get(&id)?;
+        let g = self.rt[i].last_export.lock().expect("last_export poisoned");
+        g.as_ref().map(|b| b.to_vec())
+    }
+
+    pub(crate) fn fingerprint(&self, id: uuid::Uuid) -> Option<String> {
+        let i = *self.by_id.get(&id)?;
+        if self.devices[i].fault == Some(Fault::Refuse) {
+            return None;
+        }
+        Some(
+            self.rt[i]
+                .fingerprint
+                .lock()
+                .expect("fingerprint poisoned")
+                .clone(),
+        )
+    }
+
+    fn model(&self, idx: usize, target: usize) -> Arc<Model> {
+        if let Some(m) = self.models.lock().expect("models poisoned").get(&idx) {
+            return m.clone();
+        }
+        let d = &self.devices[idx];
+        let m = Arc::new(config_gen::generate(
+            self.cfg.seed,
+            idx,
+            &d.routeros_version,
+            &d.name,
+            target,
+        ));
+        let mut cache = self.models.lock().expect("models poisoned");
+        if cache.len() >= MODEL_CACHE_MAX
+            && let Some(k) = cache.keys().next().copied()
+        {
+            cache.remove(&k);
+        }
+        cache.insert(idx, m.clone());
+        m
+    }
+
+    /// Builds a full export (fresh header) for device `idx`.
+    fn export(&self, idx: usize, opts: RenderOpts) -> Bytes {
+        let d = &self.devices[idx];
+        let rt = &self.rt[idx];
+        let header = render::export_header(&d.routeros_version, chrono::Utc::now());
+        let change = (d.fault == Some(Fault::Change))
+            .then(|| rt.change_counter.fetch_add(1, Ordering::Relaxed) + 1);
+        let (meta, mut body): (Vec<String>, Vec<String>) = match &rt.source {
+            Source::Generated { target } => {
+                let m = self.model(idx, *target);
+                (
+                    config_gen::model_meta(&m),
+                    config_gen::render_body(&m, opts, change),
+                )
+            }
+            Source::File(f) => {
+                let mut body = f.lines.clone();
+                if let Some(n) = change {
+                    body.push(format!(
+                        "/system note set note=\"Managed by NOC. Change counter {n}.\""
+                    ));
+                }
+                (Vec::new(), body)
+            }
+        };
+        if d.fault == Some(Fault::Annotate) {
+            let mut rng = rand::thread_rng();
+            let first_section = body.iter().position(|l| l.starts_with('/'));
+            if let Some(first) = first_section {
+                for _ in 0..rng.gen_range(1..4) {
+                    let at = rng.gen_range(first + 1..=body.len());
+                    let a = render::ANNOTATIONS[rng.gen_range(0..render::ANNOTATIONS.len())];
+                    body.insert(at, a.to_string());
+                }
+            }
+        }
+        let mut out = String::with_capacity(body.iter().map(|b| b.len() + 2).sum::<usize>() + 256);
+        out.push_str(&header);
+        out.push_str("\r\n");
+        for l in meta.iter().chain(body.iter()) {
+            out.push_str(l);
+            out.push_str("\r\n");
+        }
+        Bytes::from(out)
+    }
+}
+
+fn nofile_raise() {
+    #[cfg(unix)]
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) != 0 {
+                tracing::warn!("could not raise RLIMIT_NOFILE");
+            }
+        }
+    }
+}
+
+fn read_config_files(dir: &Path) -> Result<Vec<Arc<ConfigFile>>, SimError> {
+    let io = |source| SimError::Io {
+        context: format!("cannot read configs dir {}", dir.display()),
+        source,
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "rsc") && p.is_file())
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        return Err(SimError::Config(format!(
+            "no *.rsc files in {}",
+            dir.display()
+        )));
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        let raw = std::fs::read(&p).map_err(|source| SimError::Io {
+            context: format!("cannot read {}", p.display()),
+            source,
+        })?;
+        let text = String::from_utf8_lossy(&raw);
+        let mut lines: Vec<String> = text
+            .split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+            .collect();
+        while lines.last().is_some_and(|l| l.is_empty()) {
+            lines.pop();
+        }
+        let version = lines.first().and_then(|l| {
+            let rest = l.strip_prefix("# ")?;
+            let (_, v) = rest.split_once(" by RouterOS ")?;
+            v.split_whitespace().next().map(str::to_string)
+        });
+        let version = match version {
+            Some(v) => {
+                lines.remove(0);
+                v
+            }
+            None => "7.15.3".to_string(),
+        };
+        let board = lines
+            .iter()
+            .take_while(|l| !l.starts_with('/'))
+            .find_map(|l| l.strip_prefix("# model = ").map(|m| m.trim().to_string()))
+            .unwrap_or_else(|| "CHR".to_string());
+        out.push(Arc::new(ConfigFile {
+            version,
+            lines,
+            board,
+        }));
+    }
+    Ok(out)
+}
+
+fn preferred(routeros: bool, v6: bool) -> Preferred {
+    use russh::{cipher, compression, kex, mac};
+    if !routeros {
+        return Preferred::default();
+    }
+    if v6 {
+        Preferred {
+            kex: Cow::Owned(vec![kex::DH_G14_SHA1, kex::DH_GEX_SHA1]),
+            key: Cow::Owned(vec![Algorithm::Rsa { hash: None }]),
+            cipher: Cow::Owned(vec![cipher::AES_128_CTR]),
+            mac: Cow::Owned(vec![mac::HMAC_SHA1]),
+            compression: Cow::Owned(vec![compression::NONE]),
+            ..Preferred::default()
+        }
+    } else {
+        Preferred {
+            kex: Cow::Owned(vec![
+                kex::ECDH_SHA2_NISTP256,
+                kex::ECDH_SHA2_NISTP384,
+                kex::ECDH_SHA2_NISTP521,
+                kex::DH_GEX_SHA256,
+                kex::DH_GEX_SHA1,
+                kex::DH_G14_SHA1,
+            ]),
+            key: Cow::Owned(vec![
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa { hash: None },
+            ]),
+            cipher: Cow::Owned(vec![
+                cipher::AES_128_CTR,
+                cipher::AES_192_CTR,
+                cipher::AES_256_CTR,
+            ]),
+            mac: Cow::Owned(vec![mac::HMAC_SHA256, mac::HMAC_SHA1]),
+            compression: Cow::Owned(vec![compression::NONE]),
+            ..Preferred::default()
+        }
+    }
+}
+
+fn ssh_config(cfg: &SimConfig, key: PrivateKey, v6: bool) -> Arc<russh::server::Config> {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::Password);
+    Arc::new(russh::server::Config {
+        server_id: SshId::Standard(Cow::Borrowed("SSH-2.0-ROSSSH")),
+        methods,
+        auth_rejection_time: cfg.timing.auth_rejection,
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![key],
+        preferred: preferred(cfg.routeros_algorithms, v6),
+        inactivity_timeout: cfg.timing.session_idle_timeout,
+        nodelay: true,
+        ..Default::default()
+    })
+}
+
+fn device_addr(cfg: &SimConfig, i: usize) -> Result<(Ipv4Addr, u16), SimError> {
+    if cfg.one_address {
+        let port = if cfg.port == 0 {
+            0
+        } else {
+            u16::try_from(cfg.port as usize + i).map_err(|_| {
+                SimError::Config(format!("port {} + {i} devices exceeds 65535", cfg.port))
+            })?
+        };
+        Ok((cfg.listen_base, port))
+    } else {
+        let base = u32::from(cfg.listen_base);
+        let ip = u32::try_from(i)
+            .ok()
+            .and_then(|i| base.checked_add(i))
+            .ok_or_else(|| {
+                SimError::Config(format!("address {} + {i} overflows", cfg.listen_base))
+            })?;
+        Ok((Ipv4Addr::from(ip), cfg.port))
+    }
+}
+
+fn uuid_for(seed: u64, what: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("rosbackup-sim:{seed}:{what}").as_bytes(),
+    )
+}
+
+pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimError> {
+    nofile_raise();
+    if cfg.devices == 0 {
+        return Err(SimError::Config("--devices must be at least 1".into()));
+    }
+    if cfg.faults.total() > cfg.devices {
+        return Err(SimError::Config(format!(
+            "fault spec {} needs {} devices but only {} are simulated",
+            cfg.faults,
+            cfg.faults.total(),
+            cfg.devices
+        )));
+    }
+    let files = match &cfg.configs_dir {
+        Some(dir) => Some(read_config_files(dir)?),
+        None => None,
+    };
+    let width = cfg.devices.saturating_sub(1).to_string().len().max(4);
+    let tenants: Vec<uuid::Uuid> = (0..TENANTS.min(cfg.devices))
+        .map(|t| uuid_for(cfg.seed, &format!("tenant:{t}")))
+        .collect();
+
+    // Devices (ports resolved after binding).
+    let mut devices = Vec::with_capacity(cfg.devices);
+    let mut sources = Vec::with_capacity(cfg.devices);
+    for i in 0..cfg.devices {
+        let fault = cfg.faults.fault_for(i);
+        let mut rng = rng_for(cfg.seed, i, 3);
+        let (version, source, board) = match &files {
+            Some(files) => {
+                let f = files[i % files.len()].clone();
+                (f.version.clone(), Source::File(f.clone()), f.board.clone())
+            }
+            None => {
+                let version = if fault == Some(Fault::V6) {
+                    V6_VERSIONS[rng.gen_range(0..V6_VERSIONS.len())]
+                } else {
+                    V7_VERSIONS[rng.gen_range(0..V7_VERSIONS.len())]
+                };
+                let target = cfg
+                    .config_size
+                    .unwrap_or_else(|| config_gen::default_size(cfg.seed, i));
+                (
+                    version.to_string(),
+                    Source::Generated { target },
+                    String::new(),
+                )
+            }
+        };
+        let name = match fault {
+            Some(f) => format!("sim-{i:0width$}-{f}"),
+            None => format!("sim-{i:0width$}"),
+        };
+        let (ip, port) = device_addr(&cfg, i)?;
+        devices.push(SimDevice {
+            id: uuid_for(cfg.seed, &format!("device:{i}")),
+            tenant_id: tenants[i % tenants.len()],
+            name,
+            host: IpAddr::V4(ip),
+            port,
+            username: format!("backup-{}", alnum(&mut rng, 4).to_lowercase()),
+            password: alnum(&mut rng, 16),
+            routeros_version: version,
+            fault,
+        });
+        sources.push((source, board));
+    }
+
+    // Host keys.
+    let mut keyset: Vec<Option<PrivateKey>> = vec![None; cfg.devices];
+    let mut rotations: Vec<Vec<PrivateKey>> = vec![Vec::new(); cfg.devices];
+    if cfg.routeros_algorithms {
+        let sem = Arc::new(Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(4),
+        ));
+        let mut jobs = Vec::new();
+        for (i, d) in devices.iter().enumerate() {
+            if d.fault == Some(Fault::Refuse) {
+                continue;
+            }
+            let gens: Vec<u64> = if d.fault == Some(Fault::HostKey) {
+                (0..RSA_ROTATION).collect()
+            } else {
+                vec![0]
+            };
+            for g in gens {
+                let sem = sem.clone();
+                let seed = cfg.seed;
+                jobs.push((
+                    i,
+                    tokio::spawn(async move {
+                        let _permit = sem.acquire_owned().await;
+                        tokio::task::spawn_blocking(move || keys::rsa_key(seed, i, g)).await
+                    }),
+                ));
+            }
+        }
+        for (i, job) in jobs {
+            let key = job
+                .await
+                .map_err(|e| SimError::Key(e.to_string()))?
+                .map_err(|e| SimError::Key(e.to_string()))?
+                .map_err(SimError::Key)?;
+            if devices[i].fault == Some(Fault::HostKey) {
+                rotations[i].push(key);
+            } else {
+                keyset[i] = Some(key);
+            }
+        }
+    } else {
+        for (i, d) in devices.iter().enumerate() {
+            if d.fault != Some(Fault::Refuse) {
+                keyset[i] = Some(keys::ed25519_key(cfg.seed, i, 0));
+            }
+        }
+    }
+
+    // Bind.
+    let mut listeners: Vec<Option<TcpListener>> = Vec::with_capacity(cfg.devices);
+    for d in devices.iter_mut() {
+        let addr = SocketAddr::new(d.host, d.port);
+        if d.fault == Some(Fault::Refuse) {
+            if d.port == 0 {
+                // Reserve an ephemeral port number, then release it: nothing listens.
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|source| SimError::Bind { addr, source })?;
+                d.port = l
+                    .local_addr()
+                    .map_err(|source| SimError::Bind { addr, source })?
+                    .port();
+            }
+            listeners.push(None);
+            continue;
+        }
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SimError::Bind { addr, source })?;
+        d.port = l
+            .local_addr()
+            .map_err(|source| SimError::Bind { addr, source })?
+            .port();
+        listeners.push(Some(l));
+    }
+
+    let mut rt = Vec::with_capacity(cfg.devices);
+    for (i, ((source, board), d)) in sources.into_iter().zip(&devices).enumerate() {
+        let v6 = render::is_v6(&d.routeros_version);
+        let (ssh, fp) = match keyset[i].take() {
+            Some(k) => {
+                let fp = keys::fingerprint(&k);
+                (Some(ssh_config(&cfg, k, v6)), fp)
+            }
+            None => (None, String::new()),
+        };
+        let rsa_rotation: Vec<(Arc<russh::server::Config>, String)> = rotations[i]
+            .drain(..)
+            .map(|k| {
+                let fp = keys::fingerprint(&k);
+                (ssh_config(&cfg, k, v6), fp)
+            })
+            .collect();
+        let fp = if d.fault == Some(Fault::HostKey) {
+            match rsa_rotation.first() {
+                Some((_, fp)) => fp.clone(),
+                None => keys::fingerprint(&keys::ed25519_key(cfg.seed, i, 0)),
+            }
+        } else {
+            fp
+        };
+        // Empty for generated devices: their board comes from the (lazily generated)
+        // model when `/system resource print` asks.
+        rt.push(DeviceRt {
+            index: i,
+            source,
+            board,
+            sessions: AtomicU64::new(0),
+            exports: AtomicU64::new(0),
+            current: AtomicU64::new(0),
+            max_concurrent: AtomicU64::new(0),
+            change_counter: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            last_export: Mutex::new(None),
+            fingerprint: Mutex::new(fp),
+            ssh,
+            rsa_rotation,
+            started: Instant::now(),
+        });
+    }
+
+    let by_id = devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+    let shared = Arc::new(Shared {
+        devices,
+        rt,
+        by_id,
+        cfg,
+        models: Mutex::new(HashMap::new()),
+        conns: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(0),
+        live: AtomicUsize::new(0),
+        live_notify: Notify::new(),
+        shutting_down: AtomicBool::new(false),
+    });
+
+    if let Some(path) = &shared.cfg.inventory {
+        write_atomic(path, inventory_csv(&shared.devices).as_bytes())
+            .await
+            .map_err(|source| SimError::Io {
+                context: format!("cannot write inventory {}", path.display()),
+                source,
+            })?;
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        if let Some(l) = l {
+            tasks.push(tokio::spawn(accept_loop(
+                shared.clone(),
+                i,
+                l,
+                shutdown_rx.clone(),
+            )));
+        }
+    }
+    if let Some(path) = shared.cfg.stats.clone() {
+        let shared = shared.clone();
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => write_stats(&shared, &path).await,
+                    _ = rx.changed() => break,
+                }
+            }
+        }));
+    }
+    tracing::info!(
+        devices = shared.devices.len(),
+        faults = %shared.cfg.faults,
+        "simulator started"
+    );
+    Ok((shared, Runtime { shutdown_tx, tasks }))
+}
+
+pub(crate) async fn shutdown(shared: Arc<Shared>, runtime: Runtime) {
+    shared.shutting_down.store(true, Ordering::SeqCst);
+    let _ = runtime.shutdown_tx.send(true);
+    for t in runtime.tasks {
+        let _ = t.await;
+    }
+    let kills: Vec<Arc<Kill>> = shared
+        .conns
+        .lock()
+        .expect("conns poisoned")
+        .values()
+        .cloned()
+        .collect();
+    for k in kills {
+        k.kill();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let notified = shared.live_notify.notified();
+        if shared.live.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            tracing::warn!(
+                live = shared.live.load(Ordering::SeqCst),
+                "sessions still open at shutdown"
+            );
+            break;
+        }
+    }
+    if let Some(path) = &shared.cfg.stats {
+        write_stats(&shared, path).await;
+    }
+    tracing::info!("simulator stopped");
+}
+
+async fn write_stats(shared: &Shared, path: &Path) {
+    let map: BTreeMap<String, DeviceStats> = shared
+        .stats()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    match serde_json::to_vec_pretty(&map) {
+        Ok(json) => {
+            if let Err(e) = write_atomic(path, &json).await {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write stats");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot serialize stats"),
+    }
+}
+
+/// Writes `path` via a temporary file in the same directory and a rename.
+pub(crate) async fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
+    tokio::fs::write(&tmp, data).await?;
+    tokio::fs::rename(&tmp, path).await
+}
+
+fn csv_field(s: &str) -> Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        Cow::Owned(format!("\"{}\"", s.replace('"', "\"\"")))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+pub(crate) fn inventory_csv(devices: &[SimDevice]) -> String {
+    let mut out = String::from("id,tenant_id,name,host,port,username,password,routeros_version\n");
+    for d in devices {
+        let fields = [
+            d.id.to_string(),
+            d.tenant_id.to_string(),
+            d.name.clone(),
+            d.host.to_string(),
+            d.port.to_string(),
+            d.username.clone(),
+            d.password.clone(),
+            d.routeros_version.clone(),
+        ];
+        let line: Vec<Cow<'_, str>> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    idx: usize,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(device = idx, error = %e, "accept failed");
+                // EMFILE and friends: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let kill = Arc::new(Kill::default());
+        let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        shared
+            .conns
+            .lock()
+            .expect("conns poisoned")
+            .insert(conn_id, kill.clone());
+        shared.live.fetch_add(1, Ordering::SeqCst);
+        let rt = &shared.rt[idx];
+        rt.sessions.fetch_add(1, Ordering::Relaxed);
+        let now = rt.current.fetch_add(1, Ordering::SeqCst) + 1;
+        rt.max_concurrent.fetch_max(now, Ordering::SeqCst);
+        let shared2 = shared.clone();
+        tokio::spawn(async move {
+            serve_connection(&shared2, idx, stream, kill).await;
+            shared2.rt[idx].current.fetch_sub(1, Ordering::SeqCst);
+            shared2
+                .conns
+                .lock()
+                .expect("conns poisoned")
+                .remove(&conn_id);
+            shared2.live.fetch_sub(1, Ordering::SeqCst);
+            shared2.live_notify.notify_waiters();
+        });
+    }
+}
+
+async fn serve_connection(shared: &Arc<Shared>, idx: usize, stream: TcpStream, kill: Arc<Kill>) {
+    let d = &shared.devices[idx];
+    let rt = &shared.rt[idx];
+    if d.fault == Some(Fault::Silent) {
+        // Hold the socket open, never write.
+        kill.killed().await;
+        drop(stream);
+        return;
+    }
+    let config = if d.fault == Some(Fault::HostKey) {
+        let n = rt.connections.fetch_add(1, Ordering::SeqCst);
+        let (config, fp) = if rt.rsa_rotation.is_empty() {
+            let key = keys::ed25519_key(shared.cfg.seed, idx, n);
+            let fp = keys::fingerprint(&key);
+            (
+                ssh_config(&shared.cfg, key, render::is_v6(&d.routeros_version)),
+                fp,
+            )
+        } else {
+            let (c, fp) = &rt.rsa_rotation[(n % RSA_ROTATION) as usize % rt.rsa_rotation.len()];
+            (c.clone(), fp.clone())
+        };
+        *rt.fingerprint.lock().expect("fingerprint poisoned") = fp;
+        config
+    } else {
+        match &rt.ssh {
+            Some(c) => c.clone(),
+            None => return,
+        }
+    };
+    let handler = Conn {
+        shared: shared.clone(),
+        idx,
+        kill: kill.clone(),
+        channels: HashMap::new(),
+    };
+    let stream = KillStream::new(stream, kill);
+    match russh::server::run_stream(config, stream, handler).await {
+        Ok(session) => {
+            if let Err(e) = session.await {
+                tracing::debug!(device = idx, error = %e, "session ended with error");
+            }
+        }
+        Err(e) => tracing::debug!(device = idx, error = %e, "session setup failed"),
+    }
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    idx: usize,
+    kill: Arc<Kill>,
+    channels: HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let d = &self.shared.devices[self.idx];
+        if d.fault != Some(Fault::Auth) && user == d.username && password == d.password {
+            Ok(Auth::Accept)
+        } else {
+            tracing::debug!(device = self.idx, "password rejected");
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.channels.remove(&channel);
+        Ok(())
+    }
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Interactive shells are not simulated: backups use exec channels.
+        session.channel_failure(channel)
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(ch) = self.channels.remove(&channel) else {
+            return session.channel_failure(channel);
+        };
+        session.channel_success(channel)?;
+        let cmd = String::from_utf8_lossy(data).into_owned();
+        let (mut rx, tx) = ch.split();
+        tokio::spawn(async move { while rx.wait().await.is_some() {} });
+        let shared = self.shared.clone();
+        let idx = self.idx;
+        let kill = self.kill.clone();
+        tokio::spawn(async move {
+            run_exec(&shared, idx, &kill, tx, &cmd).await;
+        });
+        Ok(())
+    }
+}
+
+/// Parsed exec command.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Cmd {
+    Export(RenderOpts),
+    Text(String),
+    Resource,
+}
+
+/// Splits a command into words with byte offsets (separators: whitespace and `/`).
+fn words(cmd: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in cmd.char_indices() {
+        let sep = c.is_whitespace() || c == '/';
+        match (sep, start) {
+            (true, Some(s)) => {
+                out.push((s, &cmd[s..i]));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, &cmd[s..]));
+    }
+    out
+}
+
+pub(crate) fn parse_cmd(cmd: &str, v6: bool) -> Cmd {
+    let cmd = cmd.trim_end_matches(['\r', '\n']);
+    let w = words(cmd);
+    let names: Vec<&str> = w.iter().map(|(_, s)| *s).collect();
+    match names.as_slice() {
+        ["export", args @ ..] => {
+            let mut opts = RenderOpts {
+                terse: false,
+                sensitive: v6,
+            };
+            for (k, a) in args.iter().enumerate() {
+                let offset = w[k + 1].0;
+                match *a {
+                    "terse" => opts.terse = true,
+                    "hide-sensitive" => opts.sensitive = false,
+                    "show-sensitive" if !v6 => opts.sensitive = true,
+                    "verbose" | "compact" => {}
+                    a if a.starts_with("file=") => {}
+                    _ => return Cmd::Text(render::expected_end(offset)),
+                }
+            }
+            Cmd::Export(opts)
+        }
+        ["system", "resource", "print", ..] => Cmd::Resource,
+        [] => Cmd::Text(String::new()),
+        _ => Cmd::Text(render::bad_command(cmd)),
+    }
+}
+
+async fn finish(tx: &ChannelWriteHalf<Msg>) -> bool {
+    tx.exit_status(0).await.is_ok() && tx.eof().await.is_ok() && tx.close().await.is_ok()
+}
+
+async fn run_exec(
+    shared: &Arc<Shared>,
+    idx: usize,
+    kill: &Arc<Kill>,
+    tx: ChannelWriteHalf<Msg>,
+    cmd: &str,
+) {
+    let d = &shared.devices[idx];
+    let rt = &shared.rt[idx];
+    if d.fault == Some(Fault::Garbage) {
+        let _ = tx
+            .data_bytes(Bytes::from_static(render::garbage_text().as_bytes()))
+            .await;
+        finish(&tx).await;
+        return;
+    }
+    let v6 = render::is_v6(&d.routeros_version);
+    match parse_cmd(cmd, v6) {
+        Cmd::Text(t) => {
+            if !t.is_empty() && tx.data_bytes(Bytes::from(t)).await.is_err() {
+                return;
+            }
+            finish(&tx).await;
+        }
+        Cmd::Resource => {
+            let board = if rt.board.is_empty() {
+                match &rt.source {
+                    Source::Generated { target } => shared.model(idx, *target).model.clone(),
+                    Source::File(f) => f.board.clone(),
+                }
+            } else {
+                rt.board.clone()
+            };
+            let text = render::resource_print(&render::ResourceInfo {
+                version: &d.routeros_version,
+                board_name: &board,
+                uptime_secs: 86_400 * (1 + (rt.index as u64 % 90)) + rt.started.elapsed().as_secs(),
+                seed: shared.cfg.seed.wrapping_add(idx as u64),
+            });
+            if tx.data_bytes(Bytes::from(text)).await.is_ok() {
+                finish(&tx).await;
+            }
+        }
+        Cmd::Export(opts) => {
+            if !shared.cfg.export_delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(shared.cfg.export_delay) => {}
+                    _ = kill.killed() => return,
+                }
+            }
+            if d.fault == Some(Fault::Huge) {
+                stream_huge(shared, idx, &tx).await;
+                return;
+            }
+            let bytes = shared.export(idx, opts);
+            *rt.last_export.lock().expect("last_export poisoned") = Some(bytes.clone());
+            let timing = &shared.cfg.timing;
+            match d.fault {
+                Some(Fault::Stall) => {
+                    let cut = cut_at(&bytes, timing.stall_fraction);
+                    let _ = tx.data_bytes(bytes.slice(..cut)).await;
+                    kill.killed().await;
+                }
+                Some(Fault::Drop) => {
+                    let cut = cut_at(&bytes, timing.drop_fraction);
+                    let _ = tx.data_bytes(bytes.slice(..cut)).await;
+                    tokio::time::sleep(timing.drop_delay).await;
+                    kill.kill();
+                }
+                Some(Fault::Slow) => {
+                    let mut pos = 0;
+                    let lines = timing.slow_lines.max(1);
+                    while pos < bytes.len() {
+                        let mut end = pos;
+                        for _ in 0..lines {
+                            end = match bytes[end..].iter().position(|b| *b == b'\n') {
+                                Some(k) => end + k + 1,
+                                None => bytes.len(),
+                            };
+                            if end >= bytes.len() {
+                                break;
+                            }
+                        }
+                        if tx.data_bytes(bytes.slice(pos..end)).await.is_err() {
+                            return;
+                        }
+                        pos = end;
+                        if pos < bytes.len() {
+                            tokio::select! {
+                                _ = tokio::time::sleep(timing.slow_interval) => {}
+                                _ = kill.killed() => return,
+                            }
+                        }
+                    }
+                    if finish(&tx).await {
+                        completed(shared, idx, bytes);
+                    }
+                }
+                _ => {
+                    if tx.data_bytes(bytes.clone()).await.is_ok() && finish(&tx).await {
+                        completed(shared, idx, bytes);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn cut_at(bytes: &Bytes, fraction: f64) -> usize {
+    ((bytes.len() as f64 * fraction.clamp(0.0, 1.0)) as usize).min(bytes.len())
+}
+
+fn completed(shared: &Arc<Shared>, idx: usize, bytes: Bytes) {
+    shared.rt[idx].exports.fetch_add(1, Ordering::Relaxed);
+    if let Some(dir) = &shared.cfg.export_dir {
+        let path = dir.join(format!("{}.rsc", shared.devices[idx].id));
+        tokio::spawn(async move {
+            if let Err(e) = write_atomic(&path, &bytes).await {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write export copy");
+            }
+        });
+    }
+}
+
+/// `huge`: a valid header, then address-list lines until `huge_bytes`, produced lazily.
+async fn stream_huge(shared: &Arc<Shared>, idx: usize, tx: &ChannelWriteHalf<Msg>) {
+    let d = &shared.devices[idx];
+    let total = shared.cfg.huge_bytes;
+    let mut head = render::export_header(&d.routeros_version, chrono::Utc::now());
+    head.push_str("\r\n# software id = HUGE-0000\r\n#\r\n# model = CCR2216-1G-12XS-2XQ\r\n/ip firewall address-list\r\n");
+    let mut sent: u64 = 0;
+    let mut chunk = String::with_capacity(70_000);
+    chunk.push_str(&head);
+    let mut n: u64 = 0;
+    loop {
+        while chunk.len() < 64 * 1024 {
+            chunk.push_str(&format!(
+                "add address=10.{}.{}.{} list=huge-{}\r\n",
+                (n >> 16) & 0xff,
+                (n >> 8) & 0xff,
+                n & 0xff,
+                n % 7
+            ));
+            n += 1;
+        }
+        let remaining = total.saturating_sub(sent);
+        if remaining == 0 {
+            break;
+        }
+        let take = (chunk.len() as u64).min(remaining) as usize;
+        let piece = Bytes::copy_from_slice(&chunk.as_bytes()[..take]);
+        chunk.clear();
+        if tx.data_bytes(piece).await.is_err() {
+            return;
+        }
+        sent += take as u64;
+    }
+    finish(tx).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_parsing() {
+        let plain = RenderOpts::default();
+        assert_eq!(parse_cmd("/export", false), Cmd::Export(plain));
+        assert_eq!(
+            parse_cmd("/export show-sensitive terse\n", false),
+            Cmd::Export(RenderOpts {
+                terse: true,
+                sensitive: true
+            })
+        );
+        assert_eq!(
+            parse_cmd("/export terse hide-sensitive", false),
+            Cmd::Export(RenderOpts {
+                terse: true,
+                sensitive: false
+            })
+        );
+        assert_eq!(
+            parse_cmd("/export", true),
+            Cmd::Export(RenderOpts {
+                terse: false,
+                sensitive: true
+            })
+        );
+        assert_eq!(
+            parse_cmd("/export show-sensitive", true),
+            Cmd::Text("expected end of command (line 1 column 9)\r\n".into())
+        );
+        assert_eq!(parse_cmd("/system resource print", true), Cmd::Resource);
+        assert_eq!(parse_cmd("/system/resource/print", false), Cmd::Resource);
+        assert_eq!(
+            parse_cmd("/interface print", false),
+            Cmd::Text("bad command name interface (line 1 column 2)\r\n".into())
+        );
+    }
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("a\"b"), "\"a\"\"b\"");
+        assert_eq!(csv_field("ab"), "ab");
+    }
+}
