@@ -9,10 +9,13 @@ use crate::error::ErrorKind;
 use crate::normalize::{self, Version};
 use crate::snapshot::{ConfigSnapshotEvent, Publisher, Receipt, SnapshotError};
 
-/// A complete, normalized export.
-#[derive(Debug, Clone)]
+/// A complete, normalized export. `Debug` shows sizes only (the text holds secrets).
+#[derive(Clone)]
 pub struct Collected {
     pub export: Export,
+    /// When the export completed (RFC 3339 UTC, our clock). Stamped once, so every
+    /// publish attempt of this backup carries the same `Nats-Msg-Id`.
+    pub collected_at: String,
     pub normalized: Vec<u8>,
     pub sha256: String,
     pub normalization_version: Version,
@@ -20,17 +23,32 @@ pub struct Collected {
     pub error_exporting_lines: usize,
 }
 
+impl std::fmt::Debug for Collected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collected")
+            .field("export", &self.export)
+            .field("collected_at", &self.collected_at)
+            .field("normalized_bytes", &self.normalized.len())
+            .field("sha256", &self.sha256)
+            .field("normalization_version", &self.normalization_version)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Collected {
-    /// The snapshot event for this backup, stamped now.
+    /// The snapshot event for this backup. The same `Collected` always gives the same
+    /// event, so retrying a publish is idempotent.
     pub fn event(&self, device_id: &str, tenant_id: &str) -> ConfigSnapshotEvent {
-        ConfigSnapshotEvent::new(
+        let mut event = ConfigSnapshotEvent::new(
             device_id,
             tenant_id,
             self.export.routeros_version.clone(),
             &self.normalized,
             self.sha256.clone(),
             self.normalization_version,
-        )
+        );
+        event.collected_at = self.collected_at.clone();
+        event
     }
 }
 
@@ -63,6 +81,7 @@ pub async fn collect(
     let info = normalize::export_info(&export.raw);
     Ok(Collected {
         export,
+        collected_at: crate::snapshot::now_rfc3339(),
         normalized,
         sha256,
         normalization_version: version,

@@ -30,8 +30,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// The seed's event. Field names are part of the contract.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The seed's event. Field names are part of the contract. `Debug` omits the text.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigSnapshotEvent {
     pub device_id: String,
     pub tenant_id: String,
@@ -48,6 +48,21 @@ pub struct ConfigSnapshotEvent {
     /// Where the text is when it was too large to publish inline (ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_ref: Option<ConfigRef>,
+}
+
+impl std::fmt::Debug for ConfigSnapshotEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigSnapshotEvent")
+            .field("device_id", &self.device_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("routeros_version", &self.routeros_version)
+            .field("collected_at", &self.collected_at)
+            .field("sha256_hash", &self.sha256_hash)
+            .field("config_text_bytes", &self.config_text.len())
+            .field("normalization_version", &self.normalization_version)
+            .field("config_ref", &self.config_ref)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,8 +214,10 @@ pub struct Publisher {
     js: jetstream::Context,
     cfg: PublisherConfig,
     stream: String,
-    /// Largest event we publish inline.
-    inline_limit: usize,
+    /// The stream's per-message limit (0 or negative: none).
+    stream_limit: i32,
+    /// The stream's age limit, applied to the object store too.
+    stream_max_age: Duration,
 }
 
 /// Headroom under the size limit for headers and protocol framing.
@@ -235,18 +252,14 @@ impl Publisher {
         let js = jetstream::ContextBuilder::new()
             .timeout(cfg.ack_timeout)
             .build(client.clone());
-        let (stream, stream_limit) = ensure_stream(&js, &cfg).await?;
-        let server_limit = client.server_info().max_payload;
-        let mut limit = server_limit;
-        if stream_limit > 0 {
-            limit = limit.min(stream_limit as usize);
-        }
+        let found = ensure_stream(&js, &cfg).await?;
         Ok(Publisher {
             client,
             js,
             cfg,
-            stream,
-            inline_limit: limit.saturating_sub(HEADROOM),
+            stream: found.name,
+            stream_limit: found.max_message_size,
+            stream_max_age: found.max_age,
         })
     }
 
@@ -266,28 +279,49 @@ impl Publisher {
         format!("{}.create.{device_id}", self.cfg.subject_prefix)
     }
 
-    /// Largest serialized event published inline.
+    /// Largest serialized event published inline: the server's current `max_payload`
+    /// (it can change on reconnect) or the stream's message limit, less headroom.
     pub fn inline_limit(&self) -> usize {
-        self.inline_limit
+        let mut limit = self.client.server_info().max_payload;
+        if self.stream_limit > 0 {
+            limit = limit.min(self.stream_limit as usize);
+        }
+        limit.saturating_sub(HEADROOM)
     }
 
     /// Publish and wait for the ack, retrying with the same `Nats-Msg-Id`.
     pub async fn publish(&self, event: &ConfigSnapshotEvent) -> Result<Receipt, SnapshotError> {
         let subject = self.subject_for(&event.device_id);
-        let mut payload = serde_json::to_vec(event)
+        let payload = serde_json::to_vec(event)
             .map_err(|e| SnapshotError::Decode(format!("cannot encode event: {e}")))?;
-        let mut by_reference = false;
-        if payload.len() > self.inline_limit {
-            let reference = self.store_text(event).await?;
-            let mut small = event.clone();
-            small.config_text = String::new();
-            small.config_text_base64 = None;
-            small.config_ref = Some(reference);
-            payload = serde_json::to_vec(&small)
-                .map_err(|e| SnapshotError::Decode(format!("cannot encode event: {e}")))?;
-            by_reference = true;
+        if payload.len() <= self.inline_limit() {
+            match self.send(&subject, event, payload.into(), false).await {
+                // The limit shrank under us (reconnect to another server): go by reference.
+                Err(Failure::TooBig) => {}
+                other => return other.map_err(|f| f.into_error(&subject, self.cfg.attempts)),
+            }
         }
-        let payload = bytes::Bytes::from(payload);
+        let reference = self.store_text(event).await?;
+        let mut small = event.clone();
+        small.config_text = String::new();
+        small.config_text_base64 = None;
+        small.config_ref = Some(reference);
+        let payload = serde_json::to_vec(&small)
+            .map_err(|e| SnapshotError::Decode(format!("cannot encode event: {e}")))?;
+        self.send(&subject, event, payload.into(), true)
+            .await
+            .map_err(|f| f.into_error(&subject, self.cfg.attempts))
+    }
+
+    /// Publish one payload, retrying retryable failures with the same `Nats-Msg-Id`.
+    async fn send(
+        &self,
+        subject: &str,
+        event: &ConfigSnapshotEvent,
+        payload: bytes::Bytes,
+        by_reference: bool,
+    ) -> Result<Receipt, Failure> {
+        use async_nats::jetstream::context::PublishErrorKind as K;
         let msg_id = event.msg_id();
         let mut last_err = String::new();
         for attempt in 1..=self.cfg.attempts.max(1) {
@@ -298,11 +332,11 @@ impl Publisher {
             }
             let result = match self
                 .js
-                .publish_with_headers(subject.clone(), headers, payload.clone())
+                .publish_with_headers(subject.to_string(), headers, payload.clone())
                 .await
             {
-                Ok(ack) => ack.await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
             };
             match result {
                 Ok(ack) => {
@@ -313,20 +347,26 @@ impl Publisher {
                         by_reference,
                     });
                 }
+                Err(e) if e.kind() == K::MaxPayloadExceeded && !by_reference => {
+                    return Err(Failure::TooBig);
+                }
+                // The server's stream message limit (error 10054) is also "too big".
+                Err(e) if !by_reference && e.to_string().contains("10054") => {
+                    return Err(Failure::TooBig);
+                }
                 Err(e) => {
                     tracing::warn!(attempt, subject = %subject, error = %e, "snapshot publish failed");
-                    last_err = e;
+                    last_err = e.to_string();
+                    if matches!(e.kind(), K::StreamNotFound | K::MaxPayloadExceeded) {
+                        return Err(Failure::Final(last_err, attempt));
+                    }
                     if attempt < self.cfg.attempts {
                         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                     }
                 }
             }
         }
-        Err(SnapshotError::Publish {
-            subject,
-            attempts: self.cfg.attempts.max(1),
-            reason: last_err,
-        })
+        Err(Failure::Final(last_err, self.cfg.attempts.max(1)))
     }
 
     async fn store_text(&self, event: &ConfigSnapshotEvent) -> Result<ConfigRef, SnapshotError> {
@@ -342,7 +382,8 @@ impl Publisher {
                 .create_object_store(jetstream::object_store::Config {
                     bucket: bucket.clone(),
                     description: Some("rosbackup: config texts too large to publish inline".into()),
-                    max_age: self.cfg.stream_max_age,
+                    // Objects must live as long as the events that reference them.
+                    max_age: self.stream_max_age,
                     max_bytes: self.cfg.stream_max_bytes,
                     ..Default::default()
                 })
@@ -381,19 +422,63 @@ pub async fn fetch_config_text(
         .await
         .map_err(|e| err(e.to_string()))?;
     let mut obj = store.get(&r.object).await.map_err(|e| err(e.to_string()))?;
-    let mut out = Vec::with_capacity(r.bytes as usize);
+    // The size comes from a message: do not trust it for a large allocation.
+    let mut out = Vec::with_capacity((r.bytes as usize).min(64 << 20));
     tokio::io::AsyncReadExt::read_to_end(&mut obj, &mut out)
         .await
         .map_err(|e| err(e.to_string()))?;
+    if crate::normalize::hash(&out) != event.sha256_hash {
+        return Err(err(format!(
+            "object {} does not match the event's sha256_hash",
+            r.object
+        )));
+    }
     Ok(out)
 }
 
-/// Find a stream whose subjects cover ours, or create our own. Returns its name and its
-/// per-message size limit (-1 or 0 when unlimited).
+/// How a send failed: too big for inline (go by reference), or for good.
+enum Failure {
+    TooBig,
+    Final(String, u32),
+}
+
+impl Failure {
+    fn into_error(self, subject: &str, attempts: u32) -> SnapshotError {
+        let (reason, attempts) = match self {
+            Failure::TooBig => ("message too large".to_string(), attempts),
+            Failure::Final(reason, attempts) => (reason, attempts),
+        };
+        SnapshotError::Publish {
+            subject: subject.to_string(),
+            attempts,
+            reason,
+        }
+    }
+}
+
+/// The stream we publish into.
+struct FoundStream {
+    name: String,
+    /// Per-message size limit (-1 or 0 when unlimited).
+    max_message_size: i32,
+    max_age: Duration,
+}
+
+impl From<stream::Config> for FoundStream {
+    fn from(c: stream::Config) -> Self {
+        FoundStream {
+            name: c.name,
+            max_message_size: c.max_message_size,
+            max_age: c.max_age,
+        }
+    }
+}
+
+/// Find a stream whose subjects cover ours, or create our own.
 async fn ensure_stream(
     js: &jetstream::Context,
     cfg: &PublisherConfig,
-) -> Result<(String, i32), SnapshotError> {
+) -> Result<FoundStream, SnapshotError> {
     let probe = format!("{}.create.probe", cfg.subject_prefix);
     let wanted = format!("{}.>", cfg.subject_prefix);
     // Every stream's subjects are checked: a seed deployment's `DEVICE_EVENTS` may cover
@@ -407,7 +492,7 @@ async fn ensure_stream(
             .iter()
             .any(|f| subject_matches(f, &probe))
         {
-            return Ok((info.config.name, info.config.max_message_size));
+            return Ok(info.config.into());
         }
     }
     let config = stream::Config {
@@ -437,7 +522,7 @@ async fn ensure_stream(
             cfg.stream_name
         )));
     }
-    Ok((info.config.name, info.config.max_message_size))
+    Ok(info.config.into())
 }
 
 /// NATS subject matching: `*` one token, `>` the rest.

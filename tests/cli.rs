@@ -236,3 +236,30 @@ async fn export_publish_lands_in_jetstream() {
     );
     let _ = js.delete_stream(&stream).await;
 }
+
+#[test]
+fn publish_with_nats_down_is_a_json_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = bin()
+        .args([
+            "export",
+            "--host",
+            "127.0.0.1",
+            "--user",
+            "u",
+            "--json",
+            "--publish",
+        ])
+        .env("ROSBACKUP_PASSWORD", "pw")
+        .env("NATS_URL", format!("nats://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error_kind"], "publish_failed");
+    assert!(v["message"].as_str().unwrap().contains(&port.to_string()));
+}

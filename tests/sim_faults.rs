@@ -163,6 +163,42 @@ async fn routeros6_is_probed_or_falls_back_and_never_stores_the_error_text() {
         device::export(&t, &o).await.unwrap().command,
         "/export hide-sensitive"
     );
+    // A stale hint of 7 without secrets would run `/export`, which prints secrets on 6:
+    // the header gives the real version and the right command runs instead.
+    let mut t = target(&d);
+    t.routeros_version = Some("7".into());
+    let x = device::export(&t, &o).await.unwrap();
+    assert_eq!(x.command, "/export hide-sensitive");
+    assert!(x.version_discovered);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn stale_version_6_hint_on_a_routeros7_device_still_exports_secrets() {
+    let sim = fleet("", 1, false).await;
+    let d = &sim.devices()[0];
+    let mut t = target(d);
+    t.routeros_version = Some("6.49".into());
+    let x = device::export(&t, &opts()).await.unwrap();
+    assert_eq!(x.command, "/export show-sensitive");
+    assert_eq!(x.routeros_major, 7);
+    assert!(x.version_discovered);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_pin_is_not_a_host_key_change() {
+    let sim = fleet("", 1, false).await;
+    let mut t = target(&sim.devices()[0]);
+    t.known_fingerprint = Some("SHA256:not-a-fingerprint".into());
+    let e = device::export(&t, &opts()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unknown, "{e}");
+    assert!(e.to_string().contains("pinned fingerprint"), "{e}");
+    assert_eq!(
+        sim.stats()[&sim.devices()[0].id].sessions,
+        0,
+        "must not even connect"
+    );
     sim.shutdown().await;
 }
 

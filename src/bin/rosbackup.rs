@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use tracing::Instrument;
 
 #[derive(Parser)]
 #[command(
@@ -185,7 +186,10 @@ async fn export_cmd(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
     })?;
     let publisher = if a.publish {
         let cfg = publisher_config(&env)?;
-        Some(Publisher::connect(cfg).await?)
+        match Publisher::connect(cfg).await {
+            Ok(p) => Some(p),
+            Err(e) => return Ok(fail(a.json, "publish_failed", &e.to_string())),
+        }
     } else {
         None
     };
@@ -205,14 +209,15 @@ async fn export_cmd(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
     });
     let tenant_id = a.tenant_id.unwrap_or_default();
     let span = tracing::info_span!("export", device_id = %device_id, job_id = "cli");
-    let _enter = span.enter();
-
-    let collected = match backup::collect(&target, &settings.export, settings.normalization).await {
+    let collected = match backup::collect(&target, &settings.export, settings.normalization)
+        .instrument(span.clone())
+        .await
+    {
         Ok(c) => c,
         Err(e) => return Ok(fail(a.json, e.kind().as_str(), &e.to_string())),
     };
     if let Some(path) = &a.output {
-        std::fs::write(path, &collected.export.raw)
+        write_private(path, &collected.export.raw)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let mut published = None;
@@ -223,6 +228,7 @@ async fn export_cmd(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
             &device_id.to_string(),
             &tenant_id.to_string(),
         )
+        .instrument(span)
         .await
         {
             Ok((_, receipt)) => published = Some(receipt),
@@ -283,6 +289,18 @@ async fn export_cmd(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The export holds secrets: the file is readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 fn fail(json: bool, kind: &str, message: &str) -> ExitCode {

@@ -108,8 +108,8 @@ pub struct Timings {
     pub total: Duration,
 }
 
-/// A complete export.
-#[derive(Debug, Clone)]
+/// A complete export. `Debug` shows sizes, never the text (it holds secrets).
+#[derive(Clone)]
 pub struct Export {
     pub raw: Vec<u8>,
     pub fingerprint: String,
@@ -125,6 +125,20 @@ pub struct Export {
     pub command: &'static str,
     pub stderr_bytes: usize,
     pub timings: Timings,
+}
+
+impl std::fmt::Debug for Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Export")
+            .field("raw_bytes", &self.raw.len())
+            .field("fingerprint", &self.fingerprint)
+            .field("negotiated", &self.negotiated)
+            .field("routeros_version", &self.routeros_version)
+            .field("routeros_major", &self.routeros_major)
+            .field("command", &self.command)
+            .field("timings", &self.timings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which phase ran out of time.
@@ -333,6 +347,15 @@ pub fn export_command(major: u8, sensitive: bool) -> &'static str {
 pub async fn export(target: &Target, opts: &ExportOptions) -> Result<Export, ExportError> {
     let started = Instant::now();
     let addr = format_addr(&target.host, target.port);
+    if let Some(fp) = target.known_fingerprint.as_deref().map(str::trim)
+        && !fp.is_empty()
+        && !is_fingerprint(fp)
+    {
+        // A typo must not look like a changed key (which blocks the device).
+        return Err(ExportError::InvalidTarget(
+            "the pinned fingerprint is not in `SHA256:<43 base64 characters>` form".into(),
+        ));
+    }
 
     // Phase 1: TCP connect.
     let stream = match timeout(opts.connect_timeout, TcpStream::connect(&addr)).await {
@@ -398,9 +421,11 @@ pub async fn export(target: &Target, opts: &ExportOptions) -> Result<Export, Exp
     let deadline = tokio::time::Instant::now() + opts.command_timeout;
     let result = run_export(&handle, target, opts, deadline).await;
     // Polite close; the device may already be gone, which is fine.
-    let _ = handle
-        .disconnect(russh::Disconnect::ByApplication, "", "en")
-        .await;
+    let _ = timeout(
+        Duration::from_secs(1),
+        handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
+    )
+    .await;
     let mut export = result?;
     let done = Instant::now();
     export.fingerprint = fingerprint;
@@ -412,6 +437,15 @@ pub async fn export(target: &Target, opts: &ExportOptions) -> Result<Export, Exp
         total: done - started,
     };
     Ok(export)
+}
+
+/// `SHA256:` and 43 characters of unpadded base64, as `ssh-keygen -lf` prints.
+pub fn is_fingerprint(s: &str) -> bool {
+    s.strip_prefix("SHA256:").is_some_and(|b| {
+        b.len() == 43
+            && b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/')
+    })
 }
 
 fn format_addr(host: &str, port: u16) -> String {
@@ -448,6 +482,11 @@ async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<()
                     KeyboardInteractiveAuthResponse::Success => return Ok(()),
                     KeyboardInteractiveAuthResponse::Failure { .. } => return Err(failed()),
                     KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } => {
+                        // Only hidden prompts get the password; anything else (an OTP
+                        // or a question shown in clear) is not ours to answer.
+                        if prompts.iter().any(|p| p.echo) {
+                            return Err(failed());
+                        }
                         let answers = prompts
                             .iter()
                             .map(|_| target.password.expose().to_string())
@@ -459,7 +498,10 @@ async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<()
                     }
                 }
             }
-            Err(failed())
+            match resp {
+                KeyboardInteractiveAuthResponse::Success => Ok(()),
+                _ => Err(failed()),
+            }
         }
         AuthResult::Failure { .. } => Err(failed()),
     }
@@ -500,6 +542,20 @@ async fn run_export(
         major = 6;
         discovered = true;
         command = export_command(6, true);
+        out = run_command(handle, command, opts, deadline).await?;
+    }
+    // The export's own header says which RouterOS wrote it. A stale hint (a box upgraded
+    // from 6 to 7, or the reverse) picked the wrong command: secrets missing, or secrets
+    // exported when they must not be. Run the right one.
+    if let Some(header_major) = crate::normalize::export_info(&out.stdout)
+        .routeros_version
+        .as_deref()
+        .and_then(output::major)
+        && (header_major >= 7) != (major >= 7)
+    {
+        major = header_major;
+        discovered = true;
+        command = export_command(major, opts.sensitive);
         out = run_command(handle, command, opts, deadline).await?;
     }
     if output::ends_mid_continuation(&out.stdout) {
@@ -545,7 +601,8 @@ struct ChannelState {
     stderr: usize,
     exit_status: Option<u32>,
     eof: bool,
-    closed: bool,
+    /// The command was killed by a signal: whatever came is not the whole export.
+    killed: bool,
 }
 
 async fn run_command(
@@ -567,7 +624,7 @@ async fn run_command(
         }),
         Ok(Err(e)) => Err(e),
         Ok(Ok(())) => {
-            if !state.eof {
+            if state.killed || !state.eof {
                 return Err(ExportError::Truncated {
                     reason: Truncation::Dropped,
                     bytes: state.stdout.len(),
@@ -596,19 +653,31 @@ async fn read_channel(
 ) -> Result<(), ExportError> {
     let mut channel = match handle.channel_open_session().await {
         Ok(c) => c,
-        // The session is gone (the device hung up right after auth).
-        Err(russh::Error::SendError) | Err(russh::Error::HUP) => {
-            state.closed = true;
+        // The session is gone (the device hung up right after auth): the caller sees no
+        // EOF and reports the output as truncated.
+        Err(russh::Error::SendError | russh::Error::Disconnect | russh::Error::HUP) => {
             return Ok(());
         }
         Err(e) => return Err(map_russh(e)),
     };
-    channel.exec(true, command).await.map_err(map_russh)?;
+    match channel.exec(true, command).await {
+        Ok(()) => {}
+        Err(russh::Error::SendError | russh::Error::Disconnect | russh::Error::HUP) => {
+            return Ok(());
+        }
+        Err(e) => return Err(map_russh(e)),
+    }
     while let Some(msg) = channel.wait().await {
         match msg {
             ChannelMsg::Data { data } => {
-                if state.stdout.len() + data.len() > cap {
+                let needed = state.stdout.len() + data.len();
+                if needed > cap {
                     return Err(ExportError::TooLarge { cap });
+                }
+                if needed > state.stdout.capacity() {
+                    // Grow by doubling, but never past the cap.
+                    let target = (state.stdout.capacity() * 2).max(needed).min(cap);
+                    state.stdout.reserve_exact(target - state.stdout.len());
                 }
                 state.stdout.extend_from_slice(&data);
             }
@@ -616,14 +685,16 @@ async fn read_channel(
                 state.stderr = (state.stderr + data.len()).min(MAX_STDERR);
             }
             ChannelMsg::ExitStatus { exit_status } => state.exit_status = Some(exit_status),
-            ChannelMsg::ExitSignal { .. } => state.exit_status = Some(255),
+            ChannelMsg::ExitSignal { .. } => state.killed = true,
             ChannelMsg::Eof => state.eof = true,
-            ChannelMsg::Close => {
-                state.closed = true;
-                break;
-            }
+            ChannelMsg::Close => break,
             ChannelMsg::Failure => return Err(ExportError::ExecRejected { command }),
             _ => {}
+        }
+        // EOF means no more data; with the exit status we have everything, even if the
+        // server waits for us to close the channel (RFC 4254 allows that).
+        if state.eof && state.exit_status.is_some() {
+            break;
         }
     }
     Ok(())
