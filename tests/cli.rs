@@ -95,14 +95,9 @@ fn bad_env_value_is_exit_2_naming_the_variable() {
 
 #[test]
 fn export_json_against_sshd() {
-    let Some(dir) = common::shared_exports() else {
+    let Some((server, file)) = sshd::serving("gh-alexx-cap1-v7.10.rsc", false) else {
         return;
     };
-    if !sshd::available() {
-        return;
-    }
-    let file = dir.join("gh-alexx-cap1-v7.10.rsc");
-    let server = sshd::start(&file, false);
     let out_file = tempfile::NamedTempFile::new().unwrap();
     let out = bin()
         .args([
@@ -179,14 +174,9 @@ fn export_json_against_sshd() {
 
 #[tokio::test]
 async fn export_publish_lands_in_jetstream() {
-    let Some(dir) = common::shared_exports() else {
+    let Some((server, _)) = sshd::serving("gh-kaihendry-praze-v7.12-crlf.rsc", false) else {
         return;
     };
-    if !sshd::available() {
-        return;
-    }
-    let file = dir.join("gh-kaihendry-praze-v7.12-crlf.rsc");
-    let server = sshd::start(&file, false);
     let prefix = format!("{}.config.snapshot", common::unique("cli").to_lowercase());
     let stream = common::unique("CLI_SNAP");
     let device = uuid::Uuid::new_v4();

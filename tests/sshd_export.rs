@@ -34,15 +34,10 @@ const EXPORT: &str = "gh-Defm-anna-v7.8-terse-387k.rsc";
 
 #[tokio::test]
 async fn default_openssh_exports_real_config_with_tofu_fingerprint() {
-    let Some(dir) = common::shared_exports() else {
+    let Some((server, file)) = sshd::serving(EXPORT, false) else {
         return;
     };
-    if !sshd::available() {
-        return;
-    }
-    let file = dir.join(EXPORT);
     let raw = std::fs::read(&file).unwrap();
-    let server = sshd::start(&file, false);
 
     let c = backup::collect(&target(server.port), &opts(), Version::V2)
         .await
@@ -75,15 +70,10 @@ async fn default_openssh_exports_real_config_with_tofu_fingerprint() {
 
 #[tokio::test]
 async fn routeros6_algorithm_set_works_and_is_reported_legacy() {
-    let Some(dir) = common::shared_exports() else {
+    let Some((server, file)) = sshd::serving("gh-kaihendry-praze-v6.47.8-crlf.rsc", true) else {
         return;
     };
-    if !sshd::available() {
-        return;
-    }
-    let file = dir.join("gh-kaihendry-praze-v6.47.8-crlf.rsc");
     let raw = std::fs::read(&file).unwrap();
-    let server = sshd::start(&file, true);
     let mut t = target(server.port);
     t.routeros_version = Some("6".into());
     let x = device::export(&t, &opts()).await.unwrap();
@@ -98,13 +88,9 @@ async fn routeros6_algorithm_set_works_and_is_reported_legacy() {
 
 #[tokio::test]
 async fn wrong_password_is_auth_failed() {
-    let Some(dir) = common::shared_exports() else {
+    let Some((server, _)) = sshd::serving("gh-alexx-cap1-v7.10.rsc", false) else {
         return;
     };
-    if !sshd::available() {
-        return;
-    }
-    let server = sshd::start(&dir.join("gh-alexx-cap1-v7.10.rsc"), false);
     let mut t = target(server.port);
     t.password = Secret::new("wrong-password");
     let e = device::export(&t, &opts()).await.unwrap_err();
@@ -114,16 +100,11 @@ async fn wrong_password_is_auth_failed() {
 
 #[tokio::test]
 async fn unknown_version_probes_then_exports() {
-    let Some(dir) = common::shared_exports() else {
-        return;
-    };
-    if !sshd::available() {
-        return;
-    }
     // The forced command answers every command with the export, so the probe finds no
     // version line and the v7 command is used; the version then comes from the header.
-    let file = dir.join("gh-alexx-cap1-v7.10.rsc");
-    let server = sshd::start(&file, false);
+    let Some((server, _)) = sshd::serving("gh-alexx-cap1-v7.10.rsc", false) else {
+        return;
+    };
     let mut t = target(server.port);
     t.routeros_version = None;
     let x = device::export(&t, &opts()).await.unwrap();
@@ -134,13 +115,9 @@ async fn unknown_version_probes_then_exports() {
 
 #[tokio::test]
 async fn output_cap_is_too_large() {
-    let Some(dir) = common::shared_exports() else {
+    let Some((server, _)) = sshd::serving(EXPORT, false) else {
         return;
     };
-    if !sshd::available() {
-        return;
-    }
-    let server = sshd::start(&dir.join(EXPORT), false);
     let o = ExportOptions {
         max_output: 100_000,
         ..opts()

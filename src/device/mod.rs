@@ -730,21 +730,26 @@ mod tests {
         );
     }
 
+    fn local(port: u16) -> Target {
+        Target {
+            host: "127.0.0.1".into(),
+            port,
+            username: "admin".into(),
+            password: Secret::new("pw"),
+            known_fingerprint: None,
+            routeros_version: Some("7".into()),
+        }
+    }
+
     #[tokio::test]
     async fn refused_port_is_connection_refused() {
         // Bind then drop to get a port nothing listens on.
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         drop(l);
-        let t = Target {
-            host: "127.0.0.1".into(),
-            port,
-            username: "admin".into(),
-            password: Secret::new("pw"),
-            known_fingerprint: None,
-            routeros_version: None,
-        };
-        let e = export(&t, &ExportOptions::default()).await.unwrap_err();
+        let e = export(&local(port), &ExportOptions::default())
+            .await
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
     }
 
@@ -758,14 +763,7 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(30)).await;
             drop(s);
         });
-        let t = Target {
-            host: "127.0.0.1".into(),
-            port,
-            username: "admin".into(),
-            password: Secret::new("pw"),
-            known_fingerprint: None,
-            routeros_version: Some("7".into()),
-        };
+        let t = local(port);
         let opts = ExportOptions {
             connect_timeout: Duration::from_millis(300),
             ..Default::default()

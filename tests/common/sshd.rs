@@ -194,3 +194,14 @@ pub fn start(export: &Path, legacy: bool) -> Sshd {
     }
     sshd
 }
+
+/// The sshd fixture for a real export file, or `None` (test skipped) when the exports
+/// or sshd are not available outside CI.
+pub fn serving(export_name: &str, legacy: bool) -> Option<(Sshd, PathBuf)> {
+    let dir = super::shared_exports()?;
+    if !available() {
+        return None;
+    }
+    let file = dir.join(export_name);
+    Some((start(&file, legacy), file))
+}
