@@ -7,6 +7,12 @@
 //! output, because an export holds secrets.
 
 /// Error texts RouterOS prints at column 0 instead of an export.
+///
+/// NOTES §4 says to reject output that *contains* them; we match them only at the start
+/// of a line. RouterOS prints its errors at column 0, while an export can legitimately
+/// contain the same words inside a script source or a comment (indented continuation
+/// lines or quoted values), and rejecting such a router forever would be worse. The
+/// "no `/` section line" rule catches every error answer we know of on its own.
 const ERROR_MARKERS: &[&[u8]] = &[
     b"expected end of command",
     b"bad command name",
