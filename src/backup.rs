@@ -19,8 +19,6 @@ pub struct Collected {
     pub normalized: Vec<u8>,
     pub sha256: String,
     pub normalization_version: Version,
-    /// `#error exporting` lines: RouterOS could not export some menus.
-    pub error_exporting_lines: usize,
 }
 
 impl std::fmt::Debug for Collected {
@@ -78,14 +76,12 @@ pub async fn collect(
 ) -> Result<Collected, ExportError> {
     let export = device::export(target, opts).await?;
     let (normalized, sha256) = normalize::normalize_and_hash(&export.raw, version);
-    let info = normalize::export_info(&export.raw);
     Ok(Collected {
         export,
         collected_at: crate::snapshot::now_rfc3339(),
         normalized,
         sha256,
         normalization_version: version,
-        error_exporting_lines: info.error_exporting_lines,
     })
 }
 

@@ -281,10 +281,10 @@ async fn export_cmd(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
                 if r.duplicate { " (duplicate)" } else { "" }
             );
         }
-        if collected.error_exporting_lines > 0 {
+        if collected.export.error_exporting_lines > 0 {
             eprintln!(
                 "warning: {} '#error exporting' line(s): RouterOS could not export some menus",
-                collected.error_exporting_lines
+                collected.export.error_exporting_lines
             );
         }
     }

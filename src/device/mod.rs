@@ -122,6 +122,8 @@ pub struct Export {
     /// True when the major version was found out on this connection (probe or fallback)
     /// rather than given by the caller: the caller should remember it.
     pub version_discovered: bool,
+    /// `#error exporting` lines: RouterOS could not export some menus.
+    pub error_exporting_lines: usize,
     pub command: &'static str,
     pub stderr_bytes: usize,
     pub timings: Timings,
@@ -547,16 +549,15 @@ async fn run_export(
     // The export's own header says which RouterOS wrote it. A stale hint (a box upgraded
     // from 6 to 7, or the reverse) picked the wrong command: secrets missing, or secrets
     // exported when they must not be. Run the right one.
-    if let Some(header_major) = crate::normalize::export_info(&out.stdout)
-        .routeros_version
-        .as_deref()
-        .and_then(output::major)
+    let mut info = crate::normalize::export_info(&out.stdout);
+    if let Some(header_major) = info.routeros_version.as_deref().and_then(output::major)
         && (header_major >= 7) != (major >= 7)
     {
         major = header_major;
         discovered = true;
         command = export_command(major, opts.sensitive);
         out = run_command(handle, command, opts, deadline).await?;
+        info = crate::normalize::export_info(&out.stdout);
     }
     if output::ends_mid_continuation(&out.stdout) {
         return Err(ExportError::Truncated {
@@ -570,7 +571,6 @@ async fn run_export(
             status: out.exit_status,
         });
     }
-    let info = crate::normalize::export_info(&out.stdout);
     Ok(Export {
         routeros_version: info
             .routeros_version
@@ -578,6 +578,7 @@ async fn run_export(
             .or_else(|| target.routeros_version.clone()),
         routeros_major: major,
         version_discovered: discovered,
+        error_exporting_lines: info.error_exporting_lines,
         command,
         stderr_bytes: out.stderr_bytes,
         raw: out.stdout,
