@@ -5,13 +5,16 @@
 
 pub mod backup;
 pub mod config;
+pub mod credentials;
 pub mod device;
 pub mod error;
 pub mod normalize;
 pub mod observability;
+pub mod schedule;
 pub mod secret;
 pub mod sim;
 pub mod snapshot;
+pub mod store;
 
 pub use error::ErrorKind;
 pub use secret::Secret;
