@@ -223,6 +223,15 @@ pub struct Publisher {
 /// Headroom under the size limit for headers and protocol framing.
 const HEADROOM: usize = 4096;
 
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("stream", &self.stream)
+            .field("subject_prefix", &self.cfg.subject_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Publisher {
     /// Connect and make sure a stream captures our subjects.
     pub async fn connect(cfg: PublisherConfig) -> Result<Self, SnapshotError> {
