@@ -186,6 +186,104 @@ pub const VARS: &[Var] = &[
         "tracing filter (error, warn, info, debug, or a full filter)"
     ),
     var!("LOG_FORMAT", "json", false, false, "json or text"),
+    var!(
+        "ROSBACKUP_HTTP_ADDR",
+        "127.0.0.1:8080",
+        false,
+        false,
+        "enqueuer: dashboard, API, /healthz, /readyz, /metrics (port 0 = any free port)"
+    ),
+    var!(
+        "ROSBACKUP_METRICS_ADDR",
+        "127.0.0.1:9091",
+        false,
+        false,
+        "worker: /healthz, /readyz, /metrics (port 0 = any free port)"
+    ),
+    var!(
+        "ROSBACKUP_QUEUE",
+        "rosbackup:backups",
+        false,
+        false,
+        "queue name in Redis (prefix of its keys); separate fleets can share one Redis"
+    ),
+    var!(
+        "ROSBACKUP_QUEUE_CAP",
+        "2000",
+        false,
+        false,
+        "most scheduled jobs in Redis at once (apalis-redis 1.0 breaks at 8,000 due)"
+    ),
+    var!(
+        "ROSBACKUP_QUEUE_HORIZON",
+        "60",
+        false,
+        false,
+        "seconds ahead of their due time that jobs are pushed"
+    ),
+    var!(
+        "ROSBACKUP_QUEUE_HEARTBEAT",
+        "5",
+        false,
+        false,
+        "worker heartbeat, seconds; a dead worker's jobs rerun after 3 missed beats"
+    ),
+    var!(
+        "ROSBACKUP_LEASE_SECONDS",
+        "30",
+        false,
+        false,
+        "device lease lifetime, renewed every third of it while a backup runs"
+    ),
+    var!(
+        "ROSBACKUP_SHUTDOWN_GRACE",
+        "60",
+        false,
+        false,
+        "seconds running backups get to finish on SIGTERM before they are handed back"
+    ),
+    var!(
+        "ROSBACKUP_WORKER_NAME",
+        "",
+        false,
+        false,
+        "worker name in the queue and run history (default: the host name)"
+    ),
+    var!(
+        "ROSBACKUP_RUN_HISTORY",
+        "100",
+        false,
+        false,
+        "runs kept per device"
+    ),
+    var!(
+        "ROSBACKUP_RUN_RETENTION_DAYS",
+        "90",
+        false,
+        false,
+        "runs older than this are deleted"
+    ),
+    var!(
+        "ROSBACKUP_JOB_RETENTION",
+        "3600",
+        false,
+        false,
+        "seconds finished jobs stay in Redis before they are trimmed"
+    ),
+    var!(
+        "ROSBACKUP_MANUAL_TIMEOUT",
+        "120",
+        false,
+        false,
+        "seconds a manual backup request waits for its result"
+    ),
+    var!(
+        "ROSBACKUP_TRIGGER_SUBJECT",
+        "config.backup.trigger",
+        false,
+        false,
+        "NATS request/reply subject for manual backups (the seed's)"
+    ),
 ];
 
 /// A bad configuration value. Exit code 2 in the binaries.
@@ -376,6 +474,69 @@ pub fn publisher_config(env: &Env) -> Result<PublisherConfig, ConfigError> {
         object_bucket: bucket,
         ..PublisherConfig::default()
     })
+}
+
+/// Fleet-wide scheduling rules.
+pub fn schedule_settings(env: &Env) -> Result<crate::schedule::ScheduleSettings, ConfigError> {
+    let cron_text = env.raw("CONFIG_BACKUP_CRON");
+    let cron = if cron_text.trim().is_empty() {
+        None
+    } else {
+        Some(Box::new(crate::schedule::parse_cron(&cron_text).map_err(
+            |e| env.error("CONFIG_BACKUP_CRON", &cron_text, &e.reason),
+        )?))
+    };
+    let jitter_min = Duration::from_secs(env.parse::<u64>("CONFIG_BACKUP_JITTER_MIN")?);
+    let jitter_max = Duration::from_secs(env.parse::<u64>("CONFIG_BACKUP_JITTER_MAX")?);
+    if jitter_max < jitter_min {
+        return Err(env.error(
+            "CONFIG_BACKUP_JITTER_MAX",
+            &env.raw("CONFIG_BACKUP_JITTER_MAX"),
+            "must not be less than CONFIG_BACKUP_JITTER_MIN",
+        ));
+    }
+    Ok(crate::schedule::ScheduleSettings {
+        interval: env.seconds("CONFIG_BACKUP_INTERVAL", 1)?,
+        cron,
+        jitter_min,
+        jitter_max,
+    })
+}
+
+/// Queue settings (worker and enqueuer must agree on these).
+pub fn queue_config(env: &Env) -> Result<crate::queue::QueueConfig, ConfigError> {
+    let name = env.raw("ROSBACKUP_QUEUE");
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '*' || c == '{' || c == '}')
+    {
+        return Err(env.error(
+            "ROSBACKUP_QUEUE",
+            &name,
+            "expected a non-empty name without spaces, '*' or braces",
+        ));
+    }
+    Ok(crate::queue::QueueConfig {
+        redis_url: env.url("REDIS_URL", &["redis", "rediss", "redis+unix", "unix"])?,
+        name,
+        heartbeat: env.seconds("ROSBACKUP_QUEUE_HEARTBEAT", 1)?,
+        ..crate::queue::QueueConfig::default()
+    })
+}
+
+/// A listening address (`host:port`; port 0 picks a free one).
+pub fn listen_addr(env: &Env, name: &str) -> Result<String, ConfigError> {
+    let v = env.raw(name);
+    v.parse::<std::net::SocketAddr>()
+        .map(|_| v.clone())
+        .map_err(|_| {
+            env.error(
+                name,
+                &v,
+                "expected host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:0",
+            )
+        })
 }
 
 #[cfg(test)]

@@ -105,7 +105,8 @@ impl Enqueuer {
             return Ok(report);
         }
         let horizon = Utc::now()
-            + chrono::Duration::from_std(self.settings.horizon).unwrap_or(chrono::Duration::minutes(1));
+            + chrono::Duration::from_std(self.settings.horizon)
+                .unwrap_or(chrono::Duration::minutes(1));
         let claims = self.store.claim_due(horizon, room).await?;
         if claims.is_empty() {
             return Ok(report);
@@ -134,7 +135,8 @@ impl Enqueuer {
     pub async fn reconcile(&self) -> Result<ReconcileReport, EnqueueError> {
         let mut report = ReconcileReport::default();
         let older_than = Utc::now()
-            - chrono::Duration::from_std(self.settings.stale_after).unwrap_or(chrono::Duration::seconds(30));
+            - chrono::Duration::from_std(self.settings.stale_after)
+                .unwrap_or(chrono::Duration::seconds(30));
         let claims = self.store.stale_claims(older_than, 10_000).await?;
         for chunk in claims.chunks(1000) {
             let ids: Vec<String> = chunk.iter().map(|(_, j)| j.clone()).collect();
@@ -144,7 +146,10 @@ impl Enqueuer {
                     JobState::Missing => {
                         if self.store.release_claim(*device_id, job_id).await? {
                             report.lost += 1;
-                            self.metrics.claims_released.with_label_values(&["lost"]).inc();
+                            self.metrics
+                                .claims_released
+                                .with_label_values(&["lost"])
+                                .inc();
                         }
                     }
                     JobState::Done | JobState::Killed => {
@@ -152,9 +157,16 @@ impl Enqueuer {
                         // after PostgreSQL errors, or a crash between ack and write).
                         // Move the slot on so the next job gets a fresh id.
                         let next = Utc::now() + chrono::Duration::seconds(1);
-                        if self.store.release_claim_until(*device_id, job_id, next).await? {
+                        if self
+                            .store
+                            .release_claim_until(*device_id, job_id, next)
+                            .await?
+                        {
                             report.ended += 1;
-                            self.metrics.claims_released.with_label_values(&["ended"]).inc();
+                            self.metrics
+                                .claims_released
+                                .with_label_values(&["ended"])
+                                .inc();
                         }
                     }
                     JobState::Pending | JobState::Running | JobState::Failed => {}
@@ -162,11 +174,16 @@ impl Enqueuer {
             }
         }
         if report.lost + report.ended > 0 {
-            warn!(lost = report.lost, ended = report.ended, "dropped claims whose jobs were gone; rescheduling");
+            warn!(
+                lost = report.lost,
+                ended = report.ended,
+                "dropped claims whose jobs were gone; rescheduling"
+            );
         }
         report.trimmed_jobs = self.queue.trim(self.settings.job_retention, 5000).await?;
         let before = Utc::now()
-            - chrono::Duration::from_std(self.settings.run_retention).unwrap_or(chrono::Duration::days(90));
+            - chrono::Duration::from_std(self.settings.run_retention)
+                .unwrap_or(chrono::Duration::days(90));
         report.trimmed_runs = self.store.trim_runs(before, 10_000).await?;
         self.update_gauges().await?;
         Ok(report)
@@ -182,7 +199,10 @@ impl Enqueuer {
             ("done", depth.done),
             ("dead", depth.dead),
         ] {
-            self.metrics.queue_jobs.with_label_values(&[state]).set(v as i64);
+            self.metrics
+                .queue_jobs
+                .with_label_values(&[state])
+                .set(v as i64);
         }
         self.metrics
             .oldest_due_seconds
@@ -196,7 +216,11 @@ impl Enqueuer {
         tokio::pin!(shutdown);
         let mut last_reconcile = tokio::time::Instant::now();
         let mut failing = false;
-        info!(cap = self.settings.cap, horizon_s = self.settings.horizon.as_secs(), "enqueuer running");
+        info!(
+            cap = self.settings.cap,
+            horizon_s = self.settings.horizon.as_secs(),
+            "enqueuer running"
+        );
         loop {
             let mut busy = false;
             match self.tick().await {
@@ -221,7 +245,11 @@ impl Enqueuer {
                     Err(e) => warn!(error = %e, "reconciliation failed; retrying next period"),
                 }
             }
-            let pause = if busy { Duration::ZERO } else { self.settings.tick };
+            let pause = if busy {
+                Duration::ZERO
+            } else {
+                self.settings.tick
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(pause) => {}

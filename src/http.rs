@@ -54,7 +54,11 @@ async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
         if db { "ok" } else { "unreachable" },
         if redis { "ok" } else { "unreachable" }
     );
-    let code = if db && redis { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if db && redis {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, body)
 }
 

@@ -17,6 +17,7 @@ pub mod observability;
 pub mod queue;
 pub mod schedule;
 pub mod secret;
+pub mod service;
 pub mod sim;
 pub mod snapshot;
 pub mod store;

@@ -47,7 +47,11 @@ pub async fn request(
 }
 
 /// Wait up to `timeout` for the job's run record.
-pub async fn wait(store: &Store, job_id: &str, timeout: Duration) -> Result<Option<Run>, StoreError> {
+pub async fn wait(
+    store: &Store,
+    job_id: &str,
+    timeout: Duration,
+) -> Result<Option<Run>, StoreError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut pause = Duration::from_millis(50);
     loop {
@@ -108,7 +112,9 @@ impl TriggerReply {
                 error: String::new(),
             },
             _ => TriggerReply::failed(
-                run.error_message.clone().unwrap_or_else(|| run.status.clone()),
+                run.error_message
+                    .clone()
+                    .unwrap_or_else(|| run.status.clone()),
                 run.error_kind.clone().unwrap_or_else(|| run.status.clone()),
             ),
         }
@@ -116,7 +122,12 @@ impl TriggerReply {
 }
 
 /// Answer one trigger request.
-pub async fn answer(store: &Store, queue: &Queue, payload: &[u8], timeout: Duration) -> TriggerReply {
+pub async fn answer(
+    store: &Store,
+    queue: &Queue,
+    payload: &[u8],
+    timeout: Duration,
+) -> TriggerReply {
     let req: TriggerRequest = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => {
@@ -129,7 +140,12 @@ pub async fn answer(store: &Store, queue: &Queue, payload: &[u8], timeout: Durat
     let Ok(device_id) = Uuid::parse_str(req.device_id.trim()) else {
         return TriggerReply::failed("device_id is not a UUID", "bad_request");
     };
-    let tenant = match req.tenant_id.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+    let tenant = match req
+        .tenant_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         None => None,
         Some(t) => match Uuid::parse_str(t) {
             Ok(t) => Some(t),
@@ -146,7 +162,11 @@ pub async fn answer(store: &Store, queue: &Queue, payload: &[u8], timeout: Durat
     match wait(store, &job.job_id, timeout).await {
         Ok(Some(run)) => TriggerReply::from_run(&run),
         Ok(None) => TriggerReply::failed(
-            format!("no result within {} s; the backup is still queued as {}", timeout.as_secs(), job.job_id),
+            format!(
+                "no result within {} s; the backup is still queued as {}",
+                timeout.as_secs(),
+                job.job_id
+            ),
             "timeout",
         ),
         Err(e) => TriggerReply::failed(e.to_string(), "unavailable"),
@@ -172,7 +192,12 @@ pub async fn serve_trigger(
             warn!("trigger request without a reply subject; ignored");
             continue;
         };
-        let (client, store, queue, metrics) = (client.clone(), store.clone(), queue.clone(), metrics.clone());
+        let (client, store, queue, metrics) = (
+            client.clone(),
+            store.clone(),
+            queue.clone(),
+            metrics.clone(),
+        );
         tokio::spawn(async move {
             metrics.jobs_enqueued.with_label_values(&["manual"]).inc();
             let reply = answer(&store, &queue, &msg.payload, timeout).await;

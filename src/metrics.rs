@@ -59,7 +59,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let backup_errors = IntCounterVec::new(
-            Opts::new("config_backup_errors_total", "Failed config backups by error kind"),
+            Opts::new(
+                "config_backup_errors_total",
+                "Failed config backups by error kind",
+            ),
             &["kind"],
         )
         .expect("valid metric");
@@ -68,11 +71,13 @@ impl Metrics {
                 "config_backup_duration_seconds",
                 "Duration of config backups that reached a device",
             )
-            .buckets(vec![0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+            .buckets(vec![
+                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
         )
         .expect("valid metric");
-        let backup_active =
-            IntGauge::new("config_backup_active", "Config backups in flight").expect("valid metric");
+        let backup_active = IntGauge::new("config_backup_active", "Config backups in flight")
+            .expect("valid metric");
         let lease_takeovers = IntCounter::new(
             "rosbackup_lease_takeovers_total",
             "Device leases taken over after the previous holder's lease expired",
@@ -152,8 +157,14 @@ mod tests {
         m.backup_duration.observe(1.5);
         m.backup_active.set(2);
         let text = m.render();
-        assert!(text.contains("config_backup_total{status=\"success\"} 1"), "{text}");
-        assert!(text.contains("config_backup_duration_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("config_backup_total{status=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("config_backup_duration_seconds_count 1"),
+            "{text}"
+        );
         assert!(text.contains("config_backup_active 2"), "{text}");
     }
 }

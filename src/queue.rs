@@ -46,7 +46,12 @@ pub struct BackupJob {
 }
 
 impl BackupJob {
-    pub fn scheduled(device_id: Uuid, tenant_id: Uuid, job_id: String, due_at: DateTime<Utc>) -> Self {
+    pub fn scheduled(
+        device_id: Uuid,
+        tenant_id: Uuid,
+        job_id: String,
+        due_at: DateTime<Utc>,
+    ) -> Self {
         BackupJob {
             device_id,
             tenant_id,
@@ -100,7 +105,9 @@ impl QueueConfig {
             .batch_size(1)
             .heartbeat_interval(self.heartbeat)
             .missed_heartbeats(self.missed_heartbeats)
-            .persist_results(false)
+            // `persist_results(false)` also disables acks in apalis-core 1.0: finished jobs
+            // would stay "in flight" forever. Keep it on (the stored result is tiny).
+            .persist_results(true)
             .emit_events(false)
     }
 }
@@ -116,7 +123,10 @@ pub enum QueueError {
 
 /// Connect with a response timeout that survives a slow Redis (the default 500 ms kills
 /// workers) and reconnects by itself.
-pub async fn connect(url: &str, response_timeout: Duration) -> Result<ConnectionManager, QueueError> {
+pub async fn connect(
+    url: &str,
+    response_timeout: Duration,
+) -> Result<ConnectionManager, QueueError> {
     let client = redis::Client::open(url)?;
     let cfg = redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
@@ -161,7 +171,9 @@ pub struct Queue {
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("name", &self.cfg.name).finish_non_exhaustive()
+        f.debug_struct("Queue")
+            .field("name", &self.cfg.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -217,7 +229,8 @@ impl Queue {
         let data = self.cfg.apalis().job_data_hash();
         let meta = self.cfg.apalis().job_meta_hash();
         for id in job_ids {
-            pipe.hexists(&data, id).hget(format!("{meta}:{id}"), "status");
+            pipe.hexists(&data, id)
+                .hget(format!("{meta}:{id}"), "status");
         }
         let mut conn = self.conn.clone();
         let replies: Vec<(bool, Option<String>)> = pipe.query_async(&mut conn).await?;
@@ -349,7 +362,10 @@ impl Queue {
 
     pub async fn ping(&self) -> bool {
         let mut conn = self.conn.clone();
-        redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok()
     }
 
     /// Remove every key of this queue (tests and `--reset`).
@@ -395,6 +411,10 @@ impl PollStrategy for Tick {
             self.sleep.as_mut().reset(next);
             fired = true;
         }
-        if fired { Poll::Ready(Some(())) } else { Poll::Pending }
+        if fired {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
     }
 }

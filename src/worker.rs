@@ -104,10 +104,16 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         }
     }
     if !device.enabled {
-        env.metrics.backup_total.with_label_values(&["skipped_disabled"]).inc();
+        env.metrics
+            .backup_total
+            .with_label_values(&["skipped_disabled"])
+            .inc();
         if manual {
             env.store
-                .record_run(&run(RunStatus::Skipped, None, "device is disabled"), env.keep_runs)
+                .record_run(
+                    &run(RunStatus::Skipped, None, "device is disabled"),
+                    env.keep_runs,
+                )
                 .await?;
         } else {
             env.store.release_claim(device.id, &job.job_id).await?;
@@ -123,7 +129,10 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         let message = format!("device is blocked ({reason}): {hint}, or unblock it");
         if manual {
             env.store
-                .record_run(&run(RunStatus::Failed, Some(reason), &message), env.keep_runs)
+                .record_run(
+                    &run(RunStatus::Failed, Some(reason), &message),
+                    env.keep_runs,
+                )
                 .await?;
         } else {
             env.store.release_claim(device.id, &job.job_id).await?;
@@ -139,11 +148,21 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
     // status as "maybe online".
     let online = env.queue.device_online(&device.id).await.unwrap_or(true);
     if !online {
-        env.metrics.backup_total.with_label_values(&["skipped_offline"]).inc();
-        let sched = env.schedule.for_device(device.backup_interval_seconds, device.backup_cron.as_deref());
+        env.metrics
+            .backup_total
+            .with_label_values(&["skipped_offline"])
+            .inc();
+        let sched = env.schedule.for_device(
+            device.backup_interval_seconds,
+            device.backup_cron.as_deref(),
+        );
         let next = sched.next_after(Utc::now());
         env.store
-            .record_skip(&run(RunStatus::Skipped, None, "device is offline"), next, env.keep_runs)
+            .record_skip(
+                &run(RunStatus::Skipped, None, "device is offline"),
+                next,
+                env.keep_runs,
+            )
             .await?;
         return Ok(JobReport::quiet(RunStatus::Skipped, "device is offline"));
     }
@@ -167,9 +186,14 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
                 if waited && !manual {
                     // The execution we waited for may have finished this very job.
                     let fresh = env.store.device(device.id).await?;
-                    if fresh.is_none_or(|d| d.outstanding_job.as_deref() != Some(job.job_id.as_str())) {
+                    if fresh
+                        .is_none_or(|d| d.outstanding_job.as_deref() != Some(job.job_id.as_str()))
+                    {
                         env.store.release_lease(&lease).await?;
-                        return Ok(JobReport::quiet(RunStatus::Skipped, "completed by an earlier execution"));
+                        return Ok(JobReport::quiet(
+                            RunStatus::Skipped,
+                            "completed by an earlier execution",
+                        ));
                     }
                 }
                 break starts;
@@ -185,12 +209,18 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
                     .unwrap_or(Duration::ZERO)
                     .min(env.lease_ttl)
                     + Duration::from_millis(200);
-                debug!(?wait, "waiting for the previous execution's lease to expire");
+                debug!(
+                    ?wait,
+                    "waiting for the previous execution's lease to expire"
+                );
                 tokio::time::sleep(wait).await;
                 waited = true;
             }
             LeaseAttempt::Held { expires_at, .. } => {
-                env.metrics.backup_total.with_label_values(&["locked"]).inc();
+                env.metrics
+                    .backup_total
+                    .with_label_values(&["locked"])
+                    .inc();
                 let message = "another backup of this device is running";
                 if manual {
                     env.store
@@ -223,39 +253,43 @@ async fn run_leased(
     starts: i32,
     started_at: chrono::DateTime<Utc>,
 ) -> Result<JobReport, StoreError> {
-    let sched = env.schedule.for_device(device.backup_interval_seconds, device.backup_cron.as_deref());
-    let outcome: Result<(backup::Collected, bool), (ErrorKind, String, Option<String>)> =
-        if starts > env.max_job_starts {
-            Err((
-                ErrorKind::Unknown,
-                format!(
-                    "this job was interrupted {} times (its worker crashed or was killed); giving up on it",
-                    starts - 1
-                ),
-                None,
-            ))
-        } else {
-            env.metrics.backup_active.inc();
-            let timer = env.metrics.backup_duration.start_timer();
-            let r = backup_under_lease(env, device, lease).await;
-            timer.observe_duration();
-            env.metrics.backup_active.dec();
-            match r {
-                Ok(Some(c)) => Ok((c, true)),
-                Ok(None) => {
-                    env.metrics.lease_lost.inc();
-                    warn!("lease lost during the backup; nothing published, no outcome written");
-                    return Ok(JobReport::quiet(RunStatus::Skipped, "lease lost"));
-                }
-                Err(e) => {
-                    let presented = match &e {
-                        BackupError::Export(x) => x.presented_fingerprint().map(str::to_string),
-                        _ => None,
-                    };
-                    Err((e.kind(), e.to_string(), presented))
-                }
+    let sched = env.schedule.for_device(
+        device.backup_interval_seconds,
+        device.backup_cron.as_deref(),
+    );
+    let outcome: Result<(backup::Collected, bool), (ErrorKind, String, Option<String>)> = if starts
+        > env.max_job_starts
+    {
+        Err((
+            ErrorKind::Unknown,
+            format!(
+                "this job was interrupted {} times (its worker crashed or was killed); giving up on it",
+                starts - 1
+            ),
+            None,
+        ))
+    } else {
+        env.metrics.backup_active.inc();
+        let timer = env.metrics.backup_duration.start_timer();
+        let r = backup_under_lease(env, device, lease).await;
+        timer.observe_duration();
+        env.metrics.backup_active.dec();
+        match r {
+            Ok(Some(c)) => Ok((c, true)),
+            Ok(None) => {
+                env.metrics.lease_lost.inc();
+                warn!("lease lost during the backup; nothing published, no outcome written");
+                return Ok(JobReport::quiet(RunStatus::Skipped, "lease lost"));
             }
-        };
+            Err(e) => {
+                let presented = match &e {
+                    BackupError::Export(x) => x.presented_fingerprint().map(str::to_string),
+                    _ => None,
+                };
+                Err((e.kind(), e.to_string(), presented))
+            }
+        }
+    };
 
     let now = Utc::now();
     let (run_status, kind, message, sha, bytes, state) = match &outcome {
@@ -315,19 +349,32 @@ async fn run_leased(
         bytes,
         sha256: sha.clone(),
     };
-    if !env.store.record_outcome(lease, &record, &state, env.keep_runs).await? {
+    if !env
+        .store
+        .record_outcome(lease, &record, &state, env.keep_runs)
+        .await?
+    {
         env.metrics.lease_lost.inc();
         warn!("lease lost before the outcome was written; a newer execution owns the device");
         return Ok(JobReport::quiet(RunStatus::Skipped, "lease lost"));
     }
     match &outcome {
         Ok(_) => {
-            env.metrics.backup_total.with_label_values(&["success"]).inc();
-            info!(sha256 = sha.as_deref().unwrap_or(""), bytes, "backup published");
+            env.metrics
+                .backup_total
+                .with_label_values(&["success"])
+                .inc();
+            info!(
+                sha256 = sha.as_deref().unwrap_or(""),
+                bytes, "backup published"
+            );
         }
         Err((kind, _, presented)) => {
             env.metrics.backup_total.with_label_values(&["error"]).inc();
-            env.metrics.backup_errors.with_label_values(&[kind.as_str()]).inc();
+            env.metrics
+                .backup_errors
+                .with_label_values(&[kind.as_str()])
+                .inc();
             warn!(
                 error_kind = kind.as_str(),
                 error = message.as_deref().unwrap_or(""),
@@ -355,9 +402,9 @@ async fn backup_under_lease(
     let password = match env.store.password(&env.key, device.id).await {
         Ok(p) => p,
         Err(e) => {
-            return Err(BackupError::Export(crate::device::ExportError::InvalidTarget(format!(
-                "credentials: {e}"
-            ))));
+            return Err(BackupError::Export(
+                crate::device::ExportError::InvalidTarget(format!("credentials: {e}")),
+            ));
         }
     };
     let target = Target {
@@ -376,8 +423,13 @@ async fn backup_under_lease(
         if !env.store.renew_lease(lease).await.unwrap_or(false) {
             return Ok(None);
         }
-        backup::publish(&env.publisher, &collected, &device.id.to_string(), &device.tenant_id.to_string())
-            .await?;
+        backup::publish(
+            &env.publisher,
+            &collected,
+            &device.id.to_string(),
+            &device.tenant_id.to_string(),
+        )
+        .await?;
         Ok(Some(collected))
     };
     tokio::pin!(work);
@@ -464,7 +516,8 @@ pub struct Liveness {
 
 impl Liveness {
     pub fn beat(&self) {
-        self.last_heartbeat.store(Utc::now().timestamp(), Ordering::Relaxed);
+        self.last_heartbeat
+            .store(Utc::now().timestamp(), Ordering::Relaxed);
     }
     /// Seconds since the last heartbeat (None before the first).
     pub fn age(&self) -> Option<i64> {
@@ -502,7 +555,11 @@ pub async fn run(
     let queue = env.queue.clone();
     let heartbeat = queue.config().heartbeat;
     let base = settings.name.clone();
-    let suffix = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let suffix = format!(
+        "{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let env_w = env.clone();
     let names_w = names.clone();
     let concurrency = settings.concurrency.max(1);

@@ -1,35 +1,39 @@
-//! `rosbackup-enqueuer`: turns the device list into delayed backup jobs and serves the
-//! dashboard and API.
+//! `rosbackup-enqueuer`: schedules due devices as jobs, answers manual backup requests,
+//! serves the HTTP endpoints.
 //!
-//! Scheduling, the bounded Redis queue and the HTTP server arrive with the fleet work
-//! (issue #3) and the dashboard (issue #4). Until then this binary only validates its
-//! configuration.
+//! Thin binary over `rosbackup::service`: configuration errors exit 2, a failure to
+//! connect exits 1, SIGTERM/SIGINT stop it and exit 0. Safe to run several at once.
 
-use rosbackup::config::{BackupSettings, ConfigError, Env};
+use rosbackup::config::Env;
 use std::process::ExitCode;
-
-fn check(env: &Env) -> Result<(), ConfigError> {
-    BackupSettings::from_env(env).map(|_| ())
-}
 
 fn main() -> ExitCode {
     let env = Env::from_process();
-    if let Err(e) = check(&env) {
+    if let Err(e) = rosbackup::observability::init_tracing(&env) {
         eprintln!("configuration error: {e}");
         return ExitCode::from(2);
     }
-    eprintln!("rosbackup-enqueuer: scheduling is part of the fleet release (issue #3)");
-    ExitCode::from(64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_configuration_is_rejected_naming_the_variable() {
-        let env = Env::from_pairs([("NORMALIZATION_VERSION", "7")]);
-        assert_eq!(check(&env).unwrap_err().var, "NORMALIZATION_VERSION");
-        assert!(check(&Env::from_pairs([])).is_ok());
-    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async {
+        let process = match rosbackup::service::enqueuer_from_env(&env).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("rosbackup-enqueuer: {e}");
+                return ExitCode::from(e.exit_code());
+            }
+        };
+        match process.run(rosbackup::service::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rosbackup-enqueuer: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }

@@ -1,45 +1,39 @@
 //! `rosbackup-worker`: pulls backup jobs from Redis and runs them.
 //!
-//! The job queue (apalis-redis), per-job device leases and outcome recording arrive with
-//! the fleet work (issue #3). Until then this binary validates its configuration and
-//! points operators at `rosbackup export`, which already runs the exact per-job pipeline.
+//! Thin binary over `rosbackup::service`: configuration errors exit 2, a failure to
+//! connect or a worker that breaks exits 1 (so a supervisor restarts it), SIGTERM/SIGINT
+//! stop gracefully and exit 0.
 
-use rosbackup::config::{BackupSettings, ConfigError, Env, publisher_config};
+use rosbackup::config::Env;
 use std::process::ExitCode;
-
-/// Everything the worker will need from the environment, validated up front.
-fn check(env: &Env) -> Result<(), ConfigError> {
-    BackupSettings::from_env(env)?;
-    publisher_config(env)?;
-    Ok(())
-}
 
 fn main() -> ExitCode {
     let env = Env::from_process();
-    if let Err(e) = check(&env) {
+    if let Err(e) = rosbackup::observability::init_tracing(&env) {
         eprintln!("configuration error: {e}");
         return ExitCode::from(2);
     }
-    eprintln!(
-        "rosbackup-worker: the job-queue worker is part of the fleet release (issue #3); \
-         use `rosbackup export` for one-off backups"
-    );
-    ExitCode::from(64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_configuration_is_rejected_naming_the_variable() {
-        let env = Env::from_pairs([("CONFIG_BACKUP_COMMAND_TIMEOUT", "x")]);
-        assert_eq!(
-            check(&env).unwrap_err().var,
-            "CONFIG_BACKUP_COMMAND_TIMEOUT"
-        );
-        let env = Env::from_pairs([("NATS_URL", "localhost")]);
-        assert_eq!(check(&env).unwrap_err().var, "NATS_URL");
-        assert!(check(&Env::from_pairs([])).is_ok());
-    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async {
+        let process = match rosbackup::service::worker_from_env(&env).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("rosbackup-worker: {e}");
+                return ExitCode::from(e.exit_code());
+            }
+        };
+        match process.run(rosbackup::service::shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("rosbackup-worker: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
 }

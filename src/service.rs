@@ -1,0 +1,286 @@
+//! Process wiring for `rosbackup-worker` and `rosbackup-enqueuer`.
+//!
+//! The binaries are thin: they read the environment, call [`worker_from_env`] or
+//! [`enqueuer_from_env`], and run the result until a signal. Tests call the same
+//! functions in-process (several workers in one test) or run the binaries.
+
+use crate::config::{self, BackupSettings, ConfigError, Env};
+use crate::credentials::CredentialKey;
+use crate::enqueuer::{Enqueuer, EnqueuerSettings};
+use crate::http::{self, OpsState};
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+use crate::snapshot::{Publisher, redact_url};
+use crate::store::Store;
+use crate::worker::{self, JobEnv, Liveness, WorkerSettings};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+/// Why a process could not start (config errors exit 2, the rest 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration error: {0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Connect(String),
+}
+
+impl StartError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_) => 2,
+            StartError::Connect(_) => 1,
+        }
+    }
+}
+
+fn credential_key(env: &Env) -> Result<CredentialKey, StartError> {
+    CredentialKey::from_base64(&env.raw("CREDENTIAL_ENCRYPTION_KEY")).map_err(|e| {
+        StartError::Config(ConfigError {
+            var: "CREDENTIAL_ENCRYPTION_KEY".into(),
+            value: None,
+            reason: e.to_string(),
+        })
+    })
+}
+
+async fn store(env: &Env, pool: u32) -> Result<Store, StartError> {
+    let url = env.url("DATABASE_URL", &["postgres", "postgresql"])?;
+    Store::connect(&url, pool)
+        .await
+        .map_err(|e| StartError::Connect(format!("PostgreSQL at {}: {e}", redact_url(&url))))
+}
+
+async fn queue(env: &Env) -> Result<Queue, StartError> {
+    let cfg = config::queue_config(env)?;
+    let shown = redact_url(&cfg.redis_url);
+    Queue::connect(cfg)
+        .await
+        .map_err(|e| StartError::Connect(format!("Redis at {shown}: {e}")))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "worker".to_string())
+}
+
+/// A worker ready to run.
+pub struct WorkerProcess {
+    pub env: Arc<JobEnv>,
+    pub settings: WorkerSettings,
+    pub liveness: Liveness,
+    pub metrics_addr: String,
+}
+
+impl std::fmt::Debug for WorkerProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerProcess")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validate the environment and connect a worker.
+pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
+    let backup = BackupSettings::from_env(env)?;
+    let schedule = config::schedule_settings(env)?;
+    let publisher_cfg = config::publisher_config(env)?;
+    let concurrency = env.positive("CONFIG_BACKUP_MAX_CONCURRENT")? as usize;
+    let lease_ttl = env.seconds("ROSBACKUP_LEASE_SECONDS", 3)?;
+    let grace = env
+        .parse::<u64>("ROSBACKUP_SHUTDOWN_GRACE")
+        .map(Duration::from_secs)?;
+    let keep_runs = env.positive("ROSBACKUP_RUN_HISTORY")? as i64;
+    let metrics_addr = config::listen_addr(env, "ROSBACKUP_METRICS_ADDR")?;
+    config::queue_config(env)?;
+    let key = credential_key(env)?;
+    let name = Some(env.raw("ROSBACKUP_WORKER_NAME"))
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(host_name);
+
+    let store = store(env, (concurrency as u32).saturating_add(4).min(64)).await?;
+    let queue = queue(env).await?;
+    let shown = redact_url(&publisher_cfg.nats_url);
+    let publisher = Publisher::connect(publisher_cfg)
+        .await
+        .map_err(|e| StartError::Connect(format!("NATS at {shown}: {e}")))?;
+    Ok(WorkerProcess {
+        env: Arc::new(JobEnv {
+            store,
+            queue,
+            key,
+            publisher,
+            backup,
+            schedule,
+            lease_ttl,
+            keep_runs,
+            max_job_starts: 3,
+            metrics: Metrics::new(),
+            held: Arc::default(),
+        }),
+        settings: WorkerSettings {
+            name,
+            concurrency,
+            shutdown_grace: grace,
+        },
+        liveness: Liveness::default(),
+        metrics_addr,
+    })
+}
+
+impl WorkerProcess {
+    /// Serve the ops endpoints, then run until `shutdown`.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let stall = (self.env.queue.config().heartbeat.as_secs() as i64 * 6).max(30);
+        let ops = OpsState {
+            metrics: self.env.metrics.clone(),
+            store: self.env.store.clone(),
+            queue: self.env.queue.clone(),
+            liveness: Some((self.liveness.clone(), stall)),
+        };
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr, server) = http::serve(&self.metrics_addr, http::ops_router(ops), async {
+            let _ = http_stopped.await;
+        })
+        .await
+        .map_err(|e| StartError::Connect(format!("cannot listen on {}: {e}", self.metrics_addr)))?;
+        info!(%addr, name = %self.settings.name, concurrency = self.settings.concurrency, "worker listening");
+        println!("rosbackup-worker: metrics on http://{addr}/metrics");
+        let r = worker::run(self.env, self.settings, self.liveness, shutdown).await;
+        let _ = stop_http.send(());
+        let _ = server.await;
+        r.map_err(|e| StartError::Connect(e.to_string()))
+    }
+}
+
+/// An enqueuer ready to run.
+#[derive(Debug)]
+pub struct EnqueuerProcess {
+    pub enqueuer: Enqueuer,
+    pub http_addr: String,
+    pub nats_url: String,
+    pub trigger_subject: String,
+    pub manual_timeout: Duration,
+}
+
+/// Validate the environment and connect an enqueuer.
+pub async fn enqueuer_from_env(env: &Env) -> Result<EnqueuerProcess, StartError> {
+    config::schedule_settings(env)?;
+    let settings = EnqueuerSettings {
+        refresh: env.seconds("DEVICE_REFRESH_SECONDS", 1)?,
+        horizon: env.seconds("ROSBACKUP_QUEUE_HORIZON", 1)?,
+        cap: env.positive("ROSBACKUP_QUEUE_CAP")? as i64,
+        job_retention: env.seconds("ROSBACKUP_JOB_RETENTION", 60)?,
+        run_retention: Duration::from_secs(env.positive("ROSBACKUP_RUN_RETENTION_DAYS")? * 86_400),
+        ..EnqueuerSettings::default()
+    };
+    if settings.cap >= 8000 {
+        return Err(StartError::Config(ConfigError {
+            var: "ROSBACKUP_QUEUE_CAP".into(),
+            value: Some(settings.cap.to_string()),
+            reason: "must stay below 8000 (apalis-redis 1.0 fails every fetch at 8,000 due jobs)"
+                .into(),
+        }));
+    }
+    let http_addr = config::listen_addr(env, "ROSBACKUP_HTTP_ADDR")?;
+    let nats_url = env.url("NATS_URL", &["nats", "tls", "ws", "wss"])?;
+    let trigger_subject = env.raw("ROSBACKUP_TRIGGER_SUBJECT");
+    let manual_timeout = env.seconds("ROSBACKUP_MANUAL_TIMEOUT", 1)?;
+    let store = store(env, 8).await?;
+    let queue = queue(env).await?;
+    Ok(EnqueuerProcess {
+        enqueuer: Enqueuer {
+            store,
+            queue,
+            settings,
+            metrics: Metrics::new(),
+        },
+        http_addr,
+        nats_url,
+        trigger_subject,
+        manual_timeout,
+    })
+}
+
+impl EnqueuerProcess {
+    /// Serve HTTP and the NATS trigger, schedule until `shutdown`.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let e = self.enqueuer;
+        let ops = OpsState {
+            metrics: e.metrics.clone(),
+            store: e.store.clone(),
+            queue: e.queue.clone(),
+            liveness: None,
+        };
+        let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+        let mut stop_http = stop_tx.subscribe();
+        let (addr, server) = http::serve(&self.http_addr, http::ops_router(ops), async move {
+            let _ = stop_http.recv().await;
+        })
+        .await
+        .map_err(|err| {
+            StartError::Connect(format!("cannot listen on {}: {err}", self.http_addr))
+        })?;
+        info!(%addr, "enqueuer listening");
+        println!("rosbackup-enqueuer: http://{addr}/");
+        // The NATS trigger is optional at runtime: without NATS the enqueuer still
+        // schedules; the trigger comes up when NATS does.
+        let trigger = {
+            let (store, queue, metrics) = (e.store.clone(), e.queue.clone(), e.metrics.clone());
+            let (url, subject, timeout) = (
+                self.nats_url.clone(),
+                self.trigger_subject.clone(),
+                self.manual_timeout,
+            );
+            tokio::spawn(async move {
+                let opts = async_nats::ConnectOptions::new().retry_on_initial_connect();
+                match opts.connect(url.as_str()).await {
+                    Ok(client) => {
+                        if let Err(err) = crate::manual::serve_trigger(
+                            client, subject, store, queue, timeout, metrics,
+                        )
+                        .await
+                        {
+                            tracing::warn!(error = %err, "manual trigger subscription failed");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "NATS unavailable; manual trigger disabled")
+                    }
+                }
+            })
+        };
+        e.run(shutdown).await;
+        trigger.abort();
+        let _ = stop_tx.send(());
+        let _ = server.await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! A whole fleet on the real services, isolated per test: its own PostgreSQL database,
+//! its own Redis queue name (key prefix), its own NATS subjects and stream, its own
+//! simulated routers on loopback.
+
+use rosbackup::config::BackupSettings;
+use rosbackup::credentials::CredentialKey;
+use rosbackup::enqueuer::{Enqueuer, EnqueuerSettings};
+use rosbackup::metrics::Metrics;
+use rosbackup::queue::{Queue, QueueConfig};
+use rosbackup::schedule::ScheduleSettings;
+use rosbackup::sim::{SimConfig, Simulator};
+use rosbackup::snapshot::{Publisher, PublisherConfig};
+use rosbackup::store::{NewDevice, Store};
+use rosbackup::worker::{JobEnv, Liveness, WorkerSettings};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+/// Replace the database name of a PostgreSQL URL.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let cut = base
+        .rfind('/')
+        .filter(|i| *i > "postgres://".len())
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{db}", &base[..cut]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// A database of its own, migrated. Dropped by [`TestDb::drop`].
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub store: Store,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let name = format!("rbtest_{}", Uuid::new_v4().simple());
+        let admin = sqlx::PgPool::connect(&database_url())
+            .await
+            .expect("PostgreSQL is running");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .expect("create test database");
+        admin.close().await;
+        let url = with_database(&database_url(), &name);
+        let store = Store::connect(&url, 40)
+            .await
+            .expect("connect test database");
+        store.migrate().await.expect("migrations apply");
+        TestDb { name, url, store }
+    }
+
+    pub async fn drop(self) {
+        self.store.pool().close().await;
+        if let Ok(admin) = sqlx::PgPool::connect(&database_url()).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&admin)
+            .await;
+        }
+    }
+}
+
+/// Fleet knobs for one test.
+pub struct FleetOptions {
+    pub sim: SimConfig,
+    pub lease_ttl: Duration,
+    pub heartbeat: Duration,
+    pub command_timeout: Duration,
+}
+
+impl Default for FleetOptions {
+    fn default() -> Self {
+        FleetOptions {
+            sim: SimConfig {
+                devices: 10,
+                listen_base: std::net::Ipv4Addr::new(127, 0, 0, 1),
+                port: 0,
+                one_address: true,
+                ..SimConfig::default()
+            },
+            lease_ttl: Duration::from_secs(6),
+            heartbeat: Duration::from_secs(1),
+            command_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Fleet {
+    pub db: TestDb,
+    pub queue: Queue,
+    pub key: CredentialKey,
+    pub publisher: Publisher,
+    pub publisher_cfg: PublisherConfig,
+    pub sim: Simulator,
+    pub opts_lease: Duration,
+    pub backup: BackupSettings,
+    pub nats: async_nats::Client,
+}
+
+impl Fleet {
+    pub async fn start(opts: FleetOptions) -> Fleet {
+        let db = TestDb::new().await;
+        let queue = Queue::connect(QueueConfig {
+            redis_url: redis_url(),
+            name: format!("rbtest:{}", Uuid::new_v4().simple()),
+            heartbeat: opts.heartbeat,
+            missed_heartbeats: 3,
+            ..QueueConfig::default()
+        })
+        .await
+        .expect("Redis is running");
+        let token = Uuid::new_v4().simple().to_string();
+        let publisher_cfg = PublisherConfig {
+            nats_url: super::nats_url(),
+            subject_prefix: format!("rbtest{token}.config.snapshot"),
+            stream_name: format!("RBTEST_{token}"),
+            object_bucket: format!("RBTEXT_{token}"),
+            stream_max_bytes: 512 * 1024 * 1024,
+            ..PublisherConfig::default()
+        };
+        let publisher = Publisher::connect(publisher_cfg.clone())
+            .await
+            .expect("NATS is running");
+        let nats = async_nats::connect(super::nats_url())
+            .await
+            .expect("NATS is running");
+        let sim = Simulator::start(opts.sim).await.expect("simulator starts");
+        let mut backup =
+            BackupSettings::from_env(&rosbackup::config::Env::from_pairs([])).expect("defaults");
+        backup.export.command_timeout = opts.command_timeout;
+        backup.export.connect_timeout = Duration::from_secs(3);
+        Fleet {
+            db,
+            queue,
+            key: CredentialKey::from_base64(&CredentialKey::generate_base64()).expect("key"),
+            publisher,
+            publisher_cfg,
+            sim,
+            opts_lease: opts.lease_ttl,
+            backup,
+            nats,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.db.store
+    }
+
+    /// Import the simulator's devices, all due now (or with the given interval).
+    pub async fn import(&self, interval_seconds: Option<i32>) -> Vec<NewDevice> {
+        let devices: Vec<NewDevice> = self
+            .sim
+            .devices()
+            .iter()
+            .map(|d| NewDevice {
+                id: d.id,
+                tenant_id: d.tenant_id,
+                name: d.name.clone(),
+                host: d.host.to_string(),
+                ssh_port: d.port,
+                username: d.username.clone(),
+                password: rosbackup::Secret::new(d.password.clone()),
+                routeros_version: None,
+                enabled: true,
+                backup_interval_seconds: interval_seconds,
+                backup_cron: None,
+            })
+            .collect();
+        self.store()
+            .upsert_devices(&self.key, &devices, chrono::Utc::now)
+            .await
+            .expect("import");
+        devices
+    }
+
+    pub fn job_env(&self) -> Arc<JobEnv> {
+        Arc::new(JobEnv {
+            store: self.store().clone(),
+            queue: self.queue.clone(),
+            key: self.key.clone(),
+            publisher: self.publisher.clone(),
+            backup: self.backup.clone(),
+            schedule: ScheduleSettings {
+                interval: Duration::from_secs(3600),
+                ..ScheduleSettings::default()
+            },
+            lease_ttl: self.opts_lease,
+            keep_runs: 100,
+            max_job_starts: 3,
+            metrics: Metrics::new(),
+            held: Arc::default(),
+        })
+    }
+
+    /// Run an in-process worker until the returned sender is dropped or fired.
+    pub fn spawn_worker(
+        &self,
+        name: &str,
+        concurrency: usize,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), rosbackup::worker::WorkerExit>>,
+        Arc<JobEnv>,
+    ) {
+        let env = self.job_env();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let settings = WorkerSettings {
+            name: name.to_string(),
+            concurrency,
+            shutdown_grace: Duration::from_secs(10),
+        };
+        let handle = tokio::spawn(rosbackup::worker::run(
+            env.clone(),
+            settings,
+            Liveness::default(),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        (tx, handle, env)
+    }
+
+    pub fn enqueuer(&self) -> Enqueuer {
+        Enqueuer {
+            store: self.store().clone(),
+            queue: self.queue.clone(),
+            settings: EnqueuerSettings {
+                tick: Duration::from_millis(200),
+                refresh: Duration::from_secs(2),
+                stale_after: Duration::from_secs(5),
+                ..EnqueuerSettings::default()
+            },
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// Run an enqueuer loop in the background.
+    pub fn spawn_enqueuer(
+        &self,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let e = self.enqueuer();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let h = tokio::spawn(async move {
+            e.run(async move {
+                let _ = rx.await;
+            })
+            .await
+        });
+        (tx, h)
+    }
+
+    /// Poll `cond` every 100 ms until it holds or `timeout` passes (then panic with `what`).
+    pub async fn wait_for<F, Fut>(&self, timeout: Duration, what: &str, mut cond: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if cond().await {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for: {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Count of devices with a given last_status.
+    pub async fn count_status(&self, status: &str) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM devices WHERE last_status = $1")
+            .bind(status)
+            .fetch_one(self.store().pool())
+            .await
+            .unwrap_or(0)
+    }
+
+    pub async fn cleanup(self) {
+        let js = async_nats::jetstream::new(self.nats.clone());
+        let _ = js.delete_stream(&self.publisher_cfg.stream_name).await;
+        let _ = js
+            .delete_object_store(&self.publisher_cfg.object_bucket)
+            .await;
+        let _ = self.queue.purge().await;
+        self.sim.shutdown().await;
+        self.db.drop().await;
+    }
+}
