@@ -1,0 +1,122 @@
+//! The worker against apalis-redis 1.0's measured defects and against crashes.
+
+mod common;
+
+use common::fleet::{Fleet, FleetOptions};
+use rosbackup::queue::BackupJob;
+use rosbackup::sim::SimConfig;
+use rosbackup::store::RunStatus;
+use std::time::Duration;
+
+/// A Redis reply slower than redis-rs' default 500 ms timeout must not kill a worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_redis_reply_does_not_kill_a_worker() {
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 1,
+            ..FleetOptions::default().sim
+        },
+        ..FleetOptions::default()
+    })
+    .await;
+    let devices = fleet.import(None).await;
+    sqlx::query("UPDATE devices SET next_due_at = now() + interval '1 hour'")
+        .execute(fleet.store().pool())
+        .await
+        .expect("update");
+    let (stop, worker, _) = fleet.spawn_worker("slow-redis", 2);
+    // Let the worker register and poll, then block Redis for 1.5 s with a busy script.
+    fleet
+        .wait_for(Duration::from_secs(10), "worker registered", || async {
+            fleet.queue.depth().await.is_ok_and(|d| d.workers == 1)
+        })
+        .await;
+    let mut conn = fleet.queue.connection();
+    let busy = "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
+                while true do local n = redis.call('TIME') \
+                if n[1] * 1000000 + n[2] - s > 1500000 then break end end return 1";
+    let _: i64 = redis::cmd("EVAL").arg(busy).arg(0).query_async(&mut conn).await.expect("busy script");
+    assert!(!worker.is_finished(), "the worker died on a slow Redis reply");
+    let d = &devices[0];
+    let job = rosbackup::manual::request(fleet.store(), &fleet.queue, d.id, None)
+        .await
+        .expect("request");
+    let run = rosbackup::manual::wait(fleet.store(), &job.job_id, Duration::from_secs(30))
+        .await
+        .expect("wait")
+        .expect("the worker still runs jobs after the stall");
+    assert_eq!(run.status, "success");
+    let _ = stop.send(());
+    worker.await.expect("join").expect("clean stop");
+    fleet.cleanup().await;
+}
+
+/// A job that took its device's lease several times without ever finishing (each
+/// execution crashed its worker) is given up instead of crashing workers forever; the
+/// device is backed off like any transient failure and no SSH session is opened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_keeps_crashing_its_worker_is_given_up() {
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 1,
+            ..FleetOptions::default().sim
+        },
+        ..FleetOptions::default()
+    })
+    .await;
+    let devices = fleet.import(None).await;
+    let d = &devices[0];
+    let claims = fleet
+        .store()
+        .claim_due(chrono::Utc::now() + chrono::Duration::seconds(5), 10)
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), 1);
+    let claim = &claims[0];
+    // Three earlier executions of this job took the lease and died holding it.
+    sqlx::query(
+        "UPDATE devices SET lease_job = $2, lease_token = gen_random_uuid(), lease_worker = 'crashed', \
+         lease_expires_at = now() - interval '1 second', lease_starts = 3 WHERE id = $1",
+    )
+    .bind(d.id)
+    .bind(&claim.job_id)
+    .execute(fleet.store().pool())
+    .await
+    .expect("simulate crashes");
+    let env = fleet.job_env();
+    let job = BackupJob::scheduled(d.id, d.tenant_id, claim.job_id.clone(), claim.due_at);
+    let report = rosbackup::worker::execute(&env, &job, "test").await.expect("execute");
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(report.message.as_deref().is_some_and(|m| m.contains("interrupted 3 times")), "{report:?}");
+    assert_eq!(env.metrics.lease_takeovers.get(), 1);
+    let row = fleet.store().device(d.id).await.expect("get").expect("exists");
+    assert!(row.lease_job.is_none() && row.outstanding_job.is_none(), "{row:?}");
+    assert_eq!(row.consecutive_failures, 1);
+    assert!(row.next_due_at > chrono::Utc::now() + chrono::Duration::seconds(250));
+    assert_eq!(fleet.sim.stats().get(&d.id).map_or(0, |s| s.sessions), 0, "no SSH session");
+
+    // The same rule stops a live execution: while a lease is held and unexpired, a
+    // second execution of another job reports `locked` and opens nothing.
+    sqlx::query(
+        "UPDATE devices SET lease_job = 'manual:other', lease_token = gen_random_uuid(), \
+         lease_expires_at = now() + interval '1 minute', lease_starts = 1 WHERE id = $1",
+    )
+    .bind(d.id)
+    .execute(fleet.store().pool())
+    .await
+    .expect("hold lease");
+    let manual = BackupJob::manual(d.id, d.tenant_id);
+    let report = rosbackup::worker::execute(&env, &manual, "test").await.expect("execute");
+    assert_eq!(report.status, RunStatus::Locked);
+    assert_eq!(fleet.sim.stats().get(&d.id).map_or(0, |s| s.sessions), 0);
+    // And an outcome written with a lost lease is refused (fencing).
+    let stale = rosbackup::store::Lease {
+        device_id: d.id,
+        job_id: "manual:stale".into(),
+        token: uuid::Uuid::new_v4(),
+        worker: "gone".into(),
+        ttl: Duration::from_secs(5),
+    };
+    assert!(!fleet.store().renew_lease(&stale).await.expect("renew"));
+    fleet.cleanup().await;
+}
