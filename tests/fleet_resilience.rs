@@ -120,3 +120,77 @@ async fn a_job_that_keeps_crashing_its_worker_is_given_up() {
     assert!(!fleet.store().renew_lease(&stale).await.expect("renew"));
     fleet.cleanup().await;
 }
+
+/// Start `rosbackup worker` on the fleet with the given worker name.
+fn worker_process(fleet: &Fleet, name: &str) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+        .arg("worker")
+        .envs(fleet.process_env())
+        .env("ROSBACKUP_WORKER_NAME", name)
+        .env("CONFIG_BACKUP_MAX_CONCURRENT", "4")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start rosbackup worker")
+}
+
+/// `kill -9` a worker in the middle of exports; a new worker started under the same
+/// name finishes every backup within about 30 s, and no device ever sees two sessions
+/// at once. Then SIGTERM stops the worker cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_worker_jobs_finish_on_a_restarted_worker_without_overlap() {
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 3,
+            export_delay: Duration::from_secs(4),
+            ..FleetOptions::default().sim
+        },
+        command_timeout: Duration::from_secs(20),
+        ..FleetOptions::default()
+    })
+    .await;
+    let devices = fleet.import(None).await;
+    let mut a = worker_process(&fleet, "w-same");
+    let (stop_e, enq) = fleet.spawn_enqueuer();
+    // Wait until worker A holds a lease, i.e. is inside an export.
+    fleet
+        .wait_for(Duration::from_secs(30), "worker A is mid-export", || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE lease_worker LIKE 'w-same-%'")
+                .fetch_one(fleet.store().pool())
+                .await
+                .unwrap_or(0);
+            n > 0
+        })
+        .await;
+    a.kill().expect("kill -9");
+    let _ = a.wait();
+    let killed_at = std::time::Instant::now();
+    assert_eq!(fleet.count_status("success").await, 0, "killed before any export finished");
+
+    let mut b = worker_process(&fleet, "w-same");
+    fleet
+        .wait_for(Duration::from_secs(60), "every backup completed on worker B", || async {
+            fleet.count_status("success").await == devices.len() as i64
+        })
+        .await;
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(45), "recovery took {took:?}");
+    for d in &devices {
+        let s = fleet.sim.stats().get(&d.id).copied().unwrap_or_default();
+        assert!(s.max_concurrent <= 1, "{}: {s:?}", d.name);
+        assert_eq!(s.exports, 1, "{}: exactly one complete export", d.name);
+    }
+    let js = async_nats::jetstream::new(fleet.nats.clone());
+    let mut stream = js.get_stream(&fleet.publisher_cfg.stream_name).await.expect("stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, devices.len() as u64);
+
+    // SIGTERM: a clean, prompt exit 0.
+    let pid = b.id() as i32;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || b.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "{status:?}");
+    let _ = stop_e.send(());
+    enq.await.expect("join");
+    fleet.cleanup().await;
+}

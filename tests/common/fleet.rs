@@ -111,6 +111,7 @@ pub struct Fleet {
     pub db: TestDb,
     pub queue: Queue,
     pub key: CredentialKey,
+    pub key_b64: String,
     pub publisher: Publisher,
     pub publisher_cfg: PublisherConfig,
     pub sim: Simulator,
@@ -151,10 +152,12 @@ impl Fleet {
             BackupSettings::from_env(&rosbackup::config::Env::from_pairs([])).expect("defaults");
         backup.export.command_timeout = opts.command_timeout;
         backup.export.connect_timeout = Duration::from_secs(3);
+        let key_b64 = CredentialKey::generate_base64();
         Fleet {
             db,
             queue,
-            key: CredentialKey::from_base64(&CredentialKey::generate_base64()).expect("key"),
+            key: CredentialKey::from_base64(&key_b64).expect("key"),
+            key_b64,
             publisher,
             publisher_cfg,
             sim,
@@ -299,6 +302,31 @@ impl Fleet {
             .fetch_one(self.store().pool())
             .await
             .unwrap_or(0)
+    }
+
+    /// Environment for a `rosbackup worker` / `rosbackup enqueuer` process on this fleet.
+    pub fn process_env(&self) -> Vec<(String, String)> {
+        [
+            ("DATABASE_URL", self.db.url.clone()),
+            ("REDIS_URL", redis_url()),
+            ("NATS_URL", super::nats_url()),
+            ("ROSBACKUP_QUEUE", self.queue.config().name.clone()),
+            ("ROSBACKUP_QUEUE_HEARTBEAT", self.queue.config().heartbeat.as_secs().to_string()),
+            ("ROSBACKUP_LEASE_SECONDS", self.opts_lease.as_secs().to_string()),
+            ("ROSBACKUP_SUBJECT_PREFIX", self.publisher_cfg.subject_prefix.clone()),
+            ("ROSBACKUP_NATS_STREAM", self.publisher_cfg.stream_name.clone()),
+            ("ROSBACKUP_NATS_OBJECT_BUCKET", self.publisher_cfg.object_bucket.clone()),
+            ("CREDENTIAL_ENCRYPTION_KEY", self.key_b64.clone()),
+            ("ROSBACKUP_METRICS_ADDR", "127.0.0.1:0".into()),
+            ("ROSBACKUP_HTTP_ADDR", "127.0.0.1:0".into()),
+            ("CONFIG_BACKUP_COMMAND_TIMEOUT", self.backup.export.command_timeout.as_secs().to_string()),
+            ("CONFIG_BACKUP_INTERVAL", "3600".into()),
+            ("LOG_FORMAT", "text".into()),
+            ("LOG_LEVEL", "info".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 
     pub async fn cleanup(self) {
