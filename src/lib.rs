@@ -10,6 +10,7 @@ pub mod device;
 pub mod enqueuer;
 pub mod error;
 pub mod http;
+pub mod inventory;
 pub mod manual;
 pub mod metrics;
 pub mod normalize;

@@ -1,0 +1,899 @@
+//! Device inventories as CSV: what `rosbackup devices import` reads.
+//!
+//! The format is the simulator's inventory (`rosbackup sim --inventory`): a header row
+//! `id,tenant_id,name,host,port,username,password,routeros_version`, then one device per
+//! row. Three optional columns may be added: `enabled` (true/false), `backup_interval_seconds`
+//! and `backup_cron`. Columns may come in any order; header names are matched exactly.
+//!
+//! Parsing is all-or-nothing: the first bad row stops it with an [`InventoryError`]
+//! naming the physical line (the header is line 1) and the column, so an operator can
+//! fix the file and import again. Errors never carry a password: for the password column
+//! they only say that it is empty (or not UTF-8).
+//!
+//! The field validators are public and shared with `rosbackup devices add`
+//! ([`DeviceFields::validate`]), so a device is accepted on the same terms however it is
+//! entered.
+
+use crate::schedule::parse_cron;
+use crate::secret::Secret;
+use crate::store::NewDevice;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use uuid::Uuid;
+
+/// Column names.
+pub const ID: &str = "id";
+pub const TENANT_ID: &str = "tenant_id";
+pub const NAME: &str = "name";
+pub const HOST: &str = "host";
+pub const PORT: &str = "port";
+pub const USERNAME: &str = "username";
+pub const PASSWORD: &str = "password";
+pub const ROUTEROS_VERSION: &str = "routeros_version";
+pub const ENABLED: &str = "enabled";
+pub const BACKUP_INTERVAL_SECONDS: &str = "backup_interval_seconds";
+pub const BACKUP_CRON: &str = "backup_cron";
+
+/// Columns every inventory has (the simulator's header, in its order).
+pub const REQUIRED_COLUMNS: [&str; 8] = [
+    ID,
+    TENANT_ID,
+    NAME,
+    HOST,
+    PORT,
+    USERNAME,
+    PASSWORD,
+    ROUTEROS_VERSION,
+];
+
+/// Columns an inventory may add.
+pub const OPTIONAL_COLUMNS: [&str; 3] = [ENABLED, BACKUP_INTERVAL_SECONDS, BACKUP_CRON];
+
+/// Why an inventory was refused: where, and what is wrong. Never carries a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}{}: {reason}", column.as_ref().map(|c| format!(", column {c}")).unwrap_or_default())]
+pub struct InventoryError {
+    /// 1-based physical line in the file (the header is line 1); for a row spanning
+    /// several lines (a quoted newline), the line it starts on.
+    pub line: u64,
+    /// The column the bad value is in, when the error is about one value.
+    pub column: Option<String>,
+    pub reason: String,
+}
+
+impl InventoryError {
+    fn new(line: u64, column: Option<&str>, reason: impl Into<String>) -> Self {
+        InventoryError {
+            line,
+            column: column.map(str::to_string),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A bad value in one field of a device, before any line is known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("column {column}: {reason}")]
+pub struct FieldError {
+    /// The inventory column (see the constants in this module).
+    pub column: &'static str,
+    pub reason: String,
+}
+
+/// One device's fields as text, as they come from a CSV row or from command-line flags.
+/// Optional columns are `None` when absent; an empty value counts as absent too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeviceFields<'a> {
+    pub id: &'a str,
+    pub tenant_id: &'a str,
+    pub name: &'a str,
+    pub host: &'a str,
+    pub port: &'a str,
+    pub username: &'a str,
+    pub password: &'a str,
+    pub routeros_version: &'a str,
+    pub enabled: Option<&'a str>,
+    pub backup_interval_seconds: Option<&'a str>,
+    pub backup_cron: Option<&'a str>,
+}
+
+impl DeviceFields<'_> {
+    /// Validate every field; the first bad one is reported with its column.
+    pub fn validate(&self) -> Result<NewDevice, FieldError> {
+        fn at<T>(column: &'static str, r: Result<T, String>) -> Result<T, FieldError> {
+            r.map_err(|reason| FieldError { column, reason })
+        }
+        Ok(NewDevice {
+            id: at(ID, parse_uuid(self.id))?,
+            tenant_id: at(TENANT_ID, parse_uuid(self.tenant_id))?,
+            name: at(NAME, parse_name(self.name))?,
+            host: at(HOST, parse_host(self.host))?,
+            ssh_port: at(PORT, parse_port(self.port))?,
+            username: at(USERNAME, parse_username(self.username))?,
+            password: at(PASSWORD, parse_password(self.password))?,
+            routeros_version: at(
+                ROUTEROS_VERSION,
+                parse_routeros_version(self.routeros_version),
+            )?,
+            enabled: at(ENABLED, parse_enabled(self.enabled.unwrap_or("")))?,
+            backup_interval_seconds: at(
+                BACKUP_INTERVAL_SECONDS,
+                parse_interval(self.backup_interval_seconds.unwrap_or("")),
+            )?,
+            backup_cron: at(
+                BACKUP_CRON,
+                parse_cron_field(self.backup_cron.unwrap_or("")),
+            )?,
+        })
+    }
+}
+
+// ---- field validators (the reason texts read well after "column X: ") ----------------
+
+/// A UUID in any form `uuid` accepts (hyphenated, simple, braced, URN).
+pub fn parse_uuid(s: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(s).map_err(|_| format!("{s:?} is not a UUID"))
+}
+
+fn plain_text(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err("empty".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{s:?} contains a control character"));
+    }
+    Ok(s.to_string())
+}
+
+/// A device name: not empty (or only blanks), no control characters.
+pub fn parse_name(s: &str) -> Result<String, String> {
+    plain_text(s)
+}
+
+/// An SSH user name: not empty (or only blanks), no control characters.
+pub fn parse_username(s: &str) -> Result<String, String> {
+    plain_text(s)
+}
+
+/// A password: only its presence is checked, and the reason never shows it.
+pub fn parse_password(s: &str) -> Result<Secret, String> {
+    if s.is_empty() {
+        Err("empty".into())
+    } else {
+        Ok(Secret::new(s))
+    }
+}
+
+/// An IPv4 or IPv6 address (no brackets, no zone), or a DNS hostname: letters, digits,
+/// hyphens and dots; labels of 1-63 characters not starting or ending with a hyphen; at
+/// most 253 characters; a last label that is not all digits (so `10.0.0.256` is refused
+/// rather than taken for a name). Nothing else: no port, no scheme, no user.
+pub fn parse_host(s: &str) -> Result<String, String> {
+    if s.parse::<IpAddr>().is_ok() || is_hostname(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not an IP address or a DNS hostname"))
+    }
+}
+
+fn is_hostname(s: &str) -> bool {
+    if s.is_empty() || s.len() > 253 {
+        return false;
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    s.split('.').all(label_ok)
+        && !s
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// A TCP port, 1-65535, in plain decimal digits.
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    let bad = || format!("{s:?} is not a port (1-65535)");
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(bad()),
+    }
+}
+
+/// Empty (unknown: the device is asked), or a RouterOS version such as `7.16.2`,
+/// `6.49.10` or `7.17rc1`: dot-separated numbers, optionally followed by letters and
+/// digits.
+pub fn parse_routeros_version(s: &str) -> Result<Option<String>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, suffix) = s.split_at(split);
+    let number_ok = !number.is_empty()
+        && number
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let letters = suffix
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(suffix.len());
+    let (tag, tag_number) = suffix.split_at(letters);
+    let suffix_ok =
+        suffix.is_empty() || (!tag.is_empty() && tag_number.bytes().all(|b| b.is_ascii_digit()));
+    if number_ok && suffix_ok && s.len() <= 32 {
+        Ok(Some(s.to_string()))
+    } else {
+        Err(format!(
+            "{s:?} is not a RouterOS version (like 7.16.2 or 6.49.10)"
+        ))
+    }
+}
+
+/// `true` or `false` (any case); empty means `true`.
+pub fn parse_enabled(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "" | "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{s:?} is not true or false")),
+    }
+}
+
+/// A per-device backup interval: a positive whole number of seconds; empty means none
+/// (the fleet's schedule applies).
+pub fn parse_interval(s: &str) -> Result<Option<i32>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match s.parse::<i32>() {
+        Ok(n) if n > 0 && s.bytes().all(|b| b.is_ascii_digit()) => Ok(Some(n)),
+        _ => Err(format!(
+            "{s:?} is not a positive whole number of seconds (at most {})",
+            i32::MAX
+        )),
+    }
+}
+
+/// A per-device cron expression (see [`parse_cron`]); empty means none.
+pub fn parse_cron_field(s: &str) -> Result<Option<String>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    parse_cron(s).map_err(|e| e.to_string())?;
+    Ok(Some(s.to_string()))
+}
+
+// ---- the CSV -----------------------------------------------------------------------
+
+/// One parsed device and the line its row starts on.
+#[derive(Debug, Clone)]
+pub struct InventoryRow {
+    pub line: u64,
+    pub device: NewDevice,
+}
+
+/// Parse an inventory: every device, or the first error.
+pub fn parse_inventory(bytes: &[u8]) -> Result<Vec<NewDevice>, InventoryError> {
+    Ok(parse_inventory_rows(bytes)?
+        .into_iter()
+        .map(|r| r.device)
+        .collect())
+}
+
+/// As [`parse_inventory`], keeping each device's line (to point back into the file
+/// when the database refuses a row).
+pub fn parse_inventory_rows(bytes: &[u8]) -> Result<Vec<InventoryRow>, InventoryError> {
+    // A spreadsheet's UTF-8 byte order mark is not part of the first column's name.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut records = reader.byte_records();
+    let mut lines = Lines::new(bytes);
+
+    let header = match records.next() {
+        None => {
+            return Err(InventoryError::new(
+                1,
+                None,
+                "no devices (the file is empty)",
+            ));
+        }
+        Some(r) => r.map_err(|e| csv_error(e, &mut lines))?,
+    };
+    let header_line = lines.of(header.position());
+    let columns = Columns::from_header(&header, header_line)?;
+
+    let mut rows = Vec::new();
+    let mut ids: HashMap<Uuid, u64> = HashMap::new();
+    let mut names: HashMap<(Uuid, String), u64> = HashMap::new();
+    for record in records {
+        let record = record.map_err(|e| csv_error(e, &mut lines))?;
+        let line = lines.of(record.position());
+        if record.len() != columns.len {
+            return Err(InventoryError::new(
+                line,
+                None,
+                format!(
+                    "{} field{}, expected {} (as in the header)",
+                    record.len(),
+                    if record.len() == 1 { "" } else { "s" },
+                    columns.len
+                ),
+            ));
+        }
+        let fields = columns.fields(&record, line)?;
+        let device = fields
+            .validate()
+            .map_err(|e| InventoryError::new(line, Some(e.column), e.reason))?;
+        if let Some(first) = ids.insert(device.id, line) {
+            return Err(InventoryError::new(
+                line,
+                Some(ID),
+                format!("duplicate id {} (also on line {first})", device.id),
+            ));
+        }
+        if let Some(first) = names.insert((device.tenant_id, device.name.clone()), line) {
+            return Err(InventoryError::new(
+                line,
+                Some(NAME),
+                format!(
+                    "duplicate name {:?} in tenant {} (also on line {first})",
+                    device.name, device.tenant_id
+                ),
+            ));
+        }
+        rows.push(InventoryRow { line, device });
+    }
+    if rows.is_empty() {
+        return Err(InventoryError::new(
+            header_line,
+            None,
+            "no devices (only a header)",
+        ));
+    }
+    Ok(rows)
+}
+
+/// Physical line numbers of records. (The `csv` crate's own line numbers count a record
+/// from the end of the one before it, so blank lines and the `\n` of a CRLF would be
+/// off by one; its byte offsets are exact.)
+struct Lines<'a> {
+    bytes: &'a [u8],
+    /// Offset up to which newlines are counted in `line`.
+    pos: usize,
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Lines {
+            bytes,
+            pos: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the first byte at or after `position` that is not a line break:
+    /// where the record starting there really begins. Offsets must not decrease.
+    fn of(&mut self, position: Option<&csv::Position>) -> u64 {
+        let Some(p) = position else {
+            return self.line;
+        };
+        let mut start = usize::try_from(p.byte())
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        while start < self.bytes.len() && matches!(self.bytes[start], b'\r' | b'\n') {
+            start += 1;
+        }
+        if start > self.pos {
+            let newlines = self.bytes[self.pos..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count();
+            self.line += newlines as u64;
+            self.pos = start;
+        }
+        self.line
+    }
+}
+
+fn csv_error(e: csv::Error, lines: &mut Lines<'_>) -> InventoryError {
+    let line = lines.of(e.position());
+    // Reading from memory, the only errors are malformed CSV; say so without the data.
+    let reason = match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
+            format!("{len} fields, expected {expected_len}")
+        }
+        _ => "malformed CSV".to_string(),
+    };
+    InventoryError::new(line, None, reason)
+}
+
+/// Where each known column is in the rows.
+struct Columns {
+    len: usize,
+    index: HashMap<&'static str, usize>,
+}
+
+impl Columns {
+    fn from_header(header: &csv::ByteRecord, line: u64) -> Result<Columns, InventoryError> {
+        let mut index = HashMap::new();
+        let mut unknown = Vec::new();
+        for (i, raw) in header.iter().enumerate() {
+            let name = std::str::from_utf8(raw)
+                .map_err(|_| InventoryError::new(line, None, "header is not UTF-8"))?;
+            let known = REQUIRED_COLUMNS
+                .iter()
+                .chain(OPTIONAL_COLUMNS.iter())
+                .find(|c| **c == name);
+            match known {
+                Some(c) => {
+                    if index.insert(*c, i).is_some() {
+                        return Err(InventoryError::new(
+                            line,
+                            Some(c),
+                            "appears twice in the header",
+                        ));
+                    }
+                }
+                None => unknown.push(format!("{name:?}")),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(InventoryError::new(
+                line,
+                None,
+                format!(
+                    "unknown column{} {} (known: {}, {})",
+                    if unknown.len() == 1 { "" } else { "s" },
+                    unknown.join(", "),
+                    REQUIRED_COLUMNS.join(", "),
+                    OPTIONAL_COLUMNS.join(", ")
+                ),
+            ));
+        }
+        let missing: Vec<&str> = REQUIRED_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !index.contains_key(c))
+            .collect();
+        if !missing.is_empty() {
+            return Err(InventoryError::new(
+                line,
+                None,
+                format!(
+                    "missing column{} {}",
+                    if missing.len() == 1 { "" } else { "s" },
+                    missing.join(", ")
+                ),
+            ));
+        }
+        Ok(Columns {
+            len: header.len(),
+            index,
+        })
+    }
+
+    fn get<'r>(
+        &self,
+        record: &'r csv::ByteRecord,
+        column: &'static str,
+        line: u64,
+    ) -> Result<Option<&'r str>, InventoryError> {
+        let Some(&i) = self.index.get(column) else {
+            return Ok(None);
+        };
+        let raw = record.get(i).unwrap_or_default();
+        std::str::from_utf8(raw)
+            .map(Some)
+            .map_err(|_| InventoryError::new(line, Some(column), "not UTF-8"))
+    }
+
+    fn fields<'r>(
+        &self,
+        record: &'r csv::ByteRecord,
+        line: u64,
+    ) -> Result<DeviceFields<'r>, InventoryError> {
+        let req = |c| Ok::<_, InventoryError>(self.get(record, c, line)?.unwrap_or_default());
+        Ok(DeviceFields {
+            id: req(ID)?,
+            tenant_id: req(TENANT_ID)?,
+            name: req(NAME)?,
+            host: req(HOST)?,
+            port: req(PORT)?,
+            username: req(USERNAME)?,
+            password: req(PASSWORD)?,
+            routeros_version: req(ROUTEROS_VERSION)?,
+            enabled: self.get(record, ENABLED, line)?,
+            backup_interval_seconds: self.get(record, BACKUP_INTERVAL_SECONDS, line)?,
+            backup_cron: self.get(record, BACKUP_CRON, line)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "id,tenant_id,name,host,port,username,password,routeros_version\n";
+    const T: &str = "11111111-1111-1111-1111-111111111111";
+
+    fn id(n: u32) -> String {
+        format!("00000000-0000-0000-0000-{n:012}")
+    }
+
+    fn row(n: u32) -> String {
+        format!(
+            "{},{T},r{n},10.0.0.{n},22,backup,pw-secret-{n},7.16.2\n",
+            id(n)
+        )
+    }
+
+    fn file(rows: &[String]) -> Vec<u8> {
+        let mut s = HEADER.to_string();
+        for r in rows {
+            s.push_str(r);
+        }
+        s.into_bytes()
+    }
+
+    /// Parse and expect an error; check it never shows a password from the file.
+    fn err(bytes: &[u8]) -> InventoryError {
+        let e = parse_inventory(bytes).unwrap_err();
+        let shown = e.to_string();
+        assert!(!shown.contains("pw-secret"), "password in {shown}");
+        assert!(!shown.contains("hunter2"), "password in {shown}");
+        e
+    }
+
+    fn at(e: &InventoryError, line: u64, column: Option<&str>) {
+        assert_eq!(e.line, line, "{e}");
+        assert_eq!(e.column.as_deref(), column, "{e}");
+    }
+
+    /// Replace field `col` (0-based, simulator order) of device `n`'s row.
+    fn row_with(n: u32, col: usize, value: &str) -> String {
+        let r = row(n);
+        let mut f: Vec<&str> = r.trim_end().split(',').collect();
+        f[col] = value;
+        format!("{}\n", f.join(","))
+    }
+
+    #[test]
+    fn parses_the_simulator_format() {
+        let rows: Vec<String> = (1..=3).map(row).collect();
+        let devices = parse_inventory(&file(&rows)).unwrap();
+        assert_eq!(devices.len(), 3);
+        let d = &devices[1];
+        assert_eq!(d.id.to_string(), id(2));
+        assert_eq!(d.tenant_id.to_string(), T);
+        assert_eq!(d.name, "r2");
+        assert_eq!(d.host, "10.0.0.2");
+        assert_eq!(d.ssh_port, 22);
+        assert_eq!(d.username, "backup");
+        assert_eq!(d.password.expose(), "pw-secret-2");
+        assert_eq!(d.routeros_version.as_deref(), Some("7.16.2"));
+        assert!(d.enabled);
+        assert_eq!(d.backup_interval_seconds, None);
+        assert_eq!(d.backup_cron, None);
+    }
+
+    #[test]
+    fn simulator_inventory_round_trips() {
+        // The simulator quotes fields with commas or quotes; passwords are alphanumeric,
+        // but a hand-written file may hold anything.
+        let csv = format!(
+            "{HEADER}{},{T},\"core, rack 2\",gw.example.net,2222,admin,\"p,w\"\"x\",\n",
+            id(1)
+        );
+        let d = &parse_inventory(csv.as_bytes()).unwrap()[0];
+        assert_eq!(d.name, "core, rack 2");
+        assert_eq!(d.password.expose(), "p,w\"x");
+        assert_eq!(d.routeros_version, None);
+        assert_eq!(d.host, "gw.example.net");
+    }
+
+    #[test]
+    fn optional_columns_in_any_order() {
+        let csv = format!(
+            "backup_cron,password,enabled,routeros_version,host,username,port,name,backup_interval_seconds,tenant_id,id\n\
+             30 2 * * *,pw,false,6.49.10,::1,u,8022,a,,{T},{}\n\
+             ,pw,TRUE,7.17rc1,192.0.2.1,u,22,b,3600,{T},{}\n\
+             ,pw,,,192.0.2.2,u,22,c,,{T},{}\n",
+            id(1),
+            id(2),
+            id(3)
+        );
+        let d = parse_inventory(csv.as_bytes()).unwrap();
+        assert_eq!(d[0].backup_cron.as_deref(), Some("30 2 * * *"));
+        assert!(!d[0].enabled);
+        assert_eq!(d[0].host, "::1");
+        assert_eq!(d[0].ssh_port, 8022);
+        assert_eq!(d[0].routeros_version.as_deref(), Some("6.49.10"));
+        assert_eq!(d[1].backup_interval_seconds, Some(3600));
+        assert!(d[1].enabled);
+        assert_eq!(d[1].routeros_version.as_deref(), Some("7.17rc1"));
+        assert!(d[2].enabled);
+        assert_eq!(d[2].backup_interval_seconds, None);
+        assert_eq!(d[2].backup_cron, None);
+    }
+
+    #[test]
+    fn crlf_bom_and_blank_lines() {
+        let csv = format!(
+            "\u{feff}{}\r\n{}\r\n\r\n{}\r\n",
+            HEADER.trim_end(),
+            row(1).trim_end(),
+            row(2).trim_end()
+        );
+        assert_eq!(parse_inventory(csv.as_bytes()).unwrap().len(), 2);
+        // Line numbers still count the blank line.
+        let csv = format!("{HEADER}{}\n{}", row(1), row_with(2, 4, "0"));
+        let e = err(csv.as_bytes());
+        at(&e, 4, Some("port"));
+        // CRLF and blank lines, before the header too.
+        let csv =
+            format!("{HEADER}{}{}\n{}", row(1), row(2), row_with(3, 4, "0")).replace('\n', "\r\n");
+        at(&err(format!("\r\n{csv}").as_bytes()), 6, Some("port"));
+    }
+
+    #[test]
+    fn bad_port_names_line_and_column() {
+        let e = err(&file(&[
+            row(1),
+            row(2),
+            row(3),
+            row(4),
+            row(5),
+            row_with(6, 4, "70000"),
+        ]));
+        at(&e, 7, Some("port"));
+        assert_eq!(
+            e.to_string(),
+            "line 7, column port: \"70000\" is not a port (1-65535)"
+        );
+        for bad in ["0", "", "-1", "+22", "22 ", "x"] {
+            at(&err(&file(&[row_with(1, 4, bad)])), 2, Some("port"));
+        }
+    }
+
+    #[test]
+    fn bad_ids() {
+        let e = err(&file(&[row(1), row_with(2, 0, "not-a-uuid")]));
+        at(&e, 3, Some("id"));
+        assert_eq!(e.reason, "\"not-a-uuid\" is not a UUID");
+        let e = err(&file(&[row_with(1, 1, "")]));
+        at(&e, 2, Some("tenant_id"));
+    }
+
+    #[test]
+    fn empty_name_username_password() {
+        at(&err(&file(&[row_with(1, 2, "")])), 2, Some("name"));
+        at(&err(&file(&[row_with(1, 2, "  ")])), 2, Some("name"));
+        at(
+            &err(&file(&[row(1), row_with(2, 5, "")])),
+            3,
+            Some("username"),
+        );
+        let e = err(&file(&[row(1), row(2), row_with(3, 6, "")]));
+        at(&e, 4, Some("password"));
+        assert_eq!(e.to_string(), "line 4, column password: empty");
+    }
+
+    #[test]
+    fn control_characters_in_names() {
+        let csv = format!("{HEADER}{},{T},\"a\nb\",10.0.0.1,22,u,pw,\n", id(1));
+        let e = err(csv.as_bytes());
+        at(&e, 2, Some("name"));
+        assert!(e.reason.contains("control character"), "{e}");
+    }
+
+    #[test]
+    fn hosts() {
+        for good in [
+            "10.0.0.1",
+            "2001:db8::1",
+            "::1",
+            "router1",
+            "gw-1.example.net",
+            "a.b.c",
+            "1a.example",
+            &"a".repeat(63),
+        ] {
+            assert!(parse_host(good).is_ok(), "{good}");
+        }
+        let long = ["abcdefghi"; 26].join("."); // 259 characters
+        for bad in [
+            "",
+            "10.0.0.256",
+            "1234",
+            "[::1]",
+            "fe80::1%eth0",
+            "host:22",
+            "user@host",
+            "ssh://host",
+            "under_score.example",
+            "-lead.example",
+            "trail-.example",
+            "a..b",
+            "trailing.dot.",
+            ".lead",
+            "sp ace",
+            "ünicode.example",
+            &"a".repeat(64),
+            &long,
+        ] {
+            assert!(parse_host(bad).is_err(), "{bad}");
+        }
+        let e = err(&file(&[row_with(1, 3, "host_name")]));
+        at(&e, 2, Some("host"));
+        assert_eq!(
+            e.reason,
+            "\"host_name\" is not an IP address or a DNS hostname"
+        );
+    }
+
+    #[test]
+    fn routeros_versions() {
+        for good in [
+            "7.16.2",
+            "6.49.10",
+            "7.8",
+            "7",
+            "7.17rc1",
+            "7.15beta4",
+            "7.1rc",
+        ] {
+            assert!(parse_routeros_version(good).unwrap().is_some(), "{good}");
+        }
+        assert_eq!(parse_routeros_version("").unwrap(), None);
+        for bad in [
+            "v7.16", "7..16", "7.16.", ".7", "7.16 rc1", "7.16-rc1", "rc1", "7.16rc1a", "x",
+        ] {
+            assert!(parse_routeros_version(bad).is_err(), "{bad}");
+        }
+        let e = err(&file(&[row(1), row_with(2, 7, "seven")]));
+        at(&e, 3, Some("routeros_version"));
+    }
+
+    #[test]
+    fn optional_column_errors() {
+        let head = "id,tenant_id,name,host,port,username,password,routeros_version,enabled,backup_interval_seconds,backup_cron\n";
+        let line = |enabled: &str, interval: &str, cron: &str| {
+            format!(
+                "{head}{},{T},a,10.0.0.1,22,u,pw,7.16,{enabled},{interval},{cron}\n",
+                id(1)
+            )
+        };
+        let e = err(line("yes", "", "").as_bytes());
+        at(&e, 2, Some("enabled"));
+        assert_eq!(e.reason, "\"yes\" is not true or false");
+        for bad in ["0", "-5", "1.5", "3000000000", "+60", "sixty"] {
+            at(
+                &err(line("", bad, "").as_bytes()),
+                2,
+                Some("backup_interval_seconds"),
+            );
+        }
+        let e = err(line("", "", "* * *").as_bytes());
+        at(&e, 2, Some("backup_cron"));
+        assert!(e.reason.contains("found 3"), "{e}");
+        at(
+            &err(line("", "", "61 * * * *").as_bytes()),
+            2,
+            Some("backup_cron"),
+        );
+        assert!(parse_inventory(line("false", "60", "0 */4 * * *").as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn wrong_number_of_fields() {
+        let short = "00000000-0000-0000-0000-000000000002,x\n".to_string();
+        let e = err(&file(&[row(1), short]));
+        at(&e, 3, None);
+        assert_eq!(e.reason, "2 fields, expected 8 (as in the header)");
+        let long = format!("{},extra\n", row(2).trim_end());
+        at(&err(&file(&[row(1), row(3), long])), 4, None);
+    }
+
+    #[test]
+    fn invalid_utf8() {
+        let mut bytes = file(&[row(1)]);
+        bytes.extend_from_slice(format!("{},{T},r", id(2)).as_bytes());
+        bytes.push(0xff);
+        bytes.extend_from_slice(b",10.0.0.2,22,u,pw,7.16\n");
+        let e = err(&bytes);
+        at(&e, 3, Some("name"));
+        assert_eq!(e.reason, "not UTF-8");
+        // In a password: only the column is named.
+        let mut bytes = file(&[row(1), row(2)]);
+        bytes.extend_from_slice(format!("{},{T},r3,10.0.0.3,22,u,hunter2", id(3)).as_bytes());
+        bytes.push(0xfe);
+        bytes.extend_from_slice(b",7.16\n");
+        let e = err(&bytes);
+        at(&e, 4, Some("password"));
+        assert_eq!(e.to_string(), "line 4, column password: not UTF-8");
+        let mut header = b"id,tenant_id,na\xffme".to_vec();
+        header.extend_from_slice(b",host,port,username,password,routeros_version\n");
+        at(&err(&header), 1, None);
+    }
+
+    #[test]
+    fn duplicates_name_both_lines() {
+        let e = err(&file(&[row(1), row(2), row_with(1, 2, "other")]));
+        at(&e, 4, Some("id"));
+        assert_eq!(e.reason, format!("duplicate id {} (also on line 2)", id(1)));
+        let e = err(&file(&[row(1), row(2), row(3), row_with(4, 2, "r2")]));
+        at(&e, 5, Some("name"));
+        assert_eq!(
+            e.reason,
+            format!("duplicate name \"r2\" in tenant {T} (also on line 3)")
+        );
+        // The same name in another tenant is fine.
+        let other = row_with(4, 1, "22222222-2222-2222-2222-222222222222");
+        let other = other.replace(",r4,", ",r2,");
+        assert_eq!(parse_inventory(&file(&[row(2), other])).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn header_errors() {
+        let e = err(format!(
+            "{}\n{}",
+            HEADER.trim_end().replace("port", "ssh_port"),
+            row(1)
+        )
+        .as_bytes());
+        at(&e, 1, None);
+        assert!(e.reason.starts_with("unknown column \"ssh_port\""), "{e}");
+        let e = err(format!("{},Port,x\n", HEADER.trim_end()).as_bytes());
+        assert!(
+            e.reason.starts_with("unknown columns \"Port\", \"x\""),
+            "{e}"
+        );
+        let e = err(b"id,tenant_id,name,host,port,username\n");
+        at(&e, 1, None);
+        assert_eq!(e.reason, "missing columns password, routeros_version");
+        let e = err(format!("{},port\n", HEADER.trim_end()).as_bytes());
+        at(&e, 1, Some("port"));
+        // Header names are matched exactly: no trimming, no case folding.
+        let e = err(HEADER.replace("name", " name").as_bytes());
+        assert!(e.reason.contains("\" name\""), "{e}");
+    }
+
+    #[test]
+    fn no_devices() {
+        let e = err(b"");
+        at(&e, 1, None);
+        assert!(e.reason.starts_with("no devices"), "{e}");
+        let e = err(HEADER.as_bytes());
+        at(&e, 1, None);
+        assert!(e.reason.starts_with("no devices"), "{e}");
+        assert!(err(b"\n\n").reason.starts_with("no devices"));
+    }
+
+    #[test]
+    fn rows_keep_their_lines() {
+        // A quoted newline in a password makes row 1 span lines 2-3; row 2 is on line 4.
+        let csv = format!(
+            "{HEADER}{},{T},a,10.0.0.1,22,u,\"pw-secret\nsecond line\",\n{}",
+            id(1),
+            row_with(2, 4, "99999")
+        );
+        let e = err(csv.as_bytes());
+        at(&e, 4, Some("port"));
+        let csv = format!("{HEADER}\n{}\n{}", row(1), row(2));
+        let rows = parse_inventory_rows(csv.as_bytes()).unwrap();
+        assert_eq!(rows.iter().map(|r| r.line).collect::<Vec<_>>(), [3, 5]);
+    }
+}
