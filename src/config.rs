@@ -8,6 +8,7 @@
 
 use crate::device::{DEFAULT_MAX_OUTPUT, ExportOptions};
 use crate::normalize::Version;
+use crate::schedule::{ScheduleSettings, parse_cron};
 use crate::snapshot::{PublisherConfig, redact_url};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -437,6 +438,39 @@ impl BackupSettings {
     }
 }
 
+/// The fleet's scheduling rules: `CONFIG_BACKUP_INTERVAL` (at least 1 s),
+/// `CONFIG_BACKUP_CRON` (optional; replaces the interval), and the first-backup jitter
+/// `CONFIG_BACKUP_JITTER_MIN` ≤ `CONFIG_BACKUP_JITTER_MAX` (seconds, 0 allowed).
+pub fn schedule_settings(env: &Env) -> Result<ScheduleSettings, ConfigError> {
+    let interval = env.seconds("CONFIG_BACKUP_INTERVAL", 1)?;
+    let jitter_min = env.seconds("CONFIG_BACKUP_JITTER_MIN", 0)?;
+    let jitter_max = env.seconds("CONFIG_BACKUP_JITTER_MAX", 0)?;
+    if jitter_min > jitter_max {
+        return Err(env.error(
+            "CONFIG_BACKUP_JITTER_MAX",
+            &jitter_max.as_secs().to_string(),
+            format!(
+                "must be at least CONFIG_BACKUP_JITTER_MIN ({})",
+                jitter_min.as_secs()
+            ),
+        ));
+    }
+    let cron = if env.is_set("CONFIG_BACKUP_CRON") {
+        let raw = env.raw("CONFIG_BACKUP_CRON");
+        let parsed =
+            parse_cron(&raw).map_err(|e| env.error("CONFIG_BACKUP_CRON", &raw, e.reason))?;
+        Some(Box::new(parsed))
+    } else {
+        None
+    };
+    Ok(ScheduleSettings {
+        interval,
+        cron,
+        jitter_min,
+        jitter_max,
+    })
+}
+
 /// NATS publisher settings.
 pub fn publisher_config(env: &Env) -> Result<PublisherConfig, ConfigError> {
     let prefix = env.raw("ROSBACKUP_SUBJECT_PREFIX");
@@ -473,33 +507,6 @@ pub fn publisher_config(env: &Env) -> Result<PublisherConfig, ConfigError> {
         stream_max_age: env.seconds("ROSBACKUP_NATS_STREAM_MAX_AGE", 60)?,
         object_bucket: bucket,
         ..PublisherConfig::default()
-    })
-}
-
-/// Fleet-wide scheduling rules.
-pub fn schedule_settings(env: &Env) -> Result<crate::schedule::ScheduleSettings, ConfigError> {
-    let cron_text = env.raw("CONFIG_BACKUP_CRON");
-    let cron = if cron_text.trim().is_empty() {
-        None
-    } else {
-        Some(Box::new(crate::schedule::parse_cron(&cron_text).map_err(
-            |e| env.error("CONFIG_BACKUP_CRON", &cron_text, &e.reason),
-        )?))
-    };
-    let jitter_min = Duration::from_secs(env.parse::<u64>("CONFIG_BACKUP_JITTER_MIN")?);
-    let jitter_max = Duration::from_secs(env.parse::<u64>("CONFIG_BACKUP_JITTER_MAX")?);
-    if jitter_max < jitter_min {
-        return Err(env.error(
-            "CONFIG_BACKUP_JITTER_MAX",
-            &env.raw("CONFIG_BACKUP_JITTER_MAX"),
-            "must not be less than CONFIG_BACKUP_JITTER_MIN",
-        ));
-    }
-    Ok(crate::schedule::ScheduleSettings {
-        interval: env.seconds("CONFIG_BACKUP_INTERVAL", 1)?,
-        cron,
-        jitter_min,
-        jitter_max,
     })
 }
 
@@ -577,6 +584,63 @@ mod tests {
             publisher_config(&env).unwrap_err().var,
             "ROSBACKUP_SUBJECT_PREFIX"
         );
+    }
+
+    #[test]
+    fn schedule_settings_defaults_and_errors() {
+        let s = schedule_settings(&Env::from_pairs([])).unwrap();
+        assert_eq!(s.interval, Duration::from_secs(21_600));
+        assert!(s.cron.is_none());
+        assert_eq!(s.jitter_min, Duration::from_secs(30));
+        assert_eq!(s.jitter_max, Duration::from_secs(300));
+
+        let s = schedule_settings(&Env::from_pairs([
+            ("CONFIG_BACKUP_INTERVAL", "3600"),
+            ("CONFIG_BACKUP_CRON", "30 2 * * *"),
+            ("CONFIG_BACKUP_JITTER_MIN", "0"),
+            ("CONFIG_BACKUP_JITTER_MAX", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(s.interval, Duration::from_secs(3600));
+        assert!(s.cron.is_some());
+        assert_eq!(s.jitter_max, Duration::ZERO);
+
+        for (pairs, var) in [
+            (
+                vec![
+                    ("CONFIG_BACKUP_JITTER_MIN", "60"),
+                    ("CONFIG_BACKUP_JITTER_MAX", "10"),
+                ],
+                "CONFIG_BACKUP_JITTER_MAX",
+            ),
+            (
+                vec![("CONFIG_BACKUP_JITTER_MIN", "500")],
+                "CONFIG_BACKUP_JITTER_MAX",
+            ),
+            (
+                vec![("CONFIG_BACKUP_JITTER_MIN", "-1")],
+                "CONFIG_BACKUP_JITTER_MIN",
+            ),
+            (
+                vec![("CONFIG_BACKUP_INTERVAL", "0")],
+                "CONFIG_BACKUP_INTERVAL",
+            ),
+            (
+                vec![("CONFIG_BACKUP_INTERVAL", "6h")],
+                "CONFIG_BACKUP_INTERVAL",
+            ),
+            (vec![("CONFIG_BACKUP_CRON", "* * *")], "CONFIG_BACKUP_CRON"),
+            (
+                vec![("CONFIG_BACKUP_CRON", "99 * * * *")],
+                "CONFIG_BACKUP_CRON",
+            ),
+        ] {
+            let e = schedule_settings(&Env::from_pairs(pairs.clone())).unwrap_err();
+            assert_eq!(e.var, var, "{pairs:?}: {e}");
+            assert!(e.to_string().starts_with(var), "{e}");
+        }
+        let e = schedule_settings(&Env::from_pairs([("CONFIG_BACKUP_CRON", "* * *")])).unwrap_err();
+        assert!(e.to_string().contains("found 3"), "{e}");
     }
 
     #[test]

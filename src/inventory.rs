@@ -450,6 +450,18 @@ impl Columns {
                 None => unknown.push(format!("{name:?}")),
             }
         }
+        if index.is_empty() {
+            // Most likely a file without a header, whose first row is a device: its
+            // values (a password among them) are not repeated.
+            return Err(InventoryError::new(
+                line,
+                None,
+                format!(
+                    "no header row: the first line names none of the columns {}",
+                    REQUIRED_COLUMNS.join(",")
+                ),
+            ));
+        }
         if !unknown.is_empty() {
             return Err(InventoryError::new(
                 line,
@@ -866,6 +878,13 @@ mod tests {
         assert_eq!(e.reason, "missing columns password, routeros_version");
         let e = err(format!("{},port\n", HEADER.trim_end()).as_bytes());
         at(&e, 1, Some("port"));
+        // A file without a header: the first device's values are not echoed.
+        let e = err(row(1).as_bytes());
+        at(&e, 1, None);
+        assert!(e.reason.starts_with("no header row"), "{e}");
+        assert!(!e.reason.contains("10.0.0.1"), "{e}");
+        let e = err(b"");
+        assert!(e.reason.starts_with("no devices"), "{e}");
         // Header names are matched exactly: no trimming, no case folding.
         let e = err(HEADER.replace("name", " name").as_bytes());
         assert!(e.reason.contains("\" name\""), "{e}");

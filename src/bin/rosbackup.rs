@@ -1,14 +1,18 @@
 //! `rosbackup`: the operator's command line. Thin: every subcommand calls the library.
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use rosbackup::Secret;
 use rosbackup::backup;
-use rosbackup::config::{BackupSettings, ConfigError, Env, publisher_config};
+use rosbackup::config::{BackupSettings, ConfigError, Env, publisher_config, schedule_settings};
+use rosbackup::credentials::{CredentialError, CredentialKey};
 use rosbackup::device::Target;
+use rosbackup::inventory::{self, DeviceFields, FieldError, InventoryRow};
 use rosbackup::normalize::{self, Version};
 use rosbackup::sim;
-use rosbackup::snapshot::Publisher;
+use rosbackup::snapshot::{Publisher, redact_url};
+use rosbackup::store::{Device, DeviceFilter, NewDevice, Run, Store, StoreError};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +40,115 @@ enum Command {
     Export(ExportArgs),
     /// Run a simulated fleet of RouterOS devices.
     Sim(sim::SimArgs),
+    /// Apply the device store's database migrations (DATABASE_URL).
+    Migrate,
+    /// Manage the devices in the device store (DATABASE_URL).
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevicesCommand {
+    /// Insert or update every device of an inventory CSV, in one transaction: all or none.
+    Import {
+        /// CSV with the header id,tenant_id,name,host,port,username,password,routeros_version
+        /// (as `rosbackup sim --inventory` writes it), optionally enabled,
+        /// backup_interval_seconds, backup_cron.
+        file: PathBuf,
+    },
+    /// List devices with their backup state.
+    List {
+        /// Only this tenant's devices.
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
+        /// A JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add one device; prints its id.
+    Add(AddArgs),
+    /// Delete a device and its run history.
+    Remove {
+        /// Device id or name.
+        device: String,
+    },
+    /// Set a device's password (and user); lifts an auth_failed block.
+    SetCredentials {
+        /// Device id or name.
+        device: String,
+        /// New SSH user (default: keep the current one).
+        #[arg(long)]
+        username: Option<String>,
+        /// Name of the environment variable holding the new password.
+        #[arg(long, default_value = "ROSBACKUP_PASSWORD")]
+        password_env: String,
+    },
+    /// Forget the pinned SSH host key (the next backup pins what it sees); lifts a
+    /// host_key_mismatch block.
+    ResetHostKey {
+        /// Device id or name.
+        device: String,
+    },
+    /// Lift any block and backoff; the device is due now.
+    Unblock {
+        /// Device id or name.
+        device: String,
+    },
+    /// Schedule backups of a device again.
+    Enable {
+        /// Device id or name.
+        device: String,
+    },
+    /// Stop scheduling backups of a device (it stays in the store).
+    Disable {
+        /// Device id or name.
+        device: String,
+    },
+    /// A device's state and its last 20 runs.
+    Show {
+        /// Device id or name.
+        device: String,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `devices add`: validated exactly like an inventory row.
+#[derive(clap::Args)]
+struct AddArgs {
+    #[arg(long)]
+    name: String,
+    /// IP address or DNS hostname.
+    #[arg(long)]
+    host: String,
+    #[arg(long, default_value = "22")]
+    port: String,
+    #[arg(long)]
+    username: String,
+    /// Name of the environment variable holding the password (never pass it as a flag).
+    #[arg(long, default_value = "ROSBACKUP_PASSWORD")]
+    password_env: String,
+    /// Tenant id (default: the nil UUID).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Device id (default: a new random UUID).
+    #[arg(long)]
+    id: Option<String>,
+    /// RouterOS version, e.g. 7.16.2 (default: asked at the first backup).
+    #[arg(long)]
+    routeros_version: Option<String>,
+    /// Back this device up every SECS seconds instead of the fleet's schedule.
+    #[arg(long, value_name = "SECS")]
+    interval: Option<String>,
+    /// Back this device up on this cron schedule (wins over --interval).
+    #[arg(long, value_name = "EXPR")]
+    cron: Option<String>,
+    /// Add it disabled (no scheduled backups until `devices enable`).
+    #[arg(long)]
+    disabled: bool,
 }
 
 #[derive(clap::Args)]
@@ -114,11 +227,19 @@ fn main() -> ExitCode {
             sim::run_cli(a).await?;
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Migrate => block_on(migrate_cmd(&env)),
+        Command::Devices { command } => block_on(devices_cmd(&env, command)),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             if let Some(c) = e.downcast_ref::<ConfigError>() {
+                eprintln!("configuration error: {c}");
+                return ExitCode::from(2);
+            }
+            // Only CREDENTIAL_ENCRYPTION_KEY parsing reaches here as a bare
+            // CredentialError (store errors wrap theirs in StoreError).
+            if let Some(c) = e.downcast_ref::<CredentialError>() {
                 eprintln!("configuration error: {c}");
                 return ExitCode::from(2);
             }
@@ -313,4 +434,632 @@ fn fail(json: bool, kind: &str, message: &str) -> ExitCode {
         eprintln!("error ({kind}): {message}");
     }
     ExitCode::FAILURE
+}
+
+// ---- the device store ----------------------------------------------------------------
+
+/// `DATABASE_URL`, checked (exit 2 when it is not a PostgreSQL URL).
+fn database_url(env: &Env) -> Result<String, ConfigError> {
+    env.url("DATABASE_URL", &["postgres", "postgresql"])
+}
+
+/// The URL as it may be shown: no password, neither in the user part nor as a
+/// `password=` parameter.
+fn shown_url(url: &str) -> String {
+    let redacted = redact_url(url);
+    match redacted.split_once('?') {
+        None => redacted,
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+    }
+}
+
+/// The password in a database URL, if any (to make sure no message repeats it).
+fn url_password(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Some((_, rest)) = url.split_once("://") {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && let Some((_, pw)) = userinfo.split_once(':')
+            && !pw.is_empty()
+        {
+            found.push(pw.to_string());
+        }
+        if let Some((_, query)) = rest.split_once('?') {
+            for p in query.split('&') {
+                if let Some((k, v)) = p.split_once('=')
+                    && k.eq_ignore_ascii_case("password")
+                    && !v.is_empty()
+                {
+                    found.push(v.to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// One line, without the URL's password.
+fn one_line(msg: &str, url: &str) -> String {
+    let mut msg = msg.replace(['\n', '\r'], " ");
+    for pw in url_password(url) {
+        msg = msg.replace(&pw, "***");
+    }
+    msg
+}
+
+/// Connect to the store. A probe connection first, so that the operator reads why the
+/// database cannot be reached (refused, unknown database, authentication) rather than a
+/// pool timeout; never the URL's password.
+async fn open_store(env: &Env) -> anyhow::Result<Store> {
+    use sqlx::Connection;
+    let url = database_url(env)?;
+    let fail = |why: String| {
+        anyhow::anyhow!(
+            "cannot connect to the database at {}: {}",
+            shown_url(&url),
+            one_line(&why, &url)
+        )
+    };
+    let probe = tokio::time::timeout(
+        Duration::from_secs(10),
+        sqlx::postgres::PgConnection::connect(&url),
+    )
+    .await
+    .map_err(|_| fail("no answer within 10 s".into()))?
+    .map_err(|e| fail(describe(&StoreError::Db(e))))?;
+    let _ = probe.close().await;
+    Store::connect(&url, 2)
+        .await
+        .map_err(|e| fail(describe(&e)))
+}
+
+/// A store error in one line. PostgreSQL's own message, without sqlx's "at line N" (a
+/// line of the server's source, easily mistaken for a line of the inventory); for a
+/// unique violation with the key that collided.
+fn describe(e: &StoreError) -> String {
+    if let StoreError::Db(sqlx::Error::Database(d)) = e {
+        let mut msg = format!("database: {}", d.message());
+        if d.code().as_deref() == Some("23505")
+            && let Some(detail) = d
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|p| p.detail())
+        {
+            msg.push_str(&format!(" ({detail})"));
+        }
+        return msg;
+    }
+    e.to_string()
+}
+
+/// A store error for the operator, with a hint where there is one.
+fn store_error(e: StoreError) -> anyhow::Error {
+    let mut msg = describe(&e);
+    if let StoreError::Db(sqlx::Error::Database(d)) = &e
+        && d.code().as_deref() == Some("42P01")
+    {
+        msg.push_str(" (has `rosbackup migrate` been run on this database?)");
+    }
+    anyhow::anyhow!(msg)
+}
+
+fn credential_key(env: &Env) -> Result<CredentialKey, CredentialError> {
+    CredentialKey::from_base64(&env.raw("CREDENTIAL_ENCRYPTION_KEY"))
+}
+
+/// A password from the environment variable named by `--password-env`.
+fn password_from_env(var: &str) -> Result<Secret, ConfigError> {
+    let value = std::env::var(var).map_err(|_| ConfigError {
+        var: var.to_string(),
+        value: None,
+        reason: "the password variable is not set (see --password-env)".into(),
+    })?;
+    inventory::parse_password(&value).map_err(|_| ConfigError {
+        var: var.to_string(),
+        value: None,
+        reason: "the password variable is empty".into(),
+    })
+}
+
+async fn migrate_cmd(env: &Env) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    store.migrate().await.context("applying migrations")?;
+    println!("migrations applied");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn devices_cmd(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DevicesCommand::Import { file } => devices_import(env, &file).await,
+        DevicesCommand::List { tenant, json } => devices_list(env, tenant, json).await,
+        DevicesCommand::Add(a) => devices_add(env, a).await,
+        DevicesCommand::Remove { device } => {
+            let store = open_store(env).await?;
+            let d = find(&store, &device).await?;
+            if !store.remove_device(d.id).await.map_err(store_error)? {
+                anyhow::bail!("device {} not found", d.id);
+            }
+            println!("removed {}", label(&d));
+            Ok(ExitCode::SUCCESS)
+        }
+        DevicesCommand::SetCredentials {
+            device,
+            username,
+            password_env,
+        } => {
+            let key = credential_key(env)?;
+            let username = username
+                .map(|u| inventory::parse_username(&u))
+                .transpose()
+                .map_err(|reason| ConfigError {
+                    var: "--username".into(),
+                    value: None,
+                    reason,
+                })?;
+            let password = password_from_env(&password_env)?;
+            let store = open_store(env).await?;
+            let d = find(&store, &device).await?;
+            store
+                .set_credentials(&key, d.id, username.as_deref(), &password)
+                .await
+                .map_err(store_error)?;
+            let lifted = d.blocked_reason.as_deref() == Some("auth_failed");
+            println!(
+                "credentials updated for {}{}",
+                label(&d),
+                if lifted {
+                    "; auth_failed block lifted, due now"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DevicesCommand::ResetHostKey { device } => {
+            let store = open_store(env).await?;
+            let d = find(&store, &device).await?;
+            store.reset_host_key(d.id).await.map_err(store_error)?;
+            let lifted = d.blocked_reason.as_deref() == Some("host_key_mismatch");
+            println!(
+                "host key reset for {}{}",
+                label(&d),
+                if lifted {
+                    "; host_key_mismatch block lifted, due now"
+                } else {
+                    ""
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DevicesCommand::Unblock { device } => {
+            let store = open_store(env).await?;
+            let d = find(&store, &device).await?;
+            store.unblock(d.id).await.map_err(store_error)?;
+            println!("unblocked {}; due now", label(&d));
+            Ok(ExitCode::SUCCESS)
+        }
+        DevicesCommand::Enable { device } => set_enabled(env, &device, true).await,
+        DevicesCommand::Disable { device } => set_enabled(env, &device, false).await,
+        DevicesCommand::Show { device, json } => devices_show(env, &device, json).await,
+    }
+}
+
+async fn find(store: &Store, id_or_name: &str) -> anyhow::Result<Device> {
+    store.find_device(id_or_name).await.map_err(store_error)
+}
+
+fn label(d: &Device) -> String {
+    format!("{} ({})", d.name, d.id)
+}
+
+async fn set_enabled(env: &Env, device: &str, enabled: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    store
+        .set_enabled(d.id, enabled)
+        .await
+        .map_err(store_error)?;
+    println!(
+        "{} {}",
+        if enabled { "enabled" } else { "disabled" },
+        label(&d)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn devices_import(env: &Env, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    database_url(env)?;
+    let key = credential_key(env)?;
+    let schedule = schedule_settings(env)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let rows = inventory::parse_inventory_rows(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}; nothing imported", file.display()))?;
+    let store = open_store(env).await?;
+    let devices: Vec<NewDevice> = rows.iter().map(|r| r.device.clone()).collect();
+    let mut rng = rand::thread_rng();
+    let result = store
+        .upsert_devices(&key, &devices, || schedule.first_due(Utc::now(), &mut rng))
+        .await;
+    let count = match result {
+        Ok(c) => c,
+        Err(e) => {
+            let at = match conflict_line(&store, &rows, &e).await {
+                Some(line) => format!("line {line}: "),
+                None => String::new(),
+            };
+            anyhow::bail!(
+                "{}: {at}{:#}; nothing imported",
+                file.display(),
+                store_error(e)
+            );
+        }
+    };
+    println!(
+        "imported {} devices ({} new, {} updated)",
+        count.inserted + count.updated,
+        count.inserted,
+        count.updated
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The database refused the import: find the row it was about, if it can be told.
+async fn conflict_line(store: &Store, rows: &[InventoryRow], e: &StoreError) -> Option<u64> {
+    match e {
+        // "device <id> already exists in another tenant"
+        StoreError::Invalid(msg) => rows
+            .iter()
+            .find(|r| msg.contains(&r.device.id.to_string()))
+            .map(|r| r.line),
+        // (tenant_id, name) is taken by another device already in the store.
+        StoreError::Db(sqlx::Error::Database(d))
+            if d.constraint() == Some("devices_tenant_name") =>
+        {
+            let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.device.id).collect();
+            let tenants: Vec<uuid::Uuid> = rows.iter().map(|r| r.device.tenant_id).collect();
+            let names: Vec<String> = rows.iter().map(|r| r.device.name.clone()).collect();
+            let ord: Option<i64> = sqlx::query_scalar(
+                "SELECT n.ord FROM unnest($1::uuid[], $2::uuid[], $3::text[]) \
+                 WITH ORDINALITY AS n(id, tenant_id, name, ord) \
+                 JOIN devices d ON d.tenant_id = n.tenant_id AND d.name = n.name AND d.id <> n.id \
+                 ORDER BY n.ord LIMIT 1",
+            )
+            .bind(&ids)
+            .bind(&tenants)
+            .bind(&names)
+            .fetch_optional(store.pool())
+            .await
+            .ok()
+            .flatten();
+            let index = usize::try_from(ord?).ok()?.checked_sub(1)?;
+            rows.get(index).map(|r| r.line)
+        }
+        _ => None,
+    }
+}
+
+/// The flag `devices add` takes for an inventory column.
+fn flag_for(column: &str, password_env: &str) -> String {
+    match column {
+        inventory::ID => "--id".into(),
+        inventory::TENANT_ID => "--tenant".into(),
+        inventory::NAME => "--name".into(),
+        inventory::HOST => "--host".into(),
+        inventory::PORT => "--port".into(),
+        inventory::USERNAME => "--username".into(),
+        inventory::PASSWORD => password_env.into(),
+        inventory::ROUTEROS_VERSION => "--routeros-version".into(),
+        inventory::BACKUP_INTERVAL_SECONDS => "--interval".into(),
+        inventory::BACKUP_CRON => "--cron".into(),
+        other => other.into(),
+    }
+}
+
+async fn devices_add(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
+    database_url(env)?;
+    let key = credential_key(env)?;
+    let schedule = schedule_settings(env)?;
+    let password = password_from_env(&a.password_env)?;
+    let id = a.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let tenant = a.tenant.unwrap_or_else(|| uuid::Uuid::nil().to_string());
+    let fields = DeviceFields {
+        id: &id,
+        tenant_id: &tenant,
+        name: &a.name,
+        host: &a.host,
+        port: &a.port,
+        username: &a.username,
+        password: password.expose(),
+        routeros_version: a.routeros_version.as_deref().unwrap_or(""),
+        enabled: Some(if a.disabled { "false" } else { "true" }),
+        backup_interval_seconds: a.interval.as_deref(),
+        backup_cron: a.cron.as_deref(),
+    };
+    let device = fields
+        .validate()
+        .map_err(|FieldError { column, reason }| ConfigError {
+            var: flag_for(column, &a.password_env),
+            value: None,
+            reason,
+        })?;
+    let store = open_store(env).await?;
+    if let Some(existing) = store.device(device.id).await.map_err(store_error)? {
+        anyhow::bail!(
+            "device {} already exists (named {:?}); use `devices import` to update it",
+            device.id,
+            existing.name
+        );
+    }
+    let mut rng = rand::thread_rng();
+    let result = store
+        .upsert_devices(&key, std::slice::from_ref(&device), || {
+            schedule.first_due(Utc::now(), &mut rng)
+        })
+        .await;
+    match result {
+        Ok(_) => {}
+        Err(StoreError::Db(sqlx::Error::Database(d)))
+            if d.constraint() == Some("devices_tenant_name") =>
+        {
+            anyhow::bail!(
+                "tenant {} already has a device named {:?}",
+                device.tenant_id,
+                device.name
+            );
+        }
+        Err(e) => return Err(store_error(e)),
+    }
+    println!("{}", device.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || "-".into(),
+        |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+    )
+}
+
+/// A device as JSON: every column of the store except the sealed password (which is not
+/// even read) and the lease token.
+fn device_json(d: &Device) -> serde_json::Value {
+    serde_json::json!({
+        "id": d.id,
+        "tenant_id": d.tenant_id,
+        "name": d.name,
+        "host": d.host,
+        "ssh_port": d.ssh_port,
+        "username": d.username,
+        "ssh_host_key_fingerprint": d.ssh_host_key_fingerprint,
+        "routeros_version": d.routeros_version,
+        "enabled": d.enabled,
+        "backup_interval_seconds": d.backup_interval_seconds,
+        "backup_cron": d.backup_cron,
+        "created_at": d.created_at,
+        "updated_at": d.updated_at,
+        "next_due_at": d.next_due_at,
+        "last_attempt_at": d.last_attempt_at,
+        "last_success_at": d.last_success_at,
+        "last_status": d.last_status,
+        "last_error_kind": d.last_error_kind,
+        "last_error_message": d.last_error_message,
+        "consecutive_failures": d.consecutive_failures,
+        "backoff_until": d.backoff_until,
+        "blocked_reason": d.blocked_reason,
+        "blocked_at": d.blocked_at,
+        "last_sha256": d.last_sha256,
+        "last_bytes": d.last_bytes,
+        "outstanding_job": d.outstanding_job,
+        "outstanding_since": d.outstanding_since,
+        "lease_job": d.lease_job,
+        "lease_worker": d.lease_worker,
+        "lease_expires_at": d.lease_expires_at,
+        "lease_starts": d.lease_starts,
+    })
+}
+
+/// Rows of text as aligned columns (the last column is not padded).
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+async fn devices_list(
+    env: &Env,
+    tenant: Option<uuid::Uuid>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let devices = store
+        .list_devices(&DeviceFilter {
+            tenant_id: tenant,
+            ..DeviceFilter::default()
+        })
+        .await
+        .map_err(store_error)?;
+    if json {
+        let all: Vec<serde_json::Value> = devices.iter().map(device_json).collect();
+        println!("{}", serde_json::Value::Array(all));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = devices
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                host_port(d),
+                if d.enabled { "yes" } else { "no" }.into(),
+                d.last_status.clone().unwrap_or_else(|| "never".into()),
+                time(d.last_success_at),
+                time(Some(d.next_due_at)),
+                d.last_error_kind.clone().unwrap_or_else(|| "-".into()),
+                d.blocked_reason.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "NAME",
+            "HOST:PORT",
+            "ENABLED",
+            "STATUS",
+            "LAST SUCCESS",
+            "NEXT DUE",
+            "LAST ERROR",
+            "BLOCKED",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn host_port(d: &Device) -> String {
+    if d.host.contains(':') {
+        format!("[{}]:{}", d.host, d.ssh_port)
+    } else {
+        format!("{}:{}", d.host, d.ssh_port)
+    }
+}
+
+async fn devices_show(env: &Env, device: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    let runs = store.runs(d.id, 20).await.map_err(store_error)?;
+    if json {
+        let mut v = device_json(&d);
+        v["runs"] = serde_json::to_value(&runs)?;
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
+        (Some(c), _) => format!("cron {c:?}"),
+        (None, Some(s)) => format!("every {s} s"),
+        (None, None) => "fleet schedule".into(),
+    };
+    let fields: Vec<(&str, String)> = vec![
+        ("id", d.id.to_string()),
+        ("tenant", d.tenant_id.to_string()),
+        ("name", d.name.clone()),
+        ("host", host_port(&d)),
+        ("username", d.username.clone()),
+        ("enabled", if d.enabled { "yes" } else { "no" }.into()),
+        ("routeros", opt(&d.routeros_version)),
+        ("schedule", schedule),
+        (
+            "host key",
+            d.ssh_host_key_fingerprint
+                .clone()
+                .unwrap_or_else(|| "not pinned (trusted on first use)".into()),
+        ),
+        (
+            "status",
+            d.last_status.clone().unwrap_or_else(|| "never".into()),
+        ),
+        ("last attempt", time(d.last_attempt_at)),
+        ("last success", time(d.last_success_at)),
+        (
+            "last error",
+            match (&d.last_error_kind, &d.last_error_message) {
+                (Some(k), Some(m)) => format!("{k}: {m}"),
+                (Some(k), None) => k.clone(),
+                _ => "-".into(),
+            },
+        ),
+        ("failures", d.consecutive_failures.to_string()),
+        ("backoff until", time(d.backoff_until)),
+        (
+            "blocked",
+            match &d.blocked_reason {
+                Some(r) => format!("{r} since {}", time(d.blocked_at)),
+                None => "no".into(),
+            },
+        ),
+        ("next due", time(Some(d.next_due_at))),
+        (
+            "last backup",
+            match (&d.last_sha256, d.last_bytes) {
+                (Some(h), Some(b)) => format!("{h} ({b} bytes)"),
+                (Some(h), None) => h.clone(),
+                _ => "-".into(),
+            },
+        ),
+        (
+            "outstanding",
+            match &d.outstanding_job {
+                Some(j) => format!("{j} since {}", time(d.outstanding_since)),
+                None => "-".into(),
+            },
+        ),
+        (
+            "lease",
+            match &d.lease_job {
+                Some(j) => format!(
+                    "{j} by {} until {}",
+                    opt(&d.lease_worker),
+                    time(d.lease_expires_at)
+                ),
+                None => "-".into(),
+            },
+        ),
+        ("created", time(Some(d.created_at))),
+        ("updated", time(Some(d.updated_at))),
+    ];
+    for (k, v) in fields {
+        println!("{k:<14}{v}");
+    }
+    println!();
+    if runs.is_empty() {
+        println!("no runs yet");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("last {} runs, newest first:", runs.len());
+    let rows: Vec<Vec<String>> = runs.iter().map(run_row).collect();
+    print_table(
+        &[
+            "STARTED", "STATUS", "TRIGGER", "MS", "BYTES", "ERROR", "WORKER",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_row(r: &Run) -> Vec<String> {
+    vec![
+        time(Some(r.started_at)),
+        r.status.clone(),
+        r.trigger.clone(),
+        r.duration_ms.to_string(),
+        r.bytes.map_or_else(|| "-".into(), |b| b.to_string()),
+        r.error_kind.clone().unwrap_or_else(|| "-".into()),
+        r.worker.clone(),
+    ]
 }

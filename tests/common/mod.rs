@@ -30,3 +30,65 @@ pub fn nats_url() -> String {
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
+
+/// PostgreSQL for tests: `DATABASE_URL`, or the local server's `test` database (trust auth).
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// `url` with its database name replaced by `name` (query parameters kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[host_start..].find('/') {
+        Some(slash) => &base[..host_start + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{server}/{name}?{q}"),
+        None => format!("{server}/{name}"),
+    }
+}
+
+/// A new, empty database `rb_<random>` on the test server: its URL and its name. Drop it
+/// with [`drop_database`] when the test ends.
+pub async fn fresh_database() -> (String, String) {
+    use sqlx::Connection;
+    let base = database_url();
+    let name = unique("rb").to_lowercase();
+    let mut conn = sqlx::postgres::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test database server: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    let _ = conn.close().await;
+    (with_database(&base, &name), name)
+}
+
+/// Drop a database made by [`fresh_database`], closing whatever is still connected.
+pub async fn drop_database(name: &str) {
+    use sqlx::Connection;
+    assert!(
+        name.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+        "not a test database name: {name}"
+    );
+    let mut conn = sqlx::postgres::PgConnection::connect(&database_url())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test database server: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap_or_else(|e| panic!("DROP DATABASE {name}: {e}"));
+    let _ = conn.close().await;
+}
