@@ -409,6 +409,21 @@ async fn a_bad_row_imports_nothing() {
             .await
             .unwrap();
         assert_eq!(fresh, 0);
+
+        // An existing id under another tenant is refused, with its line.
+        let mut fields: Vec<String> = lines[3].split(',').map(str::to_string).collect();
+        fields[1] = Uuid::new_v4().to_string();
+        let moved = [lines[0].to_string(), lines[1].to_string(), fields.join(",")];
+        let file = write(dir.path(), "tenant.csv", moved.join("\n").as_bytes());
+        let err = cli.run(&["devices", "import", &file]).fails(1).to_string();
+        assert!(err.contains("line 3: "), "{err}");
+        assert!(err.contains("already exists in another tenant"), "{err}");
+        let tenant: Uuid = sqlx::query_scalar("SELECT tenant_id FROM devices WHERE id = $1")
+            .bind(sim[2].id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(tenant, sim[2].tenant_id);
         db.close().await;
     })
     .await;
