@@ -193,6 +193,7 @@ pub async fn enqueuer_from_env(env: &Env) -> Result<EnqueuerProcess, StartError>
     let nats_url = env.url("NATS_URL", &["nats", "tls", "ws", "wss"])?;
     let trigger_subject = env.raw("ROSBACKUP_TRIGGER_SUBJECT");
     let manual_timeout = env.seconds("ROSBACKUP_MANUAL_TIMEOUT", 1)?;
+    config::queue_config(env)?;
     let store = store(env, 8).await?;
     let queue = queue(env).await?;
     Ok(EnqueuerProcess {

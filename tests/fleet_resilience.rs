@@ -35,8 +35,16 @@ async fn slow_redis_reply_does_not_kill_a_worker() {
     let busy = "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
                 while true do local n = redis.call('TIME') \
                 if n[1] * 1000000 + n[2] - s > 1500000 then break end end return 1";
-    let _: i64 = redis::cmd("EVAL").arg(busy).arg(0).query_async(&mut conn).await.expect("busy script");
-    assert!(!worker.is_finished(), "the worker died on a slow Redis reply");
+    let _: i64 = redis::cmd("EVAL")
+        .arg(busy)
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .expect("busy script");
+    assert!(
+        !worker.is_finished(),
+        "the worker died on a slow Redis reply"
+    );
     let d = &devices[0];
     let job = rosbackup::manual::request(fleet.store(), &fleet.queue, d.id, None)
         .await
@@ -85,15 +93,35 @@ async fn a_job_that_keeps_crashing_its_worker_is_given_up() {
     .expect("simulate crashes");
     let env = fleet.job_env();
     let job = BackupJob::scheduled(d.id, d.tenant_id, claim.job_id.clone(), claim.due_at);
-    let report = rosbackup::worker::execute(&env, &job, "test").await.expect("execute");
+    let report = rosbackup::worker::execute(&env, &job, "test")
+        .await
+        .expect("execute");
     assert_eq!(report.status, RunStatus::Failed);
-    assert!(report.message.as_deref().is_some_and(|m| m.contains("interrupted 3 times")), "{report:?}");
+    assert!(
+        report
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("interrupted 3 times")),
+        "{report:?}"
+    );
     assert_eq!(env.metrics.lease_takeovers.get(), 1);
-    let row = fleet.store().device(d.id).await.expect("get").expect("exists");
-    assert!(row.lease_job.is_none() && row.outstanding_job.is_none(), "{row:?}");
+    let row = fleet
+        .store()
+        .device(d.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(
+        row.lease_job.is_none() && row.outstanding_job.is_none(),
+        "{row:?}"
+    );
     assert_eq!(row.consecutive_failures, 1);
     assert!(row.next_due_at > chrono::Utc::now() + chrono::Duration::seconds(250));
-    assert_eq!(fleet.sim.stats().get(&d.id).map_or(0, |s| s.sessions), 0, "no SSH session");
+    assert_eq!(
+        fleet.sim.stats().get(&d.id).map_or(0, |s| s.sessions),
+        0,
+        "no SSH session"
+    );
 
     // The same rule stops a live execution: while a lease is held and unexpired, a
     // second execution of another job reports `locked` and opens nothing.
@@ -106,7 +134,9 @@ async fn a_job_that_keeps_crashing_its_worker_is_given_up() {
     .await
     .expect("hold lease");
     let manual = BackupJob::manual(d.id, d.tenant_id);
-    let report = rosbackup::worker::execute(&env, &manual, "test").await.expect("execute");
+    let report = rosbackup::worker::execute(&env, &manual, "test")
+        .await
+        .expect("execute");
     assert_eq!(report.status, RunStatus::Locked);
     assert_eq!(fleet.sim.stats().get(&d.id).map_or(0, |s| s.sessions), 0);
     // And an outcome written with a lost lease is refused (fencing).
@@ -154,24 +184,36 @@ async fn killed_worker_jobs_finish_on_a_restarted_worker_without_overlap() {
     let (stop_e, enq) = fleet.spawn_enqueuer();
     // Wait until worker A holds a lease, i.e. is inside an export.
     fleet
-        .wait_for(Duration::from_secs(30), "worker A is mid-export", || async {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE lease_worker LIKE 'w-same-%'")
+        .wait_for(
+            Duration::from_secs(30),
+            "worker A is mid-export",
+            || async {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM devices WHERE lease_worker LIKE 'w-same-%'",
+                )
                 .fetch_one(fleet.store().pool())
                 .await
                 .unwrap_or(0);
-            n > 0
-        })
+                n > 0
+            },
+        )
         .await;
     a.kill().expect("kill -9");
     let _ = a.wait();
     let killed_at = std::time::Instant::now();
-    assert_eq!(fleet.count_status("success").await, 0, "killed before any export finished");
+    assert_eq!(
+        fleet.count_status("success").await,
+        0,
+        "killed before any export finished"
+    );
 
     let mut b = worker_process(&fleet, "w-same");
     fleet
-        .wait_for(Duration::from_secs(60), "every backup completed on worker B", || async {
-            fleet.count_status("success").await == devices.len() as i64
-        })
+        .wait_for(
+            Duration::from_secs(60),
+            "every backup completed on worker B",
+            || async { fleet.count_status("success").await == devices.len() as i64 },
+        )
         .await;
     let took = killed_at.elapsed();
     assert!(took < Duration::from_secs(45), "recovery took {took:?}");
@@ -181,16 +223,55 @@ async fn killed_worker_jobs_finish_on_a_restarted_worker_without_overlap() {
         assert_eq!(s.exports, 1, "{}: exactly one complete export", d.name);
     }
     let js = async_nats::jetstream::new(fleet.nats.clone());
-    let mut stream = js.get_stream(&fleet.publisher_cfg.stream_name).await.expect("stream");
-    assert_eq!(stream.info().await.expect("info").state.messages, devices.len() as u64);
+    let mut stream = js
+        .get_stream(&fleet.publisher_cfg.stream_name)
+        .await
+        .expect("stream");
+    assert_eq!(
+        stream.info().await.expect("info").state.messages,
+        devices.len() as u64
+    );
 
     // SIGTERM: a clean, prompt exit 0.
     let pid = b.id() as i32;
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(pid, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || b.wait()).await.expect("join").expect("wait");
+    let status = tokio::task::spawn_blocking(move || b.wait())
+        .await
+        .expect("join")
+        .expect("wait");
     assert!(status.success(), "{status:?}");
     let _ = stop_e.send(());
     enq.await.expect("join");
     fleet.cleanup().await;
+}
+
+/// Bad configuration stops `rosbackup worker` / `enqueuer` with one line naming the
+/// variable and exit code 2, before connecting to anything; the key never echoes.
+#[test]
+fn bad_fleet_configuration_exits_2_naming_the_variable() {
+    let key = rosbackup::credentials::CredentialKey::generate_base64();
+    for (cmd, var, value) in [
+        ("worker", "CONFIG_BACKUP_MAX_CONCURRENT", "ten"),
+        ("worker", "ROSBACKUP_METRICS_ADDR", "localhost"),
+        ("worker", "CREDENTIAL_ENCRYPTION_KEY", "c2hvcnQ="),
+        ("worker", "CONFIG_BACKUP_CRON", "every day"),
+        ("enqueuer", "ROSBACKUP_QUEUE_CAP", "9000"),
+        ("enqueuer", "ROSBACKUP_HTTP_ADDR", "8080"),
+        ("enqueuer", "REDIS_URL", "http://127.0.0.1:6379"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+            .arg(cmd)
+            .env("CREDENTIAL_ENCRYPTION_KEY", &key)
+            .env("DATABASE_URL", "postgres://127.0.0.1:1/nothing")
+            .env(var, value)
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd} {var}={value}: {stderr}");
+        assert!(stderr.contains(var), "{cmd} {var}: {stderr}");
+        if var == "CREDENTIAL_ENCRYPTION_KEY" {
+            assert!(!stderr.contains(value));
+        }
+    }
 }

@@ -221,8 +221,7 @@ async fn unreachable_nats_is_a_clear_error() {
     };
     let e = Publisher::connect(cfg)
         .await
-        .err()
-        .expect("connected to nothing");
+        .expect_err("connected to nothing");
     let msg = e.to_string();
     assert!(
         msg.contains("cannot connect to NATS") && msg.contains(&port.to_string()),

@@ -47,6 +47,24 @@ enum Command {
         #[command(subcommand)]
         command: DevicesCommand,
     },
+    /// Queue a manual backup of one device (DATABASE_URL, REDIS_URL).
+    Enqueue {
+        /// Device id or name.
+        device: String,
+        /// Wait for the result and print it (exit 1 unless it succeeded).
+        #[arg(long)]
+        wait: bool,
+        /// Seconds to wait with --wait.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a worker (the same as `rosbackup-worker`).
+    Worker,
+    /// Run an enqueuer (the same as `rosbackup-enqueuer`).
+    Enqueuer,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +247,26 @@ fn main() -> ExitCode {
         }),
         Command::Migrate => block_on(migrate_cmd(&env)),
         Command::Devices { command } => block_on(devices_cmd(&env, command)),
+        Command::Enqueue {
+            device,
+            wait,
+            timeout,
+            json,
+        } => block_on(enqueue_cmd(&env, device, wait, timeout, json)),
+        Command::Worker => block_on(async {
+            let p = rosbackup::service::worker_from_env(&env).await;
+            service_exit(match p {
+                Ok(p) => p.run(rosbackup::service::shutdown_signal()).await,
+                Err(e) => Err(e),
+            })
+        }),
+        Command::Enqueuer => block_on(async {
+            let p = rosbackup::service::enqueuer_from_env(&env).await;
+            service_exit(match p {
+                Ok(p) => p.run(rosbackup::service::shutdown_signal()).await,
+                Err(e) => Err(e),
+            })
+        }),
     };
     match result {
         Ok(code) => code,
@@ -247,6 +285,91 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn service_exit(r: Result<(), rosbackup::service::StartError>) -> anyhow::Result<ExitCode> {
+    match r {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(e.exit_code()))
+        }
+    }
+}
+
+/// `rosbackup enqueue`: a manual backup through the queue, like the API and the NATS
+/// trigger.
+async fn enqueue_cmd(
+    env: &Env,
+    device: String,
+    wait: bool,
+    timeout: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let cfg = rosbackup::config::queue_config(env)?;
+    let shown = rosbackup::snapshot::redact_url(&cfg.redis_url);
+    let queue = rosbackup::queue::Queue::connect(cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {shown}: {e}"))?;
+    let d = store.find_device(&device).await.map_err(store_error)?;
+    let job = rosbackup::manual::request(&store, &queue, d.id, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !wait {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "job_id": job.job_id, "device_id": d.id })
+            );
+        } else {
+            println!("queued {} for {} ({})", job.job_id, d.name, d.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let run = rosbackup::manual::wait(&store, &job.job_id, Duration::from_secs(timeout))
+        .await
+        .map_err(store_error)?;
+    let Some(run) = run else {
+        eprintln!(
+            "no result within {timeout} s; {} is still queued (are workers running?)",
+            job.job_id
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    let ok = run.status == "success";
+    if json {
+        println!("{}", serde_json::to_string(&run)?);
+    } else if ok {
+        println!(
+            "{}: success, sha256 {}, {} bytes, {} ms",
+            d.name,
+            run.sha256.as_deref().unwrap_or(""),
+            run.bytes.unwrap_or(0),
+            run.duration_ms
+        );
+    } else {
+        let kind = run.error_kind.as_deref().unwrap_or(run.status.as_str());
+        let hint = kind
+            .parse::<rosbackup::ErrorKind>()
+            .map(|k| format!(" ({})", k.hint()))
+            .unwrap_or_default();
+        println!(
+            "{}: {}{}: {}{hint}",
+            d.name,
+            run.status,
+            run.error_kind
+                .as_deref()
+                .map(|k| format!(" [{k}]"))
+                .unwrap_or_default(),
+            run.error_message.as_deref().unwrap_or("")
+        );
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn block_on(
