@@ -285,3 +285,48 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// Which process to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Worker,
+    Enqueuer,
+}
+
+/// Run a process from the environment until SIGTERM/SIGINT; the exit code says how it
+/// ended (0 stopped, 1 broke or could not connect, 2 bad configuration).
+pub async fn run_role(env: &Env, role: Role) -> u8 {
+    let result = match role {
+        Role::Worker => match worker_from_env(env).await {
+            Ok(p) => p.run(shutdown_signal()).await,
+            Err(e) => Err(e),
+        },
+        Role::Enqueuer => match enqueuer_from_env(env).await {
+            Ok(p) => p.run(shutdown_signal()).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// `main` of the `rosbackup-worker` and `rosbackup-enqueuer` binaries.
+pub fn main(role: Role) -> std::process::ExitCode {
+    let env = Env::from_process();
+    if let Err(e) = crate::observability::init_tracing(&env) {
+        eprintln!("configuration error: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => std::process::ExitCode::from(rt.block_on(run_role(&env, role))),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}

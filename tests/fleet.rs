@@ -264,14 +264,7 @@ fn synthetic(n: usize) -> Vec<NewDevice> {
 /// Two enqueuers racing over the same due devices push exactly one job per device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_enqueuers_never_double_schedule() {
-    let fleet = Fleet::start(FleetOptions {
-        sim: SimConfig {
-            devices: 1,
-            ..FleetOptions::default().sim
-        },
-        ..FleetOptions::default()
-    })
-    .await;
+    let fleet = Fleet::of(1).await;
     let devices = synthetic(3000);
     fleet
         .store()
@@ -331,14 +324,7 @@ async fn two_enqueuers_never_double_schedule() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backlog_of_20000_overdue_devices_drains_oldest_first_under_the_cap() {
     const N: usize = 20_000;
-    let fleet = Fleet::start(FleetOptions {
-        sim: SimConfig {
-            devices: 1,
-            ..FleetOptions::default().sim
-        },
-        ..FleetOptions::default()
-    })
-    .await;
+    let fleet = Fleet::of(1).await;
     let devices = synthetic(N);
     let now = chrono::Utc::now();
     let mut i = 0i64;
@@ -438,10 +424,7 @@ async fn manual_backup_over_nats_answers_success_and_locked() {
     .await;
     let devices = fleet.import(None).await;
     // Not due for an hour: only manual jobs run.
-    sqlx::query("UPDATE devices SET next_due_at = now() + interval '1 hour'")
-        .execute(fleet.store().pool())
-        .await
-        .expect("update");
+    fleet.postpone_all().await;
     let (stop_w, w, _) = fleet.spawn_worker("manual", 4);
     let subject = format!("rbtest{}.config.backup.trigger", Uuid::new_v4().simple());
     let trigger = tokio::spawn(rosbackup::manual::serve_trigger(

@@ -11,19 +11,9 @@ use std::time::Duration;
 /// A Redis reply slower than redis-rs' default 500 ms timeout must not kill a worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slow_redis_reply_does_not_kill_a_worker() {
-    let fleet = Fleet::start(FleetOptions {
-        sim: SimConfig {
-            devices: 1,
-            ..FleetOptions::default().sim
-        },
-        ..FleetOptions::default()
-    })
-    .await;
+    let fleet = Fleet::of(1).await;
     let devices = fleet.import(None).await;
-    sqlx::query("UPDATE devices SET next_due_at = now() + interval '1 hour'")
-        .execute(fleet.store().pool())
-        .await
-        .expect("update");
+    fleet.postpone_all().await;
     let (stop, worker, _) = fleet.spawn_worker("slow-redis", 2);
     // Let the worker register and poll, then block Redis for 1.5 s with a busy script.
     fleet
@@ -64,14 +54,7 @@ async fn slow_redis_reply_does_not_kill_a_worker() {
 /// device is backed off like any transient failure and no SSH session is opened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_keeps_crashing_its_worker_is_given_up() {
-    let fleet = Fleet::start(FleetOptions {
-        sim: SimConfig {
-            devices: 1,
-            ..FleetOptions::default().sim
-        },
-        ..FleetOptions::default()
-    })
-    .await;
+    let fleet = Fleet::of(1).await;
     let devices = fleet.import(None).await;
     let d = &devices[0];
     let claims = fleet

@@ -254,18 +254,12 @@ fn main() -> ExitCode {
             json,
         } => block_on(enqueue_cmd(&env, device, wait, timeout, json)),
         Command::Worker => block_on(async {
-            let p = rosbackup::service::worker_from_env(&env).await;
-            service_exit(match p {
-                Ok(p) => p.run(rosbackup::service::shutdown_signal()).await,
-                Err(e) => Err(e),
-            })
+            let code = rosbackup::service::run_role(&env, rosbackup::service::Role::Worker).await;
+            Ok(ExitCode::from(code))
         }),
         Command::Enqueuer => block_on(async {
-            let p = rosbackup::service::enqueuer_from_env(&env).await;
-            service_exit(match p {
-                Ok(p) => p.run(rosbackup::service::shutdown_signal()).await,
-                Err(e) => Err(e),
-            })
+            let code = rosbackup::service::run_role(&env, rosbackup::service::Role::Enqueuer).await;
+            Ok(ExitCode::from(code))
         }),
     };
     match result {
@@ -283,16 +277,6 @@ fn main() -> ExitCode {
             }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
-        }
-    }
-}
-
-fn service_exit(r: Result<(), rosbackup::service::StartError>) -> anyhow::Result<ExitCode> {
-    match r {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(ExitCode::from(e.exit_code()))
         }
     }
 }

@@ -167,6 +167,26 @@ impl Fleet {
         }
     }
 
+    /// A fleet of `devices` healthy simulated routers with default options.
+    pub async fn of(devices: usize) -> Fleet {
+        Fleet::start(FleetOptions {
+            sim: SimConfig {
+                devices,
+                ..FleetOptions::default().sim
+            },
+            ..FleetOptions::default()
+        })
+        .await
+    }
+
+    /// Make every device due only in an hour (tests that run manual jobs only).
+    pub async fn postpone_all(&self) {
+        sqlx::query("UPDATE devices SET next_due_at = now() + interval '1 hour'")
+            .execute(self.store().pool())
+            .await
+            .expect("postpone");
+    }
+
     pub fn store(&self) -> &Store {
         &self.db.store
     }
