@@ -232,6 +232,18 @@ fn parse_version(s: &str) -> Result<Version, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Devices { .. } | Command::Normalize(_) | Command::Hash(_)
+    ) {
+        // Short-lived printing commands behave like Unix tools when piped into `head`:
+        // they end quietly on a closed pipe instead of panicking in `println!`. (Not
+        // the long-running ones: there SIGPIPE must stay ignored.)
+        // SAFETY: called in main before any other thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let env = Env::from_process();
     if let Err(e) = rosbackup::observability::init_tracing(&env) {
         eprintln!("configuration error: {e}");
@@ -334,8 +346,11 @@ async fn enqueue_cmd(
         );
     } else {
         let kind = run.error_kind.as_deref().unwrap_or(run.status.as_str());
+        let message = run.error_message.as_deref().unwrap_or("");
         let hint = kind
             .parse::<rosbackup::ErrorKind>()
+            .ok()
+            .filter(|k| !message.contains(k.hint()))
             .map(|k| format!(" ({})", k.hint()))
             .unwrap_or_default();
         println!(
