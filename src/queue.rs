@@ -252,11 +252,13 @@ impl Queue {
     }
 
     /// Counts by state, read directly (apalis-redis' own metrics queries are broken).
+    /// Running jobs are the in-flight sets of the registered workers (a dead worker stays
+    /// registered until its jobs are re-queued), so no keyspace scan is needed.
     pub async fn depth(&self) -> Result<QueueDepth, QueueError> {
         let c = self.cfg.apalis();
         let now = Utc::now().timestamp();
         let mut conn = self.conn.clone();
-        let inflight: Vec<String> = self.inflight_sets().await?;
+        let workers: Vec<String> = conn.zrange(c.workers_set(), 0, -1).await?;
         let mut pipe = redis::pipe();
         pipe.zcount(c.scheduled_jobs_set(), format!("({now}"), "+inf")
             .zcount(c.scheduled_jobs_set(), "-inf", now)
@@ -268,8 +270,8 @@ impl Queue {
                 now - c.orphaned_duration().as_secs() as i64,
                 "+inf",
             );
-        for s in &inflight {
-            pipe.scard(s);
+        for w in &workers {
+            pipe.scard(format!("{}:{w}", c.inflight_jobs_set()));
         }
         let r: Vec<u64> = pipe.query_async(&mut conn).await?;
         Ok(QueueDepth {
@@ -280,17 +282,6 @@ impl Queue {
             workers: r[5],
             running: r[6..].iter().sum(),
         })
-    }
-
-    async fn inflight_sets(&self) -> Result<Vec<String>, QueueError> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{}:*", self.cfg.apalis().inflight_jobs_set());
-        let mut out = Vec::new();
-        let mut iter: redis::AsyncIter<String> = conn.scan_match(pattern).await?;
-        while let Some(item) = futures::StreamExt::next(&mut iter).await {
-            out.push(item?);
-        }
-        Ok(out)
     }
 
     /// Put a stopped worker's claimed jobs back on the ready list at once (instead of

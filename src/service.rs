@@ -138,7 +138,7 @@ impl WorkerProcess {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let stall = (self.env.queue.config().heartbeat.as_secs() as i64 * 6).max(30);
+        let stall = worker::stall_limit(self.env.queue.config().heartbeat);
         let ops = OpsState {
             metrics: self.env.metrics.clone(),
             store: self.env.store.clone(),

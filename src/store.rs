@@ -472,10 +472,7 @@ impl Store {
         .bind(key.seal(&id, password))
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        Ok(())
+        found(r, id)
     }
 
     /// Forget the pinned host key (the next backup pins what it sees); lifts a
@@ -491,10 +488,7 @@ impl Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        Ok(())
+        found(r, id)
     }
 
     /// Lift any block and the backoff; the device is due now.
@@ -507,10 +501,7 @@ impl Store {
         .bind(id)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        Ok(())
+        found(r, id)
     }
 
     pub async fn set_enabled(&self, id: Uuid, enabled: bool) -> Result<(), StoreError> {
@@ -519,10 +510,7 @@ impl Store {
             .bind(enabled)
             .execute(&self.pool)
             .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        Ok(())
+        found(r, id)
     }
 
     /// Set or clear a device's schedule override.
@@ -540,10 +528,7 @@ impl Store {
         .bind(cron)
         .execute(&self.pool)
         .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(id));
-        }
-        Ok(())
+        found(r, id)
     }
 
     pub async fn counts(&self, tenant_id: Option<Uuid>) -> Result<FleetCounts, StoreError> {
@@ -655,7 +640,7 @@ impl Store {
         .await?)
     }
 
-    /// Claims of devices that were disabled since (their job would do nothing).
+    /// Scheduled jobs outstanding (claimed, not yet ended): what the queue cap bounds.
     pub async fn count_outstanding(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT count(*) FROM devices WHERE outstanding_job IS NOT NULL")
@@ -872,6 +857,14 @@ impl Store {
         .await?;
         Ok(r.rows_affected())
     }
+}
+
+/// `NotFound` when an update by id touched no row.
+fn found(r: sqlx::postgres::PgQueryResult, id: Uuid) -> Result<(), StoreError> {
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound(id));
+    }
+    Ok(())
 }
 
 async fn insert_run(

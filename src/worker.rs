@@ -257,7 +257,7 @@ async fn run_leased(
         device.backup_interval_seconds,
         device.backup_cron.as_deref(),
     );
-    let outcome: Result<(backup::Collected, bool), (ErrorKind, String, Option<String>)> = if starts
+    let outcome: Result<backup::Collected, (ErrorKind, String, Option<String>)> = if starts
         > env.max_job_starts
     {
         Err((
@@ -275,7 +275,7 @@ async fn run_leased(
         timer.observe_duration();
         env.metrics.backup_active.dec();
         match r {
-            Ok(Some(c)) => Ok((c, true)),
+            Ok(Some(c)) => Ok(c),
             Ok(None) => {
                 env.metrics.lease_lost.inc();
                 warn!("lease lost during the backup; nothing published, no outcome written");
@@ -293,7 +293,7 @@ async fn run_leased(
 
     let now = Utc::now();
     let (run_status, kind, message, sha, bytes, state) = match &outcome {
-        Ok((c, _)) => (
+        Ok(c) => (
             RunStatus::Success,
             None,
             None,
@@ -528,6 +528,12 @@ impl Liveness {
     }
 }
 
+/// Seconds without a queue heartbeat after which a worker counts as stuck: six
+/// heartbeat intervals, at least 30 s. The watchdog exits on it and `/healthz` fails on it.
+pub fn stall_limit(heartbeat: Duration) -> i64 {
+    (heartbeat.as_secs() as i64 * 6).max(30)
+}
+
 /// Why the worker stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerExit {
@@ -599,7 +605,7 @@ pub async fn run(
         Ok::<(), std::io::Error>(())
     };
     liveness.beat();
-    let stall_limit = (heartbeat.as_secs() as i64 * 6).max(30);
+    let stall_limit = stall_limit(heartbeat);
     let watchdog = {
         let liveness = liveness.clone();
         let stop = stop_requested.clone();

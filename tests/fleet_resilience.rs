@@ -21,7 +21,14 @@ async fn slow_redis_reply_does_not_kill_a_worker() {
             fleet.queue.depth().await.is_ok_and(|d| d.workers == 1)
         })
         .await;
-    let mut conn = fleet.queue.connection();
+    // Our own connection without a response timeout, so only the worker's is tested.
+    let mut conn = redis::Client::open(common::fleet::redis_url())
+        .expect("url")
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+        )
+        .await
+        .expect("connect");
     let busy = "local t = redis.call('TIME') local s = t[1] * 1000000 + t[2] \
                 while true do local n = redis.call('TIME') \
                 if n[1] * 1000000 + n[2] - s > 1500000 then break end end return 1";
@@ -44,6 +51,19 @@ async fn slow_redis_reply_does_not_kill_a_worker() {
         .expect("wait")
         .expect("the worker still runs jobs after the stall");
     assert_eq!(run.status, "success");
+    // The same apalis worker ran it: it neither died nor was restarted (restarted
+    // instances register as `…-r1`, `…-r2`).
+    let names: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{}:workers", fleet.queue.config().name))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .expect("workers");
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.ends_with("-r0")),
+        "{names:?}"
+    );
     let _ = stop.send(());
     worker.await.expect("join").expect("clean stop");
     fleet.cleanup().await;
