@@ -285,6 +285,20 @@ pub const VARS: &[Var] = &[
         false,
         "NATS request/reply subject for manual backups (the seed's)"
     ),
+    var!(
+        "ROSBACKUP_SESSION_TTL",
+        "43200",
+        false,
+        false,
+        "seconds a dashboard login lasts"
+    ),
+    var!(
+        "ROSBACKUP_COOKIE_SECURE",
+        "false",
+        false,
+        false,
+        "mark the session cookie Secure (set when the dashboard is served over HTTPS)"
+    ),
 ];
 
 /// A bad configuration value. Exit code 2 in the binaries.

@@ -3,6 +3,7 @@
 //! The library holds every piece of the pipeline; `rosbackup` (CLI), `rosbackup-worker`
 //! and `rosbackup-enqueuer` are thin binaries over it. See `ARCHITECTURE.md` for the map.
 
+pub mod access;
 pub mod backup;
 pub mod config;
 pub mod credentials;
@@ -16,12 +17,14 @@ pub mod metrics;
 pub mod normalize;
 pub mod observability;
 pub mod queue;
+pub mod report;
 pub mod schedule;
 pub mod secret;
 pub mod service;
 pub mod sim;
 pub mod snapshot;
 pub mod store;
+pub mod web;
 pub mod worker;
 
 pub use error::ErrorKind;

@@ -181,7 +181,7 @@ pub enum JobState {
 }
 
 /// Queue depth by state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueueDepth {
     /// Delayed jobs not yet due.
     pub scheduled: u64,
@@ -415,7 +415,9 @@ impl Queue {
 /// `Done` is not part of the listing interface the dashboard asked for, but
 /// [`Queue::job`] must be able to say "finished" for a job that is still in Redis, so
 /// it exists (and [`Queue::jobs`] supports it too, most recently finished first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobListState {
     /// Delayed jobs not yet due (scheduled zset, score > now).
@@ -431,7 +433,7 @@ pub enum JobListState {
 }
 
 /// One job as the dashboard shows it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct JobInfo {
     pub job_id: String,
     pub state: JobListState,
@@ -465,7 +467,7 @@ pub struct JobInfo {
 }
 
 /// One registered apalis worker.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub name: String,
     /// Unix seconds (workers zset score).

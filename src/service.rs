@@ -24,12 +24,49 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("{0}")]
     Connect(String),
+    /// Auth is on and no API token exists: refuse to serve an open dashboard.
+    #[error(
+        "no API token exists, so nobody could sign in to the dashboard or API. Create one with \
+         `rosbackup tokens create --name admin --role admin`, or start with --insecure-no-auth \
+         to run without authentication (anyone who reaches the port is an admin)"
+    )]
+    NoTokens,
+}
+
+/// Command-line flags of the service binaries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    /// Serve the dashboard and API without authentication (enqueuer only).
+    pub insecure_no_auth: bool,
+}
+
+impl Flags {
+    /// Parse the binaries' arguments (after the program name).
+    pub fn parse(role: Role, args: impl IntoIterator<Item = String>) -> Result<Flags, String> {
+        let mut flags = Flags::default();
+        for a in args {
+            match a.as_str() {
+                "--insecure-no-auth" if role == Role::Enqueuer => flags.insecure_no_auth = true,
+                other => {
+                    return Err(format!(
+                        "unknown argument {other:?}; configuration comes from the environment (see README){}",
+                        if role == Role::Enqueuer {
+                            "; the only flag is --insecure-no-auth"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
+        }
+        Ok(flags)
+    }
 }
 
 impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            StartError::Config(_) => 2,
+            StartError::Config(_) | StartError::NoTokens => 2,
             StartError::Connect(_) => 1,
         }
     }
@@ -168,11 +205,12 @@ pub struct EnqueuerProcess {
     pub nats_url: String,
     pub trigger_subject: String,
     pub manual_timeout: Duration,
+    pub web: crate::web::WebState,
 }
 
 /// Validate the environment and connect an enqueuer.
-pub async fn enqueuer_from_env(env: &Env) -> Result<EnqueuerProcess, StartError> {
-    config::schedule_settings(env)?;
+pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProcess, StartError> {
+    let schedule = config::schedule_settings(env)?;
     let settings = EnqueuerSettings {
         refresh: env.seconds("DEVICE_REFRESH_SECONDS", 1)?,
         horizon: env.seconds("ROSBACKUP_QUEUE_HORIZON", 1)?,
@@ -194,14 +232,48 @@ pub async fn enqueuer_from_env(env: &Env) -> Result<EnqueuerProcess, StartError>
     let trigger_subject = env.raw("ROSBACKUP_TRIGGER_SUBJECT");
     let manual_timeout = env.seconds("ROSBACKUP_MANUAL_TIMEOUT", 1)?;
     config::queue_config(env)?;
+    let key = if env.is_set("CREDENTIAL_ENCRYPTION_KEY") {
+        Some(credential_key(env)?)
+    } else {
+        None
+    };
+    let web_settings = crate::web::WebSettings {
+        auth: if flags.insecure_no_auth {
+            crate::web::AuthMode::Disabled
+        } else {
+            crate::web::AuthMode::Required
+        },
+        session_ttl: env.seconds("ROSBACKUP_SESSION_TTL", 60)?,
+        secure_cookies: env.boolean("ROSBACKUP_COOKIE_SECURE")?,
+        manual_timeout,
+    };
     let store = store(env, 8).await?;
     let queue = queue(env).await?;
+    if !flags.insecure_no_auth {
+        let live = crate::access::Access::new(store.clone())
+            .live_tokens()
+            .await
+            .map_err(|e| StartError::Connect(format!("PostgreSQL: {e}")))?;
+        if live == 0 {
+            return Err(StartError::NoTokens);
+        }
+    }
+    let metrics = Metrics::new();
+    let web = crate::web::WebState::new(
+        store.clone(),
+        queue.clone(),
+        key,
+        schedule,
+        metrics.clone(),
+        web_settings,
+    );
     Ok(EnqueuerProcess {
+        web,
         enqueuer: Enqueuer {
             store,
             queue,
             settings,
-            metrics: Metrics::new(),
+            metrics,
         },
         http_addr,
         nats_url,
@@ -225,7 +297,8 @@ impl EnqueuerProcess {
         };
         let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
         let mut stop_http = stop_tx.subscribe();
-        let (addr, server) = http::serve(&self.http_addr, http::ops_router(ops), async move {
+        let router = http::ops_router(ops).merge(crate::web::router(self.web.clone()));
+        let (addr, server) = http::serve(&self.http_addr, router, async move {
             let _ = stop_http.recv().await;
         })
         .await
@@ -295,13 +368,13 @@ pub enum Role {
 
 /// Run a process from the environment until SIGTERM/SIGINT; the exit code says how it
 /// ended (0 stopped, 1 broke or could not connect, 2 bad configuration).
-pub async fn run_role(env: &Env, role: Role) -> u8 {
+pub async fn run_role(env: &Env, role: Role, flags: Flags) -> u8 {
     let result = match role {
         Role::Worker => match worker_from_env(env).await {
             Ok(p) => p.run(shutdown_signal()).await,
             Err(e) => Err(e),
         },
-        Role::Enqueuer => match enqueuer_from_env(env).await {
+        Role::Enqueuer => match enqueuer_from_env(env, flags).await {
             Ok(p) => p.run(shutdown_signal()).await,
             Err(e) => Err(e),
         },
@@ -317,13 +390,20 @@ pub async fn run_role(env: &Env, role: Role) -> u8 {
 
 /// `main` of the `rosbackup-worker` and `rosbackup-enqueuer` binaries.
 pub fn main(role: Role) -> std::process::ExitCode {
+    let flags = match Flags::parse(role, std::env::args().skip(1)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let env = Env::from_process();
     if let Err(e) = crate::observability::init_tracing(&env) {
         eprintln!("configuration error: {e}");
         return std::process::ExitCode::from(2);
     }
     match tokio::runtime::Runtime::new() {
-        Ok(rt) => std::process::ExitCode::from(rt.block_on(run_role(&env, role))),
+        Ok(rt) => std::process::ExitCode::from(rt.block_on(run_role(&env, role, flags))),
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
             std::process::ExitCode::from(1)

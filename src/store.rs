@@ -77,7 +77,7 @@ pub struct Device {
     pub lease_starts: i32,
 }
 
-const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, username, \
+pub(crate) const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, username, \
     ssh_host_key_fingerprint, routeros_version, enabled, backup_interval_seconds, backup_cron, \
     created_at, updated_at, next_due_at, last_attempt_at, last_success_at, last_status, \
     last_error_kind, last_error_message, consecutive_failures, backoff_until, blocked_reason, \
@@ -173,7 +173,9 @@ impl serde::Serialize for RunStatus {
 }
 
 /// Who asked for a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Trigger {
     Scheduled,
@@ -219,7 +221,7 @@ pub struct StateUpdate {
 }
 
 /// A run row for history views.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Run {
     pub id: i64,
     pub device_id: Uuid,

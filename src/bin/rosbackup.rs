@@ -63,8 +63,46 @@ enum Command {
     },
     /// Run a worker (the same as `rosbackup-worker`).
     Worker,
-    /// Run an enqueuer (the same as `rosbackup-enqueuer`).
-    Enqueuer,
+    /// Run an enqueuer (the same as `rosbackup-enqueuer`): scheduling, the dashboard and
+    /// the API on ROSBACKUP_HTTP_ADDR.
+    Enqueuer {
+        /// Serve the dashboard and API without authentication: anyone who reaches the
+        /// port is an admin. Without it, the enqueuer refuses to start until a token exists.
+        #[arg(long)]
+        insecure_no_auth: bool,
+    },
+    /// Manage API tokens for the dashboard and the API (DATABASE_URL).
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Create a token and print it once (only its hash is stored).
+    Create {
+        /// A name to recognise it by (who or what uses it).
+        #[arg(long)]
+        name: String,
+        /// viewer (read) or admin (read and act).
+        #[arg(long, value_parser = ["viewer", "admin"])]
+        role: String,
+        /// Limit the token to one tenant's devices, runs and counts.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the token alone (for scripts), without the description.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id or name; its browser sessions end at once.
+    Revoke { token: String },
 }
 
 #[derive(Subcommand)]
@@ -234,7 +272,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Devices { .. } | Command::Normalize(_) | Command::Hash(_)
+        Command::Devices { .. } | Command::Tokens { .. } | Command::Normalize(_) | Command::Hash(_)
     ) {
         // Short-lived printing commands behave like Unix tools when piped into `head`:
         // they end quietly on a closed pipe instead of panicking in `println!`. (Not
@@ -266,13 +304,21 @@ fn main() -> ExitCode {
             json,
         } => block_on(enqueue_cmd(&env, device, wait, timeout, json)),
         Command::Worker => block_on(async {
-            let code = rosbackup::service::run_role(&env, rosbackup::service::Role::Worker).await;
+            let code = rosbackup::service::run_role(
+                &env,
+                rosbackup::service::Role::Worker,
+                rosbackup::service::Flags::default(),
+            )
+            .await;
             Ok(ExitCode::from(code))
         }),
-        Command::Enqueuer => block_on(async {
-            let code = rosbackup::service::run_role(&env, rosbackup::service::Role::Enqueuer).await;
+        Command::Enqueuer { insecure_no_auth } => block_on(async move {
+            let flags = rosbackup::service::Flags { insecure_no_auth };
+            let code =
+                rosbackup::service::run_role(&env, rosbackup::service::Role::Enqueuer, flags).await;
             Ok(ExitCode::from(code))
         }),
+        Command::Tokens { command } => block_on(tokens_cmd(&env, command)),
     };
     match result {
         Ok(code) => code,
@@ -696,6 +742,88 @@ async fn migrate_cmd(env: &Env) -> anyhow::Result<ExitCode> {
     store.migrate().await.context("applying migrations")?;
     println!("migrations applied");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn tokens_cmd(env: &Env, command: TokensCommand) -> anyhow::Result<ExitCode> {
+    use rosbackup::access::{Access, Role};
+    let access = Access::new(open_store(env).await?);
+    match command {
+        TokensCommand::Create {
+            name,
+            role,
+            tenant,
+            quiet,
+        } => {
+            let role = Role::parse(&role)
+                .ok_or_else(|| anyhow::anyhow!("role must be viewer or admin"))?;
+            let tenant = tenant
+                .map(|t| inventory::parse_uuid(&t))
+                .transpose()
+                .map_err(|reason| anyhow::anyhow!("--tenant: {reason}"))?;
+            let (info, token) = access
+                .create_token(&name, role, tenant)
+                .await
+                .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+            if quiet {
+                println!("{token}");
+            } else {
+                println!(
+                    "created {} token {:?} ({}){}",
+                    info.role,
+                    info.name,
+                    info.id,
+                    info.tenant_id
+                        .map(|t| format!(" for tenant {t}"))
+                        .unwrap_or_default()
+                );
+                println!("{token}");
+                println!("Keep it now: it is not stored and cannot be shown again.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokensCommand::List { json } => {
+            let tokens = access
+                .list_tokens()
+                .await
+                .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tokens)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<36}  {:<20}  {:<6}  {:<36}  {:<20}  STATUS",
+                "ID", "NAME", "ROLE", "TENANT", "LAST USED"
+            );
+            for t in tokens {
+                println!(
+                    "{:<36}  {:<20}  {:<6}  {:<36}  {:<20}  {}",
+                    t.id,
+                    t.name,
+                    t.role,
+                    t.tenant_id
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "(all)".into()),
+                    t.last_used_at
+                        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                        .unwrap_or_else(|| "never".into()),
+                    if t.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "live"
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokensCommand::Revoke { token } => {
+            let info = access.revoke_token(&token).await.map_err(|e| match e {
+                StoreError::Invalid(m) => anyhow::anyhow!(m),
+                other => anyhow::anyhow!(describe(&other)),
+            })?;
+            println!("revoked token {:?} ({})", info.name, info.id);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 async fn devices_cmd(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode> {

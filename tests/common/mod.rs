@@ -3,6 +3,7 @@
 
 pub mod fleet;
 pub mod sshd;
+pub mod web;
 
 use std::path::PathBuf;
 
