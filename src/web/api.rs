@@ -154,8 +154,19 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The name serde gives in "missing field `x`" / "unknown field `x`" / "at `x`".
+/// The field a deserialization message is about: the path serde_path_to_error puts in
+/// front ("port: invalid value …"), else the name in "missing field `x`" / "unknown
+/// field `x`".
 fn field_in(message: &str) -> Option<String> {
+    if let Some((path, _)) = message.split_once(": ")
+        && path != "."
+        && !path.is_empty()
+        && path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+    {
+        return Some(path.to_string());
+    }
     let start = message.find('`')? + 1;
     let end = start + message[start..].find('`')?;
     Some(message[start..end].to_string())
@@ -1269,6 +1280,14 @@ mod tests {
             Some("host")
         );
         assert_eq!(field_in("expected a string"), None);
+        assert_eq!(
+            field_in("port: invalid value: integer `70000`, expected u16").as_deref(),
+            Some("port")
+        );
+        assert_eq!(
+            field_in(". : unknown field `colour`, expected one of `id`").as_deref(),
+            Some("colour")
+        );
     }
 
     #[test]
