@@ -199,7 +199,7 @@ pub const VARS: &[Var] = &[
         "127.0.0.1:9091",
         false,
         false,
-        "worker: /healthz, /readyz, /metrics (port 0 = any free port)"
+        "worker: /healthz, /readyz, /metrics (port 0 = any free port); enqueuer: when set, serves them here too, apart from the dashboard"
     ),
     var!(
         "ROSBACKUP_QUEUE",

@@ -206,6 +206,9 @@ pub struct EnqueuerProcess {
     pub trigger_subject: String,
     pub manual_timeout: Duration,
     pub web: crate::web::WebState,
+    /// Also serve `/healthz`, `/readyz`, `/metrics` here (when ROSBACKUP_METRICS_ADDR is
+    /// set), so probes and Prometheus can use an address the dashboard is not on.
+    pub ops_addr: Option<String>,
 }
 
 /// Validate the environment and connect an enqueuer.
@@ -228,6 +231,11 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
         }));
     }
     let http_addr = config::listen_addr(env, "ROSBACKUP_HTTP_ADDR")?;
+    let ops_addr = if env.is_set("ROSBACKUP_METRICS_ADDR") {
+        Some(config::listen_addr(env, "ROSBACKUP_METRICS_ADDR")?)
+    } else {
+        None
+    };
     let nats_url = env.url("NATS_URL", &["nats", "tls", "ws", "wss"])?;
     let trigger_subject = env.raw("ROSBACKUP_TRIGGER_SUBJECT");
     let manual_timeout = env.seconds("ROSBACKUP_MANUAL_TIMEOUT", 1)?;
@@ -279,6 +287,7 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
         nats_url,
         trigger_subject,
         manual_timeout,
+        ops_addr,
     })
 }
 
@@ -297,7 +306,7 @@ impl EnqueuerProcess {
         };
         let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
         let mut stop_http = stop_tx.subscribe();
-        let router = http::ops_router(ops).merge(crate::web::router(self.web.clone()));
+        let router = http::ops_router(ops.clone()).merge(crate::web::router(self.web.clone()));
         let (addr, server) = http::serve(&self.http_addr, router, async move {
             let _ = stop_http.recv().await;
         })
@@ -307,6 +316,21 @@ impl EnqueuerProcess {
         })?;
         info!(%addr, "enqueuer listening");
         println!("rosbackup-enqueuer: http://{addr}/");
+        let ops_server = match &self.ops_addr {
+            None => None,
+            Some(ops_addr) => {
+                let mut stop_ops = stop_tx.subscribe();
+                let (bound, handle) = http::serve(ops_addr, http::ops_router(ops), async move {
+                    let _ = stop_ops.recv().await;
+                })
+                .await
+                .map_err(|err| {
+                    StartError::Connect(format!("cannot listen on {ops_addr}: {err}"))
+                })?;
+                info!(addr = %bound, "enqueuer probes and metrics listening");
+                Some(handle)
+            }
+        };
         // The NATS trigger is optional at runtime: without NATS the enqueuer still
         // schedules; the trigger comes up when NATS does.
         let trigger = {
@@ -338,6 +362,9 @@ impl EnqueuerProcess {
         trigger.abort();
         let _ = stop_tx.send(());
         let _ = server.await;
+        if let Some(h) = ops_server {
+            let _ = h.await;
+        }
         Ok(())
     }
 }

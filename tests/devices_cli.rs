@@ -825,3 +825,82 @@ async fn configuration_and_connection_errors() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn tokens_are_created_listed_and_revoked_and_only_their_hash_is_stored() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let tenant = Uuid::new_v4().to_string();
+        let out = cli.run(&["tokens", "create", "--name", "alice", "--role", "admin"]);
+        let admin = out
+            .ok()
+            .lines()
+            .find(|l| l.starts_with("rbk_"))
+            .expect("the token is printed")
+            .to_string();
+        let viewer = cli
+            .run(&[
+                "tokens", "create", "--name", "acme", "--role", "viewer", "--tenant", &tenant,
+                "--quiet",
+            ])
+            .ok()
+            .trim()
+            .to_string();
+        assert!(viewer.starts_with("rbk_") && !viewer.contains(' '));
+        // The secret half is nowhere in the database, and list never shows it.
+        let pool = pool(&url).await;
+        let stored: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT name, secret_sha256 FROM api_tokens ORDER BY name")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(stored.len(), 2);
+        for (_, hash) in &stored {
+            assert_eq!(hash.len(), 32);
+        }
+        let dump: String = sqlx::query_scalar("SELECT string_agg(t::text, '|') FROM api_tokens t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        for t in [&admin, &viewer] {
+            let secret = t.rsplit('_').next().unwrap();
+            assert!(!dump.contains(secret), "a token secret is stored in clear");
+        }
+        cli.never_print(admin.rsplit('_').next().unwrap());
+        cli.never_print(viewer.rsplit('_').next().unwrap());
+        let list = cli.run(&["tokens", "list", "--json"]).json();
+        let rows = list.as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        let acme = rows.iter().find(|r| r["name"] == "acme").unwrap();
+        assert_eq!(acme["role"], "viewer");
+        assert_eq!(acme["tenant_id"], serde_json::json!(tenant));
+        let table = cli.run(&["tokens", "list"]);
+        assert!(table.ok().contains("alice") && table.ok().contains("live"));
+
+        // Both authenticate; a revoked one does not.
+        let access = rosbackup::access::Access::new(rosbackup::store::Store::from_pool(pool.clone()));
+        let who = access.authenticate(&viewer).await.unwrap().expect("viewer token works");
+        assert_eq!(who.role, rosbackup::access::Role::Viewer);
+        assert_eq!(who.tenant_id.map(|t| t.to_string()), Some(tenant.clone()));
+        cli.run(&["tokens", "revoke", "alice"]).ok();
+        assert!(access.authenticate(&admin).await.unwrap().is_none());
+        assert!(cli.run(&["tokens", "list"]).ok().contains("revoked"));
+        // Revoking again, or something unknown, is a clear error.
+        let err = cli.run(&["tokens", "revoke", "alice"]).fails(1).to_string();
+        assert!(err.contains("no live token"), "{err}");
+        // Bad input: role and tenant are checked before anything is stored.
+        let err = cli
+            .run(&["tokens", "create", "--name", "x", "--role", "root"])
+            .fails(2)
+            .to_string();
+        assert!(err.contains("root"), "{err}");
+        let err = cli
+            .run(&["tokens", "create", "--name", "x", "--role", "admin", "--tenant", "acme"])
+            .fails(1)
+            .to_string();
+        assert!(err.contains("--tenant"), "{err}");
+        assert_eq!(cli.run(&["tokens", "list", "--json"]).json().as_array().unwrap().len(), 2);
+    })
+    .await;
+}

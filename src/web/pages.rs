@@ -997,9 +997,28 @@ async fn jobs(
         .await
         .map_err(|err| e(err.into()))?;
     let names = device_names(&s, &items).await?;
-    let tab = |st: JobListState, label: &str| {
-        html! { a class=(if st == state { "tab active" } else { "tab" }) href=(format!("/jobs?state={}", job_state_str(st))) { (label) } }
+    let stats = api::queue_stats(&s, c.tenant()).await.map_err(e)?;
+    let count = |st: JobListState| -> Option<u64> {
+        match (st, &stats.depth, &stats.tenant) {
+            (JobListState::Dead, _, _) => Some(stats.dead),
+            (JobListState::Scheduled, Some(d), _) => Some(d.scheduled),
+            (JobListState::Due, Some(d), _) => Some(d.due),
+            (JobListState::Running, Some(d), _) => Some(d.running),
+            (JobListState::Scheduled, None, Some(t)) => u64::try_from(t.scheduled).ok(),
+            (JobListState::Due, None, Some(t)) => u64::try_from(t.due).ok(),
+            (JobListState::Running, None, Some(t)) => u64::try_from(t.running).ok(),
+            _ => None,
+        }
     };
+    let tab = |st: JobListState, label: &str| {
+        html! {
+            a class=(if st == state { "tab active" } else { "tab" }) id=(format!("tab-{}", job_state_str(st)))
+                href=(format!("/jobs?state={}", job_state_str(st))) {
+                (label) @if let Some(n) = count(st) { " " span.count { (n) } }
+            }
+        }
+    };
+
     let admin = c.principal.is_admin();
     let body = html! {
         div.page-head { h1 { "Jobs" } span.muted { (total) " " (job_state_str(state)) } }
@@ -1009,6 +1028,10 @@ async fn jobs(
             (tab(JobListState::Due, "Due"))
             (tab(JobListState::Running, "Running"))
             (tab(JobListState::Dead, "Dead"))
+        }
+        p.muted.small {
+            "Jobs enter the queue shortly before they are due (ROSBACKUP_QUEUE_HORIZON); the full schedule lives with the devices — "
+            a href="/devices?sort=next_due" { "devices by next due" } "."
         }
         div.card.flush {
             table id="jobs" {
