@@ -26,3 +26,4 @@ CREATE INDEX web_sessions_expiry ON web_sessions (expires_at);
 
 -- Dashboard queries: recent activity, device search.
 CREATE INDEX backup_runs_tenant_finished ON backup_runs (tenant_id, finished_at);
+CREATE INDEX devices_name ON devices (name, id);

@@ -7,6 +7,7 @@ pub mod access;
 pub mod backup;
 pub mod config;
 pub mod credentials;
+pub mod demo;
 pub mod device;
 pub mod enqueuer;
 pub mod error;

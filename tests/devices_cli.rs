@@ -879,8 +879,13 @@ async fn tokens_are_created_listed_and_revoked_and_only_their_hash_is_stored() {
         assert!(table.ok().contains("alice") && table.ok().contains("live"));
 
         // Both authenticate; a revoked one does not.
-        let access = rosbackup::access::Access::new(rosbackup::store::Store::from_pool(pool.clone()));
-        let who = access.authenticate(&viewer).await.unwrap().expect("viewer token works");
+        let access =
+            rosbackup::access::Access::new(rosbackup::store::Store::from_pool(pool.clone()));
+        let who = access
+            .authenticate(&viewer)
+            .await
+            .unwrap()
+            .expect("viewer token works");
         assert_eq!(who.role, rosbackup::access::Role::Viewer);
         assert_eq!(who.tenant_id.map(|t| t.to_string()), Some(tenant.clone()));
         cli.run(&["tokens", "revoke", "alice"]).ok();
@@ -896,11 +901,20 @@ async fn tokens_are_created_listed_and_revoked_and_only_their_hash_is_stored() {
             .to_string();
         assert!(err.contains("root"), "{err}");
         let err = cli
-            .run(&["tokens", "create", "--name", "x", "--role", "admin", "--tenant", "acme"])
+            .run(&[
+                "tokens", "create", "--name", "x", "--role", "admin", "--tenant", "acme",
+            ])
             .fails(1)
             .to_string();
         assert!(err.contains("--tenant"), "{err}");
-        assert_eq!(cli.run(&["tokens", "list", "--json"]).json().as_array().unwrap().len(), 2);
+        assert_eq!(
+            cli.run(&["tokens", "list", "--json"])
+                .json()
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     })
     .await;
 }

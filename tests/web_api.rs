@@ -66,7 +66,12 @@ fn routes(device: Uuid) -> Vec<(Method, String, Option<Value>, bool)> {
         (Method::GET, "/api/v1/overview".into(), None, false),
         (Method::GET, "/api/v1/devices".into(), None, false),
         (Method::GET, format!("/api/v1/devices/{d}"), None, false),
-        (Method::GET, format!("/api/v1/devices/{d}/runs"), None, false),
+        (
+            Method::GET,
+            format!("/api/v1/devices/{d}/runs"),
+            None,
+            false,
+        ),
         (Method::GET, "/api/v1/runs".into(), None, false),
         (Method::GET, "/api/v1/queue".into(), None, false),
         (Method::GET, "/api/v1/jobs?state=due".into(), None, false),
@@ -76,8 +81,10 @@ fn routes(device: Uuid) -> Vec<(Method, String, Option<Value>, bool)> {
         (
             Method::POST,
             "/api/v1/devices".into(),
-            Some(json!({"name": "new-one", "host": "127.0.9.9", "username": "admin",
-                        "password": "pw-new", "tenant_id": Uuid::new_v4()})),
+            Some(
+                json!({"name": "new-one", "host": "127.0.9.9", "username": "admin",
+                        "password": "pw-new", "tenant_id": Uuid::new_v4()}),
+            ),
             true,
         ),
         (
@@ -86,16 +93,36 @@ fn routes(device: Uuid) -> Vec<(Method, String, Option<Value>, bool)> {
             Some(json!({"password": "pw"})),
             true,
         ),
-        (Method::POST, format!("/api/v1/devices/{d}/disable"), None, true),
-        (Method::POST, format!("/api/v1/devices/{d}/enable"), None, true),
-        (Method::POST, format!("/api/v1/devices/{d}/unblock"), None, true),
+        (
+            Method::POST,
+            format!("/api/v1/devices/{d}/disable"),
+            None,
+            true,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/devices/{d}/enable"),
+            None,
+            true,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/devices/{d}/unblock"),
+            None,
+            true,
+        ),
         (
             Method::POST,
             format!("/api/v1/devices/{d}/reset-host-key"),
             None,
             true,
         ),
-        (Method::POST, format!("/api/v1/devices/{d}/backup"), None, true),
+        (
+            Method::POST,
+            format!("/api/v1/devices/{d}/backup"),
+            None,
+            true,
+        ),
         (Method::POST, "/api/v1/jobs/nope/retry".into(), None, true),
         (Method::DELETE, "/api/v1/jobs/nope".into(), None, true),
         (Method::DELETE, format!("/api/v1/devices/{d}"), None, true),
@@ -120,11 +147,20 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
     };
 
     for (method, path, body, acts) in routes(devices[0].id) {
-        for bad in [None, Some("garbage"), Some(revoked.as_str()), Some(forged.as_str())] {
+        for bad in [
+            None,
+            Some("garbage"),
+            Some(revoked.as_str()),
+            Some(forged.as_str()),
+        ] {
             let r = Api::new(&app, bad)
                 .send(method.clone(), &path, body.clone())
                 .await;
-            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {path} with {bad:?}");
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {bad:?}"
+            );
             assert_eq!(r.code(), "unauthenticated", "{method} {path}");
             assert!(
                 r.headers.contains_key("www-authenticate"),
@@ -138,7 +174,12 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
             assert_eq!(r.status, StatusCode::FORBIDDEN, "viewer {method} {path}");
             assert_eq!(r.code(), "forbidden");
         } else {
-            assert_eq!(r.status, StatusCode::OK, "viewer {method} {path}: {}", r.text);
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "viewer {method} {path}: {}",
+                r.text
+            );
         }
     }
     // The admin may act: each acting route answers with its own success or a domain
@@ -155,10 +196,7 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
         StatusCode::NOT_FOUND,  // discard an unknown job
         StatusCode::NO_CONTENT, // delete
     ];
-    let acting: Vec<_> = routes(devices[0].id)
-        .into_iter()
-        .filter(|r| r.3)
-        .collect();
+    let acting: Vec<_> = routes(devices[0].id).into_iter().filter(|r| r.3).collect();
     assert_eq!(acting.len(), expect.len());
     for ((method, path, body, _), want) in acting.into_iter().zip(expect) {
         let r = Api::new(&app, Some(&admin))
@@ -178,7 +216,12 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
         let r = call(&app, Method::GET, open, &[], None).await;
         assert_eq!(r.status, StatusCode::OK, "{open}");
     }
-    for page in ["/", "/devices", "/jobs", &format!("/devices/{}", devices[1].id)] {
+    for page in [
+        "/",
+        "/devices",
+        "/jobs",
+        &format!("/devices/{}", devices[1].id),
+    ] {
         let r = call(&app, Method::GET, page, &[], None).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{page}");
         assert!(
@@ -194,15 +237,21 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
 async fn a_tenant_token_sees_and_touches_only_its_tenant() {
     let (fleet, a, b, devices) = two_tenant_fleet(6, "").await;
     let (app, _) = router(&fleet, AuthMode::Required);
-    let scoped = Api::new(&app, Some(&token(&fleet, "tenant-a", Role::Admin, Some(a)).await));
+    let scoped = Api::new(
+        &app,
+        Some(&token(&fleet, "tenant-a", Role::Admin, Some(a)).await),
+    );
     let global = Api::new(&app, Some(&token(&fleet, "root", Role::Viewer, None).await));
     let (mine, theirs): (Vec<_>, Vec<_>) = devices.iter().partition(|d| d.tenant_id == a);
     assert_eq!((mine.len(), theirs.len()), (3, 3));
 
     // Give tenant b a run so its history exists.
-    let r = Api::new(&app, Some(&token(&fleet, "root-admin", Role::Admin, None).await))
-        .post(&format!("/api/v1/devices/{}/backup", theirs[0].id), None)
-        .await;
+    let r = Api::new(
+        &app,
+        Some(&token(&fleet, "root-admin", Role::Admin, None).await),
+    )
+    .post(&format!("/api/v1/devices/{}/backup", theirs[0].id), None)
+    .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
 
     let list = scoped.get("/api/v1/devices?limit=100").await;
@@ -251,17 +300,25 @@ async fn a_tenant_token_sees_and_touches_only_its_tenant() {
         .map(|v| v.as_i64().unwrap())
         .sum();
     assert_eq!(total, 3);
-    assert!(ov.body["queue"]["depth"].is_null(), "whole-queue depth leaks to a tenant");
+    assert!(
+        ov.body["queue"]["depth"].is_null(),
+        "whole-queue depth leaks to a tenant"
+    );
     let tenants = scoped.get("/api/v1/tenants").await;
     assert_eq!(tenants.body, json!([{"tenant_id": a, "devices": 3}]));
     let jobs = scoped.get("/api/v1/jobs?state=due").await;
-    assert_eq!(jobs.body["total"], 0, "tenant a sees tenant b's job: {}", jobs.text);
+    assert_eq!(
+        jobs.body["total"], 0,
+        "tenant a sees tenant b's job: {}",
+        jobs.text
+    );
     let jobs = global.get("/api/v1/jobs?state=due").await;
     assert_eq!(jobs.body["total"], 1, "{}", jobs.text);
 
     // Creating in the other tenant is refused; without a tenant it lands in its own.
     let body = |t: Option<Uuid>| {
-        let mut v = json!({"name": "edge-9", "host": "127.0.9.9", "username": "u", "password": "p"});
+        let mut v =
+            json!({"name": "edge-9", "host": "127.0.9.9", "username": "u", "password": "p"});
         if let Some(t) = t {
             v["tenant_id"] = json!(t);
         }
@@ -294,18 +351,72 @@ async fn bad_requests_get_json_errors_that_name_the_field() {
     let cases: Vec<(Value, StatusCode, &str, &str)> = vec![
         // same name in the same tenant
         (ok.clone(), StatusCode::CONFLICT, "conflict", "name"),
-        ({ let mut v = ok.clone(); v["name"] = json!("r2"); v["host"] = json!("not a host!"); v },
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "host"),
-        ({ let mut v = ok.clone(); v["name"] = json!("r3"); v.as_object_mut().unwrap().remove("password"); v },
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "password"),
-        ({ let mut v = ok.clone(); v["name"] = json!("r4"); v["port"] = json!(70000); v },
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "port"),
-        ({ let mut v = ok.clone(); v["name"] = json!("r5"); v["colour"] = json!("red"); v },
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "colour"),
-        ({ let mut v = ok.clone(); v["name"] = json!("r6"); v["backup_cron"] = json!("every day"); v },
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "backup_cron"),
-        ({ let mut v = ok.clone(); v["name"] = json!("r7"); v.as_object_mut().unwrap().remove("tenant_id"); v },
-            StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "tenant_id"),
+        (
+            {
+                let mut v = ok.clone();
+                v["name"] = json!("r2");
+                v["host"] = json!("not a host!");
+                v
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "host",
+        ),
+        (
+            {
+                let mut v = ok.clone();
+                v["name"] = json!("r3");
+                v.as_object_mut().unwrap().remove("password");
+                v
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "password",
+        ),
+        (
+            {
+                let mut v = ok.clone();
+                v["name"] = json!("r4");
+                v["port"] = json!(70000);
+                v
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "port",
+        ),
+        (
+            {
+                let mut v = ok.clone();
+                v["name"] = json!("r5");
+                v["colour"] = json!("red");
+                v
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "colour",
+        ),
+        (
+            {
+                let mut v = ok.clone();
+                v["name"] = json!("r6");
+                v["backup_cron"] = json!("every day");
+                v
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "backup_cron",
+        ),
+        (
+            {
+                let mut v = ok.clone();
+                v["name"] = json!("r7");
+                v.as_object_mut().unwrap().remove("tenant_id");
+                v
+            },
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "tenant_id",
+        ),
     ];
     for (body, status, code, field) in cases {
         let r = api.post("/api/v1/devices", Some(body.clone())).await;
@@ -320,7 +431,10 @@ async fn bad_requests_get_json_errors_that_name_the_field() {
         &app,
         Method::POST,
         "/api/v1/devices",
-        &[("authorization", &auth), ("content-type", "application/json")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
         Some(Body::from("{\"name\": ")),
     )
     .await;
@@ -340,7 +454,10 @@ async fn bad_requests_get_json_errors_that_name_the_field() {
         &app,
         Method::POST,
         "/api/v1/devices",
-        &[("authorization", &auth), ("content-type", "application/json")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
         Some(Body::from(big.to_string())),
     )
     .await;
@@ -362,7 +479,9 @@ async fn bad_requests_get_json_errors_that_name_the_field() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text);
         assert_eq!(r.body["field"], field, "{path}: {}", r.text);
     }
-    let r = api.get(&format!("/api/v1/devices/{}", Uuid::new_v4())).await;
+    let r = api
+        .get(&format!("/api/v1/devices/{}", Uuid::new_v4()))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = api.get("/api/v1/no/such/route").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -390,7 +509,11 @@ async fn device_listing_filters_sorts_and_pages_on_the_server() {
     };
     set("UPDATE devices SET blocked_reason = 'auth_failed', consecutive_failures = 1, last_error_kind = 'auth_failed', last_attempt_at = now() WHERE id = $1", devices[0].id).await;
     set("UPDATE devices SET consecutive_failures = 2, last_error_kind = 'timeout', backoff_until = now() + interval '5 minutes', last_attempt_at = now() WHERE id = $1", devices[1].id).await;
-    set("UPDATE devices SET enabled = false WHERE id = $1", devices[2].id).await;
+    set(
+        "UPDATE devices SET enabled = false WHERE id = $1",
+        devices[2].id,
+    )
+    .await;
     set("UPDATE devices SET last_success_at = now(), last_status = 'success', last_attempt_at = now(), routeros_version = '7.16.2' WHERE id = $1", devices[3].id).await;
 
     let ids = |r: &common::web::Reply| -> Vec<String> {
@@ -413,7 +536,12 @@ async fn device_listing_filters_sorts_and_pages_on_the_server() {
     assert_eq!(r.body["items"][0]["hint"], "update the credentials");
     let r = api.get("/api/v1/devices?status=offline").await;
     assert_eq!(ids(&r), vec![devices[1].id.to_string()]);
-    assert!(r.body["items"][0]["hint"].as_str().unwrap().contains("did not answer"));
+    assert!(
+        r.body["items"][0]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer")
+    );
     let r = api.get("/api/v1/devices?error_kind=timeout").await;
     assert_eq!(ids(&r), vec![devices[1].id.to_string()]);
     let r = api.get("/api/v1/devices?status=disabled").await;
@@ -425,7 +553,9 @@ async fn device_listing_filters_sorts_and_pages_on_the_server() {
     let name = &devices[5].name;
     let r = api.get(&format!("/api/v1/devices?search={name}")).await;
     assert!(ids(&r).contains(&devices[5].id.to_string()), "{}", r.text);
-    let r = api.get(&format!("/api/v1/devices?search={}", devices[6].id)).await;
+    let r = api
+        .get(&format!("/api/v1/devices?search={}", devices[6].id))
+        .await;
     assert_eq!(ids(&r), vec![devices[6].id.to_string()]);
     let r = api.get("/api/v1/devices?search=%25").await;
     assert_eq!(r.body["total"], 0, "% matched everything: {}", r.text);
@@ -434,7 +564,9 @@ async fn device_listing_filters_sorts_and_pages_on_the_server() {
     let mut seen = Vec::new();
     for offset in [0, 2, 4, 6] {
         let r = api
-            .get(&format!("/api/v1/devices?sort=name&order=desc&limit=2&offset={offset}"))
+            .get(&format!(
+                "/api/v1/devices?sort=name&order=desc&limit=2&offset={offset}"
+            ))
             .await;
         assert_eq!(r.body["total"], 8);
         assert_eq!(r.body["items"].as_array().unwrap().len(), 2);
@@ -458,7 +590,10 @@ async fn manual_backup_over_the_api_waits_for_the_real_outcome() {
     // Without a worker the wait ends pending, with the job queued in Redis.
     let r = api
         .post(
-            &format!("/api/v1/devices/{}/backup?wait=true&timeout=1", devices[1].id),
+            &format!(
+                "/api/v1/devices/{}/backup?wait=true&timeout=1",
+                devices[1].id
+            ),
             None,
         )
         .await;
@@ -469,7 +604,10 @@ async fn manual_backup_over_the_api_waits_for_the_real_outcome() {
     assert!(r.text.contains(&pending), "{}", r.text);
     let r = api
         .post(
-            &format!("/api/v1/devices/{}/backup?wait=true&timeout=999", devices[1].id),
+            &format!(
+                "/api/v1/devices/{}/backup?wait=true&timeout=999",
+                devices[1].id
+            ),
             None,
         )
         .await;
@@ -481,13 +619,21 @@ async fn manual_backup_over_the_api_waits_for_the_real_outcome() {
     // device's lease would (rightly) end `locked`.
     fleet
         .wait_for(Duration::from_secs(30), "the pending job's run", || async {
-            !fleet.store().runs_for_job(&pending).await.unwrap().is_empty()
+            !fleet
+                .store()
+                .runs_for_job(&pending)
+                .await
+                .unwrap()
+                .is_empty()
         })
         .await;
     // The auth fault is device 0 (faults go to the first devices).
     let r = api
         .post(
-            &format!("/api/v1/devices/{}/backup?wait=true&timeout=30", devices[1].id),
+            &format!(
+                "/api/v1/devices/{}/backup?wait=true&timeout=30",
+                devices[1].id
+            ),
             None,
         )
         .await;
@@ -499,7 +645,10 @@ async fn manual_backup_over_the_api_waits_for_the_real_outcome() {
 
     let r = api
         .post(
-            &format!("/api/v1/devices/{}/backup?wait=true&timeout=30", devices[0].id),
+            &format!(
+                "/api/v1/devices/{}/backup?wait=true&timeout=30",
+                devices[0].id
+            ),
             None,
         )
         .await;
@@ -511,7 +660,9 @@ async fn manual_backup_over_the_api_waits_for_the_real_outcome() {
     assert_eq!(d.body["hint"], "update the credentials");
 
     // Run history and the fleet feed show both, newest first.
-    let runs = api.get(&format!("/api/v1/devices/{}/runs", devices[1].id)).await;
+    let runs = api
+        .get(&format!("/api/v1/devices/{}/runs", devices[1].id))
+        .await;
     assert_eq!(runs.body[0]["sha256"], json!(sha));
     let feed = api.get("/api/v1/runs?failures=true").await;
     assert_eq!(feed.body.as_array().unwrap().len(), 1, "{}", feed.text);
@@ -535,7 +686,11 @@ async fn manual_backup_over_the_api_waits_for_the_real_outcome() {
         .map(|b| b["devices"].as_i64().unwrap())
         .sum();
     assert_eq!(total, 4);
-    assert!(ages.body[0]["devices"].as_i64().unwrap() >= 1, "{}", ages.text);
+    assert!(
+        ages.body[0]["devices"].as_i64().unwrap() >= 1,
+        "{}",
+        ages.text
+    );
 
     // The queue view lists the worker.
     let q = api.get("/api/v1/queue").await;
@@ -648,7 +803,15 @@ async fn browser_sessions_need_csrf_and_end_at_logout() {
     )
     .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(fleet.store().device(devices[0].id).await.unwrap().unwrap().enabled);
+    assert!(
+        fleet
+            .store()
+            .device(devices[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
     let r = call(
         &app,
         Method::POST,
@@ -658,15 +821,38 @@ async fn browser_sessions_need_csrf_and_end_at_logout() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert!(!fleet.store().device(devices[0].id).await.unwrap().unwrap().enabled);
+    assert!(
+        !fleet
+            .store()
+            .device(devices[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
     let form_path = format!("/devices/{}/action/enable", devices[0].id);
     let form_hdrs = [
         ("cookie", cookie.as_str()),
         ("content-type", "application/x-www-form-urlencoded"),
     ];
-    let r = call(&app, Method::POST, &form_path, &form_hdrs, Some(Body::from("csrf=nope"))).await;
+    let r = call(
+        &app,
+        Method::POST,
+        &form_path,
+        &form_hdrs,
+        Some(Body::from("csrf=nope")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    assert!(!fleet.store().device(devices[0].id).await.unwrap().unwrap().enabled);
+    assert!(
+        !fleet
+            .store()
+            .device(devices[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
     let r = call(
         &app,
         Method::POST,
@@ -676,7 +862,15 @@ async fn browser_sessions_need_csrf_and_end_at_logout() {
     )
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
-    assert!(fleet.store().device(devices[0].id).await.unwrap().unwrap().enabled);
+    assert!(
+        fleet
+            .store()
+            .device(devices[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .enabled
+    );
 
     // Logout ends the session server-side: the old cookie no longer works.
     let r = call(
@@ -689,21 +883,53 @@ async fn browser_sessions_need_csrf_and_end_at_logout() {
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.location(), Some("/login"));
-    assert!(r.cookies().iter().any(|c| c.starts_with("rb_session=;") && c.contains("Max-Age=0")));
+    assert!(
+        r.cookies()
+            .iter()
+            .any(|c| c.starts_with("rb_session=;") && c.contains("Max-Age=0"))
+    );
     let r = call(&app, Method::GET, "/devices", &[("cookie", &cookie)], None).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    let r = call(&app, Method::GET, "/api/v1/whoami", &[("cookie", &cookie)], None).await;
+    let r = call(
+        &app,
+        Method::GET,
+        "/api/v1/whoami",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
     // Revoking a token ends its sessions too.
     let r = post_login(admin.clone(), csrf.clone()).await;
-    let value = r.cookies().into_iter().find(|c| c.starts_with("rb_session=")).unwrap();
+    let value = r
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("rb_session="))
+        .unwrap();
     let cookie = value.split(';').next().unwrap().to_string();
-    let r = call(&app, Method::GET, "/api/v1/whoami", &[("cookie", &cookie)], None).await;
+    let r = call(
+        &app,
+        Method::GET,
+        "/api/v1/whoami",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["role"], "admin");
-    Access::new(fleet.store().clone()).revoke_token("ops").await.unwrap();
-    let r = call(&app, Method::GET, "/api/v1/whoami", &[("cookie", &cookie)], None).await;
+    Access::new(fleet.store().clone())
+        .revoke_token("ops")
+        .await
+        .unwrap();
+    let r = call(
+        &app,
+        Method::GET,
+        "/api/v1/whoami",
+        &[("cookie", &cookie)],
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
     // Redirects after login stay on this site.
@@ -716,7 +942,8 @@ async fn browser_sessions_need_csrf_and_end_at_logout() {
 async fn the_enqueuer_refuses_to_run_open_unless_told_to() {
     let fleet = Fleet::of(1).await;
     let pairs = fleet.process_env();
-    let env = rosbackup::config::Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let env =
+        rosbackup::config::Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     fleet.store().migrate().await.unwrap();
     let err = rosbackup::service::enqueuer_from_env(&env, Default::default())
         .await
@@ -751,7 +978,11 @@ async fn the_enqueuer_refuses_to_run_open_unless_told_to() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // The flag parser: only the enqueuer has it, unknown flags are refused.
     use rosbackup::service::{Flags, Role as R};
-    assert!(Flags::parse(R::Enqueuer, ["--insecure-no-auth".to_string()]).unwrap().insecure_no_auth);
+    assert!(
+        Flags::parse(R::Enqueuer, ["--insecure-no-auth".to_string()])
+            .unwrap()
+            .insecure_no_auth
+    );
     assert!(Flags::parse(R::Worker, ["--insecure-no-auth".to_string()]).is_err());
     assert!(Flags::parse(R::Enqueuer, ["--bogus".to_string()]).is_err());
     let _ = Duration::ZERO;
@@ -786,7 +1017,11 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
     for (p, item) in paths {
         if item.get("get").is_some() && !p.contains('{') {
             let r = api.get(p).await;
-            assert_ne!(r.status, StatusCode::NOT_FOUND, "{p} documented but not served");
+            assert_ne!(
+                r.status,
+                StatusCode::NOT_FOUND,
+                "{p} documented but not served"
+            );
         }
     }
     fleet.cleanup().await;
@@ -800,11 +1035,13 @@ fn urlencode(s: &str) -> String {
 async fn abort_every_job(
     job: rosbackup::queue::BackupJob,
 ) -> Result<(), apalis_core::error::BoxDynError> {
-    Err(apalis_core::error::AbortError::new(std::io::Error::other(format!(
-        "gave up on {}",
-        job.device_id
-    )))
-    .into())
+    Err(
+        apalis_core::error::AbortError::new(std::io::Error::other(format!(
+            "gave up on {}",
+            job.device_id
+        )))
+        .into(),
+    )
 }
 
 #[tokio::test]
@@ -855,7 +1092,10 @@ async fn dead_jobs_can_be_listed_retried_and_discarded_by_their_tenant() {
         .find(|j| j["job_id"] == json!(jobs[0].job_id))
         .expect("tenant a's dead job listed")
         .clone();
-    assert!(item["last_error"].as_str().unwrap().contains("gave up on"), "{item}");
+    assert!(
+        item["last_error"].as_str().unwrap().contains("gave up on"),
+        "{item}"
+    );
     assert_eq!(item["device_id"], json!(da));
     // Tenant b sees only its own dead job, and cannot touch a's.
     let mine = tenant_b.get("/api/v1/jobs?state=dead").await;
@@ -865,7 +1105,9 @@ async fn dead_jobs_can_be_listed_retried_and_discarded_by_their_tenant() {
         .post(&format!("/api/v1/jobs/{}/retry", jobs[0].job_id), None)
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = tenant_b.delete(&format!("/api/v1/jobs/{}", jobs[0].job_id)).await;
+    let r = tenant_b
+        .delete(&format!("/api/v1/jobs/{}", jobs[0].job_id))
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let r = viewer
         .post(&format!("/api/v1/jobs/{}/retry", jobs[0].job_id), None)
@@ -892,7 +1134,9 @@ async fn dead_jobs_can_be_listed_retried_and_discarded_by_their_tenant() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert_eq!(r.code(), "not_dead");
     // Discard: tenant b removes its own.
-    let r = tenant_b.delete(&format!("/api/v1/jobs/{}", jobs[1].job_id)).await;
+    let r = tenant_b
+        .delete(&format!("/api/v1/jobs/{}", jobs[1].job_id))
+        .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     let dead = admin.get("/api/v1/jobs?state=dead").await;
     assert_eq!(dead.body["total"], 0, "{}", dead.text);

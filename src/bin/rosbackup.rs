@@ -71,11 +71,40 @@ enum Command {
         #[arg(long)]
         insecure_no_auth: bool,
     },
+    /// The whole product on a simulated fleet: services, simulator, enqueuer, workers,
+    /// dashboard. Uses PostgreSQL/Redis/NATS at their URLs or starts private ones.
+    Demo(DemoArgs),
     /// Manage API tokens for the dashboard and the API (DATABASE_URL).
     Tokens {
         #[command(subcommand)]
         command: TokensCommand,
     },
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Simulated devices.
+    #[arg(long, default_value_t = 200)]
+    devices: usize,
+    /// Faulty devices, e.g. "auth=3,refuse=2" (default: a realistic mix scaled to the fleet).
+    #[arg(long)]
+    faults: Option<String>,
+    /// Worker processes.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Dashboard address (a busy port falls back to a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http_addr: String,
+    /// Exit 0 as soon as every healthy device was backed up once (non-zero on timeout).
+    #[arg(long)]
+    once: bool,
+    /// Seconds --once waits.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Start private PostgreSQL, Redis and NATS instances even when servers answer at
+    /// their URLs (nothing of yours is touched).
+    #[arg(long)]
+    private: bool,
 }
 
 #[derive(Subcommand)]
@@ -283,7 +312,14 @@ fn main() -> ExitCode {
         }
     }
     let env = Env::from_process();
-    if let Err(e) = rosbackup::observability::init_tracing(&env) {
+    // The demo talks to a person: its own logs stay quiet unless asked for.
+    let quiet = Env::from_pairs([("LOG_LEVEL", "warn"), ("LOG_FORMAT", "text")]);
+    let log_env = if matches!(cli.command, Command::Demo(_)) && !env.is_set("LOG_LEVEL") {
+        &quiet
+    } else {
+        &env
+    };
+    if let Err(e) = rosbackup::observability::init_tracing(log_env) {
         eprintln!("configuration error: {e}");
         return ExitCode::from(2);
     }
@@ -319,6 +355,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::from(code))
         }),
         Command::Tokens { command } => block_on(tokens_cmd(&env, command)),
+        Command::Demo(a) => block_on(demo_cmd(a)),
     };
     match result {
         Ok(code) => code,
@@ -742,6 +779,43 @@ async fn migrate_cmd(env: &Env) -> anyhow::Result<ExitCode> {
     store.migrate().await.context("applying migrations")?;
     println!("migrations applied");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn demo_cmd(a: DemoArgs) -> anyhow::Result<ExitCode> {
+    use rosbackup::demo::DemoOptions;
+    let faults = match &a.faults {
+        Some(f) => f.parse().map_err(|e| anyhow::anyhow!("--faults: {e}"))?,
+        None => DemoOptions::default_faults(a.devices),
+    };
+    if a.devices == 0 {
+        anyhow::bail!("--devices must be at least 1");
+    }
+    if a.workers == 0 {
+        anyhow::bail!("--workers must be at least 1");
+    }
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let opts = DemoOptions {
+        devices: a.devices,
+        faults,
+        workers: a.workers,
+        http_addr: a.http_addr,
+        once: a.once,
+        timeout: Duration::from_secs(a.timeout),
+        database_url_strict: var("DATABASE_URL").is_some(),
+        database_url: var("DATABASE_URL")
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        redis_url: var("REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6379/0".into()),
+        nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+        dir: std::env::temp_dir().join(format!("rosbackup-demo-{}", std::process::id())),
+        private: a.private,
+    };
+    match rosbackup::demo::run(opts).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("demo: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 async fn tokens_cmd(env: &Env, command: TokensCommand) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,106 @@
+//! `rosbackup demo` as a new user runs it: one command, a fleet backed up, Ctrl-C (or
+//! `--once`) leaves nothing running.
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+fn demo(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rosbackup"));
+    c.arg("demo").args(args);
+    for v in rosbackup::config::VARS {
+        c.env_remove(v.name);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = c.output().expect("run rosbackup demo");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// The port after `scheme://…host:` on the line starting with `label`.
+fn port_on(out: &str, label: &str) -> Option<u16> {
+    let line = out.lines().find(|l| l.trim_start().starts_with(label))?;
+    let url = line.split_whitespace().nth(1)?;
+    let hostport = url.split("://").nth(1)?.split('/').next()?;
+    hostport.rsplit(':').next()?.parse().ok()
+}
+
+fn closed(port: u16) -> bool {
+    TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_millis(300),
+    )
+    .is_err()
+}
+
+#[test]
+fn the_demo_backs_up_every_healthy_device_on_private_services_and_cleans_up() {
+    let (code, out, err) = demo(
+        &[
+            "--once",
+            "--devices",
+            "24",
+            "--private",
+            "--timeout",
+            "180",
+            "--http-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("Token       rbk_"), "{out}");
+    assert!(out.contains("private instance"), "{out}");
+    assert!(out.contains("every healthy device backed up once"), "{out}");
+    assert!(out.contains("nothing left running"), "{out}");
+    // Healthy = all but the default mix's failing devices for 24 (auth, refuse, silent, garbage).
+    assert!(out.contains("backed up 20/20 healthy devices"), "{out}");
+    for label in ["Dashboard", "PostgreSQL", "Redis", "NATS"] {
+        let port = port_on(&out, label).unwrap_or_else(|| panic!("no {label} port in:\n{out}"));
+        assert!(
+            closed(port),
+            "{label} still listens on {port} after the demo"
+        );
+    }
+}
+
+#[test]
+fn a_missing_server_binary_names_the_package_to_install() {
+    let empty = tempfile::tempdir().unwrap();
+    let path = empty.path().to_str().unwrap().to_string();
+    let (code, out, err) = demo(
+        &["--once", "--devices", "3", "--private", "--timeout", "30"],
+        &[("PATH", &path)],
+    );
+    assert_eq!(code, Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("sudo apt-get install redis-server"),
+        "stderr:\n{err}"
+    );
+    // What it had started already (a private PostgreSQL) is stopped again.
+    if let Some(port) = port_on(&out, "PostgreSQL") {
+        assert!(closed(port), "private PostgreSQL left running on {port}");
+    }
+}
+
+#[test]
+fn a_database_url_that_refuses_us_is_an_error_not_a_silent_fallback() {
+    let (code, out, err) = demo(
+        &["--once", "--devices", "3", "--timeout", "30"],
+        &[(
+            "DATABASE_URL",
+            "postgres://nobody:wrong@127.0.0.1:5432/nope",
+        )],
+    );
+    assert_eq!(code, Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(
+        err.contains("DATABASE_URL=postgres://***@127.0.0.1:5432/nope"),
+        "{err}"
+    );
+    assert!(!err.contains("wrong"), "the password leaked: {err}");
+}
