@@ -74,6 +74,15 @@ enum Command {
     /// The whole product on a simulated fleet: services, simulator, enqueuer, workers,
     /// dashboard. Uses PostgreSQL/Redis/NATS at their URLs or starts private ones.
     Demo(DemoArgs),
+    /// Health-check an HTTP endpoint (for container health checks: no curl needed).
+    /// Exits 0 on a 2xx answer, 1 otherwise.
+    Probe {
+        /// e.g. http://127.0.0.1:8080/healthz
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Manage API tokens for the dashboard and the API (DATABASE_URL).
     Tokens {
         #[command(subcommand)]
@@ -123,6 +132,10 @@ enum TokensCommand {
         /// Print the token alone (for scripts), without the description.
         #[arg(long)]
         quiet: bool,
+        /// Only if no live token exists (first-start bootstrap in compose/Kubernetes);
+        /// otherwise print that one exists and exit 0.
+        #[arg(long)]
+        if_none: bool,
     },
     /// List tokens (never their secrets).
     List {
@@ -356,6 +369,7 @@ fn main() -> ExitCode {
         }),
         Command::Tokens { command } => block_on(tokens_cmd(&env, command)),
         Command::Demo(a) => block_on(demo_cmd(a)),
+        Command::Probe { url, timeout } => block_on(probe_cmd(url, timeout)),
     };
     match result {
         Ok(code) => code,
@@ -781,6 +795,58 @@ async fn migrate_cmd(env: &Env) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// GET an http:// URL; 2xx → exit 0.
+async fn probe_cmd(url: String, timeout: u64) -> anyhow::Result<ExitCode> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("probe: only http:// URLs, got {url:?}"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let fetch = async {
+        let mut s = tokio::net::TcpStream::connect(&addr).await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut buf = Vec::new();
+        s.take(64 * 1024).read_to_end(&mut buf).await?;
+        Ok::<_, std::io::Error>(buf)
+    };
+    let buf = match tokio::time::timeout(Duration::from_secs(timeout), fetch).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            eprintln!("probe {url}: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(_) => {
+            eprintln!("probe {url}: no answer within {timeout} s");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let text = String::from_utf8_lossy(&buf);
+    let status = text.lines().next().unwrap_or("").to_string();
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    println!("{status}");
+    Ok(if (200..300).contains(&code) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 async fn demo_cmd(a: DemoArgs) -> anyhow::Result<ExitCode> {
     use rosbackup::demo::DemoOptions;
     let faults = match &a.faults {
@@ -827,7 +893,18 @@ async fn tokens_cmd(env: &Env, command: TokensCommand) -> anyhow::Result<ExitCod
             role,
             tenant,
             quiet,
+            if_none,
         } => {
+            if if_none {
+                let live = access
+                    .live_tokens()
+                    .await
+                    .map_err(|e| anyhow::anyhow!(describe(&e)))?;
+                if live > 0 {
+                    println!("{live} live token(s) exist; none created");
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
             let role = Role::parse(&role)
                 .ok_or_else(|| anyhow::anyhow!("role must be viewer or admin"))?;
             let tenant = tenant

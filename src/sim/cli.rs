@@ -27,6 +27,11 @@ pub struct SimArgs {
     /// Write the device inventory CSV here.
     #[arg(long)]
     pub inventory: Option<PathBuf>,
+    /// Write this host into the inventory instead of the listen addresses (e.g. the
+    /// simulator's service name when it runs in a container: with --listen-base 0.0.0.0
+    /// --one-address).
+    #[arg(long)]
+    pub inventory_host: Option<String>,
     /// Copy each completed healthy export to DIR/<device_id>.rsc.
     #[arg(long)]
     pub export_dir: Option<PathBuf>,
@@ -75,6 +80,7 @@ impl SimArgs {
             huge_bytes: self.huge_bytes,
             seed: self.seed,
             inventory: self.inventory,
+            inventory_host: self.inventory_host,
             export_dir: self.export_dir,
             stats: self.stats,
             ..SimConfig::default()

@@ -57,6 +57,9 @@ pub struct SimConfig {
     pub timing: FaultTiming,
     pub seed: u64,
     pub inventory: Option<PathBuf>,
+    /// Host name written to the inventory instead of each device's listen address (a
+    /// simulator in a container, reached by its service name).
+    pub inventory_host: Option<String>,
     pub export_dir: Option<PathBuf>,
     pub stats: Option<PathBuf>,
 }
@@ -77,6 +80,7 @@ impl Default for SimConfig {
             timing: FaultTiming::default(),
             seed: 1,
             inventory: None,
+            inventory_host: None,
             export_dir: None,
             stats: None,
         }

@@ -570,12 +570,15 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
     });
 
     if let Some(path) = &shared.cfg.inventory {
-        write_atomic(path, inventory_csv(&shared.devices).as_bytes())
-            .await
-            .map_err(|source| SimError::Io {
-                context: format!("cannot write inventory {}", path.display()),
-                source,
-            })?;
+        write_atomic(
+            path,
+            inventory_csv(&shared.devices, shared.cfg.inventory_host.as_deref()).as_bytes(),
+        )
+        .await
+        .map_err(|source| SimError::Io {
+            context: format!("cannot write inventory {}", path.display()),
+            source,
+        })?;
     }
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -682,14 +685,14 @@ fn csv_field(s: &str) -> Cow<'_, str> {
     }
 }
 
-pub(crate) fn inventory_csv(devices: &[SimDevice]) -> String {
+pub(crate) fn inventory_csv(devices: &[SimDevice], host: Option<&str>) -> String {
     let mut out = String::from("id,tenant_id,name,host,port,username,password,routeros_version\n");
     for d in devices {
         let fields = [
             d.id.to_string(),
             d.tenant_id.to_string(),
             d.name.clone(),
-            d.host.to_string(),
+            host.map_or_else(|| d.host.to_string(), str::to_string),
             d.port.to_string(),
             d.username.clone(),
             d.password.clone(),
