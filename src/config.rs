@@ -68,6 +68,13 @@ pub const VARS: &[Var] = &[
         "base64 of 32 bytes: AES-256-GCM key for device passwords at rest"
     ),
     var!(
+        "NEW_CREDENTIAL_ENCRYPTION_KEY",
+        "",
+        false,
+        true,
+        "only for `rosbackup devices rotate-key`: the key to re-encrypt the passwords under"
+    ),
+    var!(
         "CONFIG_BACKUP_INTERVAL",
         "21600",
         true,

@@ -477,6 +477,33 @@ impl Store {
         found(r, id)
     }
 
+    /// Re-encrypt every device password from `old` to `new`, in one transaction: all or
+    /// nothing. A password that `old` cannot open stops the rotation (wrong old key) and
+    /// changes nothing. Returns the number of devices re-encrypted.
+    pub async fn rotate_key(
+        &self,
+        old: &CredentialKey,
+        new: &CredentialKey,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(Uuid, Vec<u8>)> =
+            sqlx::query_as("SELECT id, password_enc FROM devices ORDER BY id FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut n = 0;
+        for (id, sealed) in rows {
+            let password = old.open(&id, &sealed)?;
+            sqlx::query("UPDATE devices SET password_enc = $2 WHERE id = $1")
+                .bind(id)
+                .bind(new.seal(&id, &password))
+                .execute(&mut *tx)
+                .await?;
+            n += 1;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
     /// Forget the pinned host key (the next backup pins what it sees); lifts a
     /// `host_key_mismatch` block and makes the device due now.
     pub async fn reset_host_key(&self, id: Uuid) -> Result<(), StoreError> {

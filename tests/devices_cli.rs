@@ -918,3 +918,70 @@ async fn tokens_are_created_listed_and_revoked_and_only_their_hash_is_stored() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn rotate_key_re_encrypts_every_password_or_none() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let dir = tempfile::tempdir().unwrap();
+        let (csv, sim) = sim_inventory(dir.path(), 4, "").await;
+        for d in &sim {
+            cli.never_print(&d.password);
+        }
+        let file = write(dir.path(), "fleet.csv", &csv);
+        cli.run(&["devices", "import", &file]).ok();
+        let old = cli.credential_key();
+        let new_b64 = CredentialKey::generate_base64();
+        let new = CredentialKey::from_base64(&new_b64).unwrap();
+        let store = rosbackup::store::Store::from_pool(pool(&url).await);
+
+        // A wrong "old" key changes nothing.
+        let wrong = CredentialKey::generate_base64();
+        let mut c = cli.command();
+        c.args(["devices", "rotate-key"])
+            .env("CREDENTIAL_ENCRYPTION_KEY", &wrong)
+            .env("NEW_CREDENTIAL_ENCRYPTION_KEY", &new_b64);
+        let err = cli.output(c).fails(1).to_string();
+        assert!(err.contains("nothing changed"), "{err}");
+        for d in &sim {
+            assert_eq!(
+                store.password(&old, d.id).await.unwrap().expose(),
+                d.password
+            );
+        }
+        // Same key twice, or no new key: a configuration error.
+        let same = cli.run_with(
+            &["devices", "rotate-key"],
+            &[("NEW_CREDENTIAL_ENCRYPTION_KEY", &cli.key)],
+        );
+        assert!(same.fails(2).contains("NEW_CREDENTIAL_ENCRYPTION_KEY"));
+        assert!(
+            cli.run(&["devices", "rotate-key"])
+                .fails(2)
+                .contains("NEW_CREDENTIAL_ENCRYPTION_KEY")
+        );
+
+        let out = cli.run_with(
+            &["devices", "rotate-key"],
+            &[("NEW_CREDENTIAL_ENCRYPTION_KEY", &new_b64)],
+        );
+        assert!(
+            out.ok().contains("re-encrypted 4 device passwords"),
+            "{}",
+            out.stdout
+        );
+        for d in &sim {
+            assert_eq!(
+                store.password(&new, d.id).await.unwrap().expose(),
+                d.password
+            );
+            assert!(
+                store.password(&old, d.id).await.is_err(),
+                "old key still opens {}",
+                d.name
+            );
+        }
+    })
+    .await;
+}

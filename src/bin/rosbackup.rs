@@ -167,6 +167,10 @@ enum DevicesCommand {
     },
     /// Add one device; prints its id.
     Add(AddArgs),
+    /// Re-encrypt every stored password under a new key (CREDENTIAL_ENCRYPTION_KEY is the
+    /// old one, NEW_CREDENTIAL_ENCRYPTION_KEY the new one); all devices or none. Then
+    /// restart every process with the new key.
+    RotateKey,
     /// Delete a device and its run history.
     Remove {
         /// Device id or name.
@@ -980,6 +984,34 @@ async fn tokens_cmd(env: &Env, command: TokensCommand) -> anyhow::Result<ExitCod
 async fn devices_cmd(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode> {
     match command {
         DevicesCommand::Import { file } => devices_import(env, &file).await,
+        DevicesCommand::RotateKey => {
+            let old = credential_key(env)?;
+            let new_raw = env.raw("NEW_CREDENTIAL_ENCRYPTION_KEY");
+            let new = CredentialKey::from_base64(&new_raw).map_err(|e| ConfigError {
+                var: "NEW_CREDENTIAL_ENCRYPTION_KEY".into(),
+                value: None,
+                reason: e.to_string(),
+            })?;
+            if new_raw.trim() == env.raw("CREDENTIAL_ENCRYPTION_KEY").trim() {
+                return Err(ConfigError {
+                    var: "NEW_CREDENTIAL_ENCRYPTION_KEY".into(),
+                    value: None,
+                    reason: "is the same as CREDENTIAL_ENCRYPTION_KEY".into(),
+                }
+                .into());
+            }
+            let store = open_store(env).await?;
+            let n = store.rotate_key(&old, &new).await.map_err(|e| match e {
+                StoreError::Credentials(_) => anyhow::anyhow!(
+                    "a stored password does not open with CREDENTIAL_ENCRYPTION_KEY (is it the current key?); nothing changed"
+                ),
+                other => anyhow::anyhow!(describe(&other)),
+            })?;
+            println!(
+                "re-encrypted {n} device passwords; now set CREDENTIAL_ENCRYPTION_KEY to the new key everywhere and restart"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         DevicesCommand::List { tenant, json } => devices_list(env, tenant, json).await,
         DevicesCommand::Add(a) => devices_add(env, a).await,
         DevicesCommand::Remove { device } => {
