@@ -377,6 +377,8 @@ pub struct DeviceListParams {
     /// A state, or `attention` for every state that needs an operator.
     pub status: Option<String>,
     /// Only this tenant (a tenant-scoped token is always limited to its own).
+    /// Empty means all tenants (the dashboard's filter form sends `tenant_id=`).
+    #[serde(default, deserialize_with = "empty_as_none")]
     pub tenant_id: Option<Uuid>,
     /// Only devices whose last error has this kind.
     pub error_kind: Option<String>,
@@ -387,6 +389,20 @@ pub struct DeviceListParams {
     /// Page size, 1 to 1000 (default 50).
     pub limit: Option<i64>,
     pub offset: Option<i64>,
+}
+
+/// An optional query value where an empty string means absent (HTML forms send empty
+/// fields as `name=`).
+fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
 }
 
 impl DeviceListParams {
