@@ -75,7 +75,7 @@ impl DeviceState {
     pub fn label(self) -> &'static str {
         match self {
             DeviceState::Ok => "OK",
-            DeviceState::Never => "Never backed up",
+            DeviceState::Never => "Waiting for first backup",
             DeviceState::Failing => "Failing",
             DeviceState::BackingOff => "Backing off",
             DeviceState::Offline => "Offline",
@@ -212,9 +212,10 @@ pub struct DevicePage {
     pub rows: Vec<DeviceRow>,
 }
 
-/// Backups finished in one minute, by outcome.
+/// Backups finished in one bucket of time, by outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ActivityBucket {
+    /// Start of the bucket.
     pub minute: DateTime<Utc>,
     pub success: i64,
     /// Failures by error kind.
@@ -411,43 +412,56 @@ impl Report {
         })
     }
 
-    /// Runs finished per minute over the last `minutes`, oldest first; minutes without
-    /// runs are present with zeros so charts have a steady x axis.
+    /// Runs finished per bucket of `bucket_minutes` over the last `minutes`, oldest
+    /// first; buckets without runs are present with zeros so charts have a steady x axis.
+    /// Buckets are aligned to multiples of their length since the epoch, computed from one
+    /// clock (the database's), so the window and the buckets always agree.
     pub async fn activity(
         &self,
         tenant: Option<Uuid>,
         minutes: i64,
+        bucket_minutes: i64,
     ) -> Result<Vec<ActivityBucket>, StoreError> {
+        let bucket = bucket_minutes.clamp(1, 24 * 60) * 60;
         let minutes = minutes.clamp(1, 7 * 24 * 60);
-        let rows: Vec<(DateTime<Utc>, String, Option<String>, i64)> = sqlx::query_as(
-            "SELECT date_trunc('minute', finished_at), status, error_kind, count(*) \
-             FROM backup_runs \
-             WHERE finished_at >= date_trunc('minute', now()) - make_interval(mins => $2::int - 1) \
-               AND ($1::uuid IS NULL OR tenant_id = $1) \
-               AND status IN ('success', 'failed') \
-             GROUP BY 1, 2, 3",
-        )
-        .bind(tenant)
-        .bind(minutes as i32)
-        .fetch_all(self.store.pool())
-        .await?;
-        let now = Utc::now().timestamp();
-        let this_minute = DateTime::from_timestamp(now - now.rem_euclid(60), 0).unwrap_or_default();
-        let mut buckets: BTreeMap<DateTime<Utc>, ActivityBucket> = (0..minutes)
+        let count = (minutes * 60 + bucket - 1) / bucket;
+        // $2: bucket seconds, $3: number of buckets.
+        let (now, rows): (i64, Vec<(i64, String, Option<String>, i64)>) = {
+            let now: f64 = sqlx::query_scalar("SELECT extract(epoch FROM now())::double precision")
+                .fetch_one(self.store.pool())
+                .await?;
+            let now = now as i64;
+            let rows = sqlx::query_as(
+                "SELECT (floor(extract(epoch FROM finished_at) / $2) * $2)::bigint, status, error_kind, count(*) \
+                 FROM backup_runs \
+                 WHERE finished_at >= to_timestamp($4::bigint) \
+                   AND ($1::uuid IS NULL OR tenant_id = $1) \
+                   AND status IN ('success', 'failed') \
+                 GROUP BY 1, 2, 3",
+            )
+            .bind(tenant)
+            .bind(bucket as f64)
+            .bind(count)
+            .bind(now - now.rem_euclid(bucket) - (count - 1) * bucket)
+            .fetch_all(self.store.pool())
+            .await?;
+            (now, rows)
+        };
+        let last = now - now.rem_euclid(bucket);
+        let mut buckets: BTreeMap<i64, ActivityBucket> = (0..count)
             .map(|i| {
-                let m = this_minute - chrono::Duration::minutes(minutes - 1 - i);
+                let start = last - (count - 1 - i) * bucket;
                 (
-                    m,
+                    start,
                     ActivityBucket {
-                        minute: m,
+                        minute: DateTime::from_timestamp(start, 0).unwrap_or_default(),
                         ..Default::default()
                     },
                 )
             })
             .collect();
-        for (minute, status, kind, n) in rows {
-            // A run from just before the window (the database's clock read first) is dropped.
-            let Some(b) = buckets.get_mut(&minute) else {
+        for (start, status, kind, n) in rows {
+            let Some(b) = buckets.get_mut(&start) else {
                 continue;
             };
             if status == "success" {
@@ -502,7 +516,7 @@ impl Report {
             })
             .collect();
         out.push(AgeBucket {
-            label: "never".into(),
+            label: "no backup yet".into(),
             max_age_seconds: None,
             devices: never,
         });

@@ -882,7 +882,7 @@ async fn browser_sessions_need_csrf_and_end_at_logout() {
     )
     .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert_eq!(r.location(), Some("/login"));
+    assert_eq!(r.location(), Some("/login?signed_out=1"));
     assert!(
         r.cookies()
             .iter()

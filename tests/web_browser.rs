@@ -706,6 +706,14 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
         .expect("open Jobs");
     b.wait("table#jobs", STEP).await;
     assert_eq!(b.text("h1").await, "Jobs");
+    b.find("#tab-dead")
+        .await
+        .click()
+        .await
+        .expect("open the Dead tab");
+    b.wait_for_location("the dead jobs tab", |u| u.query() == Some("state=dead"))
+        .await;
+    b.wait("table#jobs", STEP).await;
     let (_, dead) = fleet
         .queue
         .jobs(JobListState::Dead, None, 0, 50)
@@ -714,7 +722,11 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
     assert_eq!(
         b.text(".page-head .muted").await,
         format!("{dead} dead"),
-        "the jobs page opens on the dead jobs, counted like the queue does"
+        "the dead jobs tab counts like the queue does"
+    );
+    assert!(
+        b.text("#tab-dead").await.ends_with(&dead.to_string()),
+        "the Dead tab shows its count"
     );
     let rows =
         b.c.find_all(Locator::Css("#jobs tbody tr[data-job]"))
@@ -726,7 +738,12 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
     // ---- logout ----------------------------------------------------------------------
     b.find("#logout").await.click().await.expect("Log out");
     b.wait("#token", STEP).await;
-    assert_eq!(b.path_and_query().await, "/login", "logout lands on login");
+    assert_eq!(
+        b.path_and_query().await,
+        "/login?signed_out=1",
+        "logout lands on login"
+    );
+    assert_eq!(b.text("#signed-out").await, "You have been signed out.");
     b.shot("06-logged-out").await;
     b.goto("/devices").await;
     let at = b

@@ -574,6 +574,8 @@ pub struct Overview {
 pub struct ActivityParams {
     /// Minutes of history, 1 to 10080 (default 180).
     pub minutes: Option<i64>,
+    /// Minutes per bucket, 1 to 1440 (default 1).
+    pub bucket: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -1100,7 +1102,16 @@ async fn activity(
             Some("minutes".into()),
         ));
     }
-    Ok(Json(s.report().activity(c.0.tenant(), minutes).await?))
+    let bucket = p.bucket.unwrap_or(1);
+    if !(1..=1440).contains(&bucket) {
+        return Err(ApiError::bad_request(
+            "bucket must be 1 to 1440 minutes",
+            Some("bucket".into()),
+        ));
+    }
+    Ok(Json(
+        s.report().activity(c.0.tenant(), minutes, bucket).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/stats/backup-ages", tag = "queue",

@@ -7,14 +7,15 @@ use std::collections::BTreeSet;
 
 /// Colour of an error kind (stable, so the legend means the same thing everywhere).
 pub fn kind_colour(kind: &str) -> &'static str {
+    // Hues far apart, so neighbours in a stacked bar stay distinguishable.
     match kind {
-        "auth_failed" => "#d9480f",
+        "auth_failed" => "#e03131",
         "host_key_mismatch" => "#c2255c",
-        "timeout" => "#f08c00",
-        "connection_refused" => "#e8590c",
+        "timeout" => "#f59f00",
+        "connection_refused" => "#1098ad",
         "truncated_output" => "#ae3ec9",
-        "bad_output" => "#7048e8",
-        "too_large" => "#1c7ed6",
+        "bad_output" => "#4263eb",
+        "too_large" => "#d9480f",
         "publish_failed" => "#495057",
         _ => "#868e96",
     }
@@ -22,9 +23,10 @@ pub fn kind_colour(kind: &str) -> &'static str {
 
 pub const SUCCESS: &str = "#2b8a3e";
 
-/// Stacked bars of backups per minute: successes, then failures by kind.
+/// Stacked bars of backups per bucket: successes, then failures by kind.
 pub fn activity(buckets: &[ActivityBucket]) -> Markup {
-    let (w, h, left, bottom) = (720.0_f64, 170.0_f64, 34.0_f64, 20.0_f64);
+    // About as wide as the card it sits in, so 11-unit text renders near 11 px.
+    let (w, h, left, bottom) = (1000.0_f64, 190.0_f64, 40.0_f64, 22.0_f64);
     let plot_h = h - bottom - 6.0;
     let max = buckets
         .iter()
@@ -42,6 +44,7 @@ pub fn activity(buckets: &[ActivityBucket]) -> Markup {
     let total_ok: i64 = buckets.iter().map(|b| b.success).sum();
     let total_failed: i64 = buckets.iter().flat_map(|b| b.failed.values()).sum();
     let y = |v: f64| 6.0 + plot_h - v / max as f64 * plot_h;
+    let label_every = buckets.len().div_ceil(8).max(1);
     html! {
         svg.chart viewBox=(format!("0 0 {w} {h}")) role="img"
             aria-label=(format!("Backups per minute: {total_ok} succeeded, {total_failed} failed")) {
@@ -60,7 +63,7 @@ pub fn activity(buckets: &[ActivityBucket]) -> Markup {
                         rect x=(x) y=(y(hi)) width=(bar) height=(y(lo) - y(hi)) fill=(colour) {}
                     }
                 }
-                @if i % 30 == 0 {
+                @if i % label_every == 0 {
                     text x=(x) y=(h - 5.0) class="axis" { (b.minute.format("%H:%M")) }
                 }
             }

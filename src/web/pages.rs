@@ -39,6 +39,7 @@ pub(super) fn routes() -> Router<WebState> {
         .route("/devices", get(devices))
         .route("/devices/{id}", get(device))
         .route("/devices/{id}/runs", get(device_runs_fragment))
+        .route("/devices/{id}/cards", get(device_cards_fragment))
         .route("/devices/{id}/jobs/{job}", get(job_status_fragment))
         .route("/devices/{id}/backup", post(backup_now))
         .route("/devices/{id}/action/{action}", post(device_action))
@@ -70,6 +71,33 @@ async fn js() -> Response {
     )
         .into_response()
 }
+
+/// `Query<T>` whose rejection is a styled error page (not axum's plain text).
+pub struct PageQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for PageQuery<T>
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| PageQuery(q.0))
+            .map_err(|e| {
+                let detail = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.body_text());
+                error_page(StatusCode::BAD_REQUEST, &format!("Bad link: {detail}"))
+            })
+    }
+}
+
+/// The tab icon, inline (no extra request, allowed by the CSP's `img-src data:`).
+const FAVICON: &str = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Cpath d='M8 1l7 7-7 7-7-7z' fill='%230b7285'/%3E%3C/svg%3E";
 
 // ---- formatting --------------------------------------------------------------------
 
@@ -152,6 +180,7 @@ fn layout(state: &WebState, caller: &Caller, title: &str, nav: Nav, body: Markup
                     meta name="viewport" content="width=device-width, initial-scale=1";
                     meta name="csrf-token" content=(caller.csrf);
                     title { (title) " · rosbackup" }
+                    link rel="icon" href=(FAVICON);
                     link rel="stylesheet" href="/assets/app.css";
                     script src="/assets/app.js" defer {}
                 }
@@ -193,7 +222,7 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
     let body = html! {
         (DOCTYPE)
         html lang="en" {
-            head { meta charset="utf-8"; title { "Error · rosbackup" } link rel="stylesheet" href="/assets/app.css"; }
+            head { meta charset="utf-8"; title { "Error · rosbackup" } link rel="icon" href=(FAVICON); link rel="stylesheet" href="/assets/app.css"; }
             body.center {
                 div.card.narrow {
                     h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
@@ -246,12 +275,13 @@ fn require_admin(caller: &Caller) -> Result<(), Response> {
 struct LoginQuery {
     next: Option<String>,
     error: Option<String>,
+    signed_out: Option<String>,
 }
 
 async fn login_form(
     State(s): State<WebState>,
     caller: Option<PageCaller>,
-    Query(q): Query<LoginQuery>,
+    PageQuery(q): PageQuery<LoginQuery>,
 ) -> Response {
     if caller.is_some() && q.error.is_none() {
         return Redirect::to(&safe_next(q.next.as_deref())).into_response();
@@ -270,6 +300,7 @@ async fn login_form(
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { "Sign in · rosbackup" }
+                link rel="icon" href=(FAVICON);
                 link rel="stylesheet" href="/assets/app.css";
             }
             body.center {
@@ -278,6 +309,8 @@ async fn login_form(
                     p.muted { "Configuration backups for MikroTik RouterOS fleets." }
                     @if q.error.is_some() {
                         div.banner.danger id="login-error" { "That token is not valid, or it was revoked." }
+                    } @else if q.signed_out.is_some() {
+                        div.banner.good id="signed-out" { "You have been signed out." }
                     }
                     label for="token" { "API token" }
                     input id="token" name="token" type="password" autocomplete="off" required
@@ -373,7 +406,7 @@ async fn logout(
             .await
             .map_err(|err| ApiError::from(err).page())?;
     }
-    let mut res = Redirect::to("/login").into_response();
+    let mut res = Redirect::to("/login?signed_out=1").into_response();
     if let Ok(v) = set_cookie(SESSION_COOKIE, "", 0, s.settings().secure_cookies).parse() {
         res.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -382,27 +415,65 @@ async fn logout(
 
 // ---- overview ----------------------------------------------------------------------
 
-async fn overview(State(s): State<WebState>, PageCaller(c): PageCaller) -> PageResult {
-    let body = overview_body(&s, &c).await?;
+#[derive(Deserialize)]
+struct OverviewParams {
+    window: Option<String>,
+}
+
+/// Chart windows: name, minutes of history, minutes per bar, title.
+const WINDOWS: [(&str, i64, i64, &str); 3] = [
+    ("1h", 60, 1, "Backups per minute (last hour, UTC)"),
+    ("6h", 360, 5, "Backups per 5 minutes (last 6 hours, UTC)"),
+    (
+        "24h",
+        1440,
+        15,
+        "Backups per 15 minutes (last 24 hours, UTC)",
+    ),
+];
+
+fn window_of(p: &OverviewParams) -> (&'static str, i64, i64, &'static str) {
+    WINDOWS
+        .iter()
+        .copied()
+        .find(|w| Some(w.0) == p.window.as_deref())
+        .unwrap_or(WINDOWS[0])
+}
+
+async fn overview(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    PageQuery(p): PageQuery<OverviewParams>,
+) -> PageResult {
+    let window = window_of(&p);
+    let body = overview_body(&s, &c, window).await?;
     Ok(layout(
         &s,
         &c,
         "Overview",
         Nav::Overview,
-        html! { div data-refresh="/fragments/overview" data-every="5000" { (body) } },
+        html! { div data-refresh=(format!("/fragments/overview?window={}", window.0)) data-every="5000" { (body) } },
     )
     .into_response())
 }
 
-async fn overview_fragment(State(s): State<WebState>, PageCaller(c): PageCaller) -> PageResult {
-    Ok(Html(overview_body(&s, &c).await?.into_string()).into_response())
+async fn overview_fragment(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    PageQuery(p): PageQuery<OverviewParams>,
+) -> PageResult {
+    Ok(Html(overview_body(&s, &c, window_of(&p)).await?.into_string()).into_response())
 }
 
-async fn overview_body(s: &WebState, c: &Caller) -> Result<Markup, Response> {
+async fn overview_body(
+    s: &WebState,
+    c: &Caller,
+    window: (&'static str, i64, i64, &'static str),
+) -> Result<Markup, Response> {
     let tenant = c.tenant();
     let (ov, activity, ages) = tokio::join!(
         api::overview_for(s, tenant),
-        s.report().activity(tenant, 180),
+        s.report().activity(tenant, window.1, window.2),
         s.report().backup_ages(tenant),
     );
     let ov: Overview = ov.map_err(e)?;
@@ -500,7 +571,14 @@ async fn overview_body(s: &WebState, c: &Caller) -> Result<Markup, Response> {
             }
         }
         section.card {
-            h2 { "Backups per minute " span.muted { "(last 3 hours, UTC)" } }
+            div.chart-head {
+                h2 { (window.3) }
+                nav.windows {
+                    @for w in WINDOWS {
+                        a class=[(w.0 == window.0).then_some("active")] href=(format!("/?window={}", w.0)) { (w.0) }
+                    }
+                }
+            }
             (charts::activity(&activity))
         }
         section.card {
@@ -568,7 +646,7 @@ fn devices_link(p: &DeviceListParams, overrides: &[(&str, Option<String>)]) -> S
 async fn devices(
     State(s): State<WebState>,
     PageCaller(c): PageCaller,
-    Query(p): Query<DeviceListParams>,
+    PageQuery(p): PageQuery<DeviceListParams>,
 ) -> PageResult {
     let q = p.to_query(c.tenant()).map_err(e)?;
     let (page, tenants, kinds) = tokio::join!(
@@ -722,7 +800,7 @@ async fn device(
     State(s): State<WebState>,
     PageCaller(c): PageCaller,
     Path(id): Path<String>,
-    Query(q): Query<DeviceQueryParams>,
+    PageQuery(q): PageQuery<DeviceQueryParams>,
 ) -> PageResult {
     let row = visible_device(&s, &c, &id).await?;
     let runs = s
@@ -733,14 +811,6 @@ async fn device(
     let d = &row.device;
     let st = row.state();
     let admin = c.principal.is_admin();
-    let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
-        (Some(cron), _) => format!("cron {cron}"),
-        (None, Some(i)) => format!("every {}", span(i64::from(i))),
-        (None, None) => format!(
-            "every {} (default)",
-            span(s.schedule().interval.as_secs() as i64)
-        ),
-    };
     let action = |name: &str, label: &str, class: &str, confirm: Option<&str>| {
         html! {
             form.inline method="post" action=(format!("/devices/{}/action/{name}", d.id)) data-confirm=[confirm] {
@@ -781,6 +851,31 @@ async fn device(
                 div.banner.info { "Backup requested (" code { (job) } "): waiting for a worker…" }
             }
         }
+        div id="cards" data-refresh=(format!("/devices/{}/cards", d.id)) data-every="10000" {
+            (device_cards(&s, &row))
+        }
+        section.card {
+            h2 { "Run history" }
+            div id="runs" data-refresh=(format!("/devices/{}/runs", d.id)) data-every="5000" {
+                (runs_table(&runs))
+            }
+        }
+    };
+    Ok(layout(&s, &c, &row.device.name, Nav::Devices, body).into_response())
+}
+
+/// The device and backup-state cards (refreshed in place).
+fn device_cards(s: &WebState, row: &DeviceRow) -> Markup {
+    let d = &row.device;
+    let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
+        (Some(cron), _) => format!("cron {cron}"),
+        (None, Some(i)) => format!("every {}", span(i64::from(i))),
+        (None, None) => format!(
+            "every {} (default)",
+            span(s.schedule().interval.as_secs() as i64)
+        ),
+    };
+    html! {
         section.grid.two {
             div.card {
                 h2 { "Device" }
@@ -814,14 +909,16 @@ async fn device(
                 }
             }
         }
-        section.card {
-            h2 { "Run history" }
-            div id="runs" data-refresh=(format!("/devices/{}/runs", d.id)) data-every="5000" {
-                (runs_table(&runs))
-            }
-        }
-    };
-    Ok(layout(&s, &c, &row.device.name, Nav::Devices, body).into_response())
+    }
+}
+
+async fn device_cards_fragment(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+) -> PageResult {
+    let row = visible_device(&s, &c, &id).await?;
+    Ok(Html(device_cards(&s, &row).into_string()).into_response())
 }
 
 fn runs_table(runs: &[Run]) -> Markup {
@@ -895,9 +992,8 @@ async fn job_status_fragment(
             html! {
                 div class=(format!("banner {class}")) data-final="1" id="job-result" data-status=(r.status) {
                     strong { (text) }
-                    @if let Some(h) = &r.sha256 { " — SHA-256 " code { (short_hash(h)) "…" } }
-                    @if let Some(b) = r.bytes { ", " (bytes(b)) }
-                    (format!(", {:.1} s", r.duration_ms as f64 / 1000.0))
+                    @if let Some(h) = &r.sha256 { " — SHA-256 " code title=(h) { (short_hash(h)) "…" } }
+                    " (" @if let Some(b) = r.bytes { (bytes(b)) ", " } (format!("{:.1} s", r.duration_ms as f64 / 1000.0)) ")"
                     @if let Some(m) = &r.error_message { div.small { (m) } }
                     @if let Some(k) = r.error_kind.as_deref().and_then(|k| k.parse::<crate::ErrorKind>().ok()) { div.hint { (k.hint()) } }
                 }
@@ -976,9 +1072,22 @@ struct JobsPageParams {
 async fn jobs(
     State(s): State<WebState>,
     PageCaller(c): PageCaller,
-    Query(p): Query<JobsPageParams>,
+    PageQuery(p): PageQuery<JobsPageParams>,
 ) -> PageResult {
-    let state = match p.state.as_deref().unwrap_or("dead") {
+    let stats = api::queue_stats(&s, c.tenant()).await.map_err(e)?;
+    let default_state = if stats.dead > 0 {
+        "dead"
+    } else if stats
+        .depth
+        .map(|d| d.running > 0)
+        .or(stats.tenant.map(|t| t.running > 0))
+        .unwrap_or(false)
+    {
+        "running"
+    } else {
+        "due"
+    };
+    let state = match p.state.as_deref().unwrap_or(default_state) {
         "scheduled" => JobListState::Scheduled,
         "due" => JobListState::Due,
         "running" => JobListState::Running,
@@ -997,7 +1106,6 @@ async fn jobs(
         .await
         .map_err(|err| e(err.into()))?;
     let names = device_names(&s, &items).await?;
-    let stats = api::queue_stats(&s, c.tenant()).await.map_err(e)?;
     let count = |st: JobListState| -> Option<u64> {
         match (st, &stats.depth, &stats.tenant) {
             (JobListState::Dead, _, _) => Some(stats.dead),

@@ -37,13 +37,15 @@
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-refresh]").forEach(refresh);
 
-    // When a manual backup finishes, refresh the run history at once.
+    // When a manual backup finishes, refresh the run history and the state cards at once.
     document.addEventListener("rb:final", function () {
-      var runs = document.getElementById("runs");
-      if (!runs) { return; }
-      fetch(runs.getAttribute("data-refresh"), { credentials: "same-origin" })
-        .then(function (r) { return r.ok ? r.text() : null; })
-        .then(function (html) { if (html !== null) { runs.innerHTML = html; } });
+      ["runs", "cards"].forEach(function (id) {
+        var el = document.getElementById(id);
+        if (!el) { return; }
+        fetch(el.getAttribute("data-refresh"), { credentials: "same-origin" })
+          .then(function (r) { return r.ok ? r.text() : null; })
+          .then(function (html) { if (html !== null) { el.innerHTML = html; } });
+      });
     });
 
     document.querySelectorAll("form[data-confirm]").forEach(function (form) {
