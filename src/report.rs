@@ -212,6 +212,9 @@ pub struct DevicePage {
     pub rows: Vec<DeviceRow>,
 }
 
+/// (bucket start, status, error kind, count) as the activity query returns it.
+type ActivityRow = (i64, String, Option<String>, i64);
+
 /// Backups finished in one bucket of time, by outcome.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct ActivityBucket {
@@ -426,7 +429,7 @@ impl Report {
         let minutes = minutes.clamp(1, 7 * 24 * 60);
         let count = (minutes * 60 + bucket - 1) / bucket;
         // $2: bucket seconds, $3: number of buckets.
-        let (now, rows): (i64, Vec<(i64, String, Option<String>, i64)>) = {
+        let (now, rows): (i64, Vec<ActivityRow>) = {
             let now: f64 = sqlx::query_scalar("SELECT extract(epoch FROM now())::double precision")
                 .fetch_one(self.store.pool())
                 .await?;
