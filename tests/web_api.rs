@@ -605,7 +605,7 @@ async fn manual_backup_over_the_api_waits_for_the_real_outcome() {
     let r = api
         .post(
             &format!(
-                "/api/v1/devices/{}/backup?wait=true&timeout=999",
+                "/api/v1/devices/{}/backup?wait=true&timeout=0",
                 devices[1].id
             ),
             None,

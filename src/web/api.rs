@@ -375,6 +375,7 @@ pub struct DeviceListParams {
     /// Substring of name or host, or an exact device id.
     pub search: Option<String>,
     /// A state, or `attention` for every state that needs an operator.
+    #[param(value_type = Option<StatusParam>)]
     pub status: Option<String>,
     /// Only this tenant (a tenant-scoped token is always limited to its own).
     /// Empty means all tenants (the dashboard's filter form sends `tenant_id=`).
@@ -383,12 +384,55 @@ pub struct DeviceListParams {
     /// Only devices whose last error has this kind.
     pub error_kind: Option<String>,
     /// `name`, `host`, `version`, `last_success`, `next_due`, `state` or `failures`.
+    #[param(value_type = Option<SortParam>)]
     pub sort: Option<String>,
     /// `asc` or `desc`.
+    #[param(value_type = Option<OrderParam>)]
     pub order: Option<String>,
     /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
+}
+
+/// Device states accepted by `status` (documentation of the string parameter).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum StatusParam {
+    Ok,
+    Never,
+    Failing,
+    BackingOff,
+    Offline,
+    BlockedAuth,
+    BlockedHostKey,
+    Disabled,
+    Attention,
+}
+
+/// Sort keys accepted by `sort`.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum SortParam {
+    Name,
+    Host,
+    Version,
+    LastSuccess,
+    NextDue,
+    State,
+    Failures,
+}
+
+/// Sort orders accepted by `order`.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum OrderParam {
+    Asc,
+    Desc,
 }
 
 /// An optional query value where an empty string means absent (HTML forms send empty
@@ -496,7 +540,9 @@ pub struct Credentials {
 pub struct BackupParams {
     /// Wait for the outcome (up to `timeout` seconds).
     pub wait: Option<bool>,
-    /// Seconds to wait, 1 to the server's ROSBACKUP_MANUAL_TIMEOUT (default: that).
+    /// Seconds to wait, at least 1; capped at the server's ROSBACKUP_MANUAL_TIMEOUT
+    /// (also the default).
+    #[param(minimum = 1)]
     pub timeout: Option<u64>,
 }
 
@@ -515,6 +561,7 @@ pub struct BackupOutcome {
 #[into_params(parameter_in = Query)]
 pub struct LimitParams {
     /// 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -522,6 +569,7 @@ pub struct LimitParams {
 #[into_params(parameter_in = Query)]
 pub struct RunsParams {
     /// 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Only failed runs.
     pub failures: Option<bool>,
@@ -573,8 +621,10 @@ pub struct Overview {
 #[into_params(parameter_in = Query)]
 pub struct ActivityParams {
     /// Minutes of history, 1 to 10080 (default 180).
+    #[param(minimum = 1, maximum = 10080)]
     pub minutes: Option<i64>,
     /// Minutes per bucket, 1 to 1440 (default 1).
+    #[param(minimum = 1, maximum = 1440)]
     pub bucket: Option<i64>,
 }
 
@@ -585,6 +635,7 @@ pub struct JobsParams {
     pub state: Option<JobListState>,
     pub offset: Option<u64>,
     /// 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
 }
 
@@ -950,13 +1001,13 @@ async fn backup(
     let max = s.settings().manual_timeout;
     let timeout = match p.timeout {
         None => max,
-        Some(t) if t >= 1 && Duration::from_secs(t) <= max => Duration::from_secs(t),
-        Some(_) => {
+        Some(0) => {
             return Err(ApiError::bad_request(
-                format!("timeout must be 1 to {} seconds", max.as_secs()),
+                "timeout must be at least 1 second",
                 Some("timeout".into()),
             ));
         }
+        Some(t) => Duration::from_secs(t).min(max),
     };
     let job = request_backup(&s, c.0.tenant(), id).await?;
     if !p.wait.unwrap_or(false) {
@@ -1243,6 +1294,55 @@ async fn no_route(_c: ApiCaller) -> ApiError {
     ApiError::not_found("no such API route")
 }
 
+/// Responses every operation can give, added where a handler does not list them: 400
+/// (a bad parameter), 401 (no or a bad token), 503 (a backing service is down), and for
+/// operations with a body 413, 415 and 422.
+struct StandardResponses;
+
+impl utoipa::Modify for StandardResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, ResponseBuilder, content::ContentBuilder};
+        let error = |desc: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(desc)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let has_body = op.request_body.is_some();
+                let r = &mut op.responses.responses;
+                let mut add = |code: &str, desc: &str| {
+                    r.entry(code.to_string()).or_insert_with(|| error(desc));
+                };
+                add("400", "bad parameter (`bad_request`, naming the field)");
+                add("401", "no, or an invalid, token (`unauthenticated`)");
+                add("503", "PostgreSQL or Redis unavailable (`unavailable`)");
+                if has_body {
+                    add("413", "body too large (`too_large`)");
+                    add("415", "not application/json");
+                    add("422", "a field is invalid (`invalid_field`, naming it)");
+                }
+            }
+        }
+    }
+}
+
 /// Adds the bearer security scheme.
 struct BearerAuth;
 
@@ -1266,7 +1366,8 @@ impl utoipa::Modify for BearerAuth {
           set_credentials, enable, disable, unblock, reset_host_key, backup, device_runs,
           recent_runs, queue, overview, activity, backup_ages, tenants, jobs, retry_job,
           discard_job),
-    modifiers(&BearerAuth),
+    components(schemas(ErrorBody, StatusParam, SortParam, OrderParam)),
+    modifiers(&BearerAuth, &StandardResponses),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;

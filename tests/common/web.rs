@@ -21,6 +21,11 @@ use uuid::Uuid;
 
 /// The enqueuer's full router (ops + dashboard + API) over a fleet.
 pub fn router(fleet: &Fleet, auth: AuthMode) -> (Router, WebState) {
+    router_with(fleet, auth, Duration::from_secs(30))
+}
+
+/// [`router`] with a given cap on manual-backup waits.
+pub fn router_with(fleet: &Fleet, auth: AuthMode, manual_timeout: Duration) -> (Router, WebState) {
     let metrics = Metrics::new();
     let state = WebState::new(
         fleet.store().clone(),
@@ -35,7 +40,7 @@ pub fn router(fleet: &Fleet, auth: AuthMode) -> (Router, WebState) {
         metrics.clone(),
         WebSettings {
             auth,
-            manual_timeout: Duration::from_secs(30),
+            manual_timeout,
             ..WebSettings::default()
         },
     );
