@@ -300,6 +300,69 @@ pub const VARS: &[Var] = &[
         "seconds a dashboard login lasts"
     ),
     var!(
+        "ARCHIVE_ENCRYPTION_KEY",
+        "",
+        false,
+        true,
+        "archiver and `rosbackup history`: base64 of 32 bytes, AES-256-GCM key for archived configs (not the credential key)"
+    ),
+    var!(
+        "ARCHIVE_CONSUMER",
+        "rosbackup-archiver",
+        false,
+        false,
+        "durable JetStream consumer name shared by all archiver replicas"
+    ),
+    var!(
+        "ARCHIVE_ACK_WAIT",
+        "30",
+        false,
+        false,
+        "seconds before an unacked snapshot is redelivered (a killed archiver's messages)"
+    ),
+    var!(
+        "ARCHIVE_RECENT_VERSIONS",
+        "10",
+        false,
+        false,
+        "a config equal to one of the device's N most recently seen versions is not a new version"
+    ),
+    var!(
+        "ARCHIVE_KEEP_VERSIONS",
+        "1000",
+        false,
+        false,
+        "versions kept per device (default; per-tenant overrides in archive_retention)"
+    ),
+    var!(
+        "ARCHIVE_MAX_AGE_DAYS",
+        "730",
+        false,
+        false,
+        "versions last seen longer ago are deleted (default; per tenant overridable); a live device keeps its current one"
+    ),
+    var!(
+        "ARCHIVE_GIT_DIR",
+        "",
+        false,
+        false,
+        "optional: a bare git repository receiving one commit per new version (plaintext configs!)"
+    ),
+    var!(
+        "ARCHIVE_WEBHOOK_URL",
+        "",
+        false,
+        true,
+        "optional: http(s) URL that receives a JSON POST per new version, with retries"
+    ),
+    var!(
+        "ARCHIVE_DASHBOARD_URL",
+        "",
+        false,
+        false,
+        "optional: dashboard base URL for the webhook's link"
+    ),
+    var!(
         "ROSBACKUP_COOKIE_SECURE",
         "false",
         false,
@@ -553,6 +616,87 @@ pub fn queue_config(env: &Env) -> Result<crate::queue::QueueConfig, ConfigError>
     })
 }
 
+/// The archive key (`ARCHIVE_ENCRYPTION_KEY`), required by the archiver and
+/// `rosbackup history`. Errors name the variable, never its value.
+pub fn archive_key(env: &Env) -> Result<crate::credentials::CredentialKey, ConfigError> {
+    use crate::credentials::{CredentialError, CredentialKey};
+    CredentialKey::from_base64(&env.raw("ARCHIVE_ENCRYPTION_KEY")).map_err(|e| ConfigError {
+        var: "ARCHIVE_ENCRYPTION_KEY".into(),
+        value: None,
+        reason: match e {
+            CredentialError::MissingKey => {
+                "is not set (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)".into()
+            }
+            CredentialError::KeyNotBase64 => "is not valid base64".into(),
+            CredentialError::KeyLength(n) => {
+                format!("decodes to {n} bytes; AES-256 needs exactly 32")
+            }
+            other => other.to_string(),
+        },
+    })
+}
+
+/// The archiver's settings (`ARCHIVE_*`).
+pub fn archiver_settings(env: &Env) -> Result<crate::archive::ArchiverSettings, ConfigError> {
+    use crate::archive::{ArchiverSettings, Retention, webhook::WebhookSettings};
+    let durable = env.raw("ARCHIVE_CONSUMER");
+    if durable.is_empty()
+        || !durable
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(env.error(
+            "ARCHIVE_CONSUMER",
+            &durable,
+            "expected letters, digits, '_' or '-'",
+        ));
+    }
+    let positive_i32 = |name: &str| -> Result<i32, ConfigError> {
+        let n = env.positive(name)?;
+        i32::try_from(n).map_err(|_| env.error(name, &n.to_string(), "too large"))
+    };
+    let dashboard_url = if env.is_set("ARCHIVE_DASHBOARD_URL") {
+        Some(env.url("ARCHIVE_DASHBOARD_URL", &["http", "https"])?)
+    } else {
+        None
+    };
+    let webhook = if env.is_set("ARCHIVE_WEBHOOK_URL") {
+        // Not `env.url`: a webhook URL often carries its token in the path, and an error
+        // must not print it.
+        let url = env.raw("ARCHIVE_WEBHOOK_URL").trim().to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError {
+                var: "ARCHIVE_WEBHOOK_URL".into(),
+                value: None,
+                reason: "expected a URL starting with http:// or https://".into(),
+            });
+        }
+        let settings = WebhookSettings::new(url, dashboard_url);
+        crate::archive::webhook::Webhook::new(settings.clone()).map_err(|e| ConfigError {
+            var: "ARCHIVE_WEBHOOK_URL".into(),
+            value: None,
+            reason: e.to_string(),
+        })?;
+        Some(settings)
+    } else {
+        None
+    };
+    Ok(ArchiverSettings {
+        durable,
+        ack_wait: env.seconds("ARCHIVE_ACK_WAIT", 1)?,
+        recent_versions: i64::from(positive_i32("ARCHIVE_RECENT_VERSIONS")?),
+        retention: Retention {
+            keep_versions: positive_i32("ARCHIVE_KEEP_VERSIONS")?,
+            max_age_days: positive_i32("ARCHIVE_MAX_AGE_DAYS")?,
+        },
+        git_dir: env
+            .is_set("ARCHIVE_GIT_DIR")
+            .then(|| std::path::PathBuf::from(env.raw("ARCHIVE_GIT_DIR").trim())),
+        webhook,
+        ..ArchiverSettings::default()
+    })
+}
+
 /// A listening address (`host:port`; port 0 picks a free one).
 pub fn listen_addr(env: &Env, name: &str) -> Result<String, ConfigError> {
     let v = env.raw(name);
@@ -662,6 +806,46 @@ mod tests {
         }
         let e = schedule_settings(&Env::from_pairs([("CONFIG_BACKUP_CRON", "* * *")])).unwrap_err();
         assert!(e.to_string().contains("found 3"), "{e}");
+    }
+
+    #[test]
+    fn archiver_settings_defaults_and_errors() {
+        let s = archiver_settings(&Env::from_pairs([])).unwrap();
+        assert_eq!(s.durable, "rosbackup-archiver");
+        assert_eq!(s.recent_versions, 10);
+        assert!(s.git_dir.is_none() && s.webhook.is_none());
+        let s = archiver_settings(&Env::from_pairs([
+            ("ARCHIVE_WEBHOOK_URL", "https://hooks.example/t/abc"),
+            ("ARCHIVE_DASHBOARD_URL", "https://dash.example"),
+            ("ARCHIVE_GIT_DIR", "/var/lib/rosbackup/git"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.webhook.unwrap().dashboard_url.as_deref(),
+            Some("https://dash.example")
+        );
+        for (var, val) in [
+            ("ARCHIVE_CONSUMER", "a.b"),
+            ("ARCHIVE_RECENT_VERSIONS", "0"),
+            ("ARCHIVE_KEEP_VERSIONS", "x"),
+            ("ARCHIVE_MAX_AGE_DAYS", "99999999999"),
+            ("ARCHIVE_WEBHOOK_URL", "ftp://x"),
+            ("ARCHIVE_DASHBOARD_URL", "dash"),
+        ] {
+            let e = archiver_settings(&Env::from_pairs([(var, val)])).unwrap_err();
+            assert_eq!(e.var, var, "{e}");
+        }
+        let e = archiver_settings(&Env::from_pairs([(
+            "ARCHIVE_WEBHOOK_URL",
+            "ftp://u:tok3n@x",
+        )]))
+        .unwrap_err();
+        assert!(!e.to_string().contains("tok3n"), "{e}");
+        let e = archive_key(&Env::from_pairs([])).unwrap_err();
+        assert_eq!(e.var, "ARCHIVE_ENCRYPTION_KEY");
+        let e =
+            archive_key(&Env::from_pairs([("ARCHIVE_ENCRYPTION_KEY", "c2hvcnQ=")])).unwrap_err();
+        assert!(!e.to_string().contains("c2hvcnQ"), "{e}");
     }
 
     #[test]

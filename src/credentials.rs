@@ -73,17 +73,19 @@ impl CredentialKey {
 
     /// Seal `password` for the device `device_id`.
     pub fn seal(&self, device_id: &uuid::Uuid, password: &Secret) -> Vec<u8> {
+        self.seal_bytes(device_id.as_bytes(), password.expose().as_bytes())
+    }
+
+    /// Seal arbitrary bytes: `nonce || ciphertext || tag`, with `aad` as associated data
+    /// (what the ciphertext is bound to; it must be given again to open it). The same
+    /// construction as passwords, for other data at rest (the config archive uses its own
+    /// key and binds device id + hash).
+    pub fn seal_bytes(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let sealed = self
             .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: password.expose().as_bytes(),
-                    aad: device_id.as_bytes(),
-                },
-            )
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
             // AES-GCM encryption fails only for messages beyond 64 GiB.
             .unwrap_or_default();
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
@@ -92,22 +94,20 @@ impl CredentialKey {
         out
     }
 
-    /// Open what [`seal`](Self::seal) produced for the same device.
-    pub fn open(&self, device_id: &uuid::Uuid, sealed: &[u8]) -> Result<Secret, CredentialError> {
+    /// Open what [`seal_bytes`](Self::seal_bytes) produced with the same `aad`.
+    pub fn open_bytes(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CredentialError> {
         if sealed.len() < NONCE_LEN + 16 {
             return Err(CredentialError::Decrypt);
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
-        let plain = self
-            .cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: body,
-                    aad: device_id.as_bytes(),
-                },
-            )
-            .map_err(|_| CredentialError::Decrypt)?;
+        self.cipher
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
+            .map_err(|_| CredentialError::Decrypt)
+    }
+
+    /// Open what [`seal`](Self::seal) produced for the same device.
+    pub fn open(&self, device_id: &uuid::Uuid, sealed: &[u8]) -> Result<Secret, CredentialError> {
+        let plain = self.open_bytes(device_id.as_bytes(), sealed)?;
         String::from_utf8(plain)
             .map(Secret::new)
             .map_err(|_| CredentialError::NotUtf8)

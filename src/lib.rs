@@ -1,9 +1,11 @@
 //! rosbackup: back up the configuration of MikroTik RouterOS fleets over SSH.
 //!
-//! The library holds every piece of the pipeline; `rosbackup` (CLI), `rosbackup-worker`
-//! and `rosbackup-enqueuer` are thin binaries over it. See `ARCHITECTURE.md` for the map.
+//! The library holds every piece of the pipeline; `rosbackup` (CLI), `rosbackup-worker`,
+//! `rosbackup-enqueuer` and `rosbackup-archiver` are thin binaries over it. See
+//! `ARCHITECTURE.md` for the map.
 
 pub mod access;
+pub mod archive;
 pub mod backup;
 pub mod config;
 pub mod credentials;

@@ -1,4 +1,4 @@
-//! Process wiring for `rosbackup-worker` and `rosbackup-enqueuer`.
+//! Process wiring for `rosbackup-worker`, `rosbackup-enqueuer` and `rosbackup-archiver`.
 //!
 //! The binaries are thin: they read the environment, call [`worker_from_env`] or
 //! [`enqueuer_from_env`], and run the result until a signal. Tests call the same
@@ -391,6 +391,51 @@ pub async fn shutdown_signal() {
 pub enum Role {
     Worker,
     Enqueuer,
+    Archiver,
+}
+
+/// An archiver ready to run.
+#[derive(Debug)]
+pub struct ArchiverProcess {
+    pub archiver: crate::archive::Archiver,
+}
+
+/// Validate the environment and connect an archiver (PostgreSQL and NATS; no Redis).
+pub async fn archiver_from_env(env: &Env) -> Result<ArchiverProcess, StartError> {
+    let settings = config::archiver_settings(env)?;
+    let key = config::archive_key(env)?;
+    let publisher_cfg = crate::snapshot::PublisherConfig {
+        retry_initial_connect: false,
+        ..config::publisher_config(env)?
+    };
+    let store = store(env, 8).await?;
+    let shown = redact_url(&publisher_cfg.nats_url);
+    let archiver = crate::archive::Archiver::connect(store, key, publisher_cfg, settings)
+        .await
+        .map_err(|e| StartError::Connect(format!("NATS at {shown}: {e}")))?;
+    archiver
+        .consumer()
+        .await
+        .map_err(|e| StartError::Connect(format!("NATS at {shown}: {e}")))?;
+    Ok(ArchiverProcess { archiver })
+}
+
+impl ArchiverProcess {
+    /// Consume until `shutdown`.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        info!(stream = %self.archiver.stream_name(), "archiver starting");
+        println!(
+            "rosbackup-archiver: consuming {}",
+            self.archiver.stream_name()
+        );
+        self.archiver
+            .run(shutdown)
+            .await
+            .map_err(|e| StartError::Connect(e.to_string()))
+    }
 }
 
 /// Run a process from the environment until SIGTERM/SIGINT; the exit code says how it
@@ -405,6 +450,10 @@ pub async fn run_role(env: &Env, role: Role, flags: Flags) -> u8 {
             Ok(p) => p.run(shutdown_signal()).await,
             Err(e) => Err(e),
         },
+        Role::Archiver => match archiver_from_env(env).await {
+            Ok(p) => p.run(shutdown_signal()).await,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => 0,
@@ -415,7 +464,7 @@ pub async fn run_role(env: &Env, role: Role, flags: Flags) -> u8 {
     }
 }
 
-/// `main` of the `rosbackup-worker` and `rosbackup-enqueuer` binaries.
+/// `main` of the `rosbackup-worker`, `rosbackup-enqueuer` and `rosbackup-archiver` binaries.
 pub fn main(role: Role) -> std::process::ExitCode {
     let flags = match Flags::parse(role, std::env::args().skip(1)) {
         Ok(f) => f,

@@ -83,6 +83,27 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
+    /// Run an archiver (the same as `rosbackup-archiver`): keeps the config history of
+    /// every device from the snapshots on NATS.
+    Archiver,
+    /// A device's config history: its versions, or the diff between two of them
+    /// (DATABASE_URL, ARCHIVE_ENCRYPTION_KEY).
+    History {
+        /// Device id or name (a removed device: its id).
+        device: String,
+        /// Print the unified diff from version A to version B (ids from the list).
+        #[arg(long, num_args = 2, value_names = ["A", "B"])]
+        diff: Option<Vec<i64>>,
+        /// Print one version's normalized text (it holds secrets: admin use).
+        #[arg(long, value_name = "VERSION")]
+        text: Option<i64>,
+        /// Most versions listed.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage API tokens for the dashboard and the API (DATABASE_URL).
     Tokens {
         #[command(subcommand)]
@@ -318,7 +339,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
         cli.command,
-        Command::Devices { .. } | Command::Tokens { .. } | Command::Normalize(_) | Command::Hash(_)
+        Command::Devices { .. }
+            | Command::Tokens { .. }
+            | Command::History { .. }
+            | Command::Normalize(_)
+            | Command::Hash(_)
     ) {
         // Short-lived printing commands behave like Unix tools when piped into `head`:
         // they end quietly on a closed pipe instead of panicking in `println!`. (Not
@@ -374,6 +399,22 @@ fn main() -> ExitCode {
         Command::Tokens { command } => block_on(tokens_cmd(&env, command)),
         Command::Demo(a) => block_on(demo_cmd(a)),
         Command::Probe { url, timeout } => block_on(probe_cmd(url, timeout)),
+        Command::Archiver => block_on(async {
+            let code = rosbackup::service::run_role(
+                &env,
+                rosbackup::service::Role::Archiver,
+                rosbackup::service::Flags::default(),
+            )
+            .await;
+            Ok(ExitCode::from(code))
+        }),
+        Command::History {
+            device,
+            diff,
+            text,
+            limit,
+            json,
+        } => block_on(history_cmd(&env, device, diff, text, limit, json)),
     };
     match result {
         Ok(code) => code,
@@ -1495,4 +1536,111 @@ fn run_row(r: &Run) -> Vec<String> {
         r.error_kind.clone().unwrap_or_else(|| "-".into()),
         r.worker.clone(),
     ]
+}
+
+/// `rosbackup history`: a device's versions, a diff, or one version's text.
+async fn history_cmd(
+    env: &Env,
+    device: String,
+    diff: Option<Vec<i64>>,
+    text: Option<i64>,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use rosbackup::archive::History;
+    let key = rosbackup::config::archive_key(env)?;
+    let store = open_store(env).await?;
+    // A removed device keeps its history: accept its id even when it is not in `devices`.
+    let device_id = match store.find_device(&device).await {
+        Ok(d) => d.id,
+        Err(StoreError::NotFound(id)) => id,
+        Err(e) => return Err(store_error(e)),
+    };
+    let history = History::new(store, key);
+    let not_found = |id: i64| anyhow::anyhow!("version {id} of device {device_id} not found");
+    let mine = |v: &Option<rosbackup::archive::VersionInfo>| {
+        v.as_ref().is_some_and(|v| v.device_id == device_id)
+    };
+    if let Some(ids) = diff {
+        let (a, b) = (ids[0], ids[1]);
+        for id in [a, b] {
+            if !mine(&history.version(id, None).await?) {
+                return Err(not_found(id));
+            }
+        }
+        let d = history
+            .diff(a, b, None)
+            .await?
+            .ok_or_else(|| not_found(a))?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        } else {
+            println!("# menus: {}", d.menus.join(", "));
+            println!("# lines: +{} -{}", d.added, d.removed);
+            print!("{}", d.unified);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(id) = text {
+        if !mine(&history.version(id, None).await?) {
+            return Err(not_found(id));
+        }
+        let bytes = history
+            .text_bytes(id, None)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        std::io::stdout().write_all(&bytes)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let versions = history.versions(device_id, None, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&versions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if versions.is_empty() {
+        println!("no archived versions for {device_id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = versions
+        .iter()
+        .map(|v| {
+            vec![
+                v.id.to_string(),
+                time(Some(v.first_seen_at)),
+                time(Some(v.last_seen_at)),
+                v.seen_count.to_string(),
+                v.sha256.get(..12).unwrap_or(&v.sha256).to_string(),
+                v.size.to_string(),
+                v.routeros_version.clone().unwrap_or_default(),
+                v.previous_version_id
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                if v.previous_version_id.is_some() {
+                    format!(
+                        "+{} -{} {}",
+                        v.added_lines,
+                        v.removed_lines,
+                        v.changed_menus.join(", ")
+                    )
+                } else {
+                    "first version".to_string()
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "VERSION",
+            "FIRST SEEN",
+            "LAST SEEN",
+            "SEEN",
+            "SHA256",
+            "BYTES",
+            "ROUTEROS",
+            "PREV",
+            "CHANGES",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
 }
