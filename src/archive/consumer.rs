@@ -369,10 +369,10 @@ impl Archiver {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
-        let background = {
+        let _background = {
             let me = me.clone();
             let mut stop = stop.clone();
-            tokio::spawn(async move {
+            let handle = tokio::spawn(async move {
                 let mut tick = tokio::time::interval(me.settings.housekeeping);
                 let mut last_retention: Option<tokio::time::Instant> = None;
                 loop {
@@ -395,7 +395,9 @@ impl Archiver {
                         }
                     }
                 }
-            })
+            });
+            // Aborted with this future, even when the caller drops it mid-run.
+            AbortOnDrop(handle)
         };
         'outer: while !*stop.borrow() {
             let batch = consumer
@@ -441,9 +443,16 @@ impl Archiver {
                 }
             }
         }
-        background.abort();
         info!("archiver stopped");
         Ok(())
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -78,7 +78,7 @@ pub enum Ingested {
 pub struct IngestOptions {
     /// How many of the device's most recently seen versions count as "seen before".
     pub recent_versions: i64,
-    /// Queue a webhook notification for a new version.
+    /// Queue a webhook notification for a new version (not for a device's first).
     pub notify: bool,
 }
 
@@ -331,7 +331,9 @@ impl ArchiveStore {
         .await?;
         self.insert_sighting(tx, snap, tenant_id, version_id, true)
             .await?;
-        if opts.notify {
+        // A device's first version is not a change (an imported fleet would otherwise
+        // notify once per device).
+        if opts.notify && previous_id.is_some() {
             sqlx::query("INSERT INTO archive_notifications (version_id) VALUES ($1)")
                 .bind(version_id)
                 .execute(&mut **tx)

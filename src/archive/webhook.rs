@@ -1,4 +1,6 @@
-//! Change notifications: an optional webhook (`ARCHIVE_WEBHOOK_URL`) per new version.
+//! Change notifications: an optional webhook (`ARCHIVE_WEBHOOK_URL`) per new version of a
+//! device that had one before (a device's first version is not a change: importing a fleet
+//! must not send one notification per device).
 //!
 //! **Outbox, not memory.** The notification row (`archive_notifications`) is written in the
 //! same transaction as the new version, so a crash never loses one and any replica can
@@ -9,8 +11,8 @@
 //! Delivery is at least once: a receiver that must not act twice dedupes on `version_id`.
 //!
 //! **Body** (`Content-Type: application/json`): `event` (`config.changed`), `device_id`,
-//! `device_name`, `tenant_id`, `version_id`, `previous_version_id`, `old_sha256` (null for a
-//! first version), `new_sha256`, `changed_menus`, `added_lines`, `removed_lines`, `at`
+//! `device_name`, `tenant_id`, `version_id`, `previous_version_id`, `old_sha256`,
+//! `new_sha256`, `changed_menus`, `added_lines`, `removed_lines`, `at`
 //! (first collection, RFC 3339) and `link` (`ARCHIVE_DASHBOARD_URL` +
 //! `/devices/<id>/versions/<version>`, null without it). Never config text, never secrets.
 //!
@@ -159,7 +161,7 @@ impl Webhook {
         loop {
             let claimed: Vec<(i64, i32)> = sqlx::query_as(
                 "UPDATE archive_notifications n \
-                 SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $2) \
+                 SET attempts = n.attempts + 1, next_attempt_at = now() + make_interval(secs => $1) \
                  WHERE n.version_id IN ( \
                    SELECT version_id FROM archive_notifications \
                    WHERE delivered_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now() \
