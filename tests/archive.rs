@@ -24,6 +24,7 @@ use uuid::Uuid;
 struct Fx {
     db: TestDb,
     key: CredentialKey,
+    key_b64: String,
     pcfg: PublisherConfig,
     publisher: Publisher,
     js: jetstream::Context,
@@ -50,9 +51,11 @@ impl Fx {
             .await
             .expect("NATS is running");
         let js = publisher.jetstream().clone();
+        let key_b64 = CredentialKey::generate_base64();
         Fx {
             db,
-            key: CredentialKey::from_base64(&CredentialKey::generate_base64()).unwrap(),
+            key: CredentialKey::from_base64(&key_b64).unwrap(),
+            key_b64,
             pcfg,
             publisher,
             js,
@@ -958,5 +961,161 @@ async fn webhook_is_retried_until_delivered() {
     let _ = stop.send(());
     task.await.unwrap();
     server.abort();
+    fx.cleanup().await;
+}
+
+impl Fx {
+    /// The environment of a `rosbackup archiver` / `rosbackup history` process for this test.
+    fn process_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", self.db.url.clone()),
+            ("NATS_URL", self.pcfg.nats_url.clone()),
+            ("ROSBACKUP_SUBJECT_PREFIX", self.pcfg.subject_prefix.clone()),
+            ("ROSBACKUP_NATS_STREAM", self.pcfg.stream_name.clone()),
+            (
+                "ROSBACKUP_NATS_OBJECT_BUCKET",
+                self.pcfg.object_bucket.clone(),
+            ),
+            ("ARCHIVE_CONSUMER", self.durable.clone()),
+            ("ARCHIVE_ACK_WAIT", "2".into()),
+            ("ARCHIVE_ENCRYPTION_KEY", self.key_b64.clone()),
+            ("LOG_FORMAT", "text".into()),
+            ("LOG_LEVEL", "warn".into()),
+        ]
+    }
+
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"));
+        c.args(args).envs(self.process_env());
+        c
+    }
+}
+
+#[tokio::test]
+async fn archiver_process_survives_kill_9_stops_on_sigterm_and_history_cli_reads_it() {
+    let Some(dir) = common::shared_exports() else {
+        return;
+    };
+    let fx = Fx::new().await;
+    let (tenant, device) = (Uuid::new_v4(), Uuid::new_v4());
+    fx.add_device(device, tenant, "bkk50").await;
+
+    // Configuration errors exit 2 (naming the variable), unreachable services exit 1.
+    let out = fx
+        .command(&["archiver"])
+        .env_remove("ARCHIVE_ENCRYPTION_KEY")
+        .env("ARCHIVE_ENCRYPTION_KEY", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ARCHIVE_ENCRYPTION_KEY"));
+    let out = fx
+        .command(&["archiver"])
+        .env("ARCHIVE_RECENT_VERSIONS", "0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = fx
+        .command(&["archiver"])
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for (day, at) in [
+        (1, "2026-05-19T02:22:25Z"),
+        (2, "2026-05-20T02:22:25Z"),
+        (3, "2026-05-21T02:21:26Z"),
+    ] {
+        fx.publish(device, tenant, &seq(&dir, day), Version::V2, at)
+            .await;
+    }
+    // kill -9 as soon as it stored something; a second process finishes.
+    let mut first = fx
+        .command(&["archiver"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(20), "a first sighting", || async {
+        fx.count("SELECT count(*) FROM config_sightings").await >= 1
+    })
+    .await;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut second = fx
+        .command(&["archiver"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "3 sightings", || async {
+        fx.count("SELECT count(*) FROM config_sightings").await == 3
+    })
+    .await;
+    fx.drained(Duration::from_secs(20)).await;
+    assert_eq!(fx.count("SELECT count(*) FROM config_versions").await, 2);
+    // SIGTERM: a clean stop, exit 0.
+    unsafe {
+        libc::kill(second.id() as i32, libc::SIGTERM);
+    }
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "archiver ignores SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+
+    // `rosbackup history`.
+    let out = fx.command(&["history", "bkk50"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(
+        table.contains("/ip firewall nat") && table.contains("first version"),
+        "{table}"
+    );
+    let versions = fx.history().versions(device, None, 5).await.unwrap();
+    let (a, b) = (versions[1].id.to_string(), versions[0].id.to_string());
+    let out = fx
+        .command(&["history", &device.to_string(), "--diff", &a, &b])
+        .output()
+        .unwrap();
+    let diff = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        diff.starts_with("# menus: /ip firewall nat\n# lines: +5 -0\n---"),
+        "{diff}"
+    );
+    let out = fx
+        .command(&["history", "bkk50", "--text", &a])
+        .output()
+        .unwrap();
+    assert_eq!(out.stdout, v2(&seq(&dir, 1)));
+    let out = fx
+        .command(&["history", "bkk50", "--json"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 2);
+    let out = fx.command(&["history", "no-such-router"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = fx
+        .command(&["history", "bkk50", "--text", "999999"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
     fx.cleanup().await;
 }
