@@ -1119,3 +1119,50 @@ async fn archiver_process_survives_kill_9_stops_on_sigterm_and_history_cli_reads
     assert_eq!(out.status.code(), Some(1));
     fx.cleanup().await;
 }
+
+#[tokio::test]
+async fn object_store_references_and_non_utf8_texts_are_archived() {
+    let fx = Fx::new().await;
+    let (tenant, device) = (Uuid::new_v4(), Uuid::new_v4());
+    fx.add_device(device, tenant, "big").await;
+    let mut big = String::from("/ip firewall address-list\n");
+    for i in 0..40_000u32 {
+        big.push_str(&format!(
+            "add address=10.{}.{}.1 list=block comment=entry-{i}\n",
+            i / 256 % 256,
+            i % 256
+        ));
+    }
+    assert!(big.len() > 1_500_000, "larger than NATS' max_payload");
+    fx.publish(
+        device,
+        tenant,
+        big.as_bytes(),
+        Version::V2,
+        "2026-05-19T00:00:00Z",
+    )
+    .await;
+    let latin1 = b"/system note\nset note=caf\xe9\n".to_vec();
+    fx.publish(device, tenant, &latin1, Version::V2, "2026-05-19T06:00:00Z")
+        .await;
+    let (stop, task) = fx.spawn(fx.settings()).await;
+    fx.drained(Duration::from_secs(30)).await;
+    let h = fx.history();
+    let versions = h.versions(device, None, 5).await.unwrap();
+    assert_eq!(versions.len(), 2);
+    assert_eq!(
+        h.text_bytes(versions[1].id, None).await.unwrap().unwrap(),
+        v2(big.as_bytes())
+    );
+    assert_eq!(
+        h.text_bytes(versions[0].id, None).await.unwrap().unwrap(),
+        v2(&latin1)
+    );
+    assert_eq!(
+        versions[0].changed_menus,
+        ["/ip firewall address-list", "/system note"]
+    );
+    let _ = stop.send(());
+    task.await.unwrap();
+    fx.cleanup().await;
+}
