@@ -254,6 +254,11 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
         session_ttl: env.seconds("ROSBACKUP_SESSION_TTL", 60)?,
         secure_cookies: env.boolean("ROSBACKUP_COOKIE_SECURE")?,
         manual_timeout,
+        archive_key: if env.is_set("ARCHIVE_ENCRYPTION_KEY") {
+            Some(config::archive_key(env)?)
+        } else {
+            None
+        },
     };
     let store = store(env, 8).await?;
     let queue = queue(env).await?;

@@ -474,6 +474,7 @@ async fn bad_requests_get_json_errors_that_name_the_field() {
         ("/api/v1/devices/not-a-uuid", "id"),
         ("/api/v1/jobs?state=sleeping", "state"),
         ("/api/v1/stats/activity?minutes=0", "minutes"),
+        ("/api/v1/devices?search=a%00b", "search"),
     ] {
         let r = api.get(path).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{path}: {}", r.text);

@@ -142,7 +142,7 @@ pub fn short(sha256: &str) -> &str {
 }
 
 /// One stored version of a device's config.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub id: i64,
     pub device_id: Uuid,
@@ -162,7 +162,7 @@ pub struct VersionInfo {
 }
 
 /// A diff between two versions, computed on the normalized texts.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct VersionDiff {
     pub from_id: i64,
     pub to_id: i64,
@@ -173,7 +173,7 @@ pub struct VersionDiff {
 }
 
 /// A new version of some device (what the dashboard lists as "recent changes").
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Change {
     pub device_id: Uuid,
     /// The device's current name; its id when the device was removed.

@@ -452,6 +452,15 @@ where
 impl DeviceListParams {
     /// Validate into a query, with the caller's scope applied.
     pub fn to_query(&self, scope: Option<Uuid>) -> ApiResult<DeviceQuery> {
+        // PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+        for (field, v) in [("search", &self.search), ("error_kind", &self.error_kind)] {
+            if v.as_deref().is_some_and(|v| v.contains('\0')) {
+                return Err(ApiError::bad_request(
+                    format!("{field} must not contain NUL characters"),
+                    Some(field.into()),
+                ));
+            }
+        }
         let status = match self.status.as_deref().filter(|s| !s.is_empty()) {
             None => None,
             Some(s) => Some(StatusFilter::parse(s).ok_or_else(|| {
@@ -1365,7 +1374,8 @@ impl utoipa::Modify for BearerAuth {
     paths(whoami, openapi, list_devices, create_device, get_device, delete_device,
           set_credentials, enable, disable, unblock, reset_host_key, backup, device_runs,
           recent_runs, queue, overview, activity, backup_ages, tenants, jobs, retry_job,
-          discard_job),
+          discard_job, super::history::versions_api, super::history::diff_api,
+          super::history::text_api, super::history::changes_api),
     components(schemas(ErrorBody, StatusParam, SortParam, OrderParam)),
     modifiers(&BearerAuth, &StandardResponses),
     security(("bearer" = [])),
@@ -1394,6 +1404,16 @@ pub(super) fn routes() -> Router<WebState> {
         .route("/jobs", get(jobs))
         .route("/jobs/{id}/retry", post(retry_job))
         .route("/jobs/{id}", axum::routing::delete(discard_job))
+        .route("/devices/{id}/versions", get(super::history::versions_api))
+        .route(
+            "/devices/{id}/versions/{version}/diff",
+            get(super::history::diff_api),
+        )
+        .route(
+            "/devices/{id}/versions/{version}/text",
+            get(super::history::text_api),
+        )
+        .route("/changes", get(super::history::changes_api))
         .fallback(no_route)
 }
 

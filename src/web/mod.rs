@@ -13,6 +13,7 @@
 pub mod api;
 pub mod auth;
 mod charts;
+pub mod history;
 pub mod pages;
 
 use crate::access::Access;
@@ -45,6 +46,9 @@ pub struct WebSettings {
     pub secure_cookies: bool,
     /// The longest `?wait=true` on a manual backup may wait.
     pub manual_timeout: Duration,
+    /// ARCHIVE_ENCRYPTION_KEY: needed to show diffs and download versions (the version
+    /// list works without it).
+    pub archive_key: Option<CredentialKey>,
 }
 
 impl Default for WebSettings {
@@ -54,6 +58,7 @@ impl Default for WebSettings {
             session_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
             manual_timeout: Duration::from_secs(120),
+            archive_key: None,
         }
     }
 }
@@ -70,6 +75,8 @@ struct Inner {
     settings: WebSettings,
     /// The CSRF token when auth is disabled (there is no session to hold one).
     open_csrf: String,
+    /// Config history (versions, diffs). Without an archive key it lists versions only.
+    history: crate::archive::History,
 }
 
 /// Shared state of every web handler.
@@ -97,7 +104,13 @@ impl WebState {
         use rand::RngCore;
         let mut csrf = [0u8; 24];
         rand::rngs::OsRng.fill_bytes(&mut csrf);
+        let history_key = settings.archive_key.clone().unwrap_or_else(|| {
+            // Never opens anything: texts are refused before they are read.
+            CredentialKey::from_base64(&CredentialKey::generate_base64())
+                .expect("a generated key is valid")
+        });
         WebState(Arc::new(Inner {
+            history: crate::archive::History::new(store.clone(), history_key),
             report: Report::new(store.clone()),
             access: Access::new(store.clone()),
             store,
@@ -137,6 +150,13 @@ impl WebState {
     fn open_csrf(&self) -> &str {
         &self.0.open_csrf
     }
+    pub fn history(&self) -> &crate::archive::History {
+        &self.0.history
+    }
+    /// Whether archived texts can be opened (diffs, downloads).
+    pub fn can_read_archive(&self) -> bool {
+        self.0.settings.archive_key.is_some()
+    }
 }
 
 /// Request bodies above this are refused (413) before they are read.
@@ -146,6 +166,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub fn router(state: WebState) -> Router {
     Router::new()
         .merge(pages::routes())
+        .merge(history::page_routes())
         .nest("/api/v1", api::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(security_headers))

@@ -217,6 +217,11 @@ fn layout(state: &WebState, caller: &Caller, title: &str, nav: Nav, body: Markup
     )
 }
 
+/// A page in the dashboard's frame (under Devices), for other web modules.
+pub fn page(state: &WebState, caller: &Caller, title: &str, body: Markup) -> Html<String> {
+    layout(state, caller, title, Nav::Devices, body)
+}
+
 /// A plain error page (also used before a caller is known).
 pub fn error_page(status: StatusCode, message: &str) -> Response {
     let body = html! {
@@ -471,11 +476,13 @@ async fn overview_body(
     window: (&'static str, i64, i64, &'static str),
 ) -> Result<Markup, Response> {
     let tenant = c.tenant();
-    let (ov, activity, ages) = tokio::join!(
+    let (ov, activity, ages, changes) = tokio::join!(
         api::overview_for(s, tenant),
         s.report().activity(tenant, window.1, window.2),
         s.report().backup_ages(tenant),
+        s.history().recent_changes(tenant, 10),
     );
+    let changes = changes.map_err(|err| e(err.into()))?;
     let ov: Overview = ov.map_err(e)?;
     let activity = activity.map_err(|err| e(err.into()))?;
     let ages = ages.map_err(|err| e(err.into()))?;
@@ -580,6 +587,10 @@ async fn overview_body(
                 }
             }
             (charts::activity(&activity))
+        }
+        section.card {
+            h2 { "Recent config changes" }
+            (super::history::changes_feed(&changes))
         }
         section.card {
             h2 { "Recent failures" }
@@ -808,6 +819,11 @@ async fn device(
         .runs(row.device.id, 25)
         .await
         .map_err(|err| e(err.into()))?;
+    let versions = s
+        .history()
+        .versions(row.device.id, c.tenant(), 20)
+        .await
+        .map_err(|err| e(err.into()))?;
     let d = &row.device;
     let st = row.state();
     let admin = c.principal.is_admin();
@@ -859,6 +875,10 @@ async fn device(
             div id="runs" data-refresh=(format!("/devices/{}/runs", d.id)) data-every="5000" {
                 (runs_table(&runs))
             }
+        }
+        section.card {
+            h2 { "Config history" }
+            (super::history::timeline(d.id, &versions))
         }
     };
     Ok(layout(&s, &c, &row.device.name, Nav::Devices, body).into_response())
