@@ -191,7 +191,11 @@ fn child_command(program: &Path, as_user: Option<(libc::uid_t, libc::gid_t)>) ->
 
 fn log_file(dir: &Path, name: &str) -> std::io::Result<(std::fs::File, String)> {
     let path = dir.join(format!("{name}.log"));
-    let f = std::fs::File::create(&path)?;
+    // Append: a private server restarted on the same port keeps its earlier log.
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
     Ok((f, path.display().to_string()))
 }
 
@@ -249,6 +253,19 @@ pub async fn postgres(
         }
         Err(_) => {}
     }
+    let port = free_port().map_err(|e| ServiceError::Start {
+        service: "PostgreSQL",
+        reason: e.to_string(),
+        log: "-".into(),
+    })?;
+    postgres_at(url, port, dir).await
+}
+
+/// A private PostgreSQL on `port` with its data under `dir` (created with initdb unless
+/// `dir` already holds one). Starting it again on the same `dir` and port after
+/// [`Service::stop`] is a restart that keeps the data (the fault tests use it). `url`
+/// only names the server in a "missing binary" error.
+pub async fn postgres_at(url: &str, port: u16, dir: &Path) -> Result<Service, ServiceError> {
     let dirs = postgres_dirs();
     let missing = |binary| ServiceError::Missing {
         service: "PostgreSQL",
@@ -278,25 +295,9 @@ pub async fn postgres(
             }
         }
     }
-    let status = child_command(&initdb, user)
-        .args(["-D"])
-        .arg(&data)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
-        .stdout(
-            log.try_clone()
-                .map_err(|e| start_err(e.to_string(), &log_path))?,
-        )
-        .stderr(
-            log.try_clone()
-                .map_err(|e| start_err(e.to_string(), &log_path))?,
-        )
-        .status()
-        .await
-        .map_err(|e| start_err(format!("initdb: {e}"), &log_path))?;
-    if !status.success() {
-        return Err(start_err(format!("initdb failed ({status})"), &log_path));
+    if !data.join("PG_VERSION").is_file() {
+        initdb_at(&initdb, user, &data, &log, &log_path).await?;
     }
-    let port = free_port().map_err(|e| start_err(e.to_string(), &log_path))?;
     let mut child = child_command(&server, user)
         .arg("-D")
         .arg(&data)
@@ -331,6 +332,39 @@ pub async fn postgres(
     })
 }
 
+async fn initdb_at(
+    initdb: &Path,
+    user: Option<(libc::uid_t, libc::gid_t)>,
+    data: &Path,
+    log: &std::fs::File,
+    log_path: &str,
+) -> Result<(), ServiceError> {
+    let start_err = |reason: String, log: &str| ServiceError::Start {
+        service: "PostgreSQL",
+        reason,
+        log: log.to_string(),
+    };
+    let status = child_command(initdb, user)
+        .args(["-D"])
+        .arg(data)
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        .stdout(
+            log.try_clone()
+                .map_err(|e| start_err(e.to_string(), log_path))?,
+        )
+        .stderr(
+            log.try_clone()
+                .map_err(|e| start_err(e.to_string(), log_path))?,
+        )
+        .status()
+        .await
+        .map_err(|e| start_err(format!("initdb: {e}"), log_path))?;
+    if !status.success() {
+        return Err(start_err(format!("initdb failed ({status})"), log_path));
+    }
+    Ok(())
+}
+
 /// Redis at `url`, or a private one.
 pub async fn redis(url: &str, private: bool, dir: &Path) -> Result<Service, ServiceError> {
     if !private && reachable(url, 6379) {
@@ -340,6 +374,17 @@ pub async fn redis(url: &str, private: bool, dir: &Path) -> Result<Service, Serv
             child: None,
         });
     }
+    let port = free_port().map_err(|e| ServiceError::Start {
+        service: "Redis",
+        reason: e.to_string(),
+        log: "-".into(),
+    })?;
+    redis_at(url, port, dir).await
+}
+
+/// A private, empty Redis on `port` (nothing is kept on disk: starting it again on the
+/// same port after [`Service::stop`] is a restart that lost every key).
+pub async fn redis_at(url: &str, port: u16, dir: &Path) -> Result<Service, ServiceError> {
     let bin = find_binary("redis-server", &[]).ok_or_else(|| ServiceError::Missing {
         service: "Redis",
         url: crate::snapshot::redact_url(url),
@@ -353,7 +398,6 @@ pub async fn redis(url: &str, private: bool, dir: &Path) -> Result<Service, Serv
         log: log.to_string(),
     };
     let (log, log_path) = log_file(dir, "redis").map_err(|e| start_err(e.to_string(), "-"))?;
-    let port = free_port().map_err(|e| start_err(e.to_string(), &log_path))?;
     let mut child = child_command(&bin, None)
         .args([
             "--bind",
@@ -397,6 +441,17 @@ pub async fn nats(url: &str, private: bool, dir: &Path) -> Result<Service, Servi
             child: None,
         });
     }
+    let port = free_port().map_err(|e| ServiceError::Start {
+        service: "NATS",
+        reason: e.to_string(),
+        log: "-".into(),
+    })?;
+    nats_at(url, port, dir).await
+}
+
+/// A private NATS with JetStream on `port`, storing under `dir/nats` (starting it again
+/// on the same `dir` and port after [`Service::stop`] is a restart that keeps streams).
+pub async fn nats_at(url: &str, port: u16, dir: &Path) -> Result<Service, ServiceError> {
     let bin = find_binary("nats-server", &[PathBuf::from("/usr/sbin")]).ok_or_else(|| {
         ServiceError::Missing {
             service: "NATS",
@@ -412,7 +467,6 @@ pub async fn nats(url: &str, private: bool, dir: &Path) -> Result<Service, Servi
         log: log.to_string(),
     };
     let (log, log_path) = log_file(dir, "nats").map_err(|e| start_err(e.to_string(), "-"))?;
-    let port = free_port().map_err(|e| start_err(e.to_string(), &log_path))?;
     let store = dir.join("nats");
     let mut child = child_command(&bin, None)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
