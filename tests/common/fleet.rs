@@ -48,12 +48,19 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub store: Store,
+    /// The server's URL the database was created through (and is dropped through).
+    pub admin_url: String,
 }
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        TestDb::new_on(&database_url()).await
+    }
+
+    /// A database of its own on the server at `admin_url`.
+    pub async fn new_on(admin_url: &str) -> TestDb {
         let name = format!("rbtest_{}", Uuid::new_v4().simple());
-        let admin = sqlx::PgPool::connect(&database_url())
+        let admin = sqlx::PgPool::connect(admin_url)
             .await
             .expect("PostgreSQL is running");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
@@ -61,17 +68,22 @@ impl TestDb {
             .await
             .expect("create test database");
         admin.close().await;
-        let url = with_database(&database_url(), &name);
+        let url = with_database(admin_url, &name);
         let store = Store::connect(&url, 40)
             .await
             .expect("connect test database");
         store.migrate().await.expect("migrations apply");
-        TestDb { name, url, store }
+        TestDb {
+            name,
+            url,
+            store,
+            admin_url: admin_url.to_string(),
+        }
     }
 
     pub async fn drop(self) {
         self.store.pool().close().await;
-        if let Ok(admin) = sqlx::PgPool::connect(&database_url()).await {
+        if let Ok(admin) = sqlx::PgPool::connect(&self.admin_url).await {
             let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name
@@ -88,6 +100,8 @@ pub struct FleetOptions {
     pub lease_ttl: Duration,
     pub heartbeat: Duration,
     pub command_timeout: Duration,
+    /// How long a snapshot publish waits for JetStream's ack (per attempt).
+    pub ack_timeout: Duration,
 }
 
 impl Default for FleetOptions {
@@ -103,11 +117,33 @@ impl Default for FleetOptions {
             lease_ttl: Duration::from_secs(6),
             heartbeat: Duration::from_secs(1),
             command_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Where a fleet's services are: the shared ones by default, or private instances a
+/// test started (and may stop and restart) with `rosbackup::demo::services`.
+#[derive(Debug, Clone)]
+pub struct ServiceUrls {
+    /// A PostgreSQL server URL; the fleet creates its own database there.
+    pub database_url: String,
+    pub redis_url: String,
+    pub nats_url: String,
+}
+
+impl Default for ServiceUrls {
+    fn default() -> Self {
+        ServiceUrls {
+            database_url: database_url(),
+            redis_url: redis_url(),
+            nats_url: super::nats_url(),
         }
     }
 }
 
 pub struct Fleet {
+    pub urls: ServiceUrls,
     pub db: TestDb,
     pub queue: Queue,
     pub key: CredentialKey,
@@ -122,9 +158,14 @@ pub struct Fleet {
 
 impl Fleet {
     pub async fn start(opts: FleetOptions) -> Fleet {
-        let db = TestDb::new().await;
+        Fleet::start_on(ServiceUrls::default(), opts).await
+    }
+
+    /// A fleet on the services at `urls`.
+    pub async fn start_on(urls: ServiceUrls, opts: FleetOptions) -> Fleet {
+        let db = TestDb::new_on(&urls.database_url).await;
         let queue = Queue::connect(QueueConfig {
-            redis_url: redis_url(),
+            redis_url: urls.redis_url.clone(),
             name: format!("rbtest:{}", Uuid::new_v4().simple()),
             heartbeat: opts.heartbeat,
             missed_heartbeats: 3,
@@ -134,17 +175,18 @@ impl Fleet {
         .expect("Redis is running");
         let token = Uuid::new_v4().simple().to_string();
         let publisher_cfg = PublisherConfig {
-            nats_url: super::nats_url(),
+            nats_url: urls.nats_url.clone(),
             subject_prefix: format!("rbtest{token}.config.snapshot"),
             stream_name: format!("RBTEST_{token}"),
             object_bucket: format!("RBTEXT_{token}"),
             stream_max_bytes: 512 * 1024 * 1024,
+            ack_timeout: opts.ack_timeout,
             ..PublisherConfig::default()
         };
         let publisher = Publisher::connect(publisher_cfg.clone())
             .await
             .expect("NATS is running");
-        let nats = async_nats::connect(super::nats_url())
+        let nats = async_nats::connect(urls.nats_url.clone())
             .await
             .expect("NATS is running");
         let sim = Simulator::start(opts.sim).await.expect("simulator starts");
@@ -154,6 +196,7 @@ impl Fleet {
         backup.export.connect_timeout = Duration::from_secs(3);
         let key_b64 = CredentialKey::generate_base64();
         Fleet {
+            urls,
             db,
             queue,
             key: CredentialKey::from_base64(&key_b64).expect("key"),
@@ -328,8 +371,8 @@ impl Fleet {
     pub fn process_env(&self) -> Vec<(String, String)> {
         [
             ("DATABASE_URL", self.db.url.clone()),
-            ("REDIS_URL", redis_url()),
-            ("NATS_URL", super::nats_url()),
+            ("REDIS_URL", self.urls.redis_url.clone()),
+            ("NATS_URL", self.urls.nats_url.clone()),
             ("ROSBACKUP_QUEUE", self.queue.config().name.clone()),
             (
                 "ROSBACKUP_QUEUE_HEARTBEAT",
@@ -376,5 +419,154 @@ impl Fleet {
         let _ = self.queue.purge().await;
         self.sim.shutdown().await;
         self.db.drop().await;
+    }
+}
+
+/// Every snapshot in a fleet's stream, checked: each event's `sha256_hash` is the hash of
+/// exactly its text (inline or in the object store), its subject names its device, and
+/// no `Nats-Msg-Id` is stored twice.
+#[derive(Debug, Default)]
+pub struct StreamAudit {
+    /// Events per device id, in stream order.
+    pub by_device: std::collections::HashMap<Uuid, Vec<rosbackup::snapshot::ConfigSnapshotEvent>>,
+    pub messages: u64,
+}
+
+impl StreamAudit {
+    pub fn count(&self, device: Uuid) -> usize {
+        self.by_device.get(&device).map_or(0, Vec::len)
+    }
+
+    pub fn hashes(&self, device: Uuid) -> Vec<String> {
+        self.by_device
+            .get(&device)
+            .map(|v| v.iter().map(|e| e.sha256_hash.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One row of `backup_runs`, the columns the fault tests look at.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub device_id: Uuid,
+    pub job_id: String,
+    pub trigger: String,
+    pub worker: String,
+    pub status: String,
+    pub error_kind: Option<String>,
+    pub sha256: Option<String>,
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Fleet {
+    /// Read back and check every message of this fleet's stream (see [`StreamAudit`]).
+    pub async fn audit_stream(&self) -> StreamAudit {
+        let js = async_nats::jetstream::new(self.nats.clone());
+        let mut audit = StreamAudit::default();
+        let mut stream = match js.get_stream(&self.publisher_cfg.stream_name).await {
+            Ok(s) => s,
+            Err(_) => return audit, // nothing was ever published
+        };
+        let state = stream.info().await.expect("stream info").state.clone();
+        audit.messages = state.messages;
+        let mut ids = std::collections::HashSet::new();
+        if state.messages == 0 {
+            return audit;
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            let msg = match stream.get_raw_message(seq).await {
+                Ok(m) => m,
+                Err(e) => panic!("stream message {seq}: {e}"),
+            };
+            let event =
+                rosbackup::snapshot::ConfigSnapshotEvent::decode(&msg.payload).expect("event");
+            let text = rosbackup::snapshot::fetch_config_text(&js, &event)
+                .await
+                .expect("config text");
+            assert_eq!(
+                rosbackup::normalize::hash(&text),
+                event.sha256_hash,
+                "message {seq}: hash does not match its text"
+            );
+            assert!(!text.is_empty(), "message {seq}: empty config");
+            let device: Uuid = event.device_id.parse().expect("device id");
+            assert_eq!(
+                msg.subject.as_str(),
+                format!("{}.create.{device}", self.publisher_cfg.subject_prefix),
+                "message {seq}: subject"
+            );
+            let msg_id = msg
+                .headers
+                .get("Nats-Msg-Id")
+                .map(|v| v.as_str().to_string())
+                .expect("Nats-Msg-Id");
+            assert!(ids.insert(msg_id.clone()), "{msg_id} stored twice");
+            audit.by_device.entry(device).or_default().push(event);
+        }
+        audit
+    }
+
+    /// Every run row, oldest first.
+    pub async fn runs(&self) -> Vec<RunRow> {
+        sqlx::query_as(
+            "SELECT device_id, job_id, trigger, worker, status, error_kind, sha256, finished_at \
+             FROM backup_runs ORDER BY id",
+        )
+        .fetch_all(self.store().pool())
+        .await
+        .expect("runs")
+    }
+
+    /// Devices whose last backup succeeded.
+    pub async fn successes(&self) -> i64 {
+        self.count_status("success").await
+    }
+}
+
+/// The checks every fault test makes on the records: per scheduled job at most one
+/// outcome (success or failure) — a second one would come from an execution that had lost
+/// its lease; every success run's hash is in the stream under its device; every device
+/// has at most as many snapshots as runs that reached the publish step (success or
+/// `publish_failed`), so nothing is published twice beyond what `Nats-Msg-Id` dedup
+/// absorbs; and no device ever had two sessions at once.
+pub fn check_records(
+    runs: &[RunRow],
+    audit: &StreamAudit,
+    sim_stats: &std::collections::BTreeMap<Uuid, rosbackup::sim::DeviceStats>,
+) {
+    let mut outcomes: std::collections::HashMap<&str, usize> = Default::default();
+    for r in runs {
+        if r.trigger == "scheduled" && (r.status == "success" || r.status == "failed") {
+            *outcomes.entry(r.job_id.as_str()).or_default() += 1;
+        }
+    }
+    for (job, n) in &outcomes {
+        assert_eq!(*n, 1, "job {job} has {n} outcomes");
+    }
+    let mut reached_publish: std::collections::HashMap<Uuid, usize> = Default::default();
+    for r in runs {
+        if r.status == "success" {
+            let sha = r.sha256.as_deref().expect("a success has a hash");
+            assert!(
+                audit.hashes(r.device_id).iter().any(|h| h == sha),
+                "{}: success run {} ({sha}) has no snapshot in the stream",
+                r.device_id,
+                r.job_id
+            );
+        }
+        if r.status == "success" || r.error_kind.as_deref() == Some("publish_failed") {
+            *reached_publish.entry(r.device_id).or_default() += 1;
+        }
+    }
+    for (device, events) in &audit.by_device {
+        let allowed = reached_publish.get(device).copied().unwrap_or(0);
+        assert!(
+            events.len() <= allowed,
+            "{device}: {} snapshots for {allowed} runs that published",
+            events.len()
+        );
+    }
+    for (id, s) in sim_stats {
+        assert!(s.max_concurrent <= 1, "{id}: two sessions at once: {s:?}");
     }
 }
