@@ -10,6 +10,8 @@ if ! command -v cargo >/dev/null; then
   echo "demo.sh: cargo not found — install Rust from https://rustup.rs first" >&2
   exit 1
 fi
-echo "building rosbackup (release)…"
-cargo build --release --quiet --bin rosbackup
+if [ ! -x target/release/rosbackup ]; then
+  echo "building rosbackup (release; the first build takes 5-15 minutes and about 1.5 GB of disk)…"
+fi
+cargo build --release --bin rosbackup
 exec ./target/release/rosbackup demo "$@"

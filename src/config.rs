@@ -206,7 +206,7 @@ pub const VARS: &[Var] = &[
         "127.0.0.1:9091",
         false,
         false,
-        "worker: /healthz, /readyz, /metrics (port 0 = any free port); enqueuer: when set, serves them here too, apart from the dashboard"
+        "worker: /healthz, /readyz, /metrics (port 0 = any free port); enqueuer and archiver: when set, serve them here (the enqueuer also on its dashboard port)"
     ),
     var!(
         "ROSBACKUP_QUEUE",

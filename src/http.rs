@@ -21,7 +21,8 @@ use std::net::SocketAddr;
 pub struct OpsState {
     pub metrics: Metrics,
     pub store: Store,
-    pub queue: Queue,
+    /// The job queue; `None` for processes that do not use Redis (the archiver).
+    pub queue: Option<Queue>,
     /// Worker liveness; `None` for processes without an apalis worker.
     pub liveness: Option<(Liveness, i64)>,
 }
@@ -48,13 +49,23 @@ async fn healthz(State(s): State<OpsState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<OpsState>) -> impl IntoResponse {
-    let (db, redis) = tokio::join!(s.store.ping(), s.queue.ping());
+    let redis = async {
+        match &s.queue {
+            Some(q) => Some(q.ping().await),
+            None => None,
+        }
+    };
+    let (db, redis) = tokio::join!(s.store.ping(), redis);
     let body = format!(
         "postgres: {}\nredis: {}\n",
         if db { "ok" } else { "unreachable" },
-        if redis { "ok" } else { "unreachable" }
+        match redis {
+            Some(true) => "ok",
+            Some(false) => "unreachable",
+            None => "not used",
+        }
     );
-    let code = if db && redis {
+    let code = if db && redis != Some(false) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -173,7 +173,24 @@ pub async fn answer(
     }
 }
 
-/// Serve `subject` (queue group `rosbackup-trigger`, so several enqueuers share the
+/// The NATS queue group of a fleet's trigger subscribers: one per job queue, so the
+/// enqueuers of one fleet share requests while another fleet on the same NATS (which
+/// should use its own `ROSBACKUP_TRIGGER_SUBJECT`) never takes them from its group.
+pub fn trigger_group(queue_name: &str) -> String {
+    let safe: String = queue_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("rosbackup-trigger-{safe}")
+}
+
+/// Serve `subject` (queue group [`trigger_group`], so several enqueuers share the
 /// load and each request is answered once) until the subscription ends.
 pub async fn serve_trigger(
     client: async_nats::Client,
@@ -184,7 +201,7 @@ pub async fn serve_trigger(
     metrics: Metrics,
 ) -> Result<(), async_nats::SubscribeError> {
     let mut sub = client
-        .queue_subscribe(subject.clone(), "rosbackup-trigger".to_string())
+        .queue_subscribe(subject.clone(), trigger_group(queue.config().name.as_str()))
         .await?;
     info!(subject = %subject, "answering manual backup requests");
     while let Some(msg) = sub.next().await {

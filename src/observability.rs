@@ -16,8 +16,11 @@ pub fn init_tracing(env: &Env) -> Result<(), ConfigError> {
         reason: e.to_string(),
     })?;
     let format = env.raw("LOG_FORMAT");
+    // Colours only on a terminal: log files and pipes get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let result = match format.as_str() {
         "json" => builder.json().with_current_span(true).try_init(),

@@ -85,6 +85,28 @@ impl DeviceState {
         }
     }
 
+    /// What the state means, for tooltips and the README.
+    pub fn explain(self) -> &'static str {
+        match self {
+            DeviceState::Ok => "the last backup succeeded",
+            DeviceState::Never => "imported, no backup attempted yet",
+            DeviceState::Failing => "the last backup failed; a retry is due",
+            DeviceState::BackingOff => {
+                "the last backup failed; waiting before the next try (5 min, 15 min, then 1 h)"
+            }
+            DeviceState::Offline => {
+                "the last backup failed without an answer (timeout or connection refused)"
+            }
+            DeviceState::BlockedAuth => {
+                "the login was refused: not retried until the credentials change"
+            }
+            DeviceState::BlockedHostKey => {
+                "the host key changed: not retried until it is verified and reset"
+            }
+            DeviceState::Disabled => "not backed up (disabled by an operator)",
+        }
+    }
+
     /// States an operator has to look at.
     pub fn needs_attention(self) -> bool {
         matches!(

@@ -179,7 +179,7 @@ impl WorkerProcess {
         let ops = OpsState {
             metrics: self.env.metrics.clone(),
             store: self.env.store.clone(),
-            queue: self.env.queue.clone(),
+            queue: Some(self.env.queue.clone()),
             liveness: Some((self.liveness.clone(), stall)),
         };
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -306,7 +306,7 @@ impl EnqueuerProcess {
         let ops = OpsState {
             metrics: e.metrics.clone(),
             store: e.store.clone(),
-            queue: e.queue.clone(),
+            queue: Some(e.queue.clone()),
             liveness: None,
         };
         let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
@@ -403,12 +403,19 @@ pub enum Role {
 #[derive(Debug)]
 pub struct ArchiverProcess {
     pub archiver: crate::archive::Archiver,
+    /// `/healthz`, `/readyz`, `/metrics` here when ROSBACKUP_METRICS_ADDR is set (probes).
+    pub ops_addr: Option<String>,
 }
 
 /// Validate the environment and connect an archiver (PostgreSQL and NATS; no Redis).
 pub async fn archiver_from_env(env: &Env) -> Result<ArchiverProcess, StartError> {
     let settings = config::archiver_settings(env)?;
     let key = config::archive_key(env)?;
+    let ops_addr = if env.is_set("ROSBACKUP_METRICS_ADDR") {
+        Some(config::listen_addr(env, "ROSBACKUP_METRICS_ADDR")?)
+    } else {
+        None
+    };
     let publisher_cfg = crate::snapshot::PublisherConfig {
         retry_initial_connect: false,
         ..config::publisher_config(env)?
@@ -422,7 +429,7 @@ pub async fn archiver_from_env(env: &Env) -> Result<ArchiverProcess, StartError>
         .consumer()
         .await
         .map_err(|e| StartError::Connect(format!("NATS at {shown}: {e}")))?;
-    Ok(ArchiverProcess { archiver })
+    Ok(ArchiverProcess { archiver, ops_addr })
 }
 
 impl ArchiverProcess {
@@ -436,10 +443,35 @@ impl ArchiverProcess {
             "rosbackup-archiver: consuming {}",
             self.archiver.stream_name()
         );
-        self.archiver
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let ops = match &self.ops_addr {
+            None => None,
+            Some(addr) => {
+                let state = OpsState {
+                    metrics: Metrics::new(),
+                    store: self.archiver.archive().store().clone(),
+                    queue: None,
+                    liveness: None,
+                };
+                let (bound, handle) = http::serve(addr, http::ops_router(state), async move {
+                    let _ = stop_rx.await;
+                })
+                .await
+                .map_err(|e| StartError::Connect(format!("cannot listen on {addr}: {e}")))?;
+                println!("rosbackup-archiver: probes on http://{bound}/healthz");
+                Some(handle)
+            }
+        };
+        let result = self
+            .archiver
             .run(shutdown)
             .await
-            .map_err(|e| StartError::Connect(e.to_string()))
+            .map_err(|e| StartError::Connect(e.to_string()));
+        let _ = stop_tx.send(());
+        if let Some(h) = ops {
+            let _ = h.await;
+        }
+        result
     }
 }
 

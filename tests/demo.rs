@@ -104,3 +104,86 @@ fn a_database_url_that_refuses_us_is_an_error_not_a_silent_fallback() {
     );
     assert!(!err.contains("wrong"), "the password leaked: {err}");
 }
+
+/// Two demos at once on the same (shared) services: each has its own database, queue,
+/// subjects and stream, both finish, and each removes what it created.
+#[tokio::test]
+async fn two_demos_on_shared_services_do_not_touch_each_other_and_clean_up() {
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+            .args([
+                "demo",
+                "--once",
+                "--devices",
+                "8",
+                "--timeout",
+                "120",
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
+            .env("DATABASE_URL", common_database_url())
+            .output()
+    };
+    let (a, b) = tokio::join!(run(), run());
+    let mut ids = Vec::new();
+    for o in [a.unwrap(), b.unwrap()] {
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains("already running"), "{out}");
+        let stream = out
+            .lines()
+            .find_map(|l| l.split("(stream ").nth(1))
+            .map(|s| s.trim_end_matches(')').to_string())
+            .expect("stream name printed");
+        ids.push(stream.trim_start_matches("ROSBACKUP_DEMO_").to_string());
+    }
+    assert_ne!(ids[0], ids[1]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&common_database_url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(nats_url()).await.unwrap());
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for id in &ids {
+        let db: Option<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname = $1")
+                .bind(format!("rosbackup_demo_{id}"))
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        assert_eq!(db, None, "demo {id} left its database");
+        assert!(
+            js.get_stream(format!("ROSBACKUP_DEMO_{id}")).await.is_err(),
+            "demo {id} left its stream"
+        );
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("rosbackup:demo:{id}*"))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(keys.is_empty(), "demo {id} left Redis keys: {keys:?}");
+    }
+}
+
+fn common_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}

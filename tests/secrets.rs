@@ -106,6 +106,16 @@ impl Proc {
     }
 }
 
+/// A failing assertion must not leave processes behind.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 // Multi-threaded: the simulator runs in this runtime while the test blocks on HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn passwords_and_config_secrets_never_appear_in_logs_metrics_or_responses() {

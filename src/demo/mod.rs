@@ -100,11 +100,46 @@ fn setup(what: &str) -> impl Fn(String) -> DemoError + '_ {
     move |e| DemoError::Setup(format!("{what}: {e}"))
 }
 
+/// Names of this run's database, queue, subjects and stream: per process, so two demos
+/// (or a demo beside a real fleet) on the same services never touch each other.
+#[derive(Debug, Clone)]
+struct Names {
+    database: String,
+    queue: String,
+    subject_prefix: String,
+    trigger_subject: String,
+    stream: String,
+    bucket: String,
+}
+
+impl Names {
+    fn for_run(id: u32) -> Names {
+        Names {
+            database: format!("rosbackup_demo_{id}"),
+            queue: format!("rosbackup:demo:{id}"),
+            subject_prefix: format!("demo{id}.config.snapshot"),
+            trigger_subject: format!("demo{id}.config.backup.trigger"),
+            stream: format!("ROSBACKUP_DEMO_{id}"),
+            bucket: format!("ROSBACKUP_DEMO_{id}_TEXTS"),
+        }
+    }
+}
+
+/// What the demo created in services it did not start (removed at exit).
+#[derive(Debug, Clone)]
+struct Created {
+    admin_url: String,
+    redis_url: String,
+    nats_url: String,
+    names: Names,
+}
+
 /// Everything the demo started, stopped in reverse order.
 struct Running {
     children: Vec<(String, Child)>,
     sim: Option<Simulator>,
     services: Vec<Service>,
+    created: Option<Created>,
 }
 
 impl Running {
@@ -115,9 +150,57 @@ impl Running {
         if let Some(sim) = self.sim.take() {
             sim.shutdown().await;
         }
+        if let Some(c) = self.created.take() {
+            remove_created(&c).await;
+        }
         for s in self.services.iter_mut().rev() {
             s.stop(Duration::from_secs(15)).await;
         }
+    }
+}
+
+/// Drop this run's database, queue keys, stream and bucket from shared services (best
+/// effort: what cannot be removed is named, so the operator can do it).
+async fn remove_created(c: &Created) {
+    let n = &c.names;
+    let mut left = Vec::new();
+    match Store::connect(&c.admin_url, 1).await {
+        Ok(admin) => {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", n.database);
+            if sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(admin.pool())
+                .await
+                .is_err()
+            {
+                left.push(format!("PostgreSQL database {}", n.database));
+            }
+            admin.pool().close().await;
+        }
+        Err(_) => left.push(format!("PostgreSQL database {}", n.database)),
+    }
+    let queue = Queue::connect(QueueConfig {
+        redis_url: c.redis_url.clone(),
+        name: n.queue.clone(),
+        ..QueueConfig::default()
+    })
+    .await;
+    let purged = match queue {
+        Ok(q) => q.purge().await.is_ok(),
+        Err(_) => false,
+    };
+    if !purged {
+        left.push(format!("Redis keys {}:*", n.queue));
+    }
+    match async_nats::connect(c.nats_url.as_str()).await {
+        Ok(client) => {
+            let js = async_nats::jetstream::new(client);
+            let _ = js.delete_stream(&n.stream).await;
+            let _ = js.delete_object_store(&n.bucket).await;
+        }
+        Err(_) => left.push(format!("NATS stream {} and bucket {}", n.stream, n.bucket)),
+    }
+    if !left.is_empty() {
+        println!("could not remove: {}", left.join(", "));
     }
 }
 
@@ -147,6 +230,7 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
         children: Vec::new(),
         sim: None,
         services: Vec::new(),
+        created: None,
     };
     let outcome = run_inner(&opts, &logs, &mut running).await;
     println!();
@@ -212,6 +296,15 @@ async fn run_inner(
         );
     }
     let (pg_url, redis_url, nats_url) = (pg.url.clone(), redis.url.clone(), nats.url.clone());
+    let names = Names::for_run(std::process::id());
+    if !(pg.private() && redis.private() && nats.private()) {
+        running.created = Some(Created {
+            admin_url: pg_url.clone(),
+            redis_url: redis_url.clone(),
+            nats_url: nats_url.clone(),
+            names: names.clone(),
+        });
+    }
     running.services.extend([pg, redis, nats]);
 
     // 2. A fresh database of its own, migrated.
@@ -219,8 +312,8 @@ async fn run_inner(
         .await
         .map_err(|e| setup("PostgreSQL")(e.to_string()))?;
     for sql in [
-        "DROP DATABASE IF EXISTS rosbackup_demo WITH (FORCE)",
-        "CREATE DATABASE rosbackup_demo",
+        format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", names.database),
+        format!("CREATE DATABASE {}", names.database),
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(admin.pool())
@@ -228,7 +321,7 @@ async fn run_inner(
             .map_err(|e| setup("creating the demo database")(e.to_string()))?;
     }
     admin.pool().close().await;
-    let db_url = with_database(&pg_url, "rosbackup_demo");
+    let db_url = with_database(&pg_url, &names.database);
     let store = Store::connect(&db_url, 4)
         .await
         .map_err(|e| setup("demo database")(e.to_string()))?;
@@ -238,7 +331,7 @@ async fn run_inner(
         .map_err(|e| setup("migrations")(e.to_string()))?;
 
     // 3. An empty queue of its own.
-    let queue_name = "rosbackup:demo".to_string();
+    let queue_name = names.queue.clone();
     let queue = Queue::connect(QueueConfig {
         redis_url: redis_url.clone(),
         name: queue_name.clone(),
@@ -318,9 +411,10 @@ async fn run_inner(
         ("NATS_URL", nats_url.as_str()),
         ("CREDENTIAL_ENCRYPTION_KEY", key_b64.as_str()),
         ("ROSBACKUP_QUEUE", queue_name.as_str()),
-        ("ROSBACKUP_SUBJECT_PREFIX", "demo.config.snapshot"),
-        ("ROSBACKUP_NATS_STREAM", "ROSBACKUP_DEMO"),
-        ("ROSBACKUP_NATS_OBJECT_BUCKET", "ROSBACKUP_DEMO_TEXTS"),
+        ("ROSBACKUP_SUBJECT_PREFIX", names.subject_prefix.as_str()),
+        ("ROSBACKUP_TRIGGER_SUBJECT", names.trigger_subject.as_str()),
+        ("ROSBACKUP_NATS_STREAM", names.stream.as_str()),
+        ("ROSBACKUP_NATS_OBJECT_BUCKET", names.bucket.as_str()),
         ("ROSBACKUP_NATS_STREAM_MAX_BYTES", "268435456"),
         ("CONFIG_BACKUP_INTERVAL", "300"),
         ("CONFIG_BACKUP_COMMAND_TIMEOUT", "15"),
@@ -377,7 +471,10 @@ async fn run_inner(
         opts.workers,
         logs.display()
     );
-    println!("  Snapshots   NATS subjects demo.config.snapshot.create.<device_id>");
+    println!(
+        "  Snapshots   NATS subjects {}.create.<device_id> (stream {})",
+        names.subject_prefix, names.stream
+    );
     println!(
         "  {}",
         if opts.once {
@@ -390,7 +487,7 @@ async fn run_inner(
 
     // 6. Progress until every healthy device has a backup.
     let healthy_ids: Vec<Uuid> = healthy.iter().copied().collect();
-    let tty = unsafe { libc::isatty(1) } == 1;
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut last_line = String::new();
     let mut last_print = Instant::now() - Duration::from_secs(60);
     let mut done_at: Option<Duration> = None;

@@ -149,7 +149,7 @@ fn when(t: Option<DateTime<Utc>>) -> Markup {
 }
 
 fn state_badge(state: DeviceState) -> Markup {
-    html! { span class=(format!("badge s-{}", state.as_str())) { (state.label()) } }
+    html! { span class=(format!("badge s-{}", state.as_str())) title=(state.explain()) { (state.label()) } }
 }
 
 fn run_badge(status: &str) -> Markup {
@@ -523,7 +523,8 @@ async fn overview_body(
                     @for st in DeviceState::ALL {
                         @let n = ov.states.get(st.as_str()).copied().unwrap_or(0);
                         a class=(format!("tile s-{}{}", st.as_str(), if n == 0 { " zero" } else { "" }))
-                            href=(format!("/devices?status={}", st.as_str())) id=(format!("state-{}", st.as_str())) {
+                            href=(format!("/devices?status={}", st.as_str())) id=(format!("state-{}", st.as_str()))
+                            title=(st.explain()) {
                             span.n { (n) }
                             span.l { (st.label()) }
                         }
@@ -846,13 +847,20 @@ async fn device(
                 div.actions {
                     form.inline method="post" action=(format!("/devices/{}/backup", d.id)) {
                         input type="hidden" name="csrf" value=(c.csrf);
-                        button.primary type="submit" id="backup-now" { "Back up now" }
+                        @if d.blocked_reason.is_some() {
+                            button.primary type="submit" id="backup-now" disabled
+                                title="Blocked devices are not contacted: update the credentials or reset the host key (or Unblock) first" { "Back up now" }
+                        } @else {
+                            button.primary type="submit" id="backup-now" { "Back up now" }
+                        }
                     }
                     @if d.blocked_reason.is_some() || d.consecutive_failures > 0 {
                         (action("unblock", "Unblock", "", None))
                     }
-                    (action("reset-host-key", "Reset host key", "",
-                        Some("Forget the pinned host key? The next backup trusts whatever key the device presents.")))
+                    @if d.ssh_host_key_fingerprint.is_some() {
+                        (action("reset-host-key", "Reset host key", "",
+                            Some("Forget the pinned host key? The next backup trusts whatever key the device presents.")))
+                    }
                     @if d.enabled {
                         (action("disable", "Disable", "ghost", Some("Stop backing up this device?")))
                     } @else {
@@ -1104,6 +1112,13 @@ async fn jobs(
         .unwrap_or(false)
     {
         "running"
+    } else if stats
+        .depth
+        .map(|d| d.due == 0 && d.scheduled > 0)
+        .or(stats.tenant.map(|t| t.due == 0 && t.scheduled > 0))
+        .unwrap_or(false)
+    {
+        "scheduled"
     } else {
         "due"
     };

@@ -47,7 +47,7 @@ pub fn router_with(fleet: &Fleet, auth: AuthMode, manual_timeout: Duration) -> (
     let ops = OpsState {
         metrics,
         store: fleet.store().clone(),
-        queue: fleet.queue.clone(),
+        queue: Some(fleet.queue.clone()),
         liveness: None,
     };
     (
