@@ -96,3 +96,19 @@ pub async fn publish(
     let receipt = publisher.publish(&event).await?;
     Ok((event, receipt))
 }
+
+/// [`publish`] for a queued job: the `Nats-Msg-Id` is the job id and the hash, so the
+/// same job publishing the same config twice (a retry after an unrecorded success) is
+/// stored once.
+pub async fn publish_for_job(
+    publisher: &Publisher,
+    collected: &Collected,
+    device_id: &str,
+    tenant_id: &str,
+    job_id: &str,
+) -> Result<(ConfigSnapshotEvent, Receipt), SnapshotError> {
+    let event = collected.event(device_id, tenant_id);
+    let msg_id = format!("{job_id}:{}", event.sha256_hash);
+    let receipt = publisher.publish_as(&event, &msg_id).await?;
+    Ok((event, receipt))
+}

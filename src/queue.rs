@@ -292,7 +292,10 @@ impl Queue {
         let now = Utc::now().timestamp();
         let mut conn = self.conn.clone();
         let workers: Vec<String> = conn.zrange(c.workers_set(), 0, -1).await?;
+        // MULTI/EXEC: one consistent snapshot. apalis moves jobs between these sets with
+        // Lua scripts; read one by one, a job moving meanwhile could count twice.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         pipe.zcount(c.scheduled_jobs_set(), format!("({now}"), "+inf")
             .zcount(c.scheduled_jobs_set(), "-inf", now)
             .llen(c.active_jobs_list())

@@ -300,11 +300,23 @@ impl Publisher {
 
     /// Publish and wait for the ack, retrying with the same `Nats-Msg-Id`.
     pub async fn publish(&self, event: &ConfigSnapshotEvent) -> Result<Receipt, SnapshotError> {
+        self.publish_as(event, &event.msg_id()).await
+    }
+
+    /// [`Publisher::publish`] under a given `Nats-Msg-Id`. The worker passes one derived
+    /// from the job and the hash, so that a job run again after its first run was
+    /// published but not recorded (e.g. PostgreSQL went away in between) publishes the
+    /// same config once: JetStream drops the repeat within the stream's duplicate window.
+    pub async fn publish_as(
+        &self,
+        event: &ConfigSnapshotEvent,
+        msg_id: &str,
+    ) -> Result<Receipt, SnapshotError> {
         let subject = self.subject_for(&event.device_id);
         let payload = serde_json::to_vec(event)
             .map_err(|e| SnapshotError::Decode(format!("cannot encode event: {e}")))?;
         if payload.len() <= self.inline_limit() {
-            match self.send(&subject, event, payload.into(), false).await {
+            match self.send(&subject, msg_id, payload.into(), false).await {
                 // The limit shrank under us (reconnect to another server): go by reference.
                 Err(Failure::TooBig) => {}
                 other => return other.map_err(|f| f.into_error(&subject, self.cfg.attempts)),
@@ -317,7 +329,7 @@ impl Publisher {
         small.config_ref = Some(reference);
         let payload = serde_json::to_vec(&small)
             .map_err(|e| SnapshotError::Decode(format!("cannot encode event: {e}")))?;
-        self.send(&subject, event, payload.into(), true)
+        self.send(&subject, msg_id, payload.into(), true)
             .await
             .map_err(|f| f.into_error(&subject, self.cfg.attempts))
     }
@@ -326,16 +338,15 @@ impl Publisher {
     async fn send(
         &self,
         subject: &str,
-        event: &ConfigSnapshotEvent,
+        msg_id: &str,
         payload: bytes::Bytes,
         by_reference: bool,
     ) -> Result<Receipt, Failure> {
         use async_nats::jetstream::context::PublishErrorKind as K;
-        let msg_id = event.msg_id();
         let mut last_err = String::new();
         for attempt in 1..=self.cfg.attempts.max(1) {
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", msg_id.as_str());
+            headers.insert("Nats-Msg-Id", msg_id);
             if by_reference {
                 headers.insert("Rosbackup-Config-Ref", "object-store");
             }

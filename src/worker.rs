@@ -423,11 +423,12 @@ async fn backup_under_lease(
         if !env.store.renew_lease(lease).await.unwrap_or(false) {
             return Ok(None);
         }
-        backup::publish(
+        backup::publish_for_job(
             &env.publisher,
             &collected,
             &device.id.to_string(),
             &device.tenant_id.to_string(),
+            &lease.job_id,
         )
         .await?;
         Ok(Some(collected))

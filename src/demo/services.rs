@@ -298,8 +298,8 @@ pub async fn postgres_at(url: &str, port: u16, dir: &Path) -> Result<Service, Se
     if !data.join("PG_VERSION").is_file() {
         initdb_at(&initdb, user, &data, &log, &log_path).await?;
     }
-    let mut child = child_command(&server, user)
-        .arg("-D")
+    let mut cmd = child_command(&server, user);
+    cmd.arg("-D")
         .arg(&data)
         .args([
             "-p",
@@ -310,21 +310,17 @@ pub async fn postgres_at(url: &str, port: u16, dir: &Path) -> Result<Service, Se
             "fsync=off",
         ])
         .arg("-k")
-        .arg(&data)
-        .stdout(
-            log.try_clone()
-                .map_err(|e| start_err(e.to_string(), &log_path))?,
-        )
-        .stderr(log)
-        .spawn()
-        .map_err(|e| start_err(e.to_string(), &log_path))?;
-    wait_listening(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        &mut child,
+        .arg(&data);
+    drop(log);
+    let child = start_server(
+        "PostgreSQL",
+        cmd,
+        dir,
+        "postgres",
+        port,
         Duration::from_secs(30),
     )
-    .await
-    .map_err(|e| start_err(e, &log_path))?;
+    .await?;
     Ok(Service {
         name: "PostgreSQL",
         url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
@@ -365,6 +361,42 @@ async fn initdb_at(
     Ok(())
 }
 
+/// Start a server command with its output to `dir/<log>.log` and wait until it listens
+/// on `port` (or fails, saying where its log is).
+async fn start_server(
+    service: &'static str,
+    mut cmd: Command,
+    dir: &Path,
+    log: &str,
+    port: u16,
+    deadline: Duration,
+) -> Result<Child, ServiceError> {
+    let (file, log_path) = log_file(dir, log).map_err(|e| ServiceError::Start {
+        service,
+        reason: e.to_string(),
+        log: "-".into(),
+    })?;
+    let start_err = |reason: String| ServiceError::Start {
+        service,
+        reason,
+        log: log_path.clone(),
+    };
+    let out = file.try_clone().map_err(|e| start_err(e.to_string()))?;
+    let mut child = cmd
+        .stdout(out)
+        .stderr(file)
+        .spawn()
+        .map_err(|e| start_err(e.to_string()))?;
+    wait_listening(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        &mut child,
+        deadline,
+    )
+    .await
+    .map_err(start_err)?;
+    Ok(child)
+}
+
 /// Redis at `url`, or a private one.
 pub async fn redis(url: &str, private: bool, dir: &Path) -> Result<Service, ServiceError> {
     if !private && reachable(url, 6379) {
@@ -392,39 +424,20 @@ pub async fn redis_at(url: &str, port: u16, dir: &Path) -> Result<Service, Servi
         package: "redis-server",
         var: "REDIS_URL",
     })?;
-    let start_err = |reason: String, log: &str| ServiceError::Start {
-        service: "Redis",
-        reason,
-        log: log.to_string(),
-    };
-    let (log, log_path) = log_file(dir, "redis").map_err(|e| start_err(e.to_string(), "-"))?;
-    let mut child = child_command(&bin, None)
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(
-            log.try_clone()
-                .map_err(|e| start_err(e.to_string(), &log_path))?,
-        )
-        .stderr(log)
-        .spawn()
-        .map_err(|e| start_err(e.to_string(), &log_path))?;
-    wait_listening(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        &mut child,
-        Duration::from_secs(15),
-    )
-    .await
-    .map_err(|e| start_err(e, &log_path))?;
+    let mut cmd = child_command(&bin, None);
+    cmd.args([
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ])
+    .arg("--dir")
+    .arg(dir);
+    let child = start_server("Redis", cmd, dir, "redis", port, Duration::from_secs(15)).await?;
     Ok(Service {
         name: "Redis",
         url: format!("redis://127.0.0.1:{port}/0"),
@@ -461,30 +474,10 @@ pub async fn nats_at(url: &str, port: u16, dir: &Path) -> Result<Service, Servic
             var: "NATS_URL",
         }
     })?;
-    let start_err = |reason: String, log: &str| ServiceError::Start {
-        service: "NATS",
-        reason,
-        log: log.to_string(),
-    };
-    let (log, log_path) = log_file(dir, "nats").map_err(|e| start_err(e.to_string(), "-"))?;
-    let store = dir.join("nats");
-    let mut child = child_command(&bin, None)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(&store)
-        .stdout(
-            log.try_clone()
-                .map_err(|e| start_err(e.to_string(), &log_path))?,
-        )
-        .stderr(log)
-        .spawn()
-        .map_err(|e| start_err(e.to_string(), &log_path))?;
-    wait_listening(
-        SocketAddr::from(([127, 0, 0, 1], port)),
-        &mut child,
-        Duration::from_secs(15),
-    )
-    .await
-    .map_err(|e| start_err(e, &log_path))?;
+    let mut cmd = child_command(&bin, None);
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir.join("nats"));
+    let child = start_server("NATS", cmd, dir, "nats", port, Duration::from_secs(15)).await?;
     Ok(Service {
         name: "NATS",
         url: format!("nats://127.0.0.1:{port}"),
