@@ -46,7 +46,10 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
     let (addr, server) = rosbackup::http::serve("127.0.0.1:0", app, std::future::pending())
         .await
         .unwrap();
+    // schemathesis keeps a cache in its working directory: not in the repository.
+    let scratch = tempfile::tempdir().unwrap();
     let out = tokio::process::Command::new(&st)
+        .current_dir(scratch.path())
         .args([
             "run",
             &format!("http://{addr}/api/v1/openapi.json"),

@@ -118,7 +118,14 @@ fn export_text(rng: &mut Rng) -> Vec<u8> {
         if rng.chance(30) {
             out.extend_from_slice(*rng.pick(&[&b" "[..], b"\t", b"\r", b" \r", b"\r \t"]));
         }
-        out.extend_from_slice(*rng.pick(&[&b"\n"[..], b"\n", b"\r\n", b"\r\n", b"\r\r\n", b"\n\n"]));
+        out.extend_from_slice(*rng.pick(&[
+            &b"\n"[..],
+            b"\n",
+            b"\r\n",
+            b"\r\n",
+            b"\r\r\n",
+            b"\n\n",
+        ]));
     }
     if rng.chance(20) {
         out.pop();

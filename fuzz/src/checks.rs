@@ -127,7 +127,13 @@ pub fn normalize(data: &[u8]) {
         if !data.contains(&b'\r') {
             let crlf: Vec<u8> = data
                 .iter()
-                .flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] })
+                .flat_map(|&b| {
+                    if b == b'\n' {
+                        vec![b'\r', b'\n']
+                    } else {
+                        vec![b]
+                    }
+                })
                 .collect();
             assert_eq!(
                 esc(&normalize::normalize(&crlf, v)),
@@ -177,7 +183,11 @@ pub fn seed_v1_reference(raw: &[u8]) -> Vec<u8> {
             .position(|&b| b == b'\n')
             .map_or(s.len(), |p| start + p);
         if is_v1_header(&s[start..line_end]) {
-            let mut end = if line_end < s.len() { line_end + 1 } else { line_end };
+            let mut end = if line_end < s.len() {
+                line_end + 1
+            } else {
+                line_end
+            };
             if s.get(end) == Some(&b'\n') {
                 end += 1;
             }
@@ -333,15 +343,31 @@ pub fn inventory(data: &[u8]) {
             let mut names = std::collections::HashSet::new();
             let mut last_line = 1;
             for r in &rows {
-                assert!(r.line > last_line && r.line <= total_lines, "line {} of {total_lines}", r.line);
+                assert!(
+                    r.line > last_line && r.line <= total_lines,
+                    "line {} of {total_lines}",
+                    r.line
+                );
                 last_line = r.line;
                 let d = &r.device;
                 assert!(ids.insert(d.id), "duplicate id accepted");
-                assert!(names.insert((d.tenant_id, d.name.clone())), "duplicate name accepted");
+                assert!(
+                    names.insert((d.tenant_id, d.name.clone())),
+                    "duplicate name accepted"
+                );
                 assert_eq!(inventory::parse_uuid(&d.id.to_string()).ok(), Some(d.id));
-                assert_eq!(inventory::parse_name(&d.name).as_deref(), Ok(d.name.as_str()));
-                assert_eq!(inventory::parse_host(&d.host).as_deref(), Ok(d.host.as_str()));
-                assert_eq!(inventory::parse_port(&d.ssh_port.to_string()), Ok(d.ssh_port));
+                assert_eq!(
+                    inventory::parse_name(&d.name).as_deref(),
+                    Ok(d.name.as_str())
+                );
+                assert_eq!(
+                    inventory::parse_host(&d.host).as_deref(),
+                    Ok(d.host.as_str())
+                );
+                assert_eq!(
+                    inventory::parse_port(&d.ssh_port.to_string()),
+                    Ok(d.ssh_port)
+                );
                 assert_eq!(
                     inventory::parse_username(&d.username).as_deref(),
                     Ok(d.username.as_str())
@@ -371,15 +397,23 @@ pub fn inventory(data: &[u8]) {
                     backup_interval_seconds: interval.as_deref(),
                     backup_cron: d.backup_cron.as_deref(),
                 };
-                let again = fields.validate().expect("an accepted device validates again");
+                let again = fields
+                    .validate()
+                    .expect("an accepted device validates again");
                 assert_eq!(again.id, d.id);
                 assert_eq!(again.enabled, d.enabled);
             }
-            assert_eq!(inventory::parse_inventory(data).map(|d| d.len()).ok(), Some(rows.len()));
+            assert_eq!(
+                inventory::parse_inventory(data).map(|d| d.len()).ok(),
+                Some(rows.len())
+            );
         }
         Err(e) => {
             let total_lines = data.iter().filter(|b| **b == b'\n').count() as u64 + 1;
-            assert!(e.line >= 1 && e.line <= total_lines, "{e} (file has {total_lines} lines)");
+            assert!(
+                e.line >= 1 && e.line <= total_lines,
+                "{e} (file has {total_lines} lines)"
+            );
             let shown = e.to_string();
             for pw in passwords_in(data) {
                 assert!(!shown.contains(&pw), "password {pw:?} shown in {shown:?}");
@@ -451,8 +485,8 @@ pub fn archiver_validate(payload: &[u8]) -> Result<(Version, Vec<u8>, String), &
     uuid::Uuid::parse_str(&event.device_id).map_err(|_| "device_id is not a UUID")?;
     chrono::DateTime::parse_from_rfc3339(&event.collected_at)
         .map_err(|_| "collected_at is not RFC 3339")?;
-    let version =
-        Version::try_from(event.normalization_version).map_err(|_| "unknown normalization_version")?;
+    let version = Version::try_from(event.normalization_version)
+        .map_err(|_| "unknown normalization_version")?;
     if event.config_ref.is_some() {
         return Err("config_ref (object store; not fuzzed)");
     }
@@ -493,7 +527,10 @@ pub fn snapshot_event(data: &[u8]) {
         let _ = event.inline_bytes();
         if event.config_text.len() >= 8 {
             let dbg = format!("{event:?}");
-            assert!(!dbg.contains(&event.config_text), "Debug shows the config text");
+            assert!(
+                !dbg.contains(&event.config_text),
+                "Debug shows the config text"
+            );
         }
     }
     let _ = archiver_validate(data);
@@ -517,7 +554,11 @@ fn published_event(raw: &[u8]) {
                 // raw whenever v1's rules did not keep something v2 would reinterpret.
             }
             Err(why) => {
-                assert!(normalized.is_empty() && why == "empty config text", "{why}: {:?}", esc(raw));
+                assert!(
+                    normalized.is_empty() && why == "empty config text",
+                    "{why}: {:?}",
+                    esc(raw)
+                );
             }
         }
     }
