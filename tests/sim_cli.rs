@@ -91,7 +91,18 @@ fn sim_process_serves_its_inventory() {
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let served = std::fs::read(exports.join(format!("{}.rsc", healthy[0]))).unwrap();
+    // The simulator writes the copy after the session ends: wait for it (deadline).
+    let copy = exports.join(format!("{}.rsc", healthy[0]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let served = loop {
+        match std::fs::read(&copy) {
+            Ok(b) => break b,
+            Err(e) if std::time::Instant::now() > deadline => {
+                panic!("the simulator did not write {}: {e}", copy.display())
+            }
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
     assert_eq!(v["bytes"], served.len());
     assert_eq!(
         v["sha256_hash"],
