@@ -450,14 +450,20 @@ impl Columns {
                 None => unknown.push(format!("{name:?}")),
             }
         }
-        if index.is_empty() {
-            // Most likely a file without a header, whose first row is a device: its
-            // values (a password among them) are not repeated.
+        if index.len() * 2 < REQUIRED_COLUMNS.len() {
+            // Most likely a file without a header, whose first row is a device (a value
+            // may happen to equal a column name): its values, a password among them, are
+            // not repeated.
             return Err(InventoryError::new(
                 line,
                 None,
                 format!(
-                    "no header row: the first line names none of the columns {}",
+                    "no header row: the first line names {} of the columns {}",
+                    if index.is_empty() {
+                        "none".to_string()
+                    } else {
+                        format!("only {}", index.len())
+                    },
                     REQUIRED_COLUMNS.join(",")
                 ),
             ));
@@ -885,6 +891,13 @@ mod tests {
         assert!(!e.reason.contains("10.0.0.1"), "{e}");
         let e = err(b"");
         assert!(e.reason.starts_with("no devices"), "{e}");
+        // A device row one of whose values equals a column name is still not a header,
+        // and its other values (the password) are not echoed.
+        let e = err(
+            b"0c8f3a5e-0000-4000-8000-000000000001,name,host,10.0.0.1,22,admin,s3cret-pw,7.16\n",
+        );
+        assert!(e.reason.starts_with("no header row"), "{e}");
+        assert!(!e.reason.contains("s3cret-pw"), "{e}");
         // Header names are matched exactly: no trimming, no case folding.
         let e = err(HEADER.replace("name", " name").as_bytes());
         assert!(e.reason.contains("\" name\""), "{e}");
