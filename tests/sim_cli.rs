@@ -30,6 +30,18 @@ fn read_inventory(path: &Path, n: usize) -> Vec<Vec<String>> {
     }
 }
 
+/// The simulator process, killed if the test fails before it stops it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 #[test]
 fn sim_process_serves_its_inventory() {
     let dir = tempfile::tempdir().unwrap();
@@ -37,27 +49,29 @@ fn sim_process_serves_its_inventory() {
     let stats = dir.path().join("stats.json");
     let exports = dir.path().join("exports");
     std::fs::create_dir(&exports).unwrap();
-    let mut sim = bin()
-        .args([
-            "sim",
-            "--devices",
-            "3",
-            "--listen-base",
-            "127.0.2.1",
-            "--port",
-            "0",
-        ])
-        .args(["--faults", "auth=1", "--export-delay", "0.3", "--seed", "7"])
-        .arg("--inventory")
-        .arg(&inv)
-        .arg("--stats")
-        .arg(&stats)
-        .arg("--export-dir")
-        .arg(&exports)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sim = KillOnDrop(
+        bin()
+            .args([
+                "sim",
+                "--devices",
+                "3",
+                "--listen-base",
+                "127.0.2.1",
+                "--port",
+                "0",
+            ])
+            .args(["--faults", "auth=1", "--export-delay", "0.3", "--seed", "7"])
+            .arg("--inventory")
+            .arg(&inv)
+            .arg("--stats")
+            .arg(&stats)
+            .arg("--export-dir")
+            .arg(&exports)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let rows = read_inventory(&inv, 3);
     assert_eq!(
         rows[0].join(","),
@@ -124,11 +138,11 @@ fn sim_process_serves_its_inventory() {
 
     // SIGTERM: the simulator stops and writes its stats one last time.
     let st = Command::new("kill")
-        .arg(sim.id().to_string())
+        .arg(sim.0.id().to_string())
         .status()
         .unwrap();
     assert!(st.success());
-    let status = sim.wait().unwrap();
+    let status = sim.0.wait().unwrap();
     assert!(status.success(), "sim exited with {status}");
     let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
     assert_eq!(stats[&healthy[0]]["exports"], 1);
