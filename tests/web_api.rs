@@ -34,17 +34,8 @@ async fn two_tenant_fleet(devices: usize, faults: &str) -> (Fleet, Uuid, Uuid, V
         .iter()
         .enumerate()
         .map(|(i, d)| NewDevice {
-            id: d.id,
             tenant_id: if i < devices / 2 { a } else { b },
-            name: d.name.clone(),
-            host: d.host.to_string(),
-            ssh_port: d.port,
-            username: d.username.clone(),
-            password: rosbackup::Secret::new(d.password.clone()),
-            routeros_version: None,
-            enabled: true,
-            backup_interval_seconds: None,
-            backup_cron: None,
+            ..d.new_device()
         })
         .collect();
     fleet

@@ -363,23 +363,7 @@ async fn run_inner(
         .collect();
     let key_b64 = CredentialKey::generate_base64();
     let key = CredentialKey::from_base64(&key_b64).map_err(|e| setup("key")(e.to_string()))?;
-    let devices: Vec<NewDevice> = sim
-        .devices()
-        .iter()
-        .map(|d| NewDevice {
-            id: d.id,
-            tenant_id: d.tenant_id,
-            name: d.name.clone(),
-            host: d.host.to_string(),
-            ssh_port: d.port,
-            username: d.username.clone(),
-            password: crate::Secret::new(d.password.clone()),
-            routeros_version: None,
-            enabled: true,
-            backup_interval_seconds: None,
-            backup_cron: None,
-        })
-        .collect();
+    let devices: Vec<NewDevice> = sim.devices().iter().map(|d| d.new_device()).collect();
     running.sim = Some(sim);
     let mut rng = rand::thread_rng();
     let now = chrono::Utc::now();

@@ -101,6 +101,26 @@ pub struct SimDevice {
     pub fault: Option<Fault>,
 }
 
+impl SimDevice {
+    /// The device as the device store takes it (its inventory row, enabled, the fleet's
+    /// schedule; the version left for the worker to learn).
+    pub fn new_device(&self) -> crate::store::NewDevice {
+        crate::store::NewDevice {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            name: self.name.clone(),
+            host: self.host.to_string(),
+            ssh_port: self.port,
+            username: self.username.clone(),
+            password: crate::Secret::new(self.password.clone()),
+            routeros_version: None,
+            enabled: true,
+            backup_interval_seconds: None,
+            backup_cron: None,
+        }
+    }
+}
+
 /// Per-device counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceStats {

@@ -241,17 +241,8 @@ impl Fleet {
             .devices()
             .iter()
             .map(|d| NewDevice {
-                id: d.id,
-                tenant_id: d.tenant_id,
-                name: d.name.clone(),
-                host: d.host.to_string(),
-                ssh_port: d.port,
-                username: d.username.clone(),
-                password: rosbackup::Secret::new(d.password.clone()),
-                routeros_version: None,
-                enabled: true,
                 backup_interval_seconds: interval_seconds,
-                backup_cron: None,
+                ..d.new_device()
             })
             .collect();
         self.store()
