@@ -1,0 +1,37 @@
+//! `rosbackup-bench`: the benchmark suites behind `bench/run` and BENCHMARKS.md.
+//!
+//! Why a separate binary: benchmarks start fleets of simulated routers, databases with a
+//! million rows and Python peers; none of that belongs in the operator's `rosbackup` CLI.
+//! Each suite prints its numbers and appends them as JSON lines ([`record`]) to `--out`;
+//! `bench/report.py` turns the lines into tables and plots. Numbers are never asserted:
+//! nothing here fails on speed.
+
+#![allow(dead_code)] // until every suite uses the shared helpers
+
+mod procstat;
+mod record;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "rosbackup-bench", about = "rosbackup benchmark suites")]
+struct Cli {
+    /// Append results as JSON lines to this file.
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    /// Repeat each case this many times (medians and spread come from the repeats).
+    #[arg(long, global = true, default_value_t = 3)]
+    runs: u32,
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Subcommand, Debug)]
+enum Suite {}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _sink = record::Sink::new(cli.out.as_deref());
+    match cli.suite {}
+}

@@ -1,0 +1,101 @@
+//! CPU time and memory of a process, read from `/proc` (Linux).
+//!
+//! Why: the benchmarks compare our processes with Python peers started as children, so
+//! they measure every process the same way from outside — user+system CPU ticks and
+//! resident set size — rather than trusting each tool's own numbers.
+
+use std::time::Duration;
+
+/// A point-in-time sample of one process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// User + system CPU time consumed so far (this process only, not reaped children).
+    pub cpu: Duration,
+    /// Resident set size now, bytes.
+    pub rss: u64,
+    /// Peak resident set size so far (`VmHWM`), bytes.
+    pub peak_rss: u64,
+}
+
+fn ticks_per_second() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// Samples `pid` (use `std::process::id()` for ourselves). `None` when it has exited.
+pub fn sample(pid: u32) -> Option<Sample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) … utime(11) stime(12).
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let tps = ticks_per_second();
+    let cpu = Duration::from_micros((utime + stime) * 1_000_000 / tps);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    Some(Sample {
+        cpu,
+        rss: kib("VmRSS:"),
+        peak_rss: kib("VmHWM:"),
+    })
+}
+
+/// CPU time of this process's threads so far (`getrusage(RUSAGE_SELF)`).
+pub fn self_cpu() -> Duration {
+    rusage(libc::RUSAGE_SELF)
+}
+
+/// CPU time of this process's reaped children so far (`getrusage(RUSAGE_CHILDREN)`).
+pub fn children_cpu() -> Duration {
+    rusage(libc::RUSAGE_CHILDREN)
+}
+
+fn rusage(who: libc::c_int) -> Duration {
+    // SAFETY: `ru` is a plain C struct written by getrusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(who, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_this_process() {
+        // Burn some CPU so the counter moves, and hold memory so RSS is non-zero.
+        let before = sample(std::process::id()).expect("own /proc entry");
+        let mut x = 0u64;
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(50) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let after = sample(std::process::id()).expect("own /proc entry");
+        assert!(after.rss > 0);
+        assert!(after.peak_rss >= after.rss);
+        assert!(after.cpu >= before.cpu);
+        assert!(self_cpu() > Duration::ZERO);
+    }
+
+    #[test]
+    fn exited_process_has_no_sample() {
+        assert!(sample(u32::MAX).is_none());
+    }
+}
