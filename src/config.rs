@@ -11,6 +11,7 @@ use crate::normalize::Version;
 use crate::schedule::{ScheduleSettings, parse_cron};
 use crate::snapshot::{PublisherConfig, redact_url};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -363,6 +364,27 @@ pub const VARS: &[Var] = &[
         "optional: dashboard base URL for the webhook's link"
     ),
     var!(
+        "ROSBACKUP_TLS_CA_FILE",
+        "",
+        false,
+        false,
+        "PEM CA bundle trusted for rediss:// and tls:// NATS instead of the Web PKI roots (PostgreSQL: sslrootcert= in DATABASE_URL)"
+    ),
+    var!(
+        "ROSBACKUP_TLS_CERT_FILE",
+        "",
+        false,
+        false,
+        "PEM client certificate for Redis and NATS mutual TLS (with ROSBACKUP_TLS_KEY_FILE; PostgreSQL: sslcert=)"
+    ),
+    var!(
+        "ROSBACKUP_TLS_KEY_FILE",
+        "",
+        false,
+        false,
+        "PEM private key of ROSBACKUP_TLS_CERT_FILE (PostgreSQL: sslkey=)"
+    ),
+    var!(
         "ROSBACKUP_COOKIE_SECURE",
         "false",
         false,
@@ -590,6 +612,7 @@ pub fn publisher_config(env: &Env) -> Result<PublisherConfig, ConfigError> {
             .unwrap_or(i64::MAX),
         stream_max_age: env.seconds("ROSBACKUP_NATS_STREAM_MAX_AGE", 60)?,
         object_bucket: bucket,
+        tls: tls_files(env)?,
         ..PublisherConfig::default()
     })
 }
@@ -612,8 +635,29 @@ pub fn queue_config(env: &Env) -> Result<crate::queue::QueueConfig, ConfigError>
         redis_url: env.url("REDIS_URL", &["redis", "rediss", "redis+unix", "unix"])?,
         name,
         heartbeat: env.seconds("ROSBACKUP_QUEUE_HEARTBEAT", 1)?,
+        tls: tls_files(env)?,
         ..crate::queue::QueueConfig::default()
     })
+}
+
+/// TLS files for Redis and NATS (`ROSBACKUP_TLS_*`), checked now so a bad path is a
+/// configuration error naming its variable.
+pub fn tls_files(env: &Env) -> Result<crate::tls::TlsFiles, ConfigError> {
+    let path = |name: &str| {
+        env.is_set(name)
+            .then(|| PathBuf::from(env.raw(name).trim()))
+    };
+    let files = crate::tls::TlsFiles {
+        ca_file: path(crate::tls::CA_VAR),
+        cert_file: path(crate::tls::CERT_VAR),
+        key_file: path(crate::tls::KEY_VAR),
+    };
+    files.check().map_err(|e| ConfigError {
+        var: e.var.to_string(),
+        value: (!e.path.as_os_str().is_empty()).then(|| e.path.display().to_string()),
+        reason: e.reason,
+    })?;
+    Ok(files)
 }
 
 /// The archive key (`ARCHIVE_ENCRYPTION_KEY`), required by the archiver and

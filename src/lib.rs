@@ -27,6 +27,7 @@ pub mod service;
 pub mod sim;
 pub mod snapshot;
 pub mod store;
+pub mod tls;
 pub mod web;
 pub mod worker;
 

@@ -111,6 +111,8 @@ pub struct QueueConfig {
     pub response_timeout: Duration,
     /// How often an idle worker looks for due jobs.
     pub poll_interval: Duration,
+    /// CA and client certificate for `rediss://` (see [`crate::tls`]).
+    pub tls: crate::tls::TlsFiles,
 }
 
 impl Default for QueueConfig {
@@ -122,6 +124,7 @@ impl Default for QueueConfig {
             missed_heartbeats: 3,
             response_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
+            tls: crate::tls::TlsFiles::default(),
         }
     }
 }
@@ -152,15 +155,22 @@ pub enum QueueError {
     /// jobs without a device instead).
     #[error("job {job_id}: payload does not decode: {reason}")]
     Decode { job_id: String, reason: String },
+    /// A TLS file named by the configuration cannot be read.
+    #[error("Redis TLS: {0}")]
+    Tls(String),
 }
 
 /// Connect with a response timeout that survives a slow Redis (the default 500 ms kills
 /// workers) and reconnects by itself.
 pub async fn connect(
     url: &str,
+    tls: &crate::tls::TlsFiles,
     response_timeout: Duration,
 ) -> Result<ConnectionManager, QueueError> {
-    let client = redis::Client::open(url)?;
+    let client = tls.redis_client(url).map_err(|e| match e {
+        crate::tls::RedisTlsError::Redis(e) => QueueError::from(e),
+        crate::tls::RedisTlsError::File(e) => QueueError::Tls(e.to_string()),
+    })?;
     let cfg = redis::aio::ConnectionManagerConfig::new()
         .set_response_timeout(Some(response_timeout))
         .set_connection_timeout(Some(Duration::from_secs(5)))
@@ -212,7 +222,7 @@ impl std::fmt::Debug for Queue {
 
 impl Queue {
     pub async fn connect(cfg: QueueConfig) -> Result<Queue, QueueError> {
-        let conn = connect(&cfg.redis_url, cfg.response_timeout).await?;
+        let conn = connect(&cfg.redis_url, &cfg.tls, cfg.response_timeout).await?;
         let storage = RedisStorage::new(conn.clone()).with_config(cfg.apalis());
         Ok(Queue { cfg, conn, storage })
     }

@@ -177,6 +177,8 @@ pub struct PublisherConfig {
     /// Keep trying to connect when NATS is down at startup (long-running processes);
     /// off, a down server is an immediate error (the CLI).
     pub retry_initial_connect: bool,
+    /// CA and client certificate for `tls://` (see [`crate::tls`]).
+    pub tls: crate::tls::TlsFiles,
 }
 
 impl Default for PublisherConfig {
@@ -192,6 +194,7 @@ impl Default for PublisherConfig {
             ack_timeout: Duration::from_secs(5),
             attempts: 3,
             retry_initial_connect: false,
+            tls: crate::tls::TlsFiles::default(),
         }
     }
 }
@@ -242,6 +245,7 @@ impl Publisher {
         if cfg.retry_initial_connect {
             options = options.retry_on_initial_connect();
         }
+        options = cfg.tls.nats_options(options);
         let client =
             options
                 .connect(&cfg.nats_url)

@@ -154,7 +154,7 @@ async fn wait_listening(
 }
 
 /// The uid/gid to run PostgreSQL as when we are root (it refuses to run as root).
-fn postgres_user() -> Option<(libc::uid_t, libc::gid_t)> {
+pub fn postgres_user() -> Option<(libc::uid_t, libc::gid_t)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return None;
@@ -266,6 +266,16 @@ pub async fn postgres(
 /// [`Service::stop`] is a restart that keeps the data (the fault tests use it). `url`
 /// only names the server in a "missing binary" error.
 pub async fn postgres_at(url: &str, port: u16, dir: &Path) -> Result<Service, ServiceError> {
+    postgres_at_with(url, port, dir, &[]).await
+}
+
+/// As [`postgres_at`], with extra server arguments (e.g. `-c ssl=on …` for TLS tests).
+pub async fn postgres_at_with(
+    url: &str,
+    port: u16,
+    dir: &Path,
+    extra: &[String],
+) -> Result<Service, ServiceError> {
     let dirs = postgres_dirs();
     let missing = |binary| ServiceError::Missing {
         service: "PostgreSQL",
@@ -309,6 +319,7 @@ pub async fn postgres_at(url: &str, port: u16, dir: &Path) -> Result<Service, Se
             "-c",
             "fsync=off",
         ])
+        .args(extra)
         .arg("-k")
         .arg(&data);
     drop(log);
@@ -417,6 +428,17 @@ pub async fn redis(url: &str, private: bool, dir: &Path) -> Result<Service, Serv
 /// A private, empty Redis on `port` (nothing is kept on disk: starting it again on the
 /// same port after [`Service::stop`] is a restart that lost every key).
 pub async fn redis_at(url: &str, port: u16, dir: &Path) -> Result<Service, ServiceError> {
+    redis_at_with(url, port, dir, &[]).await
+}
+
+/// As [`redis_at`], with extra server arguments (later ones override earlier ones, so
+/// `--port 0 --tls-port <port>` makes a TLS-only server).
+pub async fn redis_at_with(
+    url: &str,
+    port: u16,
+    dir: &Path,
+    extra: &[String],
+) -> Result<Service, ServiceError> {
     let bin = find_binary("redis-server", &[]).ok_or_else(|| ServiceError::Missing {
         service: "Redis",
         url: crate::snapshot::redact_url(url),
@@ -436,7 +458,8 @@ pub async fn redis_at(url: &str, port: u16, dir: &Path) -> Result<Service, Servi
         "no",
     ])
     .arg("--dir")
-    .arg(dir);
+    .arg(dir)
+    .args(extra);
     let child = start_server("Redis", cmd, dir, "redis", port, Duration::from_secs(15)).await?;
     Ok(Service {
         name: "Redis",
@@ -465,6 +488,16 @@ pub async fn nats(url: &str, private: bool, dir: &Path) -> Result<Service, Servi
 /// A private NATS with JetStream on `port`, storing under `dir/nats` (starting it again
 /// on the same `dir` and port after [`Service::stop`] is a restart that keeps streams).
 pub async fn nats_at(url: &str, port: u16, dir: &Path) -> Result<Service, ServiceError> {
+    nats_at_with(url, port, dir, &[]).await
+}
+
+/// As [`nats_at`], with extra server arguments (e.g. `--tls …`).
+pub async fn nats_at_with(
+    url: &str,
+    port: u16,
+    dir: &Path,
+    extra: &[String],
+) -> Result<Service, ServiceError> {
     let bin = find_binary("nats-server", &[PathBuf::from("/usr/sbin")]).ok_or_else(|| {
         ServiceError::Missing {
             service: "NATS",
@@ -476,7 +509,8 @@ pub async fn nats_at(url: &str, port: u16, dir: &Path) -> Result<Service, Servic
     })?;
     let mut cmd = child_command(&bin, None);
     cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(dir.join("nats"));
+        .arg(dir.join("nats"))
+        .args(extra);
     let child = start_server("NATS", cmd, dir, "nats", port, Duration::from_secs(15)).await?;
     Ok(Service {
         name: "NATS",

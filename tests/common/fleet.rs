@@ -130,6 +130,8 @@ pub struct ServiceUrls {
     pub database_url: String,
     pub redis_url: String,
     pub nats_url: String,
+    /// CA and client certificate for `rediss://` and `tls://` (TLS tests).
+    pub tls: rosbackup::tls::TlsFiles,
 }
 
 impl Default for ServiceUrls {
@@ -138,6 +140,7 @@ impl Default for ServiceUrls {
             database_url: database_url(),
             redis_url: redis_url(),
             nats_url: super::nats_url(),
+            tls: rosbackup::tls::TlsFiles::default(),
         }
     }
 }
@@ -169,6 +172,7 @@ impl Fleet {
             name: format!("rbtest:{}", Uuid::new_v4().simple()),
             heartbeat: opts.heartbeat,
             missed_heartbeats: 3,
+            tls: urls.tls.clone(),
             ..QueueConfig::default()
         })
         .await
@@ -181,12 +185,16 @@ impl Fleet {
             object_bucket: format!("RBTEXT_{token}"),
             stream_max_bytes: 512 * 1024 * 1024,
             ack_timeout: opts.ack_timeout,
+            tls: urls.tls.clone(),
             ..PublisherConfig::default()
         };
         let publisher = Publisher::connect(publisher_cfg.clone())
             .await
             .expect("NATS is running");
-        let nats = async_nats::connect(urls.nats_url.clone())
+        let nats = urls
+            .tls
+            .nats_options(async_nats::ConnectOptions::new())
+            .connect(urls.nats_url.clone())
             .await
             .expect("NATS is running");
         let sim = Simulator::start(opts.sim).await.expect("simulator starts");
@@ -398,6 +406,15 @@ impl Fleet {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(
+            [
+                (rosbackup::tls::CA_VAR, &self.urls.tls.ca_file),
+                (rosbackup::tls::CERT_VAR, &self.urls.tls.cert_file),
+                (rosbackup::tls::KEY_VAR, &self.urls.tls.key_file),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|p| (k.to_string(), p.display().to_string()))),
+        )
         .collect()
     }
 
