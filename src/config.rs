@@ -224,6 +224,13 @@ pub const VARS: &[Var] = &[
         "most scheduled jobs in Redis at once (apalis-redis 1.0 breaks at 8,000 due)"
     ),
     var!(
+        "ROSBACKUP_CLAIM_STALE_SECONDS",
+        "30",
+        false,
+        false,
+        "enqueuer: a device's claim this old is checked against Redis and rescheduled if its job is gone (at least 5)"
+    ),
+    var!(
         "ROSBACKUP_QUEUE_HORIZON",
         "60",
         false,

@@ -395,9 +395,14 @@ impl<'a> Lines<'a> {
             start += 1;
         }
         if start > self.pos {
-            let newlines = self.bytes[self.pos..start]
-                .iter()
-                .filter(|b| **b == b'\n')
+            // A line ends with `\n`, `\r\n`, or a lone `\r` (CSV saved by old Mac
+            // software, which the csv crate reads as records too).
+            let newlines = (self.pos..start)
+                .filter(|&i| match self.bytes[i] {
+                    b'\n' => true,
+                    b'\r' => self.bytes.get(i + 1) != Some(&b'\n'),
+                    _ => false,
+                })
                 .count();
             self.line += newlines as u64;
             self.pos = start;
@@ -664,6 +669,10 @@ mod tests {
         let csv =
             format!("{HEADER}{}{}\n{}", row(1), row(2), row_with(3, 4, "0")).replace('\n', "\r\n");
         at(&err(format!("\r\n{csv}").as_bytes()), 6, Some("port"));
+        // Old Mac line endings (a lone `\r`) count as lines too.
+        let csv =
+            format!("{HEADER}{}{}\n{}", row(1), row(2), row_with(3, 4, "0")).replace('\n', "\r");
+        at(&err(csv.as_bytes()), 5, Some("port"));
     }
 
     #[test]

@@ -219,6 +219,9 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
     let settings = EnqueuerSettings {
         refresh: env.seconds("DEVICE_REFRESH_SECONDS", 1)?,
         horizon: env.seconds("ROSBACKUP_QUEUE_HORIZON", 1)?,
+        // Well above one tick's claim-to-push time, so a fresh claim is never mistaken
+        // for an orphan.
+        stale_after: env.seconds("ROSBACKUP_CLAIM_STALE_SECONDS", 5)?,
         cap: env.positive("ROSBACKUP_QUEUE_CAP")? as i64,
         job_retention: env.seconds("ROSBACKUP_JOB_RETENTION", 60)?,
         run_retention: Duration::from_secs(env.positive("ROSBACKUP_RUN_RETENTION_DAYS")? * 86_400),

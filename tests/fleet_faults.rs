@@ -494,6 +494,47 @@ async fn claims_of_an_enqueuer_that_died_before_pushing_are_rescheduled() {
     fleet.cleanup().await;
 }
 
+/// The same orphaned claims, seen by an enqueuer *process* configured with
+/// `ROSBACKUP_CLAIM_STALE_SECONDS=5`: rescheduled within seconds, well before the default
+/// 30 s age would allow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn orphaned_claims_age_is_configurable_for_the_enqueuer_process() {
+    let fleet = Fleet::of(3).await;
+    let devices = fleet.import(None).await;
+    let claimed_at = std::time::Instant::now();
+    let claims = fleet
+        .store()
+        .claim_due(chrono::Utc::now() + chrono::Duration::seconds(60), 100)
+        .await
+        .expect("claim");
+    assert_eq!(claims.len(), devices.len());
+    let mut enq = std::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+        .args(["enqueuer", "--insecure-no-auth"])
+        .envs(fleet.process_env())
+        .env("DEVICE_REFRESH_SECONDS", "1")
+        .env("ROSBACKUP_CLAIM_STALE_SECONDS", "5")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start rosbackup enqueuer");
+    let (stop_w, w, _) = fleet.spawn_worker("orphan-claims-env", 3);
+    fleet
+        .wait_for(
+            Duration::from_secs(60),
+            "every orphaned device backed up",
+            || async { fleet.successes().await == devices.len() as i64 },
+        )
+        .await;
+    let took = claimed_at.elapsed();
+    // With the default (30 s) nothing could be rescheduled before 30 s had passed.
+    assert!(took < Duration::from_secs(25), "rescheduled after {took:?}");
+    let _ = enq.kill();
+    let _ = enq.wait();
+    let _ = stop_w.send(());
+    w.await.expect("join").expect("worker");
+    fleet.cleanup().await;
+}
+
 /// A device whose host key changes is blocked (nothing published, never contacted again
 /// while blocked) until the key is reset; a device with wrong credentials is blocked
 /// until they are fixed. Both resume on their own, without restarting anything.

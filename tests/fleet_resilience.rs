@@ -260,6 +260,7 @@ fn bad_fleet_configuration_exits_2_naming_the_variable() {
         ("worker", "CREDENTIAL_ENCRYPTION_KEY", "c2hvcnQ="),
         ("worker", "CONFIG_BACKUP_CRON", "every day"),
         ("enqueuer", "ROSBACKUP_QUEUE_CAP", "9000"),
+        ("enqueuer", "ROSBACKUP_CLAIM_STALE_SECONDS", "2"),
         ("enqueuer", "ROSBACKUP_HTTP_ADDR", "8080"),
         ("enqueuer", "REDIS_URL", "http://127.0.0.1:6379"),
     ] {

@@ -27,10 +27,8 @@ use rosbackup::snapshot::ConfigSnapshotEvent;
 ///   second header survives one pass and is removed by the next; and it trims only spaces
 ///   and tabs, so a line ending in `\r` + blanks keeps its `\r`, which the next pass reads
 ///   as a CRLF. Both are the seed's behaviour, kept on purpose (NOTES §3 v1).
-/// * v2 removes only the *first* header line before the body, so an export with two
-///   header lines before its first `/` line changes again on a second pass.
-///   `KNOWN_V2_NOT_IDEMPOTENT` is true while that is so (see README, "Fuzzing").
-pub const KNOWN_V2_NOT_IDEMPOTENT: bool = true;
+/// v2 has no exception: it removes every header-format line before the body, so a second
+/// pass finds nothing more to do.
 
 /// Does `normalize(out, v) == out` fail only for a documented reason?
 pub fn idempotence_exception(out: &[u8], v: Version) -> bool {
@@ -39,13 +37,7 @@ pub fn idempotence_exception(out: &[u8], v: Version) -> bool {
         Version::V1 => lines
             .iter()
             .any(|l| is_v1_header(l) || l.last() == Some(&b'\r')),
-        Version::V2 => {
-            KNOWN_V2_NOT_IDEMPOTENT
-                && lines
-                    .iter()
-                    .take_while(|l| l.first() != Some(&b'/'))
-                    .any(|l| normalize::header_version(l).is_some())
-        }
+        Version::V2 => false,
     }
 }
 
@@ -338,15 +330,16 @@ pub fn inventory(data: &[u8]) {
     match inventory::parse_inventory_rows(data) {
         Ok(rows) => {
             assert!(!rows.is_empty());
-            let total_lines = data.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let total_lines = physical_lines(data);
             let mut ids = std::collections::HashSet::new();
             let mut names = std::collections::HashSet::new();
             let mut last_line = 1;
             for r in &rows {
                 assert!(
                     r.line > last_line && r.line <= total_lines,
-                    "line {} of {total_lines}",
-                    r.line
+                    "line {} of {total_lines} in {:?}",
+                    r.line,
+                    esc(data)
                 );
                 last_line = r.line;
                 let d = &r.device;
@@ -409,23 +402,40 @@ pub fn inventory(data: &[u8]) {
             );
         }
         Err(e) => {
-            let total_lines = data.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            let total_lines = physical_lines(data);
             assert!(
                 e.line >= 1 && e.line <= total_lines,
                 "{e} (file has {total_lines} lines)"
             );
-            let shown = e.to_string();
-            for pw in passwords_in(data) {
+            // Other fields may be echoed (quoted); a password that overlaps one of them
+            // and its quotes is not a leak, so echoed values are blanked out first.
+            let (passwords, others) = passwords_in(data);
+            let mut shown = e.to_string();
+            for o in others.iter().filter(|o| o.len() >= 4) {
+                shown = shown.replace(&format!("{o:?}"), "\u{1}");
+            }
+            for pw in passwords {
                 assert!(!shown.contains(&pw), "password {pw:?} shown in {shown:?}");
             }
         }
     }
 }
 
+/// Lines in a file, ended by `\n`, `\r\n` or a lone `\r` (what the csv crate splits on).
+fn physical_lines(data: &[u8]) -> u64 {
+    let breaks = data
+        .iter()
+        .enumerate()
+        .filter(|&(i, b)| *b == b'\n' || (*b == b'\r' && data.get(i + 1) != Some(&b'\n')))
+        .count();
+    breaks as u64 + 1
+}
+
 /// The password-column values of a CSV (after a header naming `password`) that are long
 /// and distinctive enough that finding one in a message cannot be chance: at least 12
-/// bytes, and not part of any other field of the file.
-fn passwords_in(data: &[u8]) -> Vec<String> {
+/// bytes, and not part of any other field of the file. Also the other fields (UTF-8 ones),
+/// which an error may quote.
+fn passwords_in(data: &[u8]) -> (Vec<String>, Vec<String>) {
     let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -433,10 +443,10 @@ fn passwords_in(data: &[u8]) -> Vec<String> {
         .from_reader(data);
     let mut records = reader.byte_records().map_while(Result::ok);
     let Some(header) = records.next() else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let Some(col) = header.iter().position(|h| h == b"password") else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let rows: Vec<csv::ByteRecord> = records.collect();
     let mut others: Vec<&[u8]> = header.iter().collect();
@@ -450,14 +460,20 @@ fn passwords_in(data: &[u8]) -> Vec<String> {
             }
         }
     }
-    candidates
+    let passwords = candidates
         .into_iter()
         .filter(|p| p.len() >= 12)
         .filter(|p| !others.iter().any(|o| contains(o, p)))
         .filter(|p| !contains(MESSAGE_TEXT.as_bytes(), p))
         .filter_map(|p| std::str::from_utf8(p).ok())
         .map(str::to_string)
-        .collect()
+        .collect();
+    let others = others
+        .into_iter()
+        .filter_map(|o| std::str::from_utf8(o).ok())
+        .map(str::to_string)
+        .collect();
+    (passwords, others)
 }
 
 /// Fixed text of inventory errors (so a "password" that is a column name is not a leak).
