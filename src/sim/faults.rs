@@ -36,11 +36,22 @@ pub enum Fault {
     Annotate,
     /// A real configuration line changes on every export.
     Change,
+    /// A healthy export with NUL bytes: in a `note=` value, on a line of their own and
+    /// after the header's version token.
+    Nul,
+    /// A healthy export with bytes that are not UTF-8: a Latin-1 `note=` value (what a
+    /// comment typed on a Windows box looks like), a cut multi-byte sequence, and stray
+    /// high bytes after the header's version token.
+    Binary,
+    /// Starts an export, then sends one line that never ends (no newline, no exit
+    /// status) for as long as the client reads: `FaultTiming::endless_chunk` bytes every
+    /// `FaultTiming::endless_interval`.
+    EndlessLine,
 }
 
 impl Fault {
     /// Every fault, in the order of the enum.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 15] = [
         Fault::Auth,
         Fault::HostKey,
         Fault::Refuse,
@@ -53,6 +64,9 @@ impl Fault {
         Fault::V6,
         Fault::Annotate,
         Fault::Change,
+        Fault::Nul,
+        Fault::Binary,
+        Fault::EndlessLine,
     ];
 
     /// The lower-case name used in specs, device names and the CLI.
@@ -70,6 +84,9 @@ impl Fault {
             Fault::V6 => "v6",
             Fault::Annotate => "annotate",
             Fault::Change => "change",
+            Fault::Nul => "nul",
+            Fault::Binary => "binary",
+            Fault::EndlessLine => "endless-line",
         }
     }
 }
@@ -188,6 +205,10 @@ pub struct FaultTiming {
     pub auth_rejection: Duration,
     /// Server-side inactivity timeout for SSH sessions (none = keep idle sessions forever).
     pub session_idle_timeout: Option<Duration>,
+    /// Bytes of the never-ending line `endless-line` sends at a time.
+    pub endless_chunk: usize,
+    /// Pause between two chunks of `endless-line` (zero: as fast as the client reads).
+    pub endless_interval: Duration,
 }
 
 impl Default for FaultTiming {
@@ -200,6 +221,8 @@ impl Default for FaultTiming {
             slow_lines: 1,
             auth_rejection: Duration::from_millis(200),
             session_idle_timeout: Some(Duration::from_secs(3600)),
+            endless_chunk: 64 * 1024,
+            endless_interval: Duration::ZERO,
         }
     }
 }

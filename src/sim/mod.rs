@@ -5,9 +5,10 @@
 //! export headers and flags (`show-sensitive` is an error on 6.x), legacy-only SSH
 //! algorithms, runtime annotations that come and go — and against the ways real fleets
 //! fail (wrong passwords, rotated host keys, refused/silent/stalled/dropped connections,
-//! slow or huge exports, garbage answers). Real devices cannot be had by the thousand, so
-//! the simulator plays them, one listener per device, deterministically from a seed so a
-//! restart reproduces the same fleet, credentials and host keys.
+//! slow or huge exports, garbage answers, NUL and non-UTF-8 bytes, a line that never
+//! ends). Real devices cannot be had by the thousand, so the simulator plays them, one
+//! listener per device, deterministically from a seed so a restart reproduces the same
+//! fleet, credentials and host keys.
 //!
 //! Layout: [`faults`] (fault modes and the spec parser), [`config_gen`] (our own config
 //! generator), [`render`] (RouterOS text conventions), [`keys`] (deterministic host
@@ -130,6 +131,10 @@ pub struct DeviceStats {
     pub exports: u64,
     /// Highest number of simultaneously open sessions.
     pub max_concurrent: u64,
+    /// Bytes of command output handed to clients (the channel waits for the client's
+    /// window, so this is what a client let through, not what a fault could produce).
+    #[serde(default)]
+    pub bytes_sent: u64,
 }
 
 /// Simulator errors.

@@ -226,6 +226,15 @@ pub fn garbage_text() -> &'static str {
      </body></html>\r\nlorem ipsum dolor sit amet consectetur adipiscing elit\r\n"
 }
 
+/// What the `nul` fault appends to an export: a section whose value holds NUL bytes, and
+/// a line of nothing but NULs.
+pub const NUL_LINES: &[u8] = b"/system note\r\nset note=\"boot\0note\0\0end\"\r\n\0\0\0\0\r\n";
+
+/// What the `binary` fault appends: a Latin-1 note (`Straße Müller`, as a comment typed
+/// on a Windows-1252 box is stored), a multi-byte sequence cut short and stray high bytes.
+pub const NON_UTF8_LINES: &[u8] =
+    b"/system note\r\nset note=\"Stra\xdfe M\xfcller \xe2\x82 \x80\xff\xfe\"\r\n";
+
 /// Runtime annotations RouterOS writes into export bodies (state, not configuration).
 pub const ANNOTATIONS: &[&str] = &[
     "# Interface not active",

@@ -63,6 +63,7 @@ pub(crate) struct DeviceRt {
     max_concurrent: AtomicU64,
     change_counter: AtomicU64,
     connections: AtomicU64,
+    bytes_sent: AtomicU64,
     last_export: Mutex<Option<Bytes>>,
     fingerprint: Mutex<String>,
     /// SSH config for devices whose host key never changes.
@@ -102,6 +103,7 @@ impl Shared {
                         sessions: rt.sessions.load(Ordering::Relaxed),
                         exports: rt.exports.load(Ordering::Relaxed),
                         max_concurrent: rt.max_concurrent.load(Ordering::Relaxed),
+                        bytes_sent: rt.bytes_sent.load(Ordering::Relaxed),
                     },
                 )
             })
@@ -186,12 +188,24 @@ impl Shared {
                 }
             }
         }
-        let mut out = String::with_capacity(body.iter().map(|b| b.len() + 2).sum::<usize>() + 256);
-        out.push_str(&header);
-        out.push_str("\r\n");
+        let mut out = Vec::with_capacity(body.iter().map(|b| b.len() + 2).sum::<usize>() + 256);
+        out.extend_from_slice(header.as_bytes());
+        // `nul` and `binary` put bytes a parser may choke on after the version token:
+        // what the device says about itself must not reach the store unchecked.
+        match d.fault {
+            Some(Fault::Nul) => out.extend_from_slice(b"\0\0"),
+            Some(Fault::Binary) => out.extend_from_slice(b"\xff\xfe"),
+            _ => {}
+        }
+        out.extend_from_slice(b"\r\n");
         for l in meta.iter().chain(body.iter()) {
-            out.push_str(l);
-            out.push_str("\r\n");
+            out.extend_from_slice(l.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        match d.fault {
+            Some(Fault::Nul) => out.extend_from_slice(render::NUL_LINES),
+            Some(Fault::Binary) => out.extend_from_slice(render::NON_UTF8_LINES),
+            _ => {}
         }
         Bytes::from(out)
     }
@@ -547,6 +561,7 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
             max_concurrent: AtomicU64::new(0),
             change_counter: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
             last_export: Mutex::new(None),
             fingerprint: Mutex::new(fp),
             ssh,
@@ -943,6 +958,17 @@ pub(crate) fn parse_cmd(cmd: &str, v6: bool) -> Cmd {
     }
 }
 
+/// Write command output, counting what the client let through.
+async fn send(rt: &DeviceRt, tx: &ChannelWriteHalf<Msg>, data: Bytes) -> bool {
+    let n = data.len() as u64;
+    if tx.data_bytes(data).await.is_ok() {
+        rt.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        true
+    } else {
+        false
+    }
+}
+
 async fn finish(tx: &ChannelWriteHalf<Msg>) -> bool {
     tx.exit_status(0).await.is_ok() && tx.eof().await.is_ok() && tx.close().await.is_ok()
 }
@@ -957,16 +983,19 @@ async fn run_exec(
     let d = &shared.devices[idx];
     let rt = &shared.rt[idx];
     if d.fault == Some(Fault::Garbage) {
-        let _ = tx
-            .data_bytes(Bytes::from_static(render::garbage_text().as_bytes()))
-            .await;
+        send(
+            rt,
+            &tx,
+            Bytes::from_static(render::garbage_text().as_bytes()),
+        )
+        .await;
         finish(&tx).await;
         return;
     }
     let v6 = render::is_v6(&d.routeros_version);
     match parse_cmd(cmd, v6) {
         Cmd::Text(t) => {
-            if !t.is_empty() && tx.data_bytes(Bytes::from(t)).await.is_err() {
+            if !t.is_empty() && !send(rt, &tx, Bytes::from(t)).await {
                 return;
             }
             finish(&tx).await;
@@ -986,7 +1015,7 @@ async fn run_exec(
                 uptime_secs: 86_400 * (1 + (rt.index as u64 % 90)) + rt.started.elapsed().as_secs(),
                 seed: shared.cfg.seed.wrapping_add(idx as u64),
             });
-            if tx.data_bytes(Bytes::from(text)).await.is_ok() {
+            if send(rt, &tx, Bytes::from(text)).await {
                 finish(&tx).await;
             }
         }
@@ -1001,18 +1030,22 @@ async fn run_exec(
                 stream_huge(shared, idx, &tx).await;
                 return;
             }
+            if d.fault == Some(Fault::EndlessLine) {
+                stream_endless(shared, idx, kill, &tx).await;
+                return;
+            }
             let bytes = shared.export(idx, opts);
             *rt.last_export.lock().expect("last_export poisoned") = Some(bytes.clone());
             let timing = &shared.cfg.timing;
             match d.fault {
                 Some(Fault::Stall) => {
                     let cut = cut_at(&bytes, timing.stall_fraction);
-                    let _ = tx.data_bytes(bytes.slice(..cut)).await;
+                    send(rt, &tx, bytes.slice(..cut)).await;
                     kill.killed().await;
                 }
                 Some(Fault::Drop) => {
                     let cut = cut_at(&bytes, timing.drop_fraction);
-                    let _ = tx.data_bytes(bytes.slice(..cut)).await;
+                    send(rt, &tx, bytes.slice(..cut)).await;
                     tokio::time::sleep(timing.drop_delay).await;
                     kill.kill();
                 }
@@ -1030,7 +1063,7 @@ async fn run_exec(
                                 break;
                             }
                         }
-                        if tx.data_bytes(bytes.slice(pos..end)).await.is_err() {
+                        if !send(rt, &tx, bytes.slice(pos..end)).await {
                             return;
                         }
                         pos = end;
@@ -1046,7 +1079,7 @@ async fn run_exec(
                     }
                 }
                 _ => {
-                    if tx.data_bytes(bytes.clone()).await.is_ok() && finish(&tx).await {
+                    if send(rt, &tx, bytes.clone()).await && finish(&tx).await {
                         completed(shared, idx, bytes);
                     }
                 }
@@ -1099,12 +1132,43 @@ async fn stream_huge(shared: &Arc<Shared>, idx: usize, tx: &ChannelWriteHalf<Msg
         let take = (chunk.len() as u64).min(remaining) as usize;
         let piece = Bytes::copy_from_slice(&chunk.as_bytes()[..take]);
         chunk.clear();
-        if tx.data_bytes(piece).await.is_err() {
+        if !send(&shared.rt[idx], tx, piece).await {
             return;
         }
         sent += take as u64;
     }
     finish(tx).await;
+}
+
+/// `endless-line`: a valid header and section, then one line that never ends, until the
+/// client goes away or the simulator stops. Never an exit status.
+async fn stream_endless(
+    shared: &Arc<Shared>,
+    idx: usize,
+    kill: &Arc<Kill>,
+    tx: &ChannelWriteHalf<Msg>,
+) {
+    let d = &shared.devices[idx];
+    let rt = &shared.rt[idx];
+    let timing = &shared.cfg.timing;
+    let mut head = render::export_header(&d.routeros_version, chrono::Utc::now());
+    head.push_str("\r\n/system script\r\nadd name=endless source=\"");
+    if !send(rt, tx, Bytes::from(head)).await {
+        return;
+    }
+    let chunk = Bytes::from(vec![b'A'; timing.endless_chunk.max(1)]);
+    loop {
+        tokio::select! {
+            ok = send(rt, tx, chunk.clone()) => if !ok { return },
+            _ = kill.killed() => return,
+        }
+        if !timing.endless_interval.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(timing.endless_interval) => {}
+                _ = kill.killed() => return,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
