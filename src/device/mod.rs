@@ -12,6 +12,11 @@
 //!   EOF, and the text must not end inside a ` \` continuation; otherwise the result is
 //!   `truncated_output`. Output beyond the cap is `too_large`, and reading stops there so
 //!   memory stays bounded. An error text is `bad_output`, never a config.
+//! * **Bytes, not text.** The export is kept byte for byte: NUL and non-UTF-8 bytes are
+//!   part of a config (a Latin-1 comment) and the hash covers them. What we *store about*
+//!   the device is checked instead: a version token that is not printable ASCII is
+//!   dropped ([`output::clean_version`]), and error messages never carry raw device bytes
+//!   (the algorithm names a device offers are escaped and capped).
 //! * **Trust on first use.** With no known fingerprint the key is accepted and reported
 //!   for the caller to pin; with one, a different key ends the connection before the
 //!   password is sent.
@@ -218,6 +223,11 @@ pub enum ExportError {
     ExitStatus { status: u32 },
     #[error("SSH protocol error: {0}")]
     Ssh(#[source] russh::Error),
+    /// The peer broke the SSH protocol before we were logged in: no banner, garbage
+    /// instead of packets, a malformed key exchange. Not a RouterOS SSH server, or a
+    /// broken one; retrying soon rarely helps, but it is not a reason to block.
+    #[error("SSH handshake failed (is it an SSH server?): {0}")]
+    Handshake(#[source] russh::Error),
     #[error("no SSH algorithm in common ({what:?}); the device offers {theirs:?}")]
     NoCommonAlgorithm { what: String, theirs: Vec<String> },
     #[error("invalid target: {0}")]
@@ -239,6 +249,7 @@ impl ExportError {
             | ExportError::ExecRejected { .. }
             | ExportError::ExitStatus { .. } => ErrorKind::BadOutput,
             ExportError::Ssh(_)
+            | ExportError::Handshake(_)
             | ExportError::NoCommonAlgorithm { .. }
             | ExportError::InvalidTarget(_) => ErrorKind::Unknown,
         }
@@ -316,20 +327,44 @@ impl client::Handler for Client {
     }
 }
 
-fn map_handler_error(e: HandlerError) -> ExportError {
+/// Errors of the version exchange and key exchange (`connect_stream`).
+fn map_handshake_error(e: HandlerError) -> ExportError {
     match e {
         HandlerError::HostKeyMismatch { expected, got } => {
             ExportError::HostKeyMismatch { expected, got }
         }
-        HandlerError::Russh(e) => map_russh(e),
+        HandlerError::Russh(e) => match map_russh(e) {
+            ExportError::Ssh(e) => ExportError::Handshake(e),
+            other => other,
+        },
     }
 }
+
+/// How many of the device's algorithm names an error keeps, and how long each may be:
+/// the list comes from the device (up to a 256 KiB packet of it) and ends up in the
+/// run history and the logs.
+const MAX_THEIR_ALGORITHMS: usize = 16;
+const MAX_ALGORITHM_NAME: usize = 64;
 
 fn map_russh(e: russh::Error) -> ExportError {
     match e {
         russh::Error::NoCommonAlgo { kind, theirs, .. } => ExportError::NoCommonAlgorithm {
             what: format!("{kind:?}"),
-            theirs,
+            theirs: theirs
+                .into_iter()
+                .take(MAX_THEIR_ALGORITHMS)
+                .map(|mut n| {
+                    if n.len() > MAX_ALGORITHM_NAME {
+                        let mut end = MAX_ALGORITHM_NAME;
+                        while !n.is_char_boundary(end) {
+                            end -= 1;
+                        }
+                        n.truncate(end);
+                        n.push('…');
+                    }
+                    n
+                })
+                .collect(),
         },
         other => ExportError::Ssh(other),
     }
@@ -395,7 +430,7 @@ pub async fn export(target: &Target, opts: &ExportOptions) -> Result<Export, Exp
     let handshake = async {
         let mut handle = client::connect_stream(config, stream, handler)
             .await
-            .map_err(map_handler_error)?;
+            .map_err(map_handshake_error)?;
         authenticate(&mut handle, target).await?;
         Ok::<_, ExportError>(handle)
     };
@@ -549,7 +584,7 @@ async fn run_export(
     // The export's own header says which RouterOS wrote it. A stale hint (a box upgraded
     // from 6 to 7, or the reverse) picked the wrong command: secrets missing, or secrets
     // exported when they must not be. Run the right one.
-    let mut info = crate::normalize::export_info(&out.stdout);
+    let mut info = export_info(&out.stdout);
     if let Some(header_major) = info.routeros_version.as_deref().and_then(output::major)
         && (header_major >= 7) != (major >= 7)
     {
@@ -557,7 +592,7 @@ async fn run_export(
         discovered = true;
         command = export_command(major, opts.sensitive);
         out = run_command(handle, command, opts, deadline).await?;
-        info = crate::normalize::export_info(&out.stdout);
+        info = export_info(&out.stdout);
     }
     if output::ends_mid_continuation(&out.stdout) {
         return Err(ExportError::Truncated {
@@ -586,6 +621,17 @@ async fn run_export(
         negotiated: Negotiated::default(),
         timings: Timings::default(),
     })
+}
+
+/// The export's header metadata, with a version token only if it is fit to store
+/// ([`output::clean_version`]).
+fn export_info(raw: &[u8]) -> crate::normalize::ExportInfo {
+    let mut info = crate::normalize::export_info(raw);
+    info.routeros_version = info
+        .routeros_version
+        .as_deref()
+        .and_then(output::clean_version);
+    info
 }
 
 struct CommandOutput {

@@ -83,7 +83,23 @@ pub fn ends_mid_continuation(raw: &[u8]) -> bool {
     raw.trim_ascii_end().ends_with(b"\\")
 }
 
-/// The version token from `/system resource print` (`version: 7.15.3 (stable)` → `7.15.3`).
+/// Longest version token we keep (real ones: `7.10rc1`, `7.20_ab294`, `6.49.10`).
+const MAX_VERSION_LEN: usize = 64;
+
+/// A version token the device sent, if it is fit to store and publish: 1 to 64 printable
+/// ASCII characters. The token is stored in PostgreSQL (whose `text` refuses NUL bytes)
+/// and published in every event, so a header such as `by RouterOS 7.6\0\0` or one with
+/// high bytes must not pass through: we then fall back to another source (the probe,
+/// the known version) instead.
+pub fn clean_version(token: &str) -> Option<String> {
+    (!token.is_empty()
+        && token.len() <= MAX_VERSION_LEN
+        && token.bytes().all(|b| b.is_ascii_graphic()))
+    .then(|| token.to_string())
+}
+
+/// The version token from `/system resource print` (`version: 7.15.3 (stable)` → `7.15.3`),
+/// if [`clean_version`] accepts it.
 pub fn parse_resource_version(out: &[u8]) -> Option<String> {
     for line in out.split(|&b| b == b'\n') {
         let line = line.trim_ascii();
@@ -94,7 +110,7 @@ pub fn parse_resource_version(out: &[u8]) -> Option<String> {
                 .position(u8::is_ascii_whitespace)
                 .unwrap_or(rest.len());
             if end > 0 {
-                return Some(String::from_utf8_lossy(&rest[..end]).into_owned());
+                return clean_version(&String::from_utf8_lossy(&rest[..end]));
             }
         }
     }
@@ -157,6 +173,12 @@ mod tests {
             Some("7.16".into())
         );
         assert_eq!(parse_resource_version(b"nothing here"), None);
+        assert_eq!(parse_resource_version(b"version: 7.16\0\0 (stable)"), None);
+        assert_eq!(parse_resource_version(b"version: 7.16\xff (stable)"), None);
+        assert_eq!(clean_version("7.20_ab294").as_deref(), Some("7.20_ab294"));
+        assert_eq!(clean_version("7.6\u{fffd}"), None);
+        assert_eq!(clean_version(""), None);
+        assert_eq!(clean_version(&"7".repeat(65)), None);
         assert_eq!(major("7.10rc1"), Some(7));
         assert_eq!(major("6.49.10"), Some(6));
         assert_eq!(major("x"), None);
