@@ -349,11 +349,36 @@ async fn run_leased(
         bytes,
         sha256: sha.clone(),
     };
-    if !env
+    let written = match env
         .store
         .record_outcome(lease, &record, &state, env.keep_runs)
-        .await?
+        .await
     {
+        Err(err) if refused_for_good(&err) => {
+            // PostgreSQL answered and refused the row (a value it cannot store, e.g.
+            // device-supplied text). Retrying would fail the same way forever and the
+            // device would be exported again and again with no run recorded, so write
+            // the outcome again without any device-supplied text.
+            let code = sqlstate(&err).unwrap_or_default();
+            warn!(sqlstate = %code, "outcome refused by PostgreSQL; recording it without device-supplied text");
+            let mut record = record.clone();
+            let mut state = state.clone();
+            state.routeros_version = None;
+            record.error_message = Some(format!(
+                "the outcome could not be stored as reported (PostgreSQL SQLSTATE {code}); device-supplied text was dropped{}",
+                record
+                    .error_kind
+                    .as_deref()
+                    .map(|k| format!("; error kind was {k}"))
+                    .unwrap_or_default()
+            ));
+            env.store
+                .record_outcome(lease, &record, &state, env.keep_runs)
+                .await?
+        }
+        other => other?,
+    };
+    if !written {
         env.metrics.lease_lost.inc();
         warn!("lease lost before the outcome was written; a newer execution owns the device");
         return Ok(JobReport::quiet(RunStatus::Skipped, "lease lost"));
@@ -649,4 +674,19 @@ pub async fn run(
         }
     }
     result
+}
+
+/// The SQLSTATE of an error PostgreSQL answered with, if it is one.
+fn sqlstate(err: &StoreError) -> Option<String> {
+    match err {
+        StoreError::Db(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// PostgreSQL refused a value for good: class 22 (data exception: invalid byte sequence,
+/// value too long, out of range) or 54 (program limit exceeded). Connection failures and
+/// everything else are retried as before.
+fn refused_for_good(err: &StoreError) -> bool {
+    sqlstate(err).is_some_and(|c| c.starts_with("22") || c.starts_with("54"))
 }

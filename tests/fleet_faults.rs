@@ -676,3 +676,63 @@ async fn host_key_change_and_fixed_credentials_resume_without_restarts() {
     assert!(audit.count(wrong_pw) >= 1);
     fleet.cleanup().await;
 }
+
+/// PostgreSQL refuses an outcome for good (here a trigger raises SQLSTATE 22021, what a
+/// NUL byte in device text once caused): the worker records the outcome again without
+/// device-supplied text instead of failing the job, so the device gets exactly one run
+/// and one snapshot instead of being exported and published again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outcome_postgres_refuses_is_recorded_without_device_text_not_looped() {
+    let fleet = Fleet::of(2).await;
+    let devices = fleet.import(None).await;
+    let before: Vec<(uuid::Uuid, Option<String>)> =
+        sqlx::query_as("SELECT id, routeros_version FROM devices")
+            .fetch_all(fleet.store().pool())
+            .await
+            .expect("versions");
+    sqlx::raw_sql(
+        "CREATE FUNCTION rbtest_refuse_version() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN RAISE EXCEPTION 'refused for the test' USING ERRCODE = '22021'; END $$; \
+         CREATE TRIGGER rbtest_refuse_version BEFORE UPDATE ON devices FOR EACH ROW \
+         WHEN (NEW.routeros_version IS DISTINCT FROM OLD.routeros_version \
+               AND NEW.routeros_version IS NOT NULL) \
+         EXECUTE FUNCTION rbtest_refuse_version();",
+    )
+    .execute(fleet.store().pool())
+    .await
+    .expect("install the refusing trigger");
+    let (stop_e, enq) = fleet.spawn_enqueuer();
+    let (stop_w, w, _) = fleet.spawn_worker("refused-outcome", 2);
+    fleet
+        .wait_for(
+            Duration::from_secs(60),
+            "every device has a recorded run",
+            || async { fleet.successes().await == devices.len() as i64 },
+        )
+        .await;
+    let _ = (stop_w.send(()), stop_e.send(()));
+    w.await.expect("join").expect("worker");
+    enq.await.expect("join");
+    let runs = fleet.runs().await;
+    assert_eq!(runs.len(), devices.len(), "one run per device: {runs:?}");
+    let audit = fleet.audit_stream().await;
+    for d in &devices {
+        assert_eq!(audit.count(d.id), 1, "{}: published once", d.name);
+        let (version, message): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT routeros_version, last_error_message FROM devices WHERE id = $1",
+        )
+        .bind(d.id)
+        .fetch_one(fleet.store().pool())
+        .await
+        .expect("device row");
+        let was = before
+            .iter()
+            .find(|(id, _)| *id == d.id)
+            .and_then(|(_, v)| v.clone());
+        assert_eq!(version, was, "the refused value was dropped");
+        let message = message.unwrap_or_default();
+        assert!(message.contains("SQLSTATE 22021"), "{message}");
+    }
+    check_records(&runs, &audit, &fleet.sim.stats());
+    fleet.cleanup().await;
+}
