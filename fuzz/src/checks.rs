@@ -27,9 +27,10 @@ use rosbackup::snapshot::ConfigSnapshotEvent;
 ///   second header survives one pass and is removed by the next; and it trims only spaces
 ///   and tabs, so a line ending in `\r` + blanks keeps its `\r`, which the next pass reads
 ///   as a CRLF. Both are the seed's behaviour, kept on purpose (NOTES §3 v1).
+///
 /// v2 has no exception: it removes every header-format line before the body, so a second
 /// pass finds nothing more to do.
-
+///
 /// Does `normalize(out, v) == out` fail only for a documented reason?
 pub fn idempotence_exception(out: &[u8], v: Version) -> bool {
     let lines: Vec<&[u8]> = split_lines(out);
