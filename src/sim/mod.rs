@@ -12,7 +12,8 @@
 //!
 //! Layout: [`faults`] (fault modes and the spec parser), [`config_gen`] (our own config
 //! generator), [`render`] (RouterOS text conventions), [`keys`] (deterministic host
-//! keys), `server` (listeners, SSH handler, command answers), `cli` (`rosbackup sim`).
+//! keys), `server` (listeners, SSH handler, command answers), `shell` (the interactive
+//! console that netmiko-style clients drive), `cli` (`rosbackup sim`).
 //!
 //! Configs and passwords are never logged.
 
@@ -24,6 +25,7 @@ pub mod render;
 mod cli;
 mod kill;
 mod server;
+mod shell;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};

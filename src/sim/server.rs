@@ -28,6 +28,7 @@ use super::faults::Fault;
 use super::keys;
 use super::kill::{Kill, KillStream};
 use super::render;
+use super::shell;
 use super::{DeviceStats, SimConfig, SimDevice, SimError};
 
 const V7_VERSIONS: &[&str] = &[
@@ -802,6 +803,7 @@ async fn serve_connection(shared: &Arc<Shared>, idx: usize, stream: TcpStream, k
         idx,
         kill: kill.clone(),
         channels: HashMap::new(),
+        user: String::new(),
     };
     let stream = KillStream::new(stream, kill);
     match russh::server::run_stream(config, stream, handler).await {
@@ -819,6 +821,8 @@ struct Conn {
     idx: usize,
     kill: Arc<Kill>,
     channels: HashMap<ChannelId, Channel<Msg>>,
+    /// The authenticated login name (without RouterOS `+options`), for the shell prompt.
+    user: String,
 }
 
 impl Handler for Conn {
@@ -826,7 +830,10 @@ impl Handler for Conn {
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let d = &self.shared.devices[self.idx];
-        if d.fault != Some(Fault::Auth) && user == d.username && password == d.password {
+        // RouterOS takes console options after the name (`admin+ct511w4098h`).
+        let (name, _options) = shell::split_login(user);
+        if d.fault != Some(Fault::Auth) && name == d.username && password == d.password {
+            self.user = name.to_string();
             Ok(Auth::Accept)
         } else {
             tracing::debug!(device = self.idx, "password rejected");
@@ -873,8 +880,18 @@ impl Handler for Conn {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Interactive shells are not simulated: backups use exec channels.
-        session.channel_failure(channel)
+        let Some(ch) = self.channels.remove(&channel) else {
+            return session.channel_failure(channel);
+        };
+        session.channel_success(channel)?;
+        tokio::spawn(shell::run(
+            self.shared.clone(),
+            self.idx,
+            self.kill.clone(),
+            ch,
+            self.user.clone(),
+        ));
+        Ok(())
     }
 
     async fn exec_request(
@@ -980,26 +997,56 @@ async fn run_exec(
     tx: ChannelWriteHalf<Msg>,
     cmd: &str,
 ) {
+    match answer(shared, idx, kill, &tx, cmd).await {
+        Answered::Done => {
+            finish(&tx).await;
+        }
+        Answered::Export(bytes) => {
+            if finish(&tx).await {
+                completed(shared, idx, bytes);
+            }
+        }
+        Answered::Gone => {}
+    }
+}
+
+/// How [`answer`] left the channel.
+pub(super) enum Answered {
+    /// The whole answer was written.
+    Done,
+    /// A complete healthy export was written (its bytes, for the stats and `--export-dir`
+    /// once the caller has finished the channel its way).
+    Export(Bytes),
+    /// The client went away or a fault cut the connection: write nothing more.
+    Gone,
+}
+
+/// Writes the device's answer to one command — output and fault behaviour — to `tx`.
+/// Shared by exec channels and the interactive shell ([`super::shell`]), which differ only
+/// in what follows the answer (exit status and close vs. the next prompt).
+pub(super) async fn answer(
+    shared: &Arc<Shared>,
+    idx: usize,
+    kill: &Arc<Kill>,
+    tx: &ChannelWriteHalf<Msg>,
+    cmd: &str,
+) -> Answered {
     let d = &shared.devices[idx];
     let rt = &shared.rt[idx];
+    let sent = |ok: bool| if ok { Answered::Done } else { Answered::Gone };
     if d.fault == Some(Fault::Garbage) {
-        send(
-            rt,
-            &tx,
-            Bytes::from_static(render::garbage_text().as_bytes()),
-        )
-        .await;
-        finish(&tx).await;
-        return;
+        return sent(
+            send(
+                rt,
+                tx,
+                Bytes::from_static(render::garbage_text().as_bytes()),
+            )
+            .await,
+        );
     }
     let v6 = render::is_v6(&d.routeros_version);
     match parse_cmd(cmd, v6) {
-        Cmd::Text(t) => {
-            if !t.is_empty() && !send(rt, &tx, Bytes::from(t)).await {
-                return;
-            }
-            finish(&tx).await;
-        }
+        Cmd::Text(t) => sent(t.is_empty() || send(rt, tx, Bytes::from(t)).await),
         Cmd::Resource => {
             let board = if rt.board.is_empty() {
                 match &rt.source {
@@ -1015,24 +1062,21 @@ async fn run_exec(
                 uptime_secs: 86_400 * (1 + (rt.index as u64 % 90)) + rt.started.elapsed().as_secs(),
                 seed: shared.cfg.seed.wrapping_add(idx as u64),
             });
-            if send(rt, &tx, Bytes::from(text)).await {
-                finish(&tx).await;
-            }
+            sent(send(rt, tx, Bytes::from(text)).await)
         }
         Cmd::Export(opts) => {
             if !shared.cfg.export_delay.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(shared.cfg.export_delay) => {}
-                    _ = kill.killed() => return,
+                    _ = kill.killed() => return Answered::Gone,
                 }
             }
             if d.fault == Some(Fault::Huge) {
-                stream_huge(shared, idx, &tx).await;
-                return;
+                return sent(stream_huge(shared, idx, tx).await);
             }
             if d.fault == Some(Fault::EndlessLine) {
-                stream_endless(shared, idx, kill, &tx).await;
-                return;
+                stream_endless(shared, idx, kill, tx).await;
+                return Answered::Gone;
             }
             let bytes = shared.export(idx, opts);
             *rt.last_export.lock().expect("last_export poisoned") = Some(bytes.clone());
@@ -1040,14 +1084,16 @@ async fn run_exec(
             match d.fault {
                 Some(Fault::Stall) => {
                     let cut = cut_at(&bytes, timing.stall_fraction);
-                    send(rt, &tx, bytes.slice(..cut)).await;
+                    send(rt, tx, bytes.slice(..cut)).await;
                     kill.killed().await;
+                    Answered::Gone
                 }
                 Some(Fault::Drop) => {
                     let cut = cut_at(&bytes, timing.drop_fraction);
-                    send(rt, &tx, bytes.slice(..cut)).await;
+                    send(rt, tx, bytes.slice(..cut)).await;
                     tokio::time::sleep(timing.drop_delay).await;
                     kill.kill();
+                    Answered::Gone
                 }
                 Some(Fault::Slow) => {
                     let mut pos = 0;
@@ -1063,24 +1109,24 @@ async fn run_exec(
                                 break;
                             }
                         }
-                        if !send(rt, &tx, bytes.slice(pos..end)).await {
-                            return;
+                        if !send(rt, tx, bytes.slice(pos..end)).await {
+                            return Answered::Gone;
                         }
                         pos = end;
                         if pos < bytes.len() {
                             tokio::select! {
                                 _ = tokio::time::sleep(timing.slow_interval) => {}
-                                _ = kill.killed() => return,
+                                _ = kill.killed() => return Answered::Gone,
                             }
                         }
                     }
-                    if finish(&tx).await {
-                        completed(shared, idx, bytes);
-                    }
+                    Answered::Export(bytes)
                 }
                 _ => {
-                    if send(rt, &tx, bytes.clone()).await && finish(&tx).await {
-                        completed(shared, idx, bytes);
+                    if send(rt, tx, bytes.clone()).await {
+                        Answered::Export(bytes)
+                    } else {
+                        Answered::Gone
                     }
                 }
             }
@@ -1092,7 +1138,7 @@ fn cut_at(bytes: &Bytes, fraction: f64) -> usize {
     ((bytes.len() as f64 * fraction.clamp(0.0, 1.0)) as usize).min(bytes.len())
 }
 
-fn completed(shared: &Arc<Shared>, idx: usize, bytes: Bytes) {
+pub(super) fn completed(shared: &Arc<Shared>, idx: usize, bytes: Bytes) {
     shared.rt[idx].exports.fetch_add(1, Ordering::Relaxed);
     if let Some(dir) = &shared.cfg.export_dir {
         let path = dir.join(format!("{}.rsc", shared.devices[idx].id));
@@ -1105,7 +1151,8 @@ fn completed(shared: &Arc<Shared>, idx: usize, bytes: Bytes) {
 }
 
 /// `huge`: a valid header, then address-list lines until `huge_bytes`, produced lazily.
-async fn stream_huge(shared: &Arc<Shared>, idx: usize, tx: &ChannelWriteHalf<Msg>) {
+/// False when the client went away.
+async fn stream_huge(shared: &Arc<Shared>, idx: usize, tx: &ChannelWriteHalf<Msg>) -> bool {
     let d = &shared.devices[idx];
     let total = shared.cfg.huge_bytes;
     let mut head = render::export_header(&d.routeros_version, chrono::Utc::now());
@@ -1133,11 +1180,11 @@ async fn stream_huge(shared: &Arc<Shared>, idx: usize, tx: &ChannelWriteHalf<Msg
         let piece = Bytes::copy_from_slice(&chunk.as_bytes()[..take]);
         chunk.clear();
         if !send(&shared.rt[idx], tx, piece).await {
-            return;
+            return false;
         }
         sent += take as u64;
     }
-    finish(tx).await;
+    true
 }
 
 /// `endless-line`: a valid header and section, then one line that never ends, until the
