@@ -8,6 +8,7 @@
 
 #![allow(dead_code)] // until every suite uses the shared helpers
 
+mod peers;
 mod procstat;
 mod record;
 
@@ -28,10 +29,15 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-enum Suite {}
+enum Suite {
+    /// The Python peers (asyncssh, netmiko) against the simulated fleet.
+    Peers(peers::Args),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _sink = record::Sink::new(cli.out.as_deref());
-    match cli.suite {}
+    let sink = record::Sink::new(cli.out.as_deref());
+    match cli.suite {
+        Suite::Peers(a) => peers::run(a, &sink, cli.runs),
+    }
 }
