@@ -97,9 +97,9 @@ pub async fn publish(
     Ok((event, receipt))
 }
 
-/// [`publish`] for a queued job: the `Nats-Msg-Id` is the job id and the hash, so the
-/// same job publishing the same config twice (a retry after an unrecorded success) is
-/// stored once.
+/// [`publish`] for a queued job: the `Nats-Msg-Id` is the job id and the hash (the keyed
+/// one when snapshots are encrypted), so the same job publishing the same config twice (a
+/// retry after an unrecorded success) is stored once.
 pub async fn publish_for_job(
     publisher: &Publisher,
     collected: &Collected,
@@ -108,7 +108,6 @@ pub async fn publish_for_job(
     job_id: &str,
 ) -> Result<(ConfigSnapshotEvent, Receipt), SnapshotError> {
     let event = collected.event(device_id, tenant_id);
-    let msg_id = format!("{job_id}:{}", event.sha256_hash);
-    let receipt = publisher.publish_as(&event, &msg_id).await?;
+    let receipt = publisher.publish_scoped(&event, job_id).await?;
     Ok((event, receipt))
 }

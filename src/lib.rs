@@ -26,6 +26,7 @@ pub mod secret;
 pub mod service;
 pub mod sim;
 pub mod snapshot;
+pub mod snapshot_crypto;
 pub mod store;
 pub mod tls;
 pub mod web;

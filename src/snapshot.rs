@@ -20,11 +20,18 @@
 //!   `<device_id>/<sha256>`, and the event is published with an empty `config_text` plus
 //!   a `config_ref` naming the object. Ordinary sizes keep the seed's schema exactly;
 //!   [`fetch_config_text`] resolves either form.
+//! * **Optionally encrypted.** With a snapshot key (`ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY`,
+//!   [`PublisherConfig::encryption`]) the config is published as AES-256-GCM ciphertext
+//!   in `config_encryption` (and large ones are stored encrypted in the object store);
+//!   see [`crate::snapshot_crypto`] for the format and why. Without one, nothing changes.
 //! * **Bytes survive.** Config text is bytes; JSON strings are UTF-8. Valid UTF-8 (the
 //!   usual case) goes into `config_text` as is. Otherwise `config_text` holds a lossy
 //!   rendering (what the seed's Go `json.Marshal` would have sent) and
 //!   `config_text_base64` the exact bytes the hash was computed over.
 
+use crate::snapshot_crypto::{
+    self, ConfigEncryption, SnapshotCryptoError, SnapshotKey, SnapshotKeys,
+};
 use async_nats::jetstream::{self, stream};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -48,6 +55,10 @@ pub struct ConfigSnapshotEvent {
     /// Where the text is when it was too large to publish inline (ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_ref: Option<ConfigRef>,
+    /// Present only on encrypted events (ours, opt-in): `config_text` is then empty and
+    /// `sha256_hash` is keyed. See [`crate::snapshot_crypto`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_encryption: Option<ConfigEncryption>,
 }
 
 impl std::fmt::Debug for ConfigSnapshotEvent {
@@ -61,6 +72,7 @@ impl std::fmt::Debug for ConfigSnapshotEvent {
             .field("config_text_bytes", &self.config_text.len())
             .field("normalization_version", &self.normalization_version)
             .field("config_ref", &self.config_ref)
+            .field("config_encryption", &self.config_encryption)
             .finish_non_exhaustive()
     }
 }
@@ -93,6 +105,7 @@ impl ConfigSnapshotEvent {
             normalization_version: normalization_version.as_u8(),
             config_text_base64,
             config_ref: None,
+            config_encryption: None,
         }
     }
 
@@ -104,8 +117,16 @@ impl ConfigSnapshotEvent {
         )
     }
 
-    /// The exact normalized bytes carried inline (not resolving `config_ref`).
+    /// The exact normalized bytes carried inline (not resolving `config_ref`). An
+    /// encrypted event is an error here (its `config_text` is empty), never an empty text:
+    /// use [`crate::snapshot_crypto::open_inline`] or [`fetch_config_text_with_keys`].
     pub fn inline_bytes(&self) -> Result<Vec<u8>, SnapshotError> {
+        if let Some(e) = &self.config_encryption {
+            return Err(SnapshotCryptoError::Encrypted {
+                kid: snapshot_crypto::printable(&e.kid),
+            }
+            .into());
+        }
         match &self.config_text_base64 {
             Some(b) => base64::engine::general_purpose::STANDARD
                 .decode(b)
@@ -155,6 +176,8 @@ pub enum SnapshotError {
     ObjectStore { bucket: String, reason: String },
     #[error("malformed snapshot event: {0}")]
     Decode(String),
+    #[error(transparent)]
+    Crypto(#[from] SnapshotCryptoError),
 }
 
 /// Where and how to publish.
@@ -179,6 +202,9 @@ pub struct PublisherConfig {
     pub retry_initial_connect: bool,
     /// CA and client certificate for `tls://` (see [`crate::tls`]).
     pub tls: crate::tls::TlsFiles,
+    /// Publish encrypted events under this key (`ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY`);
+    /// `None` (the default) publishes the seed's plaintext schema.
+    pub encryption: Option<SnapshotKey>,
 }
 
 impl Default for PublisherConfig {
@@ -195,6 +221,7 @@ impl Default for PublisherConfig {
             attempts: 3,
             retry_initial_connect: false,
             tls: crate::tls::TlsFiles::default(),
+            encryption: None,
         }
     }
 }
@@ -302,40 +329,97 @@ impl Publisher {
         limit.saturating_sub(HEADROOM)
     }
 
-    /// Publish and wait for the ack, retrying with the same `Nats-Msg-Id`.
+    /// Publish and wait for the ack, retrying with the same `Nats-Msg-Id`
+    /// (`<device_id>:<collected_at>:<sha256_hash>`, the hash as published).
     pub async fn publish(&self, event: &ConfigSnapshotEvent) -> Result<Receipt, SnapshotError> {
-        self.publish_as(event, &event.msg_id()).await
+        let scope = format!("{}:{}", event.device_id, event.collected_at);
+        self.publish_scoped(event, &scope).await
     }
 
-    /// [`Publisher::publish`] under a given `Nats-Msg-Id`. The worker passes one derived
-    /// from the job and the hash, so that a job run again after its first run was
-    /// published but not recorded (e.g. PostgreSQL went away in between) publishes the
-    /// same config once: JetStream drops the repeat within the stream's duplicate window.
-    pub async fn publish_as(
+    /// Publish `event` (a plaintext event as [`ConfigSnapshotEvent::new`] builds it) under
+    /// the `Nats-Msg-Id` `<scope>:<sha256_hash>`. The worker passes the job id as scope,
+    /// so that a job run again after its first run was published but not recorded (e.g.
+    /// PostgreSQL went away in between) publishes the same config once: JetStream drops
+    /// the repeat within the stream's duplicate window.
+    ///
+    /// With [`PublisherConfig::encryption`] the event is encrypted first, and the hash in
+    /// the id is the keyed one (the plain SHA-256 never reaches the bus).
+    pub async fn publish_scoped(
         &self,
         event: &ConfigSnapshotEvent,
-        msg_id: &str,
+        scope: &str,
     ) -> Result<Receipt, SnapshotError> {
         let subject = self.subject_for(&event.device_id);
-        let payload = serde_json::to_vec(event)
-            .map_err(|e| SnapshotError::Decode(format!("cannot encode event: {e}")))?;
+        let Some(key) = &self.cfg.encryption else {
+            let msg_id = format!("{scope}:{}", event.sha256_hash);
+            return self.publish_plain(&subject, event, &msg_id).await;
+        };
+        let (sealed, ciphertext) = snapshot_crypto::seal_event(key, event)?;
+        let msg_id = format!("{scope}:{}", sealed.sha256_hash);
+        let headers = [
+            (snapshot_crypto::HEADER_ENCRYPTION, snapshot_crypto::ALG),
+            (snapshot_crypto::HEADER_KEY_ID, key.id()),
+        ];
+        let payload = encode(&sealed)?;
         if payload.len() <= self.inline_limit() {
-            match self.send(&subject, msg_id, payload.into(), false).await {
-                // The limit shrank under us (reconnect to another server): go by reference.
+            match self
+                .send(&subject, &msg_id, payload.into(), false, &headers)
+                .await
+            {
                 Err(Failure::TooBig) => {}
                 other => return other.map_err(|f| f.into_error(&subject, self.cfg.attempts)),
             }
         }
-        let reference = self.store_text(event).await?;
+        // By reference: the object holds the ciphertext, under a name unique to this
+        // message (its nonce), so that a later message with the same config (another
+        // nonce, another collection time) cannot overwrite what this event points to.
+        let nonce = sealed
+            .config_encryption
+            .as_ref()
+            .map(|e| e.nonce.as_str())
+            .unwrap_or_default();
+        let nonce_hex = crate::normalize::hex(
+            &base64::engine::general_purpose::STANDARD
+                .decode(nonce)
+                .unwrap_or_default(),
+        );
+        let object = format!("{}/{}/{nonce_hex}", sealed.device_id, sealed.sha256_hash);
+        let reference = self.store_object(object, &ciphertext).await?;
+        let mut small = sealed;
+        if let Some(e) = small.config_encryption.as_mut() {
+            e.ciphertext = None;
+        }
+        small.config_ref = Some(reference);
+        self.send(&subject, &msg_id, encode(&small)?.into(), true, &headers)
+            .await
+            .map_err(|f| f.into_error(&subject, self.cfg.attempts))
+    }
+
+    /// The seed's plaintext event, inline or (too large) by reference.
+    async fn publish_plain(
+        &self,
+        subject: &str,
+        event: &ConfigSnapshotEvent,
+        msg_id: &str,
+    ) -> Result<Receipt, SnapshotError> {
+        let payload = encode(event)?;
+        if payload.len() <= self.inline_limit() {
+            match self.send(subject, msg_id, payload.into(), false, &[]).await {
+                // The limit shrank under us (reconnect to another server): go by reference.
+                Err(Failure::TooBig) => {}
+                other => return other.map_err(|f| f.into_error(subject, self.cfg.attempts)),
+            }
+        }
+        let bytes = event.inline_bytes()?;
+        let object = format!("{}/{}", event.device_id, event.sha256_hash);
+        let reference = self.store_object(object, &bytes).await?;
         let mut small = event.clone();
         small.config_text = String::new();
         small.config_text_base64 = None;
         small.config_ref = Some(reference);
-        let payload = serde_json::to_vec(&small)
-            .map_err(|e| SnapshotError::Decode(format!("cannot encode event: {e}")))?;
-        self.send(&subject, msg_id, payload.into(), true)
+        self.send(subject, msg_id, encode(&small)?.into(), true, &[])
             .await
-            .map_err(|f| f.into_error(&subject, self.cfg.attempts))
+            .map_err(|f| f.into_error(subject, self.cfg.attempts))
     }
 
     /// Publish one payload, retrying retryable failures with the same `Nats-Msg-Id`.
@@ -345,6 +429,7 @@ impl Publisher {
         msg_id: &str,
         payload: bytes::Bytes,
         by_reference: bool,
+        extra_headers: &[(&str, &str)],
     ) -> Result<Receipt, Failure> {
         use async_nats::jetstream::context::PublishErrorKind as K;
         let mut last_err = String::new();
@@ -353,6 +438,9 @@ impl Publisher {
             headers.insert("Nats-Msg-Id", msg_id);
             if by_reference {
                 headers.insert("Rosbackup-Config-Ref", "object-store");
+            }
+            for (name, value) in extra_headers {
+                headers.insert(*name, *value);
             }
             let result = match self
                 .js
@@ -393,7 +481,9 @@ impl Publisher {
         Err(Failure::Final(last_err, self.cfg.attempts.max(1)))
     }
 
-    async fn store_text(&self, event: &ConfigSnapshotEvent) -> Result<ConfigRef, SnapshotError> {
+    /// Put `bytes` (a plaintext config, or an encrypted event's ciphertext) into the
+    /// object store under `object`.
+    async fn store_object(&self, object: String, bytes: &[u8]) -> Result<ConfigRef, SnapshotError> {
         let bucket = &self.cfg.object_bucket;
         let err = |reason: String| SnapshotError::ObjectStore {
             bucket: bucket.clone(),
@@ -414,10 +504,9 @@ impl Publisher {
                 .await
                 .map_err(|e| err(e.to_string()))?,
         };
-        let bytes = event.inline_bytes()?;
-        let object = format!("{}/{}", event.device_id, event.sha256_hash);
+        let mut reader = bytes;
         store
-            .put(object.as_str(), &mut bytes.as_slice())
+            .put(object.as_str(), &mut reader)
             .await
             .map_err(|e| err(e.to_string()))?;
         Ok(ConfigRef {
@@ -428,14 +517,40 @@ impl Publisher {
     }
 }
 
-/// The exact normalized bytes of an event, fetching them from the object store when the
-/// event carries a `config_ref`.
+fn encode(event: &ConfigSnapshotEvent) -> Result<Vec<u8>, SnapshotError> {
+    serde_json::to_vec(event)
+        .map_err(|e| SnapshotError::Decode(format!("cannot encode event: {e}")))
+}
+
+/// The exact normalized bytes of a plaintext event, fetching them from the object store
+/// when the event carries a `config_ref`. An encrypted event is an error
+/// ([`SnapshotCryptoError::Encrypted`]): use [`fetch_config_text_with_keys`].
 pub async fn fetch_config_text(
     js: &jetstream::Context,
     event: &ConfigSnapshotEvent,
 ) -> Result<Vec<u8>, SnapshotError> {
+    fetch_config_text_with_keys(js, event, &SnapshotKeys::new()).await
+}
+
+/// The exact normalized bytes of any event: plaintext (inline or by reference) as
+/// [`fetch_config_text`], encrypted ones decrypted with `keys` (the ciphertext inline or
+/// in the object store). The decryption helper for consumers of the snapshots.
+pub async fn fetch_config_text_with_keys(
+    js: &jetstream::Context,
+    event: &ConfigSnapshotEvent,
+    keys: &SnapshotKeys,
+) -> Result<Vec<u8>, SnapshotError> {
+    let encrypted = event.config_encryption.is_some();
+    if encrypted {
+        // Fail on a missing key before fetching anything.
+        snapshot_crypto::key_for(keys, event)?;
+    }
     let Some(r) = &event.config_ref else {
-        return event.inline_bytes();
+        return if encrypted {
+            Ok(snapshot_crypto::open_inline(keys, event)?)
+        } else {
+            event.inline_bytes()
+        };
     };
     let err = |reason: String| SnapshotError::ObjectStore {
         bucket: r.bucket.clone(),
@@ -451,6 +566,9 @@ pub async fn fetch_config_text(
     tokio::io::AsyncReadExt::read_to_end(&mut obj, &mut out)
         .await
         .map_err(|e| err(e.to_string()))?;
+    if encrypted {
+        return Ok(snapshot_crypto::open_sealed(keys, event, &out)?);
+    }
     if crate::normalize::hash(&out) != event.sha256_hash {
         return Err(err(format!(
             "object {} does not match the event's sha256_hash",

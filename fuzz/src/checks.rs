@@ -507,6 +507,9 @@ pub fn archiver_validate(payload: &[u8]) -> Result<(Version, Vec<u8>, String), &
     if event.config_ref.is_some() {
         return Err("config_ref (object store; not fuzzed)");
     }
+    if event.config_encryption.is_some() {
+        return Err("config_encryption (needs a snapshot key; not fuzzed)");
+    }
     let raw = event
         .inline_bytes()
         .map_err(|_| "config_text_base64 is not base64")?;
