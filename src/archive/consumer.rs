@@ -19,6 +19,14 @@
 //!   cannot make it valid. Everything else that fails (PostgreSQL, the object store
 //!   answering slowly) is NAKed with a growing delay (1 s, 2 s, … 60 s) and retried
 //!   without limit (`max_deliver` -1): a storage outage must not drop snapshots.
+//! * **Encrypted snapshots** (`config_encryption`, see [`crate::snapshot_crypto`]) are
+//!   decrypted with `ArchiverSettings::snapshot_keys`. A snapshot under a key id the
+//!   archiver does not hold (no key configured, or a rotated-out key not listed in
+//!   `ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS`) is *not* malformed: the message is fine and the
+//!   archiver is misconfigured, so it is NAKed like a storage error, logged at error level
+//!   with the key id, and stored once the key is there. A snapshot that does not open
+//!   although the archiver holds the key it names (the key id is derived from the key) was
+//!   altered or belongs to another device or message: malformed, logged and acked.
 //! * **SIGTERM** stops fetching; the message being stored finishes and is acked, messages
 //!   already fetched but not started are NAKed at once so another replica takes them.
 //!
@@ -34,13 +42,14 @@ use super::{ArchiveError, ArchiveStore, Ingested, Retention, short};
 use crate::credentials::CredentialKey;
 use crate::normalize::{self, Version};
 use crate::snapshot::{ConfigSnapshotEvent, Publisher, PublisherConfig};
+use crate::snapshot_crypto::{self, SnapshotCryptoError, SnapshotKeys};
 use crate::store::Store;
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 /// How the archiver runs (from the environment: `config::archiver_settings`).
@@ -58,6 +67,8 @@ pub struct ArchiverSettings {
     pub retention_every: Duration,
     pub git_dir: Option<PathBuf>,
     pub webhook: Option<super::webhook::WebhookSettings>,
+    /// Keys for encrypted snapshots (empty: only plaintext snapshots can be archived).
+    pub snapshot_keys: SnapshotKeys,
 }
 
 impl Default for ArchiverSettings {
@@ -72,6 +83,7 @@ impl Default for ArchiverSettings {
             retention_every: Duration::from_secs(600),
             git_dir: None,
             webhook: None,
+            snapshot_keys: SnapshotKeys::new(),
         }
     }
 }
@@ -85,6 +97,10 @@ pub enum Rejection {
     /// Might work later: NAK for redelivery.
     #[error("{0}")]
     Transient(String),
+    /// Encrypted under a key this archiver does not hold: a configuration error, NAK for
+    /// redelivery (after the key is configured).
+    #[error("{0}")]
+    MissingKey(String),
 }
 
 /// What was done with one message.
@@ -209,17 +225,22 @@ impl Archiver {
             .with_timezone(&chrono::Utc);
         let version = Version::try_from(event.normalization_version)
             .map_err(|_| malformed("unknown normalization_version".into()))?;
-        let raw = match &event.config_ref {
-            None => event
-                .inline_bytes()
-                .map_err(|_| malformed("config_text_base64 is not base64".into()))?,
-            Some(r) => fetch_object(&self.js, r).await?,
+        let raw = if event.config_encryption.is_some() {
+            self.decrypt(&event).await?
+        } else {
+            let raw = match &event.config_ref {
+                None => event
+                    .inline_bytes()
+                    .map_err(|_| malformed("config_text_base64 is not base64".into()))?,
+                Some(r) => fetch_object(&self.js, r).await?,
+            };
+            if normalize::hash(&raw) != event.sha256_hash.to_ascii_lowercase() {
+                return Err(malformed(
+                    "sha256_hash does not match the config text".into(),
+                ));
+            }
+            raw
         };
-        if normalize::hash(&raw) != event.sha256_hash.to_ascii_lowercase() {
-            return Err(malformed(
-                "sha256_hash does not match the config text".into(),
-            ));
-        }
         if raw.is_empty() {
             return Err(malformed("empty config text".into()));
         }
@@ -261,6 +282,28 @@ impl Archiver {
         })
     }
 
+    /// The config of an encrypted event (inline or from the object store), decrypted and
+    /// checked against its keyed hash. The key is looked up first, so a missing key is
+    /// reported as such before anything is fetched.
+    async fn decrypt(&self, event: &ConfigSnapshotEvent) -> Result<Vec<u8>, Rejection> {
+        let keys = &self.settings.snapshot_keys;
+        let reject = |e: SnapshotCryptoError| {
+            if e.is_missing_key() {
+                Rejection::MissingKey(e.to_string())
+            } else {
+                Rejection::Malformed(e.to_string())
+            }
+        };
+        snapshot_crypto::key_for(keys, event).map_err(reject)?;
+        match &event.config_ref {
+            None => snapshot_crypto::open_inline(keys, event).map_err(reject),
+            Some(r) => {
+                let sealed = fetch_object(&self.js, r).await?;
+                snapshot_crypto::open_sealed(keys, event, &sealed).map_err(reject)
+            }
+        }
+    }
+
     /// Store one message; does not ack (the caller does, after this returns).
     pub async fn handle(&self, msg: &jetstream::Message) -> Disposition {
         let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
@@ -276,6 +319,10 @@ impl Archiver {
             }
             Err(Rejection::Transient(why)) => {
                 warn!(subject = %msg.subject, reason = %why, delivered, "snapshot text unavailable; will retry");
+                return retry();
+            }
+            Err(Rejection::MissingKey(why)) => {
+                error!(subject = %msg.subject, reason = %why, delivered, "encrypted snapshot cannot be decrypted: not acked, will retry");
                 return retry();
             }
         };
