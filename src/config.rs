@@ -188,6 +188,20 @@ pub const VARS: &[Var] = &[
         "object store for configs too large to publish inline"
     ),
     var!(
+        "ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY",
+        "",
+        false,
+        true,
+        "optional: base64 of 32 bytes; workers publish snapshots with the config AES-256-GCM-encrypted (and a keyed hash), archivers decrypt with it; unset = the seed's plaintext events"
+    ),
+    var!(
+        "ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS",
+        "",
+        false,
+        true,
+        "archiver: older snapshot keys (base64, comma-separated) still accepted for decryption after a rotation"
+    ),
+    var!(
         "LOG_LEVEL",
         "info",
         true,
@@ -620,8 +634,47 @@ pub fn publisher_config(env: &Env) -> Result<PublisherConfig, ConfigError> {
         stream_max_age: env.seconds("ROSBACKUP_NATS_STREAM_MAX_AGE", 60)?,
         object_bucket: bucket,
         tls: tls_files(env)?,
+        encryption: snapshot_key(env)?,
         ..PublisherConfig::default()
     })
+}
+
+/// `ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY`: `None` when unset (plaintext events, the seed's
+/// schema). Errors name the variable, never its value.
+pub fn snapshot_key(env: &Env) -> Result<Option<crate::snapshot_crypto::SnapshotKey>, ConfigError> {
+    const VAR: &str = "ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY";
+    if !env.is_set(VAR) {
+        return Ok(None);
+    }
+    crate::snapshot_crypto::SnapshotKey::from_base64(&env.raw(VAR))
+        .map(Some)
+        .map_err(|e| ConfigError {
+            var: VAR.into(),
+            value: None,
+            reason: e.to_string(),
+        })
+}
+
+/// Every key a snapshot reader (the archiver) can decrypt with: the current
+/// `ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY` and the older `ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS`.
+/// Empty when neither is set (then an encrypted event is not acked: see the archiver).
+pub fn snapshot_keys(env: &Env) -> Result<crate::snapshot_crypto::SnapshotKeys, ConfigError> {
+    const VAR: &str = "ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS";
+    let mut keys = if env.is_set(VAR) {
+        crate::snapshot_crypto::SnapshotKeys::parse_list(&env.raw(VAR)).map_err(|(n, e)| {
+            ConfigError {
+                var: VAR.into(),
+                value: None,
+                reason: format!("key {n}: {e}"),
+            }
+        })?
+    } else {
+        crate::snapshot_crypto::SnapshotKeys::new()
+    };
+    if let Some(k) = snapshot_key(env)? {
+        keys.push(k);
+    }
+    Ok(keys)
 }
 
 /// Queue settings (worker and enqueuer must agree on these).
@@ -744,6 +797,7 @@ pub fn archiver_settings(env: &Env) -> Result<crate::archive::ArchiverSettings, 
             .is_set("ARCHIVE_GIT_DIR")
             .then(|| std::path::PathBuf::from(env.raw("ARCHIVE_GIT_DIR").trim())),
         webhook,
+        snapshot_keys: snapshot_keys(env)?,
         ..ArchiverSettings::default()
     })
 }
@@ -897,6 +951,47 @@ mod tests {
         let e =
             archive_key(&Env::from_pairs([("ARCHIVE_ENCRYPTION_KEY", "c2hvcnQ=")])).unwrap_err();
         assert!(!e.to_string().contains("c2hvcnQ"), "{e}");
+    }
+
+    #[test]
+    fn snapshot_keys_are_optional_and_never_echoed() {
+        use crate::snapshot_crypto::SnapshotKey;
+        let env = Env::from_pairs([]);
+        assert!(publisher_config(&env).unwrap().encryption.is_none());
+        assert!(snapshot_keys(&env).unwrap().is_empty());
+        let (cur, old) = (
+            SnapshotKey::generate_base64(),
+            SnapshotKey::generate_base64(),
+        );
+        let env = Env::from_pairs([
+            ("ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY", cur.as_str()),
+            ("ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS", old.as_str()),
+        ]);
+        let cur_id = SnapshotKey::from_base64(&cur).unwrap().id().to_string();
+        let old_id = SnapshotKey::from_base64(&old).unwrap().id().to_string();
+        let p = publisher_config(&env).unwrap();
+        assert_eq!(p.encryption.unwrap().id(), cur_id);
+        let keys = archiver_settings(&env).unwrap().snapshot_keys;
+        assert!(keys.get(&cur_id).is_some() && keys.get(&old_id).is_some());
+        let e = publisher_config(&Env::from_pairs([(
+            "ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY",
+            "c2hvcnQ=",
+        )]))
+        .unwrap_err();
+        assert_eq!(e.var, "ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY");
+        assert!(!e.to_string().contains("c2hvcnQ"), "{e}");
+        let bad = format!("{old},c2hvcnQ=");
+        let e = snapshot_keys(&Env::from_pairs([(
+            "ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS",
+            bad.as_str(),
+        )]))
+        .unwrap_err();
+        assert_eq!(e.var, "ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS");
+        assert!(e.to_string().contains("key 2"), "{e}");
+        assert!(
+            !e.to_string().contains(&old) && !e.to_string().contains("c2hvcnQ"),
+            "{e}"
+        );
     }
 
     #[test]
