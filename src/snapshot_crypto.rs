@@ -98,12 +98,15 @@ pub enum SnapshotCryptoError {
 }
 
 impl SnapshotCryptoError {
-    /// A reader configuration problem (no key for this message): the message itself may
-    /// be fine, so it must be kept for redelivery, not dropped.
-    pub fn is_missing_key(&self) -> bool {
+    /// A problem on the reader's side — no key for this message, or an envelope version
+    /// or algorithm newer than this reader: the message itself may be fine, so it must be
+    /// kept for redelivery (after the reader is fixed), not dropped.
+    pub fn is_reader_side(&self) -> bool {
         matches!(
             self,
-            SnapshotCryptoError::UnknownKey { .. } | SnapshotCryptoError::Encrypted { .. }
+            SnapshotCryptoError::UnknownKey { .. }
+                | SnapshotCryptoError::Encrypted { .. }
+                | SnapshotCryptoError::Unsupported(_)
         )
     }
 }
@@ -577,11 +580,11 @@ mod tests {
         let mut other = SnapshotKeys::new();
         other.push(SnapshotKey::from_base64(&SnapshotKey::generate_base64()).unwrap());
         let e = open_inline(&other, &sealed).unwrap_err();
-        assert!(e.is_missing_key(), "{e:?}");
+        assert!(e.is_reader_side(), "{e:?}");
         assert!(
             open_inline(&SnapshotKeys::new(), &sealed)
                 .unwrap_err()
-                .is_missing_key()
+                .is_reader_side()
         );
         // A forged kid naming no key is also "missing", and is printed safely.
         let mut forged = sealed.clone();
@@ -594,10 +597,13 @@ mod tests {
         );
         let mut alg = sealed.clone();
         alg.config_encryption.as_mut().unwrap().alg = "ChaCha20".into();
-        assert!(matches!(
-            open_inline(&keys, &alg).unwrap_err(),
-            SnapshotCryptoError::Unsupported(_)
-        ));
+        let e = open_inline(&keys, &alg).unwrap_err();
+        assert!(matches!(e, SnapshotCryptoError::Unsupported(_)), "{e:?}");
+        assert!(
+            e.is_reader_side(),
+            "a newer envelope is kept for a newer reader"
+        );
+        assert!(!decrypt.is_reader_side() && !SnapshotCryptoError::HashMismatch.is_reader_side());
     }
 
     #[test]

@@ -24,7 +24,8 @@
 //!   archiver does not hold (no key configured, or a rotated-out key not listed in
 //!   `ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS`) is *not* malformed: the message is fine and the
 //!   archiver is misconfigured, so it is NAKed like a storage error, logged at error level
-//!   with the key id, and stored once the key is there. A snapshot that does not open
+//!   with the key id, and stored once the key is there (likewise an envelope version or
+//!   algorithm newer than this archiver). A snapshot that does not open
 //!   although the archiver holds the key it names (the key id is derived from the key) was
 //!   altered or belongs to another device or message: malformed, logged and acked.
 //! * **SIGTERM** stops fetching; the message being stored finishes and is acked, messages
@@ -97,8 +98,8 @@ pub enum Rejection {
     /// Might work later: NAK for redelivery.
     #[error("{0}")]
     Transient(String),
-    /// Encrypted under a key this archiver does not hold: a configuration error, NAK for
-    /// redelivery (after the key is configured).
+    /// Encrypted under a key this archiver does not hold (or in an envelope version it
+    /// does not know): a configuration error, NAK for redelivery (after it is fixed).
     #[error("{0}")]
     MissingKey(String),
 }
@@ -288,7 +289,7 @@ impl Archiver {
     async fn decrypt(&self, event: &ConfigSnapshotEvent) -> Result<Vec<u8>, Rejection> {
         let keys = &self.settings.snapshot_keys;
         let reject = |e: SnapshotCryptoError| {
-            if e.is_missing_key() {
+            if e.is_reader_side() {
                 Rejection::MissingKey(e.to_string())
             } else {
                 Rejection::Malformed(e.to_string())
