@@ -9,6 +9,7 @@
 #![allow(dead_code)] // until every suite uses the shared helpers
 
 mod peers;
+mod enqueuer;
 mod procstat;
 mod record;
 
@@ -32,6 +33,8 @@ struct Cli {
 enum Suite {
     /// The Python peers (asyncssh, netmiko) against the simulated fleet.
     Peers(peers::Args),
+    /// Enqueuer scale: steady-state ticks, scheduling every device, draining a backlog.
+    Enqueuer(enqueuer::EnqueuerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,8 @@ fn main() -> anyhow::Result<()> {
     let sink = record::Sink::new(cli.out.as_deref());
     match cli.suite {
         Suite::Peers(a) => peers::run(a, &sink, cli.runs),
+        Suite::Enqueuer(a) => {
+            tokio::runtime::Runtime::new()?.block_on(enqueuer::run(a, cli.runs, &sink))
+        }
     }
 }
