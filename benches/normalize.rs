@@ -1,8 +1,20 @@
 //! Normalization throughput: real exports (small and ~390 KB) read in place from
-//! `../shared/routeros/exports`, and a synthetic 32 MiB export, for both versions.
-//! Run: `cargo bench --bench normalize`. Criterion prints MB/s per case.
+//! `../shared/routeros/exports`, and synthetic exports of 1, 4, 16 and 32 MiB, for both
+//! versions (and v2 followed by SHA-256, what a worker does per backup).
+//!
+//! Why several synthetic sizes: one large input gives a throughput, several show whether
+//! the cost grows linearly with size (BENCHMARKS.md plots time against size). Large
+//! inputs use flat sampling: criterion's default linear sampling would run a 32 MiB input
+//! hundreds of times per sample set.
+//!
+//! Run: `cargo bench --bench normalize` (`-- --warm-up-time 1 --measurement-time 2` for a
+//! quick pass). Criterion prints MB/s per case and writes
+//! `target/criterion/normalize/<function>/<input>/new/{estimates,benchmark}.json`, which
+//! `bench/report.py --criterion target/criterion` turns into records.
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use rosbackup::normalize::{Version, hash, normalize};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -49,13 +61,17 @@ fn bench(c: &mut Criterion) {
             None => eprintln!("skipping {name}: ../shared/routeros/exports not found"),
         }
     }
-    inputs.push(("synthetic-32MiB".into(), synthetic(32 << 20)));
+    for mib in [1usize, 4, 16, 32] {
+        inputs.push((format!("synthetic-{mib:02}MiB"), synthetic(mib << 20)));
+    }
     let mut g = c.benchmark_group("normalize");
     for (name, raw) in &inputs {
         g.throughput(Throughput::Bytes(raw.len() as u64));
-        if raw.len() > 4 << 20 {
+        if raw.len() >= 1 << 20 {
+            g.sampling_mode(SamplingMode::Flat);
             g.sample_size(20);
         } else {
+            g.sampling_mode(SamplingMode::Auto);
             g.sample_size(100);
         }
         for v in [Version::V1, Version::V2] {
