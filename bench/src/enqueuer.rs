@@ -112,6 +112,11 @@ pub struct EnqueuerArgs {
     pub redis_url: String,
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// Diagnose schedule-all: the child runs `Enqueuer::tick`'s three steps (count
+    /// outstanding claims, claim, push) in its own loop and times each, instead of
+    /// `Enqueuer::run`; the case is recorded as "schedule-all … (profiled)".
+    #[arg(long)]
+    pub profile: bool,
     /// Child mode: run the library enqueuer with this cap until SIGTERM (used by the
     /// schedule-all case; reads DATABASE_URL, REDIS_URL, ROSBACKUP_QUEUE).
     #[arg(long, hide = true)]
@@ -636,19 +641,28 @@ async fn schedule_all(ctx: &mut Ctx, n: usize, run: u32, sink: &Sink) -> anyhow:
             now - chrono::Duration::milliseconds(((i * 3_600_000) / n.max(1)) as i64 + 1000)
         })
         .await?;
-    let case = format!("schedule-all {n} devices");
-    let params = json!({"devices": n, "cap": n, "batch": 1000, "process": "library Enqueuer::run in a child process"});
+    let case = if ctx.args.profile {
+        format!("schedule-all {n} devices (profiled)")
+    } else {
+        format!("schedule-all {n} devices")
+    };
+    let params = json!({"devices": n, "cap": n, "batch": 1000, "process": if ctx.args.profile { "tick's steps timed in a child process" } else { "library Enqueuer::run in a child process" }});
     put(sink, &case, "insert_s", "s", insert_s, run, &params)?;
     let scheduled_key = ctx.queue.apalis().scheduled_jobs_set();
     let mem_before = ctx.used_memory().await?;
     let exe = std::env::current_exe()?;
     let cap = n.to_string();
     let started = Instant::now();
+    let profile_file = ctx.logs.join(format!("{}-profile.jsonl", ctx.tag));
+    let mut extra = vec![("DEVICE_REFRESH_SECONDS", "60".to_string())];
+    if ctx.args.profile {
+        extra.push(("RBBENCH_PROFILE", profile_file.display().to_string()));
+    }
     let pid = ctx.spawn(
         "lib-enqueuer",
         &exe,
         &["enqueuer", "--child-cap", &cap],
-        &[("DEVICE_REFRESH_SECONDS", "60".into())],
+        &extra,
     )?;
     let deadline = Duration::from_secs(ctx.args.timeout);
     let mut peak = 0u64;
@@ -675,6 +689,45 @@ async fn schedule_all(ctx: &mut Ctx, n: usize, run: u32, sink: &Sink) -> anyhow:
     let took = started.elapsed().as_secs_f64();
     let s = procstat::sample(pid).context("child enqueuer gone")?;
     peak = peak.max(s.peak_rss);
+    if ctx.args.profile {
+        // Cumulative step times after each tick: the average over all ticks, and over the
+        // last 50 (a step whose cost grows with the jobs outstanding shows up there).
+        let text = std::fs::read_to_string(&profile_file)?;
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if let Some(last) = lines.last() {
+            let zero = json!({});
+            let before = lines.len().checked_sub(51).map_or(&zero, |i| &lines[i]);
+            let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+            let ticks = f(last, "ticks").max(1.0);
+            let tail = (f(last, "ticks") - f(before, "ticks")).max(1.0);
+            for step in ["count", "claim", "push"] {
+                let k = format!("{step}_s");
+                let all = f(last, &k) * 1000.0 / ticks;
+                let end = (f(last, &k) - f(before, &k)) * 1000.0 / tail;
+                put(
+                    sink,
+                    &case,
+                    &format!("{step}_ms_per_tick"),
+                    "ms",
+                    all,
+                    run,
+                    &params,
+                )?;
+                put(
+                    sink,
+                    &case,
+                    &format!("{step}_ms_per_tick_last50"),
+                    "ms",
+                    end,
+                    run,
+                    &params,
+                )?;
+            }
+        }
+    }
     if done < n as u64 {
         put(
             sink,
@@ -979,10 +1032,62 @@ async fn child(cap: i64) -> anyhow::Result<()> {
         },
         metrics: rosbackup::metrics::Metrics::new(),
     };
+    if let Ok(path) = std::env::var("RBBENCH_PROFILE") {
+        return profiled(&enq, Path::new(&path)).await;
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     enq.run(async move {
         term.recv().await;
     })
     .await;
     Ok(())
+}
+
+/// `Enqueuer::tick`'s steps, timed (keep in step with src/enqueuer.rs): count the
+/// outstanding claims, claim up to the room left, push. Runs until killed; appends the
+/// cumulative times after every tick.
+async fn profiled(enq: &rosbackup::enqueuer::Enqueuer, path: &Path) -> anyhow::Result<()> {
+    use rosbackup::queue::BackupJob;
+    use std::io::Write;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let (mut count_s, mut claim_s, mut push_s) = (0.0, 0.0, 0.0);
+    let (mut ticks, mut pushed) = (0u64, 0u64);
+    loop {
+        let t = Instant::now();
+        let outstanding = enq.store.count_outstanding().await?;
+        count_s += t.elapsed().as_secs_f64();
+        let room = (enq.settings.cap - outstanding).min(enq.settings.batch);
+        let mut busy = false;
+        if room > 0 {
+            let horizon = Utc::now() + chrono::Duration::seconds(60);
+            let t = Instant::now();
+            let claims = enq.store.claim_due(horizon, room).await?;
+            claim_s += t.elapsed().as_secs_f64();
+            if !claims.is_empty() {
+                let jobs: Vec<BackupJob> = claims
+                    .iter()
+                    .map(|c| {
+                        BackupJob::scheduled(c.device_id, c.tenant_id, c.job_id.clone(), c.due_at)
+                    })
+                    .collect();
+                let t = Instant::now();
+                enq.queue.push(&jobs).await?;
+                push_s += t.elapsed().as_secs_f64();
+                pushed += jobs.len() as u64;
+                busy = jobs.len() as i64 >= enq.settings.batch;
+            }
+        }
+        ticks += 1;
+        writeln!(
+            out,
+            "{}",
+            json!({"ticks": ticks, "pushed": pushed, "count_s": count_s, "claim_s": claim_s, "push_s": push_s})
+        )?;
+        if !busy {
+            tokio::time::sleep(enq.settings.tick).await;
+        }
+    }
 }
