@@ -231,8 +231,12 @@ impl Ctx {
             name: format!("rbbench:{tag}"),
             ..QueueConfig::default()
         };
+        // Long timeout: clean-up deletes a million keys from a shared, busy Redis.
         let redis = redis::Client::open(args.redis_url.as_str())?
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(60))),
+            )
             .await
             .context("connect to Redis")?;
         let key_b64 = CredentialKey::generate_base64();
@@ -368,17 +372,27 @@ impl Ctx {
         self.stop_children();
         self.store.pool().close().await;
         let admin = with_database(&self.args.database_url, "postgres");
-        {
+        // The server is shared and may be out of connections for a moment: retry.
+        let mut dropped = false;
+        for _ in 0..30 {
             use sqlx::Connection;
             if let Ok(mut c) = sqlx::postgres::PgConnection::connect(&admin).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
                     self.db_name
                 )))
                 .execute(&mut c)
-                .await;
+                .await
+                .is_ok();
                 let _ = c.close().await;
             }
+            if dropped {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if !dropped {
+            eprintln!("enqueuer bench: could not drop database {}", self.db_name);
         }
         if let Err(e) = self.delete_redis_keys().await {
             eprintln!("enqueuer bench: cleaning Redis: {e}");
@@ -394,7 +408,7 @@ impl Ctx {
 
     async fn delete_redis_keys(&mut self) -> anyhow::Result<()> {
         let mut conn = self.redis.clone();
-        for chunk in self.status_keys.chunks(10_000) {
+        for chunk in self.status_keys.chunks(1000) {
             let _: () = redis::cmd("UNLINK")
                 .arg(chunk)
                 .query_async(&mut conn)
@@ -409,7 +423,7 @@ impl Ctx {
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(10_000)
+                .arg(1000)
                 .query_async(&mut conn)
                 .await?;
             if !keys.is_empty() {
