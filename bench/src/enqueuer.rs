@@ -143,19 +143,21 @@ pub async fn run(args: EnqueuerArgs, runs: u32, sink: &Sink) -> anyhow::Result<(
     std::fs::create_dir_all(&logs)?;
     eprintln!("enqueuer bench: process logs in {}", logs.display());
     let want = |c: &str| args.cases.iter().any(|x| x == c);
+    // Cases that failed or timed out (what they reached is recorded); the others still run.
+    let mut failed = Vec::new();
     for &n in &args.devices {
         for run in 1..=runs {
             if want("steady") {
                 let mut ctx = Ctx::new(&args, &logs).await?;
                 let r = steady(&mut ctx, n, run, sink).await;
                 ctx.cleanup().await;
-                report_err("steady", n, r);
+                report_err(&mut failed, "steady", n, r);
             }
             if want("schedule-all") {
                 let mut ctx = Ctx::new(&args, &logs).await?;
                 let r = schedule_all(&mut ctx, n, run, sink).await;
                 ctx.cleanup().await;
-                report_err("schedule-all", n, r);
+                report_err(&mut failed, "schedule-all", n, r);
             }
         }
     }
@@ -176,15 +178,19 @@ pub async fn run(args: EnqueuerArgs, runs: u32, sink: &Sink) -> anyhow::Result<(
             let mut ctx = Ctx::new(&args, &logs).await?;
             let r = drain(&mut ctx, m, mode, sink).await;
             ctx.cleanup().await;
-            report_err(&format!("drain-{mode}"), m, r);
+            report_err(&mut failed, &format!("drain-{mode}"), m, r);
         }
+    }
+    if !failed.is_empty() {
+        bail!("{} case(s) incomplete: {}", failed.len(), failed.join(", "));
     }
     Ok(())
 }
 
-fn report_err(case: &str, n: usize, r: anyhow::Result<()>) {
+fn report_err(failed: &mut Vec<String>, case: &str, n: usize, r: anyhow::Result<()>) {
     if let Err(e) = r {
         eprintln!("enqueuer bench: {case} with {n} devices failed: {e:#}");
+        failed.push(format!("{case} {n}"));
     }
 }
 
