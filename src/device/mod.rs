@@ -382,6 +382,18 @@ pub fn export_command(major: u8, sensitive: bool) -> &'static str {
 
 /// Run one export against one device. See the module docs for the guarantees.
 pub async fn export(target: &Target, opts: &ExportOptions) -> Result<Export, ExportError> {
+    export_with_marks(target, opts, &mut |_| {}).await
+}
+
+/// [`export`], calling `mark(phase)` the moment each phase ends (TCP connect; handshake
+/// and authentication; commands and disconnect). A seam for the cost benchmark
+/// (`rosbackup-bench cost`), which reads a CPU clock at each mark to split one export's
+/// CPU time by phase; [`Export::timings`] only has wall time.
+pub async fn export_with_marks(
+    target: &Target,
+    opts: &ExportOptions,
+    mark: &mut (dyn FnMut(Phase) + Send),
+) -> Result<Export, ExportError> {
     let started = Instant::now();
     let addr = format_addr(&target.host, target.port);
     if let Some(fp) = target.known_fingerprint.as_deref().map(str::trim)
@@ -414,6 +426,7 @@ pub async fn export(target: &Target, opts: &ExportOptions) -> Result<Export, Exp
     // Best effort: a socket option failing does not stop the backup.
     let _ = stream.set_nodelay(true);
     let connected = Instant::now();
+    mark(Phase::Connect);
 
     // Phase 2: SSH handshake + authentication.
     let observed = Arc::new(Mutex::new(Observed::default()));
@@ -444,6 +457,7 @@ pub async fn export(target: &Target, opts: &ExportOptions) -> Result<Export, Exp
         Ok(r) => r?,
     };
     let authenticated = Instant::now();
+    mark(Phase::Handshake);
     let (fingerprint, negotiated) = {
         let o = observed
             .lock()
@@ -463,8 +477,9 @@ pub async fn export(target: &Target, opts: &ExportOptions) -> Result<Export, Exp
         handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
     )
     .await;
-    let mut export = result?;
     let done = Instant::now();
+    mark(Phase::Command);
+    let mut export = result?;
     export.fingerprint = fingerprint;
     export.negotiated = negotiated;
     export.timings = Timings {
