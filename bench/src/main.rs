@@ -10,6 +10,7 @@
 
 mod peers;
 mod enqueuer;
+mod cost;
 mod procstat;
 mod record;
 
@@ -35,6 +36,8 @@ enum Suite {
     Peers(peers::Args),
     /// Enqueuer scale: steady-state ticks, scheduling every device, draining a backlog.
     Enqueuer(enqueuer::EnqueuerArgs),
+    /// Worker CPU and wall time per backup by phase, against the bare SSH export.
+    Cost(cost::CostArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Suite::Enqueuer(a) => {
             tokio::runtime::Runtime::new()?.block_on(enqueuer::run(a, cli.runs, &sink))
         }
+        Suite::Cost(a) => cost::run(&a, cli.runs, &sink),
     }
 }
