@@ -11,6 +11,7 @@
 mod peers;
 mod enqueuer;
 mod cost;
+mod fleet;
 mod procstat;
 mod record;
 
@@ -38,6 +39,8 @@ enum Suite {
     Enqueuer(enqueuer::EnqueuerArgs),
     /// Worker CPU and wall time per backup by phase, against the bare SSH export.
     Cost(cost::CostArgs),
+    /// The real fleet (enqueuer, worker processes, simulator process) on a backlog.
+    Fleet(fleet::FleetArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +52,6 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(enqueuer::run(a, cli.runs, &sink))
         }
         Suite::Cost(a) => cost::run(&a, cli.runs, &sink),
+        Suite::Fleet(a) => fleet::run(&a, cli.runs, &sink),
     }
 }

@@ -1,0 +1,773 @@
+//! `rosbackup-bench fleet`: the real fleet on a backlog — throughput, latency, memory and
+//! CPU of every process, exports in flight.
+//!
+//! **Setup (per case and run, nothing shared between them).** A PostgreSQL database of
+//! its own, a Redis queue name of its own, NATS subjects, stream and object bucket of
+//! their own. The simulator runs as its own process (`rosbackup sim`, the built binary),
+//! one address per device from `--listen-base` (or `--one-address`: one address, ports
+//! from `--port`), every export `--export-delay-ms` late (2000 = a real router's pause),
+//! `--size` bytes each. `W` worker processes (`rosbackup-worker`, or `rosbackup worker`
+//! when the thin binary is not built) run with `CONFIG_BACKUP_MAX_CONCURRENT=C`. Then the
+//! inventory is imported with the real CLI (`rosbackup devices import`) under
+//! `CONFIG_BACKUP_JITTER_MIN=0` and `CONFIG_BACKUP_JITTER_MAX=0`: a new device is first
+//! due at import time plus a jitter between those two, so every device is due at once — a
+//! backlog. The due times are read back from `devices.next_due_at`, and only then the
+//! real enqueuer process is started (`rosbackup-enqueuer --insecure-no-auth`, its default
+//! 1 s tick and queue cap). The clock starts when the enqueuer is spawned.
+//!
+//! **End and latency.** A headers-only ordered consumer on the case's stream sees every
+//! snapshot (its subject names the device, JetStream stamps the time the server stored it).
+//! The case ends when every device has at least one snapshot. A job's latency is the
+//! stream timestamp of its device's first snapshot minus the device's due time from
+//! PostgreSQL: it covers the enqueuer's claim and push, waiting in Redis, the export, and
+//! the publish up to JetStream's store (not the outcome write that follows the ack). Both
+//! clocks are this machine's. Throughput is devices / (last first-snapshot time − enqueuer
+//! start).
+//!
+//! **Processes.** CPU (user + system) and resident memory of the enqueuer, each worker and
+//! the simulator are sampled from `/proc` every 250 ms; CPU is reported over the measured
+//! window (enqueuer start to last snapshot), peak RSS is the kernel's high-water mark
+//! (`VmHWM`) at the end. Exports in flight are each worker's `config_backup_active`
+//! gauge (raised around export + publish), scraped from its `/metrics` at the same rate.
+//!
+//! **Limits.** The bench raises its own `RLIMIT_NOFILE` soft limit to the hard limit;
+//! every child inherits it (10,000 devices = 10,000 listening sockets in the simulator,
+//! and one socket per export in flight in a worker).
+//!
+//! **Records.** Params `{devices, workers, concurrency, delay_ms, size_bytes, queue_cap,
+//! profile}`; case names like `fleet, 1000 devices, slow 2000ms, 1 worker, c=500`.
+//! Metrics: `backups_per_s`, `makespan_s`, `p50_latency_ms`, `p99_latency_ms`,
+//! `max_latency_ms`, `failed_runs`, `inflight_max` (all workers together),
+//! `inflight_max_per_worker`, `worker_cpu_ms_per_backup` (all workers' CPU / devices),
+//! `{enqueuer,worker1..,sim}_cpu_s`, `{enqueuer,worker1..,sim}_peak_rss_mib`,
+//! `worker_peak_rss_mib` (the largest worker). `--sweep 50,100,…` runs one case per
+//! concurrency. `--latency-out FILE` appends one JSON line per case and run:
+//! `{"suite","case","run","params","latency_ms":[…]}` (one number per device).
+
+use crate::cost::{BenchDb, ServiceUrls, delete_nats, median, profile, publisher_config, unique};
+use crate::procstat;
+use crate::record::{Record, Sink};
+use anyhow::{Context, anyhow, bail};
+use futures::StreamExt;
+use rosbackup::credentials::CredentialKey;
+use rosbackup::queue::{Queue, QueueConfig};
+use rosbackup::snapshot::Publisher;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// Flags of `rosbackup-bench fleet`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FleetArgs {
+    /// Simulated devices.
+    #[arg(long, default_value_t = 1000)]
+    pub devices: usize,
+    /// Worker processes.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Delay before every export's output starts (2000 = a slow, real router).
+    #[arg(long, default_value_t = 0)]
+    pub export_delay_ms: u64,
+    /// CONFIG_BACKUP_MAX_CONCURRENT of each worker.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Run one case per concurrency in this list instead of --concurrency (e.g.
+    /// 50,100,200,500,1000) for a throughput-vs-concurrency plot.
+    #[arg(long, value_delimiter = ',')]
+    pub sweep: Vec<usize>,
+    /// Append each case's per-device latencies (ms) here, one JSON line per case and run.
+    #[arg(long)]
+    pub latency_out: Option<PathBuf>,
+    /// Export size, bytes.
+    #[arg(long, default_value_t = 20_000)]
+    pub size: usize,
+    /// First simulator address (device i listens on this + i).
+    #[arg(long, default_value = "127.62.1.1")]
+    pub listen_base: Ipv4Addr,
+    /// All devices on --listen-base, consecutive ports from --port.
+    #[arg(long)]
+    pub one_address: bool,
+    /// Simulator SSH port (the first one with --one-address).
+    #[arg(long, default_value_t = 2222)]
+    pub port: u16,
+    /// ROSBACKUP_QUEUE_CAP for the enqueuer (default: its own default).
+    #[arg(long)]
+    pub queue_cap: Option<u32>,
+    /// Where rosbackup, rosbackup-worker and rosbackup-enqueuer are (default: beside this
+    /// binary).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Give up on a case after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Keep the processes' logs here (default: a temporary directory, removed after a
+    /// successful case).
+    #[arg(long)]
+    pub logs: Option<PathBuf>,
+}
+
+/// The programs to run.
+struct Bins {
+    rosbackup: PathBuf,
+    worker: (PathBuf, Vec<&'static str>),
+    enqueuer: (PathBuf, Vec<&'static str>),
+}
+
+impl Bins {
+    fn find(dir: Option<&Path>) -> anyhow::Result<Bins> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => std::env::current_exe()?
+                .parent()
+                .ok_or_else(|| anyhow!("no directory for this binary"))?
+                .to_path_buf(),
+        };
+        let rosbackup = dir.join("rosbackup");
+        if !rosbackup.is_file() {
+            bail!(
+                "{} not found: build it (cargo build --release --workspace) or pass --bin-dir",
+                rosbackup.display()
+            );
+        }
+        let thin = |name: &str, sub: &'static str| {
+            let p = dir.join(name);
+            if p.is_file() {
+                (p, vec![])
+            } else {
+                (rosbackup.clone(), vec![sub])
+            }
+        };
+        Ok(Bins {
+            worker: thin("rosbackup-worker", "worker"),
+            enqueuer: thin("rosbackup-enqueuer", "enqueuer"),
+            rosbackup,
+        })
+    }
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL after 15 s) when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        log: &Path,
+    ) -> anyhow::Result<Proc> {
+        let out = std::fs::File::create(log)?;
+        let err = out.try_clone()?;
+        let child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {name} ({})", program.display()))?;
+        Ok(Proc {
+            name: name.to_string(),
+            child,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Err` if it has exited.
+    fn check(&mut self) -> anyhow::Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(st) => bail!("{} exited early: {st}", self.name),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: signalling our own child by pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let until = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `GET path` over plain HTTP/1.0; the body on 200.
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    let mut s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return None;
+    }
+    Some(body.to_string())
+}
+
+/// `config_backup_active` from a worker's `/metrics`.
+fn inflight(addr: &str) -> Option<f64> {
+    let body = http_get(addr, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("config_backup_active "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+/// Per-process measurements over the window.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProcNumbers {
+    cpu_start: Duration,
+    cpu_end: Duration,
+    peak_rss: u64,
+}
+
+struct CaseResult {
+    makespan_s: f64,
+    latencies_ms: Vec<f64>,
+    failed_runs: i64,
+    inflight_max: f64,
+    inflight_max_per_worker: f64,
+    procs: Vec<(String, ProcNumbers)>,
+}
+
+struct Case {
+    devices: usize,
+    workers: usize,
+    concurrency: usize,
+    delay_ms: u64,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        let speed = if self.delay_ms == 0 {
+            "fast".to_string()
+        } else {
+            format!("slow {}ms", self.delay_ms)
+        };
+        format!(
+            "fleet, {} devices, {speed}, {} worker{}, c={}",
+            self.devices,
+            self.workers,
+            if self.workers == 1 { "" } else { "s" },
+            self.concurrency
+        )
+    }
+}
+
+async fn run_case(
+    args: &FleetArgs,
+    case: &Case,
+    bins: &Bins,
+    urls: &ServiceUrls,
+    logs: &Path,
+) -> anyhow::Result<CaseResult> {
+    std::fs::create_dir_all(logs)?;
+    let token = unique("fleet");
+    let db = BenchDb::create(&urls.database_url, 4).await?;
+    let pcfg = publisher_config(&urls.nats_url, &token);
+    let queue_name = format!("rbbench:{token}");
+    let queue = Queue::connect(QueueConfig {
+        redis_url: urls.redis_url.clone(),
+        name: queue_name.clone(),
+        ..QueueConfig::default()
+    })
+    .await
+    .context("Redis (REDIS_URL)");
+    let result = match queue {
+        Ok(queue) => {
+            let r = measure(args, case, bins, urls, logs, &db, &pcfg, &queue_name).await;
+            queue.purge().await.ok();
+            r
+        }
+        Err(e) => Err(e),
+    };
+    delete_nats(&pcfg).await;
+    db.drop().await;
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    args: &FleetArgs,
+    case: &Case,
+    bins: &Bins,
+    urls: &ServiceUrls,
+    logs: &Path,
+    db: &BenchDb,
+    pcfg: &rosbackup::snapshot::PublisherConfig,
+    queue_name: &str,
+) -> anyhow::Result<CaseResult> {
+    // The stream, and a consumer that notes each device's first snapshot.
+    let publisher = Publisher::connect(pcfg.clone())
+        .await
+        .context("NATS (NATS_URL)")?;
+    let stream = publisher
+        .jetstream()
+        .get_stream(publisher.stream_name())
+        .await?;
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.create.>", pcfg.subject_prefix),
+            headers_only: true,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let firsts: Arc<Mutex<HashMap<Uuid, i128>>> = Arc::default();
+    let firsts_c = firsts.clone();
+    let reader = tokio::spawn(async move {
+        while let Some(m) = messages.next().await {
+            let Ok(m) = m else { continue };
+            let Some(id) = m
+                .subject
+                .as_str()
+                .rsplit('.')
+                .next()
+                .and_then(|s| s.parse::<Uuid>().ok())
+            else {
+                continue;
+            };
+            let Ok(info) = m.info() else { continue };
+            let t = info.published.unix_timestamp_nanos();
+            if let Ok(mut f) = firsts_c.lock() {
+                f.entry(id).or_insert(t);
+            }
+        }
+    });
+    let result = measure_with(args, case, bins, urls, logs, db, pcfg, queue_name, &firsts).await;
+    reader.abort();
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure_with(
+    args: &FleetArgs,
+    case: &Case,
+    bins: &Bins,
+    urls: &ServiceUrls,
+    logs: &Path,
+    db: &BenchDb,
+    pcfg: &rosbackup::snapshot::PublisherConfig,
+    queue_name: &str,
+    firsts: &Arc<Mutex<HashMap<Uuid, i128>>>,
+) -> anyhow::Result<CaseResult> {
+    let n = case.devices;
+    let inventory = logs.join("inventory.csv");
+    let _ = std::fs::remove_file(&inventory);
+
+    // 1. The simulator, as its own process.
+    let mut sim_args: Vec<String> = vec![
+        "sim".into(),
+        "--devices".into(),
+        n.to_string(),
+        "--listen-base".into(),
+        args.listen_base.to_string(),
+        "--port".into(),
+        args.port.to_string(),
+        "--export-delay".into(),
+        format!("{}", case.delay_ms as f64 / 1000.0),
+        "--config-size".into(),
+        args.size.to_string(),
+        "--seed".into(),
+        (Uuid::new_v4().as_u128() % 1_000_000).to_string(),
+        "--inventory".into(),
+        inventory.display().to_string(),
+    ];
+    if args.one_address {
+        sim_args.push("--one-address".into());
+    }
+    let sim_args: Vec<&str> = sim_args.iter().map(String::as_str).collect();
+    let mut sim = Proc::spawn(
+        "simulator",
+        &bins.rosbackup,
+        &sim_args,
+        &[("LOG_LEVEL".into(), "warn".into())],
+        &logs.join("sim.log"),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&inventory)
+            && text.ends_with('\n')
+            && text.lines().count() > n
+        {
+            break;
+        }
+        sim.check()?;
+        if Instant::now() > deadline {
+            bail!("the simulator wrote no inventory within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 2. Workers, idle on an empty queue.
+    let key_b64 = CredentialKey::generate_base64();
+    let mut base_env: Vec<(String, String)> = [
+        ("DATABASE_URL", db.url.clone()),
+        ("REDIS_URL", urls.redis_url.clone()),
+        ("NATS_URL", urls.nats_url.clone()),
+        ("CREDENTIAL_ENCRYPTION_KEY", key_b64.clone()),
+        ("ROSBACKUP_QUEUE", queue_name.to_string()),
+        ("ROSBACKUP_SUBJECT_PREFIX", pcfg.subject_prefix.clone()),
+        ("ROSBACKUP_NATS_STREAM", pcfg.stream_name.clone()),
+        ("ROSBACKUP_NATS_OBJECT_BUCKET", pcfg.object_bucket.clone()),
+        (
+            "ROSBACKUP_NATS_STREAM_MAX_BYTES",
+            pcfg.stream_max_bytes.to_string(),
+        ),
+        (
+            "ROSBACKUP_TRIGGER_SUBJECT",
+            format!("{}.trigger", pcfg.subject_prefix),
+        ),
+        ("CONFIG_BACKUP_JITTER_MIN", "0".into()),
+        ("CONFIG_BACKUP_JITTER_MAX", "0".into()),
+        ("CONFIG_BACKUP_INTERVAL", "21600".into()),
+        ("LOG_FORMAT", "json".into()),
+        ("LOG_LEVEL", "info".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    if let Some(cap) = args.queue_cap {
+        base_env.push(("ROSBACKUP_QUEUE_CAP".into(), cap.to_string()));
+    }
+    let mut workers = Vec::new();
+    let mut metrics_addrs = Vec::new();
+    for i in 1..=case.workers {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        let mut env = base_env.clone();
+        env.extend([
+            ("ROSBACKUP_WORKER_NAME".into(), format!("bench-w{i}")),
+            ("ROSBACKUP_METRICS_ADDR".into(), addr.clone()),
+            (
+                "CONFIG_BACKUP_MAX_CONCURRENT".into(),
+                case.concurrency.to_string(),
+            ),
+        ]);
+        let (prog, a) = &bins.worker;
+        workers.push(Proc::spawn(
+            &format!("worker{i}"),
+            prog,
+            a,
+            &env,
+            &logs.join(format!("worker{i}.log")),
+        )?);
+        metrics_addrs.push(addr);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (w, addr) in workers.iter_mut().zip(&metrics_addrs) {
+        while http_get(addr, "/readyz").is_none() {
+            w.check()?;
+            if Instant::now() > deadline {
+                bail!("{} not ready within 60 s", w.name);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // 3. The inventory, imported by the real CLI: every device due now.
+    let mut import = Command::new(&bins.rosbackup)
+        .args(["devices", "import"])
+        .arg(&inventory)
+        .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+        .envs(base_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("rosbackup devices import")?;
+    let mut import_err = String::new();
+    if let Some(mut e) = import.stderr.take() {
+        e.read_to_string(&mut import_err).ok();
+    }
+    let st = import.wait()?;
+    if !st.success() {
+        bail!("rosbackup devices import failed ({st}): {import_err}");
+    }
+    let due: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT id, next_due_at FROM devices")
+            .fetch_all(db.store.pool())
+            .await?;
+    if due.len() != n {
+        bail!("imported {} devices, expected {n}", due.len());
+    }
+    let due: HashMap<Uuid, i128> = due
+        .into_iter()
+        .map(|(id, t)| (id, t.timestamp_nanos_opt().unwrap_or(0) as i128))
+        .collect();
+
+    // 4. The enqueuer: the clock starts.
+    let mut env = base_env.clone();
+    env.push(("ROSBACKUP_HTTP_ADDR".into(), "127.0.0.1:0".into()));
+    let (prog, a) = &bins.enqueuer;
+    let mut a: Vec<&str> = a.clone();
+    a.push("--insecure-no-auth");
+    let t_start = now_ns();
+    let mut enqueuer = Proc::spawn("enqueuer", prog, &a, &env, &logs.join("enqueuer.log"))?;
+
+    // 5. Sample until every device has a snapshot.
+    let mut numbers: Vec<(String, u32, ProcNumbers)> = Vec::new();
+    numbers.push(("enqueuer".into(), enqueuer.pid(), ProcNumbers::default()));
+    for w in &workers {
+        numbers.push((w.name.clone(), w.pid(), ProcNumbers::default()));
+    }
+    numbers.push(("sim".into(), sim.pid(), ProcNumbers::default()));
+    for (_, pid, p) in numbers.iter_mut() {
+        if let Some(s) = procstat::sample(*pid) {
+            p.cpu_start = s.cpu;
+            p.cpu_end = s.cpu;
+            p.peak_rss = s.peak_rss;
+        }
+    }
+    let mut inflight_max = 0f64;
+    let mut inflight_max_per_worker = 0f64;
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut last_print = Instant::now();
+    loop {
+        let done = firsts.lock().map(|f| f.len()).unwrap_or(0);
+        for (_, pid, p) in numbers.iter_mut() {
+            if let Some(s) = procstat::sample(*pid) {
+                p.cpu_end = s.cpu;
+                p.peak_rss = p.peak_rss.max(s.peak_rss);
+            }
+        }
+        let mut sum = 0f64;
+        for addr in &metrics_addrs {
+            if let Some(v) = inflight(addr) {
+                sum += v;
+                inflight_max_per_worker = inflight_max_per_worker.max(v);
+            }
+        }
+        inflight_max = inflight_max.max(sum);
+        if done >= n {
+            break;
+        }
+        enqueuer.check()?;
+        sim.check()?;
+        for w in workers.iter_mut() {
+            w.check()?;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "only {done} of {n} devices had a snapshot after {} s",
+                args.timeout
+            );
+        }
+        if last_print.elapsed() > Duration::from_secs(5) {
+            eprintln!("  … {done}/{n} devices backed up, {sum} in flight");
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let firsts: HashMap<Uuid, i128> = firsts.lock().map(|f| f.clone()).unwrap_or_default();
+    let failed_runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM backup_runs WHERE status = 'failed'")
+            .fetch_one(db.store.pool())
+            .await?;
+
+    // 6. Stop everything (the Drop of each Proc does it too, on errors).
+    enqueuer.stop();
+    for w in workers.iter_mut() {
+        w.stop();
+    }
+    sim.stop();
+
+    let last = firsts.values().copied().max().unwrap_or(t_start);
+    let mut latencies: Vec<f64> = firsts
+        .iter()
+        .filter_map(|(id, t)| due.get(id).map(|d| (t - d) as f64 / 1e6))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    Ok(CaseResult {
+        makespan_s: (last - t_start) as f64 / 1e9,
+        latencies_ms: latencies,
+        failed_runs,
+        inflight_max,
+        inflight_max_per_worker,
+        procs: numbers.into_iter().map(|(n, _, p)| (n, p)).collect(),
+    })
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// `rosbackup-bench fleet`.
+pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
+    let nofile = crate::cost::raise_nofile_limit();
+    let need = args.devices as u64
+        + 2 * args.concurrency.max(*args.sweep.iter().max().unwrap_or(&0)) as u64
+        + 256;
+    if nofile < need {
+        eprintln!(
+            "warning: open-file limit {nofile} (hard) may be too low for {} devices; \
+             raise it (ulimit -Hn) to at least {need}",
+            args.devices
+        );
+    }
+    let bins = Bins::find(args.bin_dir.as_deref())?;
+    if bins
+        .rosbackup
+        .components()
+        .any(|c| c.as_os_str() == "debug")
+        || cfg!(debug_assertions)
+    {
+        eprintln!("warning: debug binaries; build with --release for numbers worth reporting");
+    }
+    let urls = ServiceUrls::from_env();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let concurrencies = if args.sweep.is_empty() {
+        vec![args.concurrency]
+    } else {
+        args.sweep.clone()
+    };
+    let logs_root = match &args.logs {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(unique("rbbench_fleet")),
+    };
+    for c in concurrencies {
+        let case = Case {
+            devices: args.devices,
+            workers: args.workers,
+            concurrency: c,
+            delay_ms: args.export_delay_ms,
+        };
+        let name = case.name();
+        let params = serde_json::json!({
+            "devices": case.devices,
+            "workers": case.workers,
+            "concurrency": c,
+            "delay_ms": case.delay_ms,
+            "size_bytes": args.size,
+            "queue_cap": args.queue_cap,
+            "profile": profile(),
+        });
+        for r in 1..=runs {
+            eprintln!("# {name}, run {r}");
+            let logs = logs_root.join(format!("c{c}-r{r}"));
+            let res = match rt.block_on(run_case(args, &case, &bins, &urls, &logs)) {
+                Ok(res) => res,
+                Err(e) => {
+                    eprintln!("{name}, run {r} failed: {e:#} (logs in {})", logs.display());
+                    return Err(e);
+                }
+            };
+            if args.logs.is_none() {
+                let _ = std::fs::remove_dir_all(&logs);
+            }
+            let put = |metric: &str, unit: &str, value: f64| {
+                sink.put(&Record {
+                    suite: "fleet".into(),
+                    case: name.clone(),
+                    metric: metric.into(),
+                    unit: unit.into(),
+                    value,
+                    run: r,
+                    params: params.clone(),
+                })
+            };
+            let l = &res.latencies_ms;
+            put("backups_per_s", "1/s", case.devices as f64 / res.makespan_s)?;
+            put("makespan_s", "s", res.makespan_s)?;
+            put("p50_latency_ms", "ms", percentile(l, 50.0))?;
+            put("p99_latency_ms", "ms", percentile(l, 99.0))?;
+            put("max_latency_ms", "ms", percentile(l, 100.0))?;
+            put("median_latency_ms", "ms", median(l))?;
+            put("failed_runs", "runs", res.failed_runs as f64)?;
+            put("inflight_max", "exports", res.inflight_max)?;
+            put(
+                "inflight_max_per_worker",
+                "exports",
+                res.inflight_max_per_worker,
+            )?;
+            let mut workers_cpu = 0f64;
+            let mut worker_rss = 0u64;
+            for (proc_name, p) in &res.procs {
+                let cpu = p.cpu_end.saturating_sub(p.cpu_start).as_secs_f64();
+                if proc_name.starts_with("worker") {
+                    workers_cpu += cpu;
+                    worker_rss = worker_rss.max(p.peak_rss);
+                }
+                put(&format!("{proc_name}_cpu_s"), "s", cpu)?;
+                put(
+                    &format!("{proc_name}_peak_rss_mib"),
+                    "MiB",
+                    p.peak_rss as f64 / 1048576.0,
+                )?;
+            }
+            put(
+                "worker_cpu_ms_per_backup",
+                "ms",
+                workers_cpu * 1e3 / case.devices as f64,
+            )?;
+            put("worker_peak_rss_mib", "MiB", worker_rss as f64 / 1048576.0)?;
+            if let Some(path) = &args.latency_out {
+                let line = serde_json::json!({
+                    "suite": "fleet",
+                    "case": name,
+                    "run": r,
+                    "params": params,
+                    "latency_ms": res.latencies_ms,
+                });
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                serde_json::to_writer(&mut f, &line)?;
+                f.write_all(b"\n")?;
+            }
+        }
+    }
+    if args.logs.is_none() {
+        let _ = std::fs::remove_dir_all(&logs_root);
+    }
+    Ok(())
+}
