@@ -105,6 +105,13 @@ pub struct FleetArgs {
     /// Give up on a case after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
+    /// Start the workers with this soft open-file limit (the hard limit is kept), e.g.
+    /// 1024 as under systemd, to check how a worker copes.
+    #[arg(long)]
+    pub worker_nofile: Option<u64>,
+    /// LOG_LEVEL of the workers (e.g. `info,apalis_core=debug` to see queue fetches).
+    #[arg(long, default_value = "info")]
+    pub worker_log_level: String,
     /// Keep the processes' logs here (default: a temporary directory, removed after a
     /// successful case).
     #[arg(long)]
@@ -164,9 +171,40 @@ impl Proc {
         env: &[(String, String)],
         log: &Path,
     ) -> anyhow::Result<Proc> {
+        Proc::spawn_limited(name, program, args, env, log, None)
+    }
+
+    /// [`Proc::spawn`] with a soft `RLIMIT_NOFILE` for the child.
+    fn spawn_limited(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        log: &Path,
+        nofile: Option<u64>,
+    ) -> anyhow::Result<Proc> {
+        use std::os::unix::process::CommandExt;
         let out = std::fs::File::create(log)?;
         let err = out.try_clone()?;
-        let child = Command::new(program)
+        let mut cmd = Command::new(program);
+        if let Some(soft) = nofile {
+            // SAFETY: getrlimit/setrlimit are async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim: libc::rlimit = std::mem::zeroed();
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    lim.rlim_cur = (soft as libc::rlim_t).min(lim.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args(args)
             .env_clear()
             .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
@@ -481,18 +519,20 @@ async fn measure_with(
         env.extend([
             ("ROSBACKUP_WORKER_NAME".into(), format!("bench-w{i}")),
             ("ROSBACKUP_METRICS_ADDR".into(), addr.clone()),
+            ("LOG_LEVEL".into(), args.worker_log_level.clone()),
             (
                 "CONFIG_BACKUP_MAX_CONCURRENT".into(),
                 case.concurrency.to_string(),
             ),
         ]);
         let (prog, a) = &bins.worker;
-        workers.push(Proc::spawn(
+        workers.push(Proc::spawn_limited(
             &format!("worker{i}"),
             prog,
             a,
             &env,
             &logs.join(format!("worker{i}.log")),
+            args.worker_nofile,
         )?);
         metrics_addrs.push(addr);
     }
