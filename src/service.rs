@@ -105,6 +105,33 @@ fn host_name() -> String {
         .unwrap_or_else(|| "worker".to_string())
 }
 
+/// Raise the soft open-file limit to the hard limit and return the soft limit now in
+/// force (`None` if it cannot be read). A worker holds one socket per export in flight,
+/// and the usual soft limit of 1024 (systemd, most shells) is below what
+/// `CONFIG_BACKUP_MAX_CONCURRENT=1000` needs: the connects beyond it fail with EMFILE,
+/// which the worker would record against the *device* (`unreachable`, then backoff). The
+/// hard limit is the operator's decision; the soft one is only a default (Go does the
+/// same at startup).
+pub fn raise_open_file_limit() -> Option<u64> {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return Some(raised.rlim_cur as u64);
+            }
+        }
+        Some(lim.rlim_cur as u64)
+    }
+}
+
 /// A worker ready to run.
 pub struct WorkerProcess {
     pub env: Arc<JobEnv>,
@@ -135,6 +162,17 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
     let metrics_addr = config::listen_addr(env, "ROSBACKUP_METRICS_ADDR")?;
     config::queue_config(env)?;
     let key = credential_key(env)?;
+    let open_files = raise_open_file_limit();
+    // One socket per export in flight, plus the pools and the HTTP listener.
+    let need = concurrency as u64 + 128;
+    if open_files.is_some_and(|n| n < need) {
+        tracing::warn!(
+            limit = open_files,
+            concurrency,
+            "the open-file limit (RLIMIT_NOFILE) is below CONFIG_BACKUP_MAX_CONCURRENT + 128; \
+             exports beyond it fail to connect. Raise the hard limit (ulimit -Hn, LimitNOFILE=)"
+        );
+    }
     let name = Some(env.raw("ROSBACKUP_WORKER_NAME"))
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(host_name);
