@@ -596,6 +596,8 @@ pub async fn run(
     let names_w = names.clone();
     let concurrency = settings.concurrency.max(1);
     let live = liveness.clone();
+    let active = env.metrics.backup_active.clone();
+    let busy: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || active.get() > 0);
     let monitor = Monitor::new()
         .register(move |restarts| {
             // Unique per process and restart: apalis must never see two live workers
@@ -605,7 +607,7 @@ pub async fn run(
                 n.push(name.clone());
             }
             WorkerBuilder::new(name)
-                .backend(queue.backend())
+                .backend(queue.backend_busy(busy.clone()))
                 .data(env_w.clone())
                 .concurrency(concurrency)
                 .catch_panic()

@@ -6,12 +6,10 @@
 //! `bench/report.py` turns the lines into tables and plots. Numbers are never asserted:
 //! nothing here fails on speed.
 
-#![allow(dead_code)] // until every suite uses the shared helpers
-
-mod peers;
-mod enqueuer;
 mod cost;
+mod enqueuer;
 mod fleet;
+mod peers;
 mod procstat;
 mod record;
 
