@@ -56,6 +56,10 @@ pub struct SimArgs {
     /// Write per-device stats JSON here every second and at shutdown.
     #[arg(long)]
     pub stats: Option<PathBuf>,
+    /// Append one JSON line per completed export here (device id, start/end time,
+    /// bytes, SHA-256 of the bytes sent and of their normalized text; no config text).
+    #[arg(long)]
+    pub session_log: Option<PathBuf>,
 }
 
 impl SimArgs {
@@ -83,6 +87,7 @@ impl SimArgs {
             inventory_host: self.inventory_host,
             export_dir: self.export_dir,
             stats: self.stats,
+            session_log: self.session_log,
             ..SimConfig::default()
         })
     }

@@ -65,6 +65,8 @@ pub struct SimConfig {
     pub inventory_host: Option<String>,
     pub export_dir: Option<PathBuf>,
     pub stats: Option<PathBuf>,
+    /// Append one JSON line per completed export here ([`SessionRecord`]).
+    pub session_log: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -86,6 +88,7 @@ impl Default for SimConfig {
             inventory_host: None,
             export_dir: None,
             stats: None,
+            session_log: None,
         }
     }
 }
@@ -137,6 +140,76 @@ pub struct DeviceStats {
     /// window, so this is what a client let through, not what a fault could produce).
     #[serde(default)]
     pub bytes_sent: u64,
+}
+
+/// One completed export as the simulator served it (`--session-log`, a JSON line each).
+///
+/// Why: the stats file only counts exports; an audit that wants to match every snapshot
+/// on NATS and every run in the history to what a device actually sent needs each
+/// session — when, how many bytes, and the hash the backup should carry. The raw hash
+/// differs every time (the export header has a timestamp); `normalized_sha256` is what
+/// rosbackup's default normalization (v2) of these bytes hashes to, i.e. the
+/// `sha256_hash` a correct backup of this session publishes. No config text is logged.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionRecord {
+    pub device_id: uuid::Uuid,
+    /// When the export command arrived.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// When the last byte, exit status and EOF were written.
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    pub bytes: u64,
+    /// SHA-256 of exactly the bytes sent.
+    pub sha256: String,
+    /// SHA-256 of the bytes normalized with [`crate::normalize::Version::V2`].
+    pub normalized_sha256: String,
+}
+
+impl SessionRecord {
+    pub fn new(
+        device_id: uuid::Uuid,
+        started_at: chrono::DateTime<chrono::Utc>,
+        bytes: &[u8],
+    ) -> SessionRecord {
+        use sha2::Digest;
+        let (_, normalized_sha256) =
+            crate::normalize::normalize_and_hash(bytes, crate::normalize::Version::V2);
+        SessionRecord {
+            device_id,
+            started_at,
+            finished_at: chrono::Utc::now(),
+            bytes: bytes.len() as u64,
+            sha256: format!("{:x}", sha2::Sha256::digest(bytes)),
+            normalized_sha256,
+        }
+    }
+}
+
+/// Read a session log. A torn last line (the simulator was killed mid-write) is skipped;
+/// any other bad line is an error naming its line number.
+pub fn read_session_log(path: &std::path::Path) -> Result<Vec<SessionRecord>, SimError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SimError::Io {
+        context: format!("reading the session log {}", path.display()),
+        source,
+    })?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str(line) {
+            Ok(r) => out.push(r),
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+            Err(e) => {
+                return Err(SimError::Config(format!(
+                    "session log {} line {}: {e}",
+                    path.display(),
+                    i + 1
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Simulator errors.
@@ -198,5 +271,37 @@ impl Simulator {
     /// Stops listeners and sessions and writes the stats file one last time.
     pub async fn shutdown(self) {
         server::shutdown(self.shared, self.runtime).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_log_reads_back_and_a_torn_last_line_is_skipped() {
+        let dir = std::env::temp_dir().join(format!("rb-sessionlog-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("sessions.jsonl");
+        let id = uuid::Uuid::from_u128(7);
+        let text = b"# 2025-01-01 00:00:00 by RouterOS 7.16\r\n/system identity\r\nset name=r1\r\n";
+        let r = SessionRecord::new(id, chrono::Utc::now(), text);
+        assert_eq!(r.bytes, text.len() as u64);
+        assert_eq!(
+            r.normalized_sha256,
+            crate::normalize::normalize_and_hash(text, crate::normalize::Version::V2).1
+        );
+        assert_ne!(r.sha256, r.normalized_sha256);
+        let line = serde_json::to_string(&r).expect("json");
+        std::fs::write(&path, format!("{line}\n{line}\n{{\"device_id\":")).expect("write");
+        assert_eq!(
+            read_session_log(&path).expect("read"),
+            vec![r.clone(), r.clone()]
+        );
+        // A bad line in the middle is an error with its line number.
+        std::fs::write(&path, format!("{line}\nnot json\n{line}\n")).expect("write");
+        let e = read_session_log(&path).expect_err("bad line").to_string();
+        assert!(e.contains("line 2"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

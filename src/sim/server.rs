@@ -85,6 +85,8 @@ pub(crate) struct Shared {
     live: AtomicUsize,
     live_notify: Notify,
     shutting_down: AtomicBool,
+    /// `--session-log`: one JSON line per completed export (see [`super::SessionRecord`]).
+    session_log: Option<Mutex<std::io::LineWriter<std::fs::File>>>,
 }
 
 pub(crate) struct Runtime {
@@ -572,6 +574,19 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
     }
 
     let by_id = devices.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+    let session_log = match &cfg.session_log {
+        Some(path) => Some(Mutex::new(std::io::LineWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|source| SimError::Io {
+                    context: format!("opening the session log {}", path.display()),
+                    source,
+                })?,
+        ))),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         devices,
         rt,
@@ -583,6 +598,7 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
         live: AtomicUsize::new(0),
         live_notify: Notify::new(),
         shutting_down: AtomicBool::new(false),
+        session_log,
     });
 
     if let Some(path) = &shared.cfg.inventory {
@@ -1001,9 +1017,9 @@ async fn run_exec(
         Answered::Done => {
             finish(&tx).await;
         }
-        Answered::Export(bytes) => {
+        Answered::Export(bytes, started_at) => {
             if finish(&tx).await {
-                completed(shared, idx, bytes);
+                completed(shared, idx, bytes, started_at);
             }
         }
         Answered::Gone => {}
@@ -1014,9 +1030,10 @@ async fn run_exec(
 pub(super) enum Answered {
     /// The whole answer was written.
     Done,
-    /// A complete healthy export was written (its bytes, for the stats and `--export-dir`
-    /// once the caller has finished the channel its way).
-    Export(Bytes),
+    /// A complete healthy export was written (its bytes and when the command arrived, for
+    /// the stats, the session log and `--export-dir` once the caller has finished the
+    /// channel its way).
+    Export(Bytes, chrono::DateTime<chrono::Utc>),
     /// The client went away or a fault cut the connection: write nothing more.
     Gone,
 }
@@ -1065,6 +1082,7 @@ pub(super) async fn answer(
             sent(send(rt, tx, Bytes::from(text)).await)
         }
         Cmd::Export(opts) => {
+            let started_at = chrono::Utc::now();
             if !shared.cfg.export_delay.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(shared.cfg.export_delay) => {}
@@ -1120,11 +1138,11 @@ pub(super) async fn answer(
                             }
                         }
                     }
-                    Answered::Export(bytes)
+                    Answered::Export(bytes, started_at)
                 }
                 _ => {
                     if send(rt, tx, bytes.clone()).await {
-                        Answered::Export(bytes)
+                        Answered::Export(bytes, started_at)
                     } else {
                         Answered::Gone
                     }
@@ -1138,8 +1156,26 @@ fn cut_at(bytes: &Bytes, fraction: f64) -> usize {
     ((bytes.len() as f64 * fraction.clamp(0.0, 1.0)) as usize).min(bytes.len())
 }
 
-pub(super) fn completed(shared: &Arc<Shared>, idx: usize, bytes: Bytes) {
+pub(super) fn completed(
+    shared: &Arc<Shared>,
+    idx: usize,
+    bytes: Bytes,
+    started_at: chrono::DateTime<chrono::Utc>,
+) {
     shared.rt[idx].exports.fetch_add(1, Ordering::Relaxed);
+    if let Some(log) = &shared.session_log {
+        let record = super::SessionRecord::new(shared.devices[idx].id, started_at, &bytes);
+        match serde_json::to_string(&record) {
+            Ok(mut line) => {
+                line.push('\n');
+                let mut w = log.lock().expect("session log poisoned");
+                if let Err(e) = std::io::Write::write_all(&mut *w, line.as_bytes()) {
+                    tracing::warn!(error = %e, "cannot write the session log");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialize a session record"),
+        }
+    }
     if let Some(dir) = &shared.cfg.export_dir {
         let path = dir.join(format!("{}.rsc", shared.devices[idx].id));
         tokio::spawn(async move {

@@ -229,8 +229,8 @@ async fn command(
 ) -> bool {
     match answer(shared, idx, kill, tx, line).await {
         Answered::Done => true,
-        Answered::Export(bytes) => {
-            completed(shared, idx, bytes);
+        Answered::Export(bytes, started_at) => {
+            completed(shared, idx, bytes, started_at);
             true
         }
         Answered::Gone => false,
