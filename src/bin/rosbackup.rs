@@ -30,6 +30,52 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct SoakArgs {
+    /// Simulated devices.
+    #[arg(long, default_value_t = 2000)]
+    devices: usize,
+    /// Backup interval (e.g. 60s, 1m).
+    #[arg(long, default_value = "60s")]
+    interval: String,
+    /// How long the abuse lasts (a quiescent interval follows).
+    #[arg(long, default_value = "30m")]
+    duration: String,
+    /// Worker processes.
+    #[arg(long, default_value_t = 3)]
+    workers: usize,
+    /// Backups each worker runs at once (CONFIG_BACKUP_MAX_CONCURRENT).
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// kill -9 a random worker after a random pause in MIN-MAX seconds, then start a
+    /// replacement ("off": none).
+    #[arg(long, default_value = "60-180")]
+    kill_every: String,
+    /// Restart the private Redis with its data gone this long after the start ("half",
+    /// a duration, or "off").
+    #[arg(long, default_value = "half")]
+    redis_restart_at: String,
+    /// Faulty devices, e.g. "auth=3,v6=20" (default: none; faulty devices are excluded
+    /// from the every-interval check).
+    #[arg(long, default_value = "")]
+    faults: String,
+    /// First simulated device address (device i listens on this + i).
+    #[arg(long, default_value = "127.0.20.1")]
+    listen_base: std::net::Ipv4Addr,
+    /// Seconds between samples of RSS, open fds and the Redis key count.
+    #[arg(long, default_value_t = 10)]
+    sample_every: u64,
+    /// Write the report (figures, series, checks) as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Private PostgreSQL and NATS instances too (Redis is always private).
+    #[arg(long)]
+    private: bool,
+    /// Scratch directory (logs, session log); default: a new one under the temp dir.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Normalize an export (stdin when no file); normalized bytes on stdout.
@@ -74,6 +120,10 @@ enum Command {
     /// The whole product on a simulated fleet: services, simulator, enqueuer, workers,
     /// dashboard. Uses PostgreSQL/Redis/NATS at their URLs or starts private ones.
     Demo(DemoArgs),
+    /// A long run under abuse (worker kills, a Redis restart), then an audit of the
+    /// simulator's sessions, the run history and the NATS messages. Exit 0 when every
+    /// check held, 1 otherwise.
+    Soak(SoakArgs),
     /// Health-check an HTTP endpoint (for container health checks: no curl needed).
     /// Exits 0 on a 2xx answer, 1 otherwise.
     Probe {
@@ -354,13 +404,14 @@ fn main() -> ExitCode {
         }
     }
     let env = Env::from_process();
-    // The demo talks to a person: its own logs stay quiet unless asked for.
+    // The demo and the soak talk to a person: their own logs stay quiet unless asked for.
     let quiet = Env::from_pairs([("LOG_LEVEL", "warn"), ("LOG_FORMAT", "text")]);
-    let log_env = if matches!(cli.command, Command::Demo(_)) && !env.is_set("LOG_LEVEL") {
-        &quiet
-    } else {
-        &env
-    };
+    let log_env =
+        if matches!(cli.command, Command::Demo(_) | Command::Soak(_)) && !env.is_set("LOG_LEVEL") {
+            &quiet
+        } else {
+            &env
+        };
     if let Err(e) = rosbackup::observability::init_tracing(log_env) {
         eprintln!("configuration error: {e}");
         return ExitCode::from(2);
@@ -398,6 +449,7 @@ fn main() -> ExitCode {
         }),
         Command::Tokens { command } => block_on(tokens_cmd(&env, command)),
         Command::Demo(a) => block_on(demo_cmd(a)),
+        Command::Soak(a) => block_on(soak_cmd(a)),
         Command::Probe { url, timeout } => block_on(probe_cmd(url, timeout)),
         Command::Archiver => block_on(async {
             let code = rosbackup::service::run_role(
@@ -924,6 +976,77 @@ async fn demo_cmd(a: DemoArgs) -> anyhow::Result<ExitCode> {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("demo: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn soak_cmd(a: SoakArgs) -> anyhow::Result<ExitCode> {
+    use rosbackup::demo::soak::{SoakOptions, parse_duration, parse_range};
+    let flag = |name: &str, r: Result<Duration, String>| -> anyhow::Result<Duration> {
+        r.map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+    };
+    let interval = flag("interval", parse_duration(&a.interval))?;
+    let duration = flag("duration", parse_duration(&a.duration))?;
+    if interval.is_zero() || duration < interval * 3 {
+        anyhow::bail!("--duration must be at least three --interval (and --interval above 0)");
+    }
+    let kill_every = match a.kill_every.as_str() {
+        "off" | "none" => None,
+        s => Some(parse_range(s).map_err(|e| anyhow::anyhow!("--kill-every: {e}"))?),
+    };
+    let redis_restart_at = match a.redis_restart_at.as_str() {
+        "off" | "none" => None,
+        "half" => Some(duration / 2),
+        s => {
+            let d = flag("redis-restart-at", parse_duration(s))?;
+            if d.is_zero() || d >= duration {
+                anyhow::bail!("--redis-restart-at must fall inside --duration");
+            }
+            Some(d)
+        }
+    };
+    let faults = a
+        .faults
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--faults: {e}"))?;
+    if a.devices == 0 || a.workers == 0 || a.concurrency == 0 {
+        anyhow::bail!("--devices, --workers and --concurrency must be at least 1");
+    }
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let dir = a.dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("rosbackup-soak-{}", std::process::id()))
+    });
+    let opts = SoakOptions {
+        devices: a.devices,
+        interval,
+        duration,
+        workers: a.workers,
+        concurrency: a.concurrency,
+        kill_every,
+        redis_restart_at,
+        faults,
+        listen_base: a.listen_base,
+        sample_every: Duration::from_secs(a.sample_every.max(1)),
+        report: a.report,
+        database_url_strict: var("DATABASE_URL").is_some(),
+        database_url: var("DATABASE_URL")
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+        private: a.private,
+        dir,
+    };
+    match rosbackup::demo::soak::run(opts).await {
+        Ok(report) => {
+            print!("{}", report.table());
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Err(e) => {
+            eprintln!("soak: {e}");
             Ok(ExitCode::from(1))
         }
     }

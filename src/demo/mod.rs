@@ -9,6 +9,7 @@
 //! started. `--once` turns it into a smoke test with an exit code.
 
 pub mod services;
+pub mod soak;
 
 use crate::access::{Access, Role};
 use crate::credentials::CredentialKey;
@@ -205,7 +206,7 @@ async fn remove_created(c: &Created) {
 }
 
 /// The database URL with another database name.
-fn with_database(url: &str, db: &str) -> String {
+pub(crate) fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
