@@ -238,6 +238,13 @@ pub const VARS: &[Var] = &[
         "most scheduled jobs in Redis at once (apalis-redis 1.0 breaks at 8,000 due)"
     ),
     var!(
+        "ROSBACKUP_DB_POOL",
+        "",
+        false,
+        false,
+        "worker: PostgreSQL connections per process (default CONFIG_BACKUP_MAX_CONCURRENT + 4, at most 16)"
+    ),
+    var!(
         "ROSBACKUP_CLAIM_STALE_SECONDS",
         "30",
         false,

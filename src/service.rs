@@ -177,7 +177,15 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(host_name);
 
-    let store = store(env, (concurrency as u32).saturating_add(4).min(64)).await?;
+    // Database work per job is a few short queries, so a small pool serves hundreds of
+    // exports in flight; a pool per export slot would exhaust PostgreSQL's
+    // max_connections (100 by default) with two busy workers.
+    let pool = if env.is_set("ROSBACKUP_DB_POOL") {
+        env.positive("ROSBACKUP_DB_POOL")?.min(1000) as u32
+    } else {
+        (concurrency as u32).saturating_add(4).min(16)
+    };
+    let store = store(env, pool).await?;
     let queue = queue(env).await?;
     let shown = redact_url(&publisher_cfg.nats_url);
     let publisher = Publisher::connect(publisher_cfg)

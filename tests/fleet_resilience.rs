@@ -259,6 +259,7 @@ fn bad_fleet_configuration_exits_2_naming_the_variable() {
         ("worker", "ROSBACKUP_METRICS_ADDR", "localhost"),
         ("worker", "CREDENTIAL_ENCRYPTION_KEY", "c2hvcnQ="),
         ("worker", "CONFIG_BACKUP_CRON", "every day"),
+        ("worker", "ROSBACKUP_DB_POOL", "0"),
         ("enqueuer", "ROSBACKUP_QUEUE_CAP", "9000"),
         ("enqueuer", "ROSBACKUP_CLAIM_STALE_SECONDS", "2"),
         ("enqueuer", "ROSBACKUP_HTTP_ADDR", "8080"),
