@@ -56,6 +56,7 @@ use anyhow::{Context, anyhow, bail};
 use rosbackup::backup::{self, Collected};
 use rosbackup::config::BackupSettings;
 use rosbackup::credentials::CredentialKey;
+use rosbackup::demo::with_database;
 use rosbackup::device::{self, Phase, Target};
 use rosbackup::metrics::Metrics;
 use rosbackup::normalize;
@@ -119,23 +120,6 @@ impl ServiceUrls {
 /// queue, NATS token, stream and bucket name).
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..12])
-}
-
-/// `url` with its database name replaced (query kept).
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[host_start..].find('/') {
-        Some(slash) => &base[..host_start + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{server}/{name}?{q}"),
-        None => format!("{server}/{name}"),
-    }
 }
 
 /// A database of our own, migrated; [`BenchDb::drop`] removes it.

@@ -45,6 +45,7 @@ use crate::record::{Record, Sink};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use rosbackup::credentials::CredentialKey;
+use rosbackup::demo::with_database;
 use rosbackup::queue::QueueConfig;
 use rosbackup::secret::Secret;
 use rosbackup::store::Store;
@@ -524,22 +525,6 @@ impl Ctx {
 
     async fn count(&self, sql: &'static str) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar(sql).fetch_one(self.store.pool()).await?)
-    }
-}
-
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[host_start..].find('/') {
-        Some(slash) => &base[..host_start + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{server}/{name}?{q}"),
-        None => format!("{server}/{name}"),
     }
 }
 

@@ -114,14 +114,16 @@ struct Names {
 }
 
 impl Names {
-    fn for_run(id: u32) -> Names {
+    /// `kind` (`demo`, `soak`) and `id` make every name.
+    fn for_run(kind: &str, id: u32) -> Names {
+        let upper = kind.to_ascii_uppercase();
         Names {
-            database: format!("rosbackup_demo_{id}"),
-            queue: format!("rosbackup:demo:{id}"),
-            subject_prefix: format!("demo{id}.config.snapshot"),
-            trigger_subject: format!("demo{id}.config.backup.trigger"),
-            stream: format!("ROSBACKUP_DEMO_{id}"),
-            bucket: format!("ROSBACKUP_DEMO_{id}_TEXTS"),
+            database: format!("rosbackup_{kind}_{id}"),
+            queue: format!("rosbackup:{kind}:{id}"),
+            subject_prefix: format!("{kind}{id}.config.snapshot"),
+            trigger_subject: format!("{kind}{id}.config.backup.trigger"),
+            stream: format!("ROSBACKUP_{upper}_{id}"),
+            bucket: format!("ROSBACKUP_{upper}_{id}_TEXTS"),
         }
     }
 }
@@ -206,7 +208,7 @@ async fn remove_created(c: &Created) {
 }
 
 /// The database URL with another database name.
-pub(crate) fn with_database(url: &str, db: &str) -> String {
+pub fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
@@ -297,7 +299,7 @@ async fn run_inner(
         );
     }
     let (pg_url, redis_url, nats_url) = (pg.url.clone(), redis.url.clone(), nats.url.clone());
-    let names = Names::for_run(std::process::id());
+    let names = Names::for_run("demo", std::process::id());
     if !(pg.private() && redis.private() && nats.private()) {
         running.created = Some(Created {
             admin_url: pg_url.clone(),

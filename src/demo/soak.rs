@@ -844,37 +844,13 @@ impl Proc {
     }
 }
 
-/// Per-run names in shared services.
-#[derive(Debug, Clone)]
-struct Names {
-    database: String,
-    queue: String,
-    subject_prefix: String,
-    trigger_subject: String,
-    stream: String,
-    bucket: String,
-}
-
-impl Names {
-    fn for_run(id: u32) -> Names {
-        Names {
-            database: format!("rosbackup_soak_{id}"),
-            queue: format!("rosbackup:soak:{id}"),
-            subject_prefix: format!("soak{id}.config.snapshot"),
-            trigger_subject: format!("soak{id}.config.backup.trigger"),
-            stream: format!("ROSBACKUP_SOAK_{id}"),
-            bucket: format!("ROSBACKUP_SOAK_{id}_TEXTS"),
-        }
-    }
-}
-
 struct Running {
     enqueuer: Option<Proc>,
     workers: Vec<Proc>,
     sim: Option<Proc>,
     services: Vec<Service>,
     redis: Option<Service>,
-    cleanup: Option<(String, String, Names)>,
+    cleanup: Option<(String, String, super::Names)>,
 }
 
 impl Running {
@@ -962,7 +938,7 @@ async fn run_inner(
         ));
     }
     let run_id = std::process::id();
-    let names = Names::for_run(run_id);
+    let names = super::Names::for_run("soak", run_id);
 
     // 1. Services: PostgreSQL and NATS as found (or private), Redis always private.
     let pg = services::postgres(
