@@ -224,6 +224,36 @@ pub fn with_database(url: &str, db: &str) -> String {
     }
 }
 
+/// Drop and create `database` on the server at `pg_url` and migrate it: its URL and a
+/// small store. The error says which step failed.
+pub(crate) async fn fresh_database(
+    pg_url: &str,
+    database: &str,
+) -> Result<(String, Store), String> {
+    let admin = Store::connect(pg_url, 2)
+        .await
+        .map_err(|e| format!("PostgreSQL: {e}"))?;
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
+        format!("CREATE DATABASE {database}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(admin.pool())
+            .await
+            .map_err(|e| format!("creating database {database}: {e}"))?;
+    }
+    admin.pool().close().await;
+    let db_url = with_database(pg_url, database);
+    let store = Store::connect(&db_url, 4)
+        .await
+        .map_err(|e| format!("database {database}: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("migrations: {e}"))?;
+    Ok((db_url, store))
+}
+
 /// Run the demo until Ctrl-C (or, with `once`, until every healthy device was backed up).
 pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
     std::fs::create_dir_all(&opts.dir).map_err(|e| setup("scratch directory")(e.to_string()))?;
@@ -311,27 +341,9 @@ async fn run_inner(
     running.services.extend([pg, redis, nats]);
 
     // 2. A fresh database of its own, migrated.
-    let admin = Store::connect(&pg_url, 2)
+    let (db_url, store) = fresh_database(&pg_url, &names.database)
         .await
-        .map_err(|e| setup("PostgreSQL")(e.to_string()))?;
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", names.database),
-        format!("CREATE DATABASE {}", names.database),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(admin.pool())
-            .await
-            .map_err(|e| setup("creating the demo database")(e.to_string()))?;
-    }
-    admin.pool().close().await;
-    let db_url = with_database(&pg_url, &names.database);
-    let store = Store::connect(&db_url, 4)
-        .await
-        .map_err(|e| setup("demo database")(e.to_string()))?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| setup("migrations")(e.to_string()))?;
+        .map_err(DemoError::Setup)?;
 
     // 3. An empty queue of its own.
     let queue_name = names.queue.clone();

@@ -967,27 +967,9 @@ async fn run_inner(
     running.redis = Some(redis);
 
     // 2. A database of its own.
-    let admin = Store::connect(&pg_url, 2)
+    let (db_url, store) = super::fresh_database(&pg_url, &names.database)
         .await
-        .map_err(|e| setup("PostgreSQL")(e.to_string()))?;
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", names.database),
-        format!("CREATE DATABASE {}", names.database),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(admin.pool())
-            .await
-            .map_err(|e| setup("creating the soak database")(e.to_string()))?;
-    }
-    admin.pool().close().await;
-    let db_url = super::with_database(&pg_url, &names.database);
-    let store = Store::connect(&db_url, 4)
-        .await
-        .map_err(|e| setup("soak database")(e.to_string()))?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| setup("migrations")(e.to_string()))?;
+        .map_err(SoakError::Setup)?;
 
     // 3. The simulator as its own process, with a session log.
     let inventory = opts.dir.join("inventory.csv");
