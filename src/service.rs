@@ -429,19 +429,29 @@ impl EnqueuerProcess {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not
+/// when the future is first polled, so a signal that arrives while the process is still
+/// connecting is not lost (nor does it kill the process with the default action): the
+/// process stops cleanly as soon as it runs.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate());
-    match term {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            (Ok(mut t), Err(_)) => {
+                let _ = t.recv().await;
+            }
+            (Err(_), Ok(mut i)) => {
+                let _ = i.recv().await;
+            }
+            (Err(_), Err(_)) => std::future::pending::<()>().await,
         }
     }
 }
@@ -533,17 +543,19 @@ impl ArchiverProcess {
 /// Run a process from the environment until SIGTERM/SIGINT; the exit code says how it
 /// ended (0 stopped, 1 broke or could not connect, 2 bad configuration).
 pub async fn run_role(env: &Env, role: Role, flags: Flags) -> u8 {
+    // Before connecting: a SIGTERM during start-up then stops the process cleanly.
+    let shutdown = shutdown_signal();
     let result = match role {
         Role::Worker => match worker_from_env(env).await {
-            Ok(p) => p.run(shutdown_signal()).await,
+            Ok(p) => p.run(shutdown).await,
             Err(e) => Err(e),
         },
         Role::Enqueuer => match enqueuer_from_env(env, flags).await {
-            Ok(p) => p.run(shutdown_signal()).await,
+            Ok(p) => p.run(shutdown).await,
             Err(e) => Err(e),
         },
         Role::Archiver => match archiver_from_env(env).await {
-            Ok(p) => p.run(shutdown_signal()).await,
+            Ok(p) => p.run(shutdown).await,
             Err(e) => Err(e),
         },
     };

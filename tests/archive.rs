@@ -1049,15 +1049,31 @@ async fn archiver_process_survives_kill_9_stops_on_sigterm_and_history_cli_reads
     first.wait().unwrap();
     let mut second = fx
         .command(&["archiver"])
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // The first archiver may already have stored everything: wait until the second one is
+    // really consuming (its start-up line), so the SIGTERM below tests its shutdown.
+    let out = second.stdout.take().expect("stdout");
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.contains("consuming") {
+                let _ = started_tx.send(());
+            }
+            // Keep draining so the archiver never blocks on a full pipe.
+        }
+    });
     wait_for(Duration::from_secs(30), "3 sightings", || async {
         fx.count("SELECT count(*) FROM config_sightings").await == 3
     })
     .await;
     fx.drained(Duration::from_secs(20)).await;
     assert_eq!(fx.count("SELECT count(*) FROM config_versions").await, 2);
+    started_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the second archiver says it is consuming");
     // SIGTERM: a clean stop, exit 0.
     unsafe {
         libc::kill(second.id() as i32, libc::SIGTERM);
@@ -1073,7 +1089,12 @@ async fn archiver_process_survives_kill_9_stops_on_sigterm_and_history_cli_reads
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "archiver after SIGTERM: {status:?} (signal {:?})",
+        std::os::unix::process::ExitStatusExt::signal(&status)
+    );
 
     // `rosbackup history`.
     let out = fx.command(&["history", "bkk50"]).output().unwrap();
