@@ -245,6 +245,13 @@ pub const VARS: &[Var] = &[
         "worker: PostgreSQL connections per process (default CONFIG_BACKUP_MAX_CONCURRENT + 4, at most 16)"
     ),
     var!(
+        "ROSBACKUP_FETCH_BATCH",
+        "",
+        false,
+        false,
+        "worker: jobs taken from Redis per fetch, 1 to 64 (default CONFIG_BACKUP_MAX_CONCURRENT / 16, 1 to 16)"
+    ),
+    var!(
         "ROSBACKUP_CLAIM_STALE_SECONDS",
         "30",
         false,
@@ -702,9 +709,27 @@ pub fn queue_config(env: &Env) -> Result<crate::queue::QueueConfig, ConfigError>
         redis_url: env.url("REDIS_URL", &["redis", "rediss", "redis+unix", "unix"])?,
         name,
         heartbeat: env.seconds("ROSBACKUP_QUEUE_HEARTBEAT", 1)?,
+        fetch_batch: fetch_batch(env)?,
         tls: tls_files(env)?,
         ..crate::queue::QueueConfig::default()
     })
+}
+
+/// Jobs a worker takes per Redis fetch. One job per fetch keeps a small worker from taking
+/// work another idle worker could run, but apalis sizes its lock/ack event channel from it
+/// (4 × batch), and that channel limits a busy worker to a few hundred jobs a second; a
+/// worker with many slots takes a few at a time (at most a sixteenth of its slots wait).
+pub fn fetch_batch(env: &Env) -> Result<usize, ConfigError> {
+    const VAR: &str = "ROSBACKUP_FETCH_BATCH";
+    if env.is_set(VAR) {
+        let n = env.positive(VAR)?;
+        if n > 64 {
+            return Err(env.error(VAR, &env.raw(VAR), "expected 1 to 64"));
+        }
+        return Ok(n as usize);
+    }
+    let concurrency = env.positive("CONFIG_BACKUP_MAX_CONCURRENT")? as usize;
+    Ok((concurrency / 16).clamp(1, 16))
 }
 
 /// TLS files for Redis and NATS (`ROSBACKUP_TLS_*`), checked now so a bad path is a

@@ -6,8 +6,10 @@
 //!   Redis reply into a dead worker.
 //! - **Heartbeat 5 s × 3 missed**: a `kill -9`'d worker's jobs are re-queued by another
 //!   worker after ~15 s, not the default 300 s. Pickup of new jobs is also bounded by it.
-//! - **`batch_size(1)`**: a worker claims one job at a time, so it does not hoard jobs
-//!   while another worker idles.
+//! - **Small `batch_size`** ([`QueueConfig::fetch_batch`], `ROSBACKUP_FETCH_BATCH`): a
+//!   worker claims one job at a time at the default 10 slots, so it does not hoard jobs
+//!   while another worker idles; a worker with hundreds of slots takes a few per fetch,
+//!   because apalis sizes its lock/ack event channel from the batch (see [`Tick`]).
 //! - **[`Tick`]**: our own poll strategy, always leaving a registered timer armed. The
 //!   stock `IntervalStrategy` can lose its wake-up and stall until the next heartbeat.
 //! - **Queue bound**: the enqueuer keeps the number of outstanding jobs far below 8,000,
@@ -112,6 +114,10 @@ pub struct QueueConfig {
     pub response_timeout: Duration,
     /// How often an idle worker looks for due jobs.
     pub poll_interval: Duration,
+    /// Jobs a worker takes per fetch (apalis `batch_size`). It also sizes apalis' channel
+    /// of lock/ack events (4 × batch), which is what limits how many jobs a busy worker
+    /// starts and finishes per wake-up; see [`Tick`].
+    pub fetch_batch: usize,
     /// CA and client certificate for `rediss://` (see [`crate::tls`]).
     pub tls: crate::tls::TlsFiles,
 }
@@ -125,6 +131,7 @@ impl Default for QueueConfig {
             missed_heartbeats: 3,
             response_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(250),
+            fetch_batch: 1,
             tls: crate::tls::TlsFiles::default(),
         }
     }
@@ -134,7 +141,7 @@ impl QueueConfig {
     pub fn apalis(&self) -> apalis_redis::Config {
         apalis_redis::Config::default()
             .queue(&self.name)
-            .batch_size(1)
+            .batch_size(self.fetch_batch.max(1))
             .heartbeat_interval(self.heartbeat)
             .missed_heartbeats(self.missed_heartbeats)
             // `persist_results(false)` also disables acks in apalis-core 1.0: finished jobs

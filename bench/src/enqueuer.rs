@@ -302,6 +302,7 @@ impl Ctx {
     ) -> anyhow::Result<u32> {
         let log = std::fs::File::create(self.logs.join(format!("{}-{name}.log", self.tag)))?;
         let mut cmd = Command::new(program);
+        crate::procstat::die_with_parent(&mut cmd);
         cmd.args(args)
             .envs(self.env())
             .envs(extra.iter().map(|(k, v)| (k.to_string(), v.clone())))

@@ -98,6 +98,9 @@ pub struct FleetArgs {
     /// ROSBACKUP_QUEUE_CAP for the enqueuer (default: its own default).
     #[arg(long)]
     pub queue_cap: Option<u32>,
+    /// ROSBACKUP_FETCH_BATCH for the workers (default: theirs, concurrency / 16).
+    #[arg(long)]
+    pub fetch_batch: Option<u32>,
     /// Where rosbackup, rosbackup-worker and rosbackup-enqueuer are (default: beside this
     /// binary).
     #[arg(long)]
@@ -187,6 +190,7 @@ impl Proc {
         let out = std::fs::File::create(log)?;
         let err = out.try_clone()?;
         let mut cmd = Command::new(program);
+        crate::procstat::die_with_parent(&mut cmd);
         if let Some(soft) = nofile {
             // SAFETY: getrlimit/setrlimit are async-signal-safe; nothing else runs
             // between fork and exec.
@@ -525,6 +529,9 @@ async fn measure_with(
                 case.concurrency.to_string(),
             ),
         ]);
+        if let Some(b) = args.fetch_batch {
+            env.push(("ROSBACKUP_FETCH_BATCH".into(), b.to_string()));
+        }
         let (prog, a) = &bins.worker;
         workers.push(Proc::spawn_limited(
             &format!("worker{i}"),
@@ -728,6 +735,7 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
             "delay_ms": case.delay_ms,
             "size_bytes": args.size,
             "queue_cap": args.queue_cap,
+            "fetch_batch": args.fetch_batch,
             "profile": profile(),
         });
         for r in 1..=runs {

@@ -265,7 +265,9 @@ async fn run_child(
         _ => "asyncssh_backup.py",
     });
     let cpu_before = procstat::children_cpu();
-    let mut child = tokio::process::Command::new(python)
+    let mut cmd = tokio::process::Command::new(python);
+    crate::procstat::die_with_parent(&mut cmd);
+    let mut child = cmd
         .arg("-u")
         .arg(&script)
         .arg("--inventory")

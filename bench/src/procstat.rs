@@ -65,6 +65,64 @@ fn rusage(who: libc::c_int) -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Makes a child about to be spawned receive SIGTERM when this process dies, however it
+/// dies (a killed `rosbackup-bench` used to leave its workers running, holding PostgreSQL
+/// connections). Linux's parent-death signal follows the *thread* that forked, so spawn
+/// from a thread that lives as long as the child: the suites spawn from the thread that
+/// runs `block_on`, the main thread.
+pub fn die_with_parent<C: PreExec>(cmd: &mut C) {
+    // SAFETY: the closure only calls prctl and getppid (async-signal-safe) between fork
+    // and exec.
+    let parent = std::process::id() as libc::pid_t;
+    unsafe {
+        cmd.pre_exec_hook(Box::new(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl: then nobody would signal.
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGTERM);
+            }
+            Ok(())
+        }));
+    }
+}
+
+/// `pre_exec` of std's and tokio's `Command`.
+pub trait PreExec {
+    /// # Safety
+    /// As `std::os::unix::process::CommandExt::pre_exec`.
+    unsafe fn pre_exec_hook(
+        &mut self,
+        f: Box<dyn FnMut() -> std::io::Result<()> + Send + Sync + 'static>,
+    );
+}
+
+impl PreExec for std::process::Command {
+    unsafe fn pre_exec_hook(
+        &mut self,
+        f: Box<dyn FnMut() -> std::io::Result<()> + Send + Sync + 'static>,
+    ) {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            self.pre_exec(f);
+        }
+    }
+}
+
+impl PreExec for tokio::process::Command {
+    unsafe fn pre_exec_hook(
+        &mut self,
+        f: Box<dyn FnMut() -> std::io::Result<()> + Send + Sync + 'static>,
+    ) {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            self.pre_exec(f);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +145,22 @@ mod tests {
     #[test]
     fn exited_process_has_no_sample() {
         assert!(sample(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_child_gets_sigterm_when_the_thread_that_started_it_ends() {
+        use std::os::unix::process::ExitStatusExt;
+        // The parent-death signal follows the forking thread: a thread that exits
+        // stands in for a bench process that dies.
+        let mut child = std::thread::spawn(|| {
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("60");
+            super::die_with_parent(&mut cmd);
+            cmd.spawn().expect("spawn sleep")
+        })
+        .join()
+        .expect("spawning thread");
+        let status = child.wait().expect("wait");
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
     }
 }

@@ -502,17 +502,34 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
 
     // Bind.
     let mut listeners: Vec<Option<TcpListener>> = Vec::with_capacity(cfg.devices);
+    // Refusing devices get a socket that is bound but never listens: a connection to it
+    // is refused, and while the simulator holds it no other program (a concurrent test's
+    // simulator or sshd asking for an ephemeral port) can take the port and answer.
+    let mut reserved: Vec<tokio::net::TcpSocket> = Vec::new();
     for d in devices.iter_mut() {
         let addr = SocketAddr::new(d.host, d.port);
         if d.fault == Some(Fault::Refuse) {
-            if d.port == 0 {
-                // Reserve an ephemeral port number, then release it: nothing listens.
-                let l = std::net::TcpListener::bind(addr)
-                    .map_err(|source| SimError::Bind { addr, source })?;
-                d.port = l
-                    .local_addr()
-                    .map_err(|source| SimError::Bind { addr, source })?
-                    .port();
+            let bind = || -> std::io::Result<tokio::net::TcpSocket> {
+                let sock = if addr.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                sock.bind(addr)?;
+                Ok(sock)
+            };
+            match bind() {
+                Ok(sock) => {
+                    d.port = sock
+                        .local_addr()
+                        .map_err(|source| SimError::Bind { addr, source })?
+                        .port();
+                    reserved.push(sock);
+                }
+                // A fixed address already in use by another program: nothing of ours
+                // listens there, as before. With port 0 a failure is an error.
+                Err(source) if d.port == 0 => return Err(SimError::Bind { addr, source }),
+                Err(_) => {}
             }
             listeners.push(None);
             continue;
@@ -624,6 +641,13 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
                 shutdown_rx.clone(),
             )));
         }
+    }
+    if !reserved.is_empty() {
+        let mut rx = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _held = reserved;
+            let _ = rx.changed().await;
+        }));
     }
     if let Some(path) = shared.cfg.stats.clone() {
         let shared = shared.clone();
@@ -757,6 +781,10 @@ async fn accept_loop(
                 continue;
             }
         };
+        // russh applies `Config::nodelay` only to sockets it accepts itself, not to
+        // `run_stream`'s: without this each reply waited out Nagle + delayed ACK (~40 ms
+        // per round trip on loopback), which every client of the simulator paid.
+        let _ = stream.set_nodelay(true);
         let kill = Arc::new(Kill::default());
         let conn_id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
         shared
