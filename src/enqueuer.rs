@@ -31,7 +31,7 @@ pub struct EnqueuerSettings {
     pub horizon: Duration,
     /// Most scheduled jobs outstanding at once (keep well under 8,000).
     pub cap: i64,
-    /// Most claims per tick.
+    /// Most claims per tick, or 1 % of the cap if that is more (see [`Self::tick_batch`]).
     pub batch: i64,
     /// A claim is checked against Redis once it is this old.
     pub stale_after: Duration,
@@ -39,6 +39,17 @@ pub struct EnqueuerSettings {
     pub job_retention: Duration,
     /// Run history older than this is deleted.
     pub run_retention: Duration,
+}
+
+impl EnqueuerSettings {
+    /// Claims per tick: `batch`, or 1 % of the cap when that is larger. A tick's fixed
+    /// costs (counting the outstanding claims, each statement's walk over the due index)
+    /// grow with the claims outstanding, so a large cap filled 1,000 at a time slows
+    /// down as it fills; at most 100 ticks fill any cap. Under the production cap
+    /// (< 8,000) this is `batch`.
+    pub fn tick_batch(&self) -> i64 {
+        self.batch.max(self.cap / 100)
+    }
 }
 
 impl Default for EnqueuerSettings {
@@ -96,7 +107,7 @@ impl Enqueuer {
     /// Claim what is due within the horizon (up to the cap) and push it.
     pub async fn tick(&self) -> Result<TickReport, EnqueueError> {
         let outstanding = self.store.count_outstanding().await?;
-        let room = (self.settings.cap - outstanding).min(self.settings.batch);
+        let room = (self.settings.cap - outstanding).min(self.settings.tick_batch());
         let mut report = TickReport {
             pushed: 0,
             outstanding,
@@ -229,7 +240,7 @@ impl Enqueuer {
                         info!("enqueuer recovered");
                         failing = false;
                     }
-                    busy = r.pushed as i64 >= self.settings.batch;
+                    busy = r.pushed as i64 >= self.settings.tick_batch();
                 }
                 Err(e) => {
                     if !failing {

@@ -652,7 +652,12 @@ async fn schedule_all(ctx: &mut Ctx, n: usize, run: u32, sink: &Sink) -> anyhow:
     } else {
         format!("schedule-all {n} devices")
     };
-    let params = json!({"devices": n, "cap": n, "batch": 1000, "process": if ctx.args.profile { "tick's steps timed in a child process" } else { "library Enqueuer::run in a child process" }});
+    let batch = rosbackup::enqueuer::EnqueuerSettings {
+        cap: n as i64,
+        ..Default::default()
+    }
+    .tick_batch();
+    let params = json!({"devices": n, "cap": n, "batch": batch, "process": if ctx.args.profile { "tick's steps timed in a child process" } else { "library Enqueuer::run in a child process" }});
     put(sink, &case, "insert_s", "s", insert_s, run, &params)?;
     let scheduled_key = ctx.queue.apalis().scheduled_jobs_set();
     let mem_before = ctx.used_memory().await?;
@@ -1065,7 +1070,7 @@ async fn profiled(enq: &rosbackup::enqueuer::Enqueuer, path: &Path) -> anyhow::R
         let t = Instant::now();
         let outstanding = enq.store.count_outstanding().await?;
         count_s += t.elapsed().as_secs_f64();
-        let room = (enq.settings.cap - outstanding).min(enq.settings.batch);
+        let room = (enq.settings.cap - outstanding).min(enq.settings.tick_batch());
         let mut busy = false;
         if room > 0 {
             let horizon = Utc::now() + chrono::Duration::seconds(60);
@@ -1083,7 +1088,7 @@ async fn profiled(enq: &rosbackup::enqueuer::Enqueuer, path: &Path) -> anyhow::R
                 enq.queue.push(&jobs).await?;
                 push_s += t.elapsed().as_secs_f64();
                 pushed += jobs.len() as u64;
-                busy = jobs.len() as i64 >= enq.settings.batch;
+                busy = jobs.len() as i64 >= enq.settings.tick_batch();
             }
         }
         ticks += 1;
