@@ -397,10 +397,13 @@ def plots(g, latencies, lin, outdir):
         if c is None:
             continue
         delay = param(p, *DELAY_KEYS, default=0)
+        # A named series (a sweep whose fleet grows with the concurrency) is one line;
+        # otherwise one line per fleet size.
+        fleet = param(p, "series") or f"{param(p, 'devices')} devices"
         if s == "fleet":
-            label = f"rosbackup, {param(p, 'workers', default=1)} worker(s), {param(p, 'devices')} devices, delay {delay} ms"
+            label = f"rosbackup, {param(p, 'workers', default=1)} worker(s), {fleet}, delay {delay} ms"
         else:
-            label = f"{param(p, 'tool', default='peer')}, {param(p, 'devices')} devices, delay {delay} ms"
+            label = f"{param(p, 'tool', default='peer')}, {fleet}, delay {delay} ms"
         series[label].append((c, summary(rs)))
     if series:
         fig, ax = plt.subplots(figsize=(7, 4.2))

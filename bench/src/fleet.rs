@@ -80,6 +80,11 @@ pub struct FleetArgs {
     /// 50,100,200,500,1000) for a throughput-vs-concurrency plot.
     #[arg(long, value_delimiter = ',')]
     pub sweep: Vec<usize>,
+    /// With --sweep: each point's fleet is concurrency × this many devices instead of
+    /// --devices, so every point runs the same number of rounds (a fixed fleet makes the
+    /// low points take minutes with slow devices).
+    #[arg(long)]
+    pub sweep_rounds: Option<usize>,
     /// Append each case's per-device latencies (ms) here, one JSON line per case and run.
     #[arg(long)]
     pub latency_out: Option<PathBuf>,
@@ -688,14 +693,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// `rosbackup-bench fleet`.
 pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
     let nofile = crate::cost::raise_nofile_limit();
-    let need = args.devices as u64
-        + 2 * args.concurrency.max(*args.sweep.iter().max().unwrap_or(&0)) as u64
-        + 256;
+    let widest = args.concurrency.max(*args.sweep.iter().max().unwrap_or(&0));
+    let most_devices = match args.sweep_rounds {
+        Some(r) if !args.sweep.is_empty() => widest.saturating_mul(r).max(args.devices),
+        _ => args.devices,
+    };
+    let need = most_devices as u64 + 2 * widest as u64 + 256;
     if nofile < need {
         eprintln!(
-            "warning: open-file limit {nofile} (hard) may be too low for {} devices; \
-             raise it (ulimit -Hn) to at least {need}",
-            args.devices
+            "warning: open-file limit {nofile} (hard) may be too low for {most_devices} devices; \
+             raise it (ulimit -Hn) to at least {need}"
         );
     }
     let bins = Bins::find(args.bin_dir.as_deref())?;
@@ -720,9 +727,14 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(unique("rbbench_fleet")),
     };
+    let sweeping = !args.sweep.is_empty();
     for c in concurrencies {
+        let devices = match args.sweep_rounds {
+            Some(r) if sweeping => c.saturating_mul(r).max(1),
+            _ => args.devices,
+        };
         let case = Case {
-            devices: args.devices,
+            devices,
             workers: args.workers,
             concurrency: c,
             delay_ms: args.export_delay_ms,
@@ -736,6 +748,10 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
             "size_bytes": args.size,
             "queue_cap": args.queue_cap,
             "fetch_batch": args.fetch_batch,
+            "series": sweeping.then(|| match args.sweep_rounds {
+                Some(r) => format!("sweep, {r} rounds"),
+                None => format!("sweep, {} devices", args.devices),
+            }),
             "profile": profile(),
         });
         for r in 1..=runs {

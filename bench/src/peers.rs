@@ -68,6 +68,10 @@ pub struct Args {
     /// Give up on one peer run after this many seconds.
     #[arg(long, default_value_t = 1800)]
     pub run_timeout_s: u64,
+    /// Name of a series of cases (recorded in params; the report plots each series as one
+    /// line, e.g. a concurrency sweep whose fleet size grows with the concurrency).
+    #[arg(long)]
+    pub series: Option<String>,
 }
 
 /// The summary line a peer script prints (bench/peers/peercommon.py `Tally.summary`).
@@ -362,6 +366,7 @@ fn put(sink: &Sink, args: &Args, tool: Tool, run: u32, m: &Measured) -> anyhow::
         "devices": args.devices,
         "concurrency": c,
         "delay_ms": args.export_delay_ms,
+        "series": args.series,
     });
     let s = &m.summary;
     let per_backup = |d: Duration| {
