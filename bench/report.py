@@ -36,6 +36,9 @@ from collections import defaultdict
 # metric in one suite degrades to "no data" instead of a crash.
 THROUGHPUT = ("backups_per_s", "throughput_per_s", "jobs_per_s")
 CPU_PER_BACKUP = ("cpu_ms_per_backup", "worker_cpu_ms_per_backup", "cpu_ms_per_job")
+# Busy CPU of the whole machine per backup (every process the backups made work: the
+# simulator, PostgreSQL, Redis, NATS, …), recorded by fleet and peers alike.
+MACHINE_CPU = ("machine_cpu_ms_per_backup",)
 RSS = ("peak_rss_mib", "worker_peak_rss_mib")
 DELAY_KEYS = ("delay_ms", "export_delay_ms")
 
@@ -191,13 +194,13 @@ def ratios(g):
         return "cpu_ms_per_backup" if metric in CPU_PER_BACKUP else metric
 
     ours = {}
-    for (case, metric), s in pick(g, "fleet", THROUGHPUT + CPU_PER_BACKUP).items():
+    for (case, metric), s in pick(g, "fleet", THROUGHPUT + CPU_PER_BACKUP + MACHINE_CPU).items():
         key = match_key(s["params"]) + (canon(metric),)
         workers = param(s["params"], "workers", default=1)
         # Prefer one worker: one process against one peer process.
         if key not in ours or workers == 1:
             ours[key] = (case, s)
-    for (case, metric), s in pick(g, "peers", THROUGHPUT + CPU_PER_BACKUP).items():
+    for (case, metric), s in pick(g, "peers", THROUGHPUT + CPU_PER_BACKUP + MACHINE_CPU).items():
         tool = param(s["params"], "tool", default=case.split()[0])
         key = match_key(s["params"]) + (canon(metric),)
         if tool == "netmiko":

@@ -318,6 +318,9 @@ struct CaseResult {
     inflight_max: f64,
     inflight_max_per_worker: f64,
     procs: Vec<(String, ProcNumbers)>,
+    /// Busy CPU of the whole machine over the case (every process: simulator,
+    /// PostgreSQL, Redis, NATS, enqueuer, workers).
+    machine_cpu: Option<Duration>,
 }
 
 struct Case {
@@ -613,6 +616,7 @@ async fn measure_with(
             p.peak_rss = s.peak_rss;
         }
     }
+    let machine_start = procstat::machine_cpu();
     let mut inflight_max = 0f64;
     let mut inflight_max_per_worker = 0f64;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
@@ -653,6 +657,9 @@ async fn measure_with(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let machine_cpu = procstat::machine_cpu()
+        .zip(machine_start)
+        .map(|(end, start)| end.saturating_sub(start));
     let firsts: HashMap<Uuid, i128> = firsts.lock().map(|f| f.clone()).unwrap_or_default();
     let failed_runs: i64 =
         sqlx::query_scalar("SELECT count(*) FROM backup_runs WHERE status = 'failed'")
@@ -679,6 +686,7 @@ async fn measure_with(
         inflight_max,
         inflight_max_per_worker,
         procs: numbers.into_iter().map(|(n, _, p)| (n, p)).collect(),
+        machine_cpu,
     })
 }
 
@@ -813,6 +821,13 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
                 workers_cpu * 1e3 / case.devices as f64,
             )?;
             put("worker_peak_rss_mib", "MiB", worker_rss as f64 / 1048576.0)?;
+            if let Some(m) = res.machine_cpu {
+                put(
+                    "machine_cpu_ms_per_backup",
+                    "ms",
+                    m.as_secs_f64() * 1e3 / case.devices as f64,
+                )?;
+            }
             if let Some(path) = &args.latency_out {
                 let line = serde_json::json!({
                     "suite": "fleet",

@@ -92,6 +92,8 @@ struct Summary {
 struct Measured {
     summary: Summary,
     cpu: Duration,
+    /// Busy CPU of the whole machine while the peer ran (it, the simulator, NATS, …).
+    machine_cpu: Option<Duration>,
     peak_rss: u64,
     /// Messages in the run's stream.
     published: u64,
@@ -246,11 +248,12 @@ async fn measure(
     if let Err(e) = js.delete_stream(&stream_name).await {
         eprintln!("peers: could not delete stream {stream_name}: {e}");
     }
-    let (summary, cpu, peak_rss) = result?;
+    let (summary, cpu, machine_cpu, peak_rss) = result?;
     let published = published.with_context(|| format!("reading stream {stream_name}"))?;
     Ok(Measured {
         summary,
         cpu,
+        machine_cpu,
         peak_rss,
         published,
     })
@@ -263,12 +266,13 @@ async fn run_child(
     tool: Tool,
     stream: &str,
     prefix: &str,
-) -> anyhow::Result<(Summary, Duration, u64)> {
+) -> anyhow::Result<(Summary, Duration, Option<Duration>, u64)> {
     let script = peers_dir().join(match tool {
         Tool::Netmiko => "netmiko_backup.py",
         _ => "asyncssh_backup.py",
     });
     let cpu_before = procstat::children_cpu();
+    let machine_before = procstat::machine_cpu();
     let mut cmd = tokio::process::Command::new(python);
     crate::procstat::die_with_parent(&mut cmd);
     let mut child = cmd
@@ -326,6 +330,9 @@ async fn run_child(
     };
     // Reaped: the child and everything it reaped are in RUSAGE_CHILDREN now.
     let cpu = procstat::children_cpu().saturating_sub(cpu_before);
+    let machine = procstat::machine_cpu()
+        .zip(machine_before)
+        .map(|(end, start)| end.saturating_sub(start));
     let out = out_task.await.unwrap_or_default();
     let err = err_task.await.unwrap_or_default();
     if !status.success() {
@@ -342,7 +349,7 @@ async fn run_child(
         .with_context(|| format!("{} printed no summary line", script.display()))?;
     let summary: Summary = serde_json::from_str(line)
         .with_context(|| format!("{} printed an unreadable summary", script.display()))?;
-    Ok((summary, cpu, peak_rss))
+    Ok((summary, cpu, machine, peak_rss))
 }
 
 fn tail(s: &str, max: usize) -> &str {
@@ -387,6 +394,11 @@ fn put(sink: &Sink, args: &Args, tool: Tool, run: u32, m: &Measured) -> anyhow::
             },
         ),
         ("cpu_ms_per_backup", "ms", per_backup(m.cpu)),
+        (
+            "machine_cpu_ms_per_backup",
+            "ms",
+            m.machine_cpu.map_or(f64::NAN, per_backup),
+        ),
         ("peak_rss_mib", "MiB", m.peak_rss as f64 / (1024.0 * 1024.0)),
         ("p50_latency_ms", "ms", s.p50_latency_ms.unwrap_or(f64::NAN)),
         ("p99_latency_ms", "ms", s.p99_latency_ms.unwrap_or(f64::NAN)),

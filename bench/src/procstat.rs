@@ -48,6 +48,29 @@ pub fn sample(pid: u32) -> Option<Sample> {
     })
 }
 
+/// CPU time the whole machine has spent busy so far (all cores, every process, kernel
+/// included: user, nice, system, irq, softirq and steal from `/proc/stat`). The suites
+/// take the difference over a case to charge each client for everything its backups made
+/// the machine do — the simulator, PostgreSQL, Redis, NATS — not only its own process.
+pub fn machine_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    machine_cpu_from(&stat, ticks_per_second())
+}
+
+fn machine_cpu_from(stat: &str, tps: u64) -> Option<Duration> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| v.get(i)).sum();
+    Some(Duration::from_micros(
+        busy.checked_mul(1_000_000)? / tps.max(1),
+    ))
+}
+
 /// CPU time of this process's reaped children so far (`getrusage(RUSAGE_CHILDREN)`).
 pub fn children_cpu() -> Duration {
     rusage(libc::RUSAGE_CHILDREN)
@@ -140,6 +163,17 @@ mod tests {
         let after = sample(std::process::id()).expect("own /proc entry");
         assert!(after.peak_rss > 0);
         assert!(after.cpu >= before.cpu);
+    }
+
+    #[test]
+    fn machine_cpu_counts_busy_fields_only() {
+        // user 100, nice 20, system 30, idle 5000, iowait 7, irq 3, softirq 2, steal 1,
+        // guest 50 (inside user), guest_nice 0.
+        let stat = "cpu  100 20 30 5000 7 3 2 1 50 0\ncpu0 50 10 15 2500 3 1 1 0 25 0\n";
+        let busy = super::machine_cpu_from(stat, 100).expect("parses");
+        assert_eq!(busy, Duration::from_millis(1560));
+        assert!(super::machine_cpu_from("intr 1 2 3\n", 100).is_none());
+        assert!(super::machine_cpu().is_some_and(|d| d > Duration::ZERO));
     }
 
     #[test]
