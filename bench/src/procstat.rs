@@ -48,6 +48,28 @@ pub fn sample(pid: u32) -> Option<Sample> {
     })
 }
 
+/// CPU time of every live thread of `pid` in nanoseconds (the first field of each
+/// `/proc/<pid>/task/<tid>/schedstat`), for windows where the 10 ms clock ticks of
+/// [`sample`] are too coarse (a process using a millisecond a second). Threads that
+/// have exited are not counted: use it for processes whose threads live throughout.
+pub fn cpu_precise(pid: u32) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        // A thread may end between the listing and the read.
+        if let Some(d) = schedstat(&task.ok()?.path()) {
+            total += d;
+        }
+    }
+    Some(total)
+}
+
+/// On-CPU time of one thread (`/proc/<pid>/task/<tid>`).
+fn schedstat(task_dir: &std::path::Path) -> Option<Duration> {
+    let text = std::fs::read_to_string(task_dir.join("schedstat")).ok()?;
+    let ns = text.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
 /// CPU time the whole machine has spent busy so far (all cores, every process, kernel
 /// included: user, nice, system, irq, softirq and steal from `/proc/stat`). The suites
 /// take the difference over a case to charge each client for everything its backups made
@@ -174,6 +196,36 @@ mod tests {
         assert_eq!(busy, Duration::from_millis(1560));
         assert!(super::machine_cpu_from("intr 1 2 3\n", 100).is_none());
         assert!(super::machine_cpu().is_some_and(|d| d > Duration::ZERO));
+    }
+
+    #[test]
+    fn precise_cpu_grows_with_work() {
+        // This thread's own counter: other test threads may end meanwhile and leave the
+        // process total.
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let me = std::path::PathBuf::from(format!("/proc/self/task/{tid}"));
+        let before = super::schedstat(&me).expect("own schedstat");
+        // Spin until the counter shows 50 ms more; a counter that never moves fails at
+        // the (generous) wall-clock limit instead of hanging.
+        let t = std::time::Instant::now();
+        let mut x = 1u64;
+        let mut used = Duration::ZERO;
+        while used < Duration::from_millis(50) && t.elapsed() < Duration::from_secs(20) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            used = super::schedstat(&me)
+                .expect("own schedstat")
+                .saturating_sub(before);
+        }
+        assert!(
+            used >= Duration::from_millis(50),
+            "{used:?} after {:?}",
+            t.elapsed()
+        );
+        assert!(super::cpu_precise(std::process::id()).is_some_and(|d| d >= used));
+        assert!(super::cpu_precise(u32::MAX).is_none());
     }
 
     #[test]
