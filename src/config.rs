@@ -889,6 +889,36 @@ mod tests {
     }
 
     #[test]
+    fn fetch_batch_follows_the_slots_unless_set_and_rejects_bad_values() {
+        let batch = |pairs: &[(&str, &str)]| fetch_batch(&Env::from_pairs(pairs.iter().copied()));
+        // Default 10 slots: one job per fetch, as before.
+        assert_eq!(batch(&[]).unwrap(), 1);
+        assert_eq!(
+            batch(&[("CONFIG_BACKUP_MAX_CONCURRENT", "100")]).unwrap(),
+            6
+        );
+        assert_eq!(
+            batch(&[("CONFIG_BACKUP_MAX_CONCURRENT", "5000")]).unwrap(),
+            16
+        );
+        assert_eq!(
+            batch(&[
+                ("CONFIG_BACKUP_MAX_CONCURRENT", "100"),
+                ("ROSBACKUP_FETCH_BATCH", "64")
+            ])
+            .unwrap(),
+            64
+        );
+        for bad in ["0", "65", "many", "-1"] {
+            let e = batch(&[("ROSBACKUP_FETCH_BATCH", bad)]).unwrap_err();
+            assert_eq!(e.var, "ROSBACKUP_FETCH_BATCH", "{bad}");
+        }
+        let q = queue_config(&Env::from_pairs([("CONFIG_BACKUP_MAX_CONCURRENT", "1000")])).unwrap();
+        assert_eq!(q.fetch_batch, 16);
+        assert_eq!(q.apalis().batch_size, 16);
+    }
+
+    #[test]
     fn schedule_settings_defaults_and_errors() {
         let s = schedule_settings(&Env::from_pairs([])).unwrap();
         assert_eq!(s.interval, Duration::from_secs(21_600));

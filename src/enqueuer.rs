@@ -269,3 +269,25 @@ impl Enqueuer {
         info!("enqueuer stopped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::EnqueuerSettings;
+
+    #[test]
+    fn tick_batch_is_the_batch_under_production_caps_and_a_hundredth_of_large_ones() {
+        let with_cap = |cap| EnqueuerSettings {
+            cap,
+            ..EnqueuerSettings::default()
+        };
+        assert_eq!(with_cap(2_000).tick_batch(), 1_000);
+        assert_eq!(with_cap(7_999).tick_batch(), 1_000);
+        assert_eq!(with_cap(1_000_000).tick_batch(), 10_000);
+        let small = EnqueuerSettings {
+            cap: 50,
+            batch: 20,
+            ..EnqueuerSettings::default()
+        };
+        assert_eq!(small.tick_batch(), 20);
+    }
+}
