@@ -15,7 +15,6 @@ use rosbackup::archive::{
 use rosbackup::credentials::CredentialKey;
 use rosbackup::normalize::{self, Version};
 use rosbackup::snapshot::{ConfigSnapshotEvent, Publisher, PublisherConfig};
-use rosbackup::store::NewDevice;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,24 +109,7 @@ impl Fx {
     }
 
     async fn add_device(&self, id: Uuid, tenant: Uuid, name: &str) {
-        let d = NewDevice {
-            id,
-            tenant_id: tenant,
-            name: name.into(),
-            host: "192.0.2.1".into(),
-            ssh_port: 22,
-            username: "backup".into(),
-            password: rosbackup::Secret::new("pw"),
-            routeros_version: None,
-            enabled: true,
-            backup_interval_seconds: None,
-            backup_cron: None,
-        };
-        self.db
-            .store
-            .upsert_devices(&self.key, &[d], chrono::Utc::now)
-            .await
-            .unwrap();
+        common::add_placeholder_device(&self.db.store, &self.key, id, tenant, name).await;
     }
 
     /// Publish `raw` (an export) for a device, normalized with `version`, collected at `at`.

@@ -14,35 +14,6 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Values of secret properties in an export (`passphrase=…`, `private-key=…`, …).
-fn secret_values(export: &str) -> Vec<String> {
-    let keys = [
-        "passphrase=",
-        "private-key=",
-        "wpa2-pre-shared-key=",
-        "password=",
-        "secret=",
-        "authentication-key=",
-    ];
-    let mut out = Vec::new();
-    for line in export.lines() {
-        for k in keys {
-            let mut rest = line;
-            while let Some(i) = rest.find(k) {
-                let v = &rest[i + k.len()..];
-                let v = v.trim_start_matches('"');
-                let end = v.find(['"', ' ']).unwrap_or(v.len());
-                let value = &v[..end];
-                if value.len() >= 8 {
-                    out.push(value.to_string());
-                }
-                rest = &v[end..];
-            }
-        }
-    }
-    out
-}
-
 /// GET over plain HTTP/1.1 with an optional bearer token; the whole response as text.
 fn http_get(addr: &str, path: &str, token: Option<&str>) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -215,7 +186,7 @@ async fn passwords_and_config_secrets_never_appear_in_logs_metrics_or_responses(
     let mut secrets: Vec<String> = Vec::new();
     for d in fleet.sim.devices() {
         if let Some(export) = fleet.sim.last_export(d.id) {
-            secrets.extend(secret_values(&String::from_utf8_lossy(&export)));
+            secrets.extend(common::secret_values(&export));
         }
     }
     assert!(

@@ -21,7 +21,6 @@ use rosbackup::snapshot::{
     ConfigSnapshotEvent, Publisher, PublisherConfig, fetch_config_text, fetch_config_text_with_keys,
 };
 use rosbackup::snapshot_crypto::{SnapshotKey, SnapshotKeys};
-use rosbackup::store::NewDevice;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -133,24 +132,7 @@ impl Fx {
     }
 
     async fn add_device(&self, id: Uuid, tenant: Uuid, name: &str) {
-        let d = NewDevice {
-            id,
-            tenant_id: tenant,
-            name: name.into(),
-            host: "192.0.2.1".into(),
-            ssh_port: 22,
-            username: "backup".into(),
-            password: rosbackup::Secret::new("pw"),
-            routeros_version: None,
-            enabled: true,
-            backup_interval_seconds: None,
-            backup_cron: None,
-        };
-        self.db
-            .store
-            .upsert_devices(&self.archive_key, &[d], chrono::Utc::now)
-            .await
-            .unwrap();
+        common::add_placeholder_device(&self.db.store, &self.archive_key, id, tenant, name).await;
     }
 
     fn subject(&self, device: Uuid) -> String {
@@ -257,34 +239,6 @@ async fn export_from_simulator(addr: &str, config_size: Option<usize>) -> Collec
     collected
 }
 
-/// Values of secret properties in an export (`passphrase=…`, `secret=…`, …), 8+ chars.
-fn secret_values(export: &[u8]) -> Vec<String> {
-    let export = String::from_utf8_lossy(export);
-    let keys = [
-        "passphrase=",
-        "private-key=",
-        "wpa2-pre-shared-key=",
-        "password=",
-        "secret=",
-        "authentication-key=",
-    ];
-    let mut out = Vec::new();
-    for line in export.lines() {
-        for k in keys {
-            let mut rest = line;
-            while let Some(i) = rest.find(k) {
-                let v = rest[i + k.len()..].trim_start_matches('"');
-                let end = v.find(['"', ' ']).unwrap_or(v.len());
-                if end >= 8 {
-                    out.push(v[..end].to_string());
-                }
-                rest = &v[end..];
-            }
-        }
-    }
-    out
-}
-
 /// Lines of the config long enough to be unambiguous (what "no plaintext" looks for
 /// besides the secrets).
 fn distinctive_lines(text: &[u8]) -> Vec<String> {
@@ -357,7 +311,7 @@ async fn default_mode_publishes_the_seeds_schema_byte_for_byte() {
 async fn encrypted_snapshot_of_a_simulated_router_hides_its_secrets_and_archives_like_plaintext() {
     let fx = Fx::new().await;
     let collected = export_from_simulator("127.65.0.1", None).await;
-    let secrets = secret_values(&collected.normalized);
+    let secrets = common::secret_values(&collected.normalized);
     assert!(
         !secrets.is_empty(),
         "a show-sensitive export of the simulator carries secrets"
@@ -668,7 +622,7 @@ async fn a_large_config_goes_to_the_object_store_encrypted() {
         .unwrap();
     let collected = export_from_simulator("127.65.0.2", Some(120_000)).await;
     assert!(collected.normalized.len() > 64 * 1024);
-    let secrets = secret_values(&collected.normalized);
+    let secrets = common::secret_values(&collected.normalized);
     assert!(!secrets.is_empty());
     let lines = distinctive_lines(&collected.normalized);
     let key = SnapshotKey::from_base64(&SnapshotKey::generate_base64()).unwrap();
@@ -803,7 +757,7 @@ async fn the_cli_publishes_encrypted_with_the_key_from_the_environment() {
     let export = sim
         .last_export(d.id)
         .expect("the simulator served an export");
-    let secrets = secret_values(&export);
+    let secrets = common::secret_values(&export);
     assert!(!secrets.is_empty());
     let m = fx.raw(v["sequence"].as_u64().unwrap()).await;
     assert_eq!(header(&m, "Rosbackup-Key-Id"), Some(key.id()));

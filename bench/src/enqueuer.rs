@@ -539,25 +539,26 @@ fn mib(b: u64) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn put(
-    sink: &Sink,
-    case: &str,
-    metric: &str,
-    unit: &str,
-    value: f64,
+/// Where one case's numbers go: its name, run and parameters ride along with each.
+struct Out<'a> {
+    sink: &'a Sink,
+    case: &'a str,
     run: u32,
-    params: &serde_json::Value,
-) -> anyhow::Result<()> {
-    sink.put(&Record {
-        suite: SUITE.into(),
-        case: case.into(),
-        metric: metric.into(),
-        unit: unit.into(),
-        value,
-        run,
-        params: params.clone(),
-    })
+    params: &'a serde_json::Value,
+}
+
+impl Out<'_> {
+    fn put(&self, metric: &str, unit: &str, value: f64) -> anyhow::Result<()> {
+        self.sink.put(&Record {
+            suite: SUITE.into(),
+            case: self.case.into(),
+            metric: metric.into(),
+            unit: unit.into(),
+            value,
+            run: self.run,
+            params: self.params.clone(),
+        })
+    }
 }
 
 // ---- the cases ---------------------------------------------------------------------------
@@ -575,7 +576,13 @@ async fn steady(ctx: &mut Ctx, n: usize, run: u32, sink: &Sink) -> anyhow::Resul
         .await?;
     let case = format!("steady {n} devices");
     let params = json!({"devices": n, "interval_s": INTERVAL_S, "cap": 2000, "window_s": window, "tick_s": 1});
-    put(sink, &case, "insert_s", "s", insert_s, run, &params)?;
+    let out = Out {
+        sink,
+        case: &case,
+        run,
+        params: &params,
+    };
+    out.put("insert_s", "s", insert_s)?;
     // Everything that comes due before the window ends (plus the 60 s horizon) is
     // offline, so the worker completes those jobs quickly and the enqueuer keeps claiming.
     let last = ((warmup + window + 120) as f64 / step).ceil() as usize;
@@ -607,41 +614,13 @@ async fn steady(ctx: &mut Ctx, n: usize, run: u32, sink: &Sink) -> anyhow::Resul
     };
     // One tick per second (tick work is a few ms, so the count is within a few percent).
     let ticks = elapsed / 1.0;
-    put(
-        sink,
-        &case,
-        "cpu_ms_per_tick",
-        "ms",
-        cpu * 1000.0 / ticks,
-        run,
-        &params,
-    )?;
-    put(
-        sink,
-        &case,
-        "cpu_pct",
-        "%",
-        cpu * 100.0 / elapsed,
-        run,
-        &params,
-    )?;
-    put(
-        sink,
-        &case,
-        "peak_rss_mib",
-        "MiB",
-        mib(after.peak_rss),
-        run,
-        &params,
-    )?;
-    put(
-        sink,
-        &case,
+    out.put("cpu_ms_per_tick", "ms", cpu * 1000.0 / ticks)?;
+    out.put("cpu_pct", "%", cpu * 100.0 / elapsed)?;
+    out.put("peak_rss_mib", "MiB", mib(after.peak_rss))?;
+    out.put(
         "jobs_per_s",
         "jobs/s",
         (runs_after - runs_before) as f64 / elapsed,
-        run,
-        &params,
     )?;
     Ok(())
 }
@@ -665,7 +644,13 @@ async fn schedule_all(ctx: &mut Ctx, n: usize, run: u32, sink: &Sink) -> anyhow:
     }
     .tick_batch();
     let params = json!({"devices": n, "cap": n, "batch": batch, "process": if ctx.args.profile { "tick's steps timed in a child process" } else { "library Enqueuer::run in a child process" }});
-    put(sink, &case, "insert_s", "s", insert_s, run, &params)?;
+    let out = Out {
+        sink,
+        case: &case,
+        run,
+        params: &params,
+    };
+    out.put("insert_s", "s", insert_s)?;
     let scheduled_key = ctx.queue.apalis().scheduled_jobs_set();
     let mem_before = ctx.used_memory().await?;
     let exe = std::env::current_exe()?;
@@ -725,47 +710,15 @@ async fn schedule_all(ctx: &mut Ctx, n: usize, run: u32, sink: &Sink) -> anyhow:
                 let k = format!("{step}_s");
                 let all = f(last, &k) * 1000.0 / ticks;
                 let end = (f(last, &k) - f(before, &k)) * 1000.0 / tail;
-                put(
-                    sink,
-                    &case,
-                    &format!("{step}_ms_per_tick"),
-                    "ms",
-                    all,
-                    run,
-                    &params,
-                )?;
-                put(
-                    sink,
-                    &case,
-                    &format!("{step}_ms_per_tick_last50"),
-                    "ms",
-                    end,
-                    run,
-                    &params,
-                )?;
+                out.put(&format!("{step}_ms_per_tick"), "ms", all)?;
+                out.put(&format!("{step}_ms_per_tick_last50"), "ms", end)?;
             }
         }
     }
     if done < n as u64 {
-        put(
-            sink,
-            &case,
-            "scheduled_fraction",
-            "ratio",
-            done as f64 / n as f64,
-            run,
-            &params,
-        )?;
-        put(
-            sink,
-            &case,
-            "jobs_per_s",
-            "jobs/s",
-            done as f64 / took,
-            run,
-            &params,
-        )?;
-        put(sink, &case, "peak_rss_mib", "MiB", mib(peak), run, &params)?;
+        out.put("scheduled_fraction", "ratio", done as f64 / n as f64)?;
+        out.put("jobs_per_s", "jobs/s", done as f64 / took)?;
+        out.put("peak_rss_mib", "MiB", mib(peak))?;
         bail!(
             "only {done} of {n} jobs pushed within {} s",
             ctx.args.timeout
@@ -828,46 +781,14 @@ async fn schedule_all(ctx: &mut Ctx, n: usize, run: u32, sink: &Sink) -> anyhow:
     }
     let meta_avg = meta_sum as f64 / sample.len().max(1) as f64;
     let own = (data + zset) as f64 / n as f64 + meta_avg;
-    put(sink, &case, "schedule_all_s", "s", took, run, &params)?;
-    put(
-        sink,
-        &case,
-        "jobs_per_s",
-        "jobs/s",
-        n as f64 / took,
-        run,
-        &params,
-    )?;
-    put(sink, &case, "peak_rss_mib", "MiB", mib(peak), run, &params)?;
-    put(sink, &case, "cpu_s", "s", s.cpu.as_secs_f64(), run, &params)?;
-    put(
-        sink,
-        &case,
-        "cpu_us_per_job",
-        "us",
-        s.cpu.as_secs_f64() * 1e6 / n as f64,
-        run,
-        &params,
-    )?;
-    put(sink, &case, "redis_bytes_per_job", "B", delta, run, &params)?;
-    put(
-        sink,
-        &case,
-        "redis_bytes_per_job_keys",
-        "B",
-        own,
-        run,
-        &params,
-    )?;
-    put(
-        sink,
-        &case,
-        "redis_bytes_per_job_meta",
-        "B",
-        meta_avg,
-        run,
-        &params,
-    )?;
+    out.put("schedule_all_s", "s", took)?;
+    out.put("jobs_per_s", "jobs/s", n as f64 / took)?;
+    out.put("peak_rss_mib", "MiB", mib(peak))?;
+    out.put("cpu_s", "s", s.cpu.as_secs_f64())?;
+    out.put("cpu_us_per_job", "us", s.cpu.as_secs_f64() * 1e6 / n as f64)?;
+    out.put("redis_bytes_per_job", "B", delta)?;
+    out.put("redis_bytes_per_job_keys", "B", own)?;
+    out.put("redis_bytes_per_job_meta", "B", meta_avg)?;
     Ok(())
 }
 
@@ -916,6 +837,12 @@ async fn drain(ctx: &mut Ctx, m: usize, mode: &str, sink: &Sink) -> anyhow::Resu
         "sim_devices": if mode == "sim" { json!(ctx.args.sim_devices) } else { json!(null) },
         "what": if mode == "sim" { "real SSH exports from the simulator" } else { "queue + bookkeeping only (offline skip path, no SSH)" },
     });
+    let out = Out {
+        sink,
+        case: &case,
+        run: 1,
+        params: &params,
+    };
     let started = Instant::now();
     let epid = ctx.spawn_enqueuer(&[])?;
     let mut wpids = Vec::new();
@@ -961,67 +888,23 @@ async fn drain(ctx: &mut Ctx, m: usize, mode: &str, sink: &Sink) -> anyhow::Resu
     if let Some(s) = sim {
         s.shutdown().await;
     }
-    put(
-        sink,
-        &case,
-        "jobs_per_s",
-        "jobs/s",
-        attempted as f64 / took,
-        1,
-        &params,
-    )?;
-    put(sink, &case, "failed", "jobs", failed as f64, 1, &params)?;
-    put(
-        sink,
-        &case,
-        "enqueuer_peak_rss_mib",
-        "MiB",
-        mib(peaks[0]),
-        1,
-        &params,
-    )?;
-    put(
-        sink,
-        &case,
-        "enqueuer_cpu_s",
-        "s",
-        cpus[0].as_secs_f64(),
-        1,
-        &params,
-    )?;
+    out.put("jobs_per_s", "jobs/s", attempted as f64 / took)?;
+    out.put("failed", "jobs", failed as f64)?;
+    out.put("enqueuer_peak_rss_mib", "MiB", mib(peaks[0]))?;
+    out.put("enqueuer_cpu_s", "s", cpus[0].as_secs_f64())?;
     let wcpu: f64 = cpus[1..].iter().map(Duration::as_secs_f64).sum();
     let wpeak = peaks[1..].iter().copied().max().unwrap_or(0);
-    put(
-        sink,
-        &case,
-        "worker_peak_rss_mib",
-        "MiB",
-        mib(wpeak),
-        1,
-        &params,
-    )?;
-    put(
-        sink,
-        &case,
+    out.put("worker_peak_rss_mib", "MiB", mib(wpeak))?;
+    out.put(
         "worker_cpu_ms_per_job",
         "ms",
         wcpu * 1000.0 / attempted.max(1) as f64,
-        1,
-        &params,
     )?;
     if attempted < m as i64 {
-        put(
-            sink,
-            &case,
-            "drained_fraction",
-            "ratio",
-            attempted as f64 / m as f64,
-            1,
-            &params,
-        )?;
+        out.put("drained_fraction", "ratio", attempted as f64 / m as f64)?;
         bail!("drained {attempted} of {m} within {} s", ctx.args.timeout);
     }
-    put(sink, &case, "drain_s", "s", took, 1, &params)?;
+    out.put("drain_s", "s", took)?;
     Ok(())
 }
 

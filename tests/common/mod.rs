@@ -93,3 +93,60 @@ pub async fn drop_database(name: &str) {
     .unwrap_or_else(|e| panic!("DROP DATABASE {name}: {e}"));
     let _ = conn.close().await;
 }
+
+/// Values of secret properties in an export (`passphrase=…`, `private-key=…`, …), 8 or
+/// more characters: what must never appear in logs, ciphertext or error messages.
+pub fn secret_values(export: &[u8]) -> Vec<String> {
+    let export = String::from_utf8_lossy(export);
+    let keys = [
+        "passphrase=",
+        "private-key=",
+        "wpa2-pre-shared-key=",
+        "password=",
+        "secret=",
+        "authentication-key=",
+    ];
+    let mut out = Vec::new();
+    for line in export.lines() {
+        for k in keys {
+            let mut rest = line;
+            while let Some(i) = rest.find(k) {
+                let v = rest[i + k.len()..].trim_start_matches('"');
+                let end = v.find(['"', ' ']).unwrap_or(v.len());
+                if end >= 8 {
+                    out.push(v[..end].to_string());
+                }
+                rest = &v[end..];
+            }
+        }
+    }
+    out
+}
+
+/// Insert an enabled device that points nowhere (192.0.2.1, TEST-NET-1): for tests that
+/// only need the row, e.g. to archive snapshots published for it.
+pub async fn add_placeholder_device(
+    store: &rosbackup::store::Store,
+    key: &rosbackup::credentials::CredentialKey,
+    id: uuid::Uuid,
+    tenant: uuid::Uuid,
+    name: &str,
+) {
+    let d = rosbackup::store::NewDevice {
+        id,
+        tenant_id: tenant,
+        name: name.into(),
+        host: "192.0.2.1".into(),
+        ssh_port: 22,
+        username: "backup".into(),
+        password: rosbackup::Secret::new("pw"),
+        routeros_version: None,
+        enabled: true,
+        backup_interval_seconds: None,
+        backup_cron: None,
+    };
+    store
+        .upsert_devices(key, &[d], chrono::Utc::now)
+        .await
+        .expect("insert a placeholder device");
+}
