@@ -1,36 +1,14 @@
 //! rosbackup: back up the configuration of MikroTik RouterOS fleets over SSH.
 //!
-//! The library holds every piece of the pipeline; `rosbackup` (CLI), `rosbackup-worker`,
-//! `rosbackup-enqueuer` and `rosbackup-archiver` are thin binaries over it. See
-//! `ARCHITECTURE.md` for the map.
+//! This crate is the product's top: the wiring of the roles from the environment
+//! (`service`, used by `rosbackup-worker`, `rosbackup-enqueuer`, `rosbackup-archiver` and
+//! the CLI) and the `rosbackup` CLI's commands (`cmd`). The parts it wires live in
+//! `crates/` and are re-exported here under their module names, so `rosbackup::store`
+//! is `rosbackup_core::store`; see `ARCHITECTURE.md` for the map and the dependency rules.
 
-pub mod access;
-pub mod archive;
-pub mod backup;
-pub mod config;
-pub mod credentials;
-pub mod demo;
-pub mod device;
-pub mod enqueuer;
-pub mod error;
-pub mod http;
-pub mod inventory;
-pub mod manual;
-pub mod metrics;
-pub mod normalize;
-pub mod observability;
-pub mod queue;
-pub mod report;
-pub mod schedule;
-pub mod secret;
+pub use rosbackup_archive as archive;
+pub use rosbackup_core::*;
+pub use rosbackup_sim as sim;
+pub use rosbackup_web as web;
+
 pub mod service;
-pub mod sim;
-pub mod snapshot;
-pub mod snapshot_crypto;
-pub mod store;
-pub mod tls;
-pub mod web;
-pub mod worker;
-
-pub use error::ErrorKind;
-pub use secret::Secret;

@@ -10,7 +10,8 @@ use crate::enqueuer::{Enqueuer, EnqueuerSettings};
 use crate::http::{self, OpsState};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
-use crate::snapshot::{Publisher, redact_url};
+use crate::secret::redact_url;
+use crate::snapshot::Publisher;
 use crate::store::Store;
 use crate::worker::{self, JobEnv, Liveness, WorkerSettings};
 use std::sync::Arc;
@@ -429,33 +430,6 @@ impl EnqueuerProcess {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not
-/// when the future is first polled, so a signal that arrives while the process is still
-/// connecting is not lost (nor does it kill the process with the default action): the
-/// process stops cleanly as soon as it runs.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    async move {
-        match (term, int) {
-            (Ok(mut t), Ok(mut i)) => {
-                tokio::select! {
-                    _ = t.recv() => {}
-                    _ = i.recv() => {}
-                }
-            }
-            (Ok(mut t), Err(_)) => {
-                let _ = t.recv().await;
-            }
-            (Err(_), Ok(mut i)) => {
-                let _ = i.recv().await;
-            }
-            (Err(_), Err(_)) => std::future::pending::<()>().await,
-        }
-    }
-}
-
 /// Which process to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -474,7 +448,7 @@ pub struct ArchiverProcess {
 
 /// Validate the environment and connect an archiver (PostgreSQL and NATS; no Redis).
 pub async fn archiver_from_env(env: &Env) -> Result<ArchiverProcess, StartError> {
-    let settings = config::archiver_settings(env)?;
+    let settings = rosbackup_archive::settings::from_env(env)?;
     let key = config::archive_key(env)?;
     let ops_addr = if env.is_set("ROSBACKUP_METRICS_ADDR") {
         Some(config::listen_addr(env, "ROSBACKUP_METRICS_ADDR")?)
@@ -544,7 +518,7 @@ impl ArchiverProcess {
 /// ended (0 stopped, 1 broke or could not connect, 2 bad configuration).
 pub async fn run_role(env: &Env, role: Role, flags: Flags) -> u8 {
     // Before connecting: a SIGTERM during start-up then stops the process cleanly.
-    let shutdown = shutdown_signal();
+    let shutdown = rosbackup_core::shutdown::signal();
     let result = match role {
         Role::Worker => match worker_from_env(env).await {
             Ok(p) => p.run(shutdown).await,

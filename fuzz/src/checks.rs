@@ -12,10 +12,10 @@
 
 #![allow(dead_code)]
 
-use rosbackup::device::output;
-use rosbackup::inventory;
-use rosbackup::normalize::{self, Version};
-use rosbackup::snapshot::ConfigSnapshotEvent;
+use rosbackup_core::device::output;
+use rosbackup_core::inventory;
+use rosbackup_core::normalize::{self, Version};
+use rosbackup_core::snapshot::ConfigSnapshotEvent;
 
 // ---- normalize ------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ use rosbackup::credentials::{CredentialError, CredentialKey};
 use rosbackup::device::Target;
 use rosbackup::inventory::{self, DeviceFields, FieldError, InventoryRow};
 use rosbackup::normalize::{self, Version};
+use rosbackup::secret::redact_url;
 use rosbackup::sim;
-use rosbackup::snapshot::{Publisher, redact_url};
+use rosbackup::snapshot::Publisher;
 use rosbackup::store::{Device, DeviceFilter, NewDevice, Run, Store, StoreError};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -498,7 +499,7 @@ async fn enqueue_cmd(
 ) -> anyhow::Result<ExitCode> {
     let store = open_store(env).await?;
     let cfg = rosbackup::config::queue_config(env)?;
-    let shown = rosbackup::snapshot::redact_url(&cfg.redis_url);
+    let shown = rosbackup::secret::redact_url(&cfg.redis_url);
     let queue = rosbackup::queue::Queue::connect(cfg)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {shown}: {e}"))?;
@@ -945,7 +946,7 @@ async fn probe_cmd(url: String, timeout: u64) -> anyhow::Result<ExitCode> {
 }
 
 async fn demo_cmd(a: DemoArgs) -> anyhow::Result<ExitCode> {
-    use rosbackup::demo::DemoOptions;
+    use rosbackup_harness::demo::DemoOptions;
     let faults = match &a.faults {
         Some(f) => f.parse().map_err(|e| anyhow::anyhow!("--faults: {e}"))?,
         None => DemoOptions::default_faults(a.devices),
@@ -972,7 +973,7 @@ async fn demo_cmd(a: DemoArgs) -> anyhow::Result<ExitCode> {
         dir: std::env::temp_dir().join(format!("rosbackup-demo-{}", std::process::id())),
         private: a.private,
     };
-    match rosbackup::demo::run(opts).await {
+    match rosbackup_harness::demo::run(opts).await {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("demo: {e}");
@@ -982,7 +983,7 @@ async fn demo_cmd(a: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn soak_cmd(a: SoakArgs) -> anyhow::Result<ExitCode> {
-    use rosbackup::demo::soak::{SoakOptions, parse_duration, parse_range};
+    use rosbackup_harness::soak::{SoakOptions, parse_duration, parse_range};
     let flag = |name: &str, r: Result<Duration, String>| -> anyhow::Result<Duration> {
         r.map_err(|e| anyhow::anyhow!("--{name}: {e}"))
     };
@@ -1036,7 +1037,7 @@ async fn soak_cmd(a: SoakArgs) -> anyhow::Result<ExitCode> {
         private: a.private,
         dir,
     };
-    match rosbackup::demo::soak::run(opts).await {
+    match rosbackup_harness::soak::run(opts).await {
         Ok(report) => {
             print!("{}", report.table());
             Ok(if report.ok {

@@ -1,0 +1,991 @@
+//! Configuration from environment variables, with the seed's names where it has them.
+//!
+//! Every variable is declared once in [`VARS`] (name, default, meaning): that table is what
+//! the README documents and what a test compares it against. Reading is strict: a value
+//! that does not parse is a startup error naming the variable (and its value, unless the
+//! variable holds a secret), never a silent fallback to the default. Command-line flags
+//! override the environment; binaries apply them after [`Settings::from_env`].
+
+use crate::device::{DEFAULT_MAX_OUTPUT, ExportOptions};
+use crate::normalize::Version;
+use crate::schedule::{ScheduleSettings, parse_cron};
+use crate::secret::redact_url;
+use crate::snapshot::PublisherConfig;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// One documented variable.
+#[derive(Debug, Clone, Copy)]
+pub struct Var {
+    pub name: &'static str,
+    pub default: &'static str,
+    /// Is this variable's name from the seed (the Go poller)?
+    pub seed: bool,
+    pub secret: bool,
+    pub help: &'static str,
+}
+
+macro_rules! var {
+    ($name:literal, $default:literal, $seed:literal, $secret:literal, $help:literal) => {
+        Var {
+            name: $name,
+            default: $default,
+            seed: $seed,
+            secret: $secret,
+            help: $help,
+        }
+    };
+}
+
+/// Every environment variable rosbackup reads.
+pub const VARS: &[Var] = &[
+    var!(
+        "NATS_URL",
+        "nats://127.0.0.1:4222",
+        true,
+        true,
+        "NATS server URL (JetStream enabled)"
+    ),
+    var!(
+        "DATABASE_URL",
+        "postgres://127.0.0.1:5432/rosbackup",
+        true,
+        true,
+        "PostgreSQL URL (device store)"
+    ),
+    var!(
+        "REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        true,
+        true,
+        "Redis URL (job queue); the database number is honoured"
+    ),
+    var!(
+        "CREDENTIAL_ENCRYPTION_KEY",
+        "",
+        true,
+        true,
+        "base64 of 32 bytes: AES-256-GCM key for device passwords at rest"
+    ),
+    var!(
+        "NEW_CREDENTIAL_ENCRYPTION_KEY",
+        "",
+        false,
+        true,
+        "only for `rosbackup devices rotate-key`: the key to re-encrypt the passwords under"
+    ),
+    var!(
+        "CONFIG_BACKUP_INTERVAL",
+        "21600",
+        true,
+        false,
+        "seconds between scheduled backups of a device"
+    ),
+    var!(
+        "CONFIG_BACKUP_MAX_CONCURRENT",
+        "10",
+        true,
+        false,
+        "concurrent backups per worker"
+    ),
+    var!(
+        "CONFIG_BACKUP_COMMAND_TIMEOUT",
+        "60",
+        true,
+        false,
+        "seconds allowed for the export after login"
+    ),
+    var!(
+        "CONFIG_BACKUP_CONNECT_TIMEOUT",
+        "15",
+        false,
+        false,
+        "seconds allowed for TCP connect, and again for SSH handshake + login"
+    ),
+    var!(
+        "CONFIG_BACKUP_MAX_OUTPUT_BYTES",
+        "33554432",
+        false,
+        false,
+        "largest export accepted (too_large beyond)"
+    ),
+    var!(
+        "CONFIG_BACKUP_EXPORT_SECRETS",
+        "true",
+        false,
+        false,
+        "export with secrets (show-sensitive on 7, plain /export on 6); false exports without"
+    ),
+    var!(
+        "CONFIG_BACKUP_JITTER_MIN",
+        "30",
+        false,
+        false,
+        "first backup of a new device: minimum delay, seconds"
+    ),
+    var!(
+        "CONFIG_BACKUP_JITTER_MAX",
+        "300",
+        false,
+        false,
+        "first backup of a new device: maximum delay, seconds"
+    ),
+    var!(
+        "CONFIG_BACKUP_CRON",
+        "",
+        false,
+        false,
+        "cron expression for backups instead of the interval (optional)"
+    ),
+    var!(
+        "DEVICE_REFRESH_SECONDS",
+        "60",
+        true,
+        false,
+        "seconds between device-list reconciliations"
+    ),
+    var!(
+        "NORMALIZATION_VERSION",
+        "2",
+        false,
+        false,
+        "1 = the seed's normalization (byte-compatible), 2 = real RouterOS headers and annotations"
+    ),
+    var!(
+        "ROSBACKUP_SUBJECT_PREFIX",
+        "config.snapshot",
+        false,
+        false,
+        "snapshots go to <prefix>.create.<device_id>"
+    ),
+    var!(
+        "ROSBACKUP_NATS_STREAM",
+        "CONFIG_SNAPSHOTS",
+        false,
+        false,
+        "stream created when none captures <prefix>.>"
+    ),
+    var!(
+        "ROSBACKUP_NATS_STREAM_MAX_BYTES",
+        "10737418240",
+        false,
+        false,
+        "size limit of a stream we create"
+    ),
+    var!(
+        "ROSBACKUP_NATS_STREAM_MAX_AGE",
+        "604800",
+        false,
+        false,
+        "age limit (seconds) of a stream we create"
+    ),
+    var!(
+        "ROSBACKUP_NATS_OBJECT_BUCKET",
+        "CONFIG_SNAPSHOT_TEXTS",
+        false,
+        false,
+        "object store for configs too large to publish inline"
+    ),
+    var!(
+        "ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY",
+        "",
+        false,
+        true,
+        "optional: base64 of 32 bytes; workers publish snapshots with the config AES-256-GCM-encrypted (and a keyed hash), archivers decrypt with it; unset = the seed's plaintext events"
+    ),
+    var!(
+        "ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS",
+        "",
+        false,
+        true,
+        "archiver: older snapshot keys (base64, comma-separated) still accepted for decryption after a rotation"
+    ),
+    var!(
+        "LOG_LEVEL",
+        "info",
+        true,
+        false,
+        "tracing filter (error, warn, info, debug, or a full filter)"
+    ),
+    var!("LOG_FORMAT", "json", false, false, "json or text"),
+    var!(
+        "ROSBACKUP_HTTP_ADDR",
+        "127.0.0.1:8080",
+        false,
+        false,
+        "enqueuer: dashboard, API, /healthz, /readyz, /metrics (port 0 = any free port)"
+    ),
+    var!(
+        "ROSBACKUP_METRICS_ADDR",
+        "127.0.0.1:9091",
+        false,
+        false,
+        "worker: /healthz, /readyz, /metrics (port 0 = any free port); enqueuer and archiver: when set, serve them here (the enqueuer also on its dashboard port)"
+    ),
+    var!(
+        "ROSBACKUP_QUEUE",
+        "rosbackup:backups",
+        false,
+        false,
+        "queue name in Redis (prefix of its keys); separate fleets can share one Redis"
+    ),
+    var!(
+        "ROSBACKUP_QUEUE_CAP",
+        "2000",
+        false,
+        false,
+        "most scheduled jobs in Redis at once (apalis-redis 1.0 breaks at 8,000 due)"
+    ),
+    var!(
+        "ROSBACKUP_DB_POOL",
+        "",
+        false,
+        false,
+        "worker: PostgreSQL connections per process (default CONFIG_BACKUP_MAX_CONCURRENT + 4, at most 16)"
+    ),
+    var!(
+        "ROSBACKUP_FETCH_BATCH",
+        "",
+        false,
+        false,
+        "worker: jobs taken from Redis per fetch, 1 to 64 (default CONFIG_BACKUP_MAX_CONCURRENT / 16, 1 to 16)"
+    ),
+    var!(
+        "ROSBACKUP_CLAIM_STALE_SECONDS",
+        "30",
+        false,
+        false,
+        "enqueuer: a device's claim this old is checked against Redis and rescheduled if its job is gone (at least 5)"
+    ),
+    var!(
+        "ROSBACKUP_QUEUE_HORIZON",
+        "60",
+        false,
+        false,
+        "seconds ahead of their due time that jobs are pushed"
+    ),
+    var!(
+        "ROSBACKUP_QUEUE_HEARTBEAT",
+        "5",
+        false,
+        false,
+        "worker heartbeat, seconds; a dead worker's jobs rerun after 3 missed beats"
+    ),
+    var!(
+        "ROSBACKUP_LEASE_SECONDS",
+        "30",
+        false,
+        false,
+        "device lease lifetime, renewed every third of it while a backup runs"
+    ),
+    var!(
+        "ROSBACKUP_SHUTDOWN_GRACE",
+        "60",
+        false,
+        false,
+        "seconds running backups get to finish on SIGTERM before they are handed back"
+    ),
+    var!(
+        "ROSBACKUP_WORKER_NAME",
+        "",
+        false,
+        false,
+        "worker name in the queue and run history (default: the host name)"
+    ),
+    var!(
+        "ROSBACKUP_RUN_HISTORY",
+        "100",
+        false,
+        false,
+        "runs kept per device"
+    ),
+    var!(
+        "ROSBACKUP_RUN_RETENTION_DAYS",
+        "90",
+        false,
+        false,
+        "runs older than this are deleted"
+    ),
+    var!(
+        "ROSBACKUP_JOB_RETENTION",
+        "3600",
+        false,
+        false,
+        "seconds finished jobs stay in Redis before they are trimmed"
+    ),
+    var!(
+        "ROSBACKUP_MANUAL_TIMEOUT",
+        "120",
+        false,
+        false,
+        "seconds a manual backup request waits for its result"
+    ),
+    var!(
+        "ROSBACKUP_TRIGGER_SUBJECT",
+        "config.backup.trigger",
+        false,
+        false,
+        "NATS request/reply subject for manual backups (the seed's)"
+    ),
+    var!(
+        "ROSBACKUP_SESSION_TTL",
+        "43200",
+        false,
+        false,
+        "seconds a dashboard login lasts"
+    ),
+    var!(
+        "ARCHIVE_ENCRYPTION_KEY",
+        "",
+        false,
+        true,
+        "archiver and `rosbackup history`: base64 of 32 bytes, AES-256-GCM key for archived configs (not the credential key)"
+    ),
+    var!(
+        "ARCHIVE_CONSUMER",
+        "rosbackup-archiver",
+        false,
+        false,
+        "durable JetStream consumer name shared by all archiver replicas"
+    ),
+    var!(
+        "ARCHIVE_ACK_WAIT",
+        "30",
+        false,
+        false,
+        "seconds before an unacked snapshot is redelivered (a killed archiver's messages)"
+    ),
+    var!(
+        "ARCHIVE_RECENT_VERSIONS",
+        "10",
+        false,
+        false,
+        "a config equal to one of the device's N most recently seen versions is not a new version"
+    ),
+    var!(
+        "ARCHIVE_KEEP_VERSIONS",
+        "1000",
+        false,
+        false,
+        "versions kept per device (default; per-tenant overrides in archive_retention)"
+    ),
+    var!(
+        "ARCHIVE_MAX_AGE_DAYS",
+        "730",
+        false,
+        false,
+        "versions last seen longer ago are deleted (default; per tenant overridable); a live device keeps its current one"
+    ),
+    var!(
+        "ARCHIVE_GIT_DIR",
+        "",
+        false,
+        false,
+        "optional: a bare git repository receiving one commit per new version (plaintext configs!)"
+    ),
+    var!(
+        "ARCHIVE_WEBHOOK_URL",
+        "",
+        false,
+        true,
+        "optional: http(s) URL that receives a JSON POST per new version, with retries"
+    ),
+    var!(
+        "ARCHIVE_DASHBOARD_URL",
+        "",
+        false,
+        false,
+        "optional: dashboard base URL for the webhook's link"
+    ),
+    var!(
+        "ROSBACKUP_TLS_CA_FILE",
+        "",
+        false,
+        false,
+        "PEM CA bundle trusted for rediss:// and tls:// NATS instead of the Web PKI roots (PostgreSQL: sslrootcert= in DATABASE_URL)"
+    ),
+    var!(
+        "ROSBACKUP_TLS_CERT_FILE",
+        "",
+        false,
+        false,
+        "PEM client certificate for Redis and NATS mutual TLS (with ROSBACKUP_TLS_KEY_FILE; PostgreSQL: sslcert=)"
+    ),
+    var!(
+        "ROSBACKUP_TLS_KEY_FILE",
+        "",
+        false,
+        false,
+        "PEM private key of ROSBACKUP_TLS_CERT_FILE (PostgreSQL: sslkey=)"
+    ),
+    var!(
+        "ROSBACKUP_COOKIE_SECURE",
+        "false",
+        false,
+        false,
+        "mark the session cookie Secure (set when the dashboard is served over HTTPS)"
+    ),
+];
+
+/// A bad configuration value. Exit code 2 in the binaries.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}{shown}: {reason}", shown = match value { Some(v) => format!("={v:?}"), None => String::new() })]
+pub struct ConfigError {
+    pub var: String,
+    /// The offending value; `None` for secrets.
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+/// Where variables come from: the process environment, or a map in tests.
+pub struct Env {
+    map: HashMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Env {
+            map: std::env::vars().collect(),
+        }
+    }
+
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Env {
+            map: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn spec(name: &str) -> Var {
+        VARS.iter()
+            .copied()
+            .find(|v| v.name == name)
+            .unwrap_or(Var {
+                name: "",
+                default: "",
+                seed: false,
+                secret: false,
+                help: "",
+            })
+    }
+
+    /// Raw value, or the documented default. Empty counts as unset.
+    pub fn raw(&self, name: &str) -> String {
+        match self.map.get(name) {
+            Some(v) if !v.trim().is_empty() => v.clone(),
+            _ => Env::spec(name).default.to_string(),
+        }
+    }
+
+    pub fn is_set(&self, name: &str) -> bool {
+        self.map.get(name).is_some_and(|v| !v.trim().is_empty())
+    }
+
+    /// An error naming the variable; the value is shown only when it is not a secret.
+    pub fn error(&self, name: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        let spec = Env::spec(name);
+        ConfigError {
+            var: name.to_string(),
+            value: if spec.secret {
+                None
+            } else {
+                Some(value.to_string())
+            },
+            reason: reason.into(),
+        }
+    }
+
+    /// Parse a value with `FromStr`.
+    pub fn parse<T: FromStr>(&self, name: &str) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let raw = self.raw(name);
+        raw.trim()
+            .parse()
+            .map_err(|e: T::Err| self.error(name, &raw, e.to_string()))
+    }
+
+    /// A whole number of seconds, at least `min`.
+    pub fn seconds(&self, name: &str, min: u64) -> Result<Duration, ConfigError> {
+        let raw = self.raw(name);
+        let n: u64 = raw
+            .trim()
+            .parse()
+            .map_err(|_| self.error(name, &raw, "expected a whole number of seconds"))?;
+        if n < min {
+            return Err(self.error(name, &raw, format!("must be at least {min}")));
+        }
+        Ok(Duration::from_secs(n))
+    }
+
+    /// A positive integer.
+    pub fn positive(&self, name: &str) -> Result<u64, ConfigError> {
+        let raw = self.raw(name);
+        match raw.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(self.error(name, &raw, "expected a positive whole number")),
+        }
+    }
+
+    pub fn boolean(&self, name: &str) -> Result<bool, ConfigError> {
+        let raw = self.raw(name);
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(self.error(name, &raw, "expected true or false")),
+        }
+    }
+
+    /// A URL with one of the given schemes.
+    pub fn url(&self, name: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+        let raw = self.raw(name);
+        let ok = schemes
+            .iter()
+            .any(|s| raw.starts_with(&format!("{s}://")) && raw.len() > s.len() + 3);
+        if ok {
+            Ok(raw)
+        } else {
+            Err(ConfigError {
+                var: name.to_string(),
+                value: Some(redact_url(&raw)),
+                reason: format!("expected a URL starting with {}://", schemes.join("://, ")),
+            })
+        }
+    }
+}
+
+/// Settings for running a backup (shared by the CLI and the worker).
+#[derive(Debug, Clone)]
+pub struct BackupSettings {
+    pub export: ExportOptions,
+    pub normalization: Version,
+}
+
+impl BackupSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let max_output = env.positive("CONFIG_BACKUP_MAX_OUTPUT_BYTES")?;
+        Ok(BackupSettings {
+            export: ExportOptions {
+                connect_timeout: env.seconds("CONFIG_BACKUP_CONNECT_TIMEOUT", 1)?,
+                command_timeout: env.seconds("CONFIG_BACKUP_COMMAND_TIMEOUT", 1)?,
+                max_output: usize::try_from(max_output).unwrap_or(DEFAULT_MAX_OUTPUT),
+                sensitive: env.boolean("CONFIG_BACKUP_EXPORT_SECRETS")?,
+            },
+            normalization: env.parse("NORMALIZATION_VERSION")?,
+        })
+    }
+}
+
+/// The fleet's scheduling rules: `CONFIG_BACKUP_INTERVAL` (at least 1 s),
+/// `CONFIG_BACKUP_CRON` (optional; replaces the interval), and the first-backup jitter
+/// `CONFIG_BACKUP_JITTER_MIN` ≤ `CONFIG_BACKUP_JITTER_MAX` (seconds, 0 allowed).
+pub fn schedule_settings(env: &Env) -> Result<ScheduleSettings, ConfigError> {
+    let interval = env.seconds("CONFIG_BACKUP_INTERVAL", 1)?;
+    let jitter_min = env.seconds("CONFIG_BACKUP_JITTER_MIN", 0)?;
+    let jitter_max = env.seconds("CONFIG_BACKUP_JITTER_MAX", 0)?;
+    if jitter_min > jitter_max {
+        return Err(env.error(
+            "CONFIG_BACKUP_JITTER_MAX",
+            &jitter_max.as_secs().to_string(),
+            format!(
+                "must be at least CONFIG_BACKUP_JITTER_MIN ({})",
+                jitter_min.as_secs()
+            ),
+        ));
+    }
+    let cron = if env.is_set("CONFIG_BACKUP_CRON") {
+        let raw = env.raw("CONFIG_BACKUP_CRON");
+        let parsed =
+            parse_cron(&raw).map_err(|e| env.error("CONFIG_BACKUP_CRON", &raw, e.reason))?;
+        Some(Box::new(parsed))
+    } else {
+        None
+    };
+    Ok(ScheduleSettings {
+        interval,
+        cron,
+        jitter_min,
+        jitter_max,
+    })
+}
+
+/// NATS publisher settings.
+pub fn publisher_config(env: &Env) -> Result<PublisherConfig, ConfigError> {
+    let prefix = env.raw("ROSBACKUP_SUBJECT_PREFIX");
+    if prefix.is_empty()
+        || prefix
+            .split('.')
+            .any(|t| t.is_empty() || t.contains(['*', '>', ' ']))
+    {
+        return Err(env.error(
+            "ROSBACKUP_SUBJECT_PREFIX",
+            &prefix,
+            "expected dot-separated NATS tokens without wildcards",
+        ));
+    }
+    let stream = env.raw("ROSBACKUP_NATS_STREAM");
+    let bucket = env.raw("ROSBACKUP_NATS_OBJECT_BUCKET");
+    for (name, v) in [
+        ("ROSBACKUP_NATS_STREAM", &stream),
+        ("ROSBACKUP_NATS_OBJECT_BUCKET", &bucket),
+    ] {
+        if !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(env.error(name, v, "expected letters, digits, '_' or '-'"));
+        }
+    }
+    Ok(PublisherConfig {
+        nats_url: env.url("NATS_URL", &["nats", "tls", "ws", "wss"])?,
+        subject_prefix: prefix,
+        stream_name: stream,
+        stream_max_bytes: i64::try_from(env.positive("ROSBACKUP_NATS_STREAM_MAX_BYTES")?)
+            .unwrap_or(i64::MAX),
+        stream_max_age: env.seconds("ROSBACKUP_NATS_STREAM_MAX_AGE", 60)?,
+        object_bucket: bucket,
+        tls: tls_files(env)?,
+        encryption: snapshot_key(env)?,
+        ..PublisherConfig::default()
+    })
+}
+
+/// `ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY`: `None` when unset (plaintext events, the seed's
+/// schema). Errors name the variable, never its value.
+pub fn snapshot_key(
+    env: &Env,
+) -> Result<Option<crate::snapshot::crypto::SnapshotKey>, ConfigError> {
+    const VAR: &str = "ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY";
+    if !env.is_set(VAR) {
+        return Ok(None);
+    }
+    crate::snapshot::crypto::SnapshotKey::from_base64(&env.raw(VAR))
+        .map(Some)
+        .map_err(|e| ConfigError {
+            var: VAR.into(),
+            value: None,
+            reason: e.to_string(),
+        })
+}
+
+/// Every key a snapshot reader (the archiver) can decrypt with: the current
+/// `ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY` and the older `ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS`.
+/// Empty when neither is set (then an encrypted event is not acked: see the archiver).
+pub fn snapshot_keys(env: &Env) -> Result<crate::snapshot::crypto::SnapshotKeys, ConfigError> {
+    const VAR: &str = "ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS";
+    let mut keys = if env.is_set(VAR) {
+        crate::snapshot::crypto::SnapshotKeys::parse_list(&env.raw(VAR)).map_err(|(n, e)| {
+            ConfigError {
+                var: VAR.into(),
+                value: None,
+                reason: format!("key {n}: {e}"),
+            }
+        })?
+    } else {
+        crate::snapshot::crypto::SnapshotKeys::new()
+    };
+    if let Some(k) = snapshot_key(env)? {
+        keys.push(k);
+    }
+    Ok(keys)
+}
+
+/// Queue settings (worker and enqueuer must agree on these).
+pub fn queue_config(env: &Env) -> Result<crate::queue::QueueConfig, ConfigError> {
+    let name = env.raw("ROSBACKUP_QUEUE");
+    if name.is_empty()
+        || name
+            .chars()
+            .any(|c| c.is_whitespace() || c == '*' || c == '{' || c == '}')
+    {
+        return Err(env.error(
+            "ROSBACKUP_QUEUE",
+            &name,
+            "expected a non-empty name without spaces, '*' or braces",
+        ));
+    }
+    Ok(crate::queue::QueueConfig {
+        redis_url: env.url("REDIS_URL", &["redis", "rediss", "redis+unix", "unix"])?,
+        name,
+        heartbeat: env.seconds("ROSBACKUP_QUEUE_HEARTBEAT", 1)?,
+        fetch_batch: fetch_batch(env)?,
+        tls: tls_files(env)?,
+        ..crate::queue::QueueConfig::default()
+    })
+}
+
+/// Jobs a worker takes per Redis fetch. One job per fetch keeps a small worker from taking
+/// work another idle worker could run, but apalis sizes its lock/ack event channel from it
+/// (4 × batch), and that channel limits a busy worker to a few hundred jobs a second; a
+/// worker with many slots takes a few at a time (at most a sixteenth of its slots wait).
+pub fn fetch_batch(env: &Env) -> Result<usize, ConfigError> {
+    const VAR: &str = "ROSBACKUP_FETCH_BATCH";
+    if env.is_set(VAR) {
+        let n = env.positive(VAR)?;
+        if n > 64 {
+            return Err(env.error(VAR, &env.raw(VAR), "expected 1 to 64"));
+        }
+        return Ok(n as usize);
+    }
+    let concurrency = env.positive("CONFIG_BACKUP_MAX_CONCURRENT")? as usize;
+    Ok((concurrency / 16).clamp(1, 16))
+}
+
+/// TLS files for Redis and NATS (`ROSBACKUP_TLS_*`), checked now so a bad path is a
+/// configuration error naming its variable.
+pub fn tls_files(env: &Env) -> Result<crate::tls::TlsFiles, ConfigError> {
+    let path = |name: &str| {
+        env.is_set(name)
+            .then(|| PathBuf::from(env.raw(name).trim()))
+    };
+    let files = crate::tls::TlsFiles {
+        ca_file: path(crate::tls::CA_VAR),
+        cert_file: path(crate::tls::CERT_VAR),
+        key_file: path(crate::tls::KEY_VAR),
+    };
+    files.check().map_err(|e| ConfigError {
+        var: e.var.to_string(),
+        value: (!e.path.as_os_str().is_empty()).then(|| e.path.display().to_string()),
+        reason: e.reason,
+    })?;
+    Ok(files)
+}
+
+/// The archive key (`ARCHIVE_ENCRYPTION_KEY`), required by the archiver and
+/// `rosbackup history`. Errors name the variable, never its value.
+pub fn archive_key(env: &Env) -> Result<crate::credentials::CredentialKey, ConfigError> {
+    use crate::credentials::{CredentialError, CredentialKey};
+    CredentialKey::from_base64(&env.raw("ARCHIVE_ENCRYPTION_KEY")).map_err(|e| ConfigError {
+        var: "ARCHIVE_ENCRYPTION_KEY".into(),
+        value: None,
+        reason: match e {
+            CredentialError::MissingKey => {
+                "is not set (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)".into()
+            }
+            CredentialError::KeyNotBase64 => "is not valid base64".into(),
+            CredentialError::KeyLength(n) => {
+                format!("decodes to {n} bytes; AES-256 needs exactly 32")
+            }
+            other => other.to_string(),
+        },
+    })
+}
+
+/// A listening address (`host:port`; port 0 picks a free one).
+pub fn listen_addr(env: &Env, name: &str) -> Result<String, ConfigError> {
+    let v = env.raw(name);
+    v.parse::<std::net::SocketAddr>()
+        .map(|_| v.clone())
+        .map_err(|_| {
+            env.error(
+                name,
+                &v,
+                "expected host:port, e.g. 127.0.0.1:8080 or 0.0.0.0:0",
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let env = Env::from_pairs([]);
+        let b = BackupSettings::from_env(&env).unwrap();
+        assert_eq!(b.export.command_timeout, Duration::from_secs(60));
+        assert_eq!(b.normalization, Version::V2);
+        assert!(b.export.sensitive);
+        let p = publisher_config(&env).unwrap();
+        assert_eq!(p.subject_prefix, "config.snapshot");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, val) in [
+            ("CONFIG_BACKUP_COMMAND_TIMEOUT", "sixty"),
+            ("CONFIG_BACKUP_COMMAND_TIMEOUT", "0"),
+            ("NORMALIZATION_VERSION", "3"),
+            ("CONFIG_BACKUP_EXPORT_SECRETS", "maybe"),
+            ("CONFIG_BACKUP_MAX_OUTPUT_BYTES", "-1"),
+        ] {
+            let env = Env::from_pairs([(var, val)]);
+            let e = BackupSettings::from_env(&env).unwrap_err();
+            assert_eq!(e.var, var);
+            assert!(e.to_string().starts_with(var), "{e}");
+        }
+        let env = Env::from_pairs([("NATS_URL", "http://u:secretpw@x")]);
+        let e = publisher_config(&env).unwrap_err();
+        assert_eq!(e.var, "NATS_URL");
+        assert!(!e.to_string().contains("secretpw"), "{e}");
+        let env = Env::from_pairs([("ROSBACKUP_SUBJECT_PREFIX", "a.>")]);
+        assert_eq!(
+            publisher_config(&env).unwrap_err().var,
+            "ROSBACKUP_SUBJECT_PREFIX"
+        );
+    }
+
+    #[test]
+    fn fetch_batch_follows_the_slots_unless_set_and_rejects_bad_values() {
+        let batch = |pairs: &[(&str, &str)]| fetch_batch(&Env::from_pairs(pairs.iter().copied()));
+        // Default 10 slots: one job per fetch, as before.
+        assert_eq!(batch(&[]).unwrap(), 1);
+        assert_eq!(
+            batch(&[("CONFIG_BACKUP_MAX_CONCURRENT", "100")]).unwrap(),
+            6
+        );
+        assert_eq!(
+            batch(&[("CONFIG_BACKUP_MAX_CONCURRENT", "5000")]).unwrap(),
+            16
+        );
+        assert_eq!(
+            batch(&[
+                ("CONFIG_BACKUP_MAX_CONCURRENT", "100"),
+                ("ROSBACKUP_FETCH_BATCH", "64")
+            ])
+            .unwrap(),
+            64
+        );
+        for bad in ["0", "65", "many", "-1"] {
+            let e = batch(&[("ROSBACKUP_FETCH_BATCH", bad)]).unwrap_err();
+            assert_eq!(e.var, "ROSBACKUP_FETCH_BATCH", "{bad}");
+        }
+        let q = queue_config(&Env::from_pairs([("CONFIG_BACKUP_MAX_CONCURRENT", "1000")])).unwrap();
+        assert_eq!(q.fetch_batch, 16);
+        assert_eq!(q.apalis().batch_size, 16);
+    }
+
+    #[test]
+    fn schedule_settings_defaults_and_errors() {
+        let s = schedule_settings(&Env::from_pairs([])).unwrap();
+        assert_eq!(s.interval, Duration::from_secs(21_600));
+        assert!(s.cron.is_none());
+        assert_eq!(s.jitter_min, Duration::from_secs(30));
+        assert_eq!(s.jitter_max, Duration::from_secs(300));
+
+        let s = schedule_settings(&Env::from_pairs([
+            ("CONFIG_BACKUP_INTERVAL", "3600"),
+            ("CONFIG_BACKUP_CRON", "30 2 * * *"),
+            ("CONFIG_BACKUP_JITTER_MIN", "0"),
+            ("CONFIG_BACKUP_JITTER_MAX", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(s.interval, Duration::from_secs(3600));
+        assert!(s.cron.is_some());
+        assert_eq!(s.jitter_max, Duration::ZERO);
+
+        for (pairs, var) in [
+            (
+                vec![
+                    ("CONFIG_BACKUP_JITTER_MIN", "60"),
+                    ("CONFIG_BACKUP_JITTER_MAX", "10"),
+                ],
+                "CONFIG_BACKUP_JITTER_MAX",
+            ),
+            (
+                vec![("CONFIG_BACKUP_JITTER_MIN", "500")],
+                "CONFIG_BACKUP_JITTER_MAX",
+            ),
+            (
+                vec![("CONFIG_BACKUP_JITTER_MIN", "-1")],
+                "CONFIG_BACKUP_JITTER_MIN",
+            ),
+            (
+                vec![("CONFIG_BACKUP_INTERVAL", "0")],
+                "CONFIG_BACKUP_INTERVAL",
+            ),
+            (
+                vec![("CONFIG_BACKUP_INTERVAL", "6h")],
+                "CONFIG_BACKUP_INTERVAL",
+            ),
+            (vec![("CONFIG_BACKUP_CRON", "* * *")], "CONFIG_BACKUP_CRON"),
+            (
+                vec![("CONFIG_BACKUP_CRON", "99 * * * *")],
+                "CONFIG_BACKUP_CRON",
+            ),
+        ] {
+            let e = schedule_settings(&Env::from_pairs(pairs.clone())).unwrap_err();
+            assert_eq!(e.var, var, "{pairs:?}: {e}");
+            assert!(e.to_string().starts_with(var), "{e}");
+        }
+        let e = schedule_settings(&Env::from_pairs([("CONFIG_BACKUP_CRON", "* * *")])).unwrap_err();
+        assert!(e.to_string().contains("found 3"), "{e}");
+    }
+
+    #[test]
+    fn snapshot_keys_are_optional_and_never_echoed() {
+        use crate::snapshot::crypto::SnapshotKey;
+        let env = Env::from_pairs([]);
+        assert!(publisher_config(&env).unwrap().encryption.is_none());
+        assert!(snapshot_keys(&env).unwrap().is_empty());
+        let (cur, old) = (
+            SnapshotKey::generate_base64(),
+            SnapshotKey::generate_base64(),
+        );
+        let env = Env::from_pairs([
+            ("ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY", cur.as_str()),
+            ("ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS", old.as_str()),
+        ]);
+        let cur_id = SnapshotKey::from_base64(&cur).unwrap().id().to_string();
+        let old_id = SnapshotKey::from_base64(&old).unwrap().id().to_string();
+        let p = publisher_config(&env).unwrap();
+        assert_eq!(p.encryption.unwrap().id(), cur_id);
+        let keys = snapshot_keys(&env).unwrap();
+        assert!(keys.get(&cur_id).is_some() && keys.get(&old_id).is_some());
+        let e = publisher_config(&Env::from_pairs([(
+            "ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY",
+            "c2hvcnQ=",
+        )]))
+        .unwrap_err();
+        assert_eq!(e.var, "ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY");
+        assert!(!e.to_string().contains("c2hvcnQ"), "{e}");
+        let bad = format!("{old},c2hvcnQ=");
+        let e = snapshot_keys(&Env::from_pairs([(
+            "ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS",
+            bad.as_str(),
+        )]))
+        .unwrap_err();
+        assert_eq!(e.var, "ROSBACKUP_SNAPSHOT_DECRYPTION_KEYS");
+        assert!(e.to_string().contains("key 2"), "{e}");
+        assert!(
+            !e.to_string().contains(&old) && !e.to_string().contains("c2hvcnQ"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_var_is_documented_once() {
+        let mut names: Vec<_> = VARS.iter().map(|v| v.name).collect();
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    /// Every variable in [`super::VARS`] is in the README's table, with its default.
+    #[test]
+    fn readme_documents_every_variable() {
+        let readme = include_str!("../../../README.md");
+        for v in super::VARS {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", v.name)))
+                .unwrap_or_else(|| panic!("{} is not in README.md's table", v.name));
+            if !v.default.is_empty() {
+                assert!(
+                    row.contains(&format!("`{}`", v.default)),
+                    "{}: default",
+                    v.name
+                );
+            }
+        }
+    }
+}

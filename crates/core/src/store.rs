@@ -1,0 +1,937 @@
+//! The device store in PostgreSQL: devices, their backup state, the lease, run history.
+//!
+//! PostgreSQL is the fleet's source of truth. Redis holds only jobs that are due soon; if
+//! it loses them, everything needed to schedule again is here. Three conditional updates
+//! carry the fleet's invariants, and every one of them is a single SQL statement so it
+//! holds with any number of enqueuers and workers:
+//!
+//! - [`Store::claim_due`]: an enqueuer claims a due device by setting `outstanding_job`
+//!   only where it is NULL (with `SKIP LOCKED`), so a device has at most one outstanding
+//!   scheduled job however many enqueuers run.
+//! - [`Store::acquire_lease`]: a job execution may talk to a device only while it holds
+//!   the device's lease (job id + random token + expiry, renewed while it runs); a lease
+//!   is taken only when free or expired, so two executions never overlap on one device.
+//! - [`Store::record_outcome`]: an outcome is written only `WHERE lease_token = $token`
+//!   (a fencing check), so an execution that lost its lease — its worker was presumed
+//!   dead — can never overwrite a newer result.
+
+use crate::credentials::{CredentialError, CredentialKey};
+use crate::secret::Secret;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The embedded migrations (`migrations/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Why a store operation failed. Messages never carry credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error("device {0} not found")]
+    NotFound(Uuid),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A device row with its backup state. `password_enc` stays sealed until
+/// [`Store::password`] opens it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Device {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub ssh_port: i32,
+    pub username: String,
+    pub ssh_host_key_fingerprint: Option<String>,
+    pub routeros_version: Option<String>,
+    pub enabled: bool,
+    pub backup_interval_seconds: Option<i32>,
+    pub backup_cron: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub next_due_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_status: Option<String>,
+    pub last_error_kind: Option<String>,
+    pub last_error_message: Option<String>,
+    pub consecutive_failures: i32,
+    pub backoff_until: Option<DateTime<Utc>>,
+    pub blocked_reason: Option<String>,
+    pub blocked_at: Option<DateTime<Utc>>,
+    pub last_sha256: Option<String>,
+    pub last_bytes: Option<i64>,
+    pub outstanding_job: Option<String>,
+    pub outstanding_since: Option<DateTime<Utc>>,
+    pub lease_job: Option<String>,
+    pub lease_worker: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub lease_starts: i32,
+}
+
+pub(crate) const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, username, \
+    ssh_host_key_fingerprint, routeros_version, enabled, backup_interval_seconds, backup_cron, \
+    created_at, updated_at, next_due_at, last_attempt_at, last_success_at, last_status, \
+    last_error_kind, last_error_message, consecutive_failures, backoff_until, blocked_reason, \
+    blocked_at, last_sha256, last_bytes, outstanding_job, outstanding_since, lease_job, \
+    lease_worker, lease_expires_at, lease_starts";
+
+/// A device to add or update (import, `devices add`, the API).
+#[derive(Debug, Clone)]
+pub struct NewDevice {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub ssh_port: u16,
+    pub username: String,
+    pub password: Secret,
+    pub routeros_version: Option<String>,
+    pub enabled: bool,
+    pub backup_interval_seconds: Option<i32>,
+    pub backup_cron: Option<String>,
+}
+
+/// What [`Store::upsert_devices`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UpsertCount {
+    pub inserted: u64,
+    pub updated: u64,
+}
+
+/// A device the enqueuer claimed: push a job with this id, due at `due_at`.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub device_id: Uuid,
+    pub tenant_id: Uuid,
+    pub job_id: String,
+    pub due_at: DateTime<Utc>,
+}
+
+/// The deterministic id of a device's scheduled job for one due slot.
+pub fn scheduled_job_id(device_id: &Uuid, due_at: DateTime<Utc>) -> String {
+    format!("backup:{device_id}:{}", due_at.timestamp())
+}
+
+/// Result of trying to take a device's lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAttempt {
+    /// The lease is ours. `takeover` when it replaced an expired lease of another
+    /// execution; `starts` counts how often this job id took the lease without finishing.
+    Acquired { takeover: bool, starts: i32 },
+    /// Another execution holds it until `expires_at`.
+    Held {
+        job_id: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// The device is gone.
+    NoDevice,
+}
+
+/// A job execution's hold on a device.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub device_id: Uuid,
+    pub job_id: String,
+    pub token: Uuid,
+    pub worker: String,
+    pub ttl: Duration,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Success,
+    Failed,
+    Skipped,
+    Locked,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Success => "success",
+            RunStatus::Failed => "failed",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Locked => "locked",
+        }
+    }
+}
+
+impl serde::Serialize for RunStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Who asked for a run.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Scheduled,
+    Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Scheduled => "scheduled",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+/// One attempt, as written to `backup_runs`.
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub device_id: Uuid,
+    pub tenant_id: Uuid,
+    pub job_id: String,
+    pub trigger: Trigger,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub status: RunStatus,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub bytes: Option<i64>,
+    pub sha256: Option<String>,
+}
+
+/// The state change an outcome makes to its device (computed by the worker).
+#[derive(Debug, Clone)]
+pub struct StateUpdate {
+    pub next_due_at: DateTime<Utc>,
+    pub consecutive_failures: i32,
+    pub backoff_until: Option<DateTime<Utc>>,
+    pub blocked_reason: Option<String>,
+    /// Pin this fingerprint if none is pinned yet (trust on first use).
+    pub tofu_fingerprint: Option<String>,
+    pub routeros_version: Option<String>,
+}
+
+/// A run row for history views.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Run {
+    pub id: i64,
+    pub device_id: Uuid,
+    pub tenant_id: Uuid,
+    pub job_id: String,
+    pub trigger: String,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub status: String,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub bytes: Option<i64>,
+    pub sha256: Option<String>,
+    pub duration_ms: i64,
+}
+
+/// Filters for listing devices.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceFilter {
+    pub tenant_id: Option<Uuid>,
+    pub limit: Option<i64>,
+    pub offset: i64,
+}
+
+/// Counts of device states (for progress lines and metrics).
+#[derive(Debug, Clone, Default, sqlx::FromRow, serde::Serialize, PartialEq, Eq)]
+pub struct FleetCounts {
+    pub total: i64,
+    pub enabled: i64,
+    pub backed_up: i64,
+    pub failing: i64,
+    pub blocked: i64,
+    pub never: i64,
+    pub outstanding: i64,
+    pub leased: i64,
+}
+
+/// The device store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connect with a pool of `max_connections`. Connection errors are reported without
+    /// the URL (it may carry a password).
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Store { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Store {
+        Store { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Apply pending migrations (idempotent; safe from several processes at once, sqlx
+    /// takes an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Is the database reachable (for `/readyz`)?
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    // ---- devices ---------------------------------------------------------------------
+
+    /// Insert or update devices in one transaction: all of them or none. New devices are
+    /// first due at `first_due()`; an update that changes the credentials lifts an
+    /// `auth_failed` block (the operator fixed them).
+    pub async fn upsert_devices(
+        &self,
+        key: &CredentialKey,
+        devices: &[NewDevice],
+        mut first_due: impl FnMut() -> DateTime<Utc>,
+    ) -> Result<UpsertCount, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut count = UpsertCount::default();
+        for d in devices {
+            let existing: Option<(Uuid, String, Vec<u8>)> = sqlx::query_as(
+                "SELECT tenant_id, username, password_enc FROM devices WHERE id = $1 FOR UPDATE",
+            )
+            .bind(d.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match existing {
+                None => {
+                    sqlx::query(
+                        "INSERT INTO devices (id, tenant_id, name, host, ssh_port, username, password_enc, \
+                         routeros_version, enabled, backup_interval_seconds, backup_cron, next_due_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    )
+                    .bind(d.id)
+                    .bind(d.tenant_id)
+                    .bind(&d.name)
+                    .bind(&d.host)
+                    .bind(i32::from(d.ssh_port))
+                    .bind(&d.username)
+                    .bind(key.seal(&d.id, &d.password))
+                    .bind(&d.routeros_version)
+                    .bind(d.enabled)
+                    .bind(d.backup_interval_seconds)
+                    .bind(&d.backup_cron)
+                    .bind(first_due())
+                    .execute(&mut *tx)
+                    .await?;
+                    count.inserted += 1;
+                }
+                Some((tenant, username, sealed)) => {
+                    if tenant != d.tenant_id {
+                        return Err(StoreError::Invalid(format!(
+                            "device {} already exists in another tenant",
+                            d.id
+                        )));
+                    }
+                    let same_password = key
+                        .open(&d.id, &sealed)
+                        .map(|p| p == d.password)
+                        .unwrap_or(false);
+                    let creds_changed = username != d.username || !same_password;
+                    let sealed = if same_password {
+                        sealed
+                    } else {
+                        key.seal(&d.id, &d.password)
+                    };
+                    sqlx::query(
+                        "UPDATE devices SET name = $2, host = $3, ssh_port = $4, username = $5, \
+                         password_enc = $6, routeros_version = COALESCE($7, routeros_version), \
+                         enabled = $8, backup_interval_seconds = $9, backup_cron = $10, updated_at = now(), \
+                         blocked_reason = CASE WHEN $11 AND blocked_reason = 'auth_failed' THEN NULL ELSE blocked_reason END, \
+                         consecutive_failures = CASE WHEN $11 AND blocked_reason = 'auth_failed' THEN 0 ELSE consecutive_failures END \
+                         WHERE id = $1",
+                    )
+                    .bind(d.id)
+                    .bind(&d.name)
+                    .bind(&d.host)
+                    .bind(i32::from(d.ssh_port))
+                    .bind(&d.username)
+                    .bind(sealed)
+                    .bind(&d.routeros_version)
+                    .bind(d.enabled)
+                    .bind(d.backup_interval_seconds)
+                    .bind(&d.backup_cron)
+                    .bind(creds_changed)
+                    .execute(&mut *tx)
+                    .await?;
+                    count.updated += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    pub async fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"
+        ));
+        Ok(sqlx::query_as::<_, Device>(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Find a device by id or by name (names are unique per tenant; an ambiguous name
+    /// across tenants is an error).
+    pub async fn find_device(&self, id_or_name: &str) -> Result<Device, StoreError> {
+        if let Ok(id) = Uuid::parse_str(id_or_name) {
+            return self.device(id).await?.ok_or(StoreError::NotFound(id));
+        }
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE name = $1 ORDER BY tenant_id LIMIT 2"
+        ));
+        let mut rows = sqlx::query_as::<_, Device>(sql)
+            .bind(id_or_name)
+            .fetch_all(&self.pool)
+            .await?;
+        match rows.len() {
+            1 => Ok(rows.remove(0)),
+            0 => Err(StoreError::Invalid(format!(
+                "no device named {id_or_name:?}"
+            ))),
+            _ => Err(StoreError::Invalid(format!(
+                "several tenants have a device named {id_or_name:?}; use its id"
+            ))),
+        }
+    }
+
+    pub async fn list_devices(&self, filter: &DeviceFilter) -> Result<Vec<Device>, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE ($1::uuid IS NULL OR tenant_id = $1) \
+             ORDER BY tenant_id, name LIMIT $2 OFFSET $3"
+        ));
+        Ok(sqlx::query_as::<_, Device>(sql)
+            .bind(filter.tenant_id)
+            .bind(filter.limit.unwrap_or(i64::MAX))
+            .bind(filter.offset)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The device's password, decrypted.
+    pub async fn password(&self, key: &CredentialKey, id: Uuid) -> Result<Secret, StoreError> {
+        let sealed: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT password_enc FROM devices WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let sealed = sealed.ok_or(StoreError::NotFound(id))?;
+        Ok(key.open(&id, &sealed)?)
+    }
+
+    /// Delete a device and its history. Its queued job, if any, finds nothing and ends.
+    pub async fn remove_device(&self, id: Uuid) -> Result<bool, StoreError> {
+        let r = sqlx::query("DELETE FROM devices WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// New credentials; lifts an `auth_failed` block and makes the device due now.
+    pub async fn set_credentials(
+        &self,
+        key: &CredentialKey,
+        id: Uuid,
+        username: Option<&str>,
+        password: &Secret,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE devices SET username = COALESCE($2, username), password_enc = $3, updated_at = now(), \
+             next_due_at = CASE WHEN blocked_reason = 'auth_failed' THEN now() ELSE next_due_at END, \
+             consecutive_failures = CASE WHEN blocked_reason = 'auth_failed' THEN 0 ELSE consecutive_failures END, \
+             blocked_reason = CASE WHEN blocked_reason = 'auth_failed' THEN NULL ELSE blocked_reason END \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(username)
+        .bind(key.seal(&id, password))
+        .execute(&self.pool)
+        .await?;
+        found(r, id)
+    }
+
+    /// Re-encrypt every device password from `old` to `new`, in one transaction: all or
+    /// nothing. A password that `old` cannot open stops the rotation (wrong old key) and
+    /// changes nothing. Returns the number of devices re-encrypted.
+    pub async fn rotate_key(
+        &self,
+        old: &CredentialKey,
+        new: &CredentialKey,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(Uuid, Vec<u8>)> =
+            sqlx::query_as("SELECT id, password_enc FROM devices ORDER BY id FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut n = 0;
+        for (id, sealed) in rows {
+            let password = old.open(&id, &sealed)?;
+            sqlx::query("UPDATE devices SET password_enc = $2 WHERE id = $1")
+                .bind(id)
+                .bind(new.seal(&id, &password))
+                .execute(&mut *tx)
+                .await?;
+            n += 1;
+        }
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Forget the pinned host key (the next backup pins what it sees); lifts a
+    /// `host_key_mismatch` block and makes the device due now.
+    pub async fn reset_host_key(&self, id: Uuid) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE devices SET ssh_host_key_fingerprint = NULL, updated_at = now(), \
+             next_due_at = CASE WHEN blocked_reason = 'host_key_mismatch' THEN now() ELSE next_due_at END, \
+             consecutive_failures = CASE WHEN blocked_reason = 'host_key_mismatch' THEN 0 ELSE consecutive_failures END, \
+             blocked_reason = CASE WHEN blocked_reason = 'host_key_mismatch' THEN NULL ELSE blocked_reason END \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        found(r, id)
+    }
+
+    /// Lift any block and the backoff; the device is due now.
+    pub async fn unblock(&self, id: Uuid) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE devices SET blocked_reason = NULL, blocked_at = NULL, backoff_until = NULL, \
+             consecutive_failures = 0, next_due_at = LEAST(next_due_at, now()), updated_at = now() \
+             WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        found(r, id)
+    }
+
+    pub async fn set_enabled(&self, id: Uuid, enabled: bool) -> Result<(), StoreError> {
+        let r = sqlx::query("UPDATE devices SET enabled = $2, updated_at = now() WHERE id = $1")
+            .bind(id)
+            .bind(enabled)
+            .execute(&self.pool)
+            .await?;
+        found(r, id)
+    }
+
+    /// Set or clear a device's schedule override.
+    pub async fn set_schedule(
+        &self,
+        id: Uuid,
+        interval_seconds: Option<i32>,
+        cron: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let r = sqlx::query(
+            "UPDATE devices SET backup_interval_seconds = $2, backup_cron = $3, updated_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(interval_seconds)
+        .bind(cron)
+        .execute(&self.pool)
+        .await?;
+        found(r, id)
+    }
+
+    pub async fn counts(&self, tenant_id: Option<Uuid>) -> Result<FleetCounts, StoreError> {
+        Ok(sqlx::query_as::<_, FleetCounts>(
+            "SELECT count(*) AS total, \
+               count(*) FILTER (WHERE enabled) AS enabled, \
+               count(*) FILTER (WHERE enabled AND last_success_at IS NOT NULL) AS backed_up, \
+               count(*) FILTER (WHERE enabled AND consecutive_failures > 0 AND blocked_reason IS NULL) AS failing, \
+               count(*) FILTER (WHERE enabled AND blocked_reason IS NOT NULL) AS blocked, \
+               count(*) FILTER (WHERE enabled AND last_attempt_at IS NULL) AS never, \
+               count(*) FILTER (WHERE outstanding_job IS NOT NULL) AS outstanding, \
+               count(*) FILTER (WHERE lease_expires_at > now()) AS leased \
+             FROM devices WHERE ($1::uuid IS NULL OR tenant_id = $1)",
+        )
+        .bind(tenant_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    // ---- scheduling (enqueuer) -------------------------------------------------------
+
+    /// Claim up to `limit` devices due before `horizon`, oldest first: each gets
+    /// `outstanding_job` set to its deterministic job id. Safe with concurrent enqueuers.
+    pub async fn claim_due(
+        &self,
+        horizon: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
+            "WITH due AS ( \
+               SELECT id FROM devices \
+               WHERE enabled AND blocked_reason IS NULL AND outstanding_job IS NULL AND next_due_at <= $1 \
+               ORDER BY next_due_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             UPDATE devices d SET \
+               outstanding_job = 'backup:' || d.id::text || ':' || floor(extract(epoch FROM d.next_due_at))::bigint::text, \
+               outstanding_since = now() \
+             FROM due WHERE d.id = due.id AND d.outstanding_job IS NULL \
+             RETURNING d.id, d.tenant_id, d.next_due_at",
+        )
+        .bind(horizon)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claims: Vec<Claim> = rows
+            .into_iter()
+            .map(|(device_id, tenant_id, due_at)| Claim {
+                job_id: scheduled_job_id(&device_id, due_at),
+                device_id,
+                tenant_id,
+                due_at,
+            })
+            .collect();
+        claims.sort_by_key(|c| c.due_at);
+        Ok(claims)
+    }
+
+    /// Drop a claim (the push failed, the job vanished from Redis, or the job ended
+    /// without an outcome). Only the named job's claim is dropped.
+    pub async fn release_claim(&self, device_id: Uuid, job_id: &str) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE devices SET outstanding_job = NULL, outstanding_since = NULL \
+             WHERE id = $1 AND outstanding_job = $2",
+        )
+        .bind(device_id)
+        .bind(job_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Drop a claim and move the device's due time (a job that was superseded or found
+    /// the device busy): the next claim gets a new slot, hence a new job id.
+    pub async fn release_claim_until(
+        &self,
+        device_id: Uuid,
+        job_id: &str,
+        next_due_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE devices SET outstanding_job = NULL, outstanding_since = NULL, \
+             next_due_at = GREATEST(next_due_at, $3) \
+             WHERE id = $1 AND outstanding_job = $2",
+        )
+        .bind(device_id)
+        .bind(job_id)
+        .bind(next_due_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Claims older than `older_than` (to check against Redis), oldest first.
+    pub async fn stale_claims(
+        &self,
+        older_than: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<(Uuid, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, outstanding_job FROM devices \
+             WHERE outstanding_job IS NOT NULL AND outstanding_since < $1 \
+             ORDER BY outstanding_since LIMIT $2",
+        )
+        .bind(older_than)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Scheduled jobs outstanding (claimed, not yet ended): what the queue cap bounds.
+    pub async fn count_outstanding(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM devices WHERE outstanding_job IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Age in seconds of the oldest enabled, unblocked device that is due (0 if none).
+    pub async fn oldest_due_age(&self) -> Result<f64, StoreError> {
+        let v: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM now() - min(next_due_at))::float8 FROM devices \
+             WHERE enabled AND blocked_reason IS NULL AND next_due_at <= now()",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.unwrap_or(0.0).max(0.0))
+    }
+
+    // ---- leases (worker) -------------------------------------------------------------
+
+    /// Take the device's lease for `lease.job_id` if it is free or expired.
+    pub async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseAttempt, StoreError> {
+        let row: Option<(i32, Option<String>, Option<Uuid>)> = sqlx::query_as(
+            "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE) \
+             UPDATE devices d SET lease_job = $2, lease_token = $3, lease_worker = $4, \
+               lease_expires_at = now() + ($5::float8 * interval '1 second'), \
+               lease_starts = CASE WHEN d.lease_job = $2 THEN d.lease_starts + 1 ELSE 1 END \
+             FROM old WHERE d.id = old.id \
+               AND (d.lease_token IS NULL OR d.lease_expires_at < now()) \
+             RETURNING d.lease_starts, old.lease_job, old.lease_token",
+        )
+        .bind(lease.device_id)
+        .bind(&lease.job_id)
+        .bind(lease.token)
+        .bind(&lease.worker)
+        .bind(lease.ttl.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((starts, _old_job, old_token)) = row {
+            return Ok(LeaseAttempt::Acquired {
+                takeover: old_token.is_some(),
+                starts,
+            });
+        }
+        let held: Option<(Option<String>, Option<DateTime<Utc>>)> =
+            sqlx::query_as("SELECT lease_job, lease_expires_at FROM devices WHERE id = $1")
+                .bind(lease.device_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match held {
+            None => LeaseAttempt::NoDevice,
+            Some((job, expires)) => LeaseAttempt::Held {
+                job_id: job.unwrap_or_default(),
+                expires_at: expires.unwrap_or_else(Utc::now),
+            },
+        })
+    }
+
+    /// Extend the lease; `false` if it is no longer ours (stop and publish nothing).
+    pub async fn renew_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE devices SET lease_expires_at = now() + ($3::float8 * interval '1 second') \
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(lease.device_id)
+        .bind(lease.token)
+        .bind(lease.ttl.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Give the lease back without an outcome (shutdown): the job runs again elsewhere.
+    /// `lease_starts` is kept down so a graceful stop does not count as a crash.
+    pub async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let r = sqlx::query(
+            "UPDATE devices SET lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
+             lease_starts = GREATEST(lease_starts - 1, 0) \
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(lease.device_id)
+        .bind(lease.token)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Write an outcome under the lease (fenced): the run row, the new state, the claim
+    /// and the lease released — in one transaction. Returns `false` (and writes nothing)
+    /// if the lease is no longer ours.
+    pub async fn record_outcome(
+        &self,
+        lease: &Lease,
+        run: &RunRecord,
+        state: &StateUpdate,
+        keep_runs: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let success = run.status == RunStatus::Success;
+        let r = sqlx::query(
+            "UPDATE devices SET \
+               last_attempt_at = $3, last_status = $4, last_error_kind = $5, last_error_message = $6, \
+               last_success_at = CASE WHEN $7 THEN $8 ELSE last_success_at END, \
+               last_sha256 = CASE WHEN $7 THEN $9 ELSE last_sha256 END, \
+               last_bytes = CASE WHEN $7 THEN $10 ELSE last_bytes END, \
+               consecutive_failures = $11, backoff_until = $12, \
+               blocked_reason = $13, blocked_at = CASE WHEN $13::text IS NULL THEN NULL ELSE $8 END, \
+               next_due_at = $14, \
+               ssh_host_key_fingerprint = COALESCE(ssh_host_key_fingerprint, $15), \
+               routeros_version = COALESCE($16, routeros_version), \
+               outstanding_job = CASE WHEN outstanding_job = $17 THEN NULL ELSE outstanding_job END, \
+               outstanding_since = CASE WHEN outstanding_job = $17 THEN NULL ELSE outstanding_since END, \
+               lease_job = NULL, lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
+               lease_starts = 0 \
+             WHERE id = $1 AND lease_token = $2",
+        )
+        .bind(lease.device_id)
+        .bind(lease.token)
+        .bind(run.started_at)
+        .bind(run.status.as_str())
+        .bind(&run.error_kind)
+        .bind(&run.error_message)
+        .bind(success)
+        .bind(run.finished_at)
+        .bind(&run.sha256)
+        .bind(run.bytes)
+        .bind(state.consecutive_failures)
+        .bind(state.backoff_until)
+        .bind(&state.blocked_reason)
+        .bind(state.next_due_at)
+        .bind(&state.tofu_fingerprint)
+        .bind(&state.routeros_version)
+        .bind(&run.job_id)
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        insert_run(&mut tx, run, keep_runs).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Write a run that held no lease (skipped, locked, blocked). Device state is not
+    /// touched.
+    pub async fn record_run(&self, run: &RunRecord, keep_runs: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_run(&mut tx, run, keep_runs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A device skipped because it is offline: its claim is dropped and it is next due
+    /// at `next_due_at`; the run is recorded.
+    pub async fn record_skip(
+        &self,
+        run: &RunRecord,
+        next_due_at: DateTime<Utc>,
+        keep_runs: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE devices SET last_attempt_at = $2, last_status = 'skipped', next_due_at = $3, \
+             outstanding_job = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_job END, \
+             outstanding_since = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_since END \
+             WHERE id = $1",
+        )
+        .bind(run.device_id)
+        .bind(run.started_at)
+        .bind(next_due_at)
+        .bind(&run.job_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_run(&mut tx, run, keep_runs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The runs of one job (a manual backup's answer), newest first.
+    pub async fn runs_for_job(&self, job_id: &str) -> Result<Vec<Run>, StoreError> {
+        Ok(sqlx::query_as::<_, Run>(
+            "SELECT id, device_id, tenant_id, job_id, trigger, worker, started_at, finished_at, status, \
+             error_kind, error_message, bytes, sha256, duration_ms FROM backup_runs WHERE job_id = $1 ORDER BY id DESC",
+        )
+        .bind(job_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// A device's run history, newest first.
+    pub async fn runs(&self, device_id: Uuid, limit: i64) -> Result<Vec<Run>, StoreError> {
+        Ok(sqlx::query_as::<_, Run>(
+            "SELECT id, device_id, tenant_id, job_id, trigger, worker, started_at, finished_at, status, \
+             error_kind, error_message, bytes, sha256, duration_ms FROM backup_runs WHERE device_id = $1 \
+             ORDER BY id DESC LIMIT $2",
+        )
+        .bind(device_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Delete runs that finished before `before`, at most `batch` at a time.
+    pub async fn trim_runs(&self, before: DateTime<Utc>, batch: i64) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "DELETE FROM backup_runs WHERE id IN \
+             (SELECT id FROM backup_runs WHERE finished_at < $1 ORDER BY finished_at LIMIT $2)",
+        )
+        .bind(before)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+/// `NotFound` when an update by id touched no row.
+fn found(r: sqlx::postgres::PgQueryResult, id: Uuid) -> Result<(), StoreError> {
+    if r.rows_affected() == 0 {
+        return Err(StoreError::NotFound(id));
+    }
+    Ok(())
+}
+
+async fn insert_run(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    run: &RunRecord,
+    keep_runs: i64,
+) -> Result<(), StoreError> {
+    let duration_ms = (run.finished_at - run.started_at).num_milliseconds().max(0);
+    sqlx::query(
+        "INSERT INTO backup_runs (device_id, tenant_id, job_id, trigger, worker, started_at, finished_at, \
+         status, error_kind, error_message, bytes, sha256, duration_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(run.device_id)
+    .bind(run.tenant_id)
+    .bind(&run.job_id)
+    .bind(run.trigger.as_str())
+    .bind(&run.worker)
+    .bind(run.started_at)
+    .bind(run.finished_at)
+    .bind(run.status.as_str())
+    .bind(&run.error_kind)
+    .bind(&run.error_message)
+    .bind(run.bytes)
+    .bind(&run.sha256)
+    .bind(duration_ms)
+    .execute(&mut **tx)
+    .await?;
+    if keep_runs > 0 {
+        // Per-device cap, cheap on the (device_id, id DESC) index.
+        sqlx::query(
+            "DELETE FROM backup_runs WHERE device_id = $1 AND id <= \
+             (SELECT id FROM backup_runs WHERE device_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+        )
+        .bind(run.device_id)
+        .bind(keep_runs)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

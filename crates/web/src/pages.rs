@@ -1,0 +1,1333 @@
+//! The dashboard: server-rendered pages (maud escapes every value), refreshed in place by
+//! `assets/app.js` polling `data-refresh` fragments.
+//!
+//! Pages answer one question each: the overview "is every router backed up, and if not,
+//! why?", the device list "which ones, and what do I do?", a device page "what happened
+//! to this one?", the jobs page "what is the queue doing?". Every action is a form post
+//! carrying the session's CSRF token, answered with a redirect (post/redirect/get).
+
+// Handlers fail with a ready page (`Response`), the axum idiom; its size is irrelevant.
+#![allow(clippy::result_large_err)]
+
+use super::api::{self, ApiError, DeviceAction, DeviceListParams, JobsParams, Overview, hint_for};
+use super::auth::{
+    self, Caller, LOGIN_COOKIE, PageCaller, SESSION_COOKIE, Via, safe_next, set_cookie, url_encode,
+};
+use super::{AuthMode, WebState, charts};
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use maud::{DOCTYPE, Markup, html};
+use rosbackup_core::queue::{JobInfo, JobListState};
+use rosbackup_core::report::{DeviceRow, DeviceSort, DeviceState, StatusFilter};
+use rosbackup_core::store::Run;
+use serde::Deserialize;
+use uuid::Uuid;
+
+const CSS: &str = include_str!("assets/app.css");
+const JS: &str = include_str!("assets/app.js");
+
+pub(super) fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/fragments/overview", get(overview_fragment))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/devices", get(devices))
+        .route("/devices/{id}", get(device))
+        .route("/devices/{id}/runs", get(device_runs_fragment))
+        .route("/devices/{id}/cards", get(device_cards_fragment))
+        .route("/devices/{id}/jobs/{job}", get(job_status_fragment))
+        .route("/devices/{id}/backup", post(backup_now))
+        .route("/devices/{id}/action/{action}", post(device_action))
+        .route("/jobs", get(jobs))
+        .route("/jobs/retry", post(retry_job))
+        .route("/jobs/discard", post(discard_job))
+        .route("/assets/app.css", get(css))
+        .route("/assets/app.js", get(js))
+}
+
+async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        CSS,
+    )
+        .into_response()
+}
+
+async fn js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        JS,
+    )
+        .into_response()
+}
+
+/// `Query<T>` whose rejection is a styled error page (not axum's plain text).
+pub struct PageQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for PageQuery<T>
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Response> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| PageQuery(q.0))
+            .map_err(|e| {
+                let detail = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.body_text());
+                error_page(StatusCode::BAD_REQUEST, &format!("Bad link: {detail}"))
+            })
+    }
+}
+
+/// The tab icon, inline (no extra request, allowed by the CSP's `img-src data:`).
+const FAVICON: &str = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Cpath d='M8 1l7 7-7 7-7-7z' fill='%230b7285'/%3E%3C/svg%3E";
+
+// ---- formatting --------------------------------------------------------------------
+
+/// "12 s ago", "5 min ago", "3 h ago", "2 d ago".
+pub fn ago(t: DateTime<Utc>) -> String {
+    let s = (Utc::now() - t).num_seconds();
+    if s < 0 {
+        return until(t);
+    }
+    format!("{} ago", span(s))
+}
+
+/// "in 5 min", or "overdue 2 min".
+pub fn until(t: DateTime<Utc>) -> String {
+    let s = (t - Utc::now()).num_seconds();
+    if s < 0 {
+        format!("overdue {}", span(-s))
+    } else if s == 0 {
+        "now".into()
+    } else {
+        format!("in {}", span(s))
+    }
+}
+
+fn span(s: i64) -> String {
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        3600..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86400),
+    }
+}
+
+fn bytes(n: i64) -> String {
+    match n {
+        n if n < 1024 => format!("{n} B"),
+        n if n < 1_048_576 => format!("{:.1} KB", n as f64 / 1024.0),
+        _ => format!("{:.1} MB", n as f64 / 1_048_576.0),
+    }
+}
+
+fn when(t: Option<DateTime<Utc>>) -> Markup {
+    match t {
+        None => html! { span.muted { "—" } },
+        Some(t) => {
+            html! { time datetime=(t.to_rfc3339()) title=(t.format("%Y-%m-%d %H:%M:%S UTC")) { (ago(t)) } }
+        }
+    }
+}
+
+fn state_badge(state: DeviceState) -> Markup {
+    html! { span class=(format!("badge s-{}", state.as_str())) title=(state.explain()) { (state.label()) } }
+}
+
+fn run_badge(status: &str) -> Markup {
+    html! { span class=(format!("badge r-{status}")) { (status) } }
+}
+
+fn short_hash(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+// ---- layout ------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Nav {
+    Overview,
+    Devices,
+    Jobs,
+}
+
+fn layout(state: &WebState, caller: &Caller, title: &str, nav: Nav, body: Markup) -> Html<String> {
+    let p = &caller.principal;
+    Html(
+        html! {
+            (DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
+                    meta name="csrf-token" content=(caller.csrf);
+                    title { (title) " · rosbackup" }
+                    link rel="icon" href=(FAVICON);
+                    link rel="stylesheet" href="/assets/app.css";
+                    script src="/assets/app.js" defer {}
+                }
+                body {
+                    header.top {
+                        a.brand href="/" { span.logo { "◆" } " rosbackup" }
+                        nav {
+                            a href="/" class=[(nav == Nav::Overview).then_some("active")] { "Overview" }
+                            a href="/devices" class=[(nav == Nav::Devices).then_some("active")] { "Devices" }
+                            a href="/jobs" class=[(nav == Nav::Jobs).then_some("active")] { "Jobs" }
+                        }
+                        div.who {
+                            span.name { (p.name) }
+                            span class=(format!("role {}", p.role.as_str())) { (p.role.as_str()) }
+                            @if let Some(t) = p.tenant_id {
+                                span.tenant title=(t) { "tenant " (t.to_string().get(..8).unwrap_or("")) }
+                            }
+                            @if caller.via == Via::Session {
+                                form method="post" action="/logout" {
+                                    input type="hidden" name="csrf" value=(caller.csrf);
+                                    button.link type="submit" id="logout" { "Log out" }
+                                }
+                            }
+                        }
+                    }
+                    @if state.settings().auth == AuthMode::Disabled {
+                        div.banner.danger { "Authentication is disabled (--insecure-no-auth): anyone who reaches this port is an admin." }
+                    }
+                    main { (body) }
+                }
+            }
+        }
+        .into_string(),
+    )
+}
+
+/// A page in the dashboard's frame (under Devices), for other web modules.
+pub fn page(state: &WebState, caller: &Caller, title: &str, body: Markup) -> Html<String> {
+    layout(state, caller, title, Nav::Devices, body)
+}
+
+/// A plain error page (also used before a caller is known).
+pub fn error_page(status: StatusCode, message: &str) -> Response {
+    let body = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { "Error · rosbackup" } link rel="icon" href=(FAVICON); link rel="stylesheet" href="/assets/app.css"; }
+            body.center {
+                div.card.narrow {
+                    h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
+                    p { (message) }
+                    p { a href="/" { "Back to the overview" } }
+                }
+            }
+        }
+    };
+    (status, Html(body.into_string())).into_response()
+}
+
+impl ApiError {
+    fn page(self) -> Response {
+        error_page(self.status, &self.message)
+    }
+}
+
+type PageResult = Result<Response, Response>;
+
+fn e(err: ApiError) -> Response {
+    err.page()
+}
+
+fn check_csrf(caller: &Caller, presented: &str) -> Result<(), Response> {
+    if caller.csrf_ok(Some(presented)) {
+        Ok(())
+    } else {
+        Err(error_page(
+            StatusCode::FORBIDDEN,
+            "This form expired or did not come from this dashboard. Reload the page and try again.",
+        ))
+    }
+}
+
+fn require_admin(caller: &Caller) -> Result<(), Response> {
+    if caller.principal.is_admin() {
+        Ok(())
+    } else {
+        Err(error_page(
+            StatusCode::FORBIDDEN,
+            "Your token is a viewer token: it can look, not act. Ask for an admin token.",
+        ))
+    }
+}
+
+// ---- login -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+    error: Option<String>,
+    signed_out: Option<String>,
+}
+
+async fn login_form(
+    State(s): State<WebState>,
+    caller: Option<PageCaller>,
+    PageQuery(q): PageQuery<LoginQuery>,
+) -> Response {
+    if caller.is_some() && q.error.is_none() {
+        return Redirect::to(&safe_next(q.next.as_deref())).into_response();
+    }
+    let csrf = {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut b = [0u8; 18];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    };
+    let page = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { "Sign in · rosbackup" }
+                link rel="icon" href=(FAVICON);
+                link rel="stylesheet" href="/assets/app.css";
+            }
+            body.center {
+                form.card.narrow.login method="post" action="/login" {
+                    div.brand.big { span.logo { "◆" } " rosbackup" }
+                    p.muted { "Configuration backups for MikroTik RouterOS fleets." }
+                    @if q.error.is_some() {
+                        div.banner.danger id="login-error" { "That token is not valid, or it was revoked." }
+                    } @else if q.signed_out.is_some() {
+                        div.banner.good id="signed-out" { "You have been signed out." }
+                    }
+                    label for="token" { "API token" }
+                    input id="token" name="token" type="password" autocomplete="off" required
+                        placeholder="rbk_…" autofocus;
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="next" value=(safe_next(q.next.as_deref()));
+                    button.primary type="submit" id="login" { "Sign in" }
+                    p.muted.small { "No token yet? On the server: " code { "rosbackup tokens create --name you --role admin" } }
+                }
+            }
+        }
+    };
+    let cookie = set_cookie(LOGIN_COOKIE, &csrf, 600, s.settings().secure_cookies);
+    ([(header::SET_COOKIE, cookie)], Html(page.into_string())).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+    csrf: String,
+    next: Option<String>,
+}
+
+async fn login(
+    State(s): State<WebState>,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    let expected = auth::cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    if expected.is_empty()
+        || !rosbackup_core::access::digest_eq(expected.as_bytes(), f.csrf.as_bytes())
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "The sign-in form expired. Go back, reload it and sign in again.",
+        );
+    }
+    let next = safe_next(f.next.as_deref());
+    let principal = match s.access().authenticate(&f.token).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            tracing::info!("dashboard login refused");
+            return Redirect::to(&format!("/login?error=1&next={}", url_encode(&next)))
+                .into_response();
+        }
+        Err(err) => return ApiError::from(err).page(),
+    };
+    let Some(token_id) = principal.token_id else {
+        return Redirect::to("/").into_response();
+    };
+    let ttl = s.settings().session_ttl;
+    let session = match s
+        .access()
+        .open_session(token_id, chrono::Duration::seconds(ttl.as_secs() as i64))
+        .await
+    {
+        Ok(sess) => sess,
+        Err(err) => return ApiError::from(err).page(),
+    };
+    tracing::info!(token = %principal.name, "dashboard login");
+    let secure = s.settings().secure_cookies;
+    let mut res = Redirect::to(&next).into_response();
+    let h = res.headers_mut();
+    for c in [
+        set_cookie(
+            SESSION_COOKIE,
+            &session.cookie,
+            ttl.as_secs() as i64,
+            secure,
+        ),
+        set_cookie(LOGIN_COOKIE, "", 0, secure),
+    ] {
+        if let Ok(v) = c.parse() {
+            h.append(header::SET_COOKIE, v);
+        }
+    }
+    res
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn logout(
+    State(s): State<WebState>,
+    PageCaller(caller): PageCaller,
+    headers: axum::http::HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    check_csrf(&caller, &f.csrf)?;
+    if let Some(c) = auth::cookie(&headers, SESSION_COOKIE) {
+        s.access()
+            .close_session(c)
+            .await
+            .map_err(|err| ApiError::from(err).page())?;
+    }
+    let mut res = Redirect::to("/login?signed_out=1").into_response();
+    if let Ok(v) = set_cookie(SESSION_COOKIE, "", 0, s.settings().secure_cookies).parse() {
+        res.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(res)
+}
+
+// ---- overview ----------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct OverviewParams {
+    window: Option<String>,
+}
+
+/// Chart windows: name, minutes of history, minutes per bar, title.
+const WINDOWS: [(&str, i64, i64, &str); 3] = [
+    ("1h", 60, 1, "Backups per minute (last hour, UTC)"),
+    ("6h", 360, 5, "Backups per 5 minutes (last 6 hours, UTC)"),
+    (
+        "24h",
+        1440,
+        15,
+        "Backups per 15 minutes (last 24 hours, UTC)",
+    ),
+];
+
+fn window_of(p: &OverviewParams) -> (&'static str, i64, i64, &'static str) {
+    WINDOWS
+        .iter()
+        .copied()
+        .find(|w| Some(w.0) == p.window.as_deref())
+        .unwrap_or(WINDOWS[0])
+}
+
+async fn overview(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    PageQuery(p): PageQuery<OverviewParams>,
+) -> PageResult {
+    let window = window_of(&p);
+    let body = overview_body(&s, &c, window).await?;
+    Ok(layout(
+        &s,
+        &c,
+        "Overview",
+        Nav::Overview,
+        html! { div data-refresh=(format!("/fragments/overview?window={}", window.0)) data-every="5000" { (body) } },
+    )
+    .into_response())
+}
+
+async fn overview_fragment(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    PageQuery(p): PageQuery<OverviewParams>,
+) -> PageResult {
+    Ok(Html(overview_body(&s, &c, window_of(&p)).await?.into_string()).into_response())
+}
+
+async fn overview_body(
+    s: &WebState,
+    c: &Caller,
+    window: (&'static str, i64, i64, &'static str),
+) -> Result<Markup, Response> {
+    let tenant = c.tenant();
+    let (ov, activity, ages, changes) = tokio::join!(
+        api::overview_for(s, tenant),
+        s.report().activity(tenant, window.1, window.2),
+        s.report().backup_ages(tenant),
+        s.history().recent_changes(tenant, 10),
+    );
+    let changes = changes.map_err(|err| e(err.into()))?;
+    let ov: Overview = ov.map_err(e)?;
+    let activity = activity.map_err(|err| e(err.into()))?;
+    let ages = ages.map_err(|err| e(err.into()))?;
+    let f = &ov.freshness;
+    let pct = f.share * 100.0;
+    let tone = if pct >= 99.0 {
+        "good"
+    } else if pct >= 90.0 {
+        "warn"
+    } else {
+        "bad"
+    };
+    let attention: i64 = DeviceState::ALL
+        .iter()
+        .filter(|st| st.needs_attention())
+        .map(|st| ov.states.get(st.as_str()).copied().unwrap_or(0))
+        .sum();
+    Ok(html! {
+        section.grid.top-row {
+            div.card.freshness {
+                h2 { "Fleet freshness" }
+                div class=(format!("big {tone}")) id="freshness" { (format!("{pct:.1}")) " %" }
+                div.meter { span class=(format!("fill {tone}")) style=(format!("width:{pct:.1}%")) {} }
+                p.muted {
+                    (f.fresh) " of " (f.enabled) " enabled devices backed up within one interval."
+                    br;
+                    "Oldest successful backup: " (when(f.oldest_success))
+                }
+                @if attention > 0 {
+                    a.button.warn href="/devices?status=attention" { (attention) " need attention →" }
+                } @else {
+                    p.good { "Nothing needs attention." }
+                }
+            }
+            div.card.states {
+                h2 { "Devices by state" }
+                div.tiles {
+                    @for st in DeviceState::ALL {
+                        @let n = ov.states.get(st.as_str()).copied().unwrap_or(0);
+                        a class=(format!("tile s-{}{}", st.as_str(), if n == 0 { " zero" } else { "" }))
+                            href=(format!("/devices?status={}", st.as_str())) id=(format!("state-{}", st.as_str()))
+                            title=(st.explain()) {
+                            span.n { (n) }
+                            span.l { (st.label()) }
+                        }
+                    }
+                }
+            }
+        }
+        section.grid.two {
+            div.card {
+                h2 { "Queue" }
+                div.tiles.queue {
+                    @if let Some(d) = &ov.queue.depth {
+                        a.tile href="/jobs?state=scheduled" { span.n { (d.scheduled) } span.l { "scheduled" } }
+                        a.tile href="/jobs?state=due" { span.n { (d.due) } span.l { "due" } }
+                        a.tile href="/jobs?state=running" { span.n { (d.running) } span.l { "running" } }
+                        div.tile { span.n { (d.done) } span.l { "done (retained)" } }
+                    } @else if let Some(t) = &ov.queue.tenant {
+                        a.tile href="/jobs?state=scheduled" { span.n { (t.scheduled) } span.l { "scheduled" } }
+                        a.tile href="/jobs?state=due" { span.n { (t.due) } span.l { "due" } }
+                        a.tile href="/jobs?state=running" { span.n { (t.running) } span.l { "running" } }
+                    }
+                    a class=(if ov.queue.dead > 0 { "tile dead" } else { "tile zero" }) href="/jobs?state=dead" {
+                        span.n { (ov.queue.dead) } span.l { "dead" }
+                    }
+                }
+                h3 { "Workers" }
+                @if ov.queue.workers.is_empty() {
+                    p.banner.danger { "No worker has registered with the queue. Start one: " code { "rosbackup worker" } }
+                } @else {
+                    table.compact {
+                        thead { tr { th { "Worker" } th { "Heartbeat" } th { "Current jobs" } } }
+                        tbody {
+                            @for w in &ov.queue.workers {
+                                tr {
+                                    td { span class=(if w.alive { "dot good" } else { "dot bad" }) {} (w.name) }
+                                    td { (DateTime::from_timestamp(w.last_heartbeat, 0).map(ago).unwrap_or_default()) }
+                                    td {
+                                        (w.inflight.len())
+                                        @for id in w.inflight.iter().take(3) { " " code.small { (id) } }
+                                        @if w.inflight.len() > 3 { " …" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            div.card {
+                h2 { "Backup age" }
+                p.muted { "Enabled devices by the age of their last successful backup." }
+                (charts::ages(&ages))
+            }
+        }
+        section.card {
+            div.chart-head {
+                h2 { (window.3) }
+                nav.windows {
+                    @for w in WINDOWS {
+                        a class=[(w.0 == window.0).then_some("active")] href=(format!("/?window={}", w.0)) { (w.0) }
+                    }
+                }
+            }
+            (charts::activity(&activity))
+        }
+        section.card {
+            h2 { "Recent config changes" }
+            (super::history::changes_feed(&changes))
+        }
+        section.card {
+            h2 { "Recent failures" }
+            @if ov.recent_failures.is_empty() {
+                p.muted { "No failed backups recorded." }
+            } @else {
+                table {
+                    thead { tr { th { "When" } th { "Device" } th { "Kind" } th { "What to do" } th { "Worker" } } }
+                    tbody {
+                        @for r in &ov.recent_failures {
+                            @let kind = r.error_kind.clone().unwrap_or_default();
+                            tr {
+                                td { (when(Some(r.finished_at))) }
+                                td { a href=(format!("/devices/{}", r.device_id)) { (r.device_name) } }
+                                td { span.kind style=(format!("border-color:{}", charts::kind_colour(&kind))) { (kind) } }
+                                td.hint { (kind.parse::<rosbackup_core::ErrorKind>().map(|k| k.hint()).unwrap_or("")) }
+                                td.muted { (r.worker) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+// ---- devices -----------------------------------------------------------------------
+
+fn devices_link(p: &DeviceListParams, overrides: &[(&str, Option<String>)]) -> String {
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    let get = |k: &str| {
+        overrides
+            .iter()
+            .find(|(o, _)| *o == k)
+            .map(|(_, v)| v.clone())
+    };
+    let cur = [
+        ("search", p.search.clone()),
+        ("status", p.status.clone()),
+        ("tenant_id", p.tenant_id.map(|t| t.to_string())),
+        ("error_kind", p.error_kind.clone()),
+        ("sort", p.sort.clone()),
+        ("order", p.order.clone()),
+        ("limit", p.limit.map(|l| l.to_string())),
+        ("offset", p.offset.map(|o| o.to_string())),
+    ];
+    for (k, v) in cur {
+        let v = get(k).unwrap_or(v);
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            pairs.push((k, v));
+        }
+    }
+    let q: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={}", url_encode(v)))
+        .collect();
+    if q.is_empty() {
+        "/devices".into()
+    } else {
+        format!("/devices?{}", q.join("&"))
+    }
+}
+
+async fn devices(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    PageQuery(p): PageQuery<DeviceListParams>,
+) -> PageResult {
+    let q = p.to_query(c.tenant()).map_err(e)?;
+    let (page, tenants, kinds) = tokio::join!(
+        s.report().devices(&q),
+        s.report().tenants(c.tenant()),
+        s.report().error_kinds(c.tenant()),
+    );
+    let page = page.map_err(|err| e(err.into()))?;
+    let tenants = tenants.map_err(|err| e(err.into()))?;
+    let kinds = kinds.map_err(|err| e(err.into()))?;
+    let status = q.status.map(StatusFilter::as_str).unwrap_or("");
+    let sort_link = |col: DeviceSort| {
+        let desc = q.sort == col && !q.descending;
+        devices_link(
+            &p,
+            &[
+                ("sort", Some(col.as_str().to_string())),
+                ("order", Some(if desc { "desc" } else { "asc" }.to_string())),
+                ("offset", None),
+            ],
+        )
+    };
+    let arrow = |col: DeviceSort| {
+        if q.sort == col {
+            if q.descending { " ▼" } else { " ▲" }
+        } else {
+            ""
+        }
+    };
+    let first = if page.total == 0 { 0 } else { q.offset + 1 };
+    let last = (q.offset + page.rows.len() as i64).min(page.total);
+    let body = html! {
+        div.page-head {
+            h1 { "Devices" }
+            span.muted id="device-count" { (page.total) " matching" }
+        }
+        form.filters method="get" action="/devices" id="filters" {
+            input type="search" name="search" placeholder="Name, host or id" value=[p.search.as_deref()];
+            select name="status" id="status" data-autosubmit {
+                option value="" selected[status.is_empty()] { "Any state" }
+                option value="attention" selected[status == "attention"] { "Needs attention" }
+                @for st in DeviceState::ALL {
+                    option value=(st.as_str()) selected[status == st.as_str()] { (st.label()) }
+                }
+            }
+            @if c.tenant().is_none() && tenants.len() > 1 {
+                select name="tenant_id" data-autosubmit {
+                    option value="" { "All tenants" }
+                    @for t in &tenants {
+                        option value=(t.tenant_id) selected[q.tenant_id == Some(t.tenant_id)] {
+                            (t.tenant_id.to_string().get(..8).unwrap_or("")) "… (" (t.devices) ")"
+                        }
+                    }
+                }
+            }
+            select name="error_kind" data-autosubmit {
+                option value="" { "Any error" }
+                @for k in &kinds {
+                    option value=(k) selected[q.error_kind.as_deref() == Some(k.as_str())] { (k) }
+                }
+            }
+            @if let Some(sort) = &p.sort { input type="hidden" name="sort" value=(sort); }
+            @if let Some(order) = &p.order { input type="hidden" name="order" value=(order); }
+            button type="submit" { "Filter" }
+            @if p.search.is_some() || !status.is_empty() || q.error_kind.is_some() || p.tenant_id.is_some() {
+                a.button.ghost href="/devices" { "Clear" }
+            }
+        }
+        div.card.flush {
+            table.devices id="devices" {
+                thead { tr {
+                    th { a href=(sort_link(DeviceSort::State)) { "State" (arrow(DeviceSort::State)) } }
+                    th { a href=(sort_link(DeviceSort::Name)) { "Name" (arrow(DeviceSort::Name)) } }
+                    th { a href=(sort_link(DeviceSort::Host)) { "Host" (arrow(DeviceSort::Host)) } }
+                    th { a href=(sort_link(DeviceSort::Version)) { "RouterOS" (arrow(DeviceSort::Version)) } }
+                    th { a href=(sort_link(DeviceSort::LastSuccess)) { "Last success" (arrow(DeviceSort::LastSuccess)) } }
+                    th { a href=(sort_link(DeviceSort::NextDue)) { "Next due" (arrow(DeviceSort::NextDue)) } }
+                    th { a href=(sort_link(DeviceSort::Failures)) { "Last error" (arrow(DeviceSort::Failures)) } }
+                } }
+                tbody {
+                    @for row in &page.rows {
+                        (device_row(row))
+                    }
+                    @if page.rows.is_empty() {
+                        tr { td colspan="7" .empty { "No device matches these filters." } }
+                    }
+                }
+            }
+        }
+        div.pager {
+            span.muted { (first) "–" (last) " of " (page.total) }
+            @if q.offset > 0 {
+                a.button.ghost rel="prev" href=(devices_link(&p, &[("offset", Some((q.offset - q.limit).max(0).to_string()))])) { "← Previous" }
+            }
+            @if last < page.total {
+                a.button.ghost rel="next" href=(devices_link(&p, &[("offset", Some((q.offset + q.limit).to_string()))])) { "Next →" }
+            }
+        }
+    };
+    Ok(layout(&s, &c, "Devices", Nav::Devices, body).into_response())
+}
+
+fn device_row(row: &DeviceRow) -> Markup {
+    let d = &row.device;
+    let st = row.state();
+    let hint = hint_for(row);
+    html! {
+        tr data-device=(d.id) data-state=(st.as_str()) {
+            td { (state_badge(st)) }
+            td { a href=(format!("/devices/{}", d.id)) { (d.name) } }
+            td.mono { (d.host) @if d.ssh_port != 22 { ":" (d.ssh_port) } }
+            td { (d.routeros_version.as_deref().unwrap_or("—")) }
+            td { (when(d.last_success_at)) }
+            td { @if d.enabled && d.blocked_reason.is_none() { (until(d.next_due_at)) } @else { span.muted { "—" } } }
+            td {
+                @if d.consecutive_failures > 0 || d.blocked_reason.is_some() {
+                    @if let Some(k) = &d.last_error_kind {
+                        span.kind style=(format!("border-color:{}", charts::kind_colour(k))) { (k) }
+                    }
+                    @if let Some(h) = &hint { div.hint { (h) } }
+                }
+            }
+        }
+    }
+}
+
+// ---- one device --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct DeviceQueryParams {
+    job: Option<String>,
+    done: Option<String>,
+}
+
+async fn visible_device(s: &WebState, c: &Caller, id: &str) -> Result<DeviceRow, Response> {
+    let id =
+        Uuid::try_parse(id).map_err(|_| error_page(StatusCode::NOT_FOUND, "No such device."))?;
+    s.report()
+        .device(id, c.tenant())
+        .await
+        .map_err(|err| e(err.into()))?
+        .ok_or_else(|| {
+            error_page(
+                StatusCode::NOT_FOUND,
+                "No such device (or not in your tenant).",
+            )
+        })
+}
+
+async fn device(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    PageQuery(q): PageQuery<DeviceQueryParams>,
+) -> PageResult {
+    let row = visible_device(&s, &c, &id).await?;
+    let runs = s
+        .store()
+        .runs(row.device.id, 25)
+        .await
+        .map_err(|err| e(err.into()))?;
+    let versions = s
+        .history()
+        .versions(row.device.id, c.tenant(), 20)
+        .await
+        .map_err(|err| e(err.into()))?;
+    let d = &row.device;
+    let st = row.state();
+    let admin = c.principal.is_admin();
+    let action = |name: &str, label: &str, class: &str, confirm: Option<&str>| {
+        html! {
+            form.inline method="post" action=(format!("/devices/{}/action/{name}", d.id)) data-confirm=[confirm] {
+                input type="hidden" name="csrf" value=(c.csrf);
+                button type="submit" class=(class) id=(format!("action-{name}")) { (label) }
+            }
+        }
+    };
+    let body = html! {
+        div.page-head {
+            div {
+                a.muted href="/devices" { "← Devices" }
+                h1 { (d.name) " " (state_badge(st)) }
+                @if let Some(h) = hint_for(&row) { p.hint.big-hint { (h) } }
+            }
+            @if admin {
+                div.actions {
+                    form.inline method="post" action=(format!("/devices/{}/backup", d.id)) {
+                        input type="hidden" name="csrf" value=(c.csrf);
+                        @if d.blocked_reason.is_some() {
+                            button.primary type="submit" id="backup-now" disabled
+                                title="Blocked devices are not contacted: update the credentials or reset the host key (or Unblock) first" { "Back up now" }
+                        } @else {
+                            button.primary type="submit" id="backup-now" { "Back up now" }
+                        }
+                    }
+                    @if d.blocked_reason.is_some() || d.consecutive_failures > 0 {
+                        (action("unblock", "Unblock", "", None))
+                    }
+                    @if d.ssh_host_key_fingerprint.is_some() {
+                        (action("reset-host-key", "Reset host key", "",
+                            Some("Forget the pinned host key? The next backup trusts whatever key the device presents.")))
+                    }
+                    @if d.enabled {
+                        (action("disable", "Disable", "ghost", Some("Stop backing up this device?")))
+                    } @else {
+                        (action("enable", "Enable", "", None))
+                    }
+                }
+            }
+        }
+        @if let Some(done) = &q.done { div.banner.good id="flash" { (done) } }
+        @if let Some(job) = &q.job {
+            div id="job-status" data-refresh=(format!("/devices/{}/jobs/{}", d.id, url_encode(job))) data-every="1000" {
+                div.banner.info { "Backup requested (" code { (job) } "): waiting for a worker…" }
+            }
+        }
+        div id="cards" data-refresh=(format!("/devices/{}/cards", d.id)) data-every="10000" {
+            (device_cards(&s, &row))
+        }
+        section.card {
+            h2 { "Run history" }
+            div id="runs" data-refresh=(format!("/devices/{}/runs", d.id)) data-every="5000" {
+                (runs_table(&runs))
+            }
+        }
+        section.card {
+            h2 { "Config history" }
+            (super::history::timeline(d.id, &versions))
+        }
+    };
+    Ok(layout(&s, &c, &row.device.name, Nav::Devices, body).into_response())
+}
+
+/// The device and backup-state cards (refreshed in place).
+fn device_cards(s: &WebState, row: &DeviceRow) -> Markup {
+    let d = &row.device;
+    let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
+        (Some(cron), _) => format!("cron {cron}"),
+        (None, Some(i)) => format!("every {}", span(i64::from(i))),
+        (None, None) => format!(
+            "every {} (default)",
+            span(s.schedule().interval.as_secs() as i64)
+        ),
+    };
+    html! {
+        section.grid.two {
+            div.card {
+                h2 { "Device" }
+                dl.kv {
+                    dt { "Host" } dd.mono { (d.host) ":" (d.ssh_port) }
+                    dt { "User" } dd.mono { (d.username) }
+                    dt { "RouterOS" } dd { (d.routeros_version.as_deref().unwrap_or("unknown yet")) }
+                    dt { "Host key" } dd.mono.small {
+                        @if let Some(fp) = &d.ssh_host_key_fingerprint { (fp) } @else { span.muted { "not pinned yet (trust on first use)" } }
+                    }
+                    dt { "Schedule" } dd { (schedule) }
+                    dt { "Tenant" } dd.mono.small { (d.tenant_id) }
+                    dt { "Id" } dd.mono.small { (d.id) }
+                }
+            }
+            div.card {
+                h2 { "Backup state" }
+                dl.kv {
+                    dt { "Last success" } dd { (when(d.last_success_at)) }
+                    dt { "Last attempt" } dd { (when(d.last_attempt_at)) @if let Some(st) = &d.last_status { " " (run_badge(st)) } }
+                    dt { "Next due" } dd { @if d.enabled && d.blocked_reason.is_none() { (until(d.next_due_at)) } @else { "not scheduled" } }
+                    dt { "Failures in a row" } dd { (d.consecutive_failures) }
+                    @if let Some(b) = d.backoff_until { dt { "Backing off until" } dd { (until(b)) } }
+                    @if let Some(r) = &d.blocked_reason { dt { "Blocked" } dd { (r) " " (when(d.blocked_at)) } }
+                    @if let Some(k) = &d.last_error_kind { dt { "Last error" } dd { span.kind style=(format!("border-color:{}", charts::kind_colour(k))) { (k) } " " (d.last_error_message.as_deref().unwrap_or("")) } }
+                    dt { "Last SHA-256" } dd.mono.small { (d.last_sha256.as_deref().unwrap_or("—")) }
+                    dt { "Last size" } dd { (d.last_bytes.map(bytes).unwrap_or_else(|| "—".into())) }
+                    @if let (Some(w), Some(t)) = (&d.lease_worker, d.lease_expires_at) {
+                        @if t > Utc::now() { dt { "Running on" } dd { (w) } }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn device_cards_fragment(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+) -> PageResult {
+    let row = visible_device(&s, &c, &id).await?;
+    Ok(Html(device_cards(&s, &row).into_string()).into_response())
+}
+
+fn runs_table(runs: &[Run]) -> Markup {
+    html! {
+        @if runs.is_empty() {
+            p.muted { "No runs yet." }
+        } @else {
+            table.runs {
+                thead { tr { th { "Finished" } th { "Trigger" } th { "Status" } th { "Error" } th { "Duration" } th { "Size" } th { "SHA-256" } th { "Worker" } } }
+                tbody {
+                    @for r in runs {
+                        tr data-status=(r.status) data-trigger=(r.trigger) data-job=(r.job_id) {
+                            td { (when(Some(r.finished_at))) }
+                            td { (r.trigger) }
+                            td { (run_badge(&r.status)) }
+                            td { @if let Some(k) = &r.error_kind { span.kind style=(format!("border-color:{}", charts::kind_colour(k))) { (k) } " " span.small { (r.error_message.as_deref().unwrap_or("")) } } }
+                            td { (format!("{:.1} s", r.duration_ms as f64 / 1000.0)) }
+                            td { (r.bytes.map(bytes).unwrap_or_default()) }
+                            td.mono.small title=[r.sha256.as_deref()] { (r.sha256.as_deref().map(short_hash).unwrap_or("")) }
+                            td.muted { (r.worker) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn device_runs_fragment(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+) -> PageResult {
+    let row = visible_device(&s, &c, &id).await?;
+    let runs = s
+        .store()
+        .runs(row.device.id, 25)
+        .await
+        .map_err(|err| e(err.into()))?;
+    Ok(Html(runs_table(&runs).into_string()).into_response())
+}
+
+async fn job_status_fragment(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path((id, job)): Path<(String, String)>,
+) -> PageResult {
+    let row = visible_device(&s, &c, &id).await?;
+    let runs = s
+        .store()
+        .runs_for_job(&job)
+        .await
+        .map_err(|err| e(err.into()))?;
+    let run = runs.into_iter().find(|r| r.device_id == row.device.id);
+    let markup = match run {
+        Some(r) => {
+            let (class, text) = match r.status.as_str() {
+                "success" => ("good", "Backup succeeded".to_string()),
+                "locked" => (
+                    "info",
+                    "Another backup of this device was running; this one was skipped".to_string(),
+                ),
+                _ => (
+                    "danger",
+                    format!(
+                        "Backup failed: {}",
+                        r.error_kind.as_deref().unwrap_or(&r.status)
+                    ),
+                ),
+            };
+            html! {
+                div class=(format!("banner {class}")) data-final="1" id="job-result" data-status=(r.status) {
+                    strong { (text) }
+                    @if let Some(h) = &r.sha256 { " — SHA-256 " code title=(h) { (short_hash(h)) "…" } }
+                    " (" @if let Some(b) = r.bytes { (bytes(b)) ", " } (format!("{:.1} s", r.duration_ms as f64 / 1000.0)) ")"
+                    @if let Some(m) = &r.error_message { div.small { (m) } }
+                    @if let Some(k) = r.error_kind.as_deref().and_then(|k| k.parse::<rosbackup_core::ErrorKind>().ok()) { div.hint { (k.hint()) } }
+                }
+            }
+        }
+        None => {
+            let state = s
+                .queue()
+                .job(&job)
+                .await
+                .map_err(|err| e(err.into()))?
+                .map(|j| j.state);
+            let text = match state {
+                Some(JobListState::Running) => "running on a worker…",
+                Some(JobListState::Dead) => "the job died in the queue; see Jobs",
+                Some(_) => "queued, waiting for a worker…",
+                None => "waiting for the outcome…",
+            };
+            html! { div.banner.info { span.spinner {} "Backup requested (" code { (job) } "): " (text) } }
+        }
+    };
+    Ok(Html(markup.into_string()).into_response())
+}
+
+async fn backup_now(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    let job = api::request_backup(&s, c.tenant(), row.device.id)
+        .await
+        .map_err(e)?;
+    Ok(Redirect::to(&format!(
+        "/devices/{}?job={}",
+        row.device.id,
+        url_encode(&job.job_id)
+    ))
+    .into_response())
+}
+
+async fn device_action(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path((id, action)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let action = DeviceAction::parse(&action)
+        .ok_or_else(|| error_page(StatusCode::NOT_FOUND, "No such action."))?;
+    let row = visible_device(&s, &c, &id).await?;
+    api::apply_action(&s, c.tenant(), row.device.id, action)
+        .await
+        .map_err(e)?;
+    Ok(Redirect::to(&format!(
+        "/devices/{}?done={}",
+        row.device.id,
+        url_encode(&format!("{}: {}", row.device.name, action.done()))
+    ))
+    .into_response())
+}
+
+// ---- jobs --------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct JobsPageParams {
+    state: Option<String>,
+    offset: Option<u64>,
+    done: Option<String>,
+}
+
+async fn jobs(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    PageQuery(p): PageQuery<JobsPageParams>,
+) -> PageResult {
+    let stats = api::queue_stats(&s, c.tenant()).await.map_err(e)?;
+    let default_state = if stats.dead > 0 {
+        "dead"
+    } else if stats
+        .depth
+        .map(|d| d.running > 0)
+        .or(stats.tenant.map(|t| t.running > 0))
+        .unwrap_or(false)
+    {
+        "running"
+    } else if stats
+        .depth
+        .map(|d| d.due == 0 && d.scheduled > 0)
+        .or(stats.tenant.map(|t| t.due == 0 && t.scheduled > 0))
+        .unwrap_or(false)
+    {
+        "scheduled"
+    } else {
+        "due"
+    };
+    let state = match p.state.as_deref().unwrap_or(default_state) {
+        "scheduled" => JobListState::Scheduled,
+        "due" => JobListState::Due,
+        "running" => JobListState::Running,
+        "dead" => JobListState::Dead,
+        _ => return Err(error_page(StatusCode::BAD_REQUEST, "Unknown job state.")),
+    };
+    let (state, offset, limit) = api::jobs_params(&JobsParams {
+        state: Some(state),
+        offset: p.offset,
+        limit: Some(50),
+    })
+    .map_err(e)?;
+    let (items, total) = s
+        .queue()
+        .jobs(state, c.tenant(), offset, limit)
+        .await
+        .map_err(|err| e(err.into()))?;
+    let names = device_names(&s, &items).await?;
+    let count = |st: JobListState| -> Option<u64> {
+        match (st, &stats.depth, &stats.tenant) {
+            (JobListState::Dead, _, _) => Some(stats.dead),
+            (JobListState::Scheduled, Some(d), _) => Some(d.scheduled),
+            (JobListState::Due, Some(d), _) => Some(d.due),
+            (JobListState::Running, Some(d), _) => Some(d.running),
+            (JobListState::Scheduled, None, Some(t)) => u64::try_from(t.scheduled).ok(),
+            (JobListState::Due, None, Some(t)) => u64::try_from(t.due).ok(),
+            (JobListState::Running, None, Some(t)) => u64::try_from(t.running).ok(),
+            _ => None,
+        }
+    };
+    let tab = |st: JobListState, label: &str| {
+        html! {
+            a class=(if st == state { "tab active" } else { "tab" }) id=(format!("tab-{}", job_state_str(st)))
+                href=(format!("/jobs?state={}", job_state_str(st))) {
+                (label) @if let Some(n) = count(st) { " " span.count { (n) } }
+            }
+        }
+    };
+
+    let admin = c.principal.is_admin();
+    let body = html! {
+        div.page-head { h1 { "Jobs" } span.muted { (total) " " (job_state_str(state)) } }
+        @if let Some(done) = &p.done { div.banner.good id="flash" { (done) } }
+        nav.tabs {
+            (tab(JobListState::Scheduled, "Scheduled"))
+            (tab(JobListState::Due, "Due"))
+            (tab(JobListState::Running, "Running"))
+            (tab(JobListState::Dead, "Dead"))
+        }
+        p.muted.small {
+            "Jobs enter the queue shortly before they are due (ROSBACKUP_QUEUE_HORIZON); the full schedule lives with the devices — "
+            a href="/devices?sort=next_due" { "devices by next due" } "."
+        }
+        div.card.flush {
+            table id="jobs" {
+                thead { tr {
+                    th { "Job" } th { "Device" } th { "Trigger" } th { "Due" } th { "Attempts" }
+                    @if state == JobListState::Running { th { "Worker" } }
+                    @if state == JobListState::Dead { th { "Last error" } th {} }
+                } }
+                tbody {
+                    @for j in &items {
+                        tr data-job=(j.job_id) {
+                            td.mono.small { (j.job_id) }
+                            td {
+                                @if let Some(d) = j.device_id {
+                                    a href=(format!("/devices/{d}")) { (names.iter().find(|(id, _)| *id == d).map(|(_, n)| n.as_str()).unwrap_or("(deleted)")) }
+                                } @else { span.muted { "undecodable payload" } }
+                            }
+                            td { (j.trigger.map(|t| t.as_str()).unwrap_or("—")) }
+                            td { (j.due_at.and_then(|t| DateTime::from_timestamp(t, 0)).map(|t| html!{ (until(t)) }).unwrap_or_else(|| html!{ "—" })) }
+                            td { (j.attempts) @if let Some(m) = j.max_attempts { " / " (m) } }
+                            @if state == JobListState::Running { td { (j.worker.as_deref().unwrap_or("—")) } }
+                            @if state == JobListState::Dead {
+                                td.small { (j.last_error.as_deref().unwrap_or("")) }
+                                td.nowrap {
+                                    @if admin {
+                                        @if j.device_id.is_some() {
+                                            form.inline method="post" action="/jobs/retry" {
+                                                input type="hidden" name="csrf" value=(c.csrf);
+                                                input type="hidden" name="job_id" value=(j.job_id);
+                                                button type="submit" { "Retry" }
+                                            }
+                                        }
+                                        form.inline method="post" action="/jobs/discard" data-confirm="Discard this dead job?" {
+                                            input type="hidden" name="csrf" value=(c.csrf);
+                                            input type="hidden" name="job_id" value=(j.job_id);
+                                            button.ghost type="submit" { "Discard" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if items.is_empty() {
+                        tr { td colspan="7" .empty { "No " (job_state_str(state)) " jobs." } }
+                    }
+                }
+            }
+        }
+        div.pager {
+            @if offset > 0 {
+                a.button.ghost href=(format!("/jobs?state={}&offset={}", job_state_str(state), offset.saturating_sub(limit))) { "← Previous" }
+            }
+            @if offset + (items.len() as u64) < total {
+                a.button.ghost href=(format!("/jobs?state={}&offset={}", job_state_str(state), offset + limit)) { "Next →" }
+            }
+        }
+    };
+    Ok(layout(&s, &c, "Jobs", Nav::Jobs, body).into_response())
+}
+
+fn job_state_str(s: JobListState) -> &'static str {
+    match s {
+        JobListState::Scheduled => "scheduled",
+        JobListState::Due => "due",
+        JobListState::Running => "running",
+        JobListState::Dead => "dead",
+        JobListState::Done => "done",
+    }
+}
+
+async fn device_names(s: &WebState, jobs: &[JobInfo]) -> Result<Vec<(Uuid, String)>, Response> {
+    let ids: Vec<Uuid> = jobs.iter().filter_map(|j| j.device_id).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as("SELECT id, name FROM devices WHERE id = ANY($1)")
+        .bind(&ids)
+        .fetch_all(s.store().pool())
+        .await
+        .map_err(|err| e(rosbackup_core::store::StoreError::from(err).into()))
+}
+
+#[derive(Deserialize)]
+struct JobForm {
+    csrf: String,
+    job_id: String,
+}
+
+async fn retry_job(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Form(f): Form<JobForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let r = api::retry_dead(&s, c.tenant(), &f.job_id)
+        .await
+        .map_err(e)?;
+    Ok(Redirect::to(&format!(
+        "/jobs?state=dead&done={}",
+        url_encode(&format!("Retrying: new job {}", r.job_id))
+    ))
+    .into_response())
+}
+
+async fn discard_job(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Form(f): Form<JobForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    api::discard_dead(&s, c.tenant(), &f.job_id)
+        .await
+        .map_err(e)?;
+    Ok(Redirect::to(&format!(
+        "/jobs?state=dead&done={}",
+        url_encode(&format!("Discarded {}", f.job_id))
+    ))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_speak() {
+        assert_eq!(span(5), "5 s");
+        assert_eq!(span(125), "2 min");
+        assert_eq!(span(7200), "2 h");
+        assert_eq!(span(3 * 86400), "3 d");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(20_480), "20.0 KB");
+    }
+
+    #[test]
+    fn device_links_keep_filters_and_drop_empty_ones() {
+        let p = DeviceListParams {
+            search: Some("core router".into()),
+            status: Some("failing".into()),
+            tenant_id: None,
+            error_kind: Some(String::new()),
+            sort: None,
+            order: None,
+            limit: None,
+            offset: Some(50),
+        };
+        assert_eq!(
+            devices_link(&p, &[("offset", None)]),
+            "/devices?search=core%20router&status=failing"
+        );
+    }
+}

@@ -1,0 +1,985 @@
+//! `rosbackup migrate` and `rosbackup devices …` as an operator runs them, against the
+//! real PostgreSQL at `DATABASE_URL`. Every test gets a database of its own.
+
+use futures::FutureExt;
+use rosbackup::credentials::CredentialKey;
+use rosbackup::sim::{SimConfig, SimDevice, Simulator};
+use sqlx::postgres::PgPool;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+/// Run `body` with a fresh database's URL; the database is dropped afterwards, also when
+/// the body panics.
+async fn with_db<F, Fut>(body: F)
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (url, name) = crate::common::fresh_database().await;
+    let result = AssertUnwindSafe(body(url)).catch_unwind().await;
+    crate::common::drop_database(&name).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn ok(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stdout
+    }
+
+    fn fails(&self, code: i32) -> &str {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "stdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        &self.stderr
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.ok()).expect("JSON on stdout")
+    }
+}
+
+/// The binary, pointed at one database with one credential key. Every run is checked
+/// for the passwords it must never print.
+struct Cli {
+    url: String,
+    key: String,
+    secrets: Mutex<Vec<String>>,
+}
+
+impl Cli {
+    fn new(url: &str) -> Cli {
+        Cli {
+            url: url.to_string(),
+            key: CredentialKey::generate_base64(),
+            secrets: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn never_print(&self, secret: &str) {
+        self.secrets.lock().unwrap().push(secret.to_string());
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rosbackup"));
+        for v in rosbackup::config::VARS {
+            c.env_remove(v.name);
+        }
+        c.env_remove("ROSBACKUP_PASSWORD")
+            .env("LOG_FORMAT", "text")
+            .env("DATABASE_URL", &self.url)
+            .env("CREDENTIAL_ENCRYPTION_KEY", &self.key);
+        c
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.command();
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        self.output(c)
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        self.run_with(args, &[])
+    }
+
+    fn output(&self, mut c: Command) -> Out {
+        let o = c.output().expect("run rosbackup");
+        let out = Out {
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        };
+        for s in self.secrets.lock().unwrap().iter() {
+            assert!(
+                !out.stdout.contains(s.as_str()) && !out.stderr.contains(s.as_str()),
+                "a password was printed by {c:?}:\n{}\n{}",
+                out.stdout,
+                out.stderr
+            );
+        }
+        out
+    }
+
+    fn credential_key(&self) -> CredentialKey {
+        CredentialKey::from_base64(&self.key).unwrap()
+    }
+}
+
+async fn pool(url: &str) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(url)
+        .await
+        .expect("connect to the test database")
+}
+
+async fn device_count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM devices")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// A simulated fleet's inventory CSV, written by the real simulator.
+async fn sim_inventory(dir: &Path, devices: usize, faults: &str) -> (Vec<u8>, Vec<SimDevice>) {
+    let path = dir.join("fleet.csv");
+    let sim = Simulator::start(SimConfig {
+        devices,
+        listen_base: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        one_address: true,
+        faults: faults.parse().unwrap(),
+        config_size: Some(4_000),
+        seed: 7,
+        inventory: Some(path.clone()),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let list = sim.devices().to_vec();
+    sim.shutdown().await;
+    (std::fs::read(&path).unwrap(), list)
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[tokio::test]
+async fn sim_inventory_imports_lists_and_reimports() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        assert_eq!(cli.run(&["migrate"]).ok().trim(), "migrations applied");
+        // Idempotent.
+        assert_eq!(cli.run(&["migrate"]).ok().trim(), "migrations applied");
+
+        let dir = tempfile::tempdir().unwrap();
+        let (csv, sim) = sim_inventory(dir.path(), 6, "v6=2,auth=1").await;
+        for d in &sim {
+            cli.never_print(&d.password);
+        }
+        let file = write(dir.path(), "fleet.csv", &csv);
+        let jitter = [
+            ("CONFIG_BACKUP_JITTER_MIN", "5"),
+            ("CONFIG_BACKUP_JITTER_MAX", "20"),
+        ];
+        let before = chrono::Utc::now();
+        let out = cli.run_with(&["devices", "import", &file], &jitter);
+        let after = chrono::Utc::now();
+        assert_eq!(out.ok().trim(), "imported 6 devices (6 new, 0 updated)");
+
+        // The table lists every device.
+        let out = cli.run(&["devices", "list"]);
+        let table = out.ok();
+        assert_eq!(table.lines().count(), 7, "{table}");
+        assert!(table.lines().next().unwrap().starts_with("NAME"), "{table}");
+        for d in &sim {
+            let line = table
+                .lines()
+                .find(|l| l.starts_with(&format!("{} ", d.name)))
+                .unwrap_or_else(|| panic!("{} not listed:\n{table}", d.name));
+            assert!(line.contains(&format!("{}:{}", d.host, d.port)), "{line}");
+            assert!(line.contains("never"), "{line}");
+        }
+
+        // JSON: every field of the inventory, no password anywhere.
+        let out = cli.run(&["devices", "list", "--json"]);
+        assert!(!out.stdout.to_lowercase().contains("password"), "{}", out.stdout);
+        let list = out.json();
+        let list = list.as_array().unwrap();
+        assert_eq!(list.len(), 6);
+        for d in &sim {
+            let j = list
+                .iter()
+                .find(|j| j["id"] == d.id.to_string())
+                .unwrap_or_else(|| panic!("{} missing", d.id));
+            assert_eq!(j["tenant_id"], d.tenant_id.to_string());
+            assert_eq!(j["name"], d.name.as_str());
+            assert_eq!(j["host"], d.host.to_string());
+            assert_eq!(j["ssh_port"], d.port);
+            assert_eq!(j["username"], d.username.as_str());
+            assert_eq!(j["routeros_version"], d.routeros_version.as_str());
+            assert_eq!(j["enabled"], true);
+            assert_eq!(j["last_status"], serde_json::Value::Null);
+            let due: chrono::DateTime<chrono::Utc> =
+                serde_json::from_value(j["next_due_at"].clone()).unwrap();
+            assert!(
+                due >= before + chrono::Duration::seconds(5)
+                    && due <= after + chrono::Duration::seconds(20),
+                "first due {due} outside the jitter window"
+            );
+        }
+        assert!(
+            list.iter()
+                .any(|j| j["routeros_version"].as_str().unwrap().starts_with("6."))
+        );
+
+        // --tenant filters.
+        let tenant = sim[0].tenant_id;
+        let want = sim.iter().filter(|d| d.tenant_id == tenant).count();
+        let only = cli
+            .run(&["devices", "list", "--json", "--tenant", &tenant.to_string()])
+            .json();
+        let only = only.as_array().unwrap();
+        assert_eq!(only.len(), want);
+        assert!(only.iter().all(|j| j["tenant_id"] == tenant.to_string()));
+
+        // At rest the passwords are sealed: no plaintext, and they open with the key.
+        let db = pool(&url).await;
+        let key = cli.credential_key();
+        let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as("SELECT id, password_enc FROM devices")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 6);
+        for (id, sealed) in &rows {
+            let d = sim.iter().find(|d| d.id == *id).unwrap();
+            let pw = d.password.as_bytes();
+            assert!(!sealed.windows(pw.len()).any(|w| w == pw), "plaintext at rest");
+            assert_eq!(key.open(id, sealed).unwrap().expose(), d.password);
+        }
+        let dues: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+            sqlx::query_as("SELECT id, next_due_at FROM devices ORDER BY id")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+
+        // Importing again updates, never duplicates, and keeps the schedule.
+        let out = cli.run(&["devices", "import", &file]);
+        assert_eq!(out.ok().trim(), "imported 6 devices (0 new, 6 updated)");
+        assert_eq!(device_count(&db).await, 6);
+        let again: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+            sqlx::query_as("SELECT id, next_due_at FROM devices ORDER BY id")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+        assert_eq!(dues, again);
+
+        // A changed inventory: one host moves, one device is new, optional columns.
+        let text = String::from_utf8(csv.clone()).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines[0].push_str(",enabled,backup_interval_seconds,backup_cron");
+        for l in lines.iter_mut().skip(1) {
+            l.push_str(",,,");
+        }
+        lines[1] = lines[1].replace(&sim[0].host.to_string(), "router-0.example.net");
+        let new_id = Uuid::new_v4();
+        lines.push(format!(
+            "{new_id},{tenant},brand-new,10.9.8.7,22,admin,Fresh-Pass-99,7.16.2,false,3600,0 3 * * *"
+        ));
+        cli.never_print("Fresh-Pass-99");
+        let file2 = write(dir.path(), "fleet2.csv", lines.join("\n").as_bytes());
+        let out = cli.run(&["devices", "import", &file2]);
+        assert_eq!(out.ok().trim(), "imported 7 devices (1 new, 6 updated)");
+        assert_eq!(device_count(&db).await, 7);
+        let moved = cli
+            .run(&["devices", "show", &sim[0].id.to_string(), "--json"])
+            .json();
+        assert_eq!(moved["host"], "router-0.example.net");
+        let new = cli.run(&["devices", "show", "brand-new", "--json"]).json();
+        assert_eq!(new["id"], new_id.to_string());
+        assert_eq!(new["enabled"], false);
+        assert_eq!(new["backup_interval_seconds"], 3600);
+        assert_eq!(new["backup_cron"], "0 3 * * *");
+        db.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_row_imports_nothing() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let db = pool(&url).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (csv, sim) = sim_inventory(dir.path(), 5, "").await;
+        for d in &sim {
+            cli.never_print(&d.password);
+        }
+        let text = String::from_utf8(csv).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+
+        // Line 4 (the third device) has a bad port.
+        let mut bad: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        let mut fields: Vec<&str> = lines[3].split(',').collect();
+        fields[4] = "70000";
+        bad[3] = fields.join(",");
+        let file = write(dir.path(), "bad-port.csv", bad.join("\n").as_bytes());
+        let out = cli.run(&["devices", "import", &file]);
+        let err = out.fails(1);
+        assert!(
+            err.contains("line 4, column port: \"70000\" is not a port (1-65535)"),
+            "{err}"
+        );
+        assert!(err.contains("bad-port.csv"), "{err}");
+        assert!(out.stdout.is_empty(), "{}", out.stdout);
+        assert_eq!(device_count(&db).await, 0);
+
+        // Line 3 has no password: the error says so, and shows no other password.
+        let mut bad: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        let mut fields: Vec<&str> = lines[2].split(',').collect();
+        fields[6] = "";
+        bad[2] = fields.join(",");
+        let file = write(dir.path(), "no-password.csv", bad.join("\n").as_bytes());
+        let err = cli.run(&["devices", "import", &file]).fails(1).to_string();
+        assert!(err.contains("line 3, column password: empty"), "{err}");
+        assert_eq!(device_count(&db).await, 0);
+
+        // A short row, a duplicate id.
+        let mut bad: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        bad.insert(3, "x,y".into());
+        let file = write(dir.path(), "short.csv", bad.join("\n").as_bytes());
+        let err = cli.run(&["devices", "import", &file]).fails(1).to_string();
+        assert!(err.contains("line 4: 2 fields, expected 8"), "{err}");
+        let mut bad: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        bad.push(lines[1].replace(&sim[0].name, "renamed"));
+        let file = write(dir.path(), "dup.csv", bad.join("\n").as_bytes());
+        let err = cli.run(&["devices", "import", &file]).fails(1).to_string();
+        assert!(
+            err.contains(&format!(
+                "line 7, column id: duplicate id {} (also on line 2)",
+                sim[0].id
+            )),
+            "{err}"
+        );
+
+        // Header only; a missing file.
+        let file = write(dir.path(), "empty.csv", lines[0].as_bytes());
+        let err = cli.run(&["devices", "import", &file]).fails(1).to_string();
+        assert!(err.contains("no devices"), "{err}");
+        let missing = dir.path().join("nope.csv");
+        let err = cli
+            .run(&["devices", "import", &missing.to_string_lossy()])
+            .fails(1)
+            .to_string();
+        assert!(err.contains("nope.csv"), "{err}");
+        assert_eq!(device_count(&db).await, 0);
+
+        // The database refuses a row (its name is taken in its tenant by another id):
+        // the line is named and nothing of the file is kept.
+        let full = write(dir.path(), "fleet.csv", text.as_bytes());
+        cli.run(&["devices", "import", &full]).ok();
+        let mut clash: Vec<String> = vec![lines[0].to_string()];
+        clash.push(format!(
+            "{},{},fresh,10.1.1.1,22,u,Pw-Clash-1,",
+            Uuid::new_v4(),
+            Uuid::new_v4()
+        ));
+        let mut fields: Vec<String> = lines[2].split(',').map(str::to_string).collect();
+        fields[0] = Uuid::new_v4().to_string();
+        clash.push(fields.join(","));
+        cli.never_print("Pw-Clash-1");
+        let file = write(dir.path(), "clash.csv", clash.join("\n").as_bytes());
+        let err = cli.run(&["devices", "import", &file]).fails(1).to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("nothing imported"), "{err}");
+        assert_eq!(device_count(&db).await, 5);
+        let fresh: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE name = 'fresh'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(fresh, 0);
+
+        // An existing id under another tenant is refused, with its line.
+        let mut fields: Vec<String> = lines[3].split(',').map(str::to_string).collect();
+        fields[1] = Uuid::new_v4().to_string();
+        let moved = [lines[0].to_string(), lines[1].to_string(), fields.join(",")];
+        let file = write(dir.path(), "tenant.csv", moved.join("\n").as_bytes());
+        let err = cli.run(&["devices", "import", &file]).fails(1).to_string();
+        assert!(err.contains("line 3: "), "{err}");
+        assert!(err.contains("already exists in another tenant"), "{err}");
+        let tenant: Uuid = sqlx::query_scalar("SELECT tenant_id FROM devices WHERE id = $1")
+            .bind(sim[2].id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(tenant, sim[2].tenant_id);
+        db.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn add_and_manage_one_device() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let db = pool(&url).await;
+        let pw = "Add-Secret-42";
+        let pw2 = "Rotated-Secret-43";
+        cli.never_print(pw);
+        cli.never_print(pw2);
+        let with_pw = [("MY_PW", pw)];
+
+        // Defaults: nil tenant, port 22, a new id, enabled.
+        let out = cli.run_with(
+            &[
+                "devices",
+                "add",
+                "--name",
+                "core-1",
+                "--host",
+                "10.20.30.40",
+                "--username",
+                "backup",
+                "--password-env",
+                "MY_PW",
+            ],
+            &with_pw,
+        );
+        let id: Uuid = out.ok().trim().parse().expect("the new id");
+        let d = cli.run(&["devices", "show", "core-1", "--json"]).json();
+        assert_eq!(d["id"], id.to_string());
+        assert_eq!(d["tenant_id"], Uuid::nil().to_string());
+        assert_eq!(d["host"], "10.20.30.40");
+        assert_eq!(d["ssh_port"], 22);
+        assert_eq!(d["username"], "backup");
+        assert_eq!(d["enabled"], true);
+        assert_eq!(d["routeros_version"], serde_json::Value::Null);
+        assert_eq!(d["runs"], serde_json::json!([]));
+        let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_enc FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert!(!sealed.windows(pw.len()).any(|w| w == pw.as_bytes()));
+        assert_eq!(
+            cli.credential_key().open(&id, &sealed).unwrap().expose(),
+            pw
+        );
+
+        // Everything given; ROSBACKUP_PASSWORD is the default variable.
+        let id2 = Uuid::new_v4();
+        let tenant = Uuid::new_v4();
+        let out = cli.run_with(
+            &[
+                "devices",
+                "add",
+                "--name",
+                "edge-2",
+                "--host",
+                "edge-2.example.net",
+                "--port",
+                "8022",
+                "--username",
+                "admin",
+                "--id",
+                &id2.to_string(),
+                "--tenant",
+                &tenant.to_string(),
+                "--routeros-version",
+                "6.49.10",
+                "--interval",
+                "7200",
+                "--cron",
+                "30 2 * * *",
+                "--disabled",
+            ],
+            &[("ROSBACKUP_PASSWORD", pw)],
+        );
+        assert_eq!(out.ok().trim(), id2.to_string());
+        let d = cli
+            .run(&["devices", "show", &id2.to_string(), "--json"])
+            .json();
+        assert_eq!(d["tenant_id"], tenant.to_string());
+        assert_eq!(d["ssh_port"], 8022);
+        assert_eq!(d["routeros_version"], "6.49.10");
+        assert_eq!(d["backup_interval_seconds"], 7200);
+        assert_eq!(d["backup_cron"], "30 2 * * *");
+        assert_eq!(d["enabled"], false);
+        assert_eq!(device_count(&db).await, 2);
+
+        // Refused like an inventory row would be: exit 2 naming the flag, nothing added.
+        let base = [
+            "devices",
+            "add",
+            "--name",
+            "bad",
+            "--host",
+            "10.0.0.1",
+            "--username",
+            "u",
+            "--password-env",
+            "MY_PW",
+        ];
+        for (extra, flag) in [
+            (&["--host", "bad_host!"][..], "--host"),
+            (&["--port", "70000"][..], "--port"),
+            (&["--port", "0"][..], "--port"),
+            (&["--interval", "0"][..], "--interval"),
+            (&["--cron", "* *"][..], "--cron"),
+            (&["--tenant", "acme"][..], "--tenant"),
+            (&["--id", "42"][..], "--id"),
+            (&["--routeros-version", "seven"][..], "--routeros-version"),
+            (&["--name", " "][..], "--name"),
+        ] {
+            let mut args = base.to_vec();
+            args.extend_from_slice(extra);
+            let err = cli.run_with(&args, &with_pw).fails(2).to_string();
+            assert!(err.contains(flag), "{extra:?}: {err}");
+        }
+        let mut args = base.to_vec();
+        args[9] = "UNSET_PW_VAR";
+        let err = cli.run(&args).fails(2).to_string();
+        assert!(err.contains("UNSET_PW_VAR"), "{err}");
+        let err = cli.run_with(&base, &[("MY_PW", "")]).fails(2).to_string();
+        assert!(err.contains("MY_PW"), "{err}");
+        assert_eq!(device_count(&db).await, 2);
+
+        // Duplicates: an id or a (tenant, name) already in the store.
+        let id_string = id.to_string();
+        let mut args = base.to_vec();
+        args.extend_from_slice(&["--id", &id_string]);
+        let err = cli.run_with(&args, &with_pw).fails(1).to_string();
+        assert!(err.contains("already exists"), "{err}");
+        let mut args = base.to_vec();
+        args[3] = "core-1";
+        let err = cli.run_with(&args, &with_pw).fails(1).to_string();
+        assert!(err.contains("already has a device named \"core-1\""), "{err}");
+        assert_eq!(device_count(&db).await, 2);
+
+        // set-credentials lifts an auth_failed block.
+        sqlx::query(
+            "UPDATE devices SET blocked_reason = 'auth_failed', blocked_at = now(), \
+             consecutive_failures = 3, next_due_at = now() + interval '1 day' WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&db)
+        .await
+        .unwrap();
+        let listed = cli.run(&["devices", "list"]);
+        let row = listed
+            .ok()
+            .lines()
+            .find(|l| l.starts_with("core-1"))
+            .unwrap()
+            .to_string();
+        assert!(row.ends_with("auth_failed"), "{row}");
+        let out = cli.run_with(
+            &[
+                "devices",
+                "set-credentials",
+                "core-1",
+                "--username",
+                "backup2",
+                "--password-env",
+                "NEW_PW",
+            ],
+            &[("NEW_PW", pw2)],
+        );
+        assert!(out.ok().contains("auth_failed block lifted"), "{}", out.stdout);
+        let d = cli.run(&["devices", "show", "core-1", "--json"]).json();
+        assert_eq!(d["username"], "backup2");
+        assert_eq!(d["blocked_reason"], serde_json::Value::Null);
+        assert_eq!(d["consecutive_failures"], 0);
+        let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_enc FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(
+            cli.credential_key().open(&id, &sealed).unwrap().expose(),
+            pw2
+        );
+        let err = cli
+            .run(&["devices", "set-credentials", "core-1"])
+            .fails(2)
+            .to_string();
+        assert!(err.contains("ROSBACKUP_PASSWORD"), "{err}");
+
+        // reset-host-key forgets the pin and lifts a host_key_mismatch block.
+        sqlx::query(
+            "UPDATE devices SET ssh_host_key_fingerprint = 'SHA256:pinned', \
+             blocked_reason = 'host_key_mismatch', blocked_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&db)
+        .await
+        .unwrap();
+        let d = cli.run(&["devices", "show", "core-1", "--json"]).json();
+        assert_eq!(d["ssh_host_key_fingerprint"], "SHA256:pinned");
+        cli.run(&["devices", "reset-host-key", &id.to_string()])
+            .ok();
+        let d = cli.run(&["devices", "show", "core-1", "--json"]).json();
+        assert_eq!(d["ssh_host_key_fingerprint"], serde_json::Value::Null);
+        assert_eq!(d["blocked_reason"], serde_json::Value::Null);
+
+        // unblock lifts any block and the backoff, and makes the device due.
+        sqlx::query(
+            "UPDATE devices SET blocked_reason = 'auth_failed', blocked_at = now(), \
+             consecutive_failures = 4, backoff_until = now() + interval '1 hour', \
+             next_due_at = now() + interval '1 day' WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&db)
+        .await
+        .unwrap();
+        cli.run(&["devices", "unblock", "core-1"]).ok();
+        let (blocked, failures, backoff, due_now): (Option<String>, i32, Option<chrono::DateTime<chrono::Utc>>, bool) =
+            sqlx::query_as(
+                "SELECT blocked_reason, consecutive_failures, backoff_until, next_due_at <= now() \
+                 FROM devices WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!((blocked, failures, backoff, due_now), (None, 0, None, true));
+
+        // disable / enable.
+        assert!(cli.run(&["devices", "disable", "core-1"]).ok().starts_with("disabled"));
+        let d = cli.run(&["devices", "show", "core-1", "--json"]).json();
+        assert_eq!(d["enabled"], false);
+        cli.run(&["devices", "enable", &id.to_string()]).ok();
+        let d = cli.run(&["devices", "show", "core-1", "--json"]).json();
+        assert_eq!(d["enabled"], true);
+
+        // show lists runs, newest first.
+        for (status, kind) in [("failed", Some("timeout")), ("success", None)] {
+            sqlx::query(
+                "INSERT INTO backup_runs (device_id, tenant_id, job_id, trigger, worker, started_at, \
+                 finished_at, status, error_kind, duration_ms) \
+                 VALUES ($1, $2, 'job-1', 'manual', 'w1', now(), now(), $3, $4, 12)",
+            )
+            .bind(id)
+            .bind(Uuid::nil())
+            .bind(status)
+            .bind(kind)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        let d = cli.run(&["devices", "show", "core-1", "--json"]).json();
+        let runs = d["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[0]["status"], "success");
+        assert_eq!(runs[1]["error_kind"], "timeout");
+        let out = cli.run(&["devices", "show", "core-1"]);
+        let text = out.ok();
+        assert!(text.contains("core-1") && text.contains("10.20.30.40:22"), "{text}");
+        assert!(text.contains("last 2 runs"), "{text}");
+        assert!(text.contains("timeout"), "{text}");
+
+        // remove; then the device is unknown (exit 1, clear message).
+        let out = cli.run(&["devices", "remove", "core-1"]);
+        assert!(out.ok().contains(&id.to_string()), "{}", out.stdout);
+        assert_eq!(device_count(&db).await, 1);
+        let runs_left: i64 = sqlx::query_scalar("SELECT count(*) FROM backup_runs")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(runs_left, 0);
+        let err = cli.run(&["devices", "show", "core-1"]).fails(1).to_string();
+        assert!(err.contains("no device named \"core-1\""), "{err}");
+        let err = cli
+            .run(&["devices", "remove", &id.to_string()])
+            .fails(1)
+            .to_string();
+        assert!(err.contains(&format!("device {id} not found")), "{err}");
+        for cmd in ["unblock", "enable", "disable", "reset-host-key"] {
+            let err = cli.run(&["devices", cmd, "ghost"]).fails(1).to_string();
+            assert!(err.contains("no device named \"ghost\""), "{cmd}: {err}");
+        }
+        let err = cli
+            .run_with(&["devices", "set-credentials", "ghost"], &[("ROSBACKUP_PASSWORD", pw)])
+            .fails(1)
+            .to_string();
+        assert!(err.contains("ghost"), "{err}");
+        db.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn configuration_and_connection_errors() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        let dir = tempfile::tempdir().unwrap();
+        let (csv, sim) = sim_inventory(dir.path(), 2, "").await;
+        for d in &sim {
+            cli.never_print(&d.password);
+        }
+        let file = write(dir.path(), "fleet.csv", &csv);
+
+        // Not migrated yet: the error says what to do.
+        let err = cli.run(&["devices", "list"]).fails(1).to_string();
+        assert!(err.contains("rosbackup migrate"), "{err}");
+        cli.run(&["migrate"]).ok();
+
+        // The credential key: missing or malformed is a configuration error (exit 2).
+        let mut c = cli.command();
+        c.env_remove("CREDENTIAL_ENCRYPTION_KEY")
+            .args(["devices", "import", &file]);
+        let err = cli.output(c).fails(2).to_string();
+        assert!(
+            err.contains("CREDENTIAL_ENCRYPTION_KEY is not set"),
+            "{err}"
+        );
+        let err = cli
+            .run_with(
+                &["devices", "import", &file],
+                &[("CREDENTIAL_ENCRYPTION_KEY", "c2hvcnQ=")],
+            )
+            .fails(2)
+            .to_string();
+        assert!(err.contains("32"), "{err}");
+        assert!(!err.contains("c2hvcnQ"), "{err}");
+
+        // Scheduling settings are checked.
+        let err = cli
+            .run_with(
+                &["devices", "import", &file],
+                &[
+                    ("CONFIG_BACKUP_JITTER_MIN", "60"),
+                    ("CONFIG_BACKUP_JITTER_MAX", "10"),
+                ],
+            )
+            .fails(2)
+            .to_string();
+        assert!(err.contains("CONFIG_BACKUP_JITTER_MAX"), "{err}");
+        let err = cli
+            .run_with(
+                &["devices", "import", &file],
+                &[("CONFIG_BACKUP_CRON", "not cron")],
+            )
+            .fails(2)
+            .to_string();
+        assert!(err.contains("CONFIG_BACKUP_CRON"), "{err}");
+        let pool = pool(&url).await;
+        assert_eq!(device_count(&pool).await, 0);
+        pool.close().await;
+
+        // DATABASE_URL: wrong scheme is exit 2; unreachable is one line, exit 1, and the
+        // URL's password is never shown.
+        let err = cli
+            .run_with(
+                &["devices", "list"],
+                &[("DATABASE_URL", "mysql://u:Db-Pass-7@h/db")],
+            )
+            .fails(2)
+            .to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+        assert!(!err.contains("Db-Pass-7"), "{err}");
+        let missing_db = crate::common::with_database(&url, "rb_no_such_database").replacen(
+            "://postgres@",
+            "://postgres:Db-Pass-7@",
+            1,
+        );
+        let refused = {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            format!("postgres://postgres:Db-Pass-7@127.0.0.1:{port}/x?password=Db-Pass-7")
+        };
+        for (bad, says) in [
+            (missing_db.as_str(), "rb_no_such_database"),
+            (refused.as_str(), "refused"),
+        ] {
+            for args in [
+                &["migrate"][..],
+                &["devices", "list"][..],
+                &["devices", "import", &file][..],
+            ] {
+                let err = cli
+                    .run_with(args, &[("DATABASE_URL", bad)])
+                    .fails(1)
+                    .to_string();
+                assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+                assert!(err.contains("cannot connect to the database"), "{err}");
+                assert!(err.to_lowercase().contains(says), "{err}");
+                assert!(!err.contains("Db-Pass-7"), "{err}");
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tokens_are_created_listed_and_revoked_and_only_their_hash_is_stored() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let tenant = Uuid::new_v4().to_string();
+        let out = cli.run(&["tokens", "create", "--name", "alice", "--role", "admin"]);
+        let admin = out
+            .ok()
+            .lines()
+            .find(|l| l.starts_with("rbk_"))
+            .expect("the token is printed")
+            .to_string();
+        let viewer = cli
+            .run(&[
+                "tokens", "create", "--name", "acme", "--role", "viewer", "--tenant", &tenant,
+                "--quiet",
+            ])
+            .ok()
+            .trim()
+            .to_string();
+        assert!(viewer.starts_with("rbk_") && !viewer.contains(' '));
+        // The secret half is nowhere in the database, and list never shows it.
+        let pool = pool(&url).await;
+        let stored: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT name, secret_sha256 FROM api_tokens ORDER BY name")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(stored.len(), 2);
+        for (_, hash) in &stored {
+            assert_eq!(hash.len(), 32);
+        }
+        let dump: String = sqlx::query_scalar("SELECT string_agg(t::text, '|') FROM api_tokens t")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        for t in [&admin, &viewer] {
+            let secret = t.rsplit('_').next().unwrap();
+            assert!(!dump.contains(secret), "a token secret is stored in clear");
+        }
+        cli.never_print(admin.rsplit('_').next().unwrap());
+        cli.never_print(viewer.rsplit('_').next().unwrap());
+        let list = cli.run(&["tokens", "list", "--json"]).json();
+        let rows = list.as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        let acme = rows.iter().find(|r| r["name"] == "acme").unwrap();
+        assert_eq!(acme["role"], "viewer");
+        assert_eq!(acme["tenant_id"], serde_json::json!(tenant));
+        let table = cli.run(&["tokens", "list"]);
+        assert!(table.ok().contains("alice") && table.ok().contains("live"));
+
+        // Both authenticate; a revoked one does not.
+        let access =
+            rosbackup::access::Access::new(rosbackup::store::Store::from_pool(pool.clone()));
+        let who = access
+            .authenticate(&viewer)
+            .await
+            .unwrap()
+            .expect("viewer token works");
+        assert_eq!(who.role, rosbackup::access::Role::Viewer);
+        assert_eq!(who.tenant_id.map(|t| t.to_string()), Some(tenant.clone()));
+        cli.run(&["tokens", "revoke", "alice"]).ok();
+        assert!(access.authenticate(&admin).await.unwrap().is_none());
+        assert!(cli.run(&["tokens", "list"]).ok().contains("revoked"));
+        // Revoking again, or something unknown, is a clear error.
+        let err = cli.run(&["tokens", "revoke", "alice"]).fails(1).to_string();
+        assert!(err.contains("no live token"), "{err}");
+        // Bad input: role and tenant are checked before anything is stored.
+        let err = cli
+            .run(&["tokens", "create", "--name", "x", "--role", "root"])
+            .fails(2)
+            .to_string();
+        assert!(err.contains("root"), "{err}");
+        let err = cli
+            .run(&[
+                "tokens", "create", "--name", "x", "--role", "admin", "--tenant", "acme",
+            ])
+            .fails(1)
+            .to_string();
+        assert!(err.contains("--tenant"), "{err}");
+        assert_eq!(
+            cli.run(&["tokens", "list", "--json"])
+                .json()
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rotate_key_re_encrypts_every_password_or_none() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let dir = tempfile::tempdir().unwrap();
+        let (csv, sim) = sim_inventory(dir.path(), 4, "").await;
+        for d in &sim {
+            cli.never_print(&d.password);
+        }
+        let file = write(dir.path(), "fleet.csv", &csv);
+        cli.run(&["devices", "import", &file]).ok();
+        let old = cli.credential_key();
+        let new_b64 = CredentialKey::generate_base64();
+        let new = CredentialKey::from_base64(&new_b64).unwrap();
+        let store = rosbackup::store::Store::from_pool(pool(&url).await);
+
+        // A wrong "old" key changes nothing.
+        let wrong = CredentialKey::generate_base64();
+        let mut c = cli.command();
+        c.args(["devices", "rotate-key"])
+            .env("CREDENTIAL_ENCRYPTION_KEY", &wrong)
+            .env("NEW_CREDENTIAL_ENCRYPTION_KEY", &new_b64);
+        let err = cli.output(c).fails(1).to_string();
+        assert!(err.contains("nothing changed"), "{err}");
+        for d in &sim {
+            assert_eq!(
+                store.password(&old, d.id).await.unwrap().expose(),
+                d.password
+            );
+        }
+        // Same key twice, or no new key: a configuration error.
+        let same = cli.run_with(
+            &["devices", "rotate-key"],
+            &[("NEW_CREDENTIAL_ENCRYPTION_KEY", &cli.key)],
+        );
+        assert!(same.fails(2).contains("NEW_CREDENTIAL_ENCRYPTION_KEY"));
+        assert!(
+            cli.run(&["devices", "rotate-key"])
+                .fails(2)
+                .contains("NEW_CREDENTIAL_ENCRYPTION_KEY")
+        );
+
+        let out = cli.run_with(
+            &["devices", "rotate-key"],
+            &[("NEW_CREDENTIAL_ENCRYPTION_KEY", &new_b64)],
+        );
+        assert!(
+            out.ok().contains("re-encrypted 4 device passwords"),
+            "{}",
+            out.stdout
+        );
+        for d in &sim {
+            assert_eq!(
+                store.password(&new, d.id).await.unwrap().expose(),
+                d.password
+            );
+            assert!(
+                store.password(&old, d.id).await.is_err(),
+                "old key still opens {}",
+                d.name
+            );
+        }
+    })
+    .await;
+}

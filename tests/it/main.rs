@@ -1,0 +1,33 @@
+//! rosbackup's integration tests, in one binary: one module per surface, sharing
+//! `common`. One binary links the product once instead of once per file (see
+//! ARCHITECTURE.md, "Tests"); `cargo test --test it <module>::` runs one surface.
+
+mod common;
+
+mod api_schema;
+mod archive;
+mod cli;
+mod demo;
+mod deploy;
+mod device_garbage;
+mod devices_cli;
+mod fleet;
+mod fleet_faults;
+mod fleet_network;
+mod fleet_resilience;
+mod fuzz_corpus;
+mod nats_snapshot;
+mod normalize_exports;
+mod queue_jobs;
+mod secrets;
+mod sim;
+mod sim_cli;
+mod sim_faults;
+mod sim_shell;
+mod snapshot_encryption;
+mod soak;
+mod sshd_export;
+mod tls;
+mod web_api;
+mod web_browser;
+mod web_history;
