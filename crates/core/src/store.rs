@@ -209,7 +209,7 @@ pub struct RunRecord {
 }
 
 /// The state change an outcome makes to its device (computed by the worker).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateUpdate {
     pub next_due_at: DateTime<Utc>,
     pub consecutive_failures: i32,

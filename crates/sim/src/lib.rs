@@ -23,9 +23,11 @@ pub mod keys;
 pub mod render;
 
 mod cli;
+mod console;
 mod kill;
 mod server;
 mod shell;
+mod state;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -239,8 +241,8 @@ pub enum SimError {
 
 /// A running simulated fleet.
 pub struct Simulator {
-    shared: Arc<server::Shared>,
-    runtime: server::Runtime,
+    shared: Arc<state::Shared>,
+    runtime: state::Runtime,
 }
 
 impl Simulator {

@@ -13,7 +13,7 @@
 //! generated configs set as `/system identity`), echo of typed characters (backspace
 //! erases, Ctrl-C drops the line, escape sequences such as arrow keys are ignored), CR,
 //! LF or CRLF end a line, and the line is answered by the same code as an exec channel
-//! ([`super::server::answer`]) — same text, same faults — followed by a fresh prompt.
+//! ([`super::console::answer`]) — same text, same faults — followed by a fresh prompt.
 //! `quit` or `/quit` closes the channel. What it leaves out: RouterOS's per-keystroke
 //! prompt redraws, colours, tab completion, history, line wrapping at the terminal width.
 
@@ -24,8 +24,9 @@ use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelWriteHalf};
 use tokio::sync::mpsc;
 
+use super::console::{Answered, answer, completed};
 use super::kill::Kill;
-use super::server::{Answered, Shared, answer, completed};
+use super::state::Shared;
 
 /// Longest line the console keeps; further typed characters are dropped (not echoed).
 const MAX_LINE: usize = 4096;

@@ -1,0 +1,382 @@
+//! One job from start to finish, as I/O around the decisions in [`super::rules`]: read
+//! the device, apply the skip rules, take the lease, back up under it, and write the
+//! outcome fenced by the lease token.
+
+use super::JobEnv;
+use super::rules::{self, Failure, JobReport, Outcome, Skip, SkipRecord};
+use crate::backup::{self, BackupError};
+use crate::device::Target;
+use crate::queue::BackupJob;
+use crate::store::{Device, Lease, LeaseAttempt, RunRecord, RunStatus, StoreError, Trigger};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// Run one job. `worker` names the execution in the run history.
+pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobReport, StoreError> {
+    let started_at = Utc::now();
+    let Some(device) = env.store.device(job.device_id).await? else {
+        debug!("device no longer exists; job ends");
+        return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
+    };
+    let manual = job.trigger == Trigger::Manual;
+    if let Some(skip) = rules::precheck(&device, job) {
+        return skip_job(env, job, &device, worker, started_at, &skip).await;
+    }
+    // A Redis hiccup here must not fail the backup: the seed's rule treats an unknown
+    // status as "maybe online".
+    if !env.queue.device_online(&device.id).await.unwrap_or(true) {
+        return skip_job(env, job, &device, worker, started_at, &Skip::Offline).await;
+    }
+
+    // ---- the lease ----
+    let lease = Lease {
+        device_id: device.id,
+        job_id: job.job_id.clone(),
+        token: uuid::Uuid::new_v4(),
+        worker: worker.to_string(),
+        ttl: env.lease_ttl,
+    };
+    let mut waited = false;
+    let starts = loop {
+        match env.store.acquire_lease(&lease).await? {
+            LeaseAttempt::Acquired { takeover, starts } => {
+                if takeover {
+                    env.metrics.lease_takeovers.inc();
+                    info!("took over an expired lease");
+                }
+                if waited && !manual {
+                    // The execution we waited for may have finished this very job.
+                    let fresh = env.store.device(device.id).await?;
+                    if fresh
+                        .is_none_or(|d| d.outstanding_job.as_deref() != Some(job.job_id.as_str()))
+                    {
+                        env.store.release_lease(&lease).await?;
+                        return Ok(JobReport::quiet(
+                            RunStatus::Skipped,
+                            "completed by an earlier execution",
+                        ));
+                    }
+                }
+                break starts;
+            }
+            LeaseAttempt::NoDevice => {
+                return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
+            }
+            LeaseAttempt::Held { job_id, expires_at } if job_id == job.job_id => {
+                // This very job is still leased by an execution presumed dead (apalis
+                // re-queued it). Wait for that lease to expire; never overlap.
+                let wait = (expires_at - Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(env.lease_ttl)
+                    + Duration::from_millis(200);
+                debug!(
+                    ?wait,
+                    "waiting for the previous execution's lease to expire"
+                );
+                tokio::time::sleep(wait).await;
+                waited = true;
+            }
+            LeaseAttempt::Held { expires_at, .. } => {
+                let skip = Skip::Locked { until: expires_at };
+                return skip_job(env, job, &device, worker, started_at, &skip).await;
+            }
+        }
+    };
+    env.held
+        .lock()
+        .map(|mut h| h.insert(job.job_id.clone(), lease.clone()))
+        .ok();
+    let result = run_leased(env, job, &device, &lease, starts, started_at).await;
+    env.held.lock().map(|mut h| h.remove(&job.job_id)).ok();
+    result
+}
+
+/// Carry out a skip: count it, write what [`rules::skip_effect`] says, report it.
+async fn skip_job(
+    env: &JobEnv,
+    job: &BackupJob,
+    device: &Device,
+    worker: &str,
+    started_at: DateTime<Utc>,
+    skip: &Skip,
+) -> Result<JobReport, StoreError> {
+    let effect = rules::skip_effect(skip, job.trigger == Trigger::Manual);
+    if let Some(label) = effect.metric {
+        env.metrics.backup_total.with_label_values(&[label]).inc();
+    }
+    let run = |status: RunStatus, kind: Option<String>, message: String| RunRecord {
+        device_id: device.id,
+        tenant_id: device.tenant_id,
+        job_id: job.job_id.clone(),
+        trigger: job.trigger,
+        worker: worker.to_string(),
+        started_at,
+        finished_at: Utc::now(),
+        status,
+        error_kind: kind,
+        error_message: Some(message),
+        bytes: None,
+        sha256: None,
+    };
+    match effect.record {
+        SkipRecord::Nothing => {
+            debug!(?skip, "job skipped");
+        }
+        SkipRecord::ReleaseClaim => {
+            env.store.release_claim(device.id, &job.job_id).await?;
+        }
+        SkipRecord::ReleaseClaimUntil(until) => {
+            env.store
+                .release_claim_until(device.id, &job.job_id, until)
+                .await?;
+        }
+        SkipRecord::Run {
+            status,
+            error_kind,
+            message,
+        } => {
+            env.store
+                .record_run(&run(status, error_kind, message), env.keep_runs)
+                .await?;
+        }
+        SkipRecord::SkippedAndRescheduled { message } => {
+            let sched = env.schedule.for_device(
+                device.backup_interval_seconds,
+                device.backup_cron.as_deref(),
+            );
+            let next = sched.next_after(Utc::now());
+            env.store
+                .record_skip(&run(RunStatus::Skipped, None, message), next, env.keep_runs)
+                .await?;
+        }
+    }
+    Ok(effect.report)
+}
+
+/// The part of a job that runs under the lease.
+async fn run_leased(
+    env: &JobEnv,
+    job: &BackupJob,
+    device: &Device,
+    lease: &Lease,
+    starts: i32,
+    started_at: DateTime<Utc>,
+) -> Result<JobReport, StoreError> {
+    let sched = env.schedule.for_device(
+        device.backup_interval_seconds,
+        device.backup_cron.as_deref(),
+    );
+    let outcome: Result<backup::Collected, Failure> =
+        match rules::given_up(starts, env.max_job_starts) {
+            Some(failure) => Err(failure),
+            None => {
+                env.metrics.backup_active.inc();
+                let timer = env.metrics.backup_duration.start_timer();
+                let r = backup_under_lease(env, device, lease).await;
+                timer.observe_duration();
+                env.metrics.backup_active.dec();
+                match r {
+                    Ok(Some(c)) => Ok(c),
+                    Ok(None) => {
+                        env.metrics.lease_lost.inc();
+                        warn!(
+                            "lease lost during the backup; nothing published, no outcome written"
+                        );
+                        return Ok(JobReport::quiet(RunStatus::Skipped, "lease lost"));
+                    }
+                    Err(e) => Err(Failure {
+                        kind: e.kind(),
+                        message: e.to_string(),
+                        presented_fingerprint: match &e {
+                            BackupError::Export(x) => x.presented_fingerprint().map(str::to_string),
+                            _ => None,
+                        },
+                    }),
+                }
+            }
+        };
+
+    let now = Utc::now();
+    let settled = rules::settle(
+        device,
+        &sched,
+        now,
+        match &outcome {
+            Ok(c) => Outcome::Success {
+                sha256: &c.sha256,
+                bytes: c.normalized.len(),
+                fingerprint: &c.export.fingerprint,
+                routeros_version: c.export.routeros_version.as_deref(),
+            },
+            Err(f) => Outcome::Failed(f),
+        },
+    );
+    let record = RunRecord {
+        device_id: device.id,
+        tenant_id: device.tenant_id,
+        job_id: job.job_id.clone(),
+        trigger: job.trigger,
+        worker: lease.worker.clone(),
+        started_at,
+        finished_at: now,
+        status: settled.status,
+        error_kind: settled.error_kind.clone(),
+        error_message: settled.message.clone(),
+        bytes: settled.bytes,
+        sha256: settled.sha256.clone(),
+    };
+    let written = write_outcome(env, lease, &record, &settled.state).await?;
+    if !written {
+        env.metrics.lease_lost.inc();
+        warn!("lease lost before the outcome was written; a newer execution owns the device");
+        return Ok(JobReport::quiet(RunStatus::Skipped, "lease lost"));
+    }
+    match &outcome {
+        Ok(_) => {
+            env.metrics
+                .backup_total
+                .with_label_values(&["success"])
+                .inc();
+            info!(
+                sha256 = settled.sha256.as_deref().unwrap_or(""),
+                bytes = settled.bytes,
+                "backup published"
+            );
+        }
+        Err(failure) => {
+            env.metrics.backup_total.with_label_values(&["error"]).inc();
+            env.metrics
+                .backup_errors
+                .with_label_values(&[failure.kind.as_str()])
+                .inc();
+            warn!(
+                error_kind = failure.kind.as_str(),
+                error = settled.message.as_deref().unwrap_or(""),
+                presented_fingerprint = failure.presented_fingerprint.as_deref().unwrap_or(""),
+                hint = failure.kind.hint(),
+                "backup failed"
+            );
+        }
+    }
+    Ok(JobReport {
+        status: settled.status,
+        error_kind: settled.error_kind,
+        message: settled.message,
+        sha256: settled.sha256,
+    })
+}
+
+/// Write the outcome fenced by the lease (`Ok(false)`: the lease was lost). When
+/// PostgreSQL refuses the row for good (a value it cannot store, e.g. device-supplied
+/// text), retrying would fail the same way forever and the device would be exported
+/// again and again with no run recorded, so the outcome is written once more without any
+/// device-supplied text.
+async fn write_outcome(
+    env: &JobEnv,
+    lease: &Lease,
+    record: &RunRecord,
+    state: &crate::store::StateUpdate,
+) -> Result<bool, StoreError> {
+    match env
+        .store
+        .record_outcome(lease, record, state, env.keep_runs)
+        .await
+    {
+        Err(err) if refused_for_good(&err) => {
+            let code = sqlstate(&err).unwrap_or_default();
+            warn!(sqlstate = %code, "outcome refused by PostgreSQL; recording it without device-supplied text");
+            let mut record = record.clone();
+            let mut state = state.clone();
+            state.routeros_version = None;
+            record.error_message = Some(format!(
+                "the outcome could not be stored as reported (PostgreSQL SQLSTATE {code}); device-supplied text was dropped{}",
+                record
+                    .error_kind
+                    .as_deref()
+                    .map(|k| format!("; error kind was {k}"))
+                    .unwrap_or_default()
+            ));
+            env.store
+                .record_outcome(lease, &record, &state, env.keep_runs)
+                .await
+        }
+        other => other,
+    }
+}
+
+/// Export, normalize, hash and publish while renewing the lease. `Ok(None)` when the
+/// lease was lost: the export is abandoned and nothing is published.
+async fn backup_under_lease(
+    env: &JobEnv,
+    device: &Device,
+    lease: &Lease,
+) -> Result<Option<backup::Collected>, BackupError> {
+    let password = match env.store.password(&env.key, device.id).await {
+        Ok(p) => p,
+        Err(e) => {
+            return Err(BackupError::Export(
+                crate::device::ExportError::InvalidTarget(format!("credentials: {e}")),
+            ));
+        }
+    };
+    let target = Target {
+        host: device.host.clone(),
+        port: u16::try_from(device.ssh_port).unwrap_or(22),
+        username: device.username.clone(),
+        password,
+        known_fingerprint: device.ssh_host_key_fingerprint.clone(),
+        routeros_version: device.routeros_version.clone(),
+    };
+    let renew_every = env.lease_ttl / 3;
+    let work = async {
+        let collected =
+            backup::collect(&target, &env.backup.export, env.backup.normalization).await?;
+        // Fencing before the only externally visible step: publish only while ours.
+        if !env.store.renew_lease(lease).await.unwrap_or(false) {
+            return Ok(None);
+        }
+        backup::publish_for_job(
+            &env.publisher,
+            &collected,
+            &device.id.to_string(),
+            &device.tenant_id.to_string(),
+            &lease.job_id,
+        )
+        .await?;
+        Ok(Some(collected))
+    };
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(renew_every);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            _ = ticker.tick() => {
+                match env.store.renew_lease(lease).await {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(None),
+                    // PostgreSQL unreachable: keep going while the lease may still be
+                    // valid; the fenced outcome write decides in the end.
+                    Err(e) => warn!(error = %e, "lease renewal failed"),
+                }
+            }
+        }
+    }
+}
+
+/// The SQLSTATE of an error PostgreSQL answered with, if it is one.
+fn sqlstate(err: &StoreError) -> Option<String> {
+    match err {
+        StoreError::Db(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// PostgreSQL refused a value for good: class 22 (data exception: invalid byte sequence,
+/// value too long, out of range) or 54 (program limit exceeded). Connection failures and
+/// everything else are retried as before.
+fn refused_for_good(err: &StoreError) -> bool {
+    sqlstate(err).is_some_and(|c| c.starts_with("22") || c.starts_with("54"))
+}

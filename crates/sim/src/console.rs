@@ -1,0 +1,342 @@
+//! The answers to RouterOS commands: parsing a command line, writing the device's output
+//! and fault behaviour to a channel, and recording a completed export. Exec channels
+//! (`server`) and the interactive shell (`shell`) both answer through here, so the same
+//! command gets the same text and the same faults either way.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use russh::ChannelWriteHalf;
+use russh::server::Msg;
+
+use super::config_gen::RenderOpts;
+use super::faults::Fault;
+use super::kill::Kill;
+use super::render;
+use super::state::*;
+
+/// Parsed exec command.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Cmd {
+    Export(RenderOpts),
+    Text(String),
+    Resource,
+}
+
+/// Splits a command into words with byte offsets (separators: whitespace and `/`).
+pub(crate) fn words(cmd: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, c) in cmd.char_indices() {
+        let sep = c.is_whitespace() || c == '/';
+        match (sep, start) {
+            (true, Some(s)) => {
+                out.push((s, &cmd[s..i]));
+                start = None;
+            }
+            (false, None) => start = Some(i),
+            _ => {}
+        }
+    }
+    if let Some(s) = start {
+        out.push((s, &cmd[s..]));
+    }
+    out
+}
+
+pub(crate) fn parse_cmd(cmd: &str, v6: bool) -> Cmd {
+    let cmd = cmd.trim_end_matches(['\r', '\n']);
+    let w = words(cmd);
+    let names: Vec<&str> = w.iter().map(|(_, s)| *s).collect();
+    match names.as_slice() {
+        ["export", args @ ..] => {
+            let mut opts = RenderOpts {
+                terse: false,
+                sensitive: v6,
+            };
+            for (k, a) in args.iter().enumerate() {
+                let offset = w[k + 1].0;
+                match *a {
+                    "terse" => opts.terse = true,
+                    "hide-sensitive" => opts.sensitive = false,
+                    "show-sensitive" if !v6 => opts.sensitive = true,
+                    "verbose" | "compact" => {}
+                    a if a.starts_with("file=") => {}
+                    _ => return Cmd::Text(render::expected_end(offset)),
+                }
+            }
+            Cmd::Export(opts)
+        }
+        ["system", "resource", "print", ..] => Cmd::Resource,
+        [] => Cmd::Text(String::new()),
+        _ => Cmd::Text(render::bad_command(cmd)),
+    }
+}
+
+/// Write command output, counting what the client let through.
+pub(crate) async fn send(rt: &DeviceRt, tx: &ChannelWriteHalf<Msg>, data: Bytes) -> bool {
+    let n = data.len() as u64;
+    if tx.data_bytes(data).await.is_ok() {
+        rt.bytes_sent.fetch_add(n, Ordering::Relaxed);
+        true
+    } else {
+        false
+    }
+}
+
+pub(crate) async fn finish(tx: &ChannelWriteHalf<Msg>) -> bool {
+    tx.exit_status(0).await.is_ok() && tx.eof().await.is_ok() && tx.close().await.is_ok()
+}
+
+pub(crate) async fn run_exec(
+    shared: &Arc<Shared>,
+    idx: usize,
+    kill: &Arc<Kill>,
+    tx: ChannelWriteHalf<Msg>,
+    cmd: &str,
+) {
+    match answer(shared, idx, kill, &tx, cmd).await {
+        Answered::Done => {
+            finish(&tx).await;
+        }
+        Answered::Export(bytes, started_at) => {
+            if finish(&tx).await {
+                completed(shared, idx, bytes, started_at);
+            }
+        }
+        Answered::Gone => {}
+    }
+}
+
+/// How [`answer`] left the channel.
+pub(crate) enum Answered {
+    /// The whole answer was written.
+    Done,
+    /// A complete healthy export was written (its bytes and when the command arrived, for
+    /// the stats, the session log and `--export-dir` once the caller has finished the
+    /// channel its way).
+    Export(Bytes, chrono::DateTime<chrono::Utc>),
+    /// The client went away or a fault cut the connection: write nothing more.
+    Gone,
+}
+
+/// Writes the device's answer to one command — output and fault behaviour — to `tx`.
+/// Shared by exec channels and the interactive shell (`shell`), which differ only
+/// in what follows the answer (exit status and close vs. the next prompt).
+pub(crate) async fn answer(
+    shared: &Arc<Shared>,
+    idx: usize,
+    kill: &Arc<Kill>,
+    tx: &ChannelWriteHalf<Msg>,
+    cmd: &str,
+) -> Answered {
+    let d = &shared.devices[idx];
+    let rt = &shared.rt[idx];
+    let sent = |ok: bool| if ok { Answered::Done } else { Answered::Gone };
+    if d.fault == Some(Fault::Garbage) {
+        return sent(
+            send(
+                rt,
+                tx,
+                Bytes::from_static(render::garbage_text().as_bytes()),
+            )
+            .await,
+        );
+    }
+    let v6 = render::is_v6(&d.routeros_version);
+    match parse_cmd(cmd, v6) {
+        Cmd::Text(t) => sent(t.is_empty() || send(rt, tx, Bytes::from(t)).await),
+        Cmd::Resource => {
+            let board = if rt.board.is_empty() {
+                match &rt.source {
+                    Source::Generated { target } => shared.model(idx, *target).model.clone(),
+                    Source::File(f) => f.board.clone(),
+                }
+            } else {
+                rt.board.clone()
+            };
+            let text = render::resource_print(&render::ResourceInfo {
+                version: &d.routeros_version,
+                board_name: &board,
+                uptime_secs: 86_400 * (1 + (rt.index as u64 % 90)) + rt.started.elapsed().as_secs(),
+                seed: shared.cfg.seed.wrapping_add(idx as u64),
+            });
+            sent(send(rt, tx, Bytes::from(text)).await)
+        }
+        Cmd::Export(opts) => {
+            let started_at = chrono::Utc::now();
+            if !shared.cfg.export_delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(shared.cfg.export_delay) => {}
+                    _ = kill.killed() => return Answered::Gone,
+                }
+            }
+            if d.fault == Some(Fault::Huge) {
+                return sent(stream_huge(shared, idx, tx).await);
+            }
+            if d.fault == Some(Fault::EndlessLine) {
+                stream_endless(shared, idx, kill, tx).await;
+                return Answered::Gone;
+            }
+            let bytes = shared.export(idx, opts);
+            *rt.last_export.lock().expect("last_export poisoned") = Some(bytes.clone());
+            let timing = &shared.cfg.timing;
+            match d.fault {
+                Some(Fault::Stall) => {
+                    let cut = cut_at(&bytes, timing.stall_fraction);
+                    send(rt, tx, bytes.slice(..cut)).await;
+                    kill.killed().await;
+                    Answered::Gone
+                }
+                Some(Fault::Drop) => {
+                    let cut = cut_at(&bytes, timing.drop_fraction);
+                    send(rt, tx, bytes.slice(..cut)).await;
+                    tokio::time::sleep(timing.drop_delay).await;
+                    kill.kill();
+                    Answered::Gone
+                }
+                Some(Fault::Slow) => {
+                    let mut pos = 0;
+                    let lines = timing.slow_lines.max(1);
+                    while pos < bytes.len() {
+                        let mut end = pos;
+                        for _ in 0..lines {
+                            end = match bytes[end..].iter().position(|b| *b == b'\n') {
+                                Some(k) => end + k + 1,
+                                None => bytes.len(),
+                            };
+                            if end >= bytes.len() {
+                                break;
+                            }
+                        }
+                        if !send(rt, tx, bytes.slice(pos..end)).await {
+                            return Answered::Gone;
+                        }
+                        pos = end;
+                        if pos < bytes.len() {
+                            tokio::select! {
+                                _ = tokio::time::sleep(timing.slow_interval) => {}
+                                _ = kill.killed() => return Answered::Gone,
+                            }
+                        }
+                    }
+                    Answered::Export(bytes, started_at)
+                }
+                _ => {
+                    if send(rt, tx, bytes.clone()).await {
+                        Answered::Export(bytes, started_at)
+                    } else {
+                        Answered::Gone
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn cut_at(bytes: &Bytes, fraction: f64) -> usize {
+    ((bytes.len() as f64 * fraction.clamp(0.0, 1.0)) as usize).min(bytes.len())
+}
+
+pub(crate) fn completed(
+    shared: &Arc<Shared>,
+    idx: usize,
+    bytes: Bytes,
+    started_at: chrono::DateTime<chrono::Utc>,
+) {
+    shared.rt[idx].exports.fetch_add(1, Ordering::Relaxed);
+    if let Some(log) = &shared.session_log {
+        let record = super::SessionRecord::new(shared.devices[idx].id, started_at, &bytes);
+        match serde_json::to_string(&record) {
+            Ok(mut line) => {
+                line.push('\n');
+                let mut w = log.lock().expect("session log poisoned");
+                if let Err(e) = std::io::Write::write_all(&mut *w, line.as_bytes()) {
+                    tracing::warn!(error = %e, "cannot write the session log");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialize a session record"),
+        }
+    }
+    if let Some(dir) = &shared.cfg.export_dir {
+        let path = dir.join(format!("{}.rsc", shared.devices[idx].id));
+        tokio::spawn(async move {
+            if let Err(e) = write_atomic(&path, &bytes).await {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write export copy");
+            }
+        });
+    }
+}
+
+/// `huge`: a valid header, then address-list lines until `huge_bytes`, produced lazily.
+/// False when the client went away.
+pub(crate) async fn stream_huge(
+    shared: &Arc<Shared>,
+    idx: usize,
+    tx: &ChannelWriteHalf<Msg>,
+) -> bool {
+    let d = &shared.devices[idx];
+    let total = shared.cfg.huge_bytes;
+    let mut head = render::export_header(&d.routeros_version, chrono::Utc::now());
+    head.push_str("\r\n# software id = HUGE-0000\r\n#\r\n# model = CCR2216-1G-12XS-2XQ\r\n/ip firewall address-list\r\n");
+    let mut sent: u64 = 0;
+    let mut chunk = String::with_capacity(70_000);
+    chunk.push_str(&head);
+    let mut n: u64 = 0;
+    loop {
+        while chunk.len() < 64 * 1024 {
+            chunk.push_str(&format!(
+                "add address=10.{}.{}.{} list=huge-{}\r\n",
+                (n >> 16) & 0xff,
+                (n >> 8) & 0xff,
+                n & 0xff,
+                n % 7
+            ));
+            n += 1;
+        }
+        let remaining = total.saturating_sub(sent);
+        if remaining == 0 {
+            break;
+        }
+        let take = (chunk.len() as u64).min(remaining) as usize;
+        let piece = Bytes::copy_from_slice(&chunk.as_bytes()[..take]);
+        chunk.clear();
+        if !send(&shared.rt[idx], tx, piece).await {
+            return false;
+        }
+        sent += take as u64;
+    }
+    true
+}
+
+/// `endless-line`: a valid header and section, then one line that never ends, until the
+/// client goes away or the simulator stops. Never an exit status.
+pub(crate) async fn stream_endless(
+    shared: &Arc<Shared>,
+    idx: usize,
+    kill: &Arc<Kill>,
+    tx: &ChannelWriteHalf<Msg>,
+) {
+    let d = &shared.devices[idx];
+    let rt = &shared.rt[idx];
+    let timing = &shared.cfg.timing;
+    let mut head = render::export_header(&d.routeros_version, chrono::Utc::now());
+    head.push_str("\r\n/system script\r\nadd name=endless source=\"");
+    if !send(rt, tx, Bytes::from(head)).await {
+        return;
+    }
+    let chunk = Bytes::from(vec![b'A'; timing.endless_chunk.max(1)]);
+    loop {
+        tokio::select! {
+            ok = send(rt, tx, chunk.clone()) => if !ok { return },
+            _ = kill.killed() => return,
+        }
+        if !timing.endless_interval.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(timing.endless_interval) => {}
+                _ = kill.killed() => return,
+            }
+        }
+    }
+}
