@@ -17,15 +17,13 @@
 //!   row, online check, lease, password decryption, export, normalize + hash, fencing,
 //!   publish with ack, outcome transaction. Its CPU is the pipeline CPU of the overhead
 //!   ratio `(pipeline − bare) / bare`.
-//! * **phases**: the same library calls in the same order as `worker::execute` (device
-//!   row + online check + lease + password → export → normalize + hash → lease renewal as
-//!   the fence → `backup::publish_for_job` → `Store::record_outcome`), with a clock read
-//!   between them. `execute` has no seams between its steps and we did not want to add
-//!   timing hooks to the job path, so the split comes from this replica; its total is
-//!   printed beside `execute`'s so a drift between the two would show. The only seam added
-//!   to the library is [`rosbackup::device::export_with_marks`], which reports the end of
-//!   TCP connect, of handshake + auth, and of the commands, so one export's CPU can be
-//!   split into *handshake* (connect + kex + auth) and *transfer* (exec + read + close).
+//! * **phases**: the same `worker::execute`, run inside `rosbackup::marks::with_marks`
+//!   with a clock read at every boundary the job path marks: export start (device row,
+//!   skip rules, online check, lease and password done), the end of the SSH handshake and
+//!   authentication, the export complete, normalized and hashed, fenced, published. So the
+//!   split comes from the real path, not a replica; its total is printed beside the
+//!   pipeline case's as a check. The marks cost one task-local lookup each outside a
+//!   benchmark. *Handshake* is connect + kex + auth, *transfer* exec + read + close.
 //!   *Bookkeeping* is everything the worker does in PostgreSQL and Redis around the
 //!   export: device row, online check (Redis), lease, password, fence, outcome.
 //!
@@ -53,22 +51,21 @@
 
 use crate::record::{Record, Sink};
 use anyhow::{Context, anyhow, bail};
-use rosbackup::backup::{self, Collected};
 use rosbackup::config::BackupSettings;
 use rosbackup::credentials::CredentialKey;
 use rosbackup::device::{self, Phase, Target};
+use rosbackup::marks::{self, Mark as JobMark};
 use rosbackup::metrics::Metrics;
-use rosbackup::normalize;
 use rosbackup::queue::{BackupJob, Queue, QueueConfig};
 use rosbackup::schedule::ScheduleSettings;
 use rosbackup::sim::{SimConfig, Simulator};
 use rosbackup::snapshot::{Publisher, PublisherConfig};
-use rosbackup::store::{Lease, LeaseAttempt, RunRecord, RunStatus, StateUpdate, Store, Trigger};
+use rosbackup::store::{RunStatus, Store};
 use rosbackup::worker::JobEnv;
 use rosbackup_harness::demo::with_database;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -433,161 +430,64 @@ impl Bench {
         ))
     }
 
-    /// `worker::execute`'s steps, in its order, with a clock between them.
+    /// The real `worker::execute` with a clock read at every mark it passes
+    /// (`rosbackup::marks`): the phases of the very path the pipeline case times.
     async fn phases(&mut self, s: &mut RunSamples) -> anyhow::Result<()> {
         let job = self.claim().await?;
-        let env = self.env.clone();
+        let seen: Arc<Mutex<Vec<(JobMark, Mark)>>> = Arc::new(Mutex::new(Vec::with_capacity(8)));
+        let hook = {
+            let seen = seen.clone();
+            move |m: JobMark| {
+                let now = Mark::now();
+                if let Ok(mut v) = seen.lock() {
+                    v.push((m, now));
+                }
+            }
+        };
+        let t0 = Mark::now();
+        let report =
+            marks::with_marks(hook, rosbackup::worker::execute(&self.env, &job, "bench")).await?;
+        let end = Mark::now();
+        if report.status != RunStatus::Success {
+            bail!(
+                "phases backup ended {:?}: {:?} {:?}",
+                report.status,
+                report.error_kind,
+                report.message
+            );
+        }
+        let seen = seen
+            .lock()
+            .map_err(|_| anyhow!("marks lock poisoned"))?
+            .clone();
+        let at = |m: JobMark| {
+            seen.iter()
+                .find(|(k, _)| *k == m)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| anyhow!("execute passed no {m:?} mark"))
+        };
+        let (start, hs, exported, collected, fenced, published) = (
+            at(JobMark::ExportStart)?,
+            at(JobMark::Export(Phase::Handshake))?,
+            at(JobMark::Exported)?,
+            at(JobMark::Collected)?,
+            at(JobMark::Fenced)?,
+            at(JobMark::Published)?,
+        );
         let mut costs: HashMap<&'static str, Cost> = HashMap::new();
         let mut add = |k: &'static str, c: Cost| {
             let e = costs.entry(k).or_default();
             *e = e.add(c);
         };
-        let started_at = chrono::Utc::now();
-
-        // Bookkeeping: the device row, the job checks, the online flag, the lease.
-        let t0 = Mark::now();
-        let device = env
-            .store
-            .device(job.device_id)
-            .await?
-            .ok_or_else(|| anyhow!("device vanished"))?;
-        if device.outstanding_job.as_deref() != Some(job.job_id.as_str())
-            || device.next_due_at.timestamp() > job.due_at + 1
-            || !device.enabled
-            || device.blocked_reason.is_some()
-        {
-            bail!("the claimed job is not runnable");
-        }
-        let online = env.queue.device_online(&device.id).await.unwrap_or(true);
-        if !online {
-            bail!("device marked offline in Redis");
-        }
-        let lease = Lease {
-            device_id: device.id,
-            job_id: job.job_id.clone(),
-            token: Uuid::new_v4(),
-            worker: "bench".to_string(),
-            ttl: env.lease_ttl,
-        };
-        match env.store.acquire_lease(&lease).await? {
-            LeaseAttempt::Acquired { .. } => {}
-            other => bail!("lease not acquired: {other:?}"),
-        }
-        env.held
-            .lock()
-            .map(|mut h| h.insert(job.job_id.clone(), lease.clone()))
-            .ok();
-        let sched = env.schedule.for_device(
-            device.backup_interval_seconds,
-            device.backup_cron.as_deref(),
-        );
-        env.metrics.backup_active.inc();
-        let timer = env.metrics.backup_duration.start_timer();
-        let password = env.store.password(&env.key, device.id).await?;
-        let target = Target {
-            host: device.host.clone(),
-            port: u16::try_from(device.ssh_port).unwrap_or(22),
-            username: device.username.clone(),
-            password,
-            known_fingerprint: device.ssh_host_key_fingerprint.clone(),
-            routeros_version: device.routeros_version.clone(),
-        };
-        let t1 = Mark::now();
-        add("bookkeeping", Cost::between(t0, t1));
-
-        // Export: handshake (connect + kex + auth), then transfer (exec + read + close).
-        let mut marks: Vec<(Phase, Mark)> = Vec::with_capacity(3);
-        let export = device::export_with_marks(&target, &env.backup.export, &mut |p| {
-            marks.push((p, Mark::now()))
-        })
-        .await
-        .context("export")?;
-        let t2 = Mark::now();
-        let hs = marks
-            .iter()
-            .find(|(p, _)| *p == Phase::Handshake)
-            .map(|(_, m)| *m)
-            .ok_or_else(|| anyhow!("no handshake mark"))?;
-        add("handshake", Cost::between(t1, hs));
-        add("transfer", Cost::between(hs, t2));
-
-        // Normalize + hash: what `backup::collect` does after the export.
-        let version = env.backup.normalization;
-        let (normalized, sha256) = normalize::normalize_and_hash(&export.raw, version);
-        let collected = Collected {
-            export,
-            collected_at: rosbackup::snapshot::now_rfc3339(),
-            normalized,
-            sha256,
-            normalization_version: version,
-        };
-        let t3 = Mark::now();
-        add("normalize_hash", Cost::between(t2, t3));
-
-        // Fence: publish only while the lease is ours.
-        if !env.store.renew_lease(&lease).await? {
-            bail!("lease lost");
-        }
-        let t4 = Mark::now();
-        add("bookkeeping", Cost::between(t3, t4));
-
-        backup::publish_for_job(
-            &env.publisher,
-            &collected,
-            &device.id.to_string(),
-            &device.tenant_id.to_string(),
-            &lease.job_id,
-        )
-        .await
-        .context("publish")?;
-        let t5 = Mark::now();
-        add("publish", Cost::between(t4, t5));
-
-        // The outcome: state and run row in one fenced transaction.
-        timer.observe_duration();
-        env.metrics.backup_active.dec();
-        let now = chrono::Utc::now();
-        let record = RunRecord {
-            device_id: device.id,
-            tenant_id: device.tenant_id,
-            job_id: job.job_id.clone(),
-            trigger: Trigger::Scheduled,
-            worker: lease.worker.clone(),
-            started_at,
-            finished_at: now,
-            status: RunStatus::Success,
-            error_kind: None,
-            error_message: None,
-            bytes: Some(collected.normalized.len() as i64),
-            sha256: Some(collected.sha256.clone()),
-        };
-        let state = StateUpdate {
-            next_due_at: sched.next_after(now),
-            consecutive_failures: 0,
-            backoff_until: None,
-            blocked_reason: None,
-            tofu_fingerprint: Some(collected.export.fingerprint.clone()),
-            routeros_version: collected
-                .export
-                .routeros_version
-                .clone()
-                .filter(|v| !v.is_empty()),
-        };
-        if !env
-            .store
-            .record_outcome(&lease, &record, &state, env.keep_runs)
-            .await?
-        {
-            bail!("lease lost before the outcome");
-        }
-        env.metrics
-            .backup_total
-            .with_label_values(&["success"])
-            .inc();
-        tracing::info!(sha256 = %collected.sha256, bytes = record.bytes, "backup published");
-        env.held.lock().map(|mut h| h.remove(&job.job_id)).ok();
-        let t6 = Mark::now();
-        add("bookkeeping", Cost::between(t5, t6));
+        // Bookkeeping: device row, skip rules, online check, lease, password (before the
+        // export); the fence (before publishing); the outcome, metrics and log (after).
+        add("bookkeeping", Cost::between(t0, start));
+        add("handshake", Cost::between(start, hs));
+        add("transfer", Cost::between(hs, exported));
+        add("normalize_hash", Cost::between(exported, collected));
+        add("bookkeeping", Cost::between(collected, fenced));
+        add("publish", Cost::between(fenced, published));
+        add("bookkeeping", Cost::between(published, end));
 
         let mut total = Cost::default();
         for (k, c) in costs {

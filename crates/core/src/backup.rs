@@ -6,6 +6,7 @@
 
 use crate::device::{self, Export, ExportError, ExportOptions, Target};
 use crate::error::ErrorKind;
+use crate::marks::{self, Mark};
 use crate::normalize::{self, Version};
 use crate::snapshot::{ConfigSnapshotEvent, Publisher, Receipt, SnapshotError};
 
@@ -74,8 +75,11 @@ pub async fn collect(
     opts: &ExportOptions,
     version: Version,
 ) -> Result<Collected, ExportError> {
-    let export = device::export(target, opts).await?;
+    let export =
+        device::export_with_marks(target, opts, &mut |p| marks::mark(Mark::Export(p))).await?;
+    marks::mark(Mark::Exported);
     let (normalized, sha256) = normalize::normalize_and_hash(&export.raw, version);
+    marks::mark(Mark::Collected);
     Ok(Collected {
         export,
         collected_at: crate::snapshot::now_rfc3339(),

@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod inventory;
 pub mod manual;
+pub mod marks;
 pub mod metrics;
 pub mod normalize;
 pub mod observability;

@@ -6,6 +6,7 @@ use super::JobEnv;
 use super::rules::{self, Failure, JobReport, Outcome, Skip, SkipRecord};
 use crate::backup::{self, BackupError};
 use crate::device::Target;
+use crate::marks::{self, Mark};
 use crate::queue::BackupJob;
 use crate::store::{Device, Lease, LeaseAttempt, RunRecord, RunStatus, StoreError, Trigger};
 use chrono::{DateTime, Utc};
@@ -228,6 +229,7 @@ async fn run_leased(
         sha256: settled.sha256.clone(),
     };
     let written = write_outcome(env, lease, &record, &settled.state).await?;
+    marks::mark(Mark::Recorded);
     if !written {
         env.metrics.lease_lost.inc();
         warn!("lease lost before the outcome was written; a newer execution owns the device");
@@ -331,12 +333,14 @@ async fn backup_under_lease(
     };
     let renew_every = env.lease_ttl / 3;
     let work = async {
+        marks::mark(Mark::ExportStart);
         let collected =
             backup::collect(&target, &env.backup.export, env.backup.normalization).await?;
         // Fencing before the only externally visible step: publish only while ours.
         if !env.store.renew_lease(lease).await.unwrap_or(false) {
             return Ok(None);
         }
+        marks::mark(Mark::Fenced);
         backup::publish_for_job(
             &env.publisher,
             &collected,
@@ -345,6 +349,7 @@ async fn backup_under_lease(
             &lease.job_id,
         )
         .await?;
+        marks::mark(Mark::Published);
         Ok(Some(collected))
     };
     tokio::pin!(work);
