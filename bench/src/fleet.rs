@@ -27,7 +27,7 @@
 //! **Processes.** CPU (user + system) and resident memory of the enqueuer, each worker and
 //! the simulator are sampled from `/proc` every 250 ms; CPU is reported over the measured
 //! window (enqueuer start to last snapshot), peak RSS is the kernel's high-water mark
-//! (`VmHWM`) at the end. Exports in flight are each worker's `config_backup_active`
+//! (`VmHWM`) at the end. Exports in flight are each worker's `mikrotik_config_backup_active`
 //! gauge (raised around export + publish), scraped from its `/metrics` at the same rate.
 //!
 //! **Limits.** The bench raises its own `RLIMIT_NOFILE` soft limit to the hard limit;
@@ -288,11 +288,11 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
     Some(body.to_string())
 }
 
-/// `config_backup_active` from a worker's `/metrics`.
+/// `mikrotik_config_backup_active` from a worker's `/metrics`.
 fn inflight(addr: &str) -> Option<f64> {
     let body = http_get(addr, "/metrics")?;
     body.lines()
-        .find_map(|l| l.strip_prefix("config_backup_active "))
+        .find_map(|l| l.strip_prefix("mikrotik_config_backup_active "))
         .and_then(|v| v.trim().parse().ok())
 }
 

@@ -1,7 +1,11 @@
-//! Prometheus metrics, with the seed's names where it has them.
+//! Prometheus metrics, with the Go poller's names where it has them.
 //!
-//! The seed exported `config_backup_total{status}`, `config_backup_duration_seconds` and
-//! `config_backup_active`; dashboards and alerts built on those keep working. Each
+//! the-other-dude's Go poller exports `mikrotik_config_backup_total{status}`,
+//! `mikrotik_config_backup_duration_seconds` (buckets 1, 5, 10, 30, 60, 120, 300) and
+//! `mikrotik_config_backup_active`; we export the same names, status values and buckets,
+//! so its dashboards and alerts keep working when rosbackup workers replace it (and a
+//! `sum by (le)` across both kinds of worker during a cutover stays meaningful). Our own
+//! metrics are under `rosbackup_`. Each
 //! process owns one [`Metrics`] (its own registry, so tests running several workers in
 //! one process do not share counters). Labels are bounded enums — never a device id, a
 //! host or an error message (those could carry secrets or explode cardinality).
@@ -11,18 +15,22 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// The Go poller's buckets for `mikrotik_config_backup_duration_seconds`, exactly.
+pub const DURATION_BUCKETS: [f64; 7] = [1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
 /// Every metric of a worker or an enqueuer.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Backups by outcome: success, error, skipped_offline, skipped_auth_blocked,
-    /// skipped_hostkey_blocked, skipped_disabled, locked (seed name).
+    /// Backups by outcome, the Go poller's `status` values: success, error,
+    /// skipped_offline, skipped_auth_blocked, skipped_hostkey_blocked, skipped (the device
+    /// is locked by another backup); plus our skipped_disabled.
     pub backup_total: IntCounterVec,
     /// Failed backups by error kind.
     pub backup_errors: IntCounterVec,
-    /// Duration of backups that talked to a device (seed name).
+    /// Duration of backups that talked to a device (the Go poller's name and buckets).
     pub backup_duration: Histogram,
-    /// Backups in flight (seed name).
+    /// Backups in flight (the Go poller's name).
     pub backup_active: IntGauge,
     /// Leases taken over from an execution whose lease had expired.
     pub lease_takeovers: IntCounter,
@@ -54,13 +62,16 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let backup_total = IntCounterVec::new(
-            Opts::new("config_backup_total", "Config backups by status"),
+            Opts::new(
+                "mikrotik_config_backup_total",
+                "Total config backup operations.",
+            ),
             &["status"],
         )
         .expect("valid metric");
         let backup_errors = IntCounterVec::new(
             Opts::new(
-                "config_backup_errors_total",
+                "rosbackup_config_backup_errors_total",
                 "Failed config backups by error kind",
             ),
             &["kind"],
@@ -68,16 +79,17 @@ impl Metrics {
         .expect("valid metric");
         let backup_duration = Histogram::with_opts(
             HistogramOpts::new(
-                "config_backup_duration_seconds",
-                "Duration of config backups that reached a device",
+                "mikrotik_config_backup_duration_seconds",
+                "Duration of a single config backup operation in seconds.",
             )
-            .buckets(vec![
-                0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-            ]),
+            .buckets(DURATION_BUCKETS.to_vec()),
         )
         .expect("valid metric");
-        let backup_active = IntGauge::new("config_backup_active", "Config backups in flight")
-            .expect("valid metric");
+        let backup_active = IntGauge::new(
+            "mikrotik_config_backup_active",
+            "Number of concurrent config backup jobs running.",
+        )
+        .expect("valid metric");
         let lease_takeovers = IntCounter::new(
             "rosbackup_lease_takeovers_total",
             "Device leases taken over after the previous holder's lease expired",
@@ -150,21 +162,46 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
+    /// The names, label values and buckets the-other-dude's Go poller exports
+    /// (poller/internal/observability/metrics.go), as its dashboards query them.
     #[test]
-    fn seed_names_are_exported() {
+    fn the_go_pollers_names_labels_and_buckets_are_exported() {
         let m = super::Metrics::new();
-        m.backup_total.with_label_values(&["success"]).inc();
+        for status in [
+            "success",
+            "error",
+            "skipped_offline",
+            "skipped_auth_blocked",
+            "skipped_hostkey_blocked",
+            "skipped",
+        ] {
+            m.backup_total.with_label_values(&[status]).inc();
+        }
         m.backup_duration.observe(1.5);
         m.backup_active.set(2);
+        m.backup_errors.with_label_values(&["timeout"]).inc();
         let text = m.render();
-        assert!(
-            text.contains("config_backup_total{status=\"success\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("config_backup_duration_seconds_count 1"),
-            "{text}"
-        );
-        assert!(text.contains("config_backup_active 2"), "{text}");
+        for line in [
+            "mikrotik_config_backup_total{status=\"success\"} 1",
+            "mikrotik_config_backup_total{status=\"skipped\"} 1",
+            "mikrotik_config_backup_duration_seconds_count 1",
+            "mikrotik_config_backup_active 2",
+            "rosbackup_config_backup_errors_total{kind=\"timeout\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        let buckets: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("mikrotik_config_backup_duration_seconds_bucket{le=\""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert_eq!(buckets, ["1", "5", "10", "30", "60", "120", "300", "+Inf"]);
+        // Nothing of ours outside the Go poller's names and our own prefix.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                l.starts_with("mikrotik_config_backup_") || l.starts_with("rosbackup_"),
+                "{l}"
+            );
+        }
     }
 }

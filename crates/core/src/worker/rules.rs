@@ -163,7 +163,7 @@ pub fn skip_effect(skip: &Skip, manual: bool) -> SkipEffect {
         Skip::Locked { until } => {
             let message = "another backup of this device is running";
             SkipEffect {
-                metric: Some("locked"),
+                metric: Some("skipped"),
                 record: if manual {
                     SkipRecord::Run {
                         status: RunStatus::Locked,
@@ -423,6 +423,11 @@ mod tests {
         let until = at(1_000);
         let l = skip_effect(&Skip::Locked { until }, false);
         assert_eq!(l.record, SkipRecord::ReleaseClaimUntil(until));
+        assert_eq!(
+            l.metric,
+            Some("skipped"),
+            "the Go poller's label for a locked device"
+        );
         assert_eq!(l.report.status, RunStatus::Locked);
         assert!(matches!(
             skip_effect(&Skip::Locked { until }, true).record,
