@@ -28,6 +28,7 @@ mod snapshot_encryption;
 mod soak;
 mod sshd_export;
 mod tls;
+mod tod_compat;
 mod web_api;
 mod web_browser;
 mod web_history;

@@ -274,6 +274,13 @@ pub const VARS: &[Var] = &[
         "worker heartbeat, seconds; a dead worker's jobs rerun after 3 missed beats"
     ),
     var!(
+        "ROSBACKUP_SEED_LOCK",
+        "true",
+        false,
+        false,
+        "worker: also hold the Go poller's Redis lock `backup:device:{id}` around each export (mixed fleets during a cutover)"
+    ),
+    var!(
         "ROSBACKUP_LEASE_SECONDS",
         "30",
         false,
@@ -564,6 +571,8 @@ impl Env {
 pub struct BackupSettings {
     pub export: ExportOptions,
     pub normalization: Version,
+    /// Take the Go poller's Redis lock around each export (`ROSBACKUP_SEED_LOCK`).
+    pub seed_lock: bool,
 }
 
 impl BackupSettings {
@@ -577,6 +586,7 @@ impl BackupSettings {
                 sensitive: env.boolean("CONFIG_BACKUP_EXPORT_SECRETS")?,
             },
             normalization: env.parse("NORMALIZATION_VERSION")?,
+            seed_lock: env.boolean("ROSBACKUP_SEED_LOCK")?,
         })
     }
 }

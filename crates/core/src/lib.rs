@@ -23,6 +23,7 @@ pub mod queue;
 pub mod report;
 pub mod schedule;
 pub mod secret;
+pub mod seed_lock;
 pub mod shutdown;
 pub mod snapshot;
 pub mod store;

@@ -125,8 +125,13 @@ pub fn scheduled_job_id(device_id: &Uuid, due_at: DateTime<Utc>) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseAttempt {
     /// The lease is ours. `takeover` when it replaced an expired lease of another
-    /// execution; `starts` counts how often this job id took the lease without finishing.
-    Acquired { takeover: bool, starts: i32 },
+    /// execution (whose token is `previous`: that execution never finished); `starts`
+    /// counts how often this job id took the lease without finishing.
+    Acquired {
+        takeover: bool,
+        previous: Option<Uuid>,
+        starts: i32,
+    },
     /// Another execution holds it until `expires_at`.
     Held {
         job_id: String,
@@ -712,6 +717,7 @@ impl Store {
         if let Some((starts, _old_job, old_token)) = row {
             return Ok(LeaseAttempt::Acquired {
                 takeover: old_token.is_some(),
+                previous: old_token,
                 starts,
             });
         }

@@ -112,6 +112,10 @@ impl Default for FleetOptions {
                 listen_base: std::net::Ipv4Addr::new(127, 0, 0, 1),
                 port: 0,
                 one_address: true,
+                // Device ids (and keys) derive from the seed; a seed of its own per fleet
+                // keeps device-keyed Redis state apart between tests running at once (the
+                // Go poller's lock `backup:device:{id}`, the status key `device:{id}:status`).
+                seed: rand::random::<u32>().into(),
                 ..SimConfig::default()
             },
             lease_ttl: Duration::from_secs(6),

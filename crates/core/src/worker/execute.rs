@@ -8,6 +8,7 @@ use crate::backup::{self, BackupError};
 use crate::device::Target;
 use crate::marks::{self, Mark};
 use crate::queue::BackupJob;
+use crate::seed_lock::{self, Attempt, SeedLock};
 use crate::store::{Device, Lease, LeaseAttempt, RunRecord, RunStatus, StoreError, Trigger};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
@@ -39,9 +40,13 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         ttl: env.lease_ttl,
     };
     let mut waited = false;
-    let starts = loop {
+    let (starts, previous) = loop {
         match env.store.acquire_lease(&lease).await? {
-            LeaseAttempt::Acquired { takeover, starts } => {
+            LeaseAttempt::Acquired {
+                takeover,
+                previous,
+                starts,
+            } => {
                 if takeover {
                     env.metrics.lease_takeovers.inc();
                     info!("took over an expired lease");
@@ -59,7 +64,7 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
                         ));
                     }
                 }
-                break starts;
+                break (starts, previous);
             }
             LeaseAttempt::NoDevice => {
                 return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
@@ -85,12 +90,44 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
             }
         }
     };
+    // The Go poller's lock, for fleets where its pollers still run beside us.
+    let mut redis = env.queue.connection();
+    let seed = if env.backup.seed_lock {
+        let ttl = seed_lock::ttl(env.backup.export.command_timeout);
+        match SeedLock::acquire(&mut redis, &device.id, ttl, &lease.token, previous.as_ref()).await
+        {
+            Ok(Attempt::Obtained(lock)) => Some(lock),
+            Ok(Attempt::Held(left)) => {
+                debug!("the Go poller's lock is held: another poller is backing up this device");
+                env.store.release_lease(&lease).await?;
+                let left = chrono::Duration::from_std(left.unwrap_or(env.lease_ttl))
+                    .unwrap_or(chrono::Duration::seconds(30));
+                let skip = Skip::Locked {
+                    until: Utc::now() + left,
+                };
+                return skip_job(env, job, &device, worker, started_at, &skip).await;
+            }
+            Err(e) => {
+                // A Go poller cannot take its lock either while Redis fails (it skips),
+                // so our lease alone still keeps the device to one backup.
+                warn!(error = %e, "could not take the Go poller's lock; going on under our lease");
+                None
+            }
+        }
+    } else {
+        None
+    };
     env.held
         .lock()
         .map(|mut h| h.insert(job.job_id.clone(), lease.clone()))
         .ok();
     let result = run_leased(env, job, &device, &lease, starts, started_at).await;
     env.held.lock().map(|mut h| h.remove(&job.job_id)).ok();
+    if let Some(lock) = seed
+        && let Err(e) = lock.release(&mut redis).await
+    {
+        warn!(error = %e, "could not release the Go poller's lock; it expires on its own");
+    }
     result
 }
 

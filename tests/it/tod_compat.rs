@@ -1,0 +1,187 @@
+//! Drop-in compatibility with a the-other-dude deployment, tested with the Go poller's own
+//! names and formats: its per-device Redis lock `backup:device:{id}`.
+
+use crate::common::fleet::{Fleet, FleetOptions, redis_url};
+use rosbackup::queue::BackupJob;
+use rosbackup::sim::SimConfig;
+use rosbackup::store::{Lease, LeaseAttempt, RunStatus};
+use uuid::Uuid;
+use std::time::Duration;
+
+async fn redis() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis")
+}
+
+async fn get(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<String> {
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("GET")
+}
+
+/// A Go poller holding `backup:device:{id}` keeps our workers off that device (manual:
+/// `locked`, metric `skipped`, no SSH session, its lock untouched); while we back a device
+/// up we hold the same key with our own token and the Go poller's TTL, and release it
+/// after; `ROSBACKUP_SEED_LOCK=false` turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_pollers_redis_lock_is_taken_and_respected() {
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 2,
+            export_delay: Duration::from_millis(1500),
+            ..FleetOptions::default().sim
+        },
+        ..FleetOptions::default()
+    })
+    .await;
+    let devices = fleet.import(None).await;
+    fleet.postpone_all().await;
+    let env = fleet.job_env();
+    assert!(env.backup.seed_lock, "on by default");
+    let mut conn = redis().await;
+    let (held, free) = (&devices[0], &devices[1]);
+    let held_key = format!("backup:device:{}", held.id);
+    let free_key = format!("backup:device:{}", free.id);
+
+    // A Go poller holds the first device's lock (its client's SET NX PX).
+    let set: Option<String> = redis::cmd("SET")
+        .arg(&held_key)
+        .arg("go-poller-token")
+        .arg("NX")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    assert!(set.is_some());
+    let report =
+        rosbackup::worker::execute(&env, &BackupJob::manual(held.id, held.tenant_id), "tod")
+            .await
+            .expect("execute");
+    assert_eq!(report.status, RunStatus::Locked, "{report:?}");
+    assert_eq!(
+        env.metrics
+            .backup_total
+            .with_label_values(&["skipped"])
+            .get(),
+        1
+    );
+    assert_eq!(fleet.sim.stats()[&held.id].sessions, 0, "no SSH session");
+    assert_eq!(
+        get(&mut conn, &held_key).await.as_deref(),
+        Some("go-poller-token"),
+        "another holder's lock is never released by us"
+    );
+    let row = fleet
+        .store()
+        .device(held.id)
+        .await
+        .expect("row")
+        .expect("device");
+    assert!(row.lease_expires_at.is_none(), "our lease was given back");
+
+    // The other device: we hold its key while exporting, with our token and the Go
+    // poller's TTL (command timeout + 30 s), and give it back afterwards.
+    let run = tokio::spawn({
+        let env = env.clone();
+        let job = BackupJob::manual(free.id, free.tenant_id);
+        async move { rosbackup::worker::execute(&env, &job, "tod").await }
+    });
+    fleet
+        .wait_for(
+            Duration::from_secs(20),
+            "our lock during the export",
+            || {
+                let key = free_key.clone();
+                async move {
+                    let mut c = redis().await;
+                    get(&mut c, &key).await.is_some()
+                }
+            },
+        )
+        .await;
+    let token = get(&mut conn, &free_key).await.expect("held");
+    assert_eq!(token.len(), 32, "a random token: {token}");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&free_key)
+        .query_async(&mut conn)
+        .await
+        .expect("PTTL");
+    let ttl = (fleet.backup.export.command_timeout + Duration::from_secs(30)).as_millis() as i64;
+    assert!(pttl > ttl - 20_000 && pttl <= ttl, "PTTL {pttl} of {ttl}");
+    let report = run.await.expect("join").expect("execute");
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    assert_eq!(
+        get(&mut conn, &free_key).await,
+        None,
+        "released after the backup"
+    );
+
+    // Switched off, the Go poller's lock is not looked at.
+    let mut off = (*env).clone();
+    off.backup.seed_lock = false;
+    let report =
+        rosbackup::worker::execute(&off, &BackupJob::manual(held.id, held.tenant_id), "tod")
+            .await
+            .expect("execute");
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    assert_eq!(
+        get(&mut conn, &held_key).await.as_deref(),
+        Some("go-poller-token")
+    );
+    let _: i64 = redis::cmd("DEL")
+        .arg(&held_key)
+        .query_async(&mut conn)
+        .await
+        .expect("DEL");
+
+    // An execution of ours that died mid-export left its lock (its token is its lease
+    // token). The execution that takes its expired lease over replaces that lock at once
+    // instead of waiting out the Go poller's TTL.
+    let dead = Lease {
+        device_id: free.id,
+        job_id: "manual:dead".into(),
+        token: Uuid::new_v4(),
+        worker: "killed".into(),
+        ttl: Duration::from_secs(1),
+    };
+    assert!(matches!(
+        fleet.store().acquire_lease(&dead).await.expect("lease"),
+        LeaseAttempt::Acquired { .. }
+    ));
+    let _: () = redis::cmd("SET")
+        .arg(&free_key)
+        .arg(dead.token.simple().to_string())
+        .arg("PX")
+        .arg(600_000)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    fleet
+        .wait_for(Duration::from_secs(10), "the dead lease expires", || async {
+            fleet
+                .store()
+                .device(free.id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.lease_expires_at)
+                .is_some_and(|t| t < chrono::Utc::now())
+        })
+        .await;
+    let report = rosbackup::worker::execute(
+        &env,
+        &BackupJob::manual(free.id, free.tenant_id),
+        "tod",
+    )
+    .await
+    .expect("execute");
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    assert_eq!(get(&mut conn, &free_key).await, None, "replaced, then released");
+    fleet.cleanup().await;
+}
