@@ -11,4 +11,6 @@ pub use rosbackup_core::*;
 pub use rosbackup_sim as sim;
 pub use rosbackup_web as web;
 
+/// The `rosbackup` CLI's commands, one module per command group (the binary dispatches).
+pub mod cmd;
 pub mod service;

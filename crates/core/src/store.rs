@@ -41,8 +41,10 @@ pub enum StoreError {
 }
 
 /// A device row with its backup state. `password_enc` stays sealed until
-/// [`Store::password`] opens it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// [`Store::password`] opens it, and neither it nor `lease_token` is a field here, so the
+/// serialization (`rosbackup devices show/list --json`) is every column but those two. A
+/// secret added to this struct needs `#[serde(skip)]`.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
 pub struct Device {
     pub id: Uuid,
     pub tenant_id: Uuid,

@@ -1,0 +1,126 @@
+//! `devices add`: one device from flags, validated exactly like an inventory row.
+//!
+//! The flags are turned into the fields of an inventory row and go through the same
+//! validation as `devices import`, so the two cannot disagree about what a device is; a
+//! refused field is reported under the flag that carried it (exit 2, like any bad
+//! configuration). Unlike `import` it never updates: an existing id or a name taken in
+//! the tenant is an error, so a typo cannot overwrite a device. It prints the new id.
+
+use super::{credential_key, password_from_env};
+use crate::cmd::shared::{database_url, open_store, store_error};
+use crate::config::{ConfigError, Env, schedule_settings};
+use crate::inventory::{self, DeviceFields, FieldError};
+use crate::store::StoreError;
+use chrono::Utc;
+use std::process::ExitCode;
+
+/// `devices add`: validated exactly like an inventory row.
+#[derive(clap::Args)]
+pub struct AddArgs {
+    #[arg(long)]
+    name: String,
+    /// IP address or DNS hostname.
+    #[arg(long)]
+    host: String,
+    #[arg(long, default_value = "22")]
+    port: String,
+    #[arg(long)]
+    username: String,
+    /// Name of the environment variable holding the password (never pass it as a flag).
+    #[arg(long, default_value = "ROSBACKUP_PASSWORD")]
+    password_env: String,
+    /// Tenant id (default: the nil UUID).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Device id (default: a new random UUID).
+    #[arg(long)]
+    id: Option<String>,
+    /// RouterOS version, e.g. 7.16.2 (default: asked at the first backup).
+    #[arg(long)]
+    routeros_version: Option<String>,
+    /// Back this device up every SECS seconds instead of the fleet's schedule.
+    #[arg(long, value_name = "SECS")]
+    interval: Option<String>,
+    /// Back this device up on this cron schedule (wins over --interval).
+    #[arg(long, value_name = "EXPR")]
+    cron: Option<String>,
+    /// Add it disabled (no scheduled backups until `devices enable`).
+    #[arg(long)]
+    disabled: bool,
+}
+
+/// The flag `devices add` takes for an inventory column.
+fn flag_for(column: &str, password_env: &str) -> String {
+    match column {
+        inventory::ID => "--id".into(),
+        inventory::TENANT_ID => "--tenant".into(),
+        inventory::NAME => "--name".into(),
+        inventory::HOST => "--host".into(),
+        inventory::PORT => "--port".into(),
+        inventory::USERNAME => "--username".into(),
+        inventory::PASSWORD => password_env.into(),
+        inventory::ROUTEROS_VERSION => "--routeros-version".into(),
+        inventory::BACKUP_INTERVAL_SECONDS => "--interval".into(),
+        inventory::BACKUP_CRON => "--cron".into(),
+        other => other.into(),
+    }
+}
+
+/// Validate and insert one device; print its id.
+pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
+    database_url(env)?;
+    let key = credential_key(env)?;
+    let schedule = schedule_settings(env)?;
+    let password = password_from_env(&a.password_env)?;
+    let id = a.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let tenant = a.tenant.unwrap_or_else(|| uuid::Uuid::nil().to_string());
+    let fields = DeviceFields {
+        id: &id,
+        tenant_id: &tenant,
+        name: &a.name,
+        host: &a.host,
+        port: &a.port,
+        username: &a.username,
+        password: password.expose(),
+        routeros_version: a.routeros_version.as_deref().unwrap_or(""),
+        enabled: Some(if a.disabled { "false" } else { "true" }),
+        backup_interval_seconds: a.interval.as_deref(),
+        backup_cron: a.cron.as_deref(),
+    };
+    let device = fields
+        .validate()
+        .map_err(|FieldError { column, reason }| ConfigError {
+            var: flag_for(column, &a.password_env),
+            value: None,
+            reason,
+        })?;
+    let store = open_store(env).await?;
+    if let Some(existing) = store.device(device.id).await.map_err(store_error)? {
+        anyhow::bail!(
+            "device {} already exists (named {:?}); use `devices import` to update it",
+            device.id,
+            existing.name
+        );
+    }
+    let mut rng = rand::thread_rng();
+    let result = store
+        .upsert_devices(&key, std::slice::from_ref(&device), || {
+            schedule.first_due(Utc::now(), &mut rng)
+        })
+        .await;
+    match result {
+        Ok(_) => {}
+        Err(StoreError::Db(sqlx::Error::Database(d)))
+            if d.constraint() == Some("devices_tenant_name") =>
+        {
+            anyhow::bail!(
+                "tenant {} already has a device named {:?}",
+                device.tenant_id,
+                device.name
+            );
+        }
+        Err(e) => return Err(store_error(e)),
+    }
+    println!("{}", device.id);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,83 @@
+//! `devices set-credentials` and `devices rotate-key`: the stored passwords.
+//!
+//! A wrong password blocks a device (`auth_failed`) rather than being tried again every
+//! interval, so setting the right one is also what lifts that block. Rotating the key
+//! re-seals every password in one transaction, all or none: a key that does not open
+//! every stored password (not the current one) changes nothing, and the new key must
+//! differ from the old. Afterwards every process needs the new key, which the command
+//! says.
+
+use super::{credential_key, find, label, password_from_env};
+use crate::cmd::shared::{describe, open_store, store_error};
+use crate::config::{ConfigError, Env};
+use crate::credentials::CredentialKey;
+use crate::inventory;
+use crate::store::StoreError;
+use std::process::ExitCode;
+
+/// Set a device's password (from the variable `password_env`) and optionally its user.
+pub(super) async fn set(
+    env: &Env,
+    device: &str,
+    username: Option<String>,
+    password_env: &str,
+) -> anyhow::Result<ExitCode> {
+    let key = credential_key(env)?;
+    let username = username
+        .map(|u| inventory::parse_username(&u))
+        .transpose()
+        .map_err(|reason| ConfigError {
+            var: "--username".into(),
+            value: None,
+            reason,
+        })?;
+    let password = password_from_env(password_env)?;
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    store
+        .set_credentials(&key, d.id, username.as_deref(), &password)
+        .await
+        .map_err(store_error)?;
+    let lifted = d.blocked_reason.as_deref() == Some("auth_failed");
+    println!(
+        "credentials updated for {}{}",
+        label(&d),
+        if lifted {
+            "; auth_failed block lifted, due now"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Re-encrypt every stored password from `CREDENTIAL_ENCRYPTION_KEY` to
+/// `NEW_CREDENTIAL_ENCRYPTION_KEY`.
+pub(super) async fn rotate_key(env: &Env) -> anyhow::Result<ExitCode> {
+    let old = credential_key(env)?;
+    let new_raw = env.raw("NEW_CREDENTIAL_ENCRYPTION_KEY");
+    let new = CredentialKey::from_base64(&new_raw).map_err(|e| ConfigError {
+        var: "NEW_CREDENTIAL_ENCRYPTION_KEY".into(),
+        value: None,
+        reason: e.to_string(),
+    })?;
+    if new_raw.trim() == env.raw("CREDENTIAL_ENCRYPTION_KEY").trim() {
+        return Err(ConfigError {
+            var: "NEW_CREDENTIAL_ENCRYPTION_KEY".into(),
+            value: None,
+            reason: "is the same as CREDENTIAL_ENCRYPTION_KEY".into(),
+        }
+        .into());
+    }
+    let store = open_store(env).await?;
+    let n = store.rotate_key(&old, &new).await.map_err(|e| match e {
+        StoreError::Credentials(_) => anyhow::anyhow!(
+            "a stored password does not open with CREDENTIAL_ENCRYPTION_KEY (is it the current key?); nothing changed"
+        ),
+        other => anyhow::anyhow!(describe(&other)),
+    })?;
+    println!(
+        "re-encrypted {n} device passwords; now set CREDENTIAL_ENCRYPTION_KEY to the new key everywhere and restart"
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,89 @@
+//! `devices import`: a whole inventory CSV into the store, all or none.
+//!
+//! The CSV is the one `rosbackup sim --inventory` writes and a fleet's own inventory can
+//! be turned into: every row is checked before anything is written, then all rows are
+//! upserted in one transaction, so a bad file never leaves half a fleet behind. When the
+//! database refuses the import (an id that belongs to another tenant, a name the tenant
+//! already gives another device), the error names the CSV line it was about, because that
+//! is what the operator has to fix.
+
+use super::credential_key;
+use crate::cmd::shared::{database_url, open_store, store_error};
+use crate::config::{Env, schedule_settings};
+use crate::inventory::{self, InventoryRow};
+use crate::store::{NewDevice, Store, StoreError};
+use anyhow::Context;
+use chrono::Utc;
+use std::process::ExitCode;
+
+/// Import the CSV at `file`.
+pub(super) async fn run(env: &Env, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    database_url(env)?;
+    let key = credential_key(env)?;
+    let schedule = schedule_settings(env)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let rows = inventory::parse_inventory_rows(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}; nothing imported", file.display()))?;
+    let store = open_store(env).await?;
+    let devices: Vec<NewDevice> = rows.iter().map(|r| r.device.clone()).collect();
+    let mut rng = rand::thread_rng();
+    let result = store
+        .upsert_devices(&key, &devices, || schedule.first_due(Utc::now(), &mut rng))
+        .await;
+    let count = match result {
+        Ok(c) => c,
+        Err(e) => {
+            let at = match conflict_line(&store, &rows, &e).await {
+                Some(line) => format!("line {line}: "),
+                None => String::new(),
+            };
+            anyhow::bail!(
+                "{}: {at}{:#}; nothing imported",
+                file.display(),
+                store_error(e)
+            );
+        }
+    };
+    println!(
+        "imported {} devices ({} new, {} updated)",
+        count.inserted + count.updated,
+        count.inserted,
+        count.updated
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The database refused the import: find the row it was about, if it can be told.
+async fn conflict_line(store: &Store, rows: &[InventoryRow], e: &StoreError) -> Option<u64> {
+    match e {
+        // "device <id> already exists in another tenant"
+        StoreError::Invalid(msg) => rows
+            .iter()
+            .find(|r| msg.contains(&r.device.id.to_string()))
+            .map(|r| r.line),
+        // (tenant_id, name) is taken by another device already in the store.
+        StoreError::Db(sqlx::Error::Database(d))
+            if d.constraint() == Some("devices_tenant_name") =>
+        {
+            let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.device.id).collect();
+            let tenants: Vec<uuid::Uuid> = rows.iter().map(|r| r.device.tenant_id).collect();
+            let names: Vec<String> = rows.iter().map(|r| r.device.name.clone()).collect();
+            let ord: Option<i64> = sqlx::query_scalar(
+                "SELECT n.ord FROM unnest($1::uuid[], $2::uuid[], $3::text[]) \
+                 WITH ORDINALITY AS n(id, tenant_id, name, ord) \
+                 JOIN devices d ON d.tenant_id = n.tenant_id AND d.name = n.name AND d.id <> n.id \
+                 ORDER BY n.ord LIMIT 1",
+            )
+            .bind(&ids)
+            .bind(&tenants)
+            .bind(&names)
+            .fetch_optional(store.pool())
+            .await
+            .ok()
+            .flatten();
+            let index = usize::try_from(ord?).ok()?.checked_sub(1)?;
+            rows.get(index).map(|r| r.line)
+        }
+        _ => None,
+    }
+}

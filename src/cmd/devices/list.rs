@@ -1,0 +1,62 @@
+//! `devices list`: the fleet at a glance.
+//!
+//! One line per device with what an operator scans for (enabled, last status, last
+//! success, next due, last error, block), or with `--json` every column as `devices show
+//! --json` has it, for scripts. The JSON is `store::Device`'s own serialization, so a
+//! field added to `Device` shows up here without a second list of fields to keep.
+
+use super::host_port;
+use crate::cmd::shared::{open_store, print_table, store_error, time};
+use crate::config::Env;
+use crate::store::DeviceFilter;
+use std::process::ExitCode;
+
+/// List the devices (one tenant's with `tenant`), as a table or a JSON array.
+pub(super) async fn run(
+    env: &Env,
+    tenant: Option<uuid::Uuid>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let devices = store
+        .list_devices(&DeviceFilter {
+            tenant_id: tenant,
+            ..DeviceFilter::default()
+        })
+        .await
+        .map_err(store_error)?;
+    if json {
+        // Through a `Value`, like `show`: the same bytes as `show`'s device (see there).
+        println!("{}", serde_json::to_value(&devices)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = devices
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                host_port(d),
+                if d.enabled { "yes" } else { "no" }.into(),
+                d.last_status.clone().unwrap_or_else(|| "never".into()),
+                time(d.last_success_at),
+                time(Some(d.next_due_at)),
+                d.last_error_kind.clone().unwrap_or_else(|| "-".into()),
+                d.blocked_reason.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "NAME",
+            "HOST:PORT",
+            "ENABLED",
+            "STATUS",
+            "LAST SUCCESS",
+            "NEXT DUE",
+            "LAST ERROR",
+            "BLOCKED",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}

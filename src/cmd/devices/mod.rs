@@ -1,0 +1,163 @@
+//! `rosbackup devices`: the device store, by hand.
+//!
+//! The operator's side of the store the enqueuer schedules from and the workers report
+//! into: bring devices in (`import` for a whole inventory in one transaction, `add` for
+//! one, validated like an inventory row), look at them (`list`, `show`, with `--json` for
+//! scripts), and get a device going again after the fleet stopped on it on purpose: a
+//! block (`auth_failed`, `host_key_mismatch`) holds until the operator fixes its cause,
+//! and the command that fixes it lifts it (`unblock` lifts any). Passwords never pass as
+//! flags (an environment variable named by `--password-env`) and are stored sealed under
+//! `CREDENTIAL_ENCRYPTION_KEY`.
+//!
+//! One submodule per kind of work: `import`, `add`, `list`, `show`, `credentials`
+//! (`set-credentials`, `rotate-key`) and `state` (the rest: one device's schedule and
+//! blocks, and `remove`).
+
+mod add;
+mod credentials;
+mod import;
+mod list;
+mod show;
+mod state;
+
+use super::shared::store_error;
+use crate::Secret;
+use crate::config::{ConfigError, Env};
+use crate::credentials::{CredentialError, CredentialKey};
+use crate::inventory;
+use crate::store::{Device, Store};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub use add::AddArgs;
+
+#[derive(clap::Subcommand)]
+pub enum DevicesCommand {
+    /// Insert or update every device of an inventory CSV, in one transaction: all or none.
+    Import {
+        /// CSV with the header id,tenant_id,name,host,port,username,password,routeros_version
+        /// (as `rosbackup sim --inventory` writes it), optionally enabled,
+        /// backup_interval_seconds, backup_cron.
+        file: PathBuf,
+    },
+    /// List devices with their backup state.
+    List {
+        /// Only this tenant's devices.
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
+        /// A JSON array on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add one device; prints its id.
+    Add(AddArgs),
+    /// Re-encrypt every stored password under a new key (CREDENTIAL_ENCRYPTION_KEY is the
+    /// old one, NEW_CREDENTIAL_ENCRYPTION_KEY the new one); all devices or none. Then
+    /// restart every process with the new key.
+    RotateKey,
+    /// Delete a device and its run history.
+    Remove {
+        /// Device id or name.
+        device: String,
+    },
+    /// Set a device's password (and user); lifts an auth_failed block.
+    SetCredentials {
+        /// Device id or name.
+        device: String,
+        /// New SSH user (default: keep the current one).
+        #[arg(long)]
+        username: Option<String>,
+        /// Name of the environment variable holding the new password.
+        #[arg(long, default_value = "ROSBACKUP_PASSWORD")]
+        password_env: String,
+    },
+    /// Forget the pinned SSH host key (the next backup pins what it sees); lifts a
+    /// host_key_mismatch block.
+    ResetHostKey {
+        /// Device id or name.
+        device: String,
+    },
+    /// Lift any block and backoff; the device is due now.
+    Unblock {
+        /// Device id or name.
+        device: String,
+    },
+    /// Schedule backups of a device again.
+    Enable {
+        /// Device id or name.
+        device: String,
+    },
+    /// Stop scheduling backups of a device (it stays in the store).
+    Disable {
+        /// Device id or name.
+        device: String,
+    },
+    /// A device's state and its last 20 runs.
+    Show {
+        /// Device id or name.
+        device: String,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run one `devices` subcommand (`DATABASE_URL`; `CREDENTIAL_ENCRYPTION_KEY` where a
+/// password is sealed or opened).
+pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DevicesCommand::Import { file } => import::run(env, &file).await,
+        DevicesCommand::RotateKey => credentials::rotate_key(env).await,
+        DevicesCommand::List { tenant, json } => list::run(env, tenant, json).await,
+        DevicesCommand::Add(a) => add::run(env, a).await,
+        DevicesCommand::Remove { device } => state::remove(env, &device).await,
+        DevicesCommand::SetCredentials {
+            device,
+            username,
+            password_env,
+        } => credentials::set(env, &device, username, &password_env).await,
+        DevicesCommand::ResetHostKey { device } => state::reset_host_key(env, &device).await,
+        DevicesCommand::Unblock { device } => state::unblock(env, &device).await,
+        DevicesCommand::Enable { device } => state::set_enabled(env, &device, true).await,
+        DevicesCommand::Disable { device } => state::set_enabled(env, &device, false).await,
+        DevicesCommand::Show { device, json } => show::run(env, &device, json).await,
+    }
+}
+
+/// The device named by id or name, or the store's error for the operator.
+async fn find(store: &Store, id_or_name: &str) -> anyhow::Result<Device> {
+    store.find_device(id_or_name).await.map_err(store_error)
+}
+
+/// How a device is named in a confirmation: its name and its id.
+fn label(d: &Device) -> String {
+    format!("{} ({})", d.name, d.id)
+}
+
+/// `host:port`, the host in brackets when it is an IPv6 address.
+fn host_port(d: &Device) -> String {
+    if d.host.contains(':') {
+        format!("[{}]:{}", d.host, d.ssh_port)
+    } else {
+        format!("{}:{}", d.host, d.ssh_port)
+    }
+}
+
+/// The key stored passwords are sealed under (`CREDENTIAL_ENCRYPTION_KEY`).
+fn credential_key(env: &Env) -> Result<CredentialKey, CredentialError> {
+    CredentialKey::from_base64(&env.raw("CREDENTIAL_ENCRYPTION_KEY"))
+}
+
+/// A password from the environment variable named by `--password-env`.
+fn password_from_env(var: &str) -> Result<Secret, ConfigError> {
+    let value = std::env::var(var).map_err(|_| ConfigError {
+        var: var.to_string(),
+        value: None,
+        reason: "the password variable is not set (see --password-env)".into(),
+    })?;
+    inventory::parse_password(&value).map_err(|_| ConfigError {
+        var: var.to_string(),
+        value: None,
+        reason: "the password variable is empty".into(),
+    })
+}

@@ -1,0 +1,132 @@
+//! `devices show`: everything the store knows about one device, and its last 20 runs.
+//!
+//! The page to read when a device misbehaves: its schedule, pinned host key, last error,
+//! backoff, block, outstanding job and lease, each in words, then its recent runs
+//! newest first. `--json` gives the same as one object: the device row (every column but
+//! the sealed password and the lease token, which `store::Device` does not hold) with
+//! its runs under `runs`.
+
+use super::{find, host_port};
+use crate::cmd::shared::{open_store, print_table, store_error, time};
+use crate::config::Env;
+use crate::store::Run;
+use std::process::ExitCode;
+
+/// Show one device by id or name, in words or as JSON.
+pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    let runs = store.runs(d.id, 20).await.map_err(store_error)?;
+    if json {
+        // Through a `Value`, whose map sorts its keys (serde_json without `preserve_order`):
+        // alphabetical, as when this object was written by hand, not `Device`'s field order.
+        let mut v = serde_json::to_value(&d)?;
+        v["runs"] = serde_json::to_value(&runs)?;
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
+        (Some(c), _) => format!("cron {c:?}"),
+        (None, Some(s)) => format!("every {s} s"),
+        (None, None) => "fleet schedule".into(),
+    };
+    let fields: Vec<(&str, String)> = vec![
+        ("id", d.id.to_string()),
+        ("tenant", d.tenant_id.to_string()),
+        ("name", d.name.clone()),
+        ("host", host_port(&d)),
+        ("username", d.username.clone()),
+        ("enabled", if d.enabled { "yes" } else { "no" }.into()),
+        ("routeros", opt(&d.routeros_version)),
+        ("schedule", schedule),
+        (
+            "host key",
+            d.ssh_host_key_fingerprint
+                .clone()
+                .unwrap_or_else(|| "not pinned (trusted on first use)".into()),
+        ),
+        (
+            "status",
+            d.last_status.clone().unwrap_or_else(|| "never".into()),
+        ),
+        ("last attempt", time(d.last_attempt_at)),
+        ("last success", time(d.last_success_at)),
+        (
+            "last error",
+            match (&d.last_error_kind, &d.last_error_message) {
+                (Some(k), Some(m)) => format!("{k}: {m}"),
+                (Some(k), None) => k.clone(),
+                _ => "-".into(),
+            },
+        ),
+        ("failures", d.consecutive_failures.to_string()),
+        ("backoff until", time(d.backoff_until)),
+        (
+            "blocked",
+            match &d.blocked_reason {
+                Some(r) => format!("{r} since {}", time(d.blocked_at)),
+                None => "no".into(),
+            },
+        ),
+        ("next due", time(Some(d.next_due_at))),
+        (
+            "last backup",
+            match (&d.last_sha256, d.last_bytes) {
+                (Some(h), Some(b)) => format!("{h} ({b} bytes)"),
+                (Some(h), None) => h.clone(),
+                _ => "-".into(),
+            },
+        ),
+        (
+            "outstanding",
+            match &d.outstanding_job {
+                Some(j) => format!("{j} since {}", time(d.outstanding_since)),
+                None => "-".into(),
+            },
+        ),
+        (
+            "lease",
+            match &d.lease_job {
+                Some(j) => format!(
+                    "{j} by {} until {}",
+                    opt(&d.lease_worker),
+                    time(d.lease_expires_at)
+                ),
+                None => "-".into(),
+            },
+        ),
+        ("created", time(Some(d.created_at))),
+        ("updated", time(Some(d.updated_at))),
+    ];
+    for (k, v) in fields {
+        println!("{k:<14}{v}");
+    }
+    println!();
+    if runs.is_empty() {
+        println!("no runs yet");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("last {} runs, newest first:", runs.len());
+    let rows: Vec<Vec<String>> = runs.iter().map(run_row).collect();
+    print_table(
+        &[
+            "STARTED", "STATUS", "TRIGGER", "MS", "BYTES", "ERROR", "WORKER",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A run as a row of the runs table.
+fn run_row(r: &Run) -> Vec<String> {
+    vec![
+        time(Some(r.started_at)),
+        r.status.clone(),
+        r.trigger.clone(),
+        r.duration_ms.to_string(),
+        r.bytes.map_or_else(|| "-".into(), |b| b.to_string()),
+        r.error_kind.clone().unwrap_or_else(|| "-".into()),
+        r.worker.clone(),
+    ]
+}

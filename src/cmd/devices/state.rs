@@ -1,0 +1,70 @@
+//! `devices remove`, `reset-host-key`, `unblock`, `enable` and `disable`: one device's
+//! place in the schedule.
+//!
+//! Each finds the device by id or name, changes one thing in the store and confirms it in
+//! one line naming the device. The enqueuer reads the store on its next tick, so nothing
+//! else needs telling. `reset-host-key` is the deliberate answer to `host_key_mismatch`:
+//! the next backup pins whatever key it sees, so it is for after the new key was checked.
+
+use super::{find, label};
+use crate::cmd::shared::{open_store, store_error};
+use crate::config::Env;
+use std::process::ExitCode;
+
+/// Delete a device and its run history.
+pub(super) async fn remove(env: &Env, device: &str) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    if !store.remove_device(d.id).await.map_err(store_error)? {
+        anyhow::bail!("device {} not found", d.id);
+    }
+    println!("removed {}", label(&d));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Forget the pinned host key; lifts a `host_key_mismatch` block.
+pub(super) async fn reset_host_key(env: &Env, device: &str) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    store.reset_host_key(d.id).await.map_err(store_error)?;
+    let lifted = d.blocked_reason.as_deref() == Some("host_key_mismatch");
+    println!(
+        "host key reset for {}{}",
+        label(&d),
+        if lifted {
+            "; host_key_mismatch block lifted, due now"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Lift any block and backoff: the device is due now.
+pub(super) async fn unblock(env: &Env, device: &str) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    store.unblock(d.id).await.map_err(store_error)?;
+    println!("unblocked {}; due now", label(&d));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `enable` and `disable`: whether the device is scheduled (it stays in the store).
+pub(super) async fn set_enabled(
+    env: &Env,
+    device: &str,
+    enabled: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    store
+        .set_enabled(d.id, enabled)
+        .await
+        .map_err(store_error)?;
+    println!(
+        "{} {}",
+        if enabled { "enabled" } else { "disabled" },
+        label(&d)
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,226 @@
+//! `rosbackup export`: one export from one device, by exactly the worker's code path.
+//!
+//! It is the tool for "why does this router fail?" and for trying a router before it is
+//! added: no database and no queue, only the SSH collection, the checks and the
+//! normalization a scheduled backup runs (and, with `--publish`, the same NATS event), so
+//! what works here works in the fleet. The password comes from an environment variable,
+//! never a flag, and `--output` is written readable by its owner only: an export holds
+//! secrets. Failures of the device print the worker's error kind (`--json` for scripts).
+
+use crate::Secret;
+use crate::backup;
+use crate::config::{BackupSettings, ConfigError, Env, publisher_config};
+use crate::device::Target;
+use crate::normalize::Version;
+use crate::snapshot::Publisher;
+use anyhow::Context;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tracing::Instrument;
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    #[arg(long)]
+    host: String,
+    #[arg(long, default_value_t = 22)]
+    port: u16,
+    #[arg(long)]
+    user: String,
+    /// Name of the environment variable holding the password (never pass it as a flag).
+    #[arg(long, default_value = "ROSBACKUP_PASSWORD")]
+    password_env: String,
+    /// Pinned host-key fingerprint (`SHA256:…`); without it the key is trusted and printed.
+    #[arg(long)]
+    known_fingerprint: Option<String>,
+    /// RouterOS major version; without it the device is asked.
+    #[arg(long, value_parser = ["6", "7"])]
+    routeros_version: Option<String>,
+    /// Command timeout in seconds (default: CONFIG_BACKUP_COMMAND_TIMEOUT or 60).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Connect/handshake timeout in seconds (default: CONFIG_BACKUP_CONNECT_TIMEOUT or 15).
+    #[arg(long)]
+    connect_timeout: Option<u64>,
+    /// Write the raw export here.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Print a JSON result on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Also publish the snapshot to NATS_URL.
+    #[arg(long)]
+    publish: bool,
+    /// Device id for the snapshot event (default: derived from host and port).
+    #[arg(long)]
+    device_id: Option<uuid::Uuid>,
+    /// Tenant id for the snapshot event (default: the nil UUID).
+    #[arg(long)]
+    tenant_id: Option<uuid::Uuid>,
+    #[arg(long, value_parser = super::normalize::parse_version)]
+    normalization_version: Option<Version>,
+    /// Export without secrets (`/export` on 7, `hide-sensitive` on 6).
+    #[arg(long)]
+    no_secrets: bool,
+    /// Largest export accepted, in bytes.
+    #[arg(long)]
+    max_output: Option<usize>,
+}
+
+/// Collect (and with `--publish` publish) one export; exit 1 with the error kind when the
+/// device or NATS fails.
+pub async fn run(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = BackupSettings::from_env(&env)?;
+    if let Some(t) = a.timeout {
+        settings.export.command_timeout = Duration::from_secs(t.max(1));
+    }
+    if let Some(t) = a.connect_timeout {
+        settings.export.connect_timeout = Duration::from_secs(t.max(1));
+    }
+    if let Some(m) = a.max_output {
+        settings.export.max_output = m;
+    }
+    if a.no_secrets {
+        settings.export.sensitive = false;
+    }
+    if let Some(v) = a.normalization_version {
+        settings.normalization = v;
+    }
+    let password = std::env::var(&a.password_env).map_err(|_| ConfigError {
+        var: a.password_env.clone(),
+        value: None,
+        reason: "the password variable is not set (see --password-env)".into(),
+    })?;
+    let publisher = if a.publish {
+        let cfg = publisher_config(&env)?;
+        match Publisher::connect(cfg).await {
+            Ok(p) => Some(p),
+            Err(e) => return Ok(fail(a.json, "publish_failed", &e.to_string())),
+        }
+    } else {
+        None
+    };
+    let target = Target {
+        host: a.host.clone(),
+        port: a.port,
+        username: a.user.clone(),
+        password: Secret::new(password),
+        known_fingerprint: a.known_fingerprint.clone(),
+        routeros_version: a.routeros_version.clone(),
+    };
+    let device_id = a.device_id.unwrap_or_else(|| {
+        uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("ssh://{}:{}", a.host, a.port).as_bytes(),
+        )
+    });
+    let tenant_id = a.tenant_id.unwrap_or_default();
+    let span = tracing::info_span!("export", device_id = %device_id, job_id = "cli");
+    let collected = match backup::collect(&target, &settings.export, settings.normalization)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return Ok(fail(a.json, e.kind().as_str(), &e.to_string())),
+    };
+    if let Some(path) = &a.output {
+        write_private(path, &collected.export.raw)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut published = None;
+    if let Some(p) = &publisher {
+        match backup::publish(
+            p,
+            &collected,
+            &device_id.to_string(),
+            &tenant_id.to_string(),
+        )
+        .instrument(span)
+        .await
+        {
+            Ok((_, receipt)) => published = Some(receipt),
+            Err(e) => return Ok(fail(a.json, "publish_failed", &e.to_string())),
+        }
+    }
+    let x = &collected.export;
+    if a.json {
+        let mut v = serde_json::json!({
+            "fingerprint": x.fingerprint,
+            "sha256_hash": collected.sha256,
+            "bytes": x.raw.len(),
+            "routeros_version": x.routeros_version,
+            "normalization_version": collected.normalization_version.as_u8(),
+            "duration_ms": x.timings.total.as_millis() as u64,
+        });
+        if let Some(r) = &published {
+            v["stream"] = r.stream.clone().into();
+            v["sequence"] = r.sequence.into();
+            v["duplicate"] = r.duplicate.into();
+        }
+        println!("{v}");
+    } else {
+        println!("sha256      {}", collected.sha256);
+        println!("fingerprint {}", x.fingerprint);
+        println!("bytes       {}", x.raw.len());
+        println!(
+            "version     {} (command {:?})",
+            x.routeros_version.as_deref().unwrap_or("unknown"),
+            x.command
+        );
+        println!(
+            "algorithms  {} / {} / {} / {}{}",
+            x.negotiated.kex,
+            x.negotiated.host_key,
+            x.negotiated.cipher,
+            x.negotiated.mac,
+            if x.negotiated.uses_legacy() {
+                " (legacy)"
+            } else {
+                ""
+            }
+        );
+        println!("duration    {} ms", x.timings.total.as_millis());
+        if let Some(r) = &published {
+            println!(
+                "published   {} seq {}{}",
+                r.stream,
+                r.sequence,
+                if r.duplicate { " (duplicate)" } else { "" }
+            );
+        }
+        if collected.export.error_exporting_lines > 0 {
+            eprintln!(
+                "warning: {} '#error exporting' line(s): RouterOS could not export some menus",
+                collected.export.error_exporting_lines
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The export holds secrets: the file is readable by its owner only.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+/// A failure of the device or of NATS: the error kind and message, as JSON on stdout with
+/// `--json`, else on stderr; exit 1.
+fn fail(json: bool, kind: &str, message: &str) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error_kind": kind, "message": message})
+        );
+    } else {
+        eprintln!("error ({kind}): {message}");
+    }
+    ExitCode::FAILURE
+}

@@ -1,0 +1,143 @@
+//! `rosbackup history`: a device's config history as the archiver keeps it.
+//!
+//! The operator's view of "what changed on this router, and when": the list of distinct
+//! versions (an unchanged config is one version seen many times), the diff between two
+//! of them with the menus it touched, or one version's normalized text. It reads the
+//! archive directly (`DATABASE_URL` and `ARCHIVE_ENCRYPTION_KEY`), not through the API,
+//! and accepts the id of a removed device because its history outlives it. Versions are
+//! checked to belong to the device named, so a mistyped id cannot print another
+//! device's config.
+
+use super::shared::{open_store, print_table, store_error, time};
+use crate::config::Env;
+use crate::store::StoreError;
+use std::io::Write;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct HistoryArgs {
+    /// Device id or name (a removed device: its id).
+    device: String,
+    /// Print the unified diff from version A to version B (ids from the list).
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    diff: Option<Vec<i64>>,
+    /// Print one version's normalized text (it holds secrets: admin use).
+    #[arg(long, value_name = "VERSION")]
+    text: Option<i64>,
+    /// Most versions listed.
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The versions of a device, the diff between two, or one version's text.
+pub async fn run(env: &Env, a: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let HistoryArgs {
+        device,
+        diff,
+        text,
+        limit,
+        json,
+    } = a;
+    use crate::archive::History;
+    let key = crate::config::archive_key(env)?;
+    let store = open_store(env).await?;
+    // A removed device keeps its history: accept its id even when it is not in `devices`.
+    let device_id = match store.find_device(&device).await {
+        Ok(d) => d.id,
+        Err(StoreError::NotFound(id)) => id,
+        Err(e) => return Err(store_error(e)),
+    };
+    let history = History::new(store, key);
+    let not_found = |id: i64| anyhow::anyhow!("version {id} of device {device_id} not found");
+    let mine = |v: &Option<crate::archive::VersionInfo>| {
+        v.as_ref().is_some_and(|v| v.device_id == device_id)
+    };
+    if let Some(ids) = diff {
+        // clap takes exactly two values (`num_args = 2`); say so rather than panic.
+        let [a, b] = ids[..] else {
+            anyhow::bail!("--diff takes two version ids");
+        };
+        for id in [a, b] {
+            if !mine(&history.version(id, None).await?) {
+                return Err(not_found(id));
+            }
+        }
+        let d = history
+            .diff(a, b, None)
+            .await?
+            .ok_or_else(|| not_found(a))?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&d)?);
+        } else {
+            println!("# menus: {}", d.menus.join(", "));
+            println!("# lines: +{} -{}", d.added, d.removed);
+            print!("{}", d.unified);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(id) = text {
+        if !mine(&history.version(id, None).await?) {
+            return Err(not_found(id));
+        }
+        let bytes = history
+            .text_bytes(id, None)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        std::io::stdout().write_all(&bytes)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let versions = history.versions(device_id, None, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&versions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if versions.is_empty() {
+        println!("no archived versions for {device_id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = versions
+        .iter()
+        .map(|v| {
+            vec![
+                v.id.to_string(),
+                time(Some(v.first_seen_at)),
+                time(Some(v.last_seen_at)),
+                v.seen_count.to_string(),
+                v.sha256.get(..12).unwrap_or(&v.sha256).to_string(),
+                v.size.to_string(),
+                v.routeros_version.clone().unwrap_or_default(),
+                v.previous_version_id
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                if v.previous_version_id.is_some() {
+                    format!(
+                        "+{} -{} {}",
+                        v.added_lines,
+                        v.removed_lines,
+                        v.changed_menus.join(", ")
+                    )
+                } else {
+                    "first version".to_string()
+                },
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "VERSION",
+            "FIRST SEEN",
+            "LAST SEEN",
+            "SEEN",
+            "SHA256",
+            "BYTES",
+            "ROUTEROS",
+            "PREV",
+            "CHANGES",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
