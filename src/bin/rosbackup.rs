@@ -504,7 +504,10 @@ async fn enqueue_cmd(
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {shown}: {e}"))?;
     let d = store.find_device(&device).await.map_err(store_error)?;
-    let job = rosbackup::manual::request(&store, &queue, d.id, None)
+    // A one-shot process exports no metrics; `request` counts into this throwaway
+    // registry, as it counts into the enqueuer's for the API and the NATS trigger.
+    let metrics = rosbackup::metrics::Metrics::new();
+    let job = rosbackup::manual::request(&store, &queue, &metrics, d.id, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if !wait {
