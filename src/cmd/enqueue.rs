@@ -41,7 +41,10 @@ pub async fn run(env: &Env, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {shown}: {e}"))?;
     let d = store.find_device(&device).await.map_err(store_error)?;
-    let job = crate::manual::request(&store, &queue, d.id, None)
+    // A one-shot process exports no metrics; `request` counts into this throwaway
+    // registry, as it counts into the enqueuer's for the API and the NATS trigger.
+    let metrics = crate::metrics::Metrics::new();
+    let job = crate::manual::request(&store, &queue, &metrics, d.id, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if !wait {

@@ -674,9 +674,15 @@ async fn garbage_devices_through_the_worker_publish_exact_bytes_or_nothing() {
             .is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none())),
         "the worker died"
     );
-    let job = rosbackup::manual::request(fleet.store(), &fleet.queue, healthy.id, None)
-        .await
-        .expect("request");
+    let job = rosbackup::manual::request(
+        fleet.store(),
+        &fleet.queue,
+        &rosbackup::metrics::Metrics::new(),
+        healthy.id,
+        None,
+    )
+    .await
+    .expect("request");
     let run = rosbackup::manual::wait(fleet.store(), &job.job_id, Duration::from_secs(60))
         .await
         .expect("wait")

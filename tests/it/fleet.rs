@@ -3,8 +3,12 @@
 //! NATS stream and simulated routers.
 
 use crate::common::fleet::{Fleet, FleetOptions};
+use crate::common::web::{call, router, token};
+use axum::http::{Method, StatusCode};
+use rosbackup::access::Role;
 use rosbackup::sim::{Fault, FaultSpec, SimConfig};
 use rosbackup::store::NewDevice;
+use rosbackup::web::AuthMode;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use uuid::Uuid;
@@ -185,9 +189,15 @@ async fn fleet_backs_up_every_device_and_classifies_every_fault() {
         if d.fault.is_none() {
             checked += 1;
         }
-        let job = rosbackup::manual::request(fleet.store(), &fleet.queue, d.id, Some(d.tenant_id))
-            .await
-            .expect("manual request");
+        let job = rosbackup::manual::request(
+            fleet.store(),
+            &fleet.queue,
+            &rosbackup::metrics::Metrics::new(),
+            d.id,
+            Some(d.tenant_id),
+        )
+        .await
+        .expect("manual request");
         let run = rosbackup::manual::wait(fleet.store(), &job.job_id, Duration::from_secs(60))
             .await
             .expect("wait")
@@ -447,13 +457,14 @@ async fn manual_backup_over_nats_answers_success_and_locked() {
     fleet.postpone_all().await;
     let (stop_w, w, _) = fleet.spawn_worker("manual", 4);
     let subject = format!("rbtest{}.config.backup.trigger", Uuid::new_v4().simple());
+    let metrics = rosbackup::metrics::Metrics::new();
     let trigger = tokio::spawn(rosbackup::manual::serve_trigger(
         fleet.nats.clone(),
         subject.clone(),
         fleet.store().clone(),
         fleet.queue.clone(),
         Duration::from_secs(30),
-        rosbackup::metrics::Metrics::new(),
+        metrics.clone(),
     ));
     let ask = |payload: String| {
         let (nats, subject) = (fleet.nats.clone(), subject.clone());
@@ -532,9 +543,69 @@ async fn manual_backup_over_nats_answers_success_and_locked() {
     ))
     .await;
     assert_eq!(wrong_tenant.error, "not_found");
+    // Two jobs were pushed (the `success` and the `locked` one); the probes, the
+    // malformed request and the wrong tenant pushed nothing and count nothing.
+    assert_eq!(
+        metrics.jobs_enqueued.with_label_values(&["manual"]).get(),
+        2,
+        "{}",
+        metrics.render()
+    );
     assert!(fleet.sim.stats().values().all(|s| s.max_concurrent <= 1));
     trigger.abort();
     let _ = stop_w.send(());
     w.await.expect("join").expect("worker");
+    fleet.cleanup().await;
+}
+
+/// `rosbackup_jobs_enqueued_total{trigger="manual"}` counts each manual job once, whatever
+/// the door: `manual::request` (what `rosbackup enqueue` calls) counts it, and the API's
+/// `POST /devices/{id}/backup`, which goes through the same function, counts it once too
+/// (it used to copy the function and count beside it, while the CLI's path counted nothing).
+#[tokio::test]
+async fn manual_requests_count_jobs_enqueued_once_per_door() {
+    let fleet = Fleet::of(1).await;
+    let devices = fleet.import(None).await;
+    fleet.postpone_all().await;
+    let d = &devices[0];
+    let manual =
+        |m: &rosbackup::metrics::Metrics| m.jobs_enqueued.with_label_values(&["manual"]).get();
+
+    // The CLI's door.
+    let metrics = rosbackup::metrics::Metrics::new();
+    let job = rosbackup::manual::request(fleet.store(), &fleet.queue, &metrics, d.id, None)
+        .await
+        .expect("manual request");
+    assert!(job.job_id.starts_with("manual:"), "{}", job.job_id);
+    assert_eq!(manual(&metrics), 1);
+    assert!(
+        metrics
+            .render()
+            .contains("rosbackup_jobs_enqueued_total{trigger=\"manual\"} 1"),
+        "{}",
+        metrics.render()
+    );
+    // Nothing pushed, nothing counted: an unknown device, another tenant's device.
+    for (id, tenant) in [(Uuid::new_v4(), None), (d.id, Some(Uuid::new_v4()))] {
+        rosbackup::manual::request(fleet.store(), &fleet.queue, &metrics, id, tenant)
+            .await
+            .expect_err("no such device");
+    }
+    assert_eq!(manual(&metrics), 1);
+
+    // The API's door: once, not twice.
+    let (app, state) = router(&fleet, AuthMode::Required);
+    let admin = token(&fleet, "ops", Role::Admin, None).await;
+    let bearer = format!("Bearer {admin}");
+    let r = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/devices/{}/backup", d.id),
+        &[("authorization", bearer.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    assert_eq!(manual(state.metrics()), 1, "{}", state.metrics().render());
     fleet.cleanup().await;
 }

@@ -334,9 +334,15 @@ async fn fleet_for(devices: &[NewDevice], command_timeout: Duration) -> Fleet {
 async fn request_all(fleet: &Fleet, devices: &[NewDevice]) -> Vec<String> {
     let mut jobs = Vec::new();
     for d in devices {
-        let job = rosbackup::manual::request(fleet.store(), &fleet.queue, d.id, None)
-            .await
-            .expect("manual request");
+        let job = rosbackup::manual::request(
+            fleet.store(),
+            &fleet.queue,
+            &rosbackup::metrics::Metrics::new(),
+            d.id,
+            None,
+        )
+        .await
+        .expect("manual request");
         jobs.push(job.job_id);
     }
     jobs

@@ -41,9 +41,15 @@ async fn slow_redis_reply_does_not_kill_a_worker() {
         "the worker died on a slow Redis reply"
     );
     let d = &devices[0];
-    let job = rosbackup::manual::request(fleet.store(), &fleet.queue, d.id, None)
-        .await
-        .expect("request");
+    let job = rosbackup::manual::request(
+        fleet.store(),
+        &fleet.queue,
+        &rosbackup::metrics::Metrics::new(),
+        d.id,
+        None,
+    )
+    .await
+    .expect("request");
     let run = rosbackup::manual::wait(fleet.store(), &job.job_id, Duration::from_secs(30))
         .await
         .expect("wait")

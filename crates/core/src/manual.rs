@@ -4,7 +4,9 @@
 //! `config.backup.trigger` all call [`request`]: it pushes a `manual:{device}:{uuid}` job
 //! due now, which a worker runs through exactly the same [`crate::worker::execute`] as a
 //! scheduled job (lease included: a manual backup of a device that is being backed up
-//! answers `locked`). [`wait`] follows the job to its run record.
+//! answers `locked`). [`wait`] follows the job to its run record. [`request`] counts
+//! `rosbackup_jobs_enqueued_total{trigger="manual"}` for the job it pushes, so every door
+//! counts each manual job exactly once.
 
 use crate::metrics::Metrics;
 use crate::queue::{BackupJob, Queue, QueueError};
@@ -29,10 +31,11 @@ pub enum ManualError {
 }
 
 /// Queue a manual backup of `device_id` (checked to exist, and to belong to `tenant_id`
-/// when given). Returns the job.
+/// when given) and count it in `metrics`. Returns the job.
 pub async fn request(
     store: &Store,
     queue: &Queue,
+    metrics: &Metrics,
     device_id: Uuid,
     tenant_id: Option<Uuid>,
 ) -> Result<BackupJob, ManualError> {
@@ -43,6 +46,7 @@ pub async fn request(
         .ok_or_else(|| ManualError::UnknownDevice(device_id.to_string()))?;
     let job = BackupJob::manual(device.id, device.tenant_id);
     queue.push(std::slice::from_ref(&job)).await?;
+    metrics.jobs_enqueued.with_label_values(&["manual"]).inc();
     Ok(job)
 }
 
@@ -125,6 +129,7 @@ impl TriggerReply {
 pub async fn answer(
     store: &Store,
     queue: &Queue,
+    metrics: &Metrics,
     payload: &[u8],
     timeout: Duration,
 ) -> TriggerReply {
@@ -152,7 +157,7 @@ pub async fn answer(
             Err(_) => return TriggerReply::failed("tenant_id is not a UUID", "bad_request"),
         },
     };
-    let job = match request(store, queue, device_id, tenant).await {
+    let job = match request(store, queue, metrics, device_id, tenant).await {
         Ok(j) => j,
         Err(ManualError::UnknownDevice(_)) => {
             return TriggerReply::failed("device not found", "not_found");
@@ -216,8 +221,7 @@ pub async fn serve_trigger(
             metrics.clone(),
         );
         tokio::spawn(async move {
-            metrics.jobs_enqueued.with_label_values(&["manual"]).inc();
-            let reply = answer(&store, &queue, &msg.payload, timeout).await;
+            let reply = answer(&store, &queue, &metrics, &msg.payload, timeout).await;
             let body = serde_json::to_vec(&reply).unwrap_or_default();
             if let Err(e) = client.publish(reply_to, body.into()).await {
                 warn!(error = %e, "could not send the trigger reply");

@@ -6,9 +6,12 @@
 //! token on every state-changing request (a form field for forms, `X-CSRF-Token` for
 //! `fetch`); bearer calls need none, since browsers never attach bearer tokens on their
 //! own. The session cookie is HttpOnly and SameSite=Strict.
+//!
+//! Imports `error`, `layout` and `state` only; `ops` and the faces depend on it.
 
-use super::api::ApiError;
-use super::{AuthMode, WebState};
+use crate::error::{ApiError, error_page};
+use crate::layout::Chrome;
+use crate::state::{AuthMode, WebState};
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
@@ -50,6 +53,16 @@ impl Caller {
 
     pub fn tenant(&self) -> Option<uuid::Uuid> {
         self.principal.tenant_id
+    }
+
+    /// What the page chrome shows about this caller.
+    pub fn chrome<'a>(&'a self, state: &WebState) -> Chrome<'a> {
+        Chrome {
+            principal: &self.principal,
+            csrf: &self.csrf,
+            session: self.via == Via::Session,
+            auth_disabled: state.settings().auth == AuthMode::Disabled,
+        }
     }
 }
 
@@ -170,7 +183,7 @@ impl FromRequestParts<WebState> for PageCaller {
                 let target = format!("/login?next={}", url_encode(next));
                 Err(ToLogin(target).into_response())
             }
-            Err(e) => Err(super::pages::error_page(e.status, &e.message)),
+            Err(e) => Err(error_page(e.status, &e.message)),
         }
     }
 }
@@ -184,7 +197,7 @@ impl OptionalFromRequestParts<WebState> for PageCaller {
     ) -> Result<Option<Self>, Response> {
         match identify(state, parts).await {
             Ok(c) => Ok(c.map(PageCaller)),
-            Err(e) => Err(super::pages::error_page(e.status, &e.message)),
+            Err(e) => Err(error_page(e.status, &e.message)),
         }
     }
 }

@@ -5,42 +5,31 @@
 //! other caller sees the values of secret-looking properties (`password=`, `secret=`,
 //! `passphrase=`, `private-key=`, …) masked. Whole versions are downloadable by admins
 //! only. Everything is scoped to the caller's tenant like the rest of the web layer.
+//!
+//! A face of its own (JSON handlers and pages), below `api` and `pages`: `api` routes
+//! and documents its JSON handlers, `pages` embeds its timeline and change feed. It
+//! imports `ops`, `auth`, `extract`, `error`, `layout` and `state`, never `api` or
+//! `pages`.
 
 // Handlers fail with a ready page (`Response`), the axum idiom; its size is irrelevant.
 #![allow(clippy::result_large_err)]
 
-use super::WebState;
-use super::api::{ApiError, ApiQuery, DeviceId};
-use super::auth::{ApiCaller, Caller, PageCaller};
-use super::pages::{PageQuery, error_page};
+use crate::auth::{ApiCaller, Caller, PageCaller};
+use crate::error::{ApiError, error_page};
+use crate::extract::{ApiQuery, DeviceId, PageQuery};
+use crate::layout::{self, Nav, ago};
+use crate::ops;
+use crate::state::WebState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use maud::{Markup, html};
-use rosbackup_archive::{ArchiveError, Change, VersionDiff, VersionInfo};
+use rosbackup_archive::{Change, VersionDiff, VersionInfo};
 use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
-
-impl From<ArchiveError> for ApiError {
-    fn from(e: ArchiveError) -> ApiError {
-        tracing::error!(error = %e, "archive error in a web call");
-        match e {
-            ArchiveError::Decrypt(_) | ArchiveError::Decompress(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "archive_unreadable",
-                "an archived version could not be opened (is ARCHIVE_ENCRYPTION_KEY the archiver's key?)",
-            ),
-            _ => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the config history is unavailable; try again",
-            ),
-        }
-    }
-}
 
 fn archive_unavailable() -> ApiError {
     ApiError::new(
@@ -118,14 +107,6 @@ fn limit(l: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-async fn visible_device(s: &WebState, tenant: Option<Uuid>, id: Uuid) -> Result<(), ApiError> {
-    s.report()
-        .device(id, tenant)
-        .await?
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))
-}
-
 /// A version of this device the caller may see.
 async fn device_version(
     s: &WebState,
@@ -143,7 +124,7 @@ async fn device_version(
 /// The archived versions of a device, newest first.
 #[utoipa::path(get, path = "/api/v1/devices/{id}/versions", tag = "history",
     params(("id" = Uuid, Path, description = "device id"), VersionsParams),
-    responses((status = 200, body = Vec<VersionInfo>), (status = 404, body = super::api::ErrorBody)))]
+    responses((status = 200, body = Vec<VersionInfo>), (status = 404, body = crate::error::ErrorBody)))]
 pub async fn versions_api(
     State(s): State<WebState>,
     c: ApiCaller,
@@ -151,7 +132,7 @@ pub async fn versions_api(
     ApiQuery(p): ApiQuery<VersionsParams>,
 ) -> Result<Json<Vec<VersionInfo>>, ApiError> {
     let limit = limit(p.limit)?;
-    visible_device(&s, c.0.tenant(), id).await?;
+    ops::device(&s, &c.0, id).await?;
     Ok(Json(s.history().versions(id, c.0.tenant(), limit).await?))
 }
 
@@ -165,8 +146,8 @@ pub struct DiffParams {
 /// Unified diff of a version against the previous one (or `against`).
 #[utoipa::path(get, path = "/api/v1/devices/{id}/versions/{version}/diff", tag = "history",
     params(("id" = Uuid, Path, description = "device id"), ("version" = i64, Path, description = "version id"), DiffParams),
-    responses((status = 200, body = VersionDiff), (status = 404, body = super::api::ErrorBody),
-              (status = 503, body = super::api::ErrorBody)))]
+    responses((status = 200, body = VersionDiff), (status = 404, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
 pub async fn diff_api(
     State(s): State<WebState>,
     c: ApiCaller,
@@ -249,8 +230,8 @@ async fn diff_for(
 #[utoipa::path(get, path = "/api/v1/devices/{id}/versions/{version}/text", tag = "history",
     params(("id" = Uuid, Path, description = "device id"), ("version" = i64, Path, description = "version id")),
     responses((status = 200, content_type = "text/plain", body = String),
-              (status = 403, body = super::api::ErrorBody), (status = 404, body = super::api::ErrorBody),
-              (status = 503, body = super::api::ErrorBody)))]
+              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+              (status = 503, body = crate::error::ErrorBody)))]
 pub async fn text_api(
     State(s): State<WebState>,
     c: ApiCaller,
@@ -266,9 +247,7 @@ async fn download(
     device: Uuid,
     version: i64,
 ) -> Result<Response, ApiError> {
-    if !c.principal.is_admin() {
-        return Err(ApiError::forbidden());
-    }
+    ops::require_admin(c)?;
     let v = device_version(s, c.tenant(), device, version).await?;
     if !s.can_read_archive() {
         return Err(archive_unavailable());
@@ -349,7 +328,7 @@ pub fn timeline(device: Uuid, versions: &[VersionInfo]) -> Markup {
             ol.timeline id="versions" {
                 @for v in versions {
                     li data-version=(v.id) {
-                        div.when { (super::pages::ago(v.first_seen_at)) }
+                        div.when { (ago(v.first_seen_at)) }
                         div.what {
                             a href=(format!("/devices/{device}/versions/{}", v.id)) {
                                 @if v.previous_version_id.is_none() { "First version" } @else { "Changed" }
@@ -358,7 +337,7 @@ pub fn timeline(device: Uuid, versions: &[VersionInfo]) -> Markup {
                             " " (menus(&v.changed_menus))
                         }
                         div.meta.muted.small {
-                            code { (rosbackup_archive::short(&v.sha256)) } " · " (v.size) " bytes · seen " (v.seen_count) "× · last " (super::pages::ago(v.last_seen_at))
+                            code { (rosbackup_archive::short(&v.sha256)) } " · " (v.size) " bytes · seen " (v.seen_count) "× · last " (ago(v.last_seen_at))
                             @if let Some(r) = &v.routeros_version { " · RouterOS " (r) }
                         }
                     }
@@ -379,7 +358,7 @@ pub fn changes_feed(changes: &[Change]) -> Markup {
                 tbody {
                     @for ch in changes {
                         tr {
-                            td { (super::pages::ago(ch.at)) }
+                            td { (ago(ch.at)) }
                             td { a href=(format!("/devices/{}", ch.device_id)) { (ch.device_name) } }
                             td { @if ch.previous_version_id.is_none() { span.muted { "first version" } } @else { (menus(&ch.menus)) } }
                             td { a href=(format!("/devices/{}/versions/{}", ch.device_id, ch.version_id)) { "diff →" } }
@@ -427,17 +406,9 @@ async fn diff_page(
                 .map_err(|_| error_page(StatusCode::BAD_REQUEST, "Bad version to compare with."))?,
         ),
     };
-    let row = s
-        .report()
-        .device(id, c.tenant())
+    let row = ops::device(&s, &c, id)
         .await
-        .map_err(|e| page_err(e.into()))?
-        .ok_or_else(|| {
-            error_page(
-                StatusCode::NOT_FOUND,
-                "No such device (or not in your tenant).",
-            )
-        })?;
+        .map_err(ApiError::device_page)?;
     let v = device_version(&s, c.tenant(), id, version)
         .await
         .map_err(page_err)?;
@@ -461,7 +432,7 @@ async fn diff_page(
                 a.muted href=(format!("/devices/{id}")) { "← " (row.device.name) }
                 h1 { "Version " (v.id) " " span.muted.small { (v.first_seen_at.format("%Y-%m-%d %H:%M UTC")) } }
                 p.muted {
-                    code title=(v.sha256) { (rosbackup_archive::short(&v.sha256)) } " · " (v.size) " bytes · seen " (v.seen_count) "× (last " (super::pages::ago(v.last_seen_at)) ")"
+                    code title=(v.sha256) { (rosbackup_archive::short(&v.sha256)) } " · " (v.size) " bytes · seen " (v.seen_count) "× (last " (ago(v.last_seen_at)) ")"
                 }
             }
             div.actions {
@@ -501,7 +472,13 @@ async fn diff_page(
             (timeline(id, &all))
         }
     };
-    Ok(super::pages::page(&s, &c, &format!("{} v{}", row.device.name, v.id), body).into_response())
+    Ok(layout::page(
+        &c.chrome(&s),
+        &format!("{} v{}", row.device.name, v.id),
+        Nav::Devices,
+        body,
+    )
+    .into_response())
 }
 
 async fn download_page(

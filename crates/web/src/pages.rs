@@ -5,17 +5,25 @@
 //! why?", the device list "which ones, and what do I do?", a device page "what happened
 //! to this one?", the jobs page "what is the queue doing?". Every action is a form post
 //! carrying the session's CSRF token, answered with a redirect (post/redirect/get).
+//!
+//! A face: it reads through `ops` (and the store's report queries) and acts only through
+//! `ops`, rendering in `layout`'s chrome; it embeds `history`'s fragments. Nothing in the
+//! crate imports `pages` but the router in `lib`.
 
 // Handlers fail with a ready page (`Response`), the axum idiom; its size is irrelevant.
 #![allow(clippy::result_large_err)]
 
-use super::api::{self, ApiError, DeviceAction, DeviceListParams, JobsParams, Overview, hint_for};
-use super::auth::{
-    self, Caller, LOGIN_COOKIE, PageCaller, SESSION_COOKIE, Via, safe_next, set_cookie, url_encode,
+use crate::auth::{
+    self, Caller, LOGIN_COOKIE, PageCaller, SESSION_COOKIE, safe_next, set_cookie, url_encode,
 };
-use super::{AuthMode, WebState, charts};
+use crate::charts;
+use crate::error::{ApiError, error_page};
+use crate::extract::PageQuery;
+use crate::layout::{self, FAVICON, Nav, ago, span, until};
+use crate::ops::{self, DeviceAction, DeviceListParams, JobsParams, Overview, hint_for};
+use crate::state::WebState;
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -72,64 +80,7 @@ async fn js() -> Response {
         .into_response()
 }
 
-/// `Query<T>` whose rejection is a styled error page (not axum's plain text).
-pub struct PageQuery<T>(pub T);
-
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
-    for PageQuery<T>
-{
-    type Rejection = Response;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Response> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| PageQuery(q.0))
-            .map_err(|e| {
-                let detail = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.body_text());
-                error_page(StatusCode::BAD_REQUEST, &format!("Bad link: {detail}"))
-            })
-    }
-}
-
-/// The tab icon, inline (no extra request, allowed by the CSP's `img-src data:`).
-const FAVICON: &str = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'%3E%3Cpath d='M8 1l7 7-7 7-7-7z' fill='%230b7285'/%3E%3C/svg%3E";
-
 // ---- formatting --------------------------------------------------------------------
-
-/// "12 s ago", "5 min ago", "3 h ago", "2 d ago".
-pub fn ago(t: DateTime<Utc>) -> String {
-    let s = (Utc::now() - t).num_seconds();
-    if s < 0 {
-        return until(t);
-    }
-    format!("{} ago", span(s))
-}
-
-/// "in 5 min", or "overdue 2 min".
-pub fn until(t: DateTime<Utc>) -> String {
-    let s = (t - Utc::now()).num_seconds();
-    if s < 0 {
-        format!("overdue {}", span(-s))
-    } else if s == 0 {
-        "now".into()
-    } else {
-        format!("in {}", span(s))
-    }
-}
-
-fn span(s: i64) -> String {
-    match s {
-        0..=59 => format!("{s} s"),
-        60..=3599 => format!("{} min", s / 60),
-        3600..=172_799 => format!("{} h", s / 3600),
-        _ => format!("{} d", s / 86400),
-    }
-}
 
 fn bytes(n: i64) -> String {
     match n {
@@ -160,90 +111,11 @@ fn short_hash(h: &str) -> &str {
     h.get(..12).unwrap_or(h)
 }
 
-// ---- layout ------------------------------------------------------------------------
+// ---- frame -------------------------------------------------------------------------
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Nav {
-    Overview,
-    Devices,
-    Jobs,
-}
-
-fn layout(state: &WebState, caller: &Caller, title: &str, nav: Nav, body: Markup) -> Html<String> {
-    let p = &caller.principal;
-    Html(
-        html! {
-            (DOCTYPE)
-            html lang="en" {
-                head {
-                    meta charset="utf-8";
-                    meta name="viewport" content="width=device-width, initial-scale=1";
-                    meta name="csrf-token" content=(caller.csrf);
-                    title { (title) " · rosbackup" }
-                    link rel="icon" href=(FAVICON);
-                    link rel="stylesheet" href="/assets/app.css";
-                    script src="/assets/app.js" defer {}
-                }
-                body {
-                    header.top {
-                        a.brand href="/" { span.logo { "◆" } " rosbackup" }
-                        nav {
-                            a href="/" class=[(nav == Nav::Overview).then_some("active")] { "Overview" }
-                            a href="/devices" class=[(nav == Nav::Devices).then_some("active")] { "Devices" }
-                            a href="/jobs" class=[(nav == Nav::Jobs).then_some("active")] { "Jobs" }
-                        }
-                        div.who {
-                            span.name { (p.name) }
-                            span class=(format!("role {}", p.role.as_str())) { (p.role.as_str()) }
-                            @if let Some(t) = p.tenant_id {
-                                span.tenant title=(t) { "tenant " (t.to_string().get(..8).unwrap_or("")) }
-                            }
-                            @if caller.via == Via::Session {
-                                form method="post" action="/logout" {
-                                    input type="hidden" name="csrf" value=(caller.csrf);
-                                    button.link type="submit" id="logout" { "Log out" }
-                                }
-                            }
-                        }
-                    }
-                    @if state.settings().auth == AuthMode::Disabled {
-                        div.banner.danger { "Authentication is disabled (--insecure-no-auth): anyone who reaches this port is an admin." }
-                    }
-                    main { (body) }
-                }
-            }
-        }
-        .into_string(),
-    )
-}
-
-/// A page in the dashboard's frame (under Devices), for other web modules.
-pub fn page(state: &WebState, caller: &Caller, title: &str, body: Markup) -> Html<String> {
-    layout(state, caller, title, Nav::Devices, body)
-}
-
-/// A plain error page (also used before a caller is known).
-pub fn error_page(status: StatusCode, message: &str) -> Response {
-    let body = html! {
-        (DOCTYPE)
-        html lang="en" {
-            head { meta charset="utf-8"; title { "Error · rosbackup" } link rel="icon" href=(FAVICON); link rel="stylesheet" href="/assets/app.css"; }
-            body.center {
-                div.card.narrow {
-                    h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or("")) }
-                    p { (message) }
-                    p { a href="/" { "Back to the overview" } }
-                }
-            }
-        }
-    };
-    (status, Html(body.into_string())).into_response()
-}
-
-impl ApiError {
-    fn page(self) -> Response {
-        error_page(self.status, &self.message)
-    }
+/// A page in the dashboard's chrome.
+fn frame(s: &WebState, c: &Caller, title: &str, nav: Nav, body: Markup) -> Html<String> {
+    layout::page(&c.chrome(s), title, nav, body)
 }
 
 type PageResult = Result<Response, Response>;
@@ -264,14 +136,12 @@ fn check_csrf(caller: &Caller, presented: &str) -> Result<(), Response> {
 }
 
 fn require_admin(caller: &Caller) -> Result<(), Response> {
-    if caller.principal.is_admin() {
-        Ok(())
-    } else {
-        Err(error_page(
+    ops::require_admin(caller).map_err(|_| {
+        error_page(
             StatusCode::FORBIDDEN,
             "Your token is a viewer token: it can look, not act. Ask for an admin token.",
-        ))
-    }
+        )
+    })
 }
 
 // ---- login -------------------------------------------------------------------------
@@ -454,7 +324,7 @@ async fn overview(
 ) -> PageResult {
     let window = window_of(&p);
     let body = overview_body(&s, &c, window).await?;
-    Ok(layout(
+    Ok(frame(
         &s,
         &c,
         "Overview",
@@ -479,7 +349,7 @@ async fn overview_body(
 ) -> Result<Markup, Response> {
     let tenant = c.tenant();
     let (ov, activity, ages, changes) = tokio::join!(
-        api::overview_for(s, tenant),
+        ops::overview(s, c),
         s.report().activity(tenant, window.1, window.2),
         s.report().backup_ages(tenant),
         s.history().recent_changes(tenant, 10),
@@ -593,7 +463,7 @@ async fn overview_body(
         }
         section.card {
             h2 { "Recent config changes" }
-            (super::history::changes_feed(&changes))
+            (crate::history::changes_feed(&changes))
         }
         section.card {
             h2 { "Recent failures" }
@@ -760,7 +630,7 @@ async fn devices(
             }
         }
     };
-    Ok(layout(&s, &c, "Devices", Nav::Devices, body).into_response())
+    Ok(frame(&s, &c, "Devices", Nav::Devices, body).into_response())
 }
 
 fn device_row(row: &DeviceRow) -> Markup {
@@ -798,16 +668,7 @@ struct DeviceQueryParams {
 async fn visible_device(s: &WebState, c: &Caller, id: &str) -> Result<DeviceRow, Response> {
     let id =
         Uuid::try_parse(id).map_err(|_| error_page(StatusCode::NOT_FOUND, "No such device."))?;
-    s.report()
-        .device(id, c.tenant())
-        .await
-        .map_err(|err| e(err.into()))?
-        .ok_or_else(|| {
-            error_page(
-                StatusCode::NOT_FOUND,
-                "No such device (or not in your tenant).",
-            )
-        })
+    ops::device(s, c, id).await.map_err(ApiError::device_page)
 }
 
 async fn device(
@@ -888,10 +749,10 @@ async fn device(
         }
         section.card {
             h2 { "Config history" }
-            (super::history::timeline(d.id, &versions))
+            (crate::history::timeline(d.id, &versions))
         }
     };
-    Ok(layout(&s, &c, &row.device.name, Nav::Devices, body).into_response())
+    Ok(frame(&s, &c, &row.device.name, Nav::Devices, body).into_response())
 }
 
 /// The device and backup-state cards (refreshed in place).
@@ -1057,7 +918,7 @@ async fn backup_now(
     check_csrf(&c, &f.csrf)?;
     require_admin(&c)?;
     let row = visible_device(&s, &c, &id).await?;
-    let job = api::request_backup(&s, c.tenant(), row.device.id)
+    let job = ops::request_backup(&s, &c, row.device.id)
         .await
         .map_err(e)?;
     Ok(Redirect::to(&format!(
@@ -1079,7 +940,7 @@ async fn device_action(
     let action = DeviceAction::parse(&action)
         .ok_or_else(|| error_page(StatusCode::NOT_FOUND, "No such action."))?;
     let row = visible_device(&s, &c, &id).await?;
-    api::apply_action(&s, c.tenant(), row.device.id, action)
+    ops::apply_action(&s, &c, row.device.id, action)
         .await
         .map_err(e)?;
     Ok(Redirect::to(&format!(
@@ -1104,7 +965,7 @@ async fn jobs(
     PageCaller(c): PageCaller,
     PageQuery(p): PageQuery<JobsPageParams>,
 ) -> PageResult {
-    let stats = api::queue_stats(&s, c.tenant()).await.map_err(e)?;
+    let stats = ops::queue_stats(&s, &c).await.map_err(e)?;
     let default_state = if stats.dead > 0 {
         "dead"
     } else if stats
@@ -1131,7 +992,7 @@ async fn jobs(
         "dead" => JobListState::Dead,
         _ => return Err(error_page(StatusCode::BAD_REQUEST, "Unknown job state.")),
     };
-    let (state, offset, limit) = api::jobs_params(&JobsParams {
+    let (state, offset, limit) = ops::jobs_params(&JobsParams {
         state: Some(state),
         offset: p.offset,
         limit: Some(50),
@@ -1234,7 +1095,7 @@ async fn jobs(
             }
         }
     };
-    Ok(layout(&s, &c, "Jobs", Nav::Jobs, body).into_response())
+    Ok(frame(&s, &c, "Jobs", Nav::Jobs, body).into_response())
 }
 
 fn job_state_str(s: JobListState) -> &'static str {
@@ -1272,9 +1133,7 @@ async fn retry_job(
 ) -> PageResult {
     check_csrf(&c, &f.csrf)?;
     require_admin(&c)?;
-    let r = api::retry_dead(&s, c.tenant(), &f.job_id)
-        .await
-        .map_err(e)?;
+    let r = ops::retry_dead(&s, &c, &f.job_id).await.map_err(e)?;
     Ok(Redirect::to(&format!(
         "/jobs?state=dead&done={}",
         url_encode(&format!("Retrying: new job {}", r.job_id))
@@ -1289,9 +1148,7 @@ async fn discard_job(
 ) -> PageResult {
     check_csrf(&c, &f.csrf)?;
     require_admin(&c)?;
-    api::discard_dead(&s, c.tenant(), &f.job_id)
-        .await
-        .map_err(e)?;
+    ops::discard_dead(&s, &c, &f.job_id).await.map_err(e)?;
     Ok(Redirect::to(&format!(
         "/jobs?state=dead&done={}",
         url_encode(&format!("Discarded {}", f.job_id))
@@ -1304,11 +1161,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_read_like_people_speak() {
-        assert_eq!(span(5), "5 s");
-        assert_eq!(span(125), "2 min");
-        assert_eq!(span(7200), "2 h");
-        assert_eq!(span(3 * 86400), "3 d");
+    fn sizes_read_like_people_speak() {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(20_480), "20.0 KB");
     }

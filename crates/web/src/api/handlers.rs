@@ -1,0 +1,261 @@
+//! The `/api/v1` handlers: each extracts its caller and parameters, calls one operation
+//! in `ops`, and answers JSON. The `#[utoipa::path]` annotations are the OpenAPI
+//! document's source (collected in `api::openapi`).
+//!
+//! Part of `api`; imports `ops`, `auth`, `extract`, `error` and `state`.
+
+use crate::auth::ApiCaller;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, DeviceId};
+use crate::ops::{
+    self, ActivityParams, BackupOutcome, BackupParams, CreateDevice, Credentials, DeviceAction,
+    DeviceList, DeviceListParams, DeviceView, JobList, JobsParams, LimitParams, Overview,
+    QueueStats, RetriedJob, RunsParams, Whoami,
+};
+use crate::state::WebState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use rosbackup_core::report::{ActivityBucket, AgeBucket, RecentRun, TenantCount};
+use rosbackup_core::store::Run;
+use uuid::Uuid;
+
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "auth",
+    responses((status = 200, body = Whoami), (status = 401, body = ErrorBody)))]
+pub(super) async fn whoami(State(s): State<WebState>, c: ApiCaller) -> Json<Whoami> {
+    Json(ops::whoami(&s, &c.0))
+}
+
+#[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceListParams),
+    responses((status = 200, body = DeviceList), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody)))]
+pub(super) async fn list_devices(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ApiQuery(p): ApiQuery<DeviceListParams>,
+) -> ApiResult<Json<DeviceList>> {
+    Ok(Json(ops::list_devices(&s, &c.0, &p).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = CreateDevice,
+    responses((status = 201, body = DeviceView), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub(super) async fn create_device(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ApiJson(body): ApiJson<CreateDevice>,
+) -> ApiResult<(StatusCode, Json<DeviceView>)> {
+    let row = ops::create_device(&s, &c.0, body).await?;
+    Ok((StatusCode::CREATED, Json(row.into())))
+}
+
+#[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = Uuid, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_device(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+) -> ApiResult<Json<DeviceView>> {
+    Ok(Json(ops::device(&s, &c.0, id).await?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices",
+    params(("id" = Uuid, Path, description = "device id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn delete_device(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+) -> ApiResult<StatusCode> {
+    ops::delete_device(&s, &c.0, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/api/v1/devices/{id}/credentials", tag = "devices",
+    params(("id" = Uuid, Path, description = "device id")), request_body = Credentials,
+    responses((status = 200, body = DeviceView), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
+pub(super) async fn set_credentials(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+    ApiJson(body): ApiJson<Credentials>,
+) -> ApiResult<Json<DeviceView>> {
+    Ok(Json(ops::set_credentials(&s, &c.0, id, body).await?.into()))
+}
+
+async fn action(
+    s: WebState,
+    c: ApiCaller,
+    id: Uuid,
+    action: DeviceAction,
+) -> ApiResult<Json<DeviceView>> {
+    Ok(Json(ops::apply_action(&s, &c.0, id, action).await?.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/devices/{id}/enable", tag = "devices",
+    params(("id" = Uuid, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn enable(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+) -> ApiResult<Json<DeviceView>> {
+    action(s, c, id, DeviceAction::Enable).await
+}
+
+#[utoipa::path(post, path = "/api/v1/devices/{id}/disable", tag = "devices",
+    params(("id" = Uuid, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn disable(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+) -> ApiResult<Json<DeviceView>> {
+    action(s, c, id, DeviceAction::Disable).await
+}
+
+#[utoipa::path(post, path = "/api/v1/devices/{id}/unblock", tag = "devices",
+    params(("id" = Uuid, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn unblock(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+) -> ApiResult<Json<DeviceView>> {
+    action(s, c, id, DeviceAction::Unblock).await
+}
+
+#[utoipa::path(post, path = "/api/v1/devices/{id}/reset-host-key", tag = "devices",
+    params(("id" = Uuid, Path, description = "device id")),
+    responses((status = 200, body = DeviceView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn reset_host_key(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+) -> ApiResult<Json<DeviceView>> {
+    action(s, c, id, DeviceAction::ResetHostKey).await
+}
+
+#[utoipa::path(post, path = "/api/v1/devices/{id}/backup", tag = "devices",
+    params(("id" = Uuid, Path, description = "device id"), BackupParams),
+    responses((status = 200, body = BackupOutcome, description = "finished (wait=true)"),
+              (status = 202, body = BackupOutcome, description = "queued, or still running when the wait ended"),
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn backup(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+    ApiQuery(p): ApiQuery<BackupParams>,
+) -> ApiResult<(StatusCode, Json<BackupOutcome>)> {
+    let outcome = ops::backup(&s, &c.0, id, &p).await?;
+    let status = if outcome.run.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(outcome)))
+}
+
+#[utoipa::path(get, path = "/api/v1/devices/{id}/runs", tag = "runs",
+    params(("id" = Uuid, Path, description = "device id"), LimitParams),
+    responses((status = 200, body = Vec<Run>), (status = 404, body = ErrorBody)))]
+pub(super) async fn device_runs(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+    ApiQuery(p): ApiQuery<LimitParams>,
+) -> ApiResult<Json<Vec<Run>>> {
+    Ok(Json(ops::device_runs(&s, &c.0, id, &p).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunsParams),
+    responses((status = 200, body = Vec<RecentRun>)))]
+pub(super) async fn recent_runs(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ApiQuery(p): ApiQuery<RunsParams>,
+) -> ApiResult<Json<Vec<RecentRun>>> {
+    Ok(Json(ops::recent_runs(&s, &c.0, &p).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/queue", tag = "queue",
+    responses((status = 200, body = QueueStats)))]
+pub(super) async fn queue(State(s): State<WebState>, c: ApiCaller) -> ApiResult<Json<QueueStats>> {
+    Ok(Json(ops::queue_stats(&s, &c.0).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/overview", tag = "queue",
+    responses((status = 200, body = Overview)))]
+pub(super) async fn overview(State(s): State<WebState>, c: ApiCaller) -> ApiResult<Json<Overview>> {
+    Ok(Json(ops::overview(&s, &c.0).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/stats/activity", tag = "queue", params(ActivityParams),
+    responses((status = 200, body = Vec<ActivityBucket>)))]
+pub(super) async fn activity(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ApiQuery(p): ApiQuery<ActivityParams>,
+) -> ApiResult<Json<Vec<ActivityBucket>>> {
+    Ok(Json(ops::activity(&s, &c.0, &p).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/stats/backup-ages", tag = "queue",
+    responses((status = 200, body = Vec<AgeBucket>)))]
+pub(super) async fn backup_ages(
+    State(s): State<WebState>,
+    c: ApiCaller,
+) -> ApiResult<Json<Vec<AgeBucket>>> {
+    Ok(Json(ops::backup_ages(&s, &c.0).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "devices",
+    responses((status = 200, body = Vec<TenantCount>)))]
+pub(super) async fn tenants(
+    State(s): State<WebState>,
+    c: ApiCaller,
+) -> ApiResult<Json<Vec<TenantCount>>> {
+    Ok(Json(ops::tenants(&s, &c.0).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "queue", params(JobsParams),
+    responses((status = 200, body = JobList), (status = 400, body = ErrorBody)))]
+pub(super) async fn jobs(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ApiQuery(p): ApiQuery<JobsParams>,
+) -> ApiResult<Json<JobList>> {
+    Ok(Json(ops::jobs(&s, &c.0, &p).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "queue",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = RetriedJob), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub(super) async fn retry_job(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<Json<RetriedJob>> {
+    Ok(Json(ops::retry_dead(&s, &c.0, &id).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/jobs/{id}", tag = "queue",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(super) async fn discard_job(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<StatusCode> {
+    ops::discard_dead(&s, &c.0, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Any other path under `/api/v1` (after authentication: no route list for strangers).
+pub(super) async fn no_route(_c: ApiCaller) -> ApiError {
+    ApiError::not_found("no such API route")
+}

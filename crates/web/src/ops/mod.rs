@@ -1,0 +1,478 @@
+//! The operations both faces call: the JSON API (`api`) and the dashboard (`pages`,
+//! `history`) do nothing to devices, jobs or the queue except through these.
+//!
+//! Two checks live here once: [`device`] is the tenant check (a device outside the
+//! caller's tenant is the same 404 as one that does not exist), and [`require_admin`]
+//! the role check; every operation that acts calls it first. Manual backups go through
+//! [`rosbackup_core::manual::request`], the same function the CLI and the NATS trigger
+//! use (it counts `jobs_enqueued{trigger="manual"}`).
+//!
+//! Imports `auth`, `error` and `state`; must not import a face (`api`, `pages`,
+//! `history`). The types operations take and return are in [`types`].
+
+pub mod types;
+
+pub use types::*;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AuthMode, WebState};
+use axum::http::StatusCode;
+use chrono::Utc;
+use rosbackup_core::credentials::CredentialKey;
+use rosbackup_core::inventory;
+use rosbackup_core::queue::{BackupJob, JobInfo, JobListState};
+use rosbackup_core::report::{ActivityBucket, AgeBucket, DeviceRow, RecentRun, TenantCount};
+use rosbackup_core::store::{NewDevice, Run, StoreError};
+use std::time::Duration;
+use uuid::Uuid;
+
+// ---- the two checks ----------------------------------------------------------------
+
+/// Acting (anything but reading) needs an admin.
+pub fn require_admin(c: &Caller) -> ApiResult<()> {
+    if c.principal.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
+    }
+}
+
+/// The device if the caller may see it: the tenant check.
+pub async fn device(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<DeviceRow> {
+    s.report()
+        .device(id, c.tenant())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))
+}
+
+// ---- who ---------------------------------------------------------------------------
+
+pub fn whoami(s: &WebState, c: &Caller) -> Whoami {
+    Whoami {
+        name: c.principal.name.clone(),
+        role: c.principal.role.as_str().into(),
+        tenant_id: c.principal.tenant_id,
+        auth: match s.settings().auth {
+            AuthMode::Required => "required".into(),
+            AuthMode::Disabled => "disabled".into(),
+        },
+    }
+}
+
+// ---- devices -----------------------------------------------------------------------
+
+/// A page of the devices the caller may see.
+pub async fn list_devices(s: &WebState, c: &Caller, p: &DeviceListParams) -> ApiResult<DeviceList> {
+    let q = p.to_query(c.tenant())?;
+    let page = s.report().devices(&q).await?;
+    Ok(DeviceList {
+        total: page.total,
+        offset: q.offset,
+        limit: q.limit,
+        items: page.rows.into_iter().map(DeviceView::from).collect(),
+    })
+}
+
+/// Validate a create body into a device (the caller's scope applied).
+fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
+    let tenant_id = match (c.tenant(), b.tenant_id) {
+        (Some(scope), Some(t)) if scope != t => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token may only create devices in its own tenant",
+            ));
+        }
+        (Some(scope), _) => scope,
+        (None, Some(t)) => t,
+        (None, None) => return Err(ApiError::invalid("tenant_id", "tenant_id is required")),
+    };
+    let f = |field: &'static str| move |reason: String| ApiError::invalid(field, reason);
+    let interval = match b.backup_interval_seconds {
+        None => None,
+        Some(n) => {
+            inventory::parse_interval(&n.to_string()).map_err(f("backup_interval_seconds"))?
+        }
+    };
+    Ok(NewDevice {
+        id: b.id.unwrap_or_else(Uuid::new_v4),
+        tenant_id,
+        name: inventory::parse_name(&b.name).map_err(f("name"))?,
+        host: inventory::parse_host(&b.host).map_err(f("host"))?,
+        ssh_port: match b.port {
+            Some(0) => return Err(ApiError::invalid("port", "port must be 1 to 65535")),
+            Some(p) => p,
+            None => 22,
+        },
+        username: inventory::parse_username(&b.username).map_err(f("username"))?,
+        password: inventory::parse_password(&b.password).map_err(f("password"))?,
+        routeros_version: inventory::parse_routeros_version(
+            b.routeros_version.as_deref().unwrap_or(""),
+        )
+        .map_err(f("routeros_version"))?,
+        enabled: b.enabled.unwrap_or(true),
+        backup_interval_seconds: interval,
+        backup_cron: inventory::parse_cron_field(b.backup_cron.as_deref().unwrap_or(""))
+            .map_err(f("backup_cron"))?,
+    })
+}
+
+/// The credential key, or a refusal when the server has none.
+fn key_or_refuse(s: &WebState) -> ApiResult<&CredentialKey> {
+    s.key().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "credentials_unavailable",
+            "this server has no CREDENTIAL_ENCRYPTION_KEY, so it cannot store passwords",
+        )
+    })
+}
+
+/// Create a device (admins; in the caller's tenant when scoped).
+pub async fn create_device(s: &WebState, c: &Caller, body: CreateDevice) -> ApiResult<DeviceRow> {
+    require_admin(c)?;
+    let d = new_device(c, body)?;
+    let key = key_or_refuse(s)?;
+    if s.store().device(d.id).await?.is_some() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!("device {} already exists", d.id),
+        ));
+    }
+    let taken: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM devices WHERE tenant_id = $1 AND name = $2")
+            .bind(d.tenant_id)
+            .bind(&d.name)
+            .fetch_optional(s.store().pool())
+            .await
+            .map_err(StoreError::from)?;
+    if let Some(other) = taken {
+        return Err(ApiError {
+            field: Some("name".into()),
+            ..ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "the tenant already has a device named {:?} ({other})",
+                    d.name
+                ),
+            )
+        });
+    }
+    let schedule = s.schedule().clone();
+    let now = Utc::now();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
+    s.store()
+        .upsert_devices(key, std::slice::from_ref(&d), || {
+            schedule.first_due(now, &mut rng)
+        })
+        .await?;
+    device(s, c, d.id).await
+}
+
+/// Delete a device the caller may see (admins).
+pub async fn delete_device(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<()> {
+    require_admin(c)?;
+    device(s, c, id).await?;
+    s.store().remove_device(id).await?;
+    Ok(())
+}
+
+/// Replace a device's password (and username, when given) (admins).
+pub async fn set_credentials(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    body: Credentials,
+) -> ApiResult<DeviceRow> {
+    require_admin(c)?;
+    device(s, c, id).await?;
+    let username = match &body.username {
+        None => None,
+        Some(u) => {
+            Some(inventory::parse_username(u).map_err(|r| ApiError::invalid("username", r))?)
+        }
+    };
+    let password =
+        inventory::parse_password(&body.password).map_err(|r| ApiError::invalid("password", r))?;
+    let key = key_or_refuse(s)?;
+    s.store()
+        .set_credentials(key, id, username.as_deref(), &password)
+        .await?;
+    device(s, c, id).await
+}
+
+/// Apply an action to a device the caller may see (admins).
+pub async fn apply_action(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    action: DeviceAction,
+) -> ApiResult<DeviceRow> {
+    require_admin(c)?;
+    device(s, c, id).await?;
+    let store = s.store();
+    match action {
+        DeviceAction::Enable => store.set_enabled(id, true).await?,
+        DeviceAction::Disable => store.set_enabled(id, false).await?,
+        DeviceAction::Unblock => store.unblock(id).await?,
+        DeviceAction::ResetHostKey => store.reset_host_key(id).await?,
+    }
+    device(s, c, id).await
+}
+
+// ---- manual backups ----------------------------------------------------------------
+
+/// Queue a manual backup of a device the caller may see (admins), through
+/// [`rosbackup_core::manual::request`] like every other door.
+pub async fn request_backup(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<BackupJob> {
+    require_admin(c)?;
+    enqueue_manual(s, c, id).await
+}
+
+async fn enqueue_manual(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<BackupJob> {
+    Ok(rosbackup_core::manual::request(s.store(), s.queue(), s.metrics(), id, c.tenant()).await?)
+}
+
+/// A manual backup (admins): queued, or followed to its outcome with `wait` (for at most
+/// `timeout` seconds, capped at the server's manual timeout). `run` is set when it
+/// finished.
+pub async fn backup(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    p: &BackupParams,
+) -> ApiResult<BackupOutcome> {
+    require_admin(c)?;
+    let max = s.settings().manual_timeout;
+    let timeout = match p.timeout {
+        None => max,
+        Some(0) => {
+            return Err(ApiError::bad_request(
+                "timeout must be at least 1 second",
+                Some("timeout".into()),
+            ));
+        }
+        Some(t) => Duration::from_secs(t).min(max),
+    };
+    let job = enqueue_manual(s, c, id).await?;
+    if !p.wait.unwrap_or(false) {
+        return Ok(BackupOutcome {
+            job_id: job.job_id,
+            device_id: id,
+            status: "queued".into(),
+            run: None,
+        });
+    }
+    let run = rosbackup_core::manual::wait(s.store(), &job.job_id, timeout).await?;
+    Ok(match run {
+        Some(run) => BackupOutcome {
+            job_id: job.job_id,
+            device_id: id,
+            status: run.status.clone(),
+            run: Some(run),
+        },
+        None => BackupOutcome {
+            job_id: job.job_id,
+            device_id: id,
+            status: "pending".into(),
+            run: None,
+        },
+    })
+}
+
+// ---- runs and stats ----------------------------------------------------------------
+
+/// A device's runs, newest first.
+pub async fn device_runs(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    p: &LimitParams,
+) -> ApiResult<Vec<Run>> {
+    let limit = limit_of(p.limit)?;
+    device(s, c, id).await?;
+    Ok(s.store().runs(id, limit).await?)
+}
+
+/// Recent runs across the caller's devices.
+pub async fn recent_runs(s: &WebState, c: &Caller, p: &RunsParams) -> ApiResult<Vec<RecentRun>> {
+    let limit = limit_of(p.limit)?;
+    Ok(s.report()
+        .recent_runs(c.tenant(), p.failures.unwrap_or(false), limit)
+        .await?)
+}
+
+/// Queue stats for a caller: whole-queue for unscoped callers; a tenant's own share,
+/// and only its own in-flight job ids, for scoped ones.
+pub async fn queue_stats(s: &WebState, c: &Caller) -> ApiResult<QueueStats> {
+    let tenant = c.tenant();
+    let mut workers = s.queue().workers().await?;
+    let (_, dead) = s.queue().jobs(JobListState::Dead, tenant, 0, 1).await?;
+    match tenant {
+        None => Ok(QueueStats {
+            depth: Some(s.queue().depth().await?),
+            tenant: None,
+            dead,
+            workers,
+        }),
+        Some(t) => {
+            for w in &mut workers {
+                let mut own = Vec::new();
+                for id in &w.inflight {
+                    if let Some(job) = s.queue().job(id).await?
+                        && job.tenant_id == Some(t)
+                    {
+                        own.push(id.clone());
+                    }
+                }
+                w.inflight = own;
+            }
+            Ok(QueueStats {
+                depth: None,
+                tenant: Some(s.report().tenant_queue(t).await?),
+                dead,
+                workers,
+            })
+        }
+    }
+}
+
+/// The overview numbers for a caller's scope.
+pub async fn overview(s: &WebState, c: &Caller) -> ApiResult<Overview> {
+    let tenant = c.tenant();
+    let default_interval = s.schedule().interval;
+    let (freshness, states, queue, recent_failures) = tokio::join!(
+        s.report().freshness(tenant, default_interval),
+        s.report().states(tenant),
+        queue_stats(s, c),
+        s.report().recent_runs(tenant, true, 10),
+    );
+    Ok(Overview {
+        freshness: freshness?,
+        states: states?
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        queue: queue?,
+        recent_failures: recent_failures?,
+    })
+}
+
+/// Backups per time bucket.
+pub async fn activity(
+    s: &WebState,
+    c: &Caller,
+    p: &ActivityParams,
+) -> ApiResult<Vec<ActivityBucket>> {
+    let minutes = p.minutes.unwrap_or(180);
+    if !(1..=10080).contains(&minutes) {
+        return Err(ApiError::bad_request(
+            "minutes must be 1 to 10080",
+            Some("minutes".into()),
+        ));
+    }
+    let bucket = p.bucket.unwrap_or(1);
+    if !(1..=1440).contains(&bucket) {
+        return Err(ApiError::bad_request(
+            "bucket must be 1 to 1440 minutes",
+            Some("bucket".into()),
+        ));
+    }
+    Ok(s.report().activity(c.tenant(), minutes, bucket).await?)
+}
+
+/// Enabled devices by the age of their last successful backup.
+pub async fn backup_ages(s: &WebState, c: &Caller) -> ApiResult<Vec<AgeBucket>> {
+    Ok(s.report().backup_ages(c.tenant()).await?)
+}
+
+/// Devices per tenant.
+pub async fn tenants(s: &WebState, c: &Caller) -> ApiResult<Vec<TenantCount>> {
+    Ok(s.report().tenants(c.tenant()).await?)
+}
+
+// ---- jobs --------------------------------------------------------------------------
+
+/// Validate job-list parameters.
+pub fn jobs_params(p: &JobsParams) -> ApiResult<(JobListState, u64, u64)> {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "limit must be 1 to 500",
+            Some("limit".into()),
+        ));
+    }
+    Ok((
+        p.state.unwrap_or(JobListState::Dead),
+        p.offset.unwrap_or(0),
+        limit,
+    ))
+}
+
+/// A page of the caller's jobs in one state.
+pub async fn jobs(s: &WebState, c: &Caller, p: &JobsParams) -> ApiResult<JobList> {
+    let (state, offset, limit) = jobs_params(p)?;
+    let (items, total) = s.queue().jobs(state, c.tenant(), offset, limit).await?;
+    Ok(JobList { total, items })
+}
+
+/// Retry a dead job the caller may see (admins): it leaves the dead set and the device
+/// gets a fresh manual job (which takes the device's lease like any other, so it cannot
+/// run beside a scheduled one).
+pub async fn retry_dead(s: &WebState, c: &Caller, job_id: &str) -> ApiResult<RetriedJob> {
+    require_admin(c)?;
+    let job = dead_job(s, c, job_id).await?;
+    let device_id = job.device_id.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "the dead job's payload does not decode; discard it",
+        )
+    })?;
+    let taken = s.queue().take_dead(job_id).await?;
+    if taken.is_none() {
+        return Err(not_dead(job_id));
+    }
+    let job = enqueue_manual(s, c, device_id).await?;
+    Ok(RetriedJob {
+        dead_job_id: job_id.to_string(),
+        job_id: job.job_id,
+    })
+}
+
+/// Discard a dead job the caller may see (admins).
+pub async fn discard_dead(s: &WebState, c: &Caller, job_id: &str) -> ApiResult<()> {
+    require_admin(c)?;
+    dead_job(s, c, job_id).await?;
+    match s.queue().take_dead(job_id).await? {
+        Some(_) => Ok(()),
+        None => Err(not_dead(job_id)),
+    }
+}
+
+fn not_dead(job_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "not_dead",
+        format!("job {job_id} is not dead; only dead jobs can be retried or discarded"),
+    )
+}
+
+/// A dead job the caller may see (jobs of other tenants, and jobs without a tenant for
+/// scoped callers, are a 404).
+async fn dead_job(s: &WebState, c: &Caller, job_id: &str) -> ApiResult<JobInfo> {
+    let tenant = c.tenant();
+    let job = s
+        .queue()
+        .job(job_id)
+        .await?
+        .filter(|j| tenant.is_none() || (j.tenant_id.is_some() && j.tenant_id == tenant))
+        .ok_or_else(|| ApiError::not_found(format!("no job {job_id}")))?;
+    if job.state != JobListState::Dead {
+        return Err(not_dead(job_id));
+    }
+    Ok(job)
+}

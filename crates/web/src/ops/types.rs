@@ -1,0 +1,446 @@
+//! The types the operations take and return: request bodies and query parameters (with
+//! their validation), and the views the API serializes and the pages render.
+//!
+//! Part of `ops`; imports only `error`. Never carries a password or config text.
+
+use crate::error::{ApiError, ApiResult};
+use chrono::{DateTime, Utc};
+use rosbackup_core::queue::{JobInfo, JobListState, QueueDepth, WorkerInfo};
+use rosbackup_core::report::{
+    DeviceQuery, DeviceRow, DeviceSort, Freshness, RecentRun, StatusFilter, TenantQueue,
+};
+use rosbackup_core::store::Run;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// A device as the API shows it. Never carries the password or any config text.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceView {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub routeros_version: Option<String>,
+    pub enabled: bool,
+    pub backup_interval_seconds: Option<i32>,
+    pub backup_cron: Option<String>,
+    /// `ok`, `never`, `failing`, `backing_off`, `offline`, `blocked_auth`,
+    /// `blocked_host_key` or `disabled`.
+    pub state: String,
+    /// What an operator should do, for devices that need attention.
+    pub hint: Option<String>,
+    pub host_key_fingerprint: Option<String>,
+    pub next_due_at: DateTime<Utc>,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub last_status: Option<String>,
+    pub last_error_kind: Option<String>,
+    pub last_error_message: Option<String>,
+    pub consecutive_failures: i32,
+    pub backoff_until: Option<DateTime<Utc>>,
+    pub blocked_reason: Option<String>,
+    pub last_sha256: Option<String>,
+    pub last_bytes: Option<i64>,
+    pub outstanding_job: Option<String>,
+    pub lease_worker: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The operator hint for a device's state and last error.
+pub fn hint_for(row: &DeviceRow) -> Option<String> {
+    use rosbackup_core::report::DeviceState::*;
+    let kind_hint = || {
+        row.device
+            .last_error_kind
+            .as_deref()
+            .and_then(|k| k.parse::<rosbackup_core::ErrorKind>().ok())
+            .map(|k| k.hint().to_string())
+    };
+    match row.state() {
+        BlockedAuth => Some("update the credentials".into()),
+        BlockedHostKey => Some("the host key changed: verify, then reset it".into()),
+        Failing | BackingOff | Offline => kind_hint(),
+        Never if row.device.last_attempt_at.is_none() => {
+            Some("waiting for its first backup".into())
+        }
+        _ => None,
+    }
+}
+
+impl From<DeviceRow> for DeviceView {
+    fn from(row: DeviceRow) -> DeviceView {
+        let hint = hint_for(&row);
+        let d = row.device;
+        DeviceView {
+            id: d.id,
+            tenant_id: d.tenant_id,
+            name: d.name,
+            host: d.host,
+            port: u16::try_from(d.ssh_port).unwrap_or(22),
+            username: d.username,
+            routeros_version: d.routeros_version,
+            enabled: d.enabled,
+            backup_interval_seconds: d.backup_interval_seconds,
+            backup_cron: d.backup_cron,
+            state: row.state,
+            hint,
+            host_key_fingerprint: d.ssh_host_key_fingerprint,
+            next_due_at: d.next_due_at,
+            last_attempt_at: d.last_attempt_at,
+            last_success_at: d.last_success_at,
+            last_status: d.last_status,
+            last_error_kind: d.last_error_kind,
+            last_error_message: d.last_error_message,
+            consecutive_failures: d.consecutive_failures,
+            backoff_until: d.backoff_until,
+            blocked_reason: d.blocked_reason,
+            last_sha256: d.last_sha256,
+            last_bytes: d.last_bytes,
+            outstanding_job: d.outstanding_job,
+            lease_worker: d
+                .lease_worker
+                .filter(|_| d.lease_expires_at.is_some_and(|t| t > Utc::now())),
+            lease_expires_at: d.lease_expires_at,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeviceList {
+    /// Devices matching the filters, over all pages.
+    pub total: i64,
+    pub offset: i64,
+    pub limit: i64,
+    pub items: Vec<DeviceView>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeviceListParams {
+    /// Substring of name or host, or an exact device id.
+    pub search: Option<String>,
+    /// A state, or `attention` for every state that needs an operator.
+    #[param(value_type = Option<StatusParam>)]
+    pub status: Option<String>,
+    /// Only this tenant (a tenant-scoped token is always limited to its own).
+    /// Empty means all tenants (the dashboard's filter form sends `tenant_id=`).
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub tenant_id: Option<Uuid>,
+    /// Only devices whose last error has this kind.
+    pub error_kind: Option<String>,
+    /// `name`, `host`, `version`, `last_success`, `next_due`, `state` or `failures`.
+    #[param(value_type = Option<SortParam>)]
+    pub sort: Option<String>,
+    /// `asc` or `desc`.
+    #[param(value_type = Option<OrderParam>)]
+    pub order: Option<String>,
+    /// Page size, 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    #[param(minimum = 0)]
+    pub offset: Option<i64>,
+}
+
+/// Device states accepted by `status` (documentation of the string parameter).
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum StatusParam {
+    Ok,
+    Never,
+    Failing,
+    BackingOff,
+    Offline,
+    BlockedAuth,
+    BlockedHostKey,
+    Disabled,
+    Attention,
+}
+
+/// Sort keys accepted by `sort`.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum SortParam {
+    Name,
+    Host,
+    Version,
+    LastSuccess,
+    NextDue,
+    State,
+    Failures,
+}
+
+/// Sort orders accepted by `order`.
+#[derive(Debug, ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum OrderParam {
+    Asc,
+    Desc,
+}
+
+/// An optional query value where an empty string means absent (HTML forms send empty
+/// fields as `name=`).
+fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    match Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+impl DeviceListParams {
+    /// Validate into a query, with the caller's scope applied.
+    pub fn to_query(&self, scope: Option<Uuid>) -> ApiResult<DeviceQuery> {
+        // PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+        for (field, v) in [("search", &self.search), ("error_kind", &self.error_kind)] {
+            if v.as_deref().is_some_and(|v| v.contains('\0')) {
+                return Err(ApiError::bad_request(
+                    format!("{field} must not contain NUL characters"),
+                    Some(field.into()),
+                ));
+            }
+        }
+        let status = match self.status.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(StatusFilter::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!("unknown status {s:?}"), Some("status".into()))
+            })?),
+        };
+        let sort = match self.sort.as_deref().filter(|s| !s.is_empty()) {
+            None => DeviceSort::default(),
+            Some(s) => DeviceSort::parse(s).ok_or_else(|| {
+                ApiError::bad_request(format!("unknown sort {s:?}"), Some("sort".into()))
+            })?,
+        };
+        let descending = match self.order.as_deref() {
+            None | Some("") | Some("asc") => false,
+            Some("desc") => true,
+            Some(o) => {
+                return Err(ApiError::bad_request(
+                    format!("order must be asc or desc, not {o:?}"),
+                    Some("order".into()),
+                ));
+            }
+        };
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::bad_request(
+                "limit must be 1 to 1000",
+                Some("limit".into()),
+            ));
+        }
+        let offset = self.offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(ApiError::bad_request(
+                "offset must not be negative",
+                Some("offset".into()),
+            ));
+        }
+        let tenant_id = match (scope, self.tenant_id) {
+            (Some(s), Some(t)) if s != t => Some(Uuid::nil()), // sees nothing, like a 404
+            (Some(s), _) => Some(s),
+            (None, t) => t,
+        };
+        Ok(DeviceQuery {
+            tenant_id,
+            search: self.search.clone().filter(|s| !s.trim().is_empty()),
+            status,
+            error_kind: self.error_kind.clone().filter(|s| !s.is_empty()),
+            sort,
+            descending,
+            limit,
+            offset,
+        })
+    }
+}
+
+/// A new device.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDevice {
+    /// Defaults to a new random id.
+    pub id: Option<Uuid>,
+    /// Required unless the token is scoped to a tenant (then it must be that tenant).
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    /// IPv4/IPv6 address or DNS name.
+    pub host: String,
+    /// SSH port (default 22).
+    pub port: Option<u16>,
+    pub username: String,
+    pub password: String,
+    pub routeros_version: Option<String>,
+    pub enabled: Option<bool>,
+    pub backup_interval_seconds: Option<i32>,
+    pub backup_cron: Option<String>,
+}
+
+/// New credentials; `username` stays as it is when absent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    pub username: Option<String>,
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BackupParams {
+    /// Wait for the outcome (up to `timeout` seconds).
+    pub wait: Option<bool>,
+    /// Seconds to wait, at least 1; capped at the server's ROSBACKUP_MANUAL_TIMEOUT
+    /// (also the default).
+    #[param(minimum = 1)]
+    pub timeout: Option<u64>,
+}
+
+/// A manual backup: queued, or finished when waited for.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BackupOutcome {
+    pub job_id: String,
+    pub device_id: Uuid,
+    /// `queued` (not waited for), `pending` (wait timed out), or the run's status:
+    /// `success`, `failed`, `skipped`, `locked`.
+    pub status: String,
+    pub run: Option<Run>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LimitParams {
+    /// 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunsParams {
+    /// 1 to 1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// Only failed runs.
+    pub failures: Option<bool>,
+}
+
+pub(crate) fn limit_of(l: Option<i64>) -> ApiResult<i64> {
+    let l = l.unwrap_or(50);
+    if (1..=1000).contains(&l) {
+        Ok(l)
+    } else {
+        Err(ApiError::bad_request(
+            "limit must be 1 to 1000",
+            Some("limit".into()),
+        ))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Whoami {
+    pub name: String,
+    /// `viewer` or `admin`.
+    pub role: String,
+    pub tenant_id: Option<Uuid>,
+    pub auth: String,
+}
+
+/// The queue as the caller may see it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueStats {
+    /// Whole-queue depth (callers without a tenant scope).
+    pub depth: Option<QueueDepth>,
+    /// The caller's tenant's share (tenant-scoped callers), from the device store.
+    pub tenant: Option<TenantQueue>,
+    /// Dead jobs visible to the caller.
+    pub dead: u64,
+    pub workers: Vec<WorkerInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Overview {
+    pub freshness: Freshness,
+    /// Devices per state.
+    pub states: BTreeMap<String, i64>,
+    pub queue: QueueStats,
+    pub recent_failures: Vec<RecentRun>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActivityParams {
+    /// Minutes of history, 1 to 10080 (default 180).
+    #[param(minimum = 1, maximum = 10080)]
+    pub minutes: Option<i64>,
+    /// Minutes per bucket, 1 to 1440 (default 1).
+    #[param(minimum = 1, maximum = 1440)]
+    pub bucket: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct JobsParams {
+    /// `scheduled`, `due`, `running` or `dead` (default `dead`).
+    pub state: Option<JobListState>,
+    pub offset: Option<u64>,
+    /// 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub total: u64,
+    pub items: Vec<JobInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct RetriedJob {
+    /// The dead job that was removed.
+    pub dead_job_id: String,
+    /// The new manual job for the same device.
+    pub job_id: String,
+}
+
+/// One of the state actions on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceAction {
+    Enable,
+    Disable,
+    Unblock,
+    ResetHostKey,
+}
+
+impl DeviceAction {
+    pub fn parse(s: &str) -> Option<DeviceAction> {
+        match s {
+            "enable" => Some(DeviceAction::Enable),
+            "disable" => Some(DeviceAction::Disable),
+            "unblock" => Some(DeviceAction::Unblock),
+            "reset-host-key" => Some(DeviceAction::ResetHostKey),
+            _ => None,
+        }
+    }
+
+    pub fn done(self) -> &'static str {
+        match self {
+            DeviceAction::Enable => "enabled",
+            DeviceAction::Disable => "disabled",
+            DeviceAction::Unblock => "unblocked",
+            DeviceAction::ResetHostKey => "host key reset: the next backup pins what it sees",
+        }
+    }
+}
