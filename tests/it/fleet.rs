@@ -476,8 +476,12 @@ async fn manual_backup_over_nats_answers_success_and_locked() {
             .await
             .expect("reply in time")
             .expect("request");
-            serde_json::from_slice::<rosbackup::manual::TriggerReply>(&msg.payload)
-                .expect("reply is JSON")
+            let raw: serde_json::Value =
+                serde_json::from_slice(&msg.payload).expect("reply is JSON");
+            let keys: Vec<String> = raw.as_object().expect("object").keys().cloned().collect();
+            let reply: rosbackup::manual::TriggerReply =
+                serde_json::from_value(raw).expect("the seed's reply schema");
+            (reply, keys)
         }
     };
     // Wait until the subscription is live (a request to an unknown device answers).
@@ -491,7 +495,7 @@ async fn manual_backup_over_nats_answers_success_and_locked() {
             .await
             {
                 Ok(Ok(m)) => serde_json::from_slice::<rosbackup::manual::TriggerReply>(&m.payload)
-                    .is_ok_and(|r| r.error == "not_found"),
+                    .is_ok_and(|r| r.error_kind == "not_found"),
                 _ => false,
             }
         })
@@ -518,11 +522,15 @@ async fn manual_backup_over_nats_answers_success_and_locked() {
             },
         )
         .await;
-    let second = ask(body.clone()).await;
+    let (second, second_keys) = ask(body.clone()).await;
     assert_eq!(second.status, "locked", "{second:?}");
-    let first = first.await.expect("join");
+    // The Go poller's reply on the wire: empty fields left out, its locked message.
+    assert_eq!(second_keys, ["message", "status"]);
+    assert_eq!(second.message, "backup already in progress");
+    let (first, first_keys) = first.await.expect("join");
     assert_eq!(first.status, "success", "{first:?}");
     assert_eq!(first.sha256_hash.len(), 64);
+    assert_eq!(first_keys, ["message", "sha256_hash", "status"]);
     let row = fleet
         .store()
         .device(d.id)
@@ -531,18 +539,21 @@ async fn manual_backup_over_nats_answers_success_and_locked() {
         .expect("exists");
     assert_eq!(row.last_sha256.as_deref(), Some(first.sha256_hash.as_str()));
     // Malformed requests get a clear failure, not silence.
-    let bad = ask("not json".into()).await;
+    let (bad, bad_keys) = ask("not json".into()).await;
     assert_eq!(
-        (bad.status.as_str(), bad.error.as_str()),
+        (bad.status.as_str(), bad.error_kind.as_str()),
         ("failed", "bad_request")
     );
-    let wrong_tenant = ask(format!(
+    assert!(bad.error.starts_with("malformed request"), "{bad:?}");
+    assert_eq!(bad_keys, ["error", "error_kind", "status"]);
+    let (wrong_tenant, _) = ask(format!(
         r#"{{"device_id":"{}","tenant_id":"{}"}}"#,
         d.id,
         Uuid::new_v4()
     ))
     .await;
-    assert_eq!(wrong_tenant.error, "not_found");
+    assert_eq!(wrong_tenant.error_kind, "not_found");
+    assert_eq!(wrong_tenant.error, "device not found");
     // Two jobs were pushed (the `success` and the `locked` one); the probes, the
     // malformed request and the wrong tenant pushed nothing and count nothing.
     assert_eq!(

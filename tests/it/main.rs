@@ -16,6 +16,7 @@ mod fleet_faults;
 mod fleet_network;
 mod fleet_resilience;
 mod fuzz_corpus;
+mod layout;
 mod nats_snapshot;
 mod normalize_exports;
 mod queue_jobs;

@@ -5,8 +5,8 @@ use crate::common::fleet::{Fleet, FleetOptions, redis_url};
 use rosbackup::queue::BackupJob;
 use rosbackup::sim::SimConfig;
 use rosbackup::store::{Lease, LeaseAttempt, RunStatus};
-use uuid::Uuid;
 use std::time::Duration;
+use uuid::Uuid;
 
 async fn redis() -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis_url())
@@ -163,25 +163,30 @@ async fn the_go_pollers_redis_lock_is_taken_and_respected() {
         .await
         .expect("SET");
     fleet
-        .wait_for(Duration::from_secs(10), "the dead lease expires", || async {
-            fleet
-                .store()
-                .device(free.id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|d| d.lease_expires_at)
-                .is_some_and(|t| t < chrono::Utc::now())
-        })
+        .wait_for(
+            Duration::from_secs(10),
+            "the dead lease expires",
+            || async {
+                fleet
+                    .store()
+                    .device(free.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|d| d.lease_expires_at)
+                    .is_some_and(|t| t < chrono::Utc::now())
+            },
+        )
         .await;
-    let report = rosbackup::worker::execute(
-        &env,
-        &BackupJob::manual(free.id, free.tenant_id),
-        "tod",
-    )
-    .await
-    .expect("execute");
+    let report =
+        rosbackup::worker::execute(&env, &BackupJob::manual(free.id, free.tenant_id), "tod")
+            .await
+            .expect("execute");
     assert_eq!(report.status, RunStatus::Success, "{report:?}");
-    assert_eq!(get(&mut conn, &free_key).await, None, "replaced, then released");
+    assert_eq!(
+        get(&mut conn, &free_key).await,
+        None,
+        "replaced, then released"
+    );
     fleet.cleanup().await;
 }

@@ -324,10 +324,10 @@ pub const VARS: &[Var] = &[
     ),
     var!(
         "ROSBACKUP_MANUAL_TIMEOUT",
-        "120",
+        "85",
         false,
         false,
-        "seconds a manual backup request waits for its result"
+        "seconds a manual backup request (API wait, NATS trigger) waits for its result; keep it below the backend's 90 s reply timeout so a slow device's reply is still seen"
     ),
     var!(
         "ROSBACKUP_TRIGGER_SUBJECT",

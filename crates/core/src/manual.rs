@@ -78,25 +78,37 @@ pub struct TriggerRequest {
     pub tenant_id: Option<String>,
 }
 
-/// The seed's trigger reply: `status` is `success`, `failed` or `locked`.
+/// The seed's trigger reply, as the Go poller sends it: `status` is `success`, `failed` or
+/// `locked`; every empty field is left out (Go's `omitempty`). On failure `error` is the
+/// human-readable reason (the backend shows it to its user as the failure detail) and
+/// `error_kind` (ours, extra) the stable code: an error kind of the README's table, or
+/// `bad_request`, `not_found`, `unavailable`, `timeout` for the request itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TriggerReply {
     pub status: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sha256_hash: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub error: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error_kind: String,
 }
 
+/// The Go poller's `message` for a device whose backup is already running.
+pub const LOCKED_MESSAGE: &str = "backup already in progress";
+/// The Go poller's `message` for a published snapshot.
+pub const SUCCESS_MESSAGE: &str = "Config snapshot collected";
+
 impl TriggerReply {
-    fn failed(message: impl Into<String>, error: impl Into<String>) -> Self {
+    fn failed(reason: impl Into<String>, kind: impl Into<String>) -> Self {
         TriggerReply {
             status: "failed".into(),
             sha256_hash: String::new(),
-            message: message.into(),
-            error: error.into(),
+            message: String::new(),
+            error: reason.into(),
+            error_kind: kind.into(),
         }
     }
 
@@ -106,19 +118,22 @@ impl TriggerReply {
             "success" => TriggerReply {
                 status: "success".into(),
                 sha256_hash: run.sha256.clone().unwrap_or_default(),
-                message: "backup published".into(),
+                message: SUCCESS_MESSAGE.into(),
                 error: String::new(),
+                error_kind: String::new(),
             },
             "locked" => TriggerReply {
                 status: "locked".into(),
                 sha256_hash: String::new(),
-                message: run.error_message.clone().unwrap_or_default(),
+                message: LOCKED_MESSAGE.into(),
                 error: String::new(),
+                error_kind: String::new(),
             },
             _ => TriggerReply::failed(
                 run.error_message
                     .clone()
-                    .unwrap_or_else(|| run.status.clone()),
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| format!("the backup ended {}", run.status)),
                 run.error_kind.clone().unwrap_or_else(|| run.status.clone()),
             ),
         }
@@ -229,4 +244,79 @@ pub async fn serve_trigger(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    fn run(status: &str, kind: Option<&str>, message: Option<&str>, sha: Option<&str>) -> Run {
+        Run {
+            id: 1,
+            device_id: Uuid::nil(),
+            tenant_id: Uuid::nil(),
+            job_id: "manual:x".into(),
+            trigger: "manual".into(),
+            worker: "w".into(),
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+            status: status.into(),
+            error_kind: kind.map(str::to_string),
+            error_message: message.map(str::to_string),
+            bytes: None,
+            sha256: sha.map(str::to_string),
+            duration_ms: 0,
+        }
+    }
+
+    fn json(r: &TriggerReply) -> serde_json::Value {
+        serde_json::to_value(r).expect("serializes")
+    }
+
+    /// The Go poller's `BackupTriggerResponse`: empty fields omitted, the reason for
+    /// people in `error`, our code beside it in `error_kind`.
+    #[test]
+    fn replies_have_the_go_pollers_shape() {
+        let sha = "a".repeat(64);
+        assert_eq!(
+            json(&TriggerReply::from_run(&run(
+                "success",
+                None,
+                None,
+                Some(&sha)
+            ))),
+            serde_json::json!({"status": "success", "sha256_hash": sha, "message": "Config snapshot collected"})
+        );
+        assert_eq!(
+            json(&TriggerReply::from_run(&run(
+                "locked",
+                None,
+                Some("another backup of this device is running"),
+                None
+            ))),
+            serde_json::json!({"status": "locked", "message": "backup already in progress"})
+        );
+        assert_eq!(
+            json(&TriggerReply::from_run(&run(
+                "failed",
+                Some("auth_failed"),
+                Some("authentication failed for user backup"),
+                None
+            ))),
+            serde_json::json!({
+                "status": "failed",
+                "error": "authentication failed for user backup",
+                "error_kind": "auth_failed"
+            })
+        );
+        // A failure without a message still says something in `error`.
+        let r = TriggerReply::from_run(&run("skipped", None, None, None));
+        assert_eq!(
+            (r.status.as_str(), r.error_kind.as_str()),
+            ("failed", "skipped")
+        );
+        assert!(!r.error.is_empty());
+    }
 }
