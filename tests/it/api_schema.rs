@@ -27,7 +27,7 @@ fn schemathesis() -> Option<PathBuf> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_errors_or_schema_violations() {
     let Some(st) = schemathesis() else {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if crate::common::in_ci() {
             panic!(
                 "schemathesis is not installed: .ci/run installs it into target/schemathesis-venv"
             );

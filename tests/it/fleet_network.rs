@@ -69,7 +69,7 @@ impl NetNs {
             ))
         };
         if let Err(why) = probe {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
+            if crate::common::in_ci() {
                 panic!(
                     "network fault tests need iproute2 and CAP_NET_ADMIN (root); CI=true requires them: {why}"
                 );

@@ -146,15 +146,110 @@ async fn a_job_that_keeps_crashing_its_worker_is_given_up() {
         .expect("execute");
     assert_eq!(report.status, RunStatus::Locked);
     assert_eq!(fleet.sim.stats().get(&d.id).map_or(0, |s| s.sessions), 0);
-    // And an outcome written with a lost lease is refused (fencing).
-    let stale = rosbackup::store::Lease {
+    // And an outcome written with a lease that was taken over is refused (fencing): a
+    // first lease expires, a second execution takes it over, and only the second one's
+    // renewal and outcome count.
+    sqlx::query("UPDATE devices SET lease_token = NULL, lease_expires_at = NULL WHERE id = $1")
+        .bind(d.id)
+        .execute(fleet.store().pool())
+        .await
+        .expect("free the lease");
+    let lease = |job: &str| rosbackup::store::Lease {
         device_id: d.id,
-        job_id: "manual:stale".into(),
+        job_id: job.into(),
         token: uuid::Uuid::new_v4(),
-        worker: "gone".into(),
-        ttl: Duration::from_secs(5),
+        worker: job.into(),
+        ttl: Duration::from_secs(1),
     };
-    assert!(!fleet.store().renew_lease(&stale).await.expect("renew"));
+    let (first, second) = (lease("manual:first"), lease("manual:second"));
+    assert!(matches!(
+        fleet.store().acquire_lease(&first).await.expect("lease"),
+        rosbackup::store::LeaseAttempt::Acquired {
+            takeover: false,
+            ..
+        }
+    ));
+    fleet
+        .wait_for(
+            Duration::from_secs(10),
+            "the first lease expires",
+            || async {
+                fleet
+                    .store()
+                    .device(d.id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.lease_expires_at)
+                    .is_some_and(|t| t < chrono::Utc::now())
+            },
+        )
+        .await;
+    match fleet.store().acquire_lease(&second).await.expect("lease") {
+        rosbackup::store::LeaseAttempt::Acquired {
+            takeover, previous, ..
+        } => {
+            assert!(takeover);
+            assert_eq!(previous, Some(first.token));
+        }
+        other => panic!("not taken over: {other:?}"),
+    }
+    let runs_before = fleet.runs().await.len();
+    let record = |l: &rosbackup::store::Lease| rosbackup::store::RunRecord {
+        device_id: d.id,
+        tenant_id: d.tenant_id,
+        job_id: l.job_id.clone(),
+        trigger: rosbackup::store::Trigger::Manual,
+        worker: l.worker.clone(),
+        started_at: chrono::Utc::now(),
+        finished_at: chrono::Utc::now(),
+        status: RunStatus::Success,
+        error_kind: None,
+        error_message: None,
+        bytes: Some(1),
+        sha256: Some("0".repeat(64)),
+    };
+    let state = rosbackup::store::StateUpdate {
+        next_due_at: chrono::Utc::now() + chrono::Duration::hours(1),
+        consecutive_failures: 0,
+        backoff_until: None,
+        blocked_reason: None,
+        tofu_fingerprint: Some(format!("SHA256:{}", "B".repeat(43))),
+        routeros_version: None,
+    };
+    assert!(!fleet.store().renew_lease(&first).await.expect("renew"));
+    assert!(
+        !fleet
+            .store()
+            .record_outcome(&first, &record(&first), &state, 100)
+            .await
+            .expect("outcome"),
+        "the taken-over execution's outcome is refused"
+    );
+    assert_eq!(
+        fleet.runs().await.len(),
+        runs_before,
+        "and nothing is written"
+    );
+    let row = fleet
+        .store()
+        .device(d.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(
+        row.ssh_host_key_fingerprint, None,
+        "no pin from the stale outcome"
+    );
+    assert!(fleet.store().renew_lease(&second).await.expect("renew"));
+    assert!(
+        fleet
+            .store()
+            .record_outcome(&second, &record(&second), &state, 100)
+            .await
+            .expect("outcome")
+    );
+    assert_eq!(fleet.runs().await.len(), runs_before + 1);
     fleet.cleanup().await;
 }
 
@@ -283,4 +378,187 @@ fn bad_fleet_configuration_exits_2_naming_the_variable() {
             assert!(!stderr.contains(value));
         }
     }
+}
+
+/// Between a job's first read of its device and its lease, another execution pins a
+/// host key or blocks the device: the job decides on the row read under the lease — it
+/// never connects with no pinned key (sending the password to whatever key answers), and
+/// never retries a blocked device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_use_the_device_row_read_under_the_lease() {
+    use rosbackup::marks::{self, Mark};
+    let fleet = Fleet::of(2).await;
+    let devices = fleet.import(None).await;
+    fleet.postpone_all().await;
+    let env = fleet.job_env();
+    let pool = fleet.store().pool().clone();
+    // What another execution does right after this job's precheck, before its lease.
+    let meanwhile = |sql: &'static str, id: uuid::Uuid, value: String| {
+        let pool = pool.clone();
+        move |m: Mark| {
+            if m == Mark::Prechecked {
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(async {
+                        sqlx::query(sql)
+                            .bind(id)
+                            .bind(&value)
+                            .execute(&pool)
+                            .await
+                            .expect("concurrent change");
+                    })
+                });
+            }
+        }
+    };
+    let (pinned, blocked) = (&devices[0], &devices[1]);
+    let other_key = format!("SHA256:{}", "A".repeat(43));
+    let report = marks::with_marks(
+        meanwhile(
+            "UPDATE devices SET ssh_host_key_fingerprint = $2 WHERE id = $1",
+            pinned.id,
+            other_key,
+        ),
+        rosbackup::worker::execute(
+            &env,
+            &BackupJob::manual(pinned.id, pinned.tenant_id),
+            "fresh",
+        ),
+    )
+    .await
+    .expect("execute");
+    assert_eq!(
+        report.error_kind.as_deref(),
+        Some("host_key_mismatch"),
+        "the key pinned meanwhile is checked: {report:?}"
+    );
+
+    let report = marks::with_marks(
+        meanwhile(
+            "UPDATE devices SET blocked_reason = $2, blocked_at = now() WHERE id = $1",
+            blocked.id,
+            "auth_failed".into(),
+        ),
+        rosbackup::worker::execute(
+            &env,
+            &BackupJob::manual(blocked.id, blocked.tenant_id),
+            "fresh",
+        ),
+    )
+    .await
+    .expect("execute");
+    assert_eq!(
+        report.error_kind.as_deref(),
+        Some("auth_failed"),
+        "{report:?}"
+    );
+    assert!(
+        report.message.as_deref().unwrap_or("").contains("blocked"),
+        "{report:?}"
+    );
+    assert_eq!(
+        fleet.sim.stats()[&blocked.id].sessions,
+        0,
+        "a device blocked meanwhile is not contacted"
+    );
+    let row = fleet
+        .store()
+        .device(blocked.id)
+        .await
+        .expect("row")
+        .expect("device");
+    assert!(row.lease_expires_at.is_none(), "the lease was given back");
+    fleet.cleanup().await;
+}
+
+/// A worker cut off from PostgreSQL (a black-holed link: no error, no answer) but not
+/// from its device stops talking to the device before its lease can expire, so the
+/// worker that takes the lease over never overlaps it: the simulator never sees two
+/// sessions for the device at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
+    use crate::common::proxy::Proxy;
+    use rosbackup::marks::{self, Mark};
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 1,
+            // The export drips: far longer than the lease.
+            export_delay: Duration::from_secs(8),
+            ..FleetOptions::default().sim
+        },
+        lease_ttl: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(30),
+        ..FleetOptions::default()
+    })
+    .await;
+    let d = fleet.import(None).await.remove(0);
+    fleet.postpone_all().await;
+
+    // Worker A reaches PostgreSQL through a proxy that will go dark.
+    let mut pg = url::Url::parse(&fleet.db.url).expect("database url");
+    let target = format!(
+        "{}:{}",
+        pg.host_str().expect("host"),
+        pg.port().unwrap_or(5432)
+    );
+    let target: std::net::SocketAddr = tokio::net::lookup_host(target)
+        .await
+        .expect("resolve")
+        .next()
+        .expect("address");
+    let proxy = Proxy::start(target).await;
+    pg.set_host(Some("127.0.0.1")).expect("host");
+    pg.set_port(Some(proxy.port)).expect("port");
+    let mut a = (*fleet.job_env()).clone();
+    a.store = rosbackup::store::Store::connect(pg.as_str(), 2)
+        .await
+        .expect("store through the proxy");
+    let exporting = std::sync::Arc::new(tokio::sync::Notify::new());
+    let hook = {
+        let exporting = exporting.clone();
+        move |m: Mark| {
+            if m == Mark::ExportStart {
+                exporting.notify_one();
+            }
+        }
+    };
+    let job_a = BackupJob::manual(d.id, d.tenant_id);
+    let run_a = tokio::spawn(async move {
+        marks::with_marks(hook, rosbackup::worker::execute(&a, &job_a, "cut-off")).await
+    });
+    exporting.notified().await;
+    proxy.dark(true);
+
+    // PostgreSQL sees A's lease expire; B takes it over and backs the device up.
+    fleet
+        .wait_for(Duration::from_secs(20), "A's lease expires", || async {
+            fleet
+                .store()
+                .device(d.id)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|r| r.lease_expires_at)
+                .is_some_and(|t| t < chrono::Utc::now())
+        })
+        .await;
+    let b = fleet.job_env();
+    let report_b = rosbackup::worker::execute(&b, &BackupJob::manual(d.id, d.tenant_id), "b")
+        .await
+        .expect("execute");
+    assert_eq!(report_b.status, RunStatus::Success, "{report_b:?}");
+    let report_a = run_a
+        .await
+        .expect("join")
+        .expect("A ends without PostgreSQL");
+    assert_eq!(
+        (report_a.status, report_a.message.as_deref()),
+        (RunStatus::Skipped, Some("lease lost")),
+        "{report_a:?}"
+    );
+    let stats = &fleet.sim.stats()[&d.id];
+    assert_eq!(stats.sessions, 2, "{stats:?}");
+    assert_eq!(stats.max_concurrent, 1, "two sessions at once: {stats:?}");
+    assert_eq!(fleet.runs().await.len(), 1, "only B's outcome is recorded");
+    proxy.dark(false);
+    fleet.cleanup().await;
 }

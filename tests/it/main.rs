@@ -20,6 +20,7 @@ mod layout;
 mod nats_snapshot;
 mod normalize_exports;
 mod queue_jobs;
+mod redis_loss;
 mod secrets;
 mod sim;
 mod sim_cli;

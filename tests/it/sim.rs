@@ -26,6 +26,19 @@ impl client::Handler for Client {
     }
 }
 
+/// Wait until `cond` holds (polling; the simulator finishes its bookkeeping after the
+/// client saw the end of the output), failing after 10 s.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn legacy_preferred() -> Preferred {
     use russh::{cipher, kex, mac};
     Preferred {
@@ -295,9 +308,15 @@ async fn healthy_and_v6_devices() {
     assert!(res6.contains(&format!("version: {} (stable)", d6.routeros_version)));
     drop(h6);
 
-    // Export copies and stats.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let copy = std::fs::read(exports.join(format!("{}.rsc", d6.id))).expect("export copy");
+    // Export copies and stats, once the simulator has written them.
+    let copy_path = exports.join(format!("{}.rsc", d6.id));
+    eventually("the export copy and the stats", || {
+        std::fs::read(&copy_path).ok() == sim.last_export(d6.id)
+            && sim.stats()[&d6.id].exports == 2
+            && sim.stats()[&d.id].exports == 7
+    })
+    .await;
+    let copy = std::fs::read(&copy_path).expect("export copy");
     assert_eq!(Some(copy), sim.last_export(d6.id));
     let st = sim.stats();
     assert_eq!(st[&d.id].sessions, 1);
@@ -447,8 +466,7 @@ async fn connection_faults() {
     let full = sim.last_export(by(Fault::Drop).id).expect("full export");
     assert!(!out.data.is_empty() && out.data.len() < full.len());
     assert!(out.exit.is_none() && !out.closed);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(hd.is_closed());
+    eventually("the dropped connection to close", || hd.is_closed()).await;
 
     // garbage: no RouterOS section lines.
     let hg = login(&by(Fault::Garbage)).await;
@@ -577,7 +595,7 @@ async fn addressing_and_determinism() {
 async fn serves_real_export_files() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/routeros/exports");
     if !dir.is_dir() {
-        if std::env::var("CI").as_deref() == Ok("true") {
+        if crate::common::in_ci() {
             panic!("{} missing", dir.display());
         }
         eprintln!("skipping: {} not found", dir.display());

@@ -91,6 +91,8 @@ pub struct ReconcileReport {
     pub lost: usize,
     /// Claims whose job had ended without releasing them.
     pub ended: usize,
+    /// Claims whose job was in Redis but in no queue set (forgotten and claimed again).
+    pub orphaned: usize,
     pub trimmed_jobs: u64,
     pub trimmed_runs: u64,
 }
@@ -163,6 +165,24 @@ impl Enqueuer {
                                 .inc();
                         }
                     }
+                    JobState::Orphaned => {
+                        // Its payload survived but it sits in no queue set (partial
+                        // loss of Redis' data): nothing would ever run it. Forget it and
+                        // move the slot on, so the device is claimed again at once.
+                        self.queue.forget(std::slice::from_ref(job_id)).await?;
+                        let next = Utc::now() + chrono::Duration::seconds(1);
+                        if self
+                            .store
+                            .release_claim_until(*device_id, job_id, next)
+                            .await?
+                        {
+                            report.orphaned += 1;
+                            self.metrics
+                                .claims_released
+                                .with_label_values(&["orphaned"])
+                                .inc();
+                        }
+                    }
                     JobState::Done | JobState::Killed => {
                         // The job ran and ended without releasing its claim (aborted
                         // after PostgreSQL errors, or a crash between ack and write).
@@ -184,10 +204,11 @@ impl Enqueuer {
                 }
             }
         }
-        if report.lost + report.ended > 0 {
+        if report.lost + report.ended + report.orphaned > 0 {
             warn!(
                 lost = report.lost,
                 ended = report.ended,
+                orphaned = report.orphaned,
                 "dropped claims whose jobs were gone; rescheduling"
             );
         }

@@ -42,7 +42,7 @@ pub struct Metrics {
     pub oldest_due_seconds: IntGauge,
     /// Jobs pushed to Redis (enqueuer).
     pub jobs_enqueued: IntCounterVec,
-    /// Claims dropped by reconciliation, by reason (enqueuer).
+    /// Claims dropped by reconciliation, by reason: lost, ended, orphaned (enqueuer).
     pub claims_released: IntCounterVec,
 }
 

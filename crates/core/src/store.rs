@@ -44,7 +44,7 @@ pub enum StoreError {
 /// [`Store::password`] opens it, and neither it nor `lease_token` is a field here, so the
 /// serialization (`rosbackup devices show/list --json`) is every column but those two. A
 /// secret added to this struct needs `#[serde(skip)]`.
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct Device {
     pub id: Uuid,
     pub tenant_id: Uuid,
@@ -133,6 +133,8 @@ pub enum LeaseAttempt {
         takeover: bool,
         previous: Option<Uuid>,
         starts: i32,
+        /// The device row as it is under the lease.
+        device: Box<Device>,
     },
     /// Another execution holds it until `expires_at`.
     Held {
@@ -698,29 +700,43 @@ impl Store {
 
     // ---- leases (worker) -------------------------------------------------------------
 
-    /// Take the device's lease for `lease.job_id` if it is free or expired.
+    /// Take the device's lease for `lease.job_id` if it is free or expired. The device
+    /// row comes back as it is once the lease is held, so every decision after it is made
+    /// on data no other execution can change meanwhile (pins, blocks, failure counts).
     pub async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseAttempt, StoreError> {
-        let row: Option<(i32, Option<String>, Option<Uuid>)> = sqlx::query_as(
-            "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE) \
-             UPDATE devices d SET lease_job = $2, lease_token = $3, lease_worker = $4, \
-               lease_expires_at = now() + ($5::float8 * interval '1 second'), \
-               lease_starts = CASE WHEN d.lease_job = $2 THEN d.lease_starts + 1 ELSE 1 END \
-             FROM old WHERE d.id = old.id \
-               AND (d.lease_token IS NULL OR d.lease_expires_at < now()) \
-             RETURNING d.lease_starts, old.lease_job, old.lease_token",
-        )
-        .bind(lease.device_id)
-        .bind(&lease.job_id)
-        .bind(lease.token)
-        .bind(&lease.worker)
-        .bind(lease.ttl.as_secs_f64())
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some((starts, _old_job, old_token)) = row {
+        use sqlx::Row;
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let columns: Vec<String> = DEVICE_COLUMNS
+                .split(',')
+                .map(|c| format!("d.{}", c.trim()))
+                .collect();
+            format!(
+                "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE) \
+                 UPDATE devices d SET lease_job = $2, lease_token = $3, lease_worker = $4, \
+                   lease_expires_at = now() + ($5::float8 * interval '1 second'), \
+                   lease_starts = CASE WHEN d.lease_job = $2 THEN d.lease_starts + 1 ELSE 1 END \
+                 FROM old WHERE d.id = old.id \
+                   AND (d.lease_token IS NULL OR d.lease_expires_at < now()) \
+                 RETURNING {}, old.lease_token AS previous_token",
+                columns.join(", ")
+            )
+        });
+        let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(lease.device_id)
+            .bind(&lease.job_id)
+            .bind(lease.token)
+            .bind(&lease.worker)
+            .bind(lease.ttl.as_secs_f64())
+            .fetch_optional(&self.pool)
+            .await?;
+        if let Some(row) = row {
+            let device = <Device as sqlx::FromRow<'_, _>>::from_row(&row)?;
+            let previous: Option<Uuid> = row.try_get("previous_token")?;
             return Ok(LeaseAttempt::Acquired {
-                takeover: old_token.is_some(),
-                previous: old_token,
-                starts,
+                takeover: previous.is_some(),
+                previous,
+                starts: device.lease_starts,
+                device: Box::new(device),
             });
         }
         let held: Option<(Option<String>, Option<DateTime<Utc>>)> =

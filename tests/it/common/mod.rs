@@ -2,10 +2,33 @@
 #![allow(dead_code)]
 
 pub mod fleet;
+pub mod proxy;
 pub mod sshd;
 pub mod web;
 
 use std::path::PathBuf;
+
+/// Are we under CI? `CI` set to anything but empty, `0` or `false` (CI systems set
+/// `true`, `1`, `yes` or their own name). Under CI a missing prerequisite (sshd, network
+/// namespaces, the real exports, schemathesis) fails its test instead of skipping it.
+pub fn in_ci() -> bool {
+    ci_value(std::env::var("CI").ok().as_deref())
+}
+
+fn ci_value(v: Option<&str>) -> bool {
+    v.map(str::trim)
+        .is_some_and(|v| !v.is_empty() && !v.eq_ignore_ascii_case("false") && v != "0")
+}
+
+#[test]
+fn any_ci_value_but_empty_zero_or_false_means_ci() {
+    for v in ["true", "1", "yes", "gitlab", "TRUE"] {
+        assert!(ci_value(Some(v)), "{v}");
+    }
+    for v in [None, Some(""), Some("0"), Some("false"), Some("False")] {
+        assert!(!ci_value(v), "{v:?}");
+    }
+}
 
 /// `../shared/routeros/exports`, the real exports (third-party data, read in place).
 /// Outside CI a missing folder skips the calling test (returns `None` with a message);
@@ -15,7 +38,7 @@ pub fn shared_exports() -> Option<PathBuf> {
     if dir.is_dir() {
         return Some(dir);
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if in_ci() {
         panic!("{} is missing, and CI=true requires it", dir.display());
     }
     eprintln!("skipping: {} not found", dir.display());

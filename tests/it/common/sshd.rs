@@ -41,7 +41,7 @@ impl Sshd {
 pub fn available() -> bool {
     let ok = Path::new("/usr/sbin/sshd").exists() && is_root();
     if !ok {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if crate::common::in_ci() {
             panic!(
                 "sshd tests need /usr/sbin/sshd (openssh-server) and root; CI=true requires them"
             );

@@ -172,6 +172,9 @@ pub async fn connect(
 pub enum JobState {
     /// Not in Redis (never pushed, trimmed, or Redis lost its data).
     Missing,
+    /// Its payload is in Redis but it is in no queue set and no worker's in-flight set:
+    /// nothing will ever run it (part of Redis' data lost: eviction, a failover).
+    Orphaned,
     Pending,
     Running,
     Done,
@@ -264,35 +267,51 @@ impl Queue {
             .map_err(|e| QueueError::Push(e.to_string()))
     }
 
-    /// The state of each job id, in order.
+    /// The state of each job id, in order, read in one script so a job moving between
+    /// apalis' sets (scheduled → active → a worker's in-flight set → done) is never seen
+    /// in none of them. A job whose payload exists but that is in no set is
+    /// [`JobState::Orphaned`].
     pub async fn job_states(&self, job_ids: &[String]) -> Result<Vec<JobState>, QueueError> {
         if job_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        let data = self.cfg.apalis().job_data_hash();
-        let meta = self.cfg.apalis().job_meta_hash();
+        let c = self.cfg.apalis();
+        let script = redis::Script::new(JOB_STATES);
+        let mut script = script.prepare_invoke();
+        script
+            .arg(c.job_data_hash())
+            .arg(c.job_meta_hash())
+            .arg(c.scheduled_jobs_set())
+            .arg(c.active_jobs_list())
+            .arg(c.workers_set())
+            .arg(c.inflight_jobs_set())
+            .arg(c.done_jobs_set())
+            .arg(c.dead_jobs_set());
         for id in job_ids {
-            pipe.hexists(&data, id)
-                .hget(format!("{meta}:{id}"), "status");
+            script.arg(id);
         }
         let mut conn = self.conn.clone();
-        let replies: Vec<(bool, Option<String>)> = pipe.query_async(&mut conn).await?;
-        Ok(replies
-            .into_iter()
-            .map(|(exists, status)| {
-                if !exists {
-                    return JobState::Missing;
-                }
-                match status.as_deref() {
-                    Some("Running") => JobState::Running,
-                    Some("Done") => JobState::Done,
-                    Some("Failed") => JobState::Failed,
-                    Some("Killed") => JobState::Killed,
-                    _ => JobState::Pending,
-                }
-            })
-            .collect())
+        let states: Vec<String> = script.invoke_async(&mut conn).await?;
+        Ok(states.iter().map(|s| job_state(s)).collect())
+    }
+
+    /// Remove orphaned jobs' payload and meta, so the same job id can be pushed again
+    /// (apalis ignores a push whose id it still holds).
+    pub async fn forget(&self, job_ids: &[String]) -> Result<(), QueueError> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        let c = self.cfg.apalis();
+        let mut pipe = redis::pipe();
+        for id in job_ids {
+            pipe.hdel(c.job_data_hash(), id)
+                .ignore()
+                .del(format!("{}:{id}", c.job_meta_hash()))
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let () = pipe.query_async(&mut conn).await?;
+        Ok(())
     }
 
     /// Counts by state, read directly (apalis-redis' own metrics queries are broken).
@@ -421,5 +440,64 @@ impl Queue {
             let _: () = conn.del(chunk).await?;
         }
         Ok(())
+    }
+}
+
+/// Per job id: where apalis-redis holds it, as one word. ARGV: data hash, meta prefix,
+/// scheduled zset, active list, workers zset, in-flight set prefix, done set, dead set,
+/// then the ids. Cheap checks first; `LPOS` over the active list only for a job found
+/// nowhere else.
+const JOB_STATES: &str = r#"
+local workers = redis.call("ZRANGE", ARGV[5], 0, -1)
+local out = {}
+for i = 9, #ARGV do
+  local id = ARGV[i]
+  local state
+  if redis.call("HEXISTS", ARGV[1], id) == 0 then
+    state = "missing"
+  else
+    local status = redis.call("HGET", ARGV[2] .. ":" .. id, "status")
+    if redis.call("SISMEMBER", ARGV[7], id) == 1 or status == "Done" then
+      state = "done"
+    elseif redis.call("SISMEMBER", ARGV[8], id) == 1 or status == "Killed" then
+      state = "killed"
+    else
+      local placed = redis.call("ZSCORE", ARGV[3], id)
+      if not placed then
+        for _, w in ipairs(workers) do
+          if redis.call("SISMEMBER", ARGV[6] .. ":" .. w, id) == 1 then
+            placed = true
+            break
+          end
+        end
+      end
+      if not placed then
+        placed = redis.call("LPOS", ARGV[4], id)
+      end
+      if not placed then
+        state = "orphaned"
+      elseif status == "Running" then
+        state = "running"
+      elseif status == "Failed" then
+        state = "failed"
+      else
+        state = "pending"
+      end
+    end
+  end
+  out[#out + 1] = state
+end
+return out
+"#;
+
+fn job_state(word: &str) -> JobState {
+    match word {
+        "missing" => JobState::Missing,
+        "orphaned" => JobState::Orphaned,
+        "running" => JobState::Running,
+        "done" => JobState::Done,
+        "failed" => JobState::Failed,
+        "killed" => JobState::Killed,
+        _ => JobState::Pending,
     }
 }

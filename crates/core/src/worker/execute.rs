@@ -11,7 +11,7 @@ use crate::queue::BackupJob;
 use crate::seed_lock::{self, Attempt, SeedLock};
 use crate::store::{Device, Lease, LeaseAttempt, RunRecord, RunStatus, StoreError, Trigger};
 use chrono::{DateTime, Utc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Run one job. `worker` names the execution in the run history.
@@ -21,7 +21,6 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         debug!("device no longer exists; job ends");
         return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
     };
-    let manual = job.trigger == Trigger::Manual;
     if let Some(skip) = rules::precheck(&device, job) {
         return skip_job(env, job, &device, worker, started_at, &skip).await;
     }
@@ -31,6 +30,8 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         return skip_job(env, job, &device, worker, started_at, &Skip::Offline).await;
     }
 
+    marks::mark(Mark::Prechecked);
+
     // ---- the lease ----
     let lease = Lease {
         device_id: device.id,
@@ -39,32 +40,21 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         worker: worker.to_string(),
         ttl: env.lease_ttl,
     };
-    let mut waited = false;
-    let (starts, previous) = loop {
+    let (starts, previous, device, leased_at) = loop {
+        // The lease runs from no earlier than this moment (the database stamps it later).
+        let asked = Instant::now();
         match env.store.acquire_lease(&lease).await? {
             LeaseAttempt::Acquired {
                 takeover,
                 previous,
                 starts,
+                device,
             } => {
                 if takeover {
                     env.metrics.lease_takeovers.inc();
                     info!("took over an expired lease");
                 }
-                if waited && !manual {
-                    // The execution we waited for may have finished this very job.
-                    let fresh = env.store.device(device.id).await?;
-                    if fresh
-                        .is_none_or(|d| d.outstanding_job.as_deref() != Some(job.job_id.as_str()))
-                    {
-                        env.store.release_lease(&lease).await?;
-                        return Ok(JobReport::quiet(
-                            RunStatus::Skipped,
-                            "completed by an earlier execution",
-                        ));
-                    }
-                }
-                break (starts, previous);
+                break (starts, previous, *device, asked);
             }
             LeaseAttempt::NoDevice => {
                 return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
@@ -82,7 +72,6 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
                     "waiting for the previous execution's lease to expire"
                 );
                 tokio::time::sleep(wait).await;
-                waited = true;
             }
             LeaseAttempt::Held { expires_at, .. } => {
                 let skip = Skip::Locked { until: expires_at };
@@ -90,6 +79,14 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
             }
         }
     };
+    // Decide again on the row read under the lease: between the first read and the lease
+    // another execution may have pinned a host key (never send the password to whatever
+    // key answers), blocked the device, changed its failure count, or finished this very
+    // job (the one we waited for).
+    if let Some(skip) = rules::precheck(&device, job) {
+        env.store.release_lease(&lease).await?;
+        return skip_job(env, job, &device, worker, started_at, &skip).await;
+    }
     // The Go poller's lock, for fleets where its pollers still run beside us.
     let mut redis = env.queue.connection();
     let seed = if env.backup.seed_lock {
@@ -121,7 +118,7 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         .lock()
         .map(|mut h| h.insert(job.job_id.clone(), lease.clone()))
         .ok();
-    let result = run_leased(env, job, &device, &lease, starts, started_at).await;
+    let result = run_leased(env, job, &device, &lease, starts, started_at, leased_at).await;
     env.held.lock().map(|mut h| h.remove(&job.job_id)).ok();
     if let Some(lock) = seed
         && let Err(e) = lock.release(&mut redis).await
@@ -201,6 +198,7 @@ async fn run_leased(
     lease: &Lease,
     starts: i32,
     started_at: DateTime<Utc>,
+    leased_at: Instant,
 ) -> Result<JobReport, StoreError> {
     let sched = env.schedule.for_device(
         device.backup_interval_seconds,
@@ -212,7 +210,7 @@ async fn run_leased(
             None => {
                 env.metrics.backup_active.inc();
                 let timer = env.metrics.backup_duration.start_timer();
-                let r = backup_under_lease(env, device, lease).await;
+                let r = backup_under_lease(env, device, lease, leased_at).await;
                 timer.observe_duration();
                 env.metrics.backup_active.dec();
                 match r {
@@ -351,6 +349,7 @@ async fn backup_under_lease(
     env: &JobEnv,
     device: &Device,
     lease: &Lease,
+    leased_at: Instant,
 ) -> Result<Option<backup::Collected>, BackupError> {
     let password = match env.store.password(&env.key, device.id).await {
         Ok(p) => p,
@@ -368,7 +367,6 @@ async fn backup_under_lease(
         known_fingerprint: device.ssh_host_key_fingerprint.clone(),
         routeros_version: device.routeros_version.clone(),
     };
-    let renew_every = env.lease_ttl / 3;
     let work = async {
         marks::mark(Mark::ExportStart);
         let collected =
@@ -389,19 +387,74 @@ async fn backup_under_lease(
         marks::mark(Mark::Published);
         Ok(Some(collected))
     };
+    under_lease(env, lease, leased_at, work).await
+}
+
+/// Run `work` while the lease holds, and no longer. Renewals run beside it in a task of
+/// their own (a slow PostgreSQL never delays the export), each moving the deadline to
+/// when it was asked + the TTL; `work` is dropped — its SSH session disconnected — at
+/// that deadline minus a margin, before another worker can take the lease over, or as
+/// soon as a renewal finds the lease gone. `Ok(None)`: the lease was lost or could not be
+/// confirmed in time; nothing may be recorded.
+async fn under_lease<W>(
+    env: &JobEnv,
+    lease: &Lease,
+    leased_at: Instant,
+    work: W,
+) -> Result<Option<backup::Collected>, BackupError>
+where
+    W: std::future::Future<Output = Result<Option<backup::Collected>, BackupError>>,
+{
+    let ttl = env.lease_ttl;
+    let margin = rules::lease_margin(ttl);
+    let (tx, mut rx) = tokio::sync::watch::channel(Some(leased_at + ttl));
+    let renewals = tokio::spawn({
+        let (store, lease) = (env.store.clone(), lease.clone());
+        async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let asked = Instant::now();
+                match store.renew_lease(&lease).await {
+                    Ok(true) => {
+                        if tx.send(Some(asked + ttl)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(false) => {
+                        let _ = tx.send(None);
+                        return;
+                    }
+                    Err(e) => warn!(error = %e, "lease renewal failed"),
+                }
+            }
+        }
+    });
+    // The task ends with this function, however it returns.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _renewals = AbortOnDrop(renewals);
     tokio::pin!(work);
-    let mut ticker = tokio::time::interval(renew_every);
-    ticker.tick().await;
     loop {
+        let Some(valid_until) = *rx.borrow_and_update() else {
+            return Ok(None);
+        };
+        let deadline = valid_until.checked_sub(margin).unwrap_or(valid_until);
         tokio::select! {
             r = &mut work => return r,
-            _ = ticker.tick() => {
-                match env.store.renew_lease(lease).await {
-                    Ok(true) => {}
-                    Ok(false) => return Ok(None),
-                    // PostgreSQL unreachable: keep going while the lease may still be
-                    // valid; the fenced outcome write decides in the end.
-                    Err(e) => warn!(error = %e, "lease renewal failed"),
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                warn!(
+                    "the lease could not be renewed in time; disconnecting before it can expire"
+                );
+                return Ok(None);
+            }
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    // The renewal task is gone (it cannot be while we wait): stop safely.
+                    return Ok(None);
                 }
             }
         }

@@ -179,6 +179,13 @@ pub fn skip_effect(skip: &Skip, manual: bool) -> SkipEffect {
     }
 }
 
+/// How long before its lease could expire an execution stops talking to its device: a
+/// tenth of the TTL (3 s of the default 30 s), at least 100 ms. Renewals come every third
+/// of the TTL, so an execution whose renewals succeed never reaches it.
+pub fn lease_margin(ttl: std::time::Duration) -> std::time::Duration {
+    (ttl / 10).max(std::time::Duration::from_millis(100))
+}
+
 /// Why a backup failed: its kind, a message for people, and the host key the device
 /// presented when that is the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -452,6 +459,21 @@ mod tests {
             skip_effect(&Skip::Superseded, false).record,
             SkipRecord::ReleaseClaim
         );
+    }
+
+    #[test]
+    fn the_lease_margin_is_a_tenth_of_the_ttl_and_below_a_renewal_period() {
+        assert_eq!(
+            lease_margin(Duration::from_secs(30)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            lease_margin(Duration::from_millis(500)),
+            Duration::from_millis(100)
+        );
+        for ttl in [1, 6, 30, 300].map(Duration::from_secs) {
+            assert!(lease_margin(ttl) < ttl / 3, "{ttl:?}");
+        }
     }
 
     #[test]
