@@ -208,9 +208,16 @@ async fn run_leased(
         match rules::given_up(starts, env.max_job_starts) {
             Some(failure) => Err(failure),
             None => {
+                // PostgreSQL trouble reading the password is not the device's fault: the
+                // job fails as infrastructure (apalis retries it once the lease lapses)
+                // instead of recording a failure that backs the device off.
+                let password = match env.store.password(&env.key, device.id).await {
+                    Err(e @ StoreError::Db(_)) => return Err(e),
+                    other => other,
+                };
                 env.metrics.backup_active.inc();
                 let timer = env.metrics.backup_duration.start_timer();
-                let r = backup_under_lease(env, device, lease, leased_at).await;
+                let r = backup_under_lease(env, device, lease, leased_at, password).await;
                 timer.observe_duration();
                 env.metrics.backup_active.dec();
                 match r {
@@ -350,8 +357,9 @@ async fn backup_under_lease(
     device: &Device,
     lease: &Lease,
     leased_at: Instant,
+    password: Result<crate::Secret, StoreError>,
 ) -> Result<Option<backup::Collected>, BackupError> {
-    let password = match env.store.password(&env.key, device.id).await {
+    let password = match password {
         Ok(p) => p,
         Err(e) => {
             return Err(BackupError::Export(
