@@ -269,6 +269,38 @@ fn synthetic(n: usize) -> Vec<NewDevice> {
         .collect()
 }
 
+/// The cap holds however many enqueuers tick at once: counting the outstanding claims and
+/// claiming are one step, so eight enqueuers never fill the same room eight times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_queue_cap_holds_with_many_enqueuers_ticking_at_once() {
+    let fleet = Fleet::of(1).await;
+    let devices = synthetic(1000);
+    fleet
+        .store()
+        .upsert_devices(&fleet.key, &devices, || {
+            chrono::Utc::now() - chrono::Duration::seconds(5)
+        })
+        .await
+        .expect("insert");
+    let mut base = fleet.enqueuer();
+    base.settings.cap = 100;
+    base.settings.batch = 100;
+    for _ in 0..3 {
+        let ticks = (0..8).map(|_| {
+            let e = base.clone();
+            async move { e.tick().await.expect("tick").pushed }
+        });
+        let pushed: usize = futures::future::join_all(ticks).await.into_iter().sum();
+        let outstanding = fleet.store().count_outstanding().await.expect("count");
+        assert!(
+            outstanding <= 100,
+            "{outstanding} claims outstanding under a cap of 100 ({pushed} pushed)"
+        );
+    }
+    assert_eq!(fleet.store().count_outstanding().await.expect("count"), 100);
+    fleet.cleanup().await;
+}
+
 /// Two enqueuers racing over the same due devices push exactly one job per device.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_enqueuers_never_double_schedule() {

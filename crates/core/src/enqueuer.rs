@@ -108,19 +108,19 @@ pub struct Enqueuer {
 impl Enqueuer {
     /// Claim what is due within the horizon (up to the cap) and push it.
     pub async fn tick(&self) -> Result<TickReport, EnqueueError> {
-        let outstanding = self.store.count_outstanding().await?;
-        let room = (self.settings.cap - outstanding).min(self.settings.tick_batch());
+        let horizon = Utc::now()
+            + chrono::Duration::from_std(self.settings.horizon)
+                .unwrap_or(chrono::Duration::minutes(1));
+        // Count and claim in one step under one lock: the cap holds with any number of
+        // enqueuers (two counting the same room would each fill it).
+        let (outstanding, claims) = self
+            .store
+            .claim_due_capped(horizon, self.settings.cap, self.settings.tick_batch())
+            .await?;
         let mut report = TickReport {
             pushed: 0,
             outstanding,
         };
-        if room <= 0 {
-            return Ok(report);
-        }
-        let horizon = Utc::now()
-            + chrono::Duration::from_std(self.settings.horizon)
-                .unwrap_or(chrono::Duration::minutes(1));
-        let claims = self.store.claim_due(horizon, room).await?;
         if claims.is_empty() {
             return Ok(report);
         }

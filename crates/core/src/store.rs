@@ -598,32 +598,45 @@ impl Store {
         if limit <= 0 {
             return Ok(Vec::new());
         }
-        let rows: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(
-            "WITH due AS ( \
-               SELECT id FROM devices \
-               WHERE enabled AND blocked_reason IS NULL AND outstanding_job IS NULL AND next_due_at <= $1 \
-               ORDER BY next_due_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
-             UPDATE devices d SET \
-               outstanding_job = 'backup:' || d.id::text || ':' || floor(extract(epoch FROM d.next_due_at))::bigint::text, \
-               outstanding_since = now() \
-             FROM due WHERE d.id = due.id AND d.outstanding_job IS NULL \
-             RETURNING d.id, d.tenant_id, d.next_due_at",
-        )
-        .bind(horizon)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut claims: Vec<Claim> = rows
-            .into_iter()
-            .map(|(device_id, tenant_id, due_at)| Claim {
-                job_id: scheduled_job_id(&device_id, due_at),
-                device_id,
-                tenant_id,
-                due_at,
-            })
-            .collect();
-        claims.sort_by_key(|c| c.due_at);
-        Ok(claims)
+        let rows: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(CLAIM_SQL)
+            .bind(horizon)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(claims_from(rows))
+    }
+
+    /// Claim due devices without ever exceeding `cap` outstanding claims, however many
+    /// enqueuers run: the count and the claim happen in one transaction under one
+    /// advisory lock, so two enqueuers cannot both see the same room. Returns the
+    /// outstanding count before the claim and the claims (at most `batch`).
+    pub async fn claim_due_capped(
+        &self,
+        horizon: DateTime<Utc>,
+        cap: i64,
+        batch: i64,
+    ) -> Result<(i64, Vec<Claim>), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(CLAIM_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let outstanding: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM devices WHERE outstanding_job IS NOT NULL")
+                .fetch_one(&mut *tx)
+                .await?;
+        let room = (cap - outstanding).min(batch);
+        if room <= 0 {
+            tx.commit().await?;
+            return Ok((outstanding, Vec::new()));
+        }
+        let rows: Vec<(Uuid, Uuid, DateTime<Utc>)> = sqlx::query_as(CLAIM_SQL)
+            .bind(horizon)
+            .bind(room)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((outstanding, claims_from(rows)))
     }
 
     /// Drop a claim (the push failed, the job vanished from Redis, or the job ended
@@ -958,4 +971,32 @@ async fn insert_run(
         .await?;
     }
     Ok(())
+}
+/// The advisory lock enqueuers claim under ([`Store::claim_due_capped`]).
+const CLAIM_LOCK: i64 = 0x726f_7362_636c_6169;
+
+/// Claim up to `$2` devices due by `$1`, oldest first (`FOR UPDATE SKIP LOCKED`: racing
+/// claimers take different devices); the job id is derived from the due time.
+const CLAIM_SQL: &str = "WITH due AS ( \
+               SELECT id FROM devices \
+               WHERE enabled AND blocked_reason IS NULL AND outstanding_job IS NULL AND next_due_at <= $1 \
+               ORDER BY next_due_at LIMIT $2 FOR UPDATE SKIP LOCKED) \
+             UPDATE devices d SET \
+               outstanding_job = 'backup:' || d.id::text || ':' || floor(extract(epoch FROM d.next_due_at))::bigint::text, \
+               outstanding_since = now() \
+             FROM due WHERE d.id = due.id AND d.outstanding_job IS NULL \
+             RETURNING d.id, d.tenant_id, d.next_due_at";
+
+fn claims_from(rows: Vec<(Uuid, Uuid, DateTime<Utc>)>) -> Vec<Claim> {
+    let mut claims: Vec<Claim> = rows
+        .into_iter()
+        .map(|(device_id, tenant_id, due_at)| Claim {
+            job_id: scheduled_job_id(&device_id, due_at),
+            device_id,
+            tenant_id,
+            due_at,
+        })
+        .collect();
+    claims.sort_by_key(|c| c.due_at);
+    claims
 }
