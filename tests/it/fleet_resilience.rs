@@ -170,20 +170,7 @@ async fn a_job_that_keeps_crashing_its_worker_is_given_up() {
         }
     ));
     fleet
-        .wait_for(
-            Duration::from_secs(10),
-            "the first lease expires",
-            || async {
-                fleet
-                    .store()
-                    .device(d.id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.lease_expires_at)
-                    .is_some_and(|t| t < chrono::Utc::now())
-            },
-        )
+        .wait_lease_expired(d.id, "the first lease expires")
         .await;
     match fleet.store().acquire_lease(&second).await.expect("lease") {
         rosbackup::store::LeaseAttempt::Acquired {
@@ -529,18 +516,7 @@ async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
     proxy.dark(true);
 
     // PostgreSQL sees A's lease expire; B takes it over and backs the device up.
-    fleet
-        .wait_for(Duration::from_secs(20), "A's lease expires", || async {
-            fleet
-                .store()
-                .device(d.id)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|r| r.lease_expires_at)
-                .is_some_and(|t| t < chrono::Utc::now())
-        })
-        .await;
+    fleet.wait_lease_expired(d.id, "A's lease expires").await;
     let b = fleet.job_env();
     let report_b = rosbackup::worker::execute(&b, &BackupJob::manual(d.id, d.tenant_id), "b")
         .await

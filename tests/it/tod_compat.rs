@@ -163,20 +163,7 @@ async fn the_go_pollers_redis_lock_is_taken_and_respected() {
         .await
         .expect("SET");
     fleet
-        .wait_for(
-            Duration::from_secs(10),
-            "the dead lease expires",
-            || async {
-                fleet
-                    .store()
-                    .device(free.id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|d| d.lease_expires_at)
-                    .is_some_and(|t| t < chrono::Utc::now())
-            },
-        )
+        .wait_lease_expired(free.id, "the dead lease expires")
         .await;
     let report =
         rosbackup::worker::execute(&env, &BackupJob::manual(free.id, free.tenant_id), "tod")

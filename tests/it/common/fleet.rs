@@ -362,6 +362,21 @@ impl Fleet {
     }
 
     /// Count of devices with a given last_status.
+    /// Wait until PostgreSQL sees the device's lease as expired (by the database clock,
+    /// which is what a takeover goes by).
+    pub async fn wait_lease_expired(&self, device: Uuid, what: &str) {
+        self.wait_for(Duration::from_secs(20), what, || async {
+            self.store()
+                .device(device)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.lease_expires_at)
+                .is_some_and(|t| t < chrono::Utc::now())
+        })
+        .await;
+    }
+
     pub async fn count_status(&self, status: &str) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM devices WHERE last_status = $1")
             .bind(status)
