@@ -82,10 +82,32 @@ fn a_missing_server_binary_names_the_package_to_install() {
         err.contains("sudo apt-get install redis-server"),
         "stderr:\n{err}"
     );
-    // What it had started already (a private PostgreSQL) is stopped again.
-    if let Some(port) = port_on(&out, "PostgreSQL") {
-        assert!(closed(port), "private PostgreSQL left running on {port}");
-    }
+    // What it had started already (a private PostgreSQL, found by its absolute path,
+    // before Redis was looked up on PATH) is stopped again: its log says it listened,
+    // and neither its port nor any process in the demo's folder is left.
+    let dir = out
+        .lines()
+        .find_map(|l| l.split("logs kept in ").nth(1))
+        .map(|logs| std::path::PathBuf::from(logs.trim()).with_file_name(""))
+        .unwrap_or_else(|| panic!("no logs folder in:\n{out}"));
+    let log = std::fs::read_to_string(dir.join("postgres.log"))
+        .unwrap_or_else(|e| panic!("the private PostgreSQL was not started ({e}):\n{out}"));
+    let port: u16 = log
+        .lines()
+        .find_map(|l| l.split("\", port ").nth(1))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the private PostgreSQL never listened:\n{log}"));
+    assert!(closed(port), "private PostgreSQL left running on {port}");
+    let folder = dir.to_string_lossy().trim_end_matches('/').to_string();
+    let leftovers: Vec<String> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&folder))
+        .collect();
+    assert!(leftovers.is_empty(), "left running: {leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
