@@ -767,3 +767,71 @@ fn fake_devices(n: usize) -> Vec<SimDevice> {
         })
         .collect()
 }
+
+/// The enqueuer with `ROSBACKUP_TOD_DATABASE_URL` syncs at start and again every
+/// `DEVICE_REFRESH_SECONDS`: a device added upstream appears here, one deleted there goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enqueuer_repeats_the_sync() {
+    let Some(py) = python() else { return };
+    let fleet = Fleet::of(1).await;
+    let backend = Backend::new().await;
+    let sim = fake_devices(3);
+    let sealed = encrypt(
+        &py,
+        &fleet.key_b64,
+        &sim.iter()
+            .map(|d| login(&d.username, &d.password))
+            .collect::<Vec<_>>(),
+    );
+    for (d, s) in sim.iter().zip(&sealed).take(2) {
+        backend.device(d, Some(s.as_slice()), None).await;
+    }
+    let mut vars = fleet.process_env();
+    vars.push(("ROSBACKUP_TOD_DATABASE_URL".into(), backend.url.clone()));
+    vars.push(("DEVICE_REFRESH_SECONDS".into(), "1".into()));
+    let env =
+        rosbackup::config::Env::from_pairs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let process = rosbackup::service::enqueuer_from_env(
+        &env,
+        rosbackup::service::Flags {
+            insecure_no_auth: true,
+        },
+    )
+    .await
+    .expect("enqueuer starts");
+    assert!(process.tod.is_some());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(process.run(async move {
+        let _ = stopped.await;
+    }));
+    let store = fleet.store().clone();
+    let has = |n: i64| {
+        let store = store.clone();
+        async move { count(&store).await == n }
+    };
+    fleet
+        .wait_for(Duration::from_secs(20), "the first sync", || has(2))
+        .await;
+    backend
+        .device(&sim[2], Some(sealed[2].as_slice()), None)
+        .await;
+    sqlx::query("DELETE FROM devices WHERE id = $1")
+        .bind(sim[0].id)
+        .execute(&backend.pool)
+        .await
+        .unwrap();
+    fleet
+        .wait_for(Duration::from_secs(20), "the next sync", || async {
+            store.device(sim[2].id).await.unwrap().is_some()
+                && store.device(sim[0].id).await.unwrap().is_none()
+        })
+        .await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the enqueuer stops")
+        .expect("join")
+        .expect("clean stop");
+    backend.drop().await;
+    fleet.cleanup().await;
+}
