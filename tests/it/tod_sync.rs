@@ -167,18 +167,30 @@ const SCHEMA: &[&str] = &[
        CONSTRAINT uq_devices_tenant_hostname UNIQUE (tenant_id, hostname))",
 ];
 
+/// The backend's database. The sync connects as `role`, which has exactly the Go
+/// poller's grants (read `devices` and `credential_profiles`, update the host key
+/// columns); the test itself writes through `pool` as the owner.
 struct Backend {
+    /// The poller role's URL: what the sync is given.
     url: String,
     name: String,
+    role: String,
     pool: PgPool,
+}
+
+/// `url` with `user` as its user (no password: the test server trusts local users).
+fn as_user(url: &str, user: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let host = rest.split_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{user}@{host}")
 }
 
 impl Backend {
     async fn new() -> Backend {
-        let (url, name) = fresh_database().await;
+        let (owner_url, name) = fresh_database().await;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)
-            .connect(&url)
+            .connect(&owner_url)
             .await
             .expect("connect to the backend's test database");
         for stmt in SCHEMA {
@@ -187,7 +199,30 @@ impl Backend {
                 .await
                 .expect("backend schema");
         }
-        Backend { url, name, pool }
+        let role = format!("tod_poller_{}", Uuid::new_v4().simple());
+        for stmt in [
+            format!("CREATE ROLE {role} LOGIN"),
+            format!("GRANT CONNECT ON DATABASE \"{name}\" TO {role}"),
+            format!("GRANT USAGE ON SCHEMA public TO {role}"),
+            format!(
+                "GRANT SELECT ON devices, credential_profiles, certificate_authorities TO {role}"
+            ),
+            format!(
+                "GRANT UPDATE (ssh_host_key_fingerprint, ssh_host_key_first_seen, \
+                 ssh_host_key_last_verified) ON devices TO {role}"
+            ),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(stmt))
+                .execute(&pool)
+                .await
+                .expect("the poller role");
+        }
+        Backend {
+            url: as_user(&owner_url, &role),
+            name,
+            role,
+            pool,
+        }
     }
 
     async fn tenant(&self, id: Uuid) {
@@ -287,6 +322,18 @@ impl Backend {
     async fn drop(self) {
         self.pool.close().await;
         drop_database(&self.name).await;
+        // Its grants went with the database; the role is the server's.
+        let admin = PgPool::connect(&crate::common::database_url())
+            .await
+            .expect("connect to the test server");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP ROLE IF EXISTS {}",
+            self.role
+        )))
+        .execute(&admin)
+        .await
+        .expect("drop the poller role");
+        admin.close().await;
     }
 }
 
@@ -400,6 +447,16 @@ async fn a_backend_database_is_synced_backed_up_and_kept_in_agreement() {
         .await
         .unwrap();
     let before = backend.snapshot().await;
+    // The sync runs as a role with only the Go poller's grants: it could not write more.
+    let poller = PgPool::connect(&backend.url)
+        .await
+        .expect("the poller role");
+    let denied = sqlx::query("UPDATE devices SET hostname = 'x'")
+        .execute(&poller)
+        .await
+        .unwrap_err();
+    assert!(denied.to_string().contains("permission denied"), "{denied}");
+    poller.close().await;
 
     // The first sync, as an operator runs it.
     let (code, stdout, stderr) = cli_sync(&fleet.db.url, &fleet.key_b64, &backend.url, &[]);
