@@ -892,3 +892,77 @@ async fn the_enqueuer_repeats_the_sync() {
     backend.drop().await;
     fleet.cleanup().await;
 }
+
+/// Configuration mistakes are named before anything connects: the enqueuer's URL without
+/// a credential key or with another scheme, and `devices sync` without a URL (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misconfiguration_is_named() {
+    use rosbackup::config::Env;
+    use rosbackup::service::{Flags, StartError, enqueuer_from_env};
+    let start = |pairs: Vec<(&'static str, &'static str)>| async move {
+        enqueuer_from_env(&Env::from_pairs(pairs), Flags::default())
+            .await
+            .unwrap_err()
+    };
+    let e = start(vec![(
+        "ROSBACKUP_TOD_DATABASE_URL",
+        "postgres://poller:hunter2@tod-db/mikrotik",
+    )])
+    .await;
+    assert!(
+        matches!(&e, StartError::Config(c) if c.var == "CREDENTIAL_ENCRYPTION_KEY"),
+        "{e}"
+    );
+    assert_eq!(e.exit_code(), 2);
+    let e = start(vec![
+        (
+            "ROSBACKUP_TOD_DATABASE_URL",
+            "mysql://poller:hunter2@tod-db/x",
+        ),
+        (
+            "CREDENTIAL_ENCRYPTION_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ),
+    ])
+    .await;
+    assert!(
+        matches!(&e, StartError::Config(c) if c.var == "ROSBACKUP_TOD_DATABASE_URL"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+
+    let key = CredentialKey::generate_base64();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rosbackup"));
+    for v in rosbackup::config::VARS {
+        c.env_remove(v.name);
+    }
+    let out = c
+        .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+        .env("CREDENTIAL_ENCRYPTION_KEY", &key)
+        .args(["devices", "sync"])
+        .output()
+        .expect("run rosbackup");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--from-tod") && stderr.contains("ROSBACKUP_TOD_DATABASE_URL"),
+        "{stderr}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+        .env("DATABASE_URL", "postgres://127.0.0.1:1/none")
+        .env("CREDENTIAL_ENCRYPTION_KEY", &key)
+        .args([
+            "devices",
+            "sync",
+            "--from-tod",
+            "http://poller:hunter2@tod-db/x",
+        ])
+        .output()
+        .expect("run rosbackup");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--from-tod") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+}
