@@ -258,6 +258,60 @@ pub struct EnqueuerProcess {
     /// Also serve `/healthz`, `/readyz`, `/metrics` here (when ROSBACKUP_METRICS_ADDR is
     /// set), so probes and Prometheus can use an address the dashboard is not on.
     pub ops_addr: Option<String>,
+    /// Sync the devices from a the-other-dude database (ROSBACKUP_TOD_DATABASE_URL).
+    pub tod: Option<TodSync>,
+}
+
+/// The enqueuer's sync from a the-other-dude database, every `DEVICE_REFRESH_SECONDS`.
+/// `Debug` shows neither the URL (it may hold a password) nor the key.
+pub struct TodSync {
+    pub url: String,
+    pub key: CredentialKey,
+    pub schedule: crate::schedule::ScheduleSettings,
+    pub options: crate::tod::SyncOptions,
+    pub period: Duration,
+}
+
+impl std::fmt::Debug for TodSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TodSync")
+            .field("url", &redact_url(&self.url))
+            .field("options", &self.options)
+            .field("period", &self.period)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `ROSBACKUP_TOD_DATABASE_URL` (optional) with what a sync needs: the credential key
+/// (required then), `ROSBACKUP_TOD_DROP_HISTORY`, the period.
+fn tod_sync(
+    env: &Env,
+    schedule: &crate::schedule::ScheduleSettings,
+    period: Duration,
+) -> Result<Option<TodSync>, StartError> {
+    const VAR: &str = "ROSBACKUP_TOD_DATABASE_URL";
+    if !env.is_set(VAR) {
+        return Ok(None);
+    }
+    let url = env.url(VAR, &["postgres", "postgresql"])?;
+    if !env.is_set("CREDENTIAL_ENCRYPTION_KEY") {
+        return Err(StartError::Config(ConfigError {
+            var: "CREDENTIAL_ENCRYPTION_KEY".into(),
+            value: None,
+            reason: format!(
+                "is required with {VAR}: it opens the backend's credentials and seals them here"
+            ),
+        }));
+    }
+    Ok(Some(TodSync {
+        url,
+        key: credential_key(env)?,
+        schedule: schedule.clone(),
+        options: crate::tod::SyncOptions {
+            drop_history: env.boolean("ROSBACKUP_TOD_DROP_HISTORY")?,
+        },
+        period,
+    }))
 }
 
 /// Validate the environment and connect an enqueuer.
@@ -313,6 +367,7 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
             None
         },
     };
+    let tod = tod_sync(env, &schedule, settings.refresh)?;
     let store = store(env, 8).await?;
     let queue = queue(env).await?;
     if !flags.insecure_no_auth {
@@ -347,6 +402,7 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
         trigger_subject,
         manual_timeout,
         ops_addr,
+        tod,
     })
 }
 
@@ -419,9 +475,33 @@ impl EnqueuerProcess {
                 }
             })
         };
+        // The sync from a the-other-dude database runs beside the scheduling and stops
+        // with the enqueuer (after the sync in flight, if any).
+        let tod = self.tod.map(|t| {
+            let store = e.store.clone();
+            let mut stop = stop_tx.subscribe();
+            info!(
+                every_s = t.period.as_secs(),
+                "syncing devices from the-other-dude's database"
+            );
+            tokio::spawn(crate::tod::run_periodic(
+                store,
+                t.url,
+                t.key,
+                t.schedule,
+                t.options,
+                t.period,
+                async move {
+                    let _ = stop.recv().await;
+                },
+            ))
+        });
         e.run(shutdown).await;
         trigger.abort();
         let _ = stop_tx.send(());
+        if let Some(h) = tod {
+            let _ = h.await;
+        }
         let _ = server.await;
         if let Some(h) = ops_server {
             let _ = h.await;

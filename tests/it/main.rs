@@ -31,6 +31,7 @@ mod soak;
 mod sshd_export;
 mod tls;
 mod tod_compat;
+mod tod_sync;
 mod web_api;
 mod web_browser;
 mod web_history;

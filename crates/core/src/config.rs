@@ -144,7 +144,21 @@ pub const VARS: &[Var] = &[
         "60",
         true,
         false,
-        "seconds between device-list reconciliations"
+        "seconds between device-list reconciliations (and syncs from ROSBACKUP_TOD_DATABASE_URL)"
+    ),
+    var!(
+        "ROSBACKUP_TOD_DATABASE_URL",
+        "",
+        false,
+        true,
+        "enqueuer: optional PostgreSQL URL of a the-other-dude backend; its RouterOS devices are synced into the device store every DEVICE_REFRESH_SECONDS (see \"Sync from a the-other-dude database\")"
+    ),
+    var!(
+        "ROSBACKUP_TOD_DROP_HISTORY",
+        "false",
+        false,
+        false,
+        "enqueuer: when a synced device is deleted upstream, also delete its config history (default: kept)"
     ),
     var!(
         "NORMALIZATION_VERSION",

@@ -28,6 +28,7 @@ pub mod shutdown;
 pub mod snapshot;
 pub mod store;
 pub mod tls;
+pub mod tod;
 pub mod worker;
 
 pub use error::ErrorKind;

@@ -10,8 +10,8 @@
 //! `CREDENTIAL_ENCRYPTION_KEY`.
 //!
 //! One submodule per kind of work: `import`, `add`, `list`, `show`, `credentials`
-//! (`set-credentials`, `rotate-key`) and `state` (the rest: one device's schedule and
-//! blocks, and `remove`).
+//! (`set-credentials`, `rotate-key`), `state` (one device's schedule and blocks, and
+//! `remove`) and `sync` (a the-other-dude backend's database as the inventory).
 
 mod add;
 mod credentials;
@@ -19,6 +19,7 @@ mod import;
 mod list;
 mod show;
 mod state;
+mod sync;
 
 use super::shared::store_error;
 use crate::Secret;
@@ -30,6 +31,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 pub use add::AddArgs;
+pub use sync::SyncArgs;
 
 #[derive(clap::Subcommand)]
 pub enum DevicesCommand {
@@ -40,6 +42,10 @@ pub enum DevicesCommand {
         /// backup_interval_seconds, backup_cron.
         file: PathBuf,
     },
+    /// Make the store agree with a the-other-dude backend's database: its RouterOS
+    /// devices added or updated, those deleted there removed, host key pins shared.
+    /// Prints a summary and every device it could not sync, with the reason.
+    Sync(SyncArgs),
     /// List devices with their backup state.
     List {
         /// Only this tenant's devices.
@@ -108,6 +114,7 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
     match command {
         DevicesCommand::Import { file } => import::run(env, &file).await,
         DevicesCommand::RotateKey => credentials::rotate_key(env).await,
+        DevicesCommand::Sync(a) => sync::run(env, a).await,
         DevicesCommand::List { tenant, json } => list::run(env, tenant, json).await,
         DevicesCommand::Add(a) => add::run(env, a).await,
         DevicesCommand::Remove { device } => state::remove(env, &device).await,

@@ -1,0 +1,1056 @@
+//! The sync's decisions, as pure functions over rows: which upstream rows to take, which
+//! credential each device uses, what changed here, which pins move which way, what to
+//! remove. The I/O around them (`upstream.rs`, `apply.rs`) only reads rows in and
+//! writes a [`Plan`] out, so every rule is unit-tested here without a database.
+
+use super::legacy::{self, Login, Unreadable};
+use crate::credentials::CredentialKey;
+use crate::secret::Secret;
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// One row of the-other-dude's `devices` table with its credential profile's
+/// ciphertexts (the columns the Go poller's device query reads that a backup needs,
+/// plus `hostname` for our device name). Ciphertexts are not secrets, but `Debug` leaves
+/// them out all the same.
+#[derive(Clone, Default)]
+pub struct UpstreamDevice {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub hostname: String,
+    pub ip_address: String,
+    /// `COALESCE(ssh_port, 22)`.
+    pub ssh_port: i32,
+    pub routeros_version: Option<String>,
+    /// `COALESCE(device_type, 'routeros')`.
+    pub device_type: String,
+    pub ssh_host_key_fingerprint: Option<String>,
+    pub encrypted_credentials: Option<Vec<u8>>,
+    pub encrypted_credentials_transit: Option<String>,
+    pub credential_profile_id: Option<Uuid>,
+    pub profile_encrypted_credentials: Option<Vec<u8>>,
+    pub profile_encrypted_credentials_transit: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamDevice")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("hostname", &self.hostname)
+            .field("ip_address", &self.ip_address)
+            .field("ssh_port", &self.ssh_port)
+            .field("device_type", &self.device_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamDevice {
+    /// A device the Go poller would back up over SSH (`device_type` `routeros`).
+    pub fn is_routeros(&self) -> bool {
+        self.device_type == "routeros"
+    }
+
+    /// Does the row name any credential at all (the Go poller's query only returns
+    /// these)?
+    pub fn names_credentials(&self) -> bool {
+        self.encrypted_credentials.is_some()
+            || self.encrypted_credentials_transit.is_some()
+            || self.credential_profile_id.is_some()
+    }
+}
+
+/// Whose credentials a device uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Device,
+    Profile,
+}
+
+impl Origin {
+    fn columns(self) -> &'static str {
+        match self {
+            Origin::Device => "the device's credentials",
+            Origin::Profile => "its credential profile's credentials",
+        }
+    }
+}
+
+/// The credential a device uses, chosen as the Go poller chooses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selected<'a> {
+    /// An OpenBao Transit ciphertext (`vault:v…`): only OpenBao can open it.
+    Transit(Origin),
+    /// A legacy AES-256-GCM ciphertext.
+    Legacy(Origin, &'a [u8]),
+    None,
+}
+
+fn is_transit(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|t| t.starts_with("vault:v"))
+}
+
+/// The Go poller's precedence: the device's Transit ciphertext, the device's legacy
+/// ciphertext, the profile's Transit ciphertext, the profile's legacy ciphertext. A
+/// Transit column that does not start with `vault:v` counts as empty, as there. A
+/// device whose chosen credential is Transit is not read from an older legacy column
+/// behind it: that one may be stale.
+pub fn select_credentials(d: &UpstreamDevice) -> Selected<'_> {
+    fn legacy(v: &Option<Vec<u8>>) -> Option<&[u8]> {
+        v.as_deref().filter(|b| !b.is_empty())
+    }
+    if is_transit(&d.encrypted_credentials_transit) {
+        Selected::Transit(Origin::Device)
+    } else if let Some(b) = legacy(&d.encrypted_credentials) {
+        Selected::Legacy(Origin::Device, b)
+    } else if is_transit(&d.profile_encrypted_credentials_transit) {
+        Selected::Transit(Origin::Profile)
+    } else if let Some(b) = legacy(&d.profile_encrypted_credentials) {
+        Selected::Legacy(Origin::Profile, b)
+    } else {
+        Selected::None
+    }
+}
+
+/// Why an upstream device is not synced this time. Never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    Transit(Origin),
+    NoCredentials,
+    Unreadable(Origin, Unreadable),
+    BadHost(String),
+    BadPort(i32),
+    BadName,
+    BadFingerprint,
+    /// Another device here (not from this database) already has the name in the tenant.
+    NameTaken(Uuid),
+    /// The id belongs to a device of another tenant here.
+    OtherTenant(Uuid),
+}
+
+impl SkipReason {
+    /// The group a skip is counted under in the summary line.
+    pub fn category(&self) -> &'static str {
+        match self {
+            SkipReason::Transit(_) => "transit credentials",
+            SkipReason::NoCredentials => "no credentials",
+            SkipReason::Unreadable(_, Unreadable::TooShort(_) | Unreadable::Decrypt)
+            | SkipReason::Unreadable(_, Unreadable::NotJson) => "unreadable credentials",
+            SkipReason::Unreadable(..) => "unusable credentials",
+            SkipReason::BadHost(_)
+            | SkipReason::BadPort(_)
+            | SkipReason::BadName
+            | SkipReason::BadFingerprint => "invalid fields",
+            SkipReason::NameTaken(_) | SkipReason::OtherTenant(_) => "conflicts here",
+        }
+    }
+}
+
+impl std::fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SkipReason::Transit(o) => write!(
+                f,
+                "{} are an OpenBao Transit ciphertext (vault:v…), which only OpenBao can decrypt; \
+                 the device keeps what was synced before, if anything",
+                o.columns()
+            ),
+            SkipReason::NoCredentials => f.write_str(
+                "no credentials (neither the device nor its credential profile has any)",
+            ),
+            SkipReason::Unreadable(o, why) => {
+                let what = match o {
+                    Origin::Device => "the device's encrypted_credentials",
+                    Origin::Profile => "its credential profile's encrypted_credentials",
+                };
+                write!(f, "{what} {why}")
+            }
+            SkipReason::BadHost(why) => write!(f, "ip_address: {why}"),
+            SkipReason::BadPort(p) => write!(f, "ssh_port {p} is not a port (1-65535)"),
+            SkipReason::BadName => {
+                f.write_str("hostname is empty or has control characters (it is the device name)")
+            }
+            SkipReason::BadFingerprint => f.write_str(
+                "ssh_host_key_fingerprint is not in `SHA256:<43 base64 characters>` form",
+            ),
+            SkipReason::NameTaken(other) => write!(
+                f,
+                "its hostname is the name of device {other} here, which did not come from this \
+                 database (rename one of them)"
+            ),
+            SkipReason::OtherTenant(_) => {
+                f.write_str("a device with this id exists here in another tenant")
+            }
+        }
+    }
+}
+
+/// A device that was not synced, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub reason: SkipReason,
+}
+
+/// An upstream device as it should be here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub ssh_port: u16,
+    pub username: String,
+    pub password: Secret,
+    pub routeros_version: Option<String>,
+    /// The upstream pin (`None` when NULL or empty).
+    pub host_key: Option<String>,
+}
+
+/// What the upstream rows say, before looking at our store.
+#[derive(Debug, Default)]
+pub struct Triage {
+    pub candidates: Vec<Candidate>,
+    pub skipped: Vec<Skipped>,
+    /// RouterOS rows that name no credential at all: not taken, and listed as skipped
+    /// only when the device was synced before (then it keeps its old credentials).
+    pub without_credentials: Vec<Skipped>,
+    /// Every RouterOS device upstream, taken or not: a synced device is removed here
+    /// only when its id is not in this set.
+    pub routeros_ids: HashSet<Uuid>,
+}
+
+/// No legacy ciphertext opened under the key although some were well-formed: the key is
+/// not the backend's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongKey {
+    pub failed: usize,
+}
+
+/// A RouterOS version the worker can use as a hint: the first word of what the backend
+/// stored (`7.16.2 (stable)` → `7.16.2`), when it reads as a version; else unknown.
+pub fn version_hint(v: Option<&str>) -> Option<String> {
+    let first = v?.split_whitespace().next()?;
+    crate::inventory::parse_routeros_version(first)
+        .ok()
+        .flatten()
+}
+
+/// The upstream pin: `None` for NULL or blank; an error when it is not a fingerprint.
+pub fn upstream_pin(v: Option<&str>) -> Result<Option<String>, SkipReason> {
+    match v.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(fp) if crate::device::is_fingerprint(fp) => Ok(Some(fp.to_string())),
+        Some(_) => Err(SkipReason::BadFingerprint),
+    }
+}
+
+/// Sort the upstream rows into candidates and skips, opening legacy credentials with
+/// `key`. Fails as a whole, before anything is written, when no well-formed legacy
+/// ciphertext opens although at least one was tried (the wrong key); one that does not
+/// open among others that do is that device's problem only.
+pub fn triage(rows: &[UpstreamDevice], key: &CredentialKey) -> Result<Triage, WrongKey> {
+    let mut t = Triage::default();
+    let (mut opened, mut failed) = (0usize, 0usize);
+    let mut decided: Vec<(&UpstreamDevice, Result<Login, SkipReason>)> = Vec::new();
+    for d in rows.iter().filter(|d| d.is_routeros()) {
+        t.routeros_ids.insert(d.id);
+        if !d.names_credentials() {
+            t.without_credentials
+                .push(skipped(d, SkipReason::NoCredentials));
+            continue;
+        }
+        let login = match select_credentials(d) {
+            Selected::None => Err(SkipReason::NoCredentials),
+            Selected::Transit(o) => Err(SkipReason::Transit(o)),
+            Selected::Legacy(o, sealed) => {
+                let r = legacy::open(key, sealed);
+                match &r {
+                    Err(Unreadable::Decrypt) => failed += 1,
+                    Err(Unreadable::TooShort(_)) => {}
+                    _ => opened += 1,
+                }
+                r.map_err(|e| SkipReason::Unreadable(o, e))
+            }
+        };
+        decided.push((d, login));
+    }
+    if failed > 0 && opened == 0 {
+        return Err(WrongKey { failed });
+    }
+    for (d, login) in decided {
+        match login.and_then(|l| candidate(d, l)) {
+            Ok(c) => t.candidates.push(c),
+            Err(reason) => t.skipped.push(skipped(d, reason)),
+        }
+    }
+    Ok(t)
+}
+
+fn skipped(d: &UpstreamDevice, reason: SkipReason) -> Skipped {
+    Skipped {
+        id: d.id,
+        tenant_id: d.tenant_id,
+        name: d.hostname.chars().filter(|c| !c.is_control()).collect(),
+        reason,
+    }
+}
+
+/// Check an upstream row's fields the way an inventory row is checked.
+fn candidate(d: &UpstreamDevice, login: Login) -> Result<Candidate, SkipReason> {
+    let name = crate::inventory::parse_name(&d.hostname).map_err(|_| SkipReason::BadName)?;
+    let host = crate::inventory::parse_host(d.ip_address.trim()).map_err(SkipReason::BadHost)?;
+    let ssh_port = u16::try_from(d.ssh_port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or(SkipReason::BadPort(d.ssh_port))?;
+    Ok(Candidate {
+        id: d.id,
+        tenant_id: d.tenant_id,
+        name,
+        host,
+        ssh_port,
+        username: login.username,
+        password: login.password,
+        routeros_version: version_hint(d.routeros_version.as_deref()),
+        host_key: upstream_pin(d.ssh_host_key_fingerprint.as_deref())?,
+    })
+}
+
+/// A device here that the sync may touch: a synced one, or one whose id or name an
+/// upstream device has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ours {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub ssh_port: i32,
+    pub username: String,
+    /// Our stored password, opened (`None` when it does not open: it is replaced).
+    pub password: Option<Secret>,
+    pub routeros_version: Option<String>,
+    pub fingerprint: Option<String>,
+    /// Did it come from the-other-dude (a `tod_devices` row)?
+    pub synced: bool,
+    /// The upstream pin as the last sync saw (or wrote) it.
+    pub upstream_host_key: Option<String>,
+}
+
+/// Where the host key pin goes for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinPlan {
+    /// Our pin after the sync.
+    pub ours: Option<String>,
+    /// Did our pin change (then a `host_key_mismatch` block is lifted: the key to check
+    /// against is a new one)?
+    pub changed: bool,
+    /// Write this pin to the upstream column (only where it is NULL, empty or equal).
+    pub write_back: Option<String>,
+    /// The upstream pin to remember as seen.
+    pub seen_upstream: Option<String>,
+}
+
+/// The host key rule, one pin shared by both systems:
+///
+/// - an upstream pin is ours (a pin changes upstream only by an operator's reset there
+///   and the Go poller's trust on first use after it, as ours would);
+/// - an upstream pin that was there at the last sync and is gone now was reset by an
+///   operator: ours is forgotten too, and the next backup pins what it sees;
+/// - no upstream pin, none before: ours (learned on first use) is written back.
+pub fn pin_plan(upstream: Option<&str>, seen_before: Option<&str>, ours: Option<&str>) -> PinPlan {
+    match (upstream, seen_before) {
+        (Some(u), _) => PinPlan {
+            ours: Some(u.to_string()),
+            changed: ours != Some(u),
+            write_back: None,
+            seen_upstream: Some(u.to_string()),
+        },
+        (None, Some(_)) => PinPlan {
+            ours: None,
+            changed: ours.is_some(),
+            write_back: None,
+            seen_upstream: None,
+        },
+        (None, None) => PinPlan {
+            ours: ours.map(str::to_string),
+            changed: false,
+            write_back: ours.map(str::to_string),
+            seen_upstream: None,
+        },
+    }
+}
+
+/// A device to write here: inserted, or updated to these values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub device: Candidate,
+    /// Our pin after the sync.
+    pub fingerprint: Option<String>,
+    /// The password differs from ours (re-seal it; lifts an `auth_failed` block, as do
+    /// a changed user name).
+    pub password_changed: bool,
+    pub credentials_changed: bool,
+    /// Our pin changed (lifts a `host_key_mismatch` block).
+    pub pin_changed: bool,
+    /// The upstream pin to remember as seen.
+    pub seen_upstream: Option<String>,
+}
+
+/// Everything one sync does here and upstream.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub inserts: Vec<Write>,
+    pub updates: Vec<Write>,
+    /// Existing devices that become synced (adopted: same id, not synced before).
+    pub adopt: Vec<(Uuid, Option<String>)>,
+    /// Synced devices whose remembered upstream pin changes, nothing else.
+    pub seen: Vec<(Uuid, Option<String>)>,
+    pub unchanged: usize,
+    pub removals: Vec<Uuid>,
+    /// Pins to write to the upstream column.
+    pub write_back: Vec<(Uuid, String)>,
+    pub skipped: Vec<Skipped>,
+    /// Things the operator should know (e.g. removals held back).
+    pub notes: Vec<String>,
+}
+
+/// Compare what upstream says with what we have and decide every write. `holders` are
+/// devices here (not necessarily in `ours`) that hold a name some candidate wants:
+/// `(id, tenant, name)`.
+pub fn plan(triage: Triage, ours: &[Ours], holders: &[(Uuid, Uuid, String)]) -> Plan {
+    let mut p = Plan {
+        skipped: triage.skipped,
+        ..Plan::default()
+    };
+    let by_id: HashMap<Uuid, &Ours> = ours.iter().map(|o| (o.id, o)).collect();
+    for s in triage.without_credentials {
+        if by_id.get(&s.id).is_some_and(|o| o.synced) {
+            p.skipped.push(s);
+        }
+    }
+
+    // Removals: synced here, no RouterOS row upstream any more.
+    let synced: Vec<Uuid> = ours.iter().filter(|o| o.synced).map(|o| o.id).collect();
+    let gone: Vec<Uuid> = synced
+        .iter()
+        .copied()
+        .filter(|id| !triage.routeros_ids.contains(id))
+        .collect();
+    if triage.routeros_ids.is_empty() && !gone.is_empty() {
+        p.notes.push(format!(
+            "the-other-dude's database lists no RouterOS device at all; the {} devices synced \
+             from it are kept (is it the right database?). Remove them with `rosbackup devices \
+             remove` if this is intended",
+            gone.len()
+        ));
+    } else {
+        p.removals = gone;
+    }
+    let removed: HashSet<Uuid> = p.removals.iter().copied().collect();
+
+    // Tenancy first: an id of another tenant here is never taken over.
+    let mut candidates = Vec::new();
+    for c in triage.candidates {
+        match by_id.get(&c.id) {
+            Some(o) if o.tenant_id != c.tenant_id => p.skipped.push(Skipped {
+                id: c.id,
+                tenant_id: c.tenant_id,
+                name: c.name.clone(),
+                reason: SkipReason::OtherTenant(o.tenant_id),
+            }),
+            _ => candidates.push(c),
+        }
+    }
+
+    // Names: a candidate may not take a name another device keeps. Skipping one
+    // candidate keeps its old name in place, which may block another: repeat until
+    // nothing changes.
+    let mut current: HashMap<Uuid, (Uuid, String)> = holders
+        .iter()
+        .map(|(id, t, n)| (*id, (*t, n.clone())))
+        .collect();
+    for o in ours {
+        current.insert(o.id, (o.tenant_id, o.name.clone()));
+    }
+    let mut blocked: HashMap<Uuid, Uuid> = HashMap::new();
+    loop {
+        let mut final_names: HashMap<(Uuid, &str), Vec<Uuid>> = HashMap::new();
+        let taken: HashSet<Uuid> = candidates
+            .iter()
+            .filter(|c| !blocked.contains_key(&c.id))
+            .map(|c| c.id)
+            .collect();
+        for c in candidates.iter().filter(|c| taken.contains(&c.id)) {
+            final_names
+                .entry((c.tenant_id, c.name.as_str()))
+                .or_default()
+                .push(c.id);
+        }
+        for (id, (t, n)) in &current {
+            if !taken.contains(id) && !removed.contains(id) {
+                final_names.entry((*t, n.as_str())).or_default().push(*id);
+            }
+        }
+        let mut more = false;
+        for c in candidates.iter().filter(|c| taken.contains(&c.id)) {
+            let owners = &final_names[&(c.tenant_id, c.name.as_str())];
+            if let Some(other) = owners.iter().find(|o| **o != c.id) {
+                blocked.insert(c.id, *other);
+                more = true;
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+
+    for c in candidates {
+        if let Some(other) = blocked.get(&c.id) {
+            p.skipped.push(Skipped {
+                id: c.id,
+                tenant_id: c.tenant_id,
+                name: c.name.clone(),
+                reason: SkipReason::NameTaken(*other),
+            });
+            continue;
+        }
+        let Some(o) = by_id.get(&c.id) else {
+            // New here: the upstream pin, if any, is ours from the start.
+            p.inserts.push(Write {
+                fingerprint: c.host_key.clone(),
+                password_changed: true,
+                credentials_changed: true,
+                pin_changed: false,
+                seen_upstream: c.host_key.clone(),
+                device: c,
+            });
+            continue;
+        };
+        let seen_before = if o.synced {
+            o.upstream_host_key.as_deref()
+        } else {
+            None
+        };
+        let pins = pin_plan(c.host_key.as_deref(), seen_before, o.fingerprint.as_deref());
+        if let Some(fp) = &pins.write_back {
+            p.write_back.push((c.id, fp.clone()));
+        }
+        let password_changed = o.password.as_ref() != Some(&c.password);
+        let credentials_changed = password_changed || o.username != c.username;
+        // Our worker learns the version from the device itself: the backend's only fills
+        // in what we do not know.
+        let version = o.routeros_version.clone().or(c.routeros_version.clone());
+        let changed = credentials_changed
+            || pins.changed
+            || o.name != c.name
+            || o.host != c.host
+            || o.ssh_port != i32::from(c.ssh_port)
+            || version != o.routeros_version;
+        if !o.synced {
+            p.adopt.push((c.id, pins.seen_upstream.clone()));
+        } else if !changed && o.upstream_host_key != pins.seen_upstream {
+            p.seen.push((c.id, pins.seen_upstream.clone()));
+        }
+        if changed {
+            p.updates.push(Write {
+                fingerprint: pins.ours,
+                password_changed,
+                credentials_changed,
+                pin_changed: pins.changed,
+                seen_upstream: pins.seen_upstream,
+                device: Candidate {
+                    routeros_version: version,
+                    ..c
+                },
+            });
+        } else {
+            p.unchanged += 1;
+        }
+    }
+    p
+}
+
+/// What a sync did, for the operator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub inserted: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub removed: usize,
+    pub skipped: Vec<Skipped>,
+    /// Pins written to the upstream column.
+    pub written_back: usize,
+    pub notes: Vec<String>,
+}
+
+impl SyncReport {
+    /// Devices in sync after this run (new, updated and unchanged).
+    pub fn synced(&self) -> usize {
+        self.inserted + self.updated + self.unchanged
+    }
+
+    /// `synced 1,204 devices: 3 new, 2 updated, 1 removed, 4 skipped (transit credentials)`.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "synced {} devices: {} new, {} updated, {} removed, {} skipped",
+            thousands(self.synced()),
+            thousands(self.inserted),
+            thousands(self.updated),
+            thousands(self.removed),
+            thousands(self.skipped.len())
+        );
+        let mut by: Vec<(&str, usize)> = Vec::new();
+        for s in &self.skipped {
+            let cat = s.reason.category();
+            match by.iter_mut().find(|(c, _)| *c == cat) {
+                Some((_, n)) => *n += 1,
+                None => by.push((cat, 1)),
+            }
+        }
+        match by.as_slice() {
+            [] => {}
+            [(cat, _)] => line.push_str(&format!(" ({cat})")),
+            many => {
+                let parts: Vec<String> = many
+                    .iter()
+                    .map(|(c, n)| format!("{} {c}", thousands(*n)))
+                    .collect();
+                line.push_str(&format!(" ({})", parts.join(", ")));
+            }
+        }
+        if self.written_back > 0 {
+            line.push_str(&format!(
+                "; {} host keys written back",
+                thousands(self.written_back)
+            ));
+        }
+        line
+    }
+}
+
+/// `1204` → `1,204`.
+pub fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FP: &str = "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    const FP2: &str = "SHA256:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+
+    fn key() -> CredentialKey {
+        CredentialKey::from_base64(&CredentialKey::generate_base64()).unwrap()
+    }
+
+    fn sealed(key: &CredentialKey, user: &str, pw: &str) -> Vec<u8> {
+        key.seal_bytes(
+            &[],
+            format!(r#"{{"username":"{user}","password":"{pw}"}}"#).as_bytes(),
+        )
+    }
+
+    fn row(key: &CredentialKey, name: &str) -> UpstreamDevice {
+        UpstreamDevice {
+            id: Uuid::new_v4(),
+            tenant_id: Uuid::nil(),
+            hostname: name.into(),
+            ip_address: "192.0.2.7".into(),
+            ssh_port: 22,
+            routeros_version: Some("7.16.2 (stable)".into()),
+            device_type: "routeros".into(),
+            encrypted_credentials: Some(sealed(key, "admin", "pw-1")),
+            ..UpstreamDevice::default()
+        }
+    }
+
+    fn ours_of(c: &Candidate) -> Ours {
+        Ours {
+            id: c.id,
+            tenant_id: c.tenant_id,
+            name: c.name.clone(),
+            host: c.host.clone(),
+            ssh_port: i32::from(c.ssh_port),
+            username: c.username.clone(),
+            password: Some(c.password.clone()),
+            routeros_version: c.routeros_version.clone(),
+            fingerprint: c.host_key.clone(),
+            synced: true,
+            upstream_host_key: c.host_key.clone(),
+        }
+    }
+
+    #[test]
+    fn credentials_are_chosen_as_the_go_poller_chooses_them() {
+        let k = key();
+        let dev = sealed(&k, "d", "p");
+        let prof = sealed(&k, "p", "p");
+        let transit = Some("vault:v1:abc".to_string());
+        let mut d = row(&k, "r1");
+        d.encrypted_credentials = Some(dev.clone());
+        d.profile_encrypted_credentials = Some(prof.clone());
+        d.credential_profile_id = Some(Uuid::new_v4());
+        assert_eq!(
+            select_credentials(&d),
+            Selected::Legacy(Origin::Device, &dev)
+        );
+        d.encrypted_credentials_transit = transit.clone();
+        assert_eq!(select_credentials(&d), Selected::Transit(Origin::Device));
+        d.encrypted_credentials_transit = Some("not-transit".into());
+        assert_eq!(
+            select_credentials(&d),
+            Selected::Legacy(Origin::Device, &dev)
+        );
+        d.encrypted_credentials = Some(Vec::new());
+        assert_eq!(
+            select_credentials(&d),
+            Selected::Legacy(Origin::Profile, &prof)
+        );
+        d.profile_encrypted_credentials_transit = transit;
+        assert_eq!(select_credentials(&d), Selected::Transit(Origin::Profile));
+        d.profile_encrypted_credentials_transit = None;
+        d.profile_encrypted_credentials = None;
+        assert_eq!(select_credentials(&d), Selected::None);
+    }
+
+    #[test]
+    fn triage_takes_routeros_rows_with_usable_credentials_and_says_why_not() {
+        let k = key();
+        let good = row(&k, "good");
+        let mut profile = row(&k, "by-profile");
+        profile.encrypted_credentials = None;
+        profile.credential_profile_id = Some(Uuid::new_v4());
+        profile.profile_encrypted_credentials = Some(sealed(&k, "svc", "pw-2"));
+        profile.ssh_port = 2222;
+        profile.ssh_host_key_fingerprint = Some(format!(" {FP} "));
+        let mut snmp = row(&k, "switch");
+        snmp.device_type = "snmp".into();
+        let mut transit = row(&k, "transit");
+        transit.encrypted_credentials_transit = Some("vault:v1:xyz".into());
+        let mut broken = row(&k, "broken");
+        broken.encrypted_credentials = Some(vec![1, 2, 3]);
+        let mut altered = row(&k, "altered");
+        if let Some(b) = altered.encrypted_credentials.as_mut() {
+            b[20] ^= 0xff;
+        }
+        let mut bare = row(&k, "bare");
+        bare.encrypted_credentials = None;
+        let mut empty_profile = row(&k, "empty-profile");
+        empty_profile.encrypted_credentials = None;
+        empty_profile.credential_profile_id = Some(Uuid::new_v4());
+        let mut bad_host = row(&k, "bad-host");
+        bad_host.ip_address = "10.0.0.256".into();
+        let mut bad_port = row(&k, "bad-port");
+        bad_port.ssh_port = 70_000;
+        let mut bad_fp = row(&k, "bad-fp");
+        bad_fp.ssh_host_key_fingerprint = Some("MD5:aa:bb".into());
+        let rows = vec![
+            good.clone(),
+            profile.clone(),
+            snmp.clone(),
+            transit.clone(),
+            broken.clone(),
+            altered.clone(),
+            bare.clone(),
+            empty_profile.clone(),
+            bad_host.clone(),
+            bad_port.clone(),
+            bad_fp.clone(),
+        ];
+        let t = triage(&rows, &k).unwrap();
+        let names: Vec<&str> = t.candidates.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["good", "by-profile"]);
+        let g = &t.candidates[0];
+        assert_eq!(
+            (g.username.as_str(), g.password.expose()),
+            ("admin", "pw-1")
+        );
+        assert_eq!(g.routeros_version.as_deref(), Some("7.16.2"));
+        assert_eq!((g.host.as_str(), g.ssh_port), ("192.0.2.7", 22));
+        let p = &t.candidates[1];
+        assert_eq!((p.username.as_str(), p.ssh_port), ("svc", 2222));
+        assert_eq!(p.host_key.as_deref(), Some(FP));
+        let reason = |id: Uuid| {
+            t.skipped
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.reason.clone())
+        };
+        assert_eq!(
+            reason(transit.id),
+            Some(SkipReason::Transit(Origin::Device))
+        );
+        assert_eq!(
+            reason(broken.id),
+            Some(SkipReason::Unreadable(
+                Origin::Device,
+                Unreadable::TooShort(3)
+            ))
+        );
+        assert_eq!(
+            reason(altered.id),
+            Some(SkipReason::Unreadable(Origin::Device, Unreadable::Decrypt))
+        );
+        assert_eq!(reason(empty_profile.id), Some(SkipReason::NoCredentials));
+        assert!(matches!(reason(bad_host.id), Some(SkipReason::BadHost(_))));
+        assert_eq!(reason(bad_port.id), Some(SkipReason::BadPort(70_000)));
+        assert_eq!(reason(bad_fp.id), Some(SkipReason::BadFingerprint));
+        assert_eq!(reason(snmp.id), None, "not ours: not listed");
+        assert_eq!(reason(bare.id), None);
+        assert_eq!(t.without_credentials.len(), 1);
+        assert!(!t.routeros_ids.contains(&snmp.id));
+        assert!(t.routeros_ids.contains(&bare.id) && t.routeros_ids.contains(&transit.id));
+        for s in &t.skipped {
+            let text = s.reason.to_string();
+            assert!(
+                !text.contains("pw-1") && !text.contains("vault:v1:xyz"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_wrong_key_fails_the_whole_triage_but_one_bad_row_does_not() {
+        let k = key();
+        let rows = vec![row(&k, "a"), row(&k, "b")];
+        assert_eq!(triage(&rows, &key()).unwrap_err(), WrongKey { failed: 2 });
+        // Only too-short (malformed) ciphertexts: not a key problem.
+        let mut short = row(&k, "short");
+        short.encrypted_credentials = Some(vec![0; 5]);
+        assert!(triage(&[short.clone()], &key()).is_ok());
+        // Nothing to open: no verdict on the key.
+        let mut transit = row(&k, "t");
+        transit.encrypted_credentials_transit = Some("vault:v2:x".into());
+        assert!(triage(&[transit], &key()).is_ok());
+        let mut altered = row(&k, "altered");
+        if let Some(b) = altered.encrypted_credentials.as_mut() {
+            b[13] ^= 1;
+        }
+        let t = triage(&[row(&k, "fine"), altered, short], &k).unwrap();
+        assert_eq!(t.candidates.len(), 1);
+        assert_eq!(t.skipped.len(), 2);
+    }
+
+    #[test]
+    fn versions_and_pins_from_the_backend() {
+        assert_eq!(
+            version_hint(Some("7.16.2 (stable)")).as_deref(),
+            Some("7.16.2")
+        );
+        assert_eq!(version_hint(Some("6.49.10")).as_deref(), Some("6.49.10"));
+        assert_eq!(version_hint(Some("stable")), None);
+        assert_eq!(version_hint(Some("  ")), None);
+        assert_eq!(version_hint(None), None);
+        assert_eq!(upstream_pin(None), Ok(None));
+        assert_eq!(upstream_pin(Some(" ")), Ok(None));
+        assert_eq!(upstream_pin(Some(FP)), Ok(Some(FP.to_string())));
+        assert_eq!(
+            upstream_pin(Some("SHA256:short")),
+            Err(SkipReason::BadFingerprint)
+        );
+    }
+
+    #[test]
+    fn pins_move_one_way_at_a_time() {
+        // Upstream pinned: ours follows (changed only when it differs).
+        let p = pin_plan(Some(FP), None, None);
+        assert_eq!(
+            (p.ours.as_deref(), p.changed, p.write_back),
+            (Some(FP), true, None)
+        );
+        let p = pin_plan(Some(FP), Some(FP), Some(FP));
+        assert!(!p.changed && p.write_back.is_none());
+        let p = pin_plan(Some(FP2), Some(FP), Some(FP));
+        assert_eq!((p.ours.as_deref(), p.changed), (Some(FP2), true));
+        // Upstream reset by an operator since the last sync: ours is forgotten.
+        let p = pin_plan(None, Some(FP), Some(FP));
+        assert_eq!((p.ours, p.changed, p.write_back), (None, true, None));
+        // Never pinned upstream: ours (trust on first use) is written back.
+        let p = pin_plan(None, None, Some(FP));
+        assert_eq!(
+            (p.ours.as_deref(), p.changed, p.write_back.as_deref()),
+            (Some(FP), false, Some(FP))
+        );
+        let p = pin_plan(None, None, None);
+        assert_eq!((p.ours, p.changed, p.write_back), (None, false, None));
+    }
+
+    #[test]
+    fn the_plan_inserts_updates_keeps_and_removes() {
+        let k = key();
+        let rows: Vec<UpstreamDevice> = (0..5).map(|i| row(&k, &format!("r{i}"))).collect();
+        let t = triage(&rows, &k).unwrap();
+        let c = t.candidates.clone();
+        // r0 is new; r1 unchanged; r2 has a new password upstream (and was auth-blocked);
+        // r3 was renamed upstream; r4 exists here, not synced (adopted, unchanged).
+        let mut ours: Vec<Ours> = c[1..].iter().map(ours_of).collect();
+        ours[1].password = Some(Secret::new("old"));
+        ours[2].name = "old-name".into();
+        ours[3].synced = false;
+        ours[3].upstream_host_key = None;
+        let gone = Ours {
+            id: Uuid::new_v4(),
+            name: "gone".into(),
+            ..ours_of(&c[1])
+        };
+        let mut local = gone.clone();
+        local.id = Uuid::new_v4();
+        local.name = "local".into();
+        local.synced = false;
+        ours.push(gone.clone());
+        ours.push(local.clone());
+        let p = plan(t, &ours, &[]);
+        assert_eq!(p.inserts.len(), 1);
+        assert_eq!(p.inserts[0].device.id, c[0].id);
+        let updated: Vec<Uuid> = p.updates.iter().map(|w| w.device.id).collect();
+        assert_eq!(updated, [c[2].id, c[3].id]);
+        assert!(p.updates[0].password_changed && p.updates[0].credentials_changed);
+        assert!(!p.updates[1].credentials_changed);
+        assert_eq!(p.unchanged, 2);
+        assert_eq!(p.adopt, [(c[4].id, None)]);
+        assert_eq!(p.removals, [gone.id], "only synced devices are removed");
+        assert!(p.skipped.is_empty() && p.notes.is_empty());
+    }
+
+    #[test]
+    fn an_empty_upstream_removes_nothing_and_says_so() {
+        let k = key();
+        let c = triage(&[row(&k, "x")], &k).unwrap().candidates;
+        let ours = vec![ours_of(&c[0])];
+        let p = plan(triage(&[], &k).unwrap(), &ours, &[]);
+        assert!(p.removals.is_empty());
+        assert_eq!(p.notes.len(), 1);
+        // A device upstream that is only unreadable now is kept, not removed.
+        let mut r = row(&k, "x");
+        r.id = c[0].id;
+        r.encrypted_credentials_transit = Some("vault:v1:z".into());
+        let p = plan(triage(&[r], &k).unwrap(), &ours, &[]);
+        assert!(p.removals.is_empty() && p.updates.is_empty());
+        assert_eq!(p.skipped.len(), 1);
+        // Its type changed: not a RouterOS device any more, removed.
+        let mut r = row(&k, "x");
+        r.id = c[0].id;
+        r.device_type = "snmp".into();
+        let other = row(&k, "y");
+        let p = plan(triage(&[r, other], &k).unwrap(), &ours, &[]);
+        assert_eq!(p.removals, [c[0].id]);
+    }
+
+    #[test]
+    fn names_and_tenants_here_are_respected() {
+        let k = key();
+        let mut a = row(&k, "edge");
+        let b = row(&k, "core");
+        let t = triage(&[a.clone(), b.clone()], &k).unwrap();
+        // A local device (not synced) is called "edge" in the tenant: a is skipped.
+        let local = Uuid::new_v4();
+        let p = plan(t, &[], &[(local, Uuid::nil(), "edge".into())]);
+        assert_eq!(p.inserts.len(), 1);
+        assert_eq!(p.skipped[0].reason, SkipReason::NameTaken(local));
+        // Two synced devices swap names: both updated.
+        let t = triage(&[a.clone(), b.clone()], &k).unwrap();
+        let mut ours: Vec<Ours> = t.candidates.iter().map(ours_of).collect();
+        ours[0].name = "core".into();
+        ours[1].name = "edge".into();
+        let p = plan(t, &ours, &[]);
+        assert_eq!(p.updates.len(), 2);
+        assert!(p.skipped.is_empty());
+        // The same swap when one side is unreadable: the other cannot take its name.
+        let mut b2 = b.clone();
+        b2.encrypted_credentials_transit = Some("vault:v1:q".into());
+        let t = triage(&[a.clone(), b2], &k).unwrap();
+        let p = plan(t, &ours, &[]);
+        assert_eq!(p.updates.len(), 0);
+        assert_eq!(p.skipped.len(), 2);
+        assert!(
+            p.skipped
+                .iter()
+                .any(|s| s.id == a.id && s.reason == SkipReason::NameTaken(b.id))
+        );
+        // Same id in another tenant here.
+        a.tenant_id = Uuid::new_v4();
+        let t = triage(&[a.clone()], &k).unwrap();
+        let mut here = ours_of(&t.candidates[0]);
+        here.tenant_id = Uuid::nil();
+        let p = plan(t, &[here], &[]);
+        assert_eq!(p.skipped[0].reason, SkipReason::OtherTenant(Uuid::nil()));
+    }
+
+    #[test]
+    fn pins_in_the_plan() {
+        let k = key();
+        let mut r = row(&k, "r");
+        let c = triage(&[r.clone()], &k).unwrap().candidates;
+        // We pinned on first use, upstream has none: written back, nothing else changes.
+        let mut o = ours_of(&c[0]);
+        o.fingerprint = Some(FP.into());
+        let p = plan(triage(&[r.clone()], &k).unwrap(), &[o.clone()], &[]);
+        assert_eq!(p.write_back, [(r.id, FP.to_string())]);
+        assert_eq!(p.unchanged, 1);
+        // Upstream now has it (ours, written back): remembered as seen.
+        r.ssh_host_key_fingerprint = Some(FP.into());
+        let p = plan(triage(&[r.clone()], &k).unwrap(), &[o.clone()], &[]);
+        assert_eq!(p.seen, [(r.id, Some(FP.to_string()))]);
+        assert!(p.write_back.is_empty());
+        // An operator reset it upstream: ours goes too (an update that lifts a block).
+        o.upstream_host_key = Some(FP.into());
+        r.ssh_host_key_fingerprint = None;
+        let p = plan(triage(&[r.clone()], &k).unwrap(), &[o.clone()], &[]);
+        assert_eq!(p.updates.len(), 1);
+        assert!(p.updates[0].pin_changed && p.updates[0].fingerprint.is_none());
+        assert!(p.write_back.is_empty());
+        // A new device with an upstream pin starts with it.
+        let mut n = row(&k, "n");
+        n.ssh_host_key_fingerprint = Some(FP2.into());
+        let p = plan(triage(&[n], &k).unwrap(), &[], &[]);
+        assert_eq!(p.inserts[0].fingerprint.as_deref(), Some(FP2));
+        assert_eq!(p.inserts[0].seen_upstream.as_deref(), Some(FP2));
+    }
+
+    #[test]
+    fn the_summary_line() {
+        let skip = |reason| Skipped {
+            id: Uuid::nil(),
+            tenant_id: Uuid::nil(),
+            name: "x".into(),
+            reason,
+        };
+        let mut r = SyncReport {
+            inserted: 3,
+            updated: 2,
+            unchanged: 1199,
+            removed: 1,
+            skipped: vec![skip(SkipReason::Transit(Origin::Device)); 4],
+            ..SyncReport::default()
+        };
+        assert_eq!(
+            r.summary(),
+            "synced 1,204 devices: 3 new, 2 updated, 1 removed, 4 skipped (transit credentials)"
+        );
+        r.skipped.push(skip(SkipReason::Unreadable(
+            Origin::Profile,
+            Unreadable::Decrypt,
+        )));
+        r.written_back = 2;
+        assert_eq!(
+            r.summary(),
+            "synced 1,204 devices: 3 new, 2 updated, 1 removed, 5 skipped \
+             (4 transit credentials, 1 unreadable credentials); 2 host keys written back"
+        );
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+    }
+}
