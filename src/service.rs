@@ -12,7 +12,7 @@ use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::secret::redact_url;
 use crate::snapshot::Publisher;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::worker::{self, JobEnv, Liveness, WorkerSettings};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,13 +74,27 @@ impl StartError {
 }
 
 fn credential_key(env: &Env) -> Result<CredentialKey, StartError> {
-    CredentialKey::from_base64(&env.raw("CREDENTIAL_ENCRYPTION_KEY")).map_err(|e| {
-        StartError::Config(ConfigError {
+    Ok(config::key(env, "CREDENTIAL_ENCRYPTION_KEY")?)
+}
+
+/// Refuse to start with a credential key that is not the fleet's: a configuration error
+/// (exit 2) naming `CREDENTIAL_ENCRYPTION_KEY`, instead of a worker that fails every
+/// backup or an enqueuer that seals passwords nobody can open (issue #21).
+pub async fn check_credential_key(store: &Store, key: &CredentialKey) -> Result<(), StartError> {
+    match store.check_credential_key(key).await {
+        Ok(how) => {
+            info!(check = ?how, "CREDENTIAL_ENCRYPTION_KEY matches the stored credentials");
+            Ok(())
+        }
+        Err(StoreError::Credentials(_)) => Err(StartError::Config(ConfigError {
             var: "CREDENTIAL_ENCRYPTION_KEY".into(),
             value: None,
-            reason: e.to_string(),
-        })
-    })
+            reason: crate::credentials::WRONG_KEY.into(),
+        })),
+        Err(e) => Err(StartError::Connect(format!(
+            "PostgreSQL: checking CREDENTIAL_ENCRYPTION_KEY: {e}"
+        ))),
+    }
 }
 
 async fn store(env: &Env, pool: u32) -> Result<Store, StartError> {
@@ -187,6 +201,17 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
         (concurrency as u32).saturating_add(4).min(16)
     };
     let store = store(env, pool).await?;
+    check_credential_key(&store, &key).await?;
+    // Devices blocked because workers still ran with the key from before a rotation
+    // open under this one: due again.
+    match store.lift_readable_blocks(&key).await {
+        Ok(0) => {}
+        Ok(n) => info!(
+            devices = n,
+            "lifted credentials_unreadable blocks: their passwords open with this key"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not look for credentials_unreadable blocks"),
+    }
     let queue = queue(env).await?;
     let shown = redact_url(&publisher_cfg.nats_url);
     let publisher = Publisher::connect(publisher_cfg)
@@ -369,6 +394,9 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
     };
     let tod = tod_sync(env, &schedule, settings.refresh)?;
     let store = store(env, 8).await?;
+    if let Some(key) = &key {
+        check_credential_key(&store, key).await?;
+    }
     let queue = queue(env).await?;
     if !flags.insecure_no_auth {
         let live = crate::access::Access::new(store.clone())

@@ -5,9 +5,16 @@
 //! lease, run record and snapshot, so a manual run never overlaps a scheduled one (it
 //! answers `locked`) and shows up in the history like any other. `--wait` polls the run record for the job and exits
 //! by its outcome, which is what a script or an operator after a fix wants to know.
+//!
+//! Waiting only makes sense with a worker to wait for: the queue's worker heartbeats are
+//! read first, and with no live worker the job is still queued (it runs when one starts)
+//! but the command says so at once and exits 3 with the job id instead of waiting two
+//! minutes in silence. While it waits, one line on stderr when a worker picks the job up
+//! (and one if none has after 15 s).
 
 use super::shared::{open_store, store_error};
 use crate::config::Env;
+use crate::manual::{Progress, WorkerPresence};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,7 +22,8 @@ use std::time::Duration;
 pub struct EnqueueArgs {
     /// Device id or name.
     device: String,
-    /// Wait for the result and print it (exit 1 unless it succeeded).
+    /// Wait for the result and print it (exit 1 unless it succeeded; exit 3 at once, the
+    /// job queued, when no worker is alive).
     #[arg(long)]
     wait: bool,
     /// Seconds to wait with --wait.
@@ -41,12 +49,46 @@ pub async fn run(env: &Env, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {shown}: {e}"))?;
     let d = store.find_device(&device).await.map_err(store_error)?;
+    // Before pushing: a worker that picks the job up in between must not look absent.
+    let presence = match queue.workers().await {
+        Ok(workers) => Some(WorkerPresence::of(&workers, chrono::Utc::now().timestamp())),
+        Err(e) => {
+            eprintln!("warning: cannot read the queue's workers: {e}");
+            None
+        }
+    };
+    let absent = presence.and_then(|p| p.problem(&queue.config().name));
     // A one-shot process exports no metrics; `request` counts into this throwaway
     // registry, as it counts into the enqueuer's for the API and the NATS trigger.
     let metrics = crate::metrics::Metrics::new();
     let job = crate::manual::request(&store, &queue, &metrics, d.id, None)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(problem) = &absent {
+        eprintln!("{problem}");
+    }
+    if wait && let Some(problem) = absent {
+        // Queued all the same (it runs when a worker starts), but waiting would be silent
+        // for nothing: say so and exit 3 with the job id.
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "job_id": job.job_id,
+                    "device_id": d.id,
+                    "waited": false,
+                    "reason": problem,
+                })
+            );
+        } else {
+            println!("queued {} for {} ({})", job.job_id, d.name, d.id);
+        }
+        eprintln!(
+            "not waiting: {} stays queued and runs when a worker starts",
+            job.job_id
+        );
+        return Ok(ExitCode::from(3));
+    }
     if !wait {
         if json {
             println!(
@@ -58,9 +100,23 @@ pub async fn run(env: &Env, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let run = crate::manual::wait(&store, &job.job_id, Duration::from_secs(timeout))
-        .await
-        .map_err(store_error)?;
+    eprintln!("queued {}; waiting up to {timeout} s", job.job_id);
+    let run = crate::manual::follow(
+        &store,
+        &queue,
+        &job.job_id,
+        Duration::from_secs(timeout),
+        |p| match p {
+            Progress::PickedUp { worker: Some(w) } => eprintln!("picked up by worker {w}"),
+            Progress::PickedUp { worker: None } => eprintln!("picked up by a worker"),
+            Progress::StillQueued { waited } => eprintln!(
+                "still queued after {} s: no worker has taken it yet (busy workers, or a backlog)",
+                waited.as_secs()
+            ),
+        },
+    )
+    .await
+    .map_err(store_error)?;
     let Some(run) = run else {
         eprintln!(
             "no result within {timeout} s; {} is still queued (are workers running?)",

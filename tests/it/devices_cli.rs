@@ -752,6 +752,19 @@ async fn configuration_and_connection_errors() {
             .to_string();
         assert!(err.contains("32"), "{err}");
         assert!(!err.contains("c2hvcnQ"), "{err}");
+        assert!(err.contains("openssl rand -base64 32"), "{err}");
+        // A key given as hex: said so, with the conversion, never echoed.
+        let hex = "8f3a".repeat(16);
+        let err = cli
+            .run_with(
+                &["devices", "import", &file],
+                &[("CREDENTIAL_ENCRYPTION_KEY", &hex)],
+            )
+            .fails(2)
+            .to_string();
+        assert!(err.contains("looks like hex"), "{err}");
+        assert!(err.contains("xxd -r -p | base64"), "{err}");
+        assert!(!err.contains(&hex), "{err}");
 
         // Scheduling settings are checked.
         let err = cli
@@ -934,14 +947,17 @@ async fn rotate_key_re_encrypts_every_password_or_none() {
         let new = CredentialKey::from_base64(&new_b64).unwrap();
         let store = rosbackup::store::Store::from_pool(pool(&url).await);
 
-        // A wrong "old" key changes nothing.
+        // A wrong "old" key changes nothing: a configuration error naming the variable
+        // (the import recorded the fleet's key check value).
         let wrong = CredentialKey::generate_base64();
         let mut c = cli.command();
         c.args(["devices", "rotate-key"])
             .env("CREDENTIAL_ENCRYPTION_KEY", &wrong)
             .env("NEW_CREDENTIAL_ENCRYPTION_KEY", &new_b64);
-        let err = cli.output(c).fails(1).to_string();
+        let err = cli.output(c).fails(2).to_string();
         assert!(err.contains("nothing changed"), "{err}");
+        assert!(err.contains("CREDENTIAL_ENCRYPTION_KEY"), "{err}");
+        assert!(!err.contains(&wrong), "{err}");
         for d in &sim {
             assert_eq!(
                 store.password(&old, d.id).await.unwrap().expose(),

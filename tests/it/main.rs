@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod device_garbage;
 mod devices_cli;
+mod failfast;
 mod fleet;
 mod fleet_faults;
 mod fleet_network;

@@ -58,6 +58,10 @@ pub enum BackupError {
     Export(#[from] ExportError),
     #[error(transparent)]
     Publish(#[from] SnapshotError),
+    /// The device's stored password does not open with the key in hand; the device was
+    /// not contacted.
+    #[error("{0}; the device was not contacted")]
+    Credentials(crate::credentials::CredentialError),
 }
 
 impl BackupError {
@@ -65,6 +69,7 @@ impl BackupError {
         match self {
             BackupError::Export(e) => e.kind(),
             BackupError::Publish(_) => ErrorKind::PublishFailed,
+            BackupError::Credentials(_) => ErrorKind::CredentialsUnreadable,
         }
     }
 }

@@ -693,7 +693,10 @@ pub fn snapshot_key(
         .map_err(|e| ConfigError {
             var: VAR.into(),
             value: None,
-            reason: e.to_string(),
+            reason: match e {
+                crate::snapshot::crypto::SnapshotCryptoError::Key(k) => k.to_string(),
+                other => other.to_string(),
+            },
         })
 }
 
@@ -783,20 +786,17 @@ pub fn tls_files(env: &Env) -> Result<crate::tls::TlsFiles, ConfigError> {
 /// The archive key (`ARCHIVE_ENCRYPTION_KEY`), required by the archiver and
 /// `rosbackup history`. Errors name the variable, never its value.
 pub fn archive_key(env: &Env) -> Result<crate::credentials::CredentialKey, ConfigError> {
-    use crate::credentials::{CredentialError, CredentialKey};
-    CredentialKey::from_base64(&env.raw("ARCHIVE_ENCRYPTION_KEY")).map_err(|e| ConfigError {
-        var: "ARCHIVE_ENCRYPTION_KEY".into(),
+    key(env, "ARCHIVE_ENCRYPTION_KEY")
+}
+
+/// A 32-byte AES key from the base64 variable `var` (`CREDENTIAL_ENCRYPTION_KEY`,
+/// `NEW_CREDENTIAL_ENCRYPTION_KEY`, `ARCHIVE_ENCRYPTION_KEY`). Errors name the variable,
+/// say how to make a key (or convert a hex one) and never show the value.
+pub fn key(env: &Env, var: &str) -> Result<crate::credentials::CredentialKey, ConfigError> {
+    crate::credentials::CredentialKey::from_base64(&env.raw(var)).map_err(|e| ConfigError {
+        var: var.into(),
         value: None,
-        reason: match e {
-            CredentialError::MissingKey => {
-                "is not set (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)".into()
-            }
-            CredentialError::KeyNotBase64 => "is not valid base64".into(),
-            CredentialError::KeyLength(n) => {
-                format!("decodes to {n} bytes; AES-256 needs exactly 32")
-            }
-            other => other.to_string(),
-        },
+        reason: e.reason(),
     })
 }
 

@@ -5,6 +5,16 @@
 //! in front of the ciphertext) and the device id as associated data, so a ciphertext
 //! copied onto another device's row does not decrypt. Errors never carry key material,
 //! plaintext or ciphertext.
+//!
+//! A key that is not the fleet's must be refused when a process starts, not discovered
+//! one failed backup at a time: [`KEY_CHECK_PLAIN`] sealed under the key (associated data
+//! [`KEY_CHECK_AAD`]) is stored once in `credential_key_check` (see
+//! `Store::check_credential_key`), and a key that does not open it is the wrong key.
+//!
+//! Every 32-byte key of the product (this one, `NEW_CREDENTIAL_ENCRYPTION_KEY`,
+//! `ARCHIVE_ENCRYPTION_KEY`, `ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY`) is read by
+//! [`decode_key`], so a key given as hex or as a password gets the same advice
+//! everywhere: what it looks like and how to make or convert one, never its value.
 
 use crate::secret::Secret;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -14,23 +24,88 @@ use rand::RngCore;
 
 const NONCE_LEN: usize = 12;
 
+/// The known plaintext sealed under the fleet's credential key as its check value.
+pub const KEY_CHECK_PLAIN: &[u8] = b"rosbackup: this key seals the device passwords";
+/// The associated data of the check value (no device id is 33 bytes of this text, so a
+/// check value can never pass for a password and the other way round).
+pub const KEY_CHECK_AAD: &[u8] = b"rosbackup credential key check v1";
+
+/// What `CREDENTIAL_ENCRYPTION_KEY` is, when it is not the key that sealed the stored
+/// passwords (after the variable's name).
+pub const WRONG_KEY: &str = "is not the key that sealed the stored device passwords \
+     (it does not open the key check value in the database); start with the key that \
+     sealed them — after `rosbackup devices rotate-key`, the one given as \
+     NEW_CREDENTIAL_ENCRYPTION_KEY";
+
+/// How to make a key, for every message about a malformed one.
+const MAKE_ONE: &str =
+    "a key is base64 of 32 random bytes: make one with `openssl rand -base64 32`";
+
+/// Why the text of a 32-byte key was refused. The words follow the variable's name
+/// ("CREDENTIAL_ENCRYPTION_KEY is not set …") and never quote the value.
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+pub enum KeyFormatError {
+    #[error("is not set ({MAKE_ONE})")]
+    Missing,
+    /// 64 hex digits: the 32 bytes written as hex (which base64-decodes to 48 bytes).
+    #[error(
+        "looks like hex (64 hex digits), but the key is read as base64: convert it with \
+         `printf %s \"$KEY\" | xxd -r -p | base64`, or make a new one with `openssl rand -base64 32`"
+    )]
+    Hex,
+    #[error("is not valid base64; {MAKE_ONE}")]
+    NotBase64,
+    #[error(
+        "decodes to {0} bytes; AES-256 needs exactly 32 (a password or passphrase is not a key): \
+         make one with `openssl rand -base64 32`"
+    )]
+    Length(usize),
+}
+
+/// Decode the base64 text of a 32-byte key, with advice for the usual mistakes.
+pub fn decode_key(text: &str) -> Result<[u8; 32], KeyFormatError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(KeyFormatError::Missing);
+    }
+    if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(KeyFormatError::Hex);
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|_| KeyFormatError::NotBase64)?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| KeyFormatError::Length(bytes.len()))
+}
+
 /// Why a key or a ciphertext was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CredentialError {
-    #[error(
-        "CREDENTIAL_ENCRYPTION_KEY is not set (base64 of 32 random bytes, e.g. `openssl rand -base64 32`)"
-    )]
-    MissingKey,
-    #[error("CREDENTIAL_ENCRYPTION_KEY is not valid base64")]
-    KeyNotBase64,
-    #[error("CREDENTIAL_ENCRYPTION_KEY decodes to {0} bytes; AES-256 needs exactly 32")]
-    KeyLength(usize),
+    /// `CREDENTIAL_ENCRYPTION_KEY` is missing or malformed.
+    #[error("CREDENTIAL_ENCRYPTION_KEY {0}")]
+    Key(KeyFormatError),
+    /// The key is well-formed but not the fleet's (the key check value does not open,
+    /// or, before one was stored, no stored password opens).
+    #[error("CREDENTIAL_ENCRYPTION_KEY {WRONG_KEY}")]
+    WrongKey,
     #[error(
         "stored credentials could not be decrypted (wrong CREDENTIAL_ENCRYPTION_KEY, or the row was altered)"
     )]
     Decrypt,
     #[error("stored credentials are not valid UTF-8")]
     NotUtf8,
+}
+
+impl CredentialError {
+    /// The words after a variable's name, for a configuration error about
+    /// another variable that holds a key of this kind (`NEW_CREDENTIAL_ENCRYPTION_KEY`,
+    /// `ARCHIVE_ENCRYPTION_KEY`).
+    pub fn reason(&self) -> String {
+        match self {
+            CredentialError::Key(k) => k.to_string(),
+            CredentialError::WrongKey => WRONG_KEY.to_string(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// The fleet's credential key. `Debug` never shows it.
@@ -48,19 +123,9 @@ impl std::fmt::Debug for CredentialKey {
 impl CredentialKey {
     /// Parse the base64 form used in `CREDENTIAL_ENCRYPTION_KEY`.
     pub fn from_base64(text: &str) -> Result<Self, CredentialError> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Err(CredentialError::MissingKey);
-        }
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text)
-            .map_err(|_| CredentialError::KeyNotBase64)?;
-        if bytes.len() != 32 {
-            return Err(CredentialError::KeyLength(bytes.len()));
-        }
+        let bytes = decode_key(text).map_err(CredentialError::Key)?;
         Ok(CredentialKey {
-            cipher: Aes256Gcm::new_from_slice(&bytes)
-                .map_err(|_| CredentialError::KeyLength(bytes.len()))?,
+            cipher: Aes256Gcm::new(&bytes.into()),
         })
     }
 
@@ -103,6 +168,18 @@ impl CredentialKey {
         self.cipher
             .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
             .map_err(|_| CredentialError::Decrypt)
+    }
+
+    /// The key check value: [`KEY_CHECK_PLAIN`] sealed under this key.
+    pub fn check_value(&self) -> Vec<u8> {
+        self.seal_bytes(KEY_CHECK_AAD, KEY_CHECK_PLAIN)
+    }
+
+    /// Does this key open `check` (a [`check_value`](Self::check_value)) to the known
+    /// plaintext?
+    pub fn opens_check_value(&self, check: &[u8]) -> bool {
+        self.open_bytes(KEY_CHECK_AAD, check)
+            .is_ok_and(|p| p == KEY_CHECK_PLAIN)
     }
 
     /// Open what [`seal`](Self::seal) produced for the same device.
@@ -149,14 +226,63 @@ mod tests {
     fn bad_keys_are_named_without_echoing_them() {
         assert_eq!(
             CredentialKey::from_base64("").unwrap_err(),
-            CredentialError::MissingKey
+            CredentialError::Key(KeyFormatError::Missing)
         );
         assert_eq!(
             CredentialKey::from_base64("not base64!").unwrap_err(),
-            CredentialError::KeyNotBase64
+            CredentialError::Key(KeyFormatError::NotBase64)
         );
         let e = CredentialKey::from_base64("c2hvcnQ=").unwrap_err();
-        assert_eq!(e, CredentialError::KeyLength(5));
+        assert_eq!(e, CredentialError::Key(KeyFormatError::Length(5)));
         assert!(!e.to_string().contains("c2hvcnQ"));
+        assert!(
+            e.to_string()
+                .starts_with("CREDENTIAL_ENCRYPTION_KEY decodes to 5 bytes")
+        );
+    }
+
+    #[test]
+    fn hex_and_passwords_get_advice_on_making_a_key() {
+        // 32 bytes as hex: 64 hex digits, which base64 would decode to 48 bytes.
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        assert_eq!(decode_key(hex).unwrap_err(), KeyFormatError::Hex);
+        let msg = CredentialKey::from_base64(hex).unwrap_err().to_string();
+        assert!(msg.contains("looks like hex"), "{msg}");
+        assert!(msg.contains("xxd -r -p | base64"), "{msg}");
+        assert!(!msg.contains("00112233"), "{msg}");
+        // A password that happens to be valid base64 (16 characters: 12 bytes).
+        let e = decode_key("CorrectHorse1234").unwrap_err();
+        assert_eq!(e, KeyFormatError::Length(12));
+        let msg = e.to_string();
+        assert!(msg.contains("openssl rand -base64 32"), "{msg}");
+        assert!(!msg.contains("CorrectHorse"), "{msg}");
+        for e in [KeyFormatError::Missing, KeyFormatError::NotBase64] {
+            assert!(e.to_string().contains("openssl rand -base64 32"), "{e}");
+        }
+        // Hex of another length is not taken for a hex key; a real key decodes.
+        assert_eq!(
+            decode_key(&hex[..62]).unwrap_err(),
+            KeyFormatError::NotBase64
+        );
+        assert!(decode_key(&CredentialKey::generate_base64()).is_ok());
+        // The reason alone, for another variable's name.
+        assert_eq!(
+            CredentialError::Key(KeyFormatError::Hex).reason(),
+            KeyFormatError::Hex.to_string()
+        );
+    }
+
+    #[test]
+    fn the_check_value_opens_only_under_its_key() {
+        let key = CredentialKey::from_base64(&CredentialKey::generate_base64()).unwrap();
+        let other = CredentialKey::from_base64(&CredentialKey::generate_base64()).unwrap();
+        let check = key.seal_bytes(KEY_CHECK_AAD, KEY_CHECK_PLAIN);
+        assert_eq!(
+            key.open_bytes(KEY_CHECK_AAD, &check).unwrap(),
+            KEY_CHECK_PLAIN
+        );
+        assert!(other.open_bytes(KEY_CHECK_AAD, &check).is_err());
+        assert!(key.opens_check_value(&check));
+        assert!(!other.opens_check_value(&check));
     }
 }

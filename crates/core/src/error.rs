@@ -3,7 +3,10 @@
 //! The first six kinds are the seed's `SSHErrorKind` strings, kept exactly so that
 //! dashboards and alerts written for the Go poller keep working. The rest are ours:
 //! `bad_output` (the device answered, but not with an export), `too_large` (over the
-//! output cap) and `publish_failed` (the snapshot could not be stored in JetStream).
+//! output cap), `publish_failed` (the snapshot could not be stored in JetStream) and
+//! `credentials_unreadable` (the stored password does not open with the worker's
+//! `CREDENTIAL_ENCRYPTION_KEY`: a configuration problem on our side, found before the
+//! device is contacted, so it must never read as an SSH failure or `unknown`).
 //! What an operator should do differs per kind, so scheduling decisions (block, back
 //! off, retry) are made on the kind, never on message text.
 
@@ -23,10 +26,11 @@ pub enum ErrorKind {
     BadOutput,
     TooLarge,
     PublishFailed,
+    CredentialsUnreadable,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::AuthFailed,
         ErrorKind::HostKeyMismatch,
         ErrorKind::Timeout,
@@ -36,6 +40,7 @@ impl ErrorKind {
         ErrorKind::BadOutput,
         ErrorKind::TooLarge,
         ErrorKind::PublishFailed,
+        ErrorKind::CredentialsUnreadable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,12 +54,19 @@ impl ErrorKind {
             ErrorKind::BadOutput => "bad_output",
             ErrorKind::TooLarge => "too_large",
             ErrorKind::PublishFailed => "publish_failed",
+            ErrorKind::CredentialsUnreadable => "credentials_unreadable",
         }
     }
 
     /// Kinds that a retry cannot fix: the device stays blocked until an operator acts.
+    /// `credentials_unreadable` is one of them: retrying with the same key opens nothing.
+    /// It is lifted by setting the password again, by `devices rotate-key`, or by a
+    /// worker that starts with a key that opens it (after a rotation).
     pub fn blocks(self) -> bool {
-        matches!(self, ErrorKind::AuthFailed | ErrorKind::HostKeyMismatch)
+        matches!(
+            self,
+            ErrorKind::AuthFailed | ErrorKind::HostKeyMismatch | ErrorKind::CredentialsUnreadable
+        )
     }
 
     /// What an operator should do about it, for the dashboard and the CLI.
@@ -79,6 +91,11 @@ impl ErrorKind {
                 "the export exceeds the output cap: raise CONFIG_BACKUP_MAX_OUTPUT_BYTES"
             }
             ErrorKind::PublishFailed => "NATS JetStream did not store the snapshot: check NATS",
+            ErrorKind::CredentialsUnreadable => {
+                "the stored password does not open with this worker's CREDENTIAL_ENCRYPTION_KEY: \
+                 start workers with the key that sealed it, or set the password again \
+                 (rosbackup devices set-credentials)"
+            }
         }
     }
 }
@@ -115,5 +132,19 @@ mod tests {
         }
         assert_eq!(ErrorKind::AuthFailed.as_str(), "auth_failed");
         assert!("nope".parse::<ErrorKind>().is_err());
+    }
+
+    #[test]
+    fn unreadable_credentials_are_a_blocking_configuration_kind() {
+        let k = ErrorKind::CredentialsUnreadable;
+        assert_eq!(k.as_str(), "credentials_unreadable");
+        assert!(k.blocks());
+        assert!(
+            k.hint().contains("CREDENTIAL_ENCRYPTION_KEY"),
+            "{}",
+            k.hint()
+        );
+        assert!(!k.hint().contains("SSH"), "{}", k.hint());
+        assert!(!ErrorKind::Timeout.blocks());
     }
 }

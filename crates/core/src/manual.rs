@@ -70,6 +70,113 @@ pub async fn wait(
     }
 }
 
+/// Whether any worker serves a queue, from the heartbeats of its registered workers
+/// (`Queue::workers`). `rosbackup enqueue --wait` asks before it waits, so that nobody
+/// waits two minutes in silence for a worker that is not there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerPresence {
+    /// This many workers heartbeat within the orphan window.
+    Alive(usize),
+    /// Workers registered once; the latest heartbeat is `seconds` old.
+    Gone { seconds: i64 },
+    /// No worker ever registered on the queue.
+    Never,
+}
+
+impl WorkerPresence {
+    /// From the registered workers and the time now (Unix seconds).
+    pub fn of(workers: &[crate::queue::WorkerInfo], now: i64) -> Self {
+        let alive = workers.iter().filter(|w| w.alive).count();
+        match workers.iter().map(|w| w.last_heartbeat).max() {
+            None => WorkerPresence::Never,
+            Some(_) if alive > 0 => WorkerPresence::Alive(alive),
+            Some(last) => WorkerPresence::Gone {
+                seconds: (now - last).max(0),
+            },
+        }
+    }
+
+    /// For the operator, naming the queue; `None` when a worker is alive.
+    pub fn problem(&self, queue: &str) -> Option<String> {
+        match self {
+            WorkerPresence::Alive(_) => None,
+            WorkerPresence::Gone { seconds } => Some(format!(
+                "no worker has been seen on queue {queue:?} for {seconds} s (start one: `rosbackup worker`)"
+            )),
+            WorkerPresence::Never => Some(format!(
+                "no worker has ever registered on queue {queue:?} (start one: `rosbackup worker`; \
+                 workers and this command must use the same REDIS_URL and ROSBACKUP_QUEUE)"
+            )),
+        }
+    }
+}
+
+/// What [`follow`] reports while it waits: each at most once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// A worker took the job (its name, when the queue still shows it).
+    PickedUp { worker: Option<String> },
+    /// No worker has taken the job after `waited`.
+    StillQueued { waited: Duration },
+}
+
+/// After how long a job nobody took is reported as [`Progress::StillQueued`].
+pub const STILL_QUEUED_AFTER: Duration = Duration::from_secs(15);
+
+/// [`wait`], telling `progress` when a worker picks the job up, or when none has after
+/// [`STILL_QUEUED_AFTER`]. The queue is only read for progress: when Redis cannot say,
+/// the wait goes on on the run record alone.
+pub async fn follow(
+    store: &Store,
+    queue: &Queue,
+    job_id: &str,
+    timeout: Duration,
+    mut progress: impl FnMut(Progress),
+) -> Result<Option<Run>, StoreError> {
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    let mut pause = Duration::from_millis(50);
+    let (mut picked_up, mut said_queued) = (false, false);
+    loop {
+        if let Some(run) = store.runs_for_job(job_id).await?.into_iter().next() {
+            return Ok(Some(run));
+        }
+        if !picked_up {
+            let ids = [job_id.to_string()];
+            match queue
+                .job_states(&ids)
+                .await
+                .ok()
+                .and_then(|s| s.first().copied())
+            {
+                Some(crate::queue::JobState::Running) => {
+                    picked_up = true;
+                    let worker = queue.workers().await.ok().and_then(|ws| {
+                        ws.into_iter()
+                            .find(|w| w.inflight.iter().any(|j| j == job_id))
+                            .map(|w| w.name)
+                    });
+                    progress(Progress::PickedUp { worker });
+                }
+                Some(crate::queue::JobState::Pending)
+                    if !said_queued && start.elapsed() >= STILL_QUEUED_AFTER =>
+                {
+                    said_queued = true;
+                    progress(Progress::StillQueued {
+                        waited: start.elapsed(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+        pause = (pause * 2).min(Duration::from_millis(500));
+    }
+}
+
 /// The seed's trigger request.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TriggerRequest {
@@ -249,6 +356,32 @@ pub async fn serve_trigger(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_presence_says_how_long_nobody_was_seen() {
+        let w = |name: &str, last: i64, alive: bool| crate::queue::WorkerInfo {
+            name: name.into(),
+            last_heartbeat: last,
+            alive,
+            inflight: vec![],
+        };
+        assert_eq!(WorkerPresence::of(&[], 1_000), WorkerPresence::Never);
+        let never = WorkerPresence::Never.problem("rosbackup").unwrap();
+        assert!(
+            never.contains("no worker has ever registered on queue \"rosbackup\""),
+            "{never}"
+        );
+        let gone = WorkerPresence::of(&[w("a", 900, false), w("b", 700, false)], 1_000);
+        assert_eq!(gone, WorkerPresence::Gone { seconds: 100 });
+        let msg = gone.problem("q").unwrap();
+        assert!(
+            msg.contains("no worker has been seen on queue \"q\" for 100 s"),
+            "{msg}"
+        );
+        let alive = WorkerPresence::of(&[w("a", 995, true), w("b", 700, false)], 1_000);
+        assert_eq!(alive, WorkerPresence::Alive(1));
+        assert_eq!(alive.problem("q"), None);
+    }
     use chrono::Utc;
     use uuid::Uuid;
 

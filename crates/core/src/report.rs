@@ -21,7 +21,7 @@ pub const OFFLINE_KINDS: [&str; 2] = ["timeout", "connection_refused"];
 /// One device's state, in SQL over the `devices` row.
 pub const STATE_SQL: &str = "CASE \
     WHEN NOT enabled THEN 'disabled' \
-    WHEN blocked_reason = 'auth_failed' THEN 'blocked_auth' \
+    WHEN blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN 'blocked_auth' \
     WHEN blocked_reason IS NOT NULL THEN 'blocked_host_key' \
     WHEN consecutive_failures > 0 AND last_error_kind IN ('timeout', 'connection_refused') THEN 'offline' \
     WHEN consecutive_failures > 0 AND backoff_until > now() THEN 'backing_off' \

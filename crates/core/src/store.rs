@@ -40,6 +40,42 @@ pub enum StoreError {
     Invalid(String),
 }
 
+/// How [`Store::check_credential_key`] accepted a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// It opens the stored key check value.
+    Matches,
+    /// There was none; the key opened the stored passwords (or there are none) and its
+    /// check value is stored now.
+    Recorded,
+    /// The database is not migrated to the check table; the key opened a stored password
+    /// (or there are none).
+    NotRecorded,
+}
+
+/// [`KeyCheck::Matches`] if `key` opens the check value, else the wrong key.
+fn verdict(key: &CredentialKey, check: &[u8]) -> Result<KeyCheck, StoreError> {
+    if key.opens_check_value(check) {
+        Ok(KeyCheck::Matches)
+    } else {
+        Err(CredentialError::WrongKey.into())
+    }
+}
+
+/// Does `key` open one of the first stored passwords (true when there are none)? One
+/// that opens is proof enough (AES-GCM does not open under another key); several are
+/// tried so that one altered row does not condemn the right key.
+async fn opens_a_password(
+    key: &CredentialKey,
+    conn: &mut sqlx::PgConnection,
+) -> Result<bool, StoreError> {
+    let rows: Vec<(Uuid, Vec<u8>)> =
+        sqlx::query_as("SELECT id, password_enc FROM devices ORDER BY id LIMIT 16")
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(rows.is_empty() || rows.iter().any(|(id, sealed)| key.open(id, sealed).is_ok()))
+}
+
 /// A device row with its backup state. `password_enc` stays sealed until
 /// [`Store::password`] opens it, and neither it nor `lease_token` is a field here, so the
 /// serialization (`rosbackup devices show/list --json`) is every column but those two. A
@@ -311,7 +347,7 @@ impl Store {
 
     /// Insert or update devices in one transaction: all of them or none. New devices are
     /// first due at `first_due()`; an update that changes the credentials lifts an
-    /// `auth_failed` block (the operator fixed them).
+    /// `auth_failed` or `credentials_unreadable` block (the operator fixed them).
     pub async fn upsert_devices(
         &self,
         key: &CredentialKey,
@@ -371,8 +407,8 @@ impl Store {
                         "UPDATE devices SET name = $2, host = $3, ssh_port = $4, username = $5, \
                          password_enc = $6, routeros_version = COALESCE($7, routeros_version), \
                          enabled = $8, backup_interval_seconds = $9, backup_cron = $10, updated_at = now(), \
-                         blocked_reason = CASE WHEN $11 AND blocked_reason = 'auth_failed' THEN NULL ELSE blocked_reason END, \
-                         consecutive_failures = CASE WHEN $11 AND blocked_reason = 'auth_failed' THEN 0 ELSE consecutive_failures END \
+                         blocked_reason = CASE WHEN $11 AND blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN NULL ELSE blocked_reason END, \
+                         consecutive_failures = CASE WHEN $11 AND blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN 0 ELSE consecutive_failures END \
                          WHERE id = $1",
                     )
                     .bind(d.id)
@@ -463,7 +499,8 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// New credentials; lifts an `auth_failed` block and makes the device due now.
+    /// New credentials; lifts an `auth_failed` or `credentials_unreadable` block and
+    /// makes the device due now.
     pub async fn set_credentials(
         &self,
         key: &CredentialKey,
@@ -473,9 +510,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let r = sqlx::query(
             "UPDATE devices SET username = COALESCE($2, username), password_enc = $3, updated_at = now(), \
-             next_due_at = CASE WHEN blocked_reason = 'auth_failed' THEN now() ELSE next_due_at END, \
-             consecutive_failures = CASE WHEN blocked_reason = 'auth_failed' THEN 0 ELSE consecutive_failures END, \
-             blocked_reason = CASE WHEN blocked_reason = 'auth_failed' THEN NULL ELSE blocked_reason END \
+             next_due_at = CASE WHEN blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN now() ELSE next_due_at END, \
+             consecutive_failures = CASE WHEN blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN 0 ELSE consecutive_failures END, \
+             blocked_reason = CASE WHEN blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN NULL ELSE blocked_reason END \
              WHERE id = $1",
         )
         .bind(id)
@@ -487,14 +524,24 @@ impl Store {
     }
 
     /// Re-encrypt every device password from `old` to `new`, in one transaction: all or
-    /// nothing. A password that `old` cannot open stops the rotation (wrong old key) and
-    /// changes nothing. Returns the number of devices re-encrypted.
+    /// nothing. An `old` that does not open the key check value ([`CredentialError::WrongKey`])
+    /// or a password ([`CredentialError::Decrypt`]) stops the rotation and changes
+    /// nothing. The check value is replaced by `new`'s in the same transaction, and
+    /// `credentials_unreadable` blocks are lifted (every password opens under `new`
+    /// now). Returns the number of devices re-encrypted.
     pub async fn rotate_key(
         &self,
         old: &CredentialKey,
         new: &CredentialKey,
     ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let check: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT sealed FROM credential_key_check FOR UPDATE")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if check.is_some_and(|c| !old.opens_check_value(&c)) {
+            return Err(CredentialError::WrongKey.into());
+        }
         let rows: Vec<(Uuid, Vec<u8>)> =
             sqlx::query_as("SELECT id, password_enc FROM devices ORDER BY id FOR UPDATE")
                 .fetch_all(&mut *tx)
@@ -509,8 +556,99 @@ impl Store {
                 .await?;
             n += 1;
         }
+        sqlx::query(
+            "INSERT INTO credential_key_check (id, sealed) VALUES (true, $1) \
+             ON CONFLICT (id) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()",
+        )
+        .bind(new.check_value())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE devices SET blocked_reason = NULL, blocked_at = NULL, consecutive_failures = 0, \
+             next_due_at = LEAST(next_due_at, now()), updated_at = now() \
+             WHERE blocked_reason = 'credentials_unreadable'",
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(n)
+    }
+
+    /// Is `key` the fleet's credential key? Checked by every process that seals or opens
+    /// passwords before it does (the worker, the enqueuer, `rosbackup devices …`), so a
+    /// wrong key stops it at start instead of failing every backup.
+    ///
+    /// With a key check value stored, the key must open it. Without one (a fresh database,
+    /// or one from before the check existed), the key must open at least one of the first
+    /// stored passwords, if there are any; then its check value is stored, under a table
+    /// lock so that two first processes with different keys cannot both record theirs.
+    /// Before `rosbackup migrate` created the table, only the passwords are checked.
+    /// A wrong key is [`CredentialError::WrongKey`].
+    pub async fn check_credential_key(&self, key: &CredentialKey) -> Result<KeyCheck, StoreError> {
+        let stored: Result<Option<Vec<u8>>, sqlx::Error> =
+            sqlx::query_scalar("SELECT sealed FROM credential_key_check")
+                .fetch_optional(&self.pool)
+                .await;
+        match stored {
+            Ok(Some(check)) => return verdict(key, &check),
+            Ok(None) => {}
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P01") => {
+                let mut conn = self.pool.acquire().await?;
+                return if opens_a_password(key, &mut conn).await? {
+                    Ok(KeyCheck::NotRecorded)
+                } else {
+                    Err(CredentialError::WrongKey.into())
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("LOCK TABLE credential_key_check IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let check: Option<Vec<u8>> = sqlx::query_scalar("SELECT sealed FROM credential_key_check")
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(check) = check {
+            return verdict(key, &check);
+        }
+        if !opens_a_password(key, &mut tx).await? {
+            return Err(CredentialError::WrongKey.into());
+        }
+        sqlx::query("INSERT INTO credential_key_check (id, sealed) VALUES (true, $1)")
+            .bind(key.check_value())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(KeyCheck::Recorded)
+    }
+
+    /// Lift the `credentials_unreadable` blocks of devices whose password `key` opens (a
+    /// worker with the fleet's key, after workers that still ran with the key before a
+    /// rotation blocked them); they are due now. Returns how many were lifted.
+    pub async fn lift_readable_blocks(&self, key: &CredentialKey) -> Result<u64, StoreError> {
+        let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, password_enc FROM devices WHERE blocked_reason = 'credentials_unreadable'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let readable: Vec<Uuid> = rows
+            .into_iter()
+            .filter(|(id, sealed)| key.open(id, sealed).is_ok())
+            .map(|(id, _)| id)
+            .collect();
+        if readable.is_empty() {
+            return Ok(0);
+        }
+        let r = sqlx::query(
+            "UPDATE devices SET blocked_reason = NULL, blocked_at = NULL, consecutive_failures = 0, \
+             next_due_at = LEAST(next_due_at, now()), updated_at = now() \
+             WHERE id = ANY($1) AND blocked_reason = 'credentials_unreadable'",
+        )
+        .bind(&readable)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     /// Forget the pinned host key (the next backup pins what it sees); lifts a

@@ -17,6 +17,7 @@ pub fn kind_colour(kind: &str) -> &'static str {
         "bad_output" => "#4263eb",
         "too_large" => "#d9480f",
         "publish_failed" => "#495057",
+        "credentials_unreadable" => "#5c940d",
         _ => "#868e96",
     }
 }

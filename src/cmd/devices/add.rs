@@ -6,7 +6,7 @@
 //! configuration). Unlike `import` it never updates: an existing id or a name taken in
 //! the tenant is an error, so a typo cannot overwrite a device. It prints the new id.
 
-use super::{credential_key, password_from_env};
+use super::{check_key, credential_key, password_from_env};
 use crate::cmd::shared::{database_url, open_store, store_error};
 use crate::config::{ConfigError, Env, schedule_settings};
 use crate::inventory::{self, DeviceFields, FieldError};
@@ -95,6 +95,7 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
             reason,
         })?;
     let store = open_store(env).await?;
+    check_key(&store, &key).await?;
     if let Some(existing) = store.device(device.id).await.map_err(store_error)? {
         anyhow::bail!(
             "device {} already exists (named {:?}); use `devices import` to update it",

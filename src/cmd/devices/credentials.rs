@@ -4,13 +4,15 @@
 //! interval, so setting the right one is also what lifts that block. Rotating the key
 //! re-seals every password in one transaction, all or none: a key that does not open
 //! every stored password (not the current one) changes nothing, and the new key must
-//! differ from the old. Afterwards every process needs the new key, which the command
-//! says.
+//! differ from the old. The key check value (see `Store::check_credential_key`) is
+//! replaced in the same transaction, so processes started afterwards with the old key are
+//! refused, and `credentials_unreadable` blocks are lifted. Afterwards every process
+//! needs the new key, which the command says.
 
-use super::{credential_key, find, label, password_from_env};
+use super::{check_key, credential_key, find, label, password_from_env};
 use crate::cmd::shared::{describe, open_store, store_error};
 use crate::config::{ConfigError, Env};
-use crate::credentials::CredentialKey;
+use crate::credentials::{CredentialError, CredentialKey, WRONG_KEY};
 use crate::inventory;
 use crate::store::StoreError;
 use std::process::ExitCode;
@@ -33,20 +35,22 @@ pub(super) async fn set(
         })?;
     let password = password_from_env(password_env)?;
     let store = open_store(env).await?;
+    check_key(&store, &key).await?;
     let d = find(&store, device).await?;
     store
         .set_credentials(&key, d.id, username.as_deref(), &password)
         .await
         .map_err(store_error)?;
-    let lifted = d.blocked_reason.as_deref() == Some("auth_failed");
+    let lifted = d
+        .blocked_reason
+        .as_deref()
+        .filter(|r| matches!(*r, "auth_failed" | "credentials_unreadable"));
     println!(
         "credentials updated for {}{}",
         label(&d),
-        if lifted {
-            "; auth_failed block lifted, due now"
-        } else {
-            ""
-        }
+        lifted
+            .map(|r| format!("; {r} block lifted, due now"))
+            .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -59,7 +63,7 @@ pub(super) async fn rotate_key(env: &Env) -> anyhow::Result<ExitCode> {
     let new = CredentialKey::from_base64(&new_raw).map_err(|e| ConfigError {
         var: "NEW_CREDENTIAL_ENCRYPTION_KEY".into(),
         value: None,
-        reason: e.to_string(),
+        reason: e.reason(),
     })?;
     if new_raw.trim() == env.raw("CREDENTIAL_ENCRYPTION_KEY").trim() {
         return Err(ConfigError {
@@ -71,8 +75,15 @@ pub(super) async fn rotate_key(env: &Env) -> anyhow::Result<ExitCode> {
     }
     let store = open_store(env).await?;
     let n = store.rotate_key(&old, &new).await.map_err(|e| match e {
+        // The old key is not the fleet's: a configuration error (exit 2).
+        StoreError::Credentials(CredentialError::WrongKey) => ConfigError {
+            var: "CREDENTIAL_ENCRYPTION_KEY".into(),
+            value: None,
+            reason: format!("{WRONG_KEY}; nothing changed"),
+        }
+        .into(),
         StoreError::Credentials(_) => anyhow::anyhow!(
-            "a stored password does not open with CREDENTIAL_ENCRYPTION_KEY (is it the current key?); nothing changed"
+            "a stored password does not open with CREDENTIAL_ENCRYPTION_KEY (is it the current key, or was the row altered?); nothing changed"
         ),
         other => anyhow::anyhow!(describe(&other)),
     })?;

@@ -7,7 +7,7 @@
 //! already gives another device), the error names the CSV line it was about, because that
 //! is what the operator has to fix.
 
-use super::credential_key;
+use super::{check_key, credential_key};
 use crate::cmd::shared::{database_url, open_store, store_error};
 use crate::config::{Env, schedule_settings};
 use crate::inventory::{self, InventoryRow};
@@ -25,6 +25,7 @@ pub(super) async fn run(env: &Env, file: &std::path::Path) -> anyhow::Result<Exi
     let rows = inventory::parse_inventory_rows(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}; nothing imported", file.display()))?;
     let store = open_store(env).await?;
+    check_key(&store, &key).await?;
     let devices: Vec<NewDevice> = rows.iter().map(|r| r.device.clone()).collect();
     let mut rng = rand::thread_rng();
     let result = store

@@ -26,7 +26,7 @@ use crate::Secret;
 use crate::config::{ConfigError, Env};
 use crate::credentials::{CredentialError, CredentialKey};
 use crate::inventory;
-use crate::store::{Device, Store};
+use crate::store::{Device, Store, StoreError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -153,6 +153,17 @@ fn host_port(d: &Device) -> String {
 /// The key stored passwords are sealed under (`CREDENTIAL_ENCRYPTION_KEY`).
 fn credential_key(env: &Env) -> Result<CredentialKey, CredentialError> {
     CredentialKey::from_base64(&env.raw("CREDENTIAL_ENCRYPTION_KEY"))
+}
+
+/// Before sealing or opening a password: is `key` the fleet's? A wrong key is a
+/// configuration error (exit 2) naming the variable, so a password is never sealed under
+/// a key no worker has.
+async fn check_key(store: &Store, key: &CredentialKey) -> anyhow::Result<()> {
+    match store.check_credential_key(key).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::Credentials(e)) => Err(e.into()),
+        Err(e) => Err(store_error(e)),
+    }
 }
 
 /// A password from the environment variable named by `--password-env`.

@@ -83,9 +83,7 @@ impl std::fmt::Debug for SnapshotKey {
 impl SnapshotKey {
     /// Parse the base64 form (`openssl rand -base64 32`).
     pub fn from_base64(text: &str) -> Result<Self, SnapshotCryptoError> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(text.trim())
-            .map_err(|_| SnapshotCryptoError::KeyNotBase64)?;
+        let bytes = crate::credentials::decode_key(text).map_err(SnapshotCryptoError::Key)?;
         Self::from_bytes(&bytes)
     }
 
@@ -516,6 +514,8 @@ mod tests {
         assert!(!decrypt.is_reader_side() && !SnapshotCryptoError::HashMismatch.is_reader_side());
     }
 
+    use crate::credentials::KeyFormatError;
+
     #[test]
     fn keys_parse_and_never_echo() {
         let a = SnapshotKey::generate_base64();
@@ -527,11 +527,18 @@ mod tests {
         assert!(keys.get(ka.id()).is_some());
         assert!(!format!("{keys:?} {ka:?}").contains(&a));
         let (pos, e) = SnapshotKeys::parse_list(&format!("{a},c2hvcnQ=")).unwrap_err();
-        assert_eq!((pos, e), (2, SnapshotCryptoError::KeyLength(5)));
+        assert_eq!(
+            (pos, e),
+            (2, SnapshotCryptoError::Key(KeyFormatError::Length(5)))
+        );
         assert_eq!(
             SnapshotKey::from_base64("not base64!").unwrap_err(),
-            SnapshotCryptoError::KeyNotBase64
+            SnapshotCryptoError::Key(KeyFormatError::NotBase64)
         );
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let e = SnapshotKey::from_base64(hex).unwrap_err();
+        assert_eq!(e, SnapshotCryptoError::Key(KeyFormatError::Hex));
+        assert!(e.to_string().contains("xxd -r -p | base64"), "{e}");
     }
 
     /// A vector computed independently from README's recipe with Python's

@@ -153,8 +153,9 @@ pub enum SnapshotError {
 /// plaintext or ciphertext.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum SnapshotCryptoError {
-    #[error("the snapshot key is not valid base64")]
-    KeyNotBase64,
+    /// The key's text: missing, hex, not base64 or not 32 bytes (advice in the message).
+    #[error("the snapshot key {0}")]
+    Key(crate::credentials::KeyFormatError),
     #[error("the snapshot key decodes to {0} bytes; AES-256 needs exactly 32")]
     KeyLength(usize),
     /// Configuration error: the reader holds no key with this id.

@@ -361,6 +361,9 @@ async fn backup_under_lease(
 ) -> Result<Option<backup::Collected>, BackupError> {
     let password = match password {
         Ok(p) => p,
+        // Our configuration, not the device: a kind of its own that blocks the device
+        // (retrying with the same key opens nothing) instead of `unknown` every 5 minutes.
+        Err(StoreError::Credentials(e)) => return Err(BackupError::Credentials(e)),
         Err(e) => {
             return Err(BackupError::Export(
                 crate::device::ExportError::InvalidTarget(format!("credentials: {e}")),

@@ -136,6 +136,12 @@ pub fn skip_effect(skip: &Skip, manual: bool) -> SkipEffect {
         Skip::Blocked { reason } => {
             let (label, hint) = match reason.as_str() {
                 "auth_failed" => ("skipped_auth_blocked", ErrorKind::AuthFailed.hint()),
+                // The Go poller's status values have no label of their own for it; it
+                // is a credentials block too.
+                "credentials_unreadable" => (
+                    "skipped_auth_blocked",
+                    ErrorKind::CredentialsUnreadable.hint(),
+                ),
                 _ => ("skipped_hostkey_blocked", ErrorKind::HostKeyMismatch.hint()),
             };
             let message = format!("device is blocked ({reason}): {hint}, or unblock it");
@@ -544,5 +550,44 @@ mod tests {
         assert_eq!(s.state.backoff_until, None);
         assert_eq!(s.state.tofu_fingerprint, None);
         assert_eq!(s.message.as_deref(), Some("denied"));
+
+        // A password the worker's key does not open blocks too (never `unknown`, never
+        // retried every few minutes), and a blocked device says why and what to do.
+        let unreadable = Failure {
+            kind: crate::backup::BackupError::Credentials(
+                crate::credentials::CredentialError::Decrypt,
+            )
+            .kind(),
+            message: "cannot open".into(),
+            presented_fingerprint: None,
+        };
+        assert_eq!(unreadable.kind, ErrorKind::CredentialsUnreadable);
+        let s = settle(&device(None, 0), &sched, now, Outcome::Failed(&unreadable));
+        assert_eq!(s.error_kind.as_deref(), Some("credentials_unreadable"));
+        assert_eq!(
+            s.state.blocked_reason.as_deref(),
+            Some("credentials_unreadable")
+        );
+        assert_eq!(s.state.backoff_until, None);
+        let blocked = skip_effect(
+            &Skip::Blocked {
+                reason: "credentials_unreadable".into(),
+            },
+            true,
+        );
+        assert_eq!(blocked.metric, Some("skipped_auth_blocked"));
+        assert_eq!(
+            blocked.report.error_kind.as_deref(),
+            Some("credentials_unreadable")
+        );
+        assert!(
+            blocked
+                .report
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("CREDENTIAL_ENCRYPTION_KEY")),
+            "{:?}",
+            blocked.report.message
+        );
     }
 }
