@@ -201,7 +201,7 @@ pub async fn remember_written(pool: &PgPool, written: &[(Uuid, String)]) -> Resu
     Ok(())
 }
 
-/// An existing device to the plan's values. Changed credentials lift an `auth_failed`
+/// An existing device to the plan's values. Changed credentials lift an `auth_failed` (or `credentials_unreadable`)
 /// block, a changed pin a `host_key_mismatch` block (as `set-credentials` and
 /// `reset-host-key` do): due now, failures counted from zero. Enabled and the per-device
 /// schedule stay as they are here.
@@ -216,13 +216,13 @@ async fn update(
         "UPDATE devices SET name = $2, host = $3, ssh_port = $4, username = $5, \
            password_enc = COALESCE($6, password_enc), routeros_version = $7, \
            ssh_host_key_fingerprint = $8, updated_at = now(), \
-           next_due_at = CASE WHEN ($9 AND blocked_reason = 'auth_failed') \
+           next_due_at = CASE WHEN ($9 AND blocked_reason IN ('auth_failed', 'credentials_unreadable')) \
              OR ($10 AND blocked_reason = 'host_key_mismatch') THEN now() ELSE next_due_at END, \
-           consecutive_failures = CASE WHEN ($9 AND blocked_reason = 'auth_failed') \
+           consecutive_failures = CASE WHEN ($9 AND blocked_reason IN ('auth_failed', 'credentials_unreadable')) \
              OR ($10 AND blocked_reason = 'host_key_mismatch') THEN 0 ELSE consecutive_failures END, \
-           blocked_at = CASE WHEN ($9 AND blocked_reason = 'auth_failed') \
+           blocked_at = CASE WHEN ($9 AND blocked_reason IN ('auth_failed', 'credentials_unreadable')) \
              OR ($10 AND blocked_reason = 'host_key_mismatch') THEN NULL ELSE blocked_at END, \
-           blocked_reason = CASE WHEN ($9 AND blocked_reason = 'auth_failed') \
+           blocked_reason = CASE WHEN ($9 AND blocked_reason IN ('auth_failed', 'credentials_unreadable')) \
              OR ($10 AND blocked_reason = 'host_key_mismatch') THEN NULL ELSE blocked_reason END \
          WHERE id = $1",
     )
