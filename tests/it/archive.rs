@@ -13,6 +13,8 @@ use rosbackup::archive::{
 use rosbackup::credentials::CredentialKey;
 use rosbackup::normalize::{self, Version};
 use rosbackup::snapshot::{ConfigSnapshotEvent, Publisher, PublisherConfig};
+use rosbackup::store::Store;
+use sqlx::Connection;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -625,12 +627,84 @@ async fn killed_mid_batch_loses_nothing_and_duplicates_nothing() {
         assert_eq!(n, 8);
         assert_eq!(fx.count("SELECT count(*) FROM config_sightings").await, 8);
     }
-    // Processes 2..4 are aborted at arbitrary points while they work.
-    for ms in [150u64, 400, 90] {
-        let (_stop, task) = fx.spawn(fx.settings()).await;
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+    // Processes 2..4 die at chosen points inside their work. The test holds a PostgreSQL
+    // advisory lock the archiver needs, waits until the archiver is seen blocked on it in
+    // `pg_stat_activity` (so the crash point is reached, not hoped for), then kills the
+    // process: its task is aborted and its own connection pool goes with it, so its open
+    // transaction is rolled back, and its unacked messages are redelivered.
+    //  2: mid-batch, at the per-device lock of the last device (others may have committed);
+    //  3: inside a transaction, right before a new version's insert (the global order lock,
+    //     `VERSION_ORDER_LOCK` in crates/archive/src/store.rs);
+    //  4: at the last device's lock again (its last version is never reached by 2 or 3).
+    let url = fx.db.url.as_str();
+    let device_lock = |d: Uuid| async move {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock(hashtextextended($1::text, 7))")
+            .bind(d)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c
+    };
+    let order_lock = || async {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(0x726f_7362_6172_6368_i64)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c
+    };
+    let last = devices[3];
+    for point in 0..3 {
+        let before = fx.count("SELECT count(*) FROM config_sightings").await;
+        let lock = match point {
+            1 => order_lock().await,
+            _ => device_lock(last).await,
+        };
+        let own = Store::connect(url, 4).await.unwrap();
+        let a = Archiver::connect(own, fx.key.clone(), fx.pcfg.clone(), fx.settings())
+            .await
+            .expect("archiver connects");
+        let task = tokio::spawn(async move {
+            let _ = a.run(std::future::pending()).await;
+        });
+        wait_for(
+            Duration::from_secs(30),
+            &format!("archiver {} to block at its crash point", point + 2),
+            || async {
+                fx.count(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                     AND wait_event_type = 'Lock' AND query LIKE '%pg_advisory_xact_lock%'",
+                )
+                .await
+                    >= 1
+            },
+        )
+        .await;
         task.abort();
         let _ = task.await;
+        // The lock is released only after the kill: the blocked statement never commits.
+        lock.close().await.unwrap();
+        wait_for(
+            Duration::from_secs(30),
+            "the killed process's sessions to end",
+            || async {
+                fx.count(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND state = 'idle in transaction'",
+                )
+                .await
+                    == 0
+            },
+        )
+        .await;
+        let after = fx.count("SELECT count(*) FROM config_sightings").await;
+        assert!(
+            after < 24,
+            "process {} died mid-work ({before} → {after})",
+            point + 2
+        );
     }
     // A last one finishes the job.
     let (stop, task) = fx.spawn(fx.settings()).await;
