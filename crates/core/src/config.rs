@@ -344,6 +344,20 @@ pub const VARS: &[Var] = &[
         "seconds a manual backup request (API wait, NATS trigger) waits for its result; keep it below the backend's 90 s reply timeout so a slow device's reply is still seen"
     ),
     var!(
+        "ROSBACKUP_MANUAL_MAX",
+        "500",
+        false,
+        false,
+        "most manual backup jobs queued or running at once, fleet-wide; past it requests are refused (API 429, NATS failed, CLI exit 1). With ROSBACKUP_QUEUE_CAP it must stay under 8,000 (apalis-redis' limit)"
+    ),
+    var!(
+        "ROSBACKUP_MANUAL_JOIN_WINDOW",
+        "10",
+        false,
+        false,
+        "seconds after a device's manual backup finished during which a new manual request for it gets that backup's outcome instead of a new one (0: never)"
+    ),
+    var!(
         "ROSBACKUP_TRIGGER_SUBJECT",
         "config.backup.trigger",
         false,
@@ -722,6 +736,9 @@ pub fn snapshot_keys(env: &Env) -> Result<crate::snapshot::crypto::SnapshotKeys,
     Ok(keys)
 }
 
+/// Due jobs at which apalis-redis 1.0's `fetch_next.lua` fails every fetch (`unpack`).
+pub const APALIS_DUE_LIMIT: u64 = 8_000;
+
 /// Queue settings (worker and enqueuer must agree on these).
 pub fn queue_config(env: &Env) -> Result<crate::queue::QueueConfig, ConfigError> {
     let name = env.raw("ROSBACKUP_QUEUE");
@@ -736,12 +753,27 @@ pub fn queue_config(env: &Env) -> Result<crate::queue::QueueConfig, ConfigError>
             "expected a non-empty name without spaces, '*' or braces",
         ));
     }
+    let manual_max = env.positive("ROSBACKUP_MANUAL_MAX")?;
+    let cap = env.positive("ROSBACKUP_QUEUE_CAP")?;
+    if manual_max.saturating_add(cap) >= APALIS_DUE_LIMIT {
+        return Err(env.error(
+            "ROSBACKUP_MANUAL_MAX",
+            &env.raw("ROSBACKUP_MANUAL_MAX"),
+            format!(
+                "with ROSBACKUP_QUEUE_CAP={cap} it reaches {}; the two together must stay under \
+                 {APALIS_DUE_LIMIT} due jobs, where apalis-redis fails every fetch",
+                manual_max.saturating_add(cap)
+            ),
+        ));
+    }
     Ok(crate::queue::QueueConfig {
         redis_url: env.url("REDIS_URL", &["redis", "rediss", "redis+unix", "unix"])?,
         name,
         heartbeat: env.seconds("ROSBACKUP_QUEUE_HEARTBEAT", 1)?,
         fetch_batch: fetch_batch(env)?,
         tls: tls_files(env)?,
+        manual_max,
+        manual_window: env.seconds("ROSBACKUP_MANUAL_JOIN_WINDOW", 0)?,
         ..crate::queue::QueueConfig::default()
     })
 }
@@ -882,6 +914,33 @@ mod tests {
         let q = queue_config(&Env::from_pairs([("CONFIG_BACKUP_MAX_CONCURRENT", "1000")])).unwrap();
         assert_eq!(q.fetch_batch, 16);
         assert_eq!(q.apalis().batch_size, 16);
+    }
+
+    #[test]
+    fn manual_bounds_default_and_stay_under_apalis_limit() {
+        let q = queue_config(&Env::from_pairs([])).unwrap();
+        assert_eq!(q.manual_max, 500);
+        assert_eq!(q.manual_window, Duration::from_secs(10));
+        let q = queue_config(&Env::from_pairs([
+            ("ROSBACKUP_MANUAL_MAX", "5999"),
+            ("ROSBACKUP_MANUAL_JOIN_WINDOW", "0"),
+        ]))
+        .unwrap();
+        assert_eq!((q.manual_max, q.manual_window), (5999, Duration::ZERO));
+        let e = queue_config(&Env::from_pairs([("ROSBACKUP_MANUAL_MAX", "6000")])).unwrap_err();
+        assert_eq!(e.var, "ROSBACKUP_MANUAL_MAX");
+        assert!(
+            e.reason.contains("ROSBACKUP_QUEUE_CAP=2000"),
+            "{}",
+            e.reason
+        );
+        for (var, bad) in [
+            ("ROSBACKUP_MANUAL_MAX", "0"),
+            ("ROSBACKUP_MANUAL_JOIN_WINDOW", "soon"),
+        ] {
+            let e = queue_config(&Env::from_pairs([(var, bad)])).unwrap_err();
+            assert_eq!(e.var, var, "{bad}");
+        }
     }
 
     #[test]
