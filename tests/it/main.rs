@@ -19,6 +19,7 @@ mod fleet_resilience;
 mod fuzz_corpus;
 mod layout;
 mod manual_bound;
+mod nats_auth;
 mod nats_snapshot;
 mod normalize_exports;
 mod queue_jobs;

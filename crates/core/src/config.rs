@@ -49,6 +49,20 @@ pub const VARS: &[Var] = &[
         "NATS server URL (JetStream enabled)"
     ),
     var!(
+        "NATS_CREDS_FILE",
+        "",
+        false,
+        false,
+        "NATS credentials file (user JWT + nkey seed, as nsc writes it) for operator/JWT mode; every process that connects to NATS uses it"
+    ),
+    var!(
+        "NATS_NKEY_FILE",
+        "",
+        false,
+        false,
+        "file holding a NATS nkey user seed (SU…) to authenticate with instead of a password; not with NATS_CREDS_FILE"
+    ),
+    var!(
         "DATABASE_URL",
         "postgres://127.0.0.1:5432/rosbackup",
         true,
@@ -688,8 +702,29 @@ pub fn publisher_config(env: &Env) -> Result<PublisherConfig, ConfigError> {
         stream_max_age: env.seconds("ROSBACKUP_NATS_STREAM_MAX_AGE", 60)?,
         object_bucket: bucket,
         tls: tls_files(env)?,
+        auth: nats_auth(env)?,
         encryption: snapshot_key(env)?,
         ..PublisherConfig::default()
+    })
+}
+
+/// `NATS_CREDS_FILE` / `NATS_NKEY_FILE`, read and checked now: a missing, unreadable or
+/// garbage file is an error naming its variable (never the file's content).
+pub fn nats_auth(env: &Env) -> Result<crate::nats_auth::NatsAuth, ConfigError> {
+    let path = |name: &str| {
+        env.is_set(name)
+            .then(|| PathBuf::from(env.raw(name).trim()))
+    };
+    let (creds, nkey) = (
+        path(crate::nats_auth::CREDS_VAR),
+        path(crate::nats_auth::NKEY_VAR),
+    );
+    crate::nats_auth::NatsAuth::from_files(creds.as_deref(), nkey.as_deref()).map_err(|e| {
+        ConfigError {
+            var: e.var.to_string(),
+            value: Some(e.path.display().to_string()),
+            reason: e.reason,
+        }
     })
 }
 
