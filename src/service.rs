@@ -277,6 +277,8 @@ pub struct EnqueuerProcess {
     pub nats_url: String,
     /// CA and client certificate for the trigger's NATS connection.
     pub nats_tls: crate::tls::TlsFiles,
+    /// `NATS_CREDS_FILE` / `NATS_NKEY_FILE` for the trigger's NATS connection.
+    pub nats_auth: crate::nats_auth::NatsAuth,
     pub trigger_subject: String,
     pub manual_timeout: Duration,
     pub web: crate::web::WebState,
@@ -369,6 +371,7 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
     };
     let nats_url = env.url("NATS_URL", &["nats", "tls", "ws", "wss"])?;
     let nats_tls = config::tls_files(env)?;
+    let nats_auth = config::nats_auth(env)?;
     let trigger_subject = env.raw("ROSBACKUP_TRIGGER_SUBJECT");
     let manual_timeout = env.seconds("ROSBACKUP_MANUAL_TIMEOUT", 1)?;
     config::queue_config(env)?;
@@ -427,6 +430,7 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
         http_addr,
         nats_url,
         nats_tls,
+        nats_auth,
         trigger_subject,
         manual_timeout,
         ops_addr,
@@ -478,15 +482,15 @@ impl EnqueuerProcess {
         // schedules; the trigger comes up when NATS does.
         let trigger = {
             let (store, queue, metrics) = (e.store.clone(), e.queue.clone(), e.metrics.clone());
-            let (url, tls, subject, timeout) = (
+            let (url, tls, auth, subject, timeout) = (
                 self.nats_url.clone(),
                 self.nats_tls.clone(),
+                self.nats_auth.clone(),
                 self.trigger_subject.clone(),
                 self.manual_timeout,
             );
             tokio::spawn(async move {
-                let opts =
-                    tls.nats_options(async_nats::ConnectOptions::new().retry_on_initial_connect());
+                let opts = crate::nats_auth::options(&tls, &auth).retry_on_initial_connect();
                 match opts.connect(url.as_str()).await {
                     Ok(client) => {
                         if let Err(err) = crate::manual::serve_trigger(

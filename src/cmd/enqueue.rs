@@ -6,6 +6,11 @@
 //! answers `locked`) and shows up in the history like any other. `--wait` polls the run record for the job and exits
 //! by its outcome, which is what a script or an operator after a fix wants to know.
 //!
+//! At most one manual backup per device is pending: a request for a device whose manual
+//! backup is queued, running or just finished joins it (printed as `joined`, and `--wait`
+//! reports that backup's outcome). Past the fleet's bound on manual jobs
+//! (`ROSBACKUP_MANUAL_MAX`) the request is refused: a message on stderr and exit 1.
+//!
 //! Waiting only makes sense with a worker to wait for: the queue's worker heartbeats are
 //! read first, and with no live worker the job is still queued (it runs when one starts)
 //! but the command says so at once and exits 3 with the job id instead of waiting two
@@ -14,7 +19,7 @@
 
 use super::shared::{open_store, store_error};
 use crate::config::Env;
-use crate::manual::{Progress, WorkerPresence};
+use crate::manual::{Joined, Progress, WorkerPresence};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -61,9 +66,26 @@ pub async fn run(env: &Env, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
     // A one-shot process exports no metrics; `request` counts into this throwaway
     // registry, as it counts into the enqueuer's for the API and the NATS trigger.
     let metrics = crate::metrics::Metrics::new();
-    let job = crate::manual::request(&store, &queue, &metrics, d.id, None)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let job = match crate::manual::request(&store, &queue, &metrics, d.id, None).await {
+        Ok(job) => job,
+        Err(e @ crate::manual::ManualError::Full { .. }) => {
+            // Refused, not broken: say so plainly and exit 1 (a script may retry later).
+            eprintln!("refused: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => return Err(anyhow::anyhow!("{e}")),
+    };
+    // What to print: a new job, or the device's manual backup this request joined.
+    let verb = match job.joined {
+        None => "queued",
+        Some(_) => "joined",
+    };
+    let why = match job.joined {
+        None => String::new(),
+        Some(Joined::Queued) => " (its manual backup was already queued)".into(),
+        Some(Joined::Running) => " (its manual backup was already running)".into(),
+        Some(Joined::Recent) => " (its manual backup had just finished)".into(),
+    };
     if let Some(problem) = &absent {
         eprintln!("{problem}");
     }
@@ -76,12 +98,13 @@ pub async fn run(env: &Env, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
                 serde_json::json!({
                     "job_id": job.job_id,
                     "device_id": d.id,
+                    "joined": job.joined.is_some(),
                     "waited": false,
                     "reason": problem,
                 })
             );
         } else {
-            println!("queued {} for {} ({})", job.job_id, d.name, d.id);
+            println!("{verb} {} for {} ({}){why}", job.job_id, d.name, d.id);
         }
         eprintln!(
             "not waiting: {} stays queued and runs when a worker starts",
@@ -93,14 +116,18 @@ pub async fn run(env: &Env, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
         if json {
             println!(
                 "{}",
-                serde_json::json!({ "job_id": job.job_id, "device_id": d.id })
+                serde_json::json!({
+                    "job_id": job.job_id,
+                    "device_id": d.id,
+                    "joined": job.joined.is_some(),
+                })
             );
         } else {
-            println!("queued {} for {} ({})", job.job_id, d.name, d.id);
+            println!("{verb} {} for {} ({}){why}", job.job_id, d.name, d.id);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("queued {}; waiting up to {timeout} s", job.job_id);
+    eprintln!("{verb} {}{why}; waiting up to {timeout} s", job.job_id);
     let run = crate::manual::follow(
         &store,
         &queue,

@@ -471,8 +471,9 @@ async fn backlog_of_20000_overdue_devices_drains_oldest_first_under_the_cap() {
     fleet.cleanup().await;
 }
 
-/// A manual backup while another execution holds the device's lease answers `locked`,
-/// through the seed's NATS request/reply subject; an idle device answers `success`.
+/// A manual backup while another execution (a scheduled one) holds the device's lease
+/// answers `locked`, through the seed's NATS request/reply subject; an idle device
+/// answers `success`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn manual_backup_over_nats_answers_success_and_locked() {
     let fleet = Fleet::start(FleetOptions {
@@ -537,35 +538,38 @@ async fn manual_backup_over_nats_answers_success_and_locked() {
         r#"{{"device_id":"{}","tenant_id":"{}"}}"#,
         d.id, d.tenant_id
     );
-    let first = tokio::spawn(ask(body.clone()));
-    // The second request goes out once the first holds the lease.
-    fleet
-        .wait_for(
-            Duration::from_secs(20),
-            "first backup holds the lease",
-            || async {
-                fleet
-                    .store()
-                    .device(d.id)
-                    .await
-                    .ok()
-                    .flatten()
-                    .is_some_and(|r| r.lease_job.is_some())
-            },
-        )
-        .await;
+    // Another execution (a scheduled backup: manual requests for one device join each
+    // other instead) holds the device's lease.
+    let held = rosbackup::store::Lease {
+        device_id: d.id,
+        job_id: format!("backup:{}:0", d.id),
+        token: Uuid::new_v4(),
+        worker: "elsewhere".into(),
+        ttl: Duration::from_secs(60),
+    };
+    assert!(matches!(
+        fleet.store().acquire_lease(&held).await.expect("lease"),
+        rosbackup::store::LeaseAttempt::Acquired { .. }
+    ));
     let (second, second_keys) = ask(body.clone()).await;
     assert_eq!(second.status, "locked", "{second:?}");
     // The Go poller's reply on the wire: empty fields left out, its locked message.
     assert_eq!(second_keys, ["message", "status"]);
+    // An idle device answers success, with the snapshot's hash.
+    let idle = &devices[1];
+    let (ok, ok_keys) = ask(format!(
+        r#"{{"device_id":"{}","tenant_id":"{}"}}"#,
+        idle.id, idle.tenant_id
+    ))
+    .await;
     assert_eq!(second.message, "backup already in progress");
-    let (first, first_keys) = first.await.expect("join");
+    let (first, first_keys) = (ok, ok_keys);
     assert_eq!(first.status, "success", "{first:?}");
     assert_eq!(first.sha256_hash.len(), 64);
     assert_eq!(first_keys, ["message", "sha256_hash", "status"]);
     let row = fleet
         .store()
-        .device(d.id)
+        .device(idle.id)
         .await
         .expect("get")
         .expect("exists");
@@ -607,7 +611,7 @@ async fn manual_backup_over_nats_answers_success_and_locked() {
 /// (it used to copy the function and count beside it, while the CLI's path counted nothing).
 #[tokio::test]
 async fn manual_requests_count_jobs_enqueued_once_per_door() {
-    let fleet = Fleet::of(1).await;
+    let fleet = Fleet::of(2).await;
     let devices = fleet.import(None).await;
     fleet.postpone_all().await;
     let d = &devices[0];
@@ -643,7 +647,8 @@ async fn manual_requests_count_jobs_enqueued_once_per_door() {
     let r = call(
         &app,
         Method::POST,
-        &format!("/api/v1/devices/{}/backup", d.id),
+        // Another device: a request for `d` would join the CLI's job and push nothing.
+        &format!("/api/v1/devices/{}/backup", devices[1].id),
         &[("authorization", bearer.as_str())],
         None,
     )

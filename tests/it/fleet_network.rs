@@ -314,10 +314,13 @@ fn rand_seed() -> u64 {
 }
 
 /// A fleet whose devices are the namespace simulator's (the fleet's own loopback
-/// simulator is not imported). Only manual jobs run.
+/// simulator is not imported). Only manual jobs run. No join window: these tests ask
+/// again right after a round of backups ended (once the link is back) and want new
+/// backups, not the previous round's outcomes.
 async fn fleet_for(devices: &[NewDevice], command_timeout: Duration) -> Fleet {
     let fleet = Fleet::start(crate::common::fleet::FleetOptions {
         command_timeout,
+        manual_window: Duration::ZERO,
         ..crate::common::fleet::FleetOptions::default()
     })
     .await;

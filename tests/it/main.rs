@@ -18,6 +18,8 @@ mod fleet_network;
 mod fleet_resilience;
 mod fuzz_corpus;
 mod layout;
+mod manual_bound;
+mod nats_auth;
 mod nats_snapshot;
 mod normalize_exports;
 mod queue_jobs;

@@ -49,6 +49,20 @@ pub const VARS: &[Var] = &[
         "NATS server URL (JetStream enabled)"
     ),
     var!(
+        "NATS_CREDS_FILE",
+        "",
+        false,
+        false,
+        "NATS credentials file (user JWT + nkey seed, as nsc writes it) for operator/JWT mode; every process that connects to NATS uses it"
+    ),
+    var!(
+        "NATS_NKEY_FILE",
+        "",
+        false,
+        false,
+        "file holding a NATS nkey user seed (SU…) to authenticate with instead of a password; not with NATS_CREDS_FILE"
+    ),
+    var!(
         "DATABASE_URL",
         "postgres://127.0.0.1:5432/rosbackup",
         true,
@@ -342,6 +356,20 @@ pub const VARS: &[Var] = &[
         false,
         false,
         "seconds a manual backup request (API wait, NATS trigger) waits for its result; keep it below the backend's 90 s reply timeout so a slow device's reply is still seen"
+    ),
+    var!(
+        "ROSBACKUP_MANUAL_MAX",
+        "500",
+        false,
+        false,
+        "most manual backup jobs queued or running at once, fleet-wide; past it requests are refused (API 429, NATS failed, CLI exit 1). With ROSBACKUP_QUEUE_CAP it must stay under 8,000 (apalis-redis' limit)"
+    ),
+    var!(
+        "ROSBACKUP_MANUAL_JOIN_WINDOW",
+        "10",
+        false,
+        false,
+        "seconds after a device's manual backup finished during which a new manual request for it gets that backup's outcome instead of a new one (0: never)"
     ),
     var!(
         "ROSBACKUP_TRIGGER_SUBJECT",
@@ -674,8 +702,29 @@ pub fn publisher_config(env: &Env) -> Result<PublisherConfig, ConfigError> {
         stream_max_age: env.seconds("ROSBACKUP_NATS_STREAM_MAX_AGE", 60)?,
         object_bucket: bucket,
         tls: tls_files(env)?,
+        auth: nats_auth(env)?,
         encryption: snapshot_key(env)?,
         ..PublisherConfig::default()
+    })
+}
+
+/// `NATS_CREDS_FILE` / `NATS_NKEY_FILE`, read and checked now: a missing, unreadable or
+/// garbage file is an error naming its variable (never the file's content).
+pub fn nats_auth(env: &Env) -> Result<crate::nats_auth::NatsAuth, ConfigError> {
+    let path = |name: &str| {
+        env.is_set(name)
+            .then(|| PathBuf::from(env.raw(name).trim()))
+    };
+    let (creds, nkey) = (
+        path(crate::nats_auth::CREDS_VAR),
+        path(crate::nats_auth::NKEY_VAR),
+    );
+    crate::nats_auth::NatsAuth::from_files(creds.as_deref(), nkey.as_deref()).map_err(|e| {
+        ConfigError {
+            var: e.var.to_string(),
+            value: Some(e.path.display().to_string()),
+            reason: e.reason,
+        }
     })
 }
 
@@ -722,6 +771,9 @@ pub fn snapshot_keys(env: &Env) -> Result<crate::snapshot::crypto::SnapshotKeys,
     Ok(keys)
 }
 
+/// Due jobs at which apalis-redis 1.0's `fetch_next.lua` fails every fetch (`unpack`).
+pub const APALIS_DUE_LIMIT: u64 = 8_000;
+
 /// Queue settings (worker and enqueuer must agree on these).
 pub fn queue_config(env: &Env) -> Result<crate::queue::QueueConfig, ConfigError> {
     let name = env.raw("ROSBACKUP_QUEUE");
@@ -736,12 +788,27 @@ pub fn queue_config(env: &Env) -> Result<crate::queue::QueueConfig, ConfigError>
             "expected a non-empty name without spaces, '*' or braces",
         ));
     }
+    let manual_max = env.positive("ROSBACKUP_MANUAL_MAX")?;
+    let cap = env.positive("ROSBACKUP_QUEUE_CAP")?;
+    if manual_max.saturating_add(cap) >= APALIS_DUE_LIMIT {
+        return Err(env.error(
+            "ROSBACKUP_MANUAL_MAX",
+            &env.raw("ROSBACKUP_MANUAL_MAX"),
+            format!(
+                "with ROSBACKUP_QUEUE_CAP={cap} it reaches {}; the two together must stay under \
+                 {APALIS_DUE_LIMIT} due jobs, where apalis-redis fails every fetch",
+                manual_max.saturating_add(cap)
+            ),
+        ));
+    }
     Ok(crate::queue::QueueConfig {
         redis_url: env.url("REDIS_URL", &["redis", "rediss", "redis+unix", "unix"])?,
         name,
         heartbeat: env.seconds("ROSBACKUP_QUEUE_HEARTBEAT", 1)?,
         fetch_batch: fetch_batch(env)?,
         tls: tls_files(env)?,
+        manual_max,
+        manual_window: env.seconds("ROSBACKUP_MANUAL_JOIN_WINDOW", 0)?,
         ..crate::queue::QueueConfig::default()
     })
 }
@@ -882,6 +949,33 @@ mod tests {
         let q = queue_config(&Env::from_pairs([("CONFIG_BACKUP_MAX_CONCURRENT", "1000")])).unwrap();
         assert_eq!(q.fetch_batch, 16);
         assert_eq!(q.apalis().batch_size, 16);
+    }
+
+    #[test]
+    fn manual_bounds_default_and_stay_under_apalis_limit() {
+        let q = queue_config(&Env::from_pairs([])).unwrap();
+        assert_eq!(q.manual_max, 500);
+        assert_eq!(q.manual_window, Duration::from_secs(10));
+        let q = queue_config(&Env::from_pairs([
+            ("ROSBACKUP_MANUAL_MAX", "5999"),
+            ("ROSBACKUP_MANUAL_JOIN_WINDOW", "0"),
+        ]))
+        .unwrap();
+        assert_eq!((q.manual_max, q.manual_window), (5999, Duration::ZERO));
+        let e = queue_config(&Env::from_pairs([("ROSBACKUP_MANUAL_MAX", "6000")])).unwrap_err();
+        assert_eq!(e.var, "ROSBACKUP_MANUAL_MAX");
+        assert!(
+            e.reason.contains("ROSBACKUP_QUEUE_CAP=2000"),
+            "{}",
+            e.reason
+        );
+        for (var, bad) in [
+            ("ROSBACKUP_MANUAL_MAX", "0"),
+            ("ROSBACKUP_MANUAL_JOIN_WINDOW", "soon"),
+        ] {
+            let e = queue_config(&Env::from_pairs([(var, bad)])).unwrap_err();
+            assert_eq!(e.var, var, "{bad}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod manual;
 pub mod marks;
 pub mod metrics;
+pub mod nats_auth;
 pub mod normalize;
 pub mod observability;
 pub mod queue;

@@ -1,15 +1,46 @@
-//! Manual one-off backups: one path, three doors.
+//! Manual one-off backups: one path, three doors, bounded.
 //!
 //! `rosbackup enqueue`, the HTTP API and the seed's NATS request/reply subject
-//! `config.backup.trigger` all call [`request`]: it pushes a `manual:{device}:{uuid}` job
-//! due now, which a worker runs through exactly the same [`crate::worker::execute`] as a
-//! scheduled job (lease included: a manual backup of a device that is being backed up
-//! answers `locked`). [`wait`] follows the job to its run record. [`request`] counts
-//! `rosbackup_jobs_enqueued_total{trigger="manual"}` for the job it pushes, so every door
-//! counts each manual job exactly once.
+//! `config.backup.trigger` all call [`request`]. A worker runs a manual job through exactly
+//! the same [`crate::worker::execute`] as a scheduled one (lease included: a manual backup
+//! of a device a scheduled backup is running answers `locked`). [`wait`] follows the job
+//! to its run record.
+//!
+//! **Bounded.** Anyone who can publish on the trigger subject, or click "back up now",
+//! could once queue any number of jobs: thousands of SSH sessions to a small fleet, and at
+//! ~8,000 due jobs apalis-redis fails every fetch and every worker stops. So:
+//!
+//! - **One manual backup per device at a time.** A request for a device whose manual job
+//!   is queued or running *joins* it: it gets that job's id, so every requester (API
+//!   `wait`, CLI `--wait`, NATS reply) waits for the same run record and sees the same
+//!   outcome. So does a request within `ROSBACKUP_MANUAL_JOIN_WINDOW` after that job
+//!   finished: a burst of clicks or retries is one backup.
+//! - **A global bound** (`ROSBACKUP_MANUAL_MAX`) on manual jobs queued or running; past
+//!   it a request is refused ([`ManualError::Full`]: API 429 with `Retry-After`, NATS
+//!   `failed`, CLI exit 1). With `ROSBACKUP_QUEUE_CAP` it keeps Redis under apalis'
+//!   limit.
+//!
+//! **Why Redis, and how it stays right with many processes.** The jobs live in Redis, so
+//! their count and their state (queued, running, done and when) are read where they are,
+//! with no second record to drift from them (PostgreSQL would need its own bookkeeping of
+//! jobs it cannot see finish or get lost). Each request reads the device's slot
+//! ([`crate::queue::SlotView`]), decides with the pure [`decide`], and, to queue, takes
+//! the slot with one Lua script ([`crate::queue::Queue::claim_manual`]) that succeeds only
+//! if the slot still holds what was read and the bound is not reached. Redis runs scripts
+//! atomically, so of any number of concurrent requesters in any number of processes one
+//! takes the slot; the others see it changed, read again and join. Finished and lost jobs
+//! leave the bound's set lazily ([`crate::queue::Queue::prune_manual`]): the oldest few on
+//! every request, all of them before a refusal. A slot whose job Redis lost (in no set,
+//! or gone) is replaced, never joined, so a device cannot get stuck behind it.
+//!
+//! `rosbackup_jobs_enqueued_total{trigger="manual"}` counts each job pushed, once,
+//! whatever the door; `rosbackup_manual_requests_total{outcome}` counts requests as
+//! `queued`, `joined` or `refused`.
 
 use crate::metrics::Metrics;
-use crate::queue::{BackupJob, Queue, QueueError};
+#[cfg(test)]
+use crate::queue::finished_or_lost;
+use crate::queue::{BackupJob, Claim, JobState, ManualSlot, Queue, QueueError, SlotView};
 use crate::store::{Run, Store, StoreError};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -20,34 +51,183 @@ use uuid::Uuid;
 /// The seed's subject for manual backup requests.
 pub const TRIGGER_SUBJECT: &str = "config.backup.trigger";
 
+/// What a refused request is told to wait before it tries again (`Retry-After`).
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// A slot's job that Redis does not hold (yet) is taken to be on its way for this long
+/// after it was requested (the claim comes before the push), and lost after.
+pub const PUSH_GRACE_S: i64 = 30;
+
+/// How many of the oldest pending manual jobs each request checks for having finished.
+const PRUNE_EACH: usize = 8;
+
+/// Attempts to take a device's slot while other requesters change it.
+const CLAIM_ATTEMPTS: usize = 8;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManualError {
     #[error("device {0} not found")]
     UnknownDevice(String),
+    /// The global bound on manual jobs is reached.
+    #[error(
+        "too many manual backups: {pending} are queued or running, the limit \
+         (ROSBACKUP_MANUAL_MAX) is {limit}; try again in {} s",
+        RETRY_AFTER.as_secs()
+    )]
+    Full { pending: u64, limit: u64 },
+    /// Other requesters kept changing the device's slot (not expected in practice).
+    #[error("the device's manual backup kept changing under concurrent requests; try again")]
+    Contended,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
 }
 
-/// Queue a manual backup of `device_id` (checked to exist, and to belong to `tenant_id`
-/// when given) and count it in `metrics`. Returns the job.
+impl ManualError {
+    /// The stable code of this error (API `code`, NATS `error_kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ManualError::UnknownDevice(_) => "not_found",
+            ManualError::Full { .. } => "too_many_requests",
+            _ => "unavailable",
+        }
+    }
+}
+
+/// Why a request joined an existing manual backup instead of queueing one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// The device's manual job is queued (or its push is on its way).
+    Queued,
+    /// It is running.
+    Running,
+    /// It finished within the join window.
+    Recent,
+}
+
+/// What to do with a request, given the device's slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Join(Joined),
+    /// Queue a new job (taking the slot; the bound is checked as it is taken).
+    Queue,
+}
+
+/// Decide a request for a device whose slot reads `view` at `now` (Unix seconds), joining
+/// a job that finished less than `window` ago.
+pub fn decide(view: &SlotView, now: i64, window: Duration) -> Decision {
+    let Some(slot) = &view.slot else {
+        return Decision::Queue;
+    };
+    match view.state {
+        JobState::Pending | JobState::Failed => Decision::Join(Joined::Queued),
+        JobState::Running => Decision::Join(Joined::Running),
+        JobState::Missing if now - slot.requested_at < PUSH_GRACE_S => {
+            Decision::Join(Joined::Queued)
+        }
+        JobState::Done
+            if view
+                .done_at
+                .is_some_and(|d| now - d < window.as_secs() as i64) =>
+        {
+            Decision::Join(Joined::Recent)
+        }
+        // Finished long enough ago, aborted by the queue (no run to share), or lost.
+        JobState::Done | JobState::Killed | JobState::Missing | JobState::Orphaned => {
+            Decision::Queue
+        }
+    }
+}
+
+/// A manual request's job: a new one, or the one it joined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requested {
+    pub job_id: String,
+    pub device_id: Uuid,
+    pub tenant_id: Uuid,
+    /// `None`: this request queued the job.
+    pub joined: Option<Joined>,
+}
+
+/// Ask for a manual backup of `device_id` (checked to exist, and to belong to `tenant_id`
+/// when given): join the device's pending (or just finished) manual job, or queue one
+/// within the bound (see the module doc). Counted in `metrics`.
 pub async fn request(
     store: &Store,
     queue: &Queue,
     metrics: &Metrics,
     device_id: Uuid,
     tenant_id: Option<Uuid>,
-) -> Result<BackupJob, ManualError> {
+) -> Result<Requested, ManualError> {
     let device = store
         .device(device_id)
         .await?
         .filter(|d| tenant_id.is_none_or(|t| t == d.tenant_id))
         .ok_or_else(|| ManualError::UnknownDevice(device_id.to_string()))?;
-    let job = BackupJob::manual(device.id, device.tenant_id);
-    queue.push(std::slice::from_ref(&job)).await?;
-    metrics.jobs_enqueued.with_label_values(&["manual"]).inc();
-    Ok(job)
+    let (limit, window) = (queue.config().manual_max, queue.config().manual_window);
+    let now = || chrono::Utc::now().timestamp();
+    queue
+        .prune_manual(now(), PUSH_GRACE_S, Some(PRUNE_EACH))
+        .await?;
+    let mut pruned_all = false;
+    for _ in 0..CLAIM_ATTEMPTS {
+        let view = queue.manual_slot(device.id).await?;
+        let at = now();
+        if let (Decision::Join(joined), Some(slot)) = (decide(&view, at, window), &view.slot) {
+            metrics.manual_requests.with_label_values(&["joined"]).inc();
+            info!(device_id = %device.id, job_id = %slot.job_id, ?joined, "manual backup request joined");
+            return Ok(Requested {
+                job_id: slot.job_id.clone(),
+                device_id: device.id,
+                tenant_id: device.tenant_id,
+                joined: Some(joined),
+            });
+        }
+        let job = BackupJob::manual(device.id, device.tenant_id);
+        let slot = ManualSlot {
+            job_id: job.job_id.clone(),
+            requested_at: at,
+        };
+        let replaced = view.slot.as_ref().map(|s| s.job_id.as_str());
+        match queue
+            .claim_manual(device.id, view.raw.as_deref(), &slot, replaced, limit)
+            .await?
+        {
+            Claim::Changed => continue,
+            Claim::Full(_) if !pruned_all => {
+                pruned_all = true;
+                queue.prune_manual(at, PUSH_GRACE_S, None).await?;
+                continue;
+            }
+            Claim::Full(pending) => {
+                metrics
+                    .manual_requests
+                    .with_label_values(&["refused"])
+                    .inc();
+                warn!(device_id = %device.id, pending, limit, "manual backup request refused: too many manual jobs");
+                return Err(ManualError::Full { pending, limit });
+            }
+            Claim::Claimed => {
+                if let Err(e) = queue.push(std::slice::from_ref(&job)).await {
+                    if let Err(undo) = queue.release_manual(device.id, &slot).await {
+                        warn!(device_id = %device.id, job_id = %job.job_id, error = %undo, "could not release the manual slot after a failed push");
+                    }
+                    return Err(e.into());
+                }
+                metrics.jobs_enqueued.with_label_values(&["manual"]).inc();
+                metrics.manual_requests.with_label_values(&["queued"]).inc();
+                info!(device_id = %device.id, job_id = %job.job_id, "manual backup queued");
+                return Ok(Requested {
+                    job_id: job.job_id,
+                    device_id: device.id,
+                    tenant_id: device.tenant_id,
+                    joined: None,
+                });
+            }
+        }
+    }
+    Err(ManualError::Contended)
 }
 
 /// Wait up to `timeout` for the job's run record.
@@ -189,7 +369,8 @@ pub struct TriggerRequest {
 /// `locked`; every empty field is left out (Go's `omitempty`). On failure `error` is the
 /// human-readable reason (the backend shows it to its user as the failure detail) and
 /// `error_kind` (ours, extra) the stable code: an error kind of the README's table, or
-/// `bad_request`, `not_found`, `unavailable`, `timeout` for the request itself.
+/// `bad_request`, `not_found`, `unavailable`, `timeout`, `too_many_requests` for the request
+/// itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TriggerReply {
     pub status: String,
@@ -284,7 +465,7 @@ pub async fn answer(
         Err(ManualError::UnknownDevice(_)) => {
             return TriggerReply::failed("device not found", "not_found");
         }
-        Err(e) => return TriggerReply::failed(e.to_string(), "unavailable"),
+        Err(e) => return TriggerReply::failed(e.to_string(), e.kind()),
     };
     match wait(store, &job.job_id, timeout).await {
         Ok(Some(run)) => TriggerReply::from_run(&run),
@@ -356,6 +537,118 @@ pub async fn serve_trigger(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn view(state: JobState, requested_at: i64, done_at: Option<i64>) -> SlotView {
+        SlotView {
+            raw: Some(format!("{requested_at} manual:d:j")),
+            slot: Some(ManualSlot {
+                job_id: "manual:d:j".into(),
+                requested_at,
+            }),
+            state,
+            done_at,
+        }
+    }
+
+    #[test]
+    fn a_queued_or_running_job_is_joined() {
+        let w = Duration::from_secs(10);
+        assert_eq!(
+            decide(&view(JobState::Pending, 0, None), 5_000, w),
+            Decision::Join(Joined::Queued)
+        );
+        // Failed: apalis re-scheduled it for a retry; still pending.
+        assert_eq!(
+            decide(&view(JobState::Failed, 0, None), 5_000, w),
+            Decision::Join(Joined::Queued)
+        );
+        assert_eq!(
+            decide(&view(JobState::Running, 0, None), 5_000, w),
+            Decision::Join(Joined::Running)
+        );
+    }
+
+    #[test]
+    fn a_finished_job_is_joined_only_within_the_window() {
+        let w = Duration::from_secs(10);
+        let done = |at| view(JobState::Done, 900, Some(at));
+        assert_eq!(decide(&done(991), 1_000, w), Decision::Join(Joined::Recent));
+        assert_eq!(decide(&done(990), 1_000, w), Decision::Queue);
+        // Window zero: never.
+        assert_eq!(decide(&done(1_000), 1_000, Duration::ZERO), Decision::Queue);
+        // Done without a time: not joinable.
+        assert_eq!(
+            decide(&view(JobState::Done, 900, None), 1_000, w),
+            Decision::Queue
+        );
+    }
+
+    #[test]
+    fn an_empty_slot_or_a_lost_or_aborted_job_queues_a_new_one() {
+        let w = Duration::from_secs(10);
+        let empty = SlotView {
+            raw: None,
+            slot: None,
+            state: JobState::Missing,
+            done_at: None,
+        };
+        assert_eq!(decide(&empty, 1_000, w), Decision::Queue);
+        let garbage = SlotView {
+            raw: Some("garbage".into()),
+            ..empty
+        };
+        assert_eq!(decide(&garbage, 1_000, w), Decision::Queue);
+        assert_eq!(
+            decide(&view(JobState::Killed, 999, None), 1_000, w),
+            Decision::Queue
+        );
+        assert_eq!(
+            decide(&view(JobState::Orphaned, 999, None), 1_000, w),
+            Decision::Queue
+        );
+        // Not in Redis: on its way just after the claim, lost after the grace.
+        assert_eq!(
+            decide(
+                &view(JobState::Missing, 1_000 - PUSH_GRACE_S + 1, None),
+                1_000,
+                w
+            ),
+            Decision::Join(Joined::Queued)
+        );
+        assert_eq!(
+            decide(
+                &view(JobState::Missing, 1_000 - PUSH_GRACE_S, None),
+                1_000,
+                w
+            ),
+            Decision::Queue
+        );
+    }
+
+    #[test]
+    fn only_unfinished_jobs_count_against_the_bound() {
+        for s in [JobState::Pending, JobState::Running, JobState::Failed] {
+            assert!(!finished_or_lost(s, 1_000, 30), "{s:?}");
+        }
+        for s in [JobState::Done, JobState::Killed, JobState::Orphaned] {
+            assert!(finished_or_lost(s, 0, 30), "{s:?}");
+        }
+        assert!(!finished_or_lost(JobState::Missing, 29, 30));
+        assert!(finished_or_lost(JobState::Missing, 30, 30));
+    }
+
+    #[test]
+    fn a_refusal_says_why_and_when_to_retry() {
+        let e = ManualError::Full {
+            pending: 5,
+            limit: 5,
+        };
+        assert_eq!(e.kind(), "too_many_requests");
+        let m = e.to_string();
+        assert!(m.contains("5 are queued or running"), "{m}");
+        assert!(m.contains("ROSBACKUP_MANUAL_MAX"), "{m}");
+        assert!(m.contains("try again in 30 s"), "{m}");
+    }
 
     #[test]
     fn worker_presence_says_how_long_nobody_was_seen() {

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub jobs_enqueued: IntCounterVec,
     /// Claims dropped by reconciliation, by reason: lost, ended, orphaned (enqueuer).
     pub claims_released: IntCounterVec,
+    /// Manual backup requests by outcome: `queued` (a new job), `joined` (coalesced with
+    /// the device's queued, running or just finished manual backup), `refused` (the
+    /// global bound on manual jobs was reached).
+    pub manual_requests: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,6 +127,17 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let manual_requests = IntCounterVec::new(
+            Opts::new(
+                "rosbackup_manual_requests_total",
+                "Manual backup requests by outcome (queued, joined, refused)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for outcome in ["queued", "joined", "refused"] {
+            manual_requests.with_label_values(&[outcome]);
+        }
         for m in [
             Box::new(backup_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(backup_errors.clone()),
@@ -134,6 +149,7 @@ impl Metrics {
             Box::new(oldest_due_seconds.clone()),
             Box::new(jobs_enqueued.clone()),
             Box::new(claims_released.clone()),
+            Box::new(manual_requests.clone()),
         ] {
             registry.register(m).expect("unique metric names");
         }
@@ -149,6 +165,7 @@ impl Metrics {
             oldest_due_seconds,
             jobs_enqueued,
             claims_released,
+            manual_requests,
         }
     }
 

@@ -31,7 +31,8 @@ pub struct ApiError {
 pub struct ErrorBody {
     /// Stable machine-readable code: `unauthenticated`, `forbidden`, `csrf`,
     /// `not_found`, `bad_request`, `invalid_field`, `conflict`, `not_dead`,
-    /// `credentials_unavailable`, `unavailable`, `internal`.
+    /// `credentials_unavailable`, `too_many_requests` (with `Retry-After`), `unavailable`,
+    /// `internal`.
     pub code: String,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,6 +144,16 @@ impl From<ManualError> for ApiError {
         match e {
             // A device outside the caller's tenant is the same 404 as a missing one.
             ManualError::UnknownDevice(id) => ApiError::not_found(format!("no device {id}")),
+            ManualError::Full { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                e.to_string(),
+            ),
+            ManualError::Contended => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
             ManualError::Store(e) => e.into(),
             ManualError::Queue(e) => e.into(),
         }
@@ -178,6 +189,13 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        // 429 is only ever the bound on manual backups: say when to try again.
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(rosbackup_core::manual::RETRY_AFTER.as_secs()),
+            );
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

@@ -102,6 +102,10 @@ pub struct FleetOptions {
     pub command_timeout: Duration,
     /// How long a snapshot publish waits for JetStream's ack (per attempt).
     pub ack_timeout: Duration,
+    /// The bound on manual jobs and the join window (`ROSBACKUP_MANUAL_MAX`,
+    /// `ROSBACKUP_MANUAL_JOIN_WINDOW`); the product's defaults unless a test sets them.
+    pub manual_max: u64,
+    pub manual_window: Duration,
 }
 
 impl Default for FleetOptions {
@@ -122,6 +126,8 @@ impl Default for FleetOptions {
             heartbeat: Duration::from_secs(1),
             command_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(5),
+            manual_max: QueueConfig::default().manual_max,
+            manual_window: QueueConfig::default().manual_window,
         }
     }
 }
@@ -177,6 +183,8 @@ impl Fleet {
             heartbeat: opts.heartbeat,
             missed_heartbeats: 3,
             tls: urls.tls.clone(),
+            manual_max: opts.manual_max,
+            manual_window: opts.manual_window,
             ..QueueConfig::default()
         })
         .await
@@ -399,6 +407,14 @@ impl Fleet {
             (
                 "ROSBACKUP_LEASE_SECONDS",
                 self.opts_lease.as_secs().to_string(),
+            ),
+            (
+                "ROSBACKUP_MANUAL_MAX",
+                self.queue.config().manual_max.to_string(),
+            ),
+            (
+                "ROSBACKUP_MANUAL_JOIN_WINDOW",
+                self.queue.config().manual_window.as_secs().to_string(),
             ),
             (
                 "ROSBACKUP_SUBJECT_PREFIX",

@@ -23,9 +23,11 @@
 //! Reading apalis' keys for the dashboard is in `inspect`; the poll strategy in `tick`.
 
 mod inspect;
+mod manual;
 mod tick;
 
 pub use inspect::{JobInfo, JobListState, WorkerInfo};
+pub use manual::{Claim, ManualSlot, SlotView, finished_or_lost};
 pub use tick::{BUSY_TICK, Tick};
 
 use crate::store::Trigger;
@@ -101,6 +103,12 @@ pub struct QueueConfig {
     pub fetch_batch: usize,
     /// CA and client certificate for `rediss://` (see [`crate::tls`]).
     pub tls: crate::tls::TlsFiles,
+    /// Most manual jobs queued or running at once (`ROSBACKUP_MANUAL_MAX`); see
+    /// [`crate::manual`].
+    pub manual_max: u64,
+    /// A manual request this soon after the device's last manual backup finished joins
+    /// it (`ROSBACKUP_MANUAL_JOIN_WINDOW`); zero: never.
+    pub manual_window: Duration,
 }
 
 impl Default for QueueConfig {
@@ -114,6 +122,8 @@ impl Default for QueueConfig {
             poll_interval: Duration::from_millis(250),
             fetch_batch: 1,
             tls: crate::tls::TlsFiles::default(),
+            manual_max: 500,
+            manual_window: Duration::from_secs(10),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct PublisherConfig {
     pub retry_initial_connect: bool,
     /// CA and client certificate for `tls://` (see [`crate::tls`]).
     pub tls: crate::tls::TlsFiles,
+    /// `NATS_CREDS_FILE` / `NATS_NKEY_FILE` (see [`crate::nats_auth`]).
+    pub auth: crate::nats_auth::NatsAuth,
     /// Publish encrypted events under this key (`ROSBACKUP_SNAPSHOT_ENCRYPTION_KEY`);
     /// `None` (the default) publishes the seed's plaintext schema.
     pub encryption: Option<SnapshotKey>,
@@ -50,6 +52,7 @@ impl Default for PublisherConfig {
             attempts: 3,
             retry_initial_connect: false,
             tls: crate::tls::TlsFiles::default(),
+            auth: crate::nats_auth::NatsAuth::none(),
             encryption: None,
         }
     }
@@ -94,14 +97,13 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// Connect and make sure a stream captures our subjects.
     pub async fn connect(cfg: PublisherConfig) -> Result<Self, SnapshotError> {
-        let mut options = async_nats::ConnectOptions::new()
+        let mut options = crate::nats_auth::options(&cfg.tls, &cfg.auth)
             .name("rosbackup")
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(Duration::from_secs(10)));
         if cfg.retry_initial_connect {
             options = options.retry_on_initial_connect();
         }
-        options = cfg.tls.nats_options(options);
         let client =
             options
                 .connect(&cfg.nats_url)

@@ -143,7 +143,8 @@ pub(super) async fn reset_host_key(
     params(("id" = Uuid, Path, description = "device id"), BackupParams),
     responses((status = 200, body = BackupOutcome, description = "finished (wait=true)"),
               (status = 202, body = BackupOutcome, description = "queued, or still running when the wait ended"),
-              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 429, body = ErrorBody, description = "too many manual backups queued (ROSBACKUP_MANUAL_MAX); see Retry-After")))]
 pub(super) async fn backup(
     State(s): State<WebState>,
     c: ApiCaller,

@@ -21,7 +21,8 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use rosbackup_core::credentials::CredentialKey;
 use rosbackup_core::inventory;
-use rosbackup_core::queue::{BackupJob, JobInfo, JobListState};
+use rosbackup_core::manual::Requested;
+use rosbackup_core::queue::{JobInfo, JobListState};
 use rosbackup_core::report::{ActivityBucket, AgeBucket, DeviceRow, RecentRun, TenantCount};
 use rosbackup_core::store::{NewDevice, Run, StoreError};
 use std::time::Duration;
@@ -225,14 +226,14 @@ pub async fn apply_action(
 
 // ---- manual backups ----------------------------------------------------------------
 
-/// Queue a manual backup of a device the caller may see (admins), through
-/// [`rosbackup_core::manual::request`] like every other door.
-pub async fn request_backup(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<BackupJob> {
+/// Queue a manual backup of a device the caller may see (admins), or join the one it
+/// has, through [`rosbackup_core::manual::request`] like every other door.
+pub async fn request_backup(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<Requested> {
     require_admin(c)?;
     enqueue_manual(s, c, id).await
 }
 
-async fn enqueue_manual(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<BackupJob> {
+async fn enqueue_manual(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<Requested> {
     Ok(rosbackup_core::manual::request(s.store(), s.queue(), s.metrics(), id, c.tenant()).await?)
 }
 
@@ -258,11 +259,13 @@ pub async fn backup(
         Some(t) => Duration::from_secs(t).min(max),
     };
     let job = enqueue_manual(s, c, id).await?;
+    let joined = job.joined.is_some();
     if !p.wait.unwrap_or(false) {
         return Ok(BackupOutcome {
             job_id: job.job_id,
             device_id: id,
             status: "queued".into(),
+            joined,
             run: None,
         });
     }
@@ -272,12 +275,14 @@ pub async fn backup(
             job_id: job.job_id,
             device_id: id,
             status: run.status.clone(),
+            joined,
             run: Some(run),
         },
         None => BackupOutcome {
             job_id: job.job_id,
             device_id: id,
             status: "pending".into(),
+            joined,
             run: None,
         },
     })

@@ -316,6 +316,9 @@ pub struct BackupOutcome {
     /// `queued` (not waited for), `pending` (wait timed out), or the run's status:
     /// `success`, `failed`, `skipped`, `locked`.
     pub status: String,
+    /// This request joined the device's queued, running or just finished manual backup
+    /// (at most one per device; everyone who joins gets its outcome).
+    pub joined: bool,
     pub run: Option<Run>,
 }
 
