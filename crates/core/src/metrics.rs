@@ -44,6 +44,10 @@ pub struct Metrics {
     pub jobs_enqueued: IntCounterVec,
     /// Claims dropped by reconciliation, by reason: lost, ended, orphaned (enqueuer).
     pub claims_released: IntCounterVec,
+    /// Binary backup steps by outcome: success, error, skipped (not due, backing off).
+    pub binary_total: IntCounterVec,
+    /// Failed binary backup steps by error kind (`binary_*`).
+    pub binary_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,8 +127,26 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let binary_total = IntCounterVec::new(
+            Opts::new(
+                "rosbackup_binary_backup_total",
+                "Binary backup steps by outcome",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        let binary_errors = IntCounterVec::new(
+            Opts::new(
+                "rosbackup_binary_backup_errors_total",
+                "Failed binary backup steps by error kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(backup_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(binary_total.clone()),
+            Box::new(binary_errors.clone()),
             Box::new(backup_errors.clone()),
             Box::new(backup_duration.clone()),
             Box::new(backup_active.clone()),
@@ -149,6 +171,8 @@ impl Metrics {
             oldest_due_seconds,
             jobs_enqueued,
             claims_released,
+            binary_total,
+            binary_errors,
         }
     }
 

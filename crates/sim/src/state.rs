@@ -55,6 +55,10 @@ pub(crate) struct DeviceRt {
     pub(crate) connections: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) last_export: Mutex<Option<Bytes>>,
+    /// The device's `/file` store (backups saved by `/system backup save`).
+    pub(crate) files: Mutex<super::files::FileStore>,
+    /// What the last `/system backup save` wrote.
+    pub(crate) last_backup: Mutex<Option<super::files::SavedBackup>>,
     pub(crate) fingerprint: Mutex<String>,
     /// SSH config for devices whose host key never changes.
     pub(crate) ssh: Option<Arc<russh::server::Config>>,
