@@ -6,6 +6,7 @@ mod common;
 
 mod api_schema;
 mod archive;
+mod binary_backup;
 mod cli;
 mod demo;
 mod deploy;

@@ -1,0 +1,234 @@
+//! Binary `.backup` files beside the text export (issue #19), against the simulator with
+//! real PostgreSQL, Redis and NATS: `on-change` takes one on the first backup and on a
+//! change only; every fault has its own kind while the text snapshot still publishes;
+//! the device's file store is empty afterwards, also after a cut fetch; what is stored
+//! decrypts to exactly what the device wrote.
+
+use crate::common::fleet::{Fleet, FleetOptions};
+use rosbackup::binary::{self, Mode};
+use rosbackup::queue::BackupJob;
+use rosbackup::sim::{Fault, FaultSpec, SimConfig, SimDevice};
+use rosbackup::store::RunStatus;
+use std::time::Duration;
+
+async fn fleet(faults: &str, devices: usize, mode: Mode) -> Fleet {
+    let mut fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices,
+            faults: faults.parse::<FaultSpec>().expect("spec"),
+            ..FleetOptions::default().sim
+        },
+        ..FleetOptions::default()
+    })
+    .await;
+    fleet.backup.binary.mode = mode;
+    fleet.backup.binary.timeout = Duration::from_secs(3);
+    fleet.backup.binary.poll = Duration::from_millis(100);
+    fleet.import(None).await;
+    fleet.postpone_all().await;
+    fleet
+}
+
+fn device(fleet: &Fleet, fault: Option<Fault>) -> SimDevice {
+    fleet
+        .sim
+        .devices()
+        .iter()
+        .find(|d| d.fault == fault)
+        .expect("device with that fault")
+        .clone()
+}
+
+/// One manual backup through the worker's job path; the text backup must succeed.
+async fn backup(fleet: &Fleet, d: &SimDevice) {
+    let env = fleet.job_env();
+    let report = rosbackup::worker::execute(&env, &BackupJob::manual(d.id, d.tenant_id), "t")
+        .await
+        .expect("execute");
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+}
+
+async fn binaries(fleet: &Fleet, d: &SimDevice) -> Vec<binary::store::BinaryInfo> {
+    binary::store::list(fleet.store(), d.id, 100)
+        .await
+        .expect("list")
+}
+
+/// The newest stored binary opens to exactly the device's last saved file, with the
+/// password the device was given, and the device keeps no file.
+async fn assert_stored_is_what_the_device_wrote(fleet: &Fleet, d: &SimDevice) {
+    let list = binaries(fleet, d).await;
+    let newest = list.first().expect("a stored binary");
+    let opened = binary::store::open(fleet.store(), &fleet.key, newest.id, d.id, "test", true)
+        .await
+        .expect("open");
+    let saved = fleet
+        .sim
+        .last_backup(d.id)
+        .expect("the device saved a backup");
+    assert_eq!(
+        opened.data, saved.data,
+        "stored bytes are the device's file"
+    );
+    assert_eq!(newest.size as usize, saved.data.len());
+    assert_eq!(newest.sha256, binary::sha256_hex(&saved.data));
+    assert_eq!(
+        opened.password.as_ref().map(|p| p.expose().to_string()),
+        saved.password,
+        "the sealed password is the one the file was encrypted with"
+    );
+    assert_ne!(
+        saved.encryption,
+        rosbackup::sim::files::Encryption::None,
+        "never a dont-encrypt file"
+    );
+    assert!(
+        rosbackup::device::binary::check_header(&opened.data).is_ok(),
+        "RouterOS backup header"
+    );
+    assert!(
+        fleet.sim.files(d.id).is_empty(),
+        "{:?}",
+        fleet.sim.files(d.id)
+    );
+    // The download was audited.
+    let audits: i64 = sqlx::query_scalar("SELECT count(*) FROM binary_audit WHERE binary_id = $1")
+        .bind(newest.id)
+        .fetch_one(fleet.store().pool())
+        .await
+        .expect("audit");
+    assert_eq!(audits, 2, "download and password");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_change_takes_one_binary_per_changed_config_on_v6_and_v7() {
+    let fleet = fleet("v6=1,change=1", 3, Mode::OnChange).await;
+    let v6 = device(&fleet, Some(Fault::V6));
+    let changing = device(&fleet, Some(Fault::Change));
+    let steady = device(&fleet, None);
+
+    // First backup: every device gets one (the first counts as a change).
+    for d in [&v6, &changing, &steady] {
+        backup(&fleet, d).await;
+        assert_eq!(binaries(&fleet, d).await.len(), 1, "{}", d.name);
+        assert_stored_is_what_the_device_wrote(&fleet, d).await;
+    }
+    // The v6 box got the v6 syntax (no `encryption=`; 6.43+ default to AES).
+    let v6_saved = fleet.sim.last_backup(v6.id).expect("saved");
+    assert_eq!(
+        v6_saved.encryption,
+        rosbackup::sim::files::Encryption::AesSha256
+    );
+
+    // Second backup: only the changed config gets another binary.
+    let before_v6 = fleet.sim.last_backup(v6.id).expect("saved").data;
+    for d in [&v6, &changing, &steady] {
+        backup(&fleet, d).await;
+    }
+    assert_eq!(binaries(&fleet, &v6).await.len(), 1);
+    assert_eq!(binaries(&fleet, &steady).await.len(), 1);
+    assert_eq!(binaries(&fleet, &changing).await.len(), 2);
+    assert_stored_is_what_the_device_wrote(&fleet, &changing).await;
+    assert_eq!(
+        fleet.sim.last_backup(v6.id).expect("saved").data,
+        before_v6,
+        "an unchanged device was not asked for a backup"
+    );
+    // Each binary is linked to the config hash of its own export.
+    let c = binaries(&fleet, &changing).await;
+    assert_ne!(c[0].config_sha256, c[1].config_sha256);
+
+    // The newest binary of an unchanged config ages past the maximum: one more.
+    sqlx::query(
+        "UPDATE binary_backups SET collected_at = now() - interval '8 days' WHERE device_id = $1",
+    )
+    .bind(steady.id)
+    .execute(fleet.store().pool())
+    .await
+    .expect("age");
+    backup(&fleet, &steady).await;
+    assert_eq!(binaries(&fleet, &steady).await.len(), 2);
+    backup(&fleet, &steady).await;
+    assert_eq!(binaries(&fleet, &steady).await.len(), 2, "fresh again");
+
+    // The text snapshots are unchanged in count: one per backup, binaries or not.
+    let audit = fleet.audit_stream().await;
+    assert_eq!(audit.count(v6.id), 2);
+    assert_eq!(audit.count(changing.id), 2);
+    assert_eq!(audit.count(steady.id), 4);
+    // No binary byte ever reaches NATS: every event is a text snapshot.
+    for events in audit.by_device.values() {
+        for e in events {
+            assert!(
+                !e.config_text.contains("rosbackup-"),
+                "a backup file name in a snapshot"
+            );
+        }
+    }
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_fault_has_its_own_kind_and_the_text_snapshot_still_publishes() {
+    let fleet = fleet(
+        "backup-no-space=1,backup-missing=1,backup-growing=1,backup-cut=1",
+        4,
+        Mode::Always,
+    )
+    .await;
+    for (fault, kind) in [
+        (Fault::BackupNoSpace, "binary_no_space"),
+        (Fault::BackupMissing, "binary_timeout"),
+        (Fault::BackupGrowing, "binary_timeout"),
+        (Fault::BackupCut, "binary_truncated"),
+    ] {
+        let d = device(&fleet, Some(fault));
+        backup(&fleet, &d).await;
+        let runs = binary::store::runs(fleet.store(), d.id)
+            .await
+            .expect("runs");
+        assert_eq!(runs.len(), 1, "{fault}: {runs:?}");
+        assert_eq!(runs[0].0, "failed", "{fault}");
+        assert_eq!(runs[0].1.as_deref(), Some(kind), "{fault}");
+        assert!(
+            binaries(&fleet, &d).await.is_empty(),
+            "{fault}: nothing partial stored"
+        );
+        // The file is gone from the device, also after a failed or cut fetch.
+        assert!(
+            fleet.sim.files(d.id).is_empty(),
+            "{fault}: {:?}",
+            fleet.sim.files(d.id)
+        );
+        if matches!(fault, Fault::BackupGrowing | Fault::BackupCut) {
+            assert!(
+                fleet.sim.last_backup(d.id).is_some(),
+                "{fault}: it was saved"
+            );
+        }
+        // The text backup is a success with its snapshot published.
+        let row = fleet
+            .store()
+            .device(d.id)
+            .await
+            .expect("row")
+            .expect("device");
+        assert_eq!(row.last_status.as_deref(), Some("success"), "{fault}");
+        assert_eq!(row.consecutive_failures, 0, "{fault}");
+
+        // The binary step backs off on its own: the next backup takes no binary, and
+        // the text backup is not affected.
+        backup(&fleet, &d).await;
+        let runs = binary::store::runs(fleet.store(), d.id)
+            .await
+            .expect("runs");
+        assert_eq!(runs.len(), 1, "{fault}: backing off");
+        let audit = fleet.audit_stream().await;
+        assert_eq!(
+            audit.count(d.id),
+            2,
+            "{fault}: every text snapshot published"
+        );
+    }
+    fleet.cleanup().await;
+}
