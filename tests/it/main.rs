@@ -30,6 +30,7 @@ mod sim_faults;
 mod sim_shell;
 mod snapshot_encryption;
 mod soak;
+mod sshd_binary;
 mod sshd_export;
 mod tls;
 mod tod_compat;

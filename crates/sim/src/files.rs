@@ -10,7 +10,7 @@
 //! of an encrypted (AES or RC4) or plaintext `.backup` file, a salt, a signature and a
 //! magic check, then bytes derived from the device's configuration.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -22,6 +22,7 @@ use sha2::{Digest, Sha256};
 
 use super::faults::Fault;
 use super::state::Shared;
+pub use super::state::{Encryption, FileStore, SavedBackup, StoredFile};
 
 /// `0xB1A1AC88` little-endian: a backup saved with `dont-encrypt=yes`.
 pub const MAGIC_PLAINTEXT: [u8; 4] = [0x88, 0xAC, 0xA1, 0xB1];
@@ -29,36 +30,6 @@ pub const MAGIC_PLAINTEXT: [u8; 4] = [0x88, 0xAC, 0xA1, 0xB1];
 pub const MAGIC_RC4: [u8; 4] = [0xEF, 0xA8, 0x91, 0x72];
 /// `0x7391A8EF` little-endian: AES-128-CTR + SHA-256 (`encryption=aes-sha256`).
 pub const MAGIC_AES: [u8; 4] = [0xEF, 0xA8, 0x91, 0x73];
-
-/// How a backup file is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encryption {
-    None,
-    Rc4,
-    AesSha256,
-}
-
-/// One file in a device's store.
-#[derive(Debug, Clone)]
-pub struct StoredFile {
-    pub data: Bytes,
-    pub created: chrono::DateTime<chrono::Utc>,
-}
-
-/// A device's files, by name (RouterOS has no directories for backups at the root).
-#[derive(Debug, Default)]
-pub struct FileStore {
-    pub(crate) files: BTreeMap<String, StoredFile>,
-}
-
-/// What the last `/system backup save` wrote (for tests that compare what was fetched).
-#[derive(Debug, Clone)]
-pub struct SavedBackup {
-    pub name: String,
-    pub data: Vec<u8>,
-    pub encryption: Encryption,
-    pub password: Option<String>,
-}
 
 /// The bytes of a `.backup` file: the header RouterOS writes, then `body_len` bytes
 /// derived from `seed_material` (the configuration) and the salt.
