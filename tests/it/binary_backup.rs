@@ -232,3 +232,133 @@ async fn each_fault_has_its_own_kind_and_the_text_snapshot_still_publishes() {
     }
     fleet.cleanup().await;
 }
+
+fn cli(fleet: &Fleet, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("USER", "operator1")
+        .envs(fleet.process_env())
+        .output()
+        .expect("run rosbackup")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode() {
+    let fleet = fleet("", 1, Mode::Always).await;
+    let d = device(&fleet, None);
+    backup(&fleet, &d).await;
+    let saved = fleet.sim.last_backup(d.id).expect("saved");
+
+    let out = cli(
+        &fleet,
+        &["history", &d.id.to_string(), "--binaries", "--json"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let list = list.as_array().expect("array");
+    assert_eq!(list.len(), 1, "{list:?}");
+    let b = &list[0];
+    assert_eq!(b["size"].as_u64(), Some(saved.data.len() as u64));
+    assert_eq!(
+        b["sha256"].as_str(),
+        Some(binary::sha256_hex(&saved.data).as_str())
+    );
+    assert!(
+        b["collected_at"].is_string() && b["config_sha256"].is_string(),
+        "{b}"
+    );
+    assert!(
+        b.get("password").is_none() && b.get("file_enc").is_none(),
+        "{b}"
+    );
+    let id = b["id"].as_i64().expect("id");
+
+    // The download writes the device's file and, on request, prints its password.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("r.backup");
+    let out = cli(
+        &fleet,
+        &[
+            "history",
+            &d.name,
+            "--download-binary",
+            &id.to_string(),
+            "--out",
+            file.to_str().expect("utf-8"),
+            "--show-password",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&file).expect("written"), saved.data);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        saved.password.as_deref().expect("password")
+    );
+    let actors: Vec<(String, String)> =
+        sqlx::query_as("SELECT actor, action FROM binary_audit WHERE binary_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(fleet.store().pool())
+            .await
+            .expect("audit");
+    assert_eq!(
+        actors,
+        vec![
+            ("cli:operator1".to_string(), "download".to_string()),
+            ("cli:operator1".to_string(), "password".to_string())
+        ]
+    );
+    // Never overwrites; a binary of another device is not found.
+    let again = cli(
+        &fleet,
+        &[
+            "history",
+            &d.name,
+            "--download-binary",
+            &id.to_string(),
+            "--out",
+            file.to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!again.status.success());
+    let other = uuid::Uuid::new_v4().to_string();
+    let wrong = cli(
+        &fleet,
+        &[
+            "history",
+            &other,
+            "--download-binary",
+            &id.to_string(),
+            "--out",
+            dir.path().join("x").to_str().expect("utf-8"),
+        ],
+    );
+    assert!(!wrong.status.success());
+    assert!(!dir.path().join("x").exists(), "no file left behind");
+
+    // A device set to `off` takes no binary although the fleet says `always`.
+    let out = cli(&fleet, &["devices", "binary-mode", &d.name, "off"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    backup(&fleet, &d).await;
+    assert_eq!(binaries(&fleet, &d).await.len(), 1);
+    let out = cli(&fleet, &["devices", "binary-mode", &d.name, "sometimes"]);
+    assert!(!out.status.success());
+    let out = cli(&fleet, &["devices", "binary-mode", &d.name, "fleet"]);
+    assert!(out.status.success());
+    backup(&fleet, &d).await;
+    assert_eq!(binaries(&fleet, &d).await.len(), 2);
+    fleet.cleanup().await;
+}

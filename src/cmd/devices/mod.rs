@@ -98,6 +98,14 @@ pub enum DevicesCommand {
         /// Device id or name.
         device: String,
     },
+    /// Set a device's binary backup mode (off, on-change, always), or `fleet` to follow
+    /// CONFIG_BACKUP_BINARY again.
+    BinaryMode {
+        /// Device id or name.
+        device: String,
+        /// off, on-change, always or fleet.
+        mode: String,
+    },
     /// A device's state and its last 20 runs.
     Show {
         /// Device id or name.
@@ -128,6 +136,9 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
         DevicesCommand::Enable { device } => state::set_enabled(env, &device, true).await,
         DevicesCommand::Disable { device } => state::set_enabled(env, &device, false).await,
         DevicesCommand::Show { device, json } => show::run(env, &device, json).await,
+        DevicesCommand::BinaryMode { device, mode } => {
+            state::binary_mode(env, &device, &mode).await
+        }
     }
 }
 

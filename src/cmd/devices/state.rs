@@ -68,3 +68,28 @@ pub(super) async fn set_enabled(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// A device's own binary backup mode, or none (`fleet`): `CONFIG_BACKUP_BINARY` applies.
+pub(super) async fn binary_mode(env: &Env, device: &str, mode: &str) -> anyhow::Result<ExitCode> {
+    let parsed = match mode {
+        "fleet" => None,
+        m => Some(
+            m.parse::<crate::binary::Mode>()
+                .map_err(|e| anyhow::anyhow!("binary mode {m:?}: {e}, or fleet"))?,
+        ),
+    };
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    if !crate::binary::store::set_device_mode(&store, d.id, parsed)
+        .await
+        .map_err(store_error)?
+    {
+        anyhow::bail!("device {} not found", d.id);
+    }
+    println!(
+        "binary backups of {}: {}",
+        label(&d),
+        parsed.map_or("as the fleet (CONFIG_BACKUP_BINARY)", |m| m.as_str())
+    );
+    Ok(ExitCode::SUCCESS)
+}
