@@ -345,6 +345,31 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
     assert!(!wrong.status.success());
     assert!(!dir.path().join("x").exists(), "no file left behind");
 
+    // `devices rotate-key` re-seals the binaries too: they open under the new key only.
+    let new_key = rosbackup::credentials::CredentialKey::from_base64(
+        &rosbackup::credentials::CredentialKey::generate_base64(),
+    )
+    .expect("key");
+    fleet
+        .store()
+        .rotate_key(&fleet.key, &new_key)
+        .await
+        .expect("rotate");
+    let opened = binary::store::open(fleet.store(), &new_key, id, d.id, "test", true)
+        .await
+        .expect("opens under the new key");
+    assert_eq!(opened.data, saved.data);
+    assert!(
+        binary::store::open(fleet.store(), &fleet.key, id, d.id, "test", false)
+            .await
+            .is_err()
+    );
+    fleet
+        .store()
+        .rotate_key(&new_key, &fleet.key)
+        .await
+        .expect("rotate back");
+
     // A device set to `off` takes no binary although the fleet says `always`.
     let out = cli(&fleet, &["devices", "binary-mode", &d.name, "off"]);
     assert!(

@@ -61,15 +61,15 @@ pub struct StateRow {
 }
 
 fn file_aad(device: Uuid, sha256: &str, config_sha256: &str) -> Vec<u8> {
-    format!("rosbackup-binary-file:{device}:{sha256}:{config_sha256}").into_bytes()
+    crate::credentials::binary_file_aad(&device, sha256, config_sha256)
 }
 
 fn password_aad(device: Uuid, sha256: &str) -> Vec<u8> {
-    format!("rosbackup-binary-password:{device}:{sha256}").into_bytes()
+    crate::credentials::binary_password_aad(&device, sha256)
 }
 
 fn state_aad(device: Uuid) -> Vec<u8> {
-    format!("rosbackup-binary-device-password:{device}").into_bytes()
+    crate::credentials::binary_device_password_aad(&device)
 }
 
 const INFO_COLUMNS: &str = "b.id, b.device_id, b.tenant_id, b.collected_at, b.size, b.sha256, \
