@@ -249,15 +249,23 @@ async fn download(
         "cli:{}",
         std::env::var("USER").unwrap_or_else(|_| "unknown".into())
     );
-    let opened =
-        match crate::binary::store::open(store, &key, id, device_id, &actor, show_password).await {
-            Ok(o) => o,
-            Err(e) => {
-                drop(file);
-                let _ = std::fs::remove_file(out);
-                return Err(store_error(e));
-            }
-        };
+    let access = if show_password {
+        crate::binary::store::Access::FileAndPassword
+    } else {
+        crate::binary::store::Access::File
+    };
+    let opened = match crate::binary::store::open(store, &key, id, device_id, &actor, access).await
+    {
+        Ok(Some(o)) => o,
+        other => {
+            drop(file);
+            let _ = std::fs::remove_file(out);
+            return Err(match other {
+                Err(e) => store_error(e),
+                _ => anyhow::anyhow!("binary backup {id} of device {device_id} not found"),
+            });
+        }
+    };
     file.write_all(&opened.data)?;
     file.sync_all()?;
     eprintln!(

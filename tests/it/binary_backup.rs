@@ -59,9 +59,17 @@ async fn binaries(fleet: &Fleet, d: &SimDevice) -> Vec<binary::store::BinaryInfo
 async fn assert_stored_is_what_the_device_wrote(fleet: &Fleet, d: &SimDevice) {
     let list = binaries(fleet, d).await;
     let newest = list.first().expect("a stored binary");
-    let opened = binary::store::open(fleet.store(), &fleet.key, newest.id, d.id, "test", true)
-        .await
-        .expect("open");
+    let opened = binary::store::open(
+        fleet.store(),
+        &fleet.key,
+        newest.id,
+        d.id,
+        "test",
+        binary::store::Access::FileAndPassword,
+    )
+    .await
+    .expect("open")
+    .expect("found");
     let saved = fleet
         .sim
         .last_backup(d.id)
@@ -355,14 +363,29 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
         .rotate_key(&fleet.key, &new_key)
         .await
         .expect("rotate");
-    let opened = binary::store::open(fleet.store(), &new_key, id, d.id, "test", true)
-        .await
-        .expect("opens under the new key");
+    let opened = binary::store::open(
+        fleet.store(),
+        &new_key,
+        id,
+        d.id,
+        "test",
+        binary::store::Access::File,
+    )
+    .await
+    .expect("opens under the new key")
+    .expect("found");
     assert_eq!(opened.data, saved.data);
     assert!(
-        binary::store::open(fleet.store(), &fleet.key, id, d.id, "test", false)
-            .await
-            .is_err()
+        binary::store::open(
+            fleet.store(),
+            &fleet.key,
+            id,
+            d.id,
+            "test",
+            binary::store::Access::File
+        )
+        .await
+        .is_err()
     );
     fleet
         .store()
@@ -385,5 +408,92 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
     assert!(out.status.success());
     backup(&fleet, &d).await;
     assert_eq!(binaries(&fleet, &d).await.len(), 2);
+    fleet.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_lists_for_viewers_and_downloads_for_admins_only_with_audit() {
+    use crate::common::web::{Api, router, token};
+    use rosbackup::access::Role;
+    use rosbackup::web::AuthMode;
+    let fleet = fleet("", 1, Mode::Always).await;
+    let d = device(&fleet, None);
+    backup(&fleet, &d).await;
+    let saved = fleet.sim.last_backup(d.id).expect("saved");
+    let (app, _) = router(&fleet, AuthMode::Required);
+    let viewer = token(&fleet, "viewer", Role::Viewer, None).await;
+    let admin = token(&fleet, "admin", Role::Admin, None).await;
+    let other_tenant = token(&fleet, "other", Role::Admin, Some(uuid::Uuid::new_v4())).await;
+    let (viewer, admin, other) = (
+        Api::new(&app, Some(&viewer)),
+        Api::new(&app, Some(&admin)),
+        Api::new(&app, Some(&other_tenant)),
+    );
+
+    let list = viewer
+        .get(&format!("/api/v1/devices/{}/binaries", d.id))
+        .await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let id = list.body[0]["id"].as_i64().expect("id");
+    assert_eq!(list.body[0]["size"].as_u64(), Some(saved.data.len() as u64));
+    assert!(!list.text.contains(saved.password.as_deref().expect("pw")));
+    // Another tenant does not see the device at all.
+    let hidden = other
+        .get(&format!("/api/v1/devices/{}/binaries", d.id))
+        .await;
+    assert_eq!(hidden.status, 404);
+
+    // Viewers may not download or see the password; nothing is audited for them.
+    for path in [
+        format!("/api/v1/devices/{}/binaries/{id}", d.id),
+        format!("/api/v1/devices/{}/binaries/{id}/password", d.id),
+    ] {
+        let r = viewer.get(&path).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text);
+    }
+    let audits = || async {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT actor, action FROM binary_audit WHERE binary_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(fleet.store().pool())
+        .await
+        .expect("audit")
+    };
+    assert!(audits().await.is_empty());
+
+    let file = admin
+        .get(&format!("/api/v1/devices/{}/binaries/{id}", d.id))
+        .await;
+    assert_eq!(file.status, 200);
+    assert_eq!(
+        file.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/octet-stream")
+    );
+    let expected_len = saved.data.len().to_string();
+    assert_eq!(
+        file.headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some(expected_len.as_str())
+    );
+    let pw = admin
+        .get(&format!("/api/v1/devices/{}/binaries/{id}/password", d.id))
+        .await;
+    assert_eq!(pw.status, 200, "{}", pw.text);
+    assert_eq!(pw.body["password"].as_str(), saved.password.as_deref());
+    assert_eq!(
+        audits().await,
+        vec![
+            ("api:admin".to_string(), "download".to_string()),
+            ("api:admin".to_string(), "password".to_string())
+        ]
+    );
+    let missing = admin
+        .get(&format!("/api/v1/devices/{}/binaries/{}", d.id, id + 1000))
+        .await;
+    assert_eq!(missing.status, 404);
     fleet.cleanup().await;
 }

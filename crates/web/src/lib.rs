@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod binaries;
 mod charts;
 pub mod error;
 pub mod extract;

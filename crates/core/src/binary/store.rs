@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// A stored binary as listed (no bytes).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct BinaryInfo {
     pub id: i64,
     pub device_id: Uuid,
@@ -275,16 +275,36 @@ pub struct Opened {
     pub password: Option<Secret>,
 }
 
+/// What an admin asks of a stored binary (each is an audit row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    File,
+    Password,
+    FileAndPassword,
+}
+
+impl Access {
+    fn actions(self) -> &'static [&'static str] {
+        match self {
+            Access::File => &["download"],
+            Access::Password => &["password"],
+            Access::FileAndPassword => &["download", "password"],
+        }
+    }
+}
+
 /// Decrypt a stored binary (and, on request, its password) for an admin, writing the
-/// audit rows in the same transaction: no download without its audit entry.
+/// audit rows in the same transaction: no download without its audit entry. `None`: no
+/// such binary of that device.
 pub async fn open(
     store: &Store,
     key: &CredentialKey,
     binary_id: i64,
     device_id: Uuid,
     actor: &str,
-    with_password: bool,
-) -> Result<Opened, StoreError> {
+    access: Access,
+) -> Result<Option<Opened>, StoreError> {
+    let with_password = access != Access::File;
     let mut tx = store.pool().begin().await?;
     let info: Option<BinaryInfo> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {INFO_COLUMNS} FROM binary_backups b WHERE b.id = $1 AND b.device_id = $2"
@@ -293,11 +313,9 @@ pub async fn open(
     .bind(device_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let info = info.ok_or_else(|| {
-        StoreError::Invalid(format!(
-            "binary {binary_id} of device {device_id} not found"
-        ))
-    })?;
+    let Some(info) = info else {
+        return Ok(None);
+    };
     let (file_enc, password_enc): (Vec<u8>, Vec<u8>) =
         sqlx::query_as("SELECT file_enc, password_enc FROM binary_backups WHERE id = $1")
             .bind(binary_id)
@@ -320,7 +338,7 @@ pub async fn open(
     } else {
         None
     };
-    for action in std::iter::once("download").chain(with_password.then_some("password")) {
+    for action in access.actions() {
         sqlx::query(
             "INSERT INTO binary_audit (binary_id, device_id, actor, action) VALUES ($1, $2, $3, $4)",
         )
@@ -332,11 +350,11 @@ pub async fn open(
         .await?;
     }
     tx.commit().await?;
-    Ok(Opened {
+    Ok(Some(Opened {
         info,
         data,
         password,
-    })
+    }))
 }
 
 /// Set (or clear, with `None`) a device's own mode.

@@ -478,6 +478,19 @@ mod tests {
         );
     }
 
+    /// Every kind is in the README's table of binary error kinds.
+    #[test]
+    fn every_kind_is_documented() {
+        let readme = include_str!("../../../../README.md");
+        for k in BinaryErrorKind::ALL {
+            assert!(
+                readme.contains(&format!("| `{}` |", k.as_str())),
+                "{} missing from README's error kinds",
+                k.as_str()
+            );
+        }
+    }
+
     #[test]
     fn save_commands_never_skip_encryption() {
         let v7 = save_command(7, "rb-1", "pw");
