@@ -497,3 +497,90 @@ async fn api_lists_for_viewers_and_downloads_for_admins_only_with_audit() {
     assert_eq!(missing.status, 404);
     fleet.cleanup().await;
 }
+
+/// A fleet run (enqueuer + worker, devices due every 2 s) with `on-change`: exactly one
+/// binary per changed config, one for each steady device, nothing on any device's flash,
+/// and exactly one text snapshot per successful run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_run_with_on_change_takes_one_binary_per_changed_config() {
+    let mut fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 4,
+            faults: "change=1,v6=1".parse::<FaultSpec>().expect("spec"),
+            ..FleetOptions::default().sim
+        },
+        ..FleetOptions::default()
+    })
+    .await;
+    fleet.backup.binary.mode = Mode::OnChange;
+    fleet.backup.binary.timeout = Duration::from_secs(3);
+    fleet.backup.binary.poll = Duration::from_millis(100);
+    fleet.import(Some(2)).await;
+    let (stop_e, enq) = fleet.spawn_enqueuer();
+    let (stop_w, worker, _) = fleet.spawn_worker("bin", 4);
+    fleet
+        .wait_for(
+            Duration::from_secs(90),
+            "three backups of every device",
+            || async {
+                let runs = fleet.runs().await;
+                fleet.sim.devices().iter().all(|d| {
+                    runs.iter()
+                        .filter(|r| r.device_id == d.id && r.status == "success")
+                        .count()
+                        >= 3
+                })
+            },
+        )
+        .await;
+    let _ = stop_e.send(());
+    let _ = stop_w.send(());
+    let _ = enq.await;
+    let _ = worker.await;
+
+    let runs = fleet.runs().await;
+    let audit = fleet.audit_stream().await;
+    for d in fleet.sim.devices() {
+        let successes = runs
+            .iter()
+            .filter(|r| r.device_id == d.id && r.status == "success")
+            .count();
+        assert_eq!(
+            audit.count(d.id),
+            successes,
+            "{}: one snapshot per run",
+            d.name
+        );
+        let stored = binaries(&fleet, d).await;
+        let distinct: std::collections::BTreeSet<String> = audit.hashes(d.id).into_iter().collect();
+        if d.fault == Some(Fault::Change) {
+            assert_eq!(
+                stored.len(),
+                successes,
+                "{}: one per changed config",
+                d.name
+            );
+        } else {
+            assert_eq!(distinct.len(), 1, "{}: a steady config", d.name);
+            assert_eq!(stored.len(), 1, "{}: only the first backup's", d.name);
+        }
+        // Every binary belongs to a config that was published.
+        for b in &stored {
+            assert!(distinct.contains(&b.config_sha256), "{}", d.name);
+        }
+        assert!(
+            fleet.sim.files(d.id).is_empty(),
+            "{}: {:?}",
+            d.name,
+            fleet.sim.files(d.id)
+        );
+        let failed = binary::store::runs(fleet.store(), d.id)
+            .await
+            .expect("runs")
+            .into_iter()
+            .filter(|r| r.0 != "success")
+            .count();
+        assert_eq!(failed, 0, "{}", d.name);
+    }
+    fleet.cleanup().await;
+}
