@@ -348,3 +348,56 @@ pub(crate) fn file_print(shared: &Shared, idx: usize, v6: bool) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::{BackupArgs, Cmd, parse_cmd};
+    use rosbackup_core::device::binary::{BackupFormat, HeaderError, check_header};
+
+    #[test]
+    fn backup_files_have_routeros_headers() {
+        let aes = backup_bytes(Encryption::AesSha256, Some("pw"), b"/system identity", 1000);
+        assert_eq!(check_header(&aes), Ok(BackupFormat::AesSha256));
+        let rc4 = backup_bytes(Encryption::Rc4, Some("pw"), b"/system identity", 1000);
+        assert_eq!(check_header(&rc4), Ok(BackupFormat::Rc4));
+        let plain = backup_bytes(Encryption::None, None, b"/system identity", 1000);
+        assert_eq!(check_header(&plain), Err(HeaderError::NotEncrypted));
+        assert_eq!(plain.len(), 1008);
+        assert_ne!(
+            aes,
+            backup_bytes(Encryption::AesSha256, Some("pw"), b"/system identity", 1000)
+        );
+    }
+
+    #[test]
+    fn backup_and_file_commands_parse() {
+        assert_eq!(
+            parse_cmd(
+                "/system backup save name=rb-1 password=Pw1 encryption=aes-sha256 dont-encrypt=no",
+                false
+            ),
+            Cmd::BackupSave(BackupArgs {
+                name: Some("rb-1".into()),
+                password: Some("Pw1".into()),
+                encryption: Some("aes-sha256".into()),
+                dont_encrypt: false,
+            })
+        );
+        assert!(matches!(
+            parse_cmd("/system backup save name=x dont-encrypt=maybe", true),
+            Cmd::Text(t) if t.contains("expected end of command")
+        ));
+        assert!(matches!(
+            parse_cmd("/system backup save nmae=x", true),
+            Cmd::Text(t) if t.contains("expected end of command")
+        ));
+        assert_eq!(parse_cmd("/file print detail", false), Cmd::FilePrint);
+        assert_eq!(
+            parse_cmd("/file remove \"rb-1.backup\"", false),
+            Cmd::FileRemove("rb-1.backup".into())
+        );
+        assert_eq!(backup_file_name("x"), "x.backup");
+        assert_eq!(backup_file_name("x.backup"), "x.backup");
+    }
+}
