@@ -72,6 +72,12 @@ CREATE TABLE binary_audit (
     at          timestamptz NOT NULL DEFAULT now()
 );
 
+-- A tenant's mode (no row: the fleet's CONFIG_BACKUP_BINARY).
+CREATE TABLE binary_tenant_mode (
+    tenant_id  uuid PRIMARY KEY,
+    mode       text NOT NULL CHECK (mode IN ('off', 'on-change', 'always'))
+);
+
 -- A device's own mode (NULL: its tenant's or the fleet's CONFIG_BACKUP_BINARY).
 ALTER TABLE devices ADD COLUMN backup_binary text
     CHECK (backup_binary IN ('off', 'on-change', 'always'));

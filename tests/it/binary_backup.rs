@@ -393,6 +393,43 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
         .await
         .expect("rotate back");
 
+    // A tenant set to `off` takes no binary although the fleet says `always`; its
+    // device's own mode wins over it.
+    let out = cli(
+        &fleet,
+        &[
+            "devices",
+            "tenant-binary-mode",
+            &d.tenant_id.to_string(),
+            "off",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    backup(&fleet, &d).await;
+    assert_eq!(binaries(&fleet, &d).await.len(), 1);
+    let out = cli(&fleet, &["devices", "binary-mode", &d.name, "always"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    backup(&fleet, &d).await;
+    assert_eq!(binaries(&fleet, &d).await.len(), 2);
+    let out = cli(
+        &fleet,
+        &[
+            "devices",
+            "tenant-binary-mode",
+            &d.tenant_id.to_string(),
+            "fleet",
+        ],
+    );
+    assert!(out.status.success());
+
     // A device set to `off` takes no binary although the fleet says `always`.
     let out = cli(&fleet, &["devices", "binary-mode", &d.name, "off"]);
     assert!(
@@ -401,13 +438,13 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
         String::from_utf8_lossy(&out.stderr)
     );
     backup(&fleet, &d).await;
-    assert_eq!(binaries(&fleet, &d).await.len(), 1);
+    assert_eq!(binaries(&fleet, &d).await.len(), 2);
     let out = cli(&fleet, &["devices", "binary-mode", &d.name, "sometimes"]);
     assert!(!out.status.success());
     let out = cli(&fleet, &["devices", "binary-mode", &d.name, "fleet"]);
     assert!(out.status.success());
     backup(&fleet, &d).await;
-    assert_eq!(binaries(&fleet, &d).await.len(), 2);
+    assert_eq!(binaries(&fleet, &d).await.len(), 3);
     fleet.cleanup().await;
 }
 

@@ -98,10 +98,19 @@ impl Default for BinarySettings {
 pub struct BinaryFacts {
     /// The device's own mode, if it has one.
     pub device_mode: Option<Mode>,
+    /// Its tenant's mode, if the tenant has one.
+    pub tenant_mode: Option<Mode>,
     /// The newest stored binary: when, and the config hash it was taken with.
     pub newest: Option<(DateTime<Utc>, String)>,
     /// The binary step's backoff after failures.
     pub retry_after: Option<DateTime<Utc>>,
+}
+
+impl BinaryFacts {
+    /// The mode that applies: the device's, else its tenant's, else the fleet's.
+    pub fn mode(&self, fleet: Mode) -> Mode {
+        self.device_mode.or(self.tenant_mode).unwrap_or(fleet)
+    }
 }
 
 /// Why a binary is (not) taken.
@@ -138,7 +147,7 @@ pub fn decide(
     now: DateTime<Utc>,
     max_age: Duration,
 ) -> Decision {
-    let mode = facts.device_mode.unwrap_or(fleet);
+    let mode = facts.mode(fleet);
     if mode == Mode::Off {
         return Decision::Skip(WhyNot::Off);
     }
@@ -222,6 +231,24 @@ mod tests {
         };
         assert_eq!(
             decide(Mode::Always, &dev_off, "a", t(0), WEEK),
+            Decision::Skip(WhyNot::Off)
+        );
+        // The tenant's mode lies between the fleet's and the device's.
+        let tenant_on = BinaryFacts {
+            tenant_mode: Some(Mode::Always),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(Mode::Off, &tenant_on, "a", t(0), WEEK),
+            Decision::Take(Why::Always)
+        );
+        let tenant_on_device_off = BinaryFacts {
+            tenant_mode: Some(Mode::Always),
+            device_mode: Some(Mode::Off),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(Mode::Always, &tenant_on_device_off, "a", t(0), WEEK),
             Decision::Skip(WhyNot::Off)
         );
     }

@@ -79,6 +79,7 @@ const INFO_COLUMNS: &str = "b.id, b.device_id, b.tenant_id, b.collected_at, b.si
 
 type StateTuple = (
     Option<String>,
+    Option<String>,
     Option<DateTime<Utc>>,
     Option<String>,
     Option<DateTime<Utc>>,
@@ -88,10 +89,11 @@ type StateTuple = (
 /// The device's mode override, newest binary and backoff.
 pub async fn state(store: &Store, device_id: Uuid) -> Result<StateRow, StoreError> {
     let row: Option<StateTuple> = sqlx::query_as(
-        "SELECT d.backup_binary, n.collected_at, n.config_sha256, s.retry_after, \
+        "SELECT d.backup_binary, t.mode, n.collected_at, n.config_sha256, s.retry_after, \
                     s.consecutive_failures \
              FROM devices d \
              LEFT JOIN binary_state s ON s.device_id = d.id \
+             LEFT JOIN binary_tenant_mode t ON t.tenant_id = d.tenant_id \
              LEFT JOIN LATERAL (SELECT collected_at, config_sha256 FROM binary_backups b \
                                 WHERE b.device_id = d.id \
                                 ORDER BY collected_at DESC, id DESC LIMIT 1) n ON true \
@@ -100,12 +102,13 @@ pub async fn state(store: &Store, device_id: Uuid) -> Result<StateRow, StoreErro
     .bind(device_id)
     .fetch_optional(store.pool())
     .await?;
-    let Some((mode, at, sha, retry_after, failures)) = row else {
+    let Some((mode, tenant_mode, at, sha, retry_after, failures)) = row else {
         return Err(StoreError::NotFound(device_id));
     };
     Ok(StateRow {
         facts: super::BinaryFacts {
             device_mode: mode.and_then(|m| m.parse::<Mode>().ok()),
+            tenant_mode: tenant_mode.and_then(|m| m.parse::<Mode>().ok()),
             newest: at.zip(sha),
             retry_after,
         },
@@ -369,4 +372,31 @@ pub async fn set_device_mode(
         .execute(store.pool())
         .await?;
     Ok(r.rows_affected() == 1)
+}
+
+/// Set (or clear, with `None`) a tenant's mode.
+pub async fn set_tenant_mode(
+    store: &Store,
+    tenant_id: Uuid,
+    mode: Option<Mode>,
+) -> Result<(), StoreError> {
+    match mode {
+        Some(m) => {
+            sqlx::query(
+                "INSERT INTO binary_tenant_mode (tenant_id, mode) VALUES ($1, $2) \
+                 ON CONFLICT (tenant_id) DO UPDATE SET mode = EXCLUDED.mode",
+            )
+            .bind(tenant_id)
+            .bind(m.as_str())
+            .execute(store.pool())
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM binary_tenant_mode WHERE tenant_id = $1")
+                .bind(tenant_id)
+                .execute(store.pool())
+                .await?;
+        }
+    }
+    Ok(())
 }

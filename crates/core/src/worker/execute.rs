@@ -549,7 +549,7 @@ struct BinaryStep {
 async fn binary_state(env: &JobEnv, device: &Device) -> Option<binary::store::StateRow> {
     match binary::store::state(&env.store, device.id).await {
         Ok(state) => {
-            let mode = state.facts.device_mode.unwrap_or(env.backup.binary.mode);
+            let mode = state.facts.mode(env.backup.binary.mode);
             let backing_off = state.facts.retry_after.is_some_and(|t| t > Utc::now());
             if mode == binary::Mode::Off {
                 None
