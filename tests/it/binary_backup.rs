@@ -532,6 +532,27 @@ async fn api_lists_for_viewers_and_downloads_for_admins_only_with_audit() {
         .get(&format!("/api/v1/devices/{}/binaries/{}", d.id, id + 1000))
         .await;
     assert_eq!(missing.status, 404);
+
+    // The dashboard: the device page lists the binary; only admins get the download link,
+    // which downloads (audited) and is refused to viewers.
+    let link = format!("/devices/{}/binaries/{id}/download", d.id);
+    let page = admin.get(&format!("/devices/{}", d.id)).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("Binary backups") && page.text.contains(&link));
+    let page = viewer.get(&format!("/devices/{}", d.id)).await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("Binary backups") && !page.text.contains(&link));
+    assert!(!page.text.contains(saved.password.as_deref().expect("pw")));
+    assert_ne!(viewer.get(&link).await.status, 200);
+    let file = admin.get(&link).await;
+    assert_eq!(file.status, 200);
+    assert_eq!(
+        file.headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some(expected_len.as_str())
+    );
+    assert_eq!(audits().await.len(), 3, "the page download is audited too");
     fleet.cleanup().await;
 }
 

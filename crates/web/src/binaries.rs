@@ -2,18 +2,22 @@
 //! the device, and — admins only, each an audit row (`binary_audit`, actor
 //! `api:<caller>`) — the file and its password.
 //!
-//! A face of its own like `history`: it imports `ops`, `auth`, `error` and `state`; `api`
-//! routes and documents it. The file's bytes and its password never reach a page, a log
-//! line or a viewer.
+//! On the dashboard, a device's page lists its binaries ([`section`]); admins get a
+//! download link (`/devices/{id}/binaries/{binary}/download`, audited like the API's).
+//!
+//! A face of its own like `history`: it imports `ops`, `auth`, `error`, `layout` and
+//! `state`; `api` routes and documents it, `pages` embeds its section. The file's bytes
+//! and its password never reach a page, a log line or a viewer.
 
-use crate::auth::{ApiCaller, Caller};
-use crate::error::ApiError;
+use crate::auth::{ApiCaller, Caller, PageCaller};
+use crate::error::{ApiError, error_page};
 use crate::ops;
 use crate::state::WebState;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
 use rosbackup_core::binary::store::{self, Access, BinaryInfo};
 use uuid::Uuid;
 
@@ -126,4 +130,66 @@ pub async fn password_api(
             .map(|p| p.expose().to_string())
             .unwrap_or_default(),
     }))
+}
+
+/// A device's binaries on its page: when, size, file hash, config version; a download
+/// link for admins only.
+pub fn section(device: Uuid, list: &[BinaryInfo], admin: bool) -> Markup {
+    html! {
+        @if list.is_empty() {
+            p.muted { "No binary backups. " code { "CONFIG_BACKUP_BINARY" } " (or the device's or tenant's mode) turns them on; see the README's Binary backups." }
+        } @else {
+            table.runs id="binaries" {
+                thead { tr { th { "Collected" } th { "Bytes" } th { "SHA-256" } th { "Config version" } @if admin { th {} } } }
+                tbody {
+                    @for b in list {
+                        tr data-binary=(b.id) {
+                            td title=(b.collected_at.to_rfc3339()) { (crate::layout::ago(b.collected_at)) }
+                            td { (b.size) }
+                            td.mono.small { (b.sha256.get(..16).unwrap_or(&b.sha256)) "…" }
+                            td {
+                                @if let Some(v) = b.config_version {
+                                    a href=(format!("/devices/{device}/versions/{v}")) { "#" (v) }
+                                } @else { span.muted { "not archived (yet)" } }
+                            }
+                            @if admin {
+                                td { a href=(format!("/devices/{device}/binaries/{}/download", b.id)) { "Download" } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn page_routes() -> axum::Router<WebState> {
+    axum::Router::new().route(
+        "/devices/{id}/binaries/{binary}/download",
+        axum::routing::get(download_page),
+    )
+}
+
+async fn download_page(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path((id, binary)): Path<(String, String)>,
+) -> Result<Response, Response> {
+    let (id, binary) = parse(&id, &binary)
+        .map_err(|_| error_page(StatusCode::NOT_FOUND, "No such binary backup."))?;
+    let opened = open(&s, &c, id, binary, Access::File)
+        .await
+        .map_err(|e| error_page(e.status, &e.message))?;
+    tracing::info!(device_id = %id, binary, by = %c.principal.name, "binary backup downloaded");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{id}-{binary}.backup\""),
+            ),
+        ],
+        opened.data,
+    )
+        .into_response())
 }
