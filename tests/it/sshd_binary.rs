@@ -95,7 +95,10 @@ async fn sftp_fetch_from_openssh_verifies_and_removes_the_file() {
         .expect("export over the kept session");
     assert_eq!(export_out.raw, std::fs::read(&export).expect("export"));
 
-    // A good file: fetched whole over Debian's sftp-server, checked, removed.
+    // A good file: fetched whole over Debian's sftp-server, checked, removed — and a
+    // file an earlier (killed) job of ours left behind is removed too; other files stay.
+    std::fs::write(files.join("rosbackup-0123456789abcdef.backup"), b"stale").expect("stale");
+    std::fs::write(files.join("operator.backup"), b"theirs").expect("theirs");
     let file = session
         .binary_backup(&request("rb-good"))
         .await
@@ -103,7 +106,8 @@ async fn sftp_fetch_from_openssh_verifies_and_removes_the_file() {
     assert_eq!(file.data.len(), 4096);
     assert_eq!(file.format, BackupFormat::AesSha256);
     assert!(file.removed);
-    assert!(entries(&files).is_empty(), "{:?}", entries(&files));
+    assert_eq!(entries(&files), vec!["operator.backup".to_string()]);
+    std::fs::remove_file(files.join("operator.backup")).expect("rm");
 
     // An unencrypted file is refused — and still removed.
     let e = session

@@ -175,7 +175,7 @@ pub fn decide(
 pub fn file_name(job_id: &str) -> String {
     let h = Sha256::digest(job_id.as_bytes());
     let hex: String = h[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("rosbackup-{hex}")
+    format!("{}{hex}", crate::device::binary::FILE_PREFIX)
 }
 
 /// A device's backup password: 32 letters and digits (~190 bits), generated once per
@@ -310,6 +310,7 @@ mod tests {
         let a = file_name("backup:dev:1");
         assert_ne!(a, file_name("backup:dev:2"));
         assert_eq!(a, file_name("backup:dev:1"));
+        assert!(a.starts_with(crate::device::binary::FILE_PREFIX), "{a}");
         assert!(
             a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'),
             "{a}"

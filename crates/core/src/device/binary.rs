@@ -19,6 +19,10 @@
 //!    SFTP `remove` if that did not work: a router's flash is small and every backup left
 //!    behind holds the configuration.
 //!
+//! Files of ours an earlier job left behind (a worker killed or cut off mid-step: names
+//! start with [`FILE_PREFIX`]) are removed too, so they cannot pile up on the flash;
+//! nothing else on the device is touched.
+//!
 //! Then what arrived is checked: as many bytes as listed, the RouterOS backup magic of an
 //! *encrypted* file, and the header's length field equal to the file's size.
 //! Nothing here logs or formats the password or the file's bytes.
@@ -37,6 +41,9 @@ pub const MAGIC_PLAINTEXT: [u8; 4] = [0x88, 0xAC, 0xA1, 0xB1];
 pub const MAGIC_RC4: [u8; 4] = [0xEF, 0xA8, 0x91, 0x72];
 /// `0x7391A8EF` little-endian: AES-128-CTR with a SHA-256 signature (`aes-sha256`).
 pub const MAGIC_AES: [u8; 4] = [0xEF, 0xA8, 0x91, 0x73];
+
+/// The start of every backup file name we give; files with it are ours to clean up.
+pub const FILE_PREFIX: &str = "rosbackup-";
 
 /// Default cap on a backup file: real ones are tens of KiB to a few MiB.
 pub const DEFAULT_MAX_BINARY: u64 = 64 * 1024 * 1024;
@@ -345,6 +352,9 @@ pub(super) async fn take(
     )
     .await
     .unwrap_or(false);
+    if let Some(s) = sftp.as_ref() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), sweep_stale(s, &file_name)).await;
+    }
     if let Some(s) = sftp {
         let _ = s.close().await;
     }
@@ -434,6 +444,25 @@ async fn remove(
         Err(e) if is_no_such_file(&e) => true,
         Err(_) => false,
         Ok(_) => sftp.remove_file(file_name).await.is_ok(),
+    }
+}
+
+/// Remove backup files an earlier job of ours left behind (never `keep`, never a file
+/// without our prefix).
+async fn sweep_stale(sftp: &russh_sftp::client::SftpSession, keep: &str) {
+    let Ok(dir) = sftp.read_dir(".").await else {
+        return;
+    };
+    for entry in dir {
+        let name = entry.file_name();
+        if name.starts_with(FILE_PREFIX) && name.ends_with(".backup") && name != keep {
+            match sftp.remove_file(name.as_str()).await {
+                Ok(()) => {
+                    tracing::info!(file = %name, "removed a backup file an earlier job left behind")
+                }
+                Err(_) => tracing::warn!(file = %name, "could not remove a stale backup file"),
+            }
+        }
     }
 }
 
