@@ -7,6 +7,12 @@
 //! and accepts the id of a removed device because its history outlives it. Versions are
 //! checked to belong to the device named, so a mistyped id cannot print another
 //! device's config.
+//!
+//! `--binaries` lists the device's binary `.backup` files (issue #19) instead; with
+//! `--download-binary ID --out FILE` it writes one (decrypted from our storage; the file
+//! itself stays encrypted with the device's backup password, which `--show-password`
+//! prints). Both need `CREDENTIAL_ENCRYPTION_KEY`, are admin operations by construction
+//! (database access and the fleet's key), and write an audit row (`binary_audit`).
 
 use super::shared::{open_store, print_table, store_error, time};
 use crate::config::Env;
@@ -30,6 +36,18 @@ pub struct HistoryArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// List the device's stored binary backups (`/system backup` files).
+    #[arg(long, conflicts_with_all = ["diff", "text"])]
+    binaries: bool,
+    /// Write binary backup ID to --out (admin: audited).
+    #[arg(long, value_name = "ID", requires = "out", conflicts_with_all = ["diff", "text"])]
+    download_binary: Option<i64>,
+    /// Where --download-binary writes the file (refuses to overwrite).
+    #[arg(long, value_name = "FILE")]
+    out: Option<std::path::PathBuf>,
+    /// With --download-binary: also print the file's encryption password (audited).
+    #[arg(long, requires = "download_binary")]
+    show_password: bool,
 }
 
 /// The versions of a device, the diff between two, or one version's text.
@@ -40,7 +58,25 @@ pub async fn run(env: &Env, a: HistoryArgs) -> anyhow::Result<ExitCode> {
         text,
         limit,
         json,
+        binaries,
+        download_binary,
+        out,
+        show_password,
     } = a;
+    if binaries || download_binary.is_some() {
+        let store = open_store(env).await?;
+        let device_id = match store.find_device(&device).await {
+            Ok(d) => d.id,
+            Err(StoreError::NotFound(id)) => id,
+            Err(e) => return Err(store_error(e)),
+        };
+        return match (download_binary, out) {
+            (Some(id), Some(out)) => {
+                download(env, &store, device_id, id, &out, show_password).await
+            }
+            _ => list_binaries(&store, device_id, limit, json).await,
+        };
+    }
     use crate::archive::History;
     let key = crate::config::archive_key(env)?;
     let store = open_store(env).await?;
@@ -139,5 +175,109 @@ pub async fn run(env: &Env, a: HistoryArgs) -> anyhow::Result<ExitCode> {
         ],
         &rows,
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list_binaries(
+    store: &crate::store::Store,
+    device_id: uuid::Uuid,
+    limit: i64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let list = crate::binary::store::list(store, device_id, limit)
+        .await
+        .map_err(store_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if list.is_empty() {
+        println!("no binary backups for {device_id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.to_string(),
+                time(Some(b.collected_at)),
+                b.size.to_string(),
+                b.sha256.clone(),
+                b.config_version
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                b.format.clone(),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "ID",
+            "COLLECTED",
+            "BYTES",
+            "SHA256",
+            "CONFIG VERSION",
+            "FORMAT",
+        ],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn download(
+    env: &Env,
+    store: &crate::store::Store,
+    device_id: uuid::Uuid,
+    id: i64,
+    out: &std::path::Path,
+    show_password: bool,
+) -> anyhow::Result<ExitCode> {
+    let key =
+        crate::credentials::CredentialKey::from_base64(&env.raw("CREDENTIAL_ENCRYPTION_KEY"))?;
+    match store.check_credential_key(&key).await {
+        Ok(_) => {}
+        Err(StoreError::Credentials(e)) => return Err(e.into()),
+        Err(e) => return Err(store_error(e)),
+    }
+    // Open the file first: a refused path must not leave an audit row without a file.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    let actor = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    let access = if show_password {
+        crate::binary::store::Access::FileAndPassword
+    } else {
+        crate::binary::store::Access::File
+    };
+    let opened = match crate::binary::store::open(store, &key, id, device_id, &actor, access).await
+    {
+        Ok(Some(o)) => o,
+        other => {
+            drop(file);
+            let _ = std::fs::remove_file(out);
+            return Err(match other {
+                Err(e) => store_error(e),
+                _ => anyhow::anyhow!("binary backup {id} of device {device_id} not found"),
+            });
+        }
+    };
+    file.write_all(&opened.data)?;
+    file.sync_all()?;
+    eprintln!(
+        "wrote binary backup {id} ({} bytes, sha256 {}) to {}",
+        opened.data.len(),
+        opened.info.sha256,
+        out.display()
+    );
+    if let Some(p) = opened.password {
+        // Stdout, on request only: the password opens the file on a router
+        // (`/system backup load name=… password=…`).
+        println!("{}", p.expose());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ mod common;
 
 mod api_schema;
 mod archive;
+mod binary_backup;
 mod cli;
 mod demo;
 mod deploy;
@@ -31,6 +32,7 @@ mod sim_faults;
 mod sim_shell;
 mod snapshot_encryption;
 mod soak;
+mod sshd_binary;
 mod sshd_export;
 mod tls;
 mod tod_compat;

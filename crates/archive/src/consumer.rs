@@ -384,6 +384,7 @@ impl Archiver {
                     versions = r.versions,
                     sightings = r.sightings,
                     orphans = r.orphans,
+                    binaries = r.binaries,
                     "retention applied"
                 );
             }

@@ -113,6 +113,9 @@ pub struct RetentionReport {
     pub versions: u64,
     pub sightings: u64,
     pub orphans: u64,
+    /// Binary backups (issue #19): the same rules as versions — beyond a device's newest
+    /// `keep_versions` or older than `max_age_days`, the newest of a live device kept.
+    pub binaries: u64,
 }
 
 /// The archive tables.
@@ -506,10 +509,30 @@ impl ArchiveStore {
         .execute(self.store.pool())
         .await?
         .rows_affected();
+        let binaries = sqlx::query(
+            "WITH ranked AS ( \
+               SELECT b.id, b.collected_at, \
+                 row_number() OVER (PARTITION BY b.device_id \
+                                    ORDER BY b.collected_at DESC, b.id DESC) AS rank, \
+                 coalesce(r.keep_versions, $1) AS keep, \
+                 coalesce(r.max_age_days, $2) AS max_age, \
+                 EXISTS (SELECT 1 FROM devices d WHERE d.id = b.device_id) AS live \
+               FROM binary_backups b LEFT JOIN archive_retention r ON r.tenant_id = b.tenant_id) \
+             DELETE FROM binary_backups WHERE id IN ( \
+               SELECT id FROM ranked \
+               WHERE (rank > keep OR collected_at < now() - make_interval(days => max_age)) \
+                 AND NOT (rank = 1 AND live))",
+        )
+        .bind(defaults.keep_versions)
+        .bind(defaults.max_age_days)
+        .execute(self.store.pool())
+        .await?
+        .rows_affected();
         Ok(RetentionReport {
             versions,
             sightings,
             orphans,
+            binaries,
         })
     }
 

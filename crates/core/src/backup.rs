@@ -3,6 +3,10 @@
 //! The CLI's `rosbackup export` and the worker's jobs both call [`collect`] and
 //! [`publish`], so a one-off export behaves exactly like a scheduled one. Normalization
 //! happens only on a complete export; nothing partial ever reaches a snapshot.
+//!
+//! A binary `.backup` file (issue #19) is a step after the publish, on the export's SSH
+//! session ([`collect_session`] keeps it open, [`binary`] takes the file): the text
+//! snapshot is already published when it starts, so it can neither fail nor delay it.
 
 use crate::device::{self, Export, ExportError, ExportOptions, Target};
 use crate::error::ErrorKind;
@@ -82,16 +86,51 @@ pub async fn collect(
 ) -> Result<Collected, ExportError> {
     let export =
         device::export_with_marks(target, opts, &mut |p| marks::mark(Mark::Export(p))).await?;
+    Ok(finish_collect(export, version))
+}
+
+/// [`collect`], keeping the SSH session open for a binary backup ([`binary`]). The
+/// caller closes it ([`device::Session::close`]); dropping it disconnects too.
+pub async fn collect_session(
+    target: &Target,
+    opts: &ExportOptions,
+    version: Version,
+) -> Result<(Collected, device::Session), ExportError> {
+    let (export, session) =
+        device::export_session(target, opts, &mut |p| marks::mark(Mark::Export(p))).await?;
+    Ok((finish_collect(export, version), session))
+}
+
+/// Take a binary `/system backup` file on the session of a collected export.
+pub async fn binary(
+    session: &device::Session,
+    collected: &Collected,
+    name: String,
+    password: crate::Secret,
+    settings: &crate::binary::BinarySettings,
+) -> Result<device::binary::BinaryFile, device::binary::BinaryError> {
+    let req = device::binary::BinaryRequest {
+        name,
+        password,
+        major: collected.export.routeros_major,
+        timeout: settings.timeout,
+        poll: settings.poll,
+        max_size: settings.max_size,
+    };
+    session.binary_backup(&req).await
+}
+
+fn finish_collect(export: Export, version: Version) -> Collected {
     marks::mark(Mark::Exported);
     let (normalized, sha256) = normalize::normalize_and_hash(&export.raw, version);
     marks::mark(Mark::Collected);
-    Ok(Collected {
+    Collected {
         export,
         collected_at: crate::snapshot::now_rfc3339(),
         normalized,
         sha256,
         normalization_version: version,
-    })
+    }
 }
 
 /// Publish a collected backup's snapshot and wait for JetStream's ack.

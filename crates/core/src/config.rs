@@ -154,6 +154,27 @@ pub const VARS: &[Var] = &[
         "cron expression for backups instead of the interval (optional)"
     ),
     var!(
+        "CONFIG_BACKUP_BINARY",
+        "off",
+        false,
+        false,
+        "binary /system backup files beside the export: off, on-change (config changed since the newest binary, or it is older than the maximum age) or always"
+    ),
+    var!(
+        "CONFIG_BACKUP_BINARY_MAX_AGE",
+        "604800",
+        false,
+        false,
+        "on-change: seconds after which an unchanged config gets a new binary"
+    ),
+    var!(
+        "CONFIG_BACKUP_BINARY_TIMEOUT",
+        "60",
+        false,
+        false,
+        "seconds allowed to save a binary backup, wait for the file and fetch it"
+    ),
+    var!(
         "DEVICE_REFRESH_SECONDS",
         "60",
         true,
@@ -615,6 +636,8 @@ pub struct BackupSettings {
     pub normalization: Version,
     /// Take the Go poller's Redis lock around each export (`ROSBACKUP_SEED_LOCK`).
     pub seed_lock: bool,
+    /// Binary `.backup` files (`CONFIG_BACKUP_BINARY*`, issue #19).
+    pub binary: crate::binary::BinarySettings,
 }
 
 impl BackupSettings {
@@ -629,6 +652,17 @@ impl BackupSettings {
             },
             normalization: env.parse("NORMALIZATION_VERSION")?,
             seed_lock: env.boolean("ROSBACKUP_SEED_LOCK")?,
+            binary: crate::binary::BinarySettings {
+                mode: {
+                    let raw = env.raw("CONFIG_BACKUP_BINARY");
+                    raw.parse().map_err(|e: crate::binary::BadMode| {
+                        env.error("CONFIG_BACKUP_BINARY", &raw, e.to_string())
+                    })?
+                },
+                max_age: env.seconds("CONFIG_BACKUP_BINARY_MAX_AGE", 1)?,
+                timeout: env.seconds("CONFIG_BACKUP_BINARY_TIMEOUT", 1)?,
+                ..crate::binary::BinarySettings::default()
+            },
         })
     }
 }
@@ -892,6 +926,8 @@ mod tests {
         assert_eq!(b.export.command_timeout, Duration::from_secs(60));
         assert_eq!(b.normalization, Version::V2);
         assert!(b.export.sensitive);
+        assert_eq!(b.binary.mode, crate::binary::Mode::Off);
+        assert_eq!(b.binary.max_age, Duration::from_secs(7 * 86_400));
         let p = publisher_config(&env).unwrap();
         assert_eq!(p.subject_prefix, "config.snapshot");
     }
@@ -904,6 +940,8 @@ mod tests {
             ("NORMALIZATION_VERSION", "3"),
             ("CONFIG_BACKUP_EXPORT_SECRETS", "maybe"),
             ("CONFIG_BACKUP_MAX_OUTPUT_BYTES", "-1"),
+            ("CONFIG_BACKUP_BINARY", "sometimes"),
+            ("CONFIG_BACKUP_BINARY_MAX_AGE", "0"),
         ] {
             let env = Env::from_pairs([(var, val)]);
             let e = BackupSettings::from_env(&env).unwrap_err();

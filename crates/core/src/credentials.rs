@@ -191,6 +191,23 @@ impl CredentialKey {
     }
 }
 
+/// Associated data of a stored binary backup file (`binary::store`): device, the file's
+/// SHA-256 and the config hash it was taken with. Here, below both the binary store and
+/// the key rotation (`Store::rotate_key`), so that both seal the same way.
+pub fn binary_file_aad(device: &uuid::Uuid, sha256: &str, config_sha256: &str) -> Vec<u8> {
+    format!("rosbackup-binary-file:{device}:{sha256}:{config_sha256}").into_bytes()
+}
+
+/// Associated data of a stored binary backup's password.
+pub fn binary_password_aad(device: &uuid::Uuid, sha256: &str) -> Vec<u8> {
+    format!("rosbackup-binary-password:{device}:{sha256}").into_bytes()
+}
+
+/// Associated data of a device's current backup password (`binary_state`).
+pub fn binary_device_password_aad(device: &uuid::Uuid) -> Vec<u8> {
+    format!("rosbackup-binary-device-password:{device}").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,10 @@ pub struct Metrics {
     /// the device's queued, running or just finished manual backup), `refused` (the
     /// global bound on manual jobs was reached).
     pub manual_requests: IntCounterVec,
+    /// Binary backup steps by outcome: success, error, skipped (not due, backing off).
+    pub binary_total: IntCounterVec,
+    /// Failed binary backup steps by error kind (`binary_*`).
+    pub binary_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -138,8 +142,26 @@ impl Metrics {
         for outcome in ["queued", "joined", "refused"] {
             manual_requests.with_label_values(&[outcome]);
         }
+        let binary_total = IntCounterVec::new(
+            Opts::new(
+                "rosbackup_binary_backup_total",
+                "Binary backup steps by outcome",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        let binary_errors = IntCounterVec::new(
+            Opts::new(
+                "rosbackup_binary_backup_errors_total",
+                "Failed binary backup steps by error kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         for m in [
             Box::new(backup_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(binary_total.clone()),
+            Box::new(binary_errors.clone()),
             Box::new(backup_errors.clone()),
             Box::new(backup_duration.clone()),
             Box::new(backup_active.clone()),
@@ -166,6 +188,8 @@ impl Metrics {
             jobs_enqueued,
             claims_released,
             manual_requests,
+            binary_total,
+            binary_errors,
         }
     }
 

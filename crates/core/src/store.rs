@@ -40,6 +40,50 @@ pub enum StoreError {
     Invalid(String),
 }
 
+/// The binary backups (issue #19) are sealed under the credential key too: re-seal their
+/// files and passwords, and the devices' backup passwords, in the rotation's transaction.
+async fn reseal_binaries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    old: &CredentialKey,
+    new: &CredentialKey,
+) -> Result<(), StoreError> {
+    use crate::credentials::{binary_device_password_aad, binary_file_aad, binary_password_aad};
+    type Row = (i64, Uuid, String, String, Vec<u8>, Vec<u8>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, device_id, sha256, config_sha256, file_enc, password_enc \
+         FROM binary_backups ORDER BY id FOR UPDATE",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    for (id, device, sha, config_sha, file_enc, password_enc) in rows {
+        let file_aad = binary_file_aad(&device, &sha, &config_sha);
+        let password_aad = binary_password_aad(&device, &sha);
+        let file = old.open_bytes(&file_aad, &file_enc)?;
+        let password = old.open_bytes(&password_aad, &password_enc)?;
+        sqlx::query("UPDATE binary_backups SET file_enc = $2, password_enc = $3 WHERE id = $1")
+            .bind(id)
+            .bind(new.seal_bytes(&file_aad, &file))
+            .bind(new.seal_bytes(&password_aad, &password))
+            .execute(&mut **tx)
+            .await?;
+    }
+    let states: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+        "SELECT device_id, password_enc FROM binary_state ORDER BY device_id FOR UPDATE",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    for (device, sealed) in states {
+        let aad = binary_device_password_aad(&device);
+        let password = old.open_bytes(&aad, &sealed)?;
+        sqlx::query("UPDATE binary_state SET password_enc = $2 WHERE device_id = $1")
+            .bind(device)
+            .bind(new.seal_bytes(&aad, &password))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// How [`Store::check_credential_key`] accepted a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyCheck {
@@ -556,6 +600,7 @@ impl Store {
                 .await?;
             n += 1;
         }
+        reseal_binaries(&mut tx, old, new).await?;
         sqlx::query(
             "INSERT INTO credential_key_check (id, sealed) VALUES (true, $1) \
              ON CONFLICT (id) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()",

@@ -22,6 +22,50 @@ pub(crate) enum Cmd {
     Export(RenderOpts),
     Text(String),
     Resource,
+    /// `/system backup save` with its arguments.
+    BackupSave(BackupArgs),
+    /// `/file print` (any arguments: the whole store is listed).
+    FilePrint,
+    /// `/file remove NAME` (or `numbers=NAME`).
+    FileRemove(String),
+}
+
+/// The arguments of `/system backup save`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct BackupArgs {
+    pub(crate) name: Option<String>,
+    pub(crate) password: Option<String>,
+    /// `aes-sha256` or `rc4`.
+    pub(crate) encryption: Option<String>,
+    pub(crate) dont_encrypt: bool,
+}
+
+/// A `key=value` argument's value without surrounding double quotes.
+fn unquote(v: &str) -> String {
+    v.trim_matches('"').to_string()
+}
+
+fn parse_backup(w: &[(usize, &str)], v6: bool) -> Cmd {
+    let mut args = BackupArgs::default();
+    for (offset, a) in w {
+        let (k, v) = a.split_once('=').unwrap_or((a, ""));
+        match k {
+            "name" => args.name = Some(unquote(v)),
+            "password" => args.password = Some(unquote(v)),
+            "dont-encrypt" => match v {
+                "yes" | "" => args.dont_encrypt = true,
+                "no" => args.dont_encrypt = false,
+                _ => return Cmd::Text(render::expected_end(*offset)),
+            },
+            "encryption" => match v {
+                "aes-sha256" | "rc4" => args.encryption = Some(v.to_string()),
+                _ => return Cmd::Text(render::expected_end(*offset)),
+            },
+            _ => return Cmd::Text(render::expected_end(*offset)),
+        }
+    }
+    let _ = v6;
+    Cmd::BackupSave(args)
 }
 
 /// Splits a command into words with byte offsets (separators: whitespace and `/`).
@@ -69,6 +113,12 @@ pub(crate) fn parse_cmd(cmd: &str, v6: bool) -> Cmd {
             Cmd::Export(opts)
         }
         ["system", "resource", "print", ..] => Cmd::Resource,
+        ["system", "backup", "save", ..] => parse_backup(&w[3..], v6),
+        ["file", "print", ..] => Cmd::FilePrint,
+        ["file", "remove", target] => {
+            let t: &str = target;
+            Cmd::FileRemove(unquote(t.strip_prefix("numbers=").unwrap_or(t)))
+        }
         [] => Cmd::Text(String::new()),
         _ => Cmd::Text(render::bad_command(cmd)),
     }
@@ -163,6 +213,24 @@ pub(crate) async fn answer(
                 seed: shared.cfg.seed.wrapping_add(idx as u64),
             });
             sent(send(rt, tx, Bytes::from(text)).await)
+        }
+        Cmd::BackupSave(args) => {
+            sent(send(rt, tx, Bytes::from(backup_save(shared, idx, &args))).await)
+        }
+        Cmd::FilePrint => sent(
+            send(
+                rt,
+                tx,
+                Bytes::from(super::files::file_print(shared, idx, v6)),
+            )
+            .await,
+        ),
+        Cmd::FileRemove(name) => {
+            if shared.remove_file(idx, &name) {
+                Answered::Done
+            } else {
+                sent(send(rt, tx, Bytes::from_static(b"no such item\r\n")).await)
+            }
         }
         Cmd::Export(opts) => {
             let started_at = chrono::Utc::now();
@@ -339,4 +407,65 @@ pub(crate) async fn stream_endless(
             }
         }
     }
+}
+
+/// `/system backup save`: writes the file (or fails as the device's fault says) and
+/// answers with RouterOS' text.
+fn backup_save(shared: &Arc<Shared>, idx: usize, args: &BackupArgs) -> String {
+    use super::files::{Encryption, SavedBackup, StoredFile, backup_bytes, backup_file_name};
+    let d = &shared.devices[idx];
+    let rt = &shared.rt[idx];
+    if d.fault == Some(Fault::BackupNoSpace) {
+        return "Saving system configuration\r\nfailure: not enough space\r\n".into();
+    }
+    let encryption = if args.dont_encrypt {
+        Encryption::None
+    } else {
+        match (args.encryption.as_deref(), args.password.as_deref()) {
+            (Some("rc4"), Some(_)) => Encryption::Rc4,
+            (Some(_), Some(_)) => Encryption::AesSha256,
+            // RouterOS 6 before 6.43 knew only RC4; later versions default to AES.
+            (None, Some(_))
+                if render::is_v6(&d.routeros_version) && !v6_has_aes(&d.routeros_version) =>
+            {
+                Encryption::Rc4
+            }
+            (None, Some(_)) => Encryption::AesSha256,
+            (_, None) => Encryption::None,
+        }
+    };
+    let name = backup_file_name(args.name.as_deref().unwrap_or(&d.name));
+    // The backup holds the configuration: derive its bytes from the current export.
+    let config = shared.export(idx, RenderOpts::default());
+    let body = 16 * 1024 + config.len() / 2;
+    let data = backup_bytes(encryption, args.password.as_deref(), &config, body);
+    *rt.last_backup.lock().expect("last_backup poisoned") = Some(SavedBackup {
+        name: name.clone(),
+        data: data.clone(),
+        encryption,
+        password: args.password.clone(),
+    });
+    if d.fault != Some(Fault::BackupMissing) {
+        rt.files.lock().expect("files poisoned").files.insert(
+            name,
+            StoredFile {
+                data: Bytes::from(data),
+                created: chrono::Utc::now(),
+            },
+        );
+    }
+    "Saving system configuration\r\nConfiguration backup saved\r\n".into()
+}
+
+/// RouterOS 6.43 added AES-encrypted backups.
+fn v6_has_aes(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .unwrap_or(0)
+    });
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    major > 6 || (major == 6 && minor >= 43)
 }

@@ -47,11 +47,19 @@ pub enum Fault {
     /// status) for as long as the client reads: `FaultTiming::endless_chunk` bytes every
     /// `FaultTiming::endless_interval`.
     EndlessLine,
+    /// `/system backup save` fails with `not enough space` (a full flash).
+    BackupNoSpace,
+    /// `/system backup save` says it saved, but the file never appears in `/file`.
+    BackupMissing,
+    /// The saved backup file grows every time it is looked at (a save that never ends).
+    BackupGrowing,
+    /// An SFTP read of the backup file ends (EOF) after half of it.
+    BackupCut,
 }
 
 impl Fault {
     /// Every fault, in the order of the enum.
-    pub const ALL: [Fault; 15] = [
+    pub const ALL: [Fault; 19] = [
         Fault::Auth,
         Fault::HostKey,
         Fault::Refuse,
@@ -67,6 +75,10 @@ impl Fault {
         Fault::Nul,
         Fault::Binary,
         Fault::EndlessLine,
+        Fault::BackupNoSpace,
+        Fault::BackupMissing,
+        Fault::BackupGrowing,
+        Fault::BackupCut,
     ];
 
     /// The lower-case name used in specs, device names and the CLI.
@@ -87,6 +99,10 @@ impl Fault {
             Fault::Nul => "nul",
             Fault::Binary => "binary",
             Fault::EndlessLine => "endless-line",
+            Fault::BackupNoSpace => "backup-no-space",
+            Fault::BackupMissing => "backup-missing",
+            Fault::BackupGrowing => "backup-growing",
+            Fault::BackupCut => "backup-cut",
         }
     }
 }

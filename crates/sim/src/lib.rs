@@ -24,6 +24,7 @@ pub mod render;
 
 mod cli;
 mod console;
+pub mod files;
 mod kill;
 mod server;
 mod shell;
@@ -270,6 +271,30 @@ impl Simulator {
     /// most recently presented one).
     pub fn host_key_fingerprint(&self, id: uuid::Uuid) -> Option<String> {
         self.shared.fingerprint(id)
+    }
+
+    /// The names and sizes of the files in the device's `/file` store right now.
+    pub fn files(&self, id: uuid::Uuid) -> Vec<(String, u64)> {
+        let Some(&i) = self.shared.by_id.get(&id) else {
+            return Vec::new();
+        };
+        let store = self.shared.rt[i].files.lock().expect("files poisoned");
+        store
+            .files
+            .iter()
+            .map(|(n, f)| (n.clone(), f.data.len() as u64))
+            .collect()
+    }
+
+    /// What the device's last `/system backup save` wrote (name, bytes, encryption and
+    /// the password it was given), for tests comparing what a client fetched.
+    pub fn last_backup(&self, id: uuid::Uuid) -> Option<files::SavedBackup> {
+        let i = *self.shared.by_id.get(&id)?;
+        self.shared.rt[i]
+            .last_backup
+            .lock()
+            .expect("last_backup poisoned")
+            .clone()
     }
 
     /// Stops listeners and sessions and writes the stats file one last time.

@@ -402,6 +402,8 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
             connections: AtomicU64::new(0),
             bytes_sent: AtomicU64::new(0),
             last_export: Mutex::new(None),
+            files: Mutex::new(crate::files::FileStore::default()),
+            last_backup: Mutex::new(None),
             fingerprint: Mutex::new(fp),
             ssh,
             rsa_rotation,
@@ -743,6 +745,26 @@ impl Handler for Conn {
             ch,
             self.user.clone(),
         ));
+        Ok(())
+    }
+
+    /// SFTP (RouterOS serves its `/file` store over it): the device's files, read-only
+    /// plus remove. Any other subsystem is refused.
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if name != "sftp" {
+            return session.channel_failure(channel);
+        }
+        let Some(ch) = self.channels.remove(&channel) else {
+            return session.channel_failure(channel);
+        };
+        session.channel_success(channel)?;
+        let sftp = crate::files::SftpServer::new(self.shared.clone(), self.idx);
+        russh_sftp::server::run(ch.into_stream(), sftp).await;
         Ok(())
     }
 

@@ -43,6 +43,38 @@ pub(crate) enum Source {
     File(Arc<ConfigFile>),
 }
 
+// The device's `/file` store and what `/system backup save` wrote: data only here; the
+// behaviour (SFTP, `/file` commands, backup bytes) is in `files`.
+/// How a backup file is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    None,
+    Rc4,
+    AesSha256,
+}
+
+/// One file in a device's store.
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    pub data: Bytes,
+    pub created: chrono::DateTime<chrono::Utc>,
+}
+
+/// A device's files, by name (RouterOS has no directories for backups at the root).
+#[derive(Debug, Default)]
+pub struct FileStore {
+    pub(crate) files: BTreeMap<String, StoredFile>,
+}
+
+/// What the last `/system backup save` wrote (for tests that compare what was fetched).
+#[derive(Debug, Clone)]
+pub struct SavedBackup {
+    pub name: String,
+    pub data: Vec<u8>,
+    pub encryption: Encryption,
+    pub password: Option<String>,
+}
+
 pub(crate) struct DeviceRt {
     pub(crate) index: usize,
     pub(crate) source: Source,
@@ -55,6 +87,10 @@ pub(crate) struct DeviceRt {
     pub(crate) connections: AtomicU64,
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) last_export: Mutex<Option<Bytes>>,
+    /// The device's `/file` store (backups saved by `/system backup save`).
+    pub(crate) files: Mutex<FileStore>,
+    /// What the last `/system backup save` wrote.
+    pub(crate) last_backup: Mutex<Option<SavedBackup>>,
     pub(crate) fingerprint: Mutex<String>,
     /// SSH config for devices whose host key never changes.
     pub(crate) ssh: Option<Arc<russh::server::Config>>,

@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod binaries;
 mod charts;
 pub mod error;
 pub mod extract;
@@ -46,6 +47,7 @@ pub fn router(state: WebState) -> Router {
     Router::new()
         .merge(pages::routes())
         .merge(history::page_routes())
+        .merge(binaries::page_routes())
         .nest("/api/v1", api::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(security_headers))

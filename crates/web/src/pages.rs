@@ -688,6 +688,10 @@ async fn device(
         .versions(row.device.id, c.tenant(), 20)
         .await
         .map_err(|err| e(err.into()))?;
+    // Binaries are listed only where the device is shown; a store hiccup hides them.
+    let binaries = rosbackup_core::binary::store::list(s.store(), row.device.id, 20)
+        .await
+        .unwrap_or_default();
     let d = &row.device;
     let st = row.state();
     let admin = c.principal.is_admin();
@@ -750,6 +754,10 @@ async fn device(
         section.card {
             h2 { "Config history" }
             (crate::history::timeline(d.id, &versions))
+        }
+        section.card {
+            h2 { "Binary backups" }
+            (crate::binaries::section(d.id, &binaries, admin))
         }
     };
     Ok(frame(&s, &c, &row.device.name, Nav::Devices, body).into_response())

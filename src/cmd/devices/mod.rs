@@ -98,6 +98,22 @@ pub enum DevicesCommand {
         /// Device id or name.
         device: String,
     },
+    /// Set a device's binary backup mode (off, on-change, always), or `fleet` to follow
+    /// CONFIG_BACKUP_BINARY again.
+    BinaryMode {
+        /// Device id or name.
+        device: String,
+        /// off, on-change, always or fleet.
+        mode: String,
+    },
+    /// Set a tenant's binary backup mode (off, on-change, always), or `fleet` to follow
+    /// CONFIG_BACKUP_BINARY again; a device's own mode still wins.
+    TenantBinaryMode {
+        /// Tenant id.
+        tenant: uuid::Uuid,
+        /// off, on-change, always or fleet.
+        mode: String,
+    },
     /// A device's state and its last 20 runs.
     Show {
         /// Device id or name.
@@ -128,6 +144,12 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
         DevicesCommand::Enable { device } => state::set_enabled(env, &device, true).await,
         DevicesCommand::Disable { device } => state::set_enabled(env, &device, false).await,
         DevicesCommand::Show { device, json } => show::run(env, &device, json).await,
+        DevicesCommand::TenantBinaryMode { tenant, mode } => {
+            state::tenant_binary_mode(env, tenant, &mode).await
+        }
+        DevicesCommand::BinaryMode { device, mode } => {
+            state::binary_mode(env, &device, &mode).await
+        }
     }
 }
 

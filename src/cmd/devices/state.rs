@@ -68,3 +68,51 @@ pub(super) async fn set_enabled(
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `off`, `on-change`, `always`, or `fleet` (none of its own).
+fn parse_binary_mode(mode: &str) -> anyhow::Result<Option<crate::binary::Mode>> {
+    match mode {
+        "fleet" => Ok(None),
+        m => Ok(Some(m.parse::<crate::binary::Mode>().map_err(|e| {
+            anyhow::anyhow!("binary mode {m:?}: {e}, or fleet")
+        })?)),
+    }
+}
+
+/// A tenant's binary backup mode, or none (`fleet`).
+pub(super) async fn tenant_binary_mode(
+    env: &Env,
+    tenant: uuid::Uuid,
+    mode: &str,
+) -> anyhow::Result<ExitCode> {
+    let parsed = parse_binary_mode(mode)?;
+    let store = open_store(env).await?;
+    crate::binary::store::set_tenant_mode(&store, tenant, parsed)
+        .await
+        .map_err(store_error)?;
+    println!(
+        "binary backups of tenant {tenant}: {}",
+        parsed.map_or("as the fleet (CONFIG_BACKUP_BINARY)", |m| m.as_str())
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A device's own binary backup mode, or none (`fleet`): its tenant's or
+/// `CONFIG_BACKUP_BINARY` applies.
+pub(super) async fn binary_mode(env: &Env, device: &str, mode: &str) -> anyhow::Result<ExitCode> {
+    let parsed = parse_binary_mode(mode)?;
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    if !crate::binary::store::set_device_mode(&store, d.id, parsed)
+        .await
+        .map_err(store_error)?
+    {
+        anyhow::bail!("device {} not found", d.id);
+    }
+    println!(
+        "binary backups of {}: {}",
+        label(&d),
+        parsed.map_or("as the fleet (CONFIG_BACKUP_BINARY)", |m| m.as_str())
+    );
+    Ok(ExitCode::SUCCESS)
+}

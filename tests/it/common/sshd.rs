@@ -124,6 +124,14 @@ fn free_port() -> u16 {
 /// Start sshd whose forced command prints `export` (a file read in place).
 /// `legacy`: only `diffie-hellman-group14-sha1`, `ssh-rsa`, `aes128-ctr`, `hmac-sha1`.
 pub fn start(export: &Path, legacy: bool) -> Sshd {
+    let export = export.canonicalize().expect("export file");
+    start_forced(&format!("/bin/cat {}", export.display()), legacy)
+}
+
+/// Start sshd whose forced command is `command` (run as the test user, with
+/// `SSH_ORIGINAL_COMMAND` set; for the `sftp` subsystem that is the path of Debian's
+/// `sftp-server`).
+pub fn start_forced(command: &str, legacy: bool) -> Sshd {
     ensure_user();
     std::fs::create_dir_all("/run/sshd").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -139,7 +147,6 @@ pub fn start(export: &Path, legacy: bool) -> Sshd {
         host_keys.push(format!("HostKey {}", path.display()));
         fingerprints.push((kind.to_string(), fp));
     }
-    let export = export.canonicalize().expect("export file");
     let port = free_port();
     let mut conf = vec![
         format!("Port {port}"),
@@ -151,7 +158,8 @@ pub fn start(export: &Path, legacy: bool) -> Sshd {
         "PubkeyAuthentication no".into(),
         format!("AllowUsers {USER}"),
         "StrictModes no".into(),
-        format!("ForceCommand /bin/cat {}", export.display()),
+        format!("ForceCommand {command}"),
+        "Subsystem sftp /usr/lib/openssh/sftp-server".into(),
     ];
     conf.extend(host_keys);
     if legacy {

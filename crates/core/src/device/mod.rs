@@ -27,6 +27,7 @@
 //! on the same SSH session and report what we found so the caller can remember it.
 
 mod algorithms;
+pub mod binary;
 pub mod output;
 
 pub use algorithms::{is_legacy, preferred};
@@ -394,6 +395,62 @@ pub async fn export_with_marks(
     opts: &ExportOptions,
     mark: &mut (dyn FnMut(Phase) + Send),
 ) -> Result<Export, ExportError> {
+    export_inner(target, opts, mark, false)
+        .await
+        .map(|(export, _)| export)
+}
+
+/// An authenticated SSH session kept open after a complete export, for more work on the
+/// same connection (a binary backup, issue #19) under the same host-key check. Dropping
+/// it closes the connection; [`Session::close`] does so politely.
+pub struct Session {
+    handle: Handle<Client>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Take a binary backup on this session ([`binary`] module docs).
+    pub async fn binary_backup(
+        &self,
+        req: &binary::BinaryRequest,
+    ) -> Result<binary::BinaryFile, binary::BinaryError> {
+        binary::take(&self.handle, req).await
+    }
+
+    /// Disconnect (bounded: the device may already be gone, which is fine).
+    pub async fn close(self) {
+        let _ = timeout(
+            Duration::from_secs(1),
+            self.handle
+                .disconnect(russh::Disconnect::ByApplication, "", "en"),
+        )
+        .await;
+    }
+}
+
+/// [`export_with_marks`] that keeps the session open after a successful export (after a
+/// failed one it is closed as always). The export's timings end before the disconnect.
+pub async fn export_session(
+    target: &Target,
+    opts: &ExportOptions,
+    mark: &mut (dyn FnMut(Phase) + Send),
+) -> Result<(Export, Session), ExportError> {
+    let (export, handle) = export_inner(target, opts, mark, true).await?;
+    let handle = handle.ok_or_else(|| ExportError::InvalidTarget("session not kept".into()))?;
+    Ok((export, Session { handle }))
+}
+
+async fn export_inner(
+    target: &Target,
+    opts: &ExportOptions,
+    mark: &mut (dyn FnMut(Phase) + Send),
+    keep: bool,
+) -> Result<(Export, Option<Handle<Client>>), ExportError> {
     let started = Instant::now();
     let addr = format_addr(&target.host, target.port);
     if let Some(fp) = target.known_fingerprint.as_deref().map(str::trim)
@@ -471,12 +528,17 @@ pub async fn export_with_marks(
     // Phase 3: commands, under one deadline.
     let deadline = tokio::time::Instant::now() + opts.command_timeout;
     let result = run_export(&handle, target, opts, deadline).await;
-    // Polite close; the device may already be gone, which is fine.
-    let _ = timeout(
-        Duration::from_secs(1),
-        handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
-    )
-    .await;
+    let kept = if keep && result.is_ok() {
+        Some(handle)
+    } else {
+        // Polite close; the device may already be gone, which is fine.
+        let _ = timeout(
+            Duration::from_secs(1),
+            handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
+        )
+        .await;
+        None
+    };
     let done = Instant::now();
     mark(Phase::Command);
     let mut export = result?;
@@ -488,7 +550,7 @@ pub async fn export_with_marks(
         command: done - authenticated,
         total: done - started,
     };
-    Ok(export)
+    Ok((export, kept))
 }
 
 /// `SHA256:` and 43 characters of unpadded base64, as `ssh-keygen -lf` prints.

@@ -1,11 +1,17 @@
 //! One job from start to finish, as I/O around the decisions in [`super::rules`]: read
 //! the device, apply the skip rules, take the lease, back up under it, and write the
 //! outcome fenced by the lease token.
+//!
+//! A binary backup (issue #19), when due, runs on the export's SSH session after the
+//! snapshot is published and is recorded after the text outcome, with its own run row,
+//! kind, metric and backoff ([`crate::binary`]): it never changes the text backup's.
 
 use super::JobEnv;
 use super::rules::{self, Failure, JobReport, Outcome, Skip, SkipRecord};
 use crate::backup::{self, BackupError};
+use crate::binary;
 use crate::device::Target;
+use crate::device::binary::{BinaryError, BinaryErrorKind, BinaryFile};
 use crate::marks::{self, Mark};
 use crate::queue::BackupJob;
 use crate::seed_lock::{self, Attempt, SeedLock};
@@ -204,6 +210,7 @@ async fn run_leased(
         device.backup_interval_seconds,
         device.backup_cron.as_deref(),
     );
+    let mut binary_step: Option<BinaryStep> = None;
     let outcome: Result<backup::Collected, Failure> =
         match rules::given_up(starts, env.max_job_starts) {
             Some(failure) => Err(failure),
@@ -221,7 +228,10 @@ async fn run_leased(
                 timer.observe_duration();
                 env.metrics.backup_active.dec();
                 match r {
-                    Ok(Some(c)) => Ok(c),
+                    Ok(Some((c, b))) => {
+                        binary_step = b;
+                        Ok(c)
+                    }
                     Ok(None) => {
                         env.metrics.lease_lost.inc();
                         warn!(
@@ -276,6 +286,9 @@ async fn run_leased(
         env.metrics.lease_lost.inc();
         warn!("lease lost before the outcome was written; a newer execution owns the device");
         return Ok(JobReport::quiet(RunStatus::Skipped, "lease lost"));
+    }
+    if let (Ok(c), Some(step)) = (&outcome, binary_step) {
+        record_binary(env, device, job, c, step).await;
     }
     match &outcome {
         Ok(_) => {
@@ -358,7 +371,7 @@ async fn backup_under_lease(
     lease: &Lease,
     leased_at: Instant,
     password: Result<crate::Secret, StoreError>,
-) -> Result<Option<backup::Collected>, BackupError> {
+) -> Result<Option<(backup::Collected, Option<BinaryStep>)>, BackupError> {
     let password = match password {
         Ok(p) => p,
         // Our configuration, not the device: a kind of its own that blocks the device
@@ -378,25 +391,61 @@ async fn backup_under_lease(
         known_fingerprint: device.ssh_host_key_fingerprint.clone(),
         routeros_version: device.routeros_version.clone(),
     };
+    // Whether a binary may be due decides whether the export's session is kept open.
+    let binary_state = binary_state(env, device).await;
     let work = async {
         marks::mark(Mark::ExportStart);
-        let collected =
-            backup::collect(&target, &env.backup.export, env.backup.normalization).await?;
+        let (collected, session) = match &binary_state {
+            None => (
+                backup::collect(&target, &env.backup.export, env.backup.normalization).await?,
+                None,
+            ),
+            Some(_) => {
+                let (c, s) =
+                    backup::collect_session(&target, &env.backup.export, env.backup.normalization)
+                        .await?;
+                (c, Some(s))
+            }
+        };
         // Fencing before the only externally visible step: publish only while ours.
         if !env.store.renew_lease(lease).await.unwrap_or(false) {
+            if let Some(s) = session {
+                s.close().await;
+            }
             return Ok(None);
         }
         marks::mark(Mark::Fenced);
-        backup::publish_for_job(
+        let published = backup::publish_for_job(
             &env.publisher,
             &collected,
             &device.id.to_string(),
             &device.tenant_id.to_string(),
             &lease.job_id,
         )
-        .await?;
-        marks::mark(Mark::Published);
-        Ok(Some(collected))
+        .await;
+        let step = match (published, session, &binary_state) {
+            (Err(e), session, _) => {
+                if let Some(s) = session {
+                    s.close().await;
+                }
+                return Err(e.into());
+            }
+            (Ok(_), Some(session), Some(state)) => {
+                marks::mark(Mark::Published);
+                let step =
+                    take_binary(env, device, &lease.job_id, &session, &collected, state).await;
+                session.close().await;
+                step
+            }
+            (Ok(_), session, _) => {
+                marks::mark(Mark::Published);
+                if let Some(s) = session {
+                    s.close().await;
+                }
+                None
+            }
+        };
+        Ok(Some((collected, step)))
     };
     under_lease(env, lease, leased_at, work).await
 }
@@ -407,14 +456,14 @@ async fn backup_under_lease(
 /// that deadline minus a margin, before another worker can take the lease over, or as
 /// soon as a renewal finds the lease gone. `Ok(None)`: the lease was lost or could not be
 /// confirmed in time; nothing may be recorded.
-async fn under_lease<W>(
+async fn under_lease<W, T>(
     env: &JobEnv,
     lease: &Lease,
     leased_at: Instant,
     work: W,
-) -> Result<Option<backup::Collected>, BackupError>
+) -> Result<Option<T>, BackupError>
 where
-    W: std::future::Future<Output = Result<Option<backup::Collected>, BackupError>>,
+    W: std::future::Future<Output = Result<Option<T>, BackupError>>,
 {
     let ttl = env.lease_ttl;
     let margin = rules::lease_margin(ttl);
@@ -485,4 +534,159 @@ fn sqlstate(err: &StoreError) -> Option<String> {
 /// everything else are retried as before.
 fn refused_for_good(err: &StoreError) -> bool {
     sqlstate(err).is_some_and(|c| c.starts_with("22") || c.starts_with("54"))
+}
+
+/// A binary step's result, carried from the session to its recording.
+struct BinaryStep {
+    started_at: DateTime<Utc>,
+    password: crate::Secret,
+    result: Result<BinaryFile, BinaryError>,
+}
+
+/// The device's binary state when a binary may be due (its mode, after the device's
+/// override, is not `off` and the step is not backing off); `None` otherwise. A
+/// PostgreSQL error here skips the binary, never the text backup.
+async fn binary_state(env: &JobEnv, device: &Device) -> Option<binary::store::StateRow> {
+    match binary::store::state(&env.store, device.id).await {
+        Ok(state) => {
+            let mode = state.facts.mode(env.backup.binary.mode);
+            let backing_off = state.facts.retry_after.is_some_and(|t| t > Utc::now());
+            if mode == binary::Mode::Off {
+                None
+            } else if backing_off {
+                env.metrics
+                    .binary_total
+                    .with_label_values(&["skipped"])
+                    .inc();
+                debug!("binary backup backing off after failures");
+                None
+            } else {
+                Some(state)
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "could not read the binary backup state; no binary this time");
+            None
+        }
+    }
+}
+
+/// Decide on the export's hash and, when due, take the binary on the open session.
+async fn take_binary(
+    env: &JobEnv,
+    device: &Device,
+    job_id: &str,
+    session: &crate::device::Session,
+    collected: &backup::Collected,
+    state: &binary::store::StateRow,
+) -> Option<BinaryStep> {
+    let settings = &env.backup.binary;
+    let decision = binary::decide(
+        settings.mode,
+        &state.facts,
+        &collected.sha256,
+        Utc::now(),
+        settings.max_age,
+    );
+    let binary::Decision::Take(why) = decision else {
+        env.metrics
+            .binary_total
+            .with_label_values(&["skipped"])
+            .inc();
+        debug!(?decision, "no binary backup this time");
+        return None;
+    };
+    let started_at = Utc::now();
+    let password = match binary::store::device_password(&env.store, &env.key, device.id).await {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "could not get the device's backup password; no binary this time");
+            return None;
+        }
+    };
+    debug!(?why, "taking a binary backup");
+    let result = backup::binary(
+        session,
+        collected,
+        binary::file_name(job_id),
+        password.clone(),
+        settings,
+    )
+    .await;
+    Some(BinaryStep {
+        started_at,
+        password,
+        result,
+    })
+}
+
+/// Store a fetched binary, or record the step's failure; count and log either. Never
+/// fails the job: the text outcome is already written.
+async fn record_binary(
+    env: &JobEnv,
+    device: &Device,
+    job: &BackupJob,
+    collected: &backup::Collected,
+    step: BinaryStep,
+) {
+    let now = Utc::now();
+    let (kind, message) = match &step.result {
+        Ok(file) => {
+            let collected_at = DateTime::parse_from_rfc3339(&collected.collected_at)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or(now);
+            let new = binary::store::NewBinary {
+                device_id: device.id,
+                tenant_id: device.tenant_id,
+                job_id: &job.job_id,
+                collected_at,
+                data: &file.data,
+                config_sha256: &collected.sha256,
+                routeros_version: collected.export.routeros_version.as_deref(),
+                format: file.format.as_str(),
+                password: &step.password,
+                removed: file.removed,
+                started_at: step.started_at,
+            };
+            match binary::store::record_success(&env.store, &env.key, &new).await {
+                Ok(id) => {
+                    env.metrics
+                        .binary_total
+                        .with_label_values(&["success"])
+                        .inc();
+                    info!(
+                        binary_id = id,
+                        bytes = file.data.len(),
+                        removed = file.removed,
+                        "binary backup stored"
+                    );
+                    return;
+                }
+                Err(e) => (
+                    BinaryErrorKind::BinaryFailed,
+                    format!("the binary backup could not be stored: {e}"),
+                ),
+            }
+        }
+        Err(e) => (e.kind(), e.to_string()),
+    };
+    env.metrics.binary_total.with_label_values(&["error"]).inc();
+    env.metrics
+        .binary_errors
+        .with_label_values(&[kind.as_str()])
+        .inc();
+    warn!(error_kind = kind.as_str(), error = %message, "binary backup failed");
+    if let Err(e) = binary::store::record_failure(
+        &env.store,
+        device.id,
+        &job.job_id,
+        step.started_at,
+        kind.as_str(),
+        &message,
+        now,
+    )
+    .await
+    {
+        warn!(error = %e, "could not record the binary backup's failure");
+    }
 }

@@ -52,5 +52,14 @@ pub(crate) fn routes() -> Router<WebState> {
             get(crate::history::text_api),
         )
         .route("/changes", get(crate::history::changes_api))
+        .route("/devices/{id}/binaries", get(crate::binaries::list_api))
+        .route(
+            "/devices/{id}/binaries/{binary}",
+            get(crate::binaries::download_api),
+        )
+        .route(
+            "/devices/{id}/binaries/{binary}/password",
+            get(crate::binaries::password_api),
+        )
         .fallback(no_route)
 }
