@@ -73,6 +73,9 @@ async fn an_nkey_user_connects_and_nobody_else_does() {
     let env = Env::from_pairs([
         ("NATS_URL", url.as_str()),
         ("NATS_NKEY_FILE", seed_file.to_str().expect("utf-8")),
+        // A private server on this machine's disk: a stream sized for a test, not the
+        // default 10 GiB JetStream would have to reserve.
+        ("ROSBACKUP_NATS_STREAM_MAX_BYTES", "67108864"),
     ]);
     let cfg = rosbackup::config::publisher_config(&env).expect("config");
     rosbackup::snapshot::Publisher::connect(cfg)
