@@ -29,6 +29,7 @@ mod sim_faults;
 mod sim_shell;
 mod snapshot_encryption;
 mod soak;
+mod ssh_keys;
 mod sshd_export;
 mod tls;
 mod tod_compat;

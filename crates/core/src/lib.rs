@@ -29,6 +29,7 @@ pub mod snapshot;
 pub mod store;
 pub mod tls;
 pub mod tod;
+pub mod userkey;
 pub mod worker;
 
 pub use error::ErrorKind;

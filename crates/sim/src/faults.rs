@@ -12,7 +12,7 @@ use std::time::Duration;
 /// One way a simulated device misbehaves (or differs from a plain healthy RouterOS 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Fault {
-    /// Rejects every password.
+    /// Rejects every password (and every key).
     Auth,
     /// Presents a new host key on every connection.
     HostKey,
@@ -47,11 +47,18 @@ pub enum Fault {
     /// status) for as long as the client reads: `FaultTiming::endless_chunk` bytes every
     /// `FaultTiming::endless_interval`.
     EndlessLine,
+    /// A healthy device whose user has an authorized SSH key (Ed25519 on even device
+    /// indexes, RSA on odd ones; RSA only on RouterOS 6, which has no Ed25519) and that
+    /// still takes the password (`/ip ssh set always-allow-password-login=yes`).
+    Keys,
+    /// As `keys`, but passwords are refused: what RouterOS does by default once a user
+    /// has a key. Reached only with the key.
+    KeyOnly,
 }
 
 impl Fault {
     /// Every fault, in the order of the enum.
-    pub const ALL: [Fault; 15] = [
+    pub const ALL: [Fault; 17] = [
         Fault::Auth,
         Fault::HostKey,
         Fault::Refuse,
@@ -67,6 +74,8 @@ impl Fault {
         Fault::Nul,
         Fault::Binary,
         Fault::EndlessLine,
+        Fault::Keys,
+        Fault::KeyOnly,
     ];
 
     /// The lower-case name used in specs, device names and the CLI.
@@ -87,6 +96,8 @@ impl Fault {
             Fault::Nul => "nul",
             Fault::Binary => "binary",
             Fault::EndlessLine => "endless-line",
+            Fault::Keys => "keys",
+            Fault::KeyOnly => "key-only",
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct SimDevice {
     pub password: String,
     pub routeros_version: String,
     pub fault: Option<Fault>,
+    /// The user key the device authorizes (`keys` and `key-only` faults).
+    pub user_key: Option<rosbackup_core::userkey::UserKey>,
 }
 
 impl SimDevice {
@@ -121,6 +123,8 @@ impl SimDevice {
             ssh_port: self.port,
             username: self.username.clone(),
             password: rosbackup_core::Secret::new(self.password.clone()),
+            ssh_key: self.user_key.clone(),
+            credential_profile: None,
             routeros_version: None,
             enabled: true,
             backup_interval_seconds: None,

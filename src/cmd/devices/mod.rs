@@ -39,8 +39,12 @@ pub enum DevicesCommand {
     Import {
         /// CSV with the header id,tenant_id,name,host,port,username,password,routeros_version
         /// (as `rosbackup sim --inventory` writes it), optionally enabled,
-        /// backup_interval_seconds, backup_cron.
+        /// backup_interval_seconds, backup_cron, ssh_key_file (relative to the CSV's
+        /// directory), credential_profile.
         file: PathBuf,
+        /// Name of the environment variable holding the passphrase of the key files.
+        #[arg(long, value_name = "VAR")]
+        key_passphrase_env: Option<String>,
     },
     /// Make the store agree with a the-other-dude backend's database: its RouterOS
     /// devices added or updated, those deleted there removed, host key pins shared.
@@ -66,16 +70,31 @@ pub enum DevicesCommand {
         /// Device id or name.
         device: String,
     },
-    /// Set a device's password (and user); lifts an auth_failed block.
+    /// Set a device's password and/or key (and user); lifts an auth_failed block.
     SetCredentials {
         /// Device id or name.
         device: String,
         /// New SSH user (default: keep the current one).
         #[arg(long)]
         username: Option<String>,
-        /// Name of the environment variable holding the new password.
-        #[arg(long, default_value = "ROSBACKUP_PASSWORD")]
-        password_env: String,
+        /// Name of the environment variable holding the new password (default
+        /// ROSBACKUP_PASSWORD). With --key-file or --no-password the password is read
+        /// only when this flag is given.
+        #[arg(long)]
+        password_env: Option<String>,
+        /// A new private key (OpenSSH or PEM; Ed25519 or RSA), tried before the password.
+        #[arg(long, value_name = "FILE", conflicts_with = "no_key")]
+        key_file: Option<PathBuf>,
+        /// Name of the environment variable holding the key file's passphrase.
+        #[arg(long, value_name = "VAR", requires = "key_file")]
+        key_passphrase_env: Option<String>,
+        /// Remove the device's key (it logs in with its password, or its profile's
+        /// credentials).
+        #[arg(long)]
+        no_key: bool,
+        /// Remove the device's password (key only, or its profile's credentials).
+        #[arg(long, conflicts_with = "password_env")]
+        no_password: bool,
     },
     /// Forget the pinned SSH host key (the next backup pins what it sees); lifts a
     /// host_key_mismatch block.
@@ -112,7 +131,10 @@ pub enum DevicesCommand {
 /// password is sealed or opened).
 pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode> {
     match command {
-        DevicesCommand::Import { file } => import::run(env, &file).await,
+        DevicesCommand::Import {
+            file,
+            key_passphrase_env,
+        } => import::run(env, &file, key_passphrase_env.as_deref()).await,
         DevicesCommand::RotateKey => credentials::rotate_key(env).await,
         DevicesCommand::Sync(a) => sync::run(env, a).await,
         DevicesCommand::List { tenant, json } => list::run(env, tenant, json).await,
@@ -122,7 +144,21 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
             device,
             username,
             password_env,
-        } => credentials::set(env, &device, username, &password_env).await,
+            key_file,
+            key_passphrase_env,
+            no_key,
+            no_password,
+        } => {
+            let change = credentials::Change {
+                username,
+                password_env,
+                key_file,
+                key_passphrase_env,
+                no_key,
+                no_password,
+            };
+            credentials::set(env, &device, change).await
+        }
         DevicesCommand::ResetHostKey { device } => state::reset_host_key(env, &device).await,
         DevicesCommand::Unblock { device } => state::unblock(env, &device).await,
         DevicesCommand::Enable { device } => state::set_enabled(env, &device, true).await,

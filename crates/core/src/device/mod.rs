@@ -33,8 +33,9 @@ pub use algorithms::{is_legacy, preferred};
 
 use crate::error::ErrorKind;
 use crate::secret::Secret;
+use crate::userkey::{UserKey, rsa_signature_hashes};
 use russh::client::{self, AuthResult, Handle, KeyboardInteractiveAuthResponse};
-use russh::keys::{HashAlg, PublicKeyOrCertificate};
+use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, MethodKind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,7 +54,10 @@ pub struct Target {
     pub host: String,
     pub port: u16,
     pub username: String,
+    /// Empty when the device logs in with a key only.
     pub password: Secret,
+    /// A user key, tried before the password (see [`authenticate`]).
+    pub key: Option<UserKey>,
     /// Pinned host-key fingerprint (`SHA256:…`); `None` = trust on first use.
     pub known_fingerprint: Option<String>,
     /// What we know of the RouterOS version (free-form token or just `6`/`7`).
@@ -190,6 +194,25 @@ impl std::fmt::Display for Truncation {
     }
 }
 
+/// What authentication tried before it gave up (named in `auth_failed` messages, so an
+/// operator can tell a refused key from a refused password).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tried {
+    Password,
+    Key,
+    KeyThenPassword,
+}
+
+impl std::fmt::Display for Tried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Tried::Password => "password refused",
+            Tried::Key => "key refused, no password to fall back on",
+            Tried::KeyThenPassword => "key refused, then password refused",
+        })
+    }
+}
+
 /// A failed export. `Display` never contains the password or device output.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -207,8 +230,8 @@ pub enum ExportError {
     },
     #[error("timed out after {secs:.1}s: {phase}")]
     Timeout { phase: Phase, secs: f64 },
-    #[error("authentication failed for user {user:?}")]
-    AuthFailed { user: String },
+    #[error("authentication failed for user {user:?} ({tried})")]
+    AuthFailed { user: String, tried: Tried },
     #[error("host key mismatch: pinned {expected}, device presented {got}")]
     HostKeyMismatch { expected: String, got: String },
     #[error("output truncated after {bytes} bytes: {reason}")]
@@ -508,9 +531,43 @@ fn format_addr(host: &str, port: u16) -> String {
     }
 }
 
+/// Log in: the key first, when there is one, then the password, when there is one (a
+/// fleet mid-migration has routers that know only one of them; RouterOS goes on with the
+/// authentication after a refused key, so the fallback is reachable). Every attempt is
+/// inside the caller's handshake timeout.
 async fn authenticate(handle: &mut Handle<Client>, target: &Target) -> Result<(), ExportError> {
+    let mut tried = Tried::Password;
+    if let Some(key) = &target.key {
+        // RSA: the signature algorithms the server says it verifies, strongest first,
+        // down to `ssh-rsa` (`rsa_signature_hashes` says why). russh waits up to 1 s
+        // for the extension from a server that never sends it (RouterOS 6); that is
+        // within the handshake timeout and only for RSA keys.
+        let hashes = if key.is_rsa() {
+            rsa_signature_hashes(handle.best_supported_rsa_hash().await.map_err(map_russh)?)
+        } else {
+            vec![None]
+        };
+        for hash in hashes {
+            let signing = PrivateKeyWithHashAlg::new(key.private(), hash);
+            if let AuthResult::Success = handle
+                .authenticate_publickey(target.username.clone(), signing)
+                .await
+                .map_err(map_russh)?
+            {
+                return Ok(());
+            }
+        }
+        if target.password.is_empty() {
+            return Err(ExportError::AuthFailed {
+                user: target.username.clone(),
+                tried: Tried::Key,
+            });
+        }
+        tried = Tried::KeyThenPassword;
+    }
     let failed = || ExportError::AuthFailed {
         user: target.username.clone(),
+        tried,
     };
     match handle
         .authenticate_password(target.username.clone(), target.password.expose())
@@ -787,7 +844,11 @@ mod tests {
             ErrorKind::BadOutput
         );
         assert_eq!(
-            ExportError::AuthFailed { user: "u".into() }.kind(),
+            ExportError::AuthFailed {
+                user: "u".into(),
+                tried: Tried::Password
+            }
+            .kind(),
             ErrorKind::AuthFailed
         );
     }
@@ -798,6 +859,7 @@ mod tests {
             port,
             username: "admin".into(),
             password: Secret::new("pw"),
+            key: None,
             known_fingerprint: None,
             routeros_version: Some("7".into()),
         }

@@ -23,7 +23,8 @@ use rosbackup_core::credentials::CredentialKey;
 use rosbackup_core::inventory;
 use rosbackup_core::queue::{BackupJob, JobInfo, JobListState};
 use rosbackup_core::report::{ActivityBucket, AgeBucket, DeviceRow, RecentRun, TenantCount};
-use rosbackup_core::store::{NewDevice, Run, StoreError};
+use rosbackup_core::store::{KeyChange, NewDevice, Run, StoreError};
+use rosbackup_core::userkey::UserKey;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -95,6 +96,26 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
             inventory::parse_interval(&n.to_string()).map_err(f("backup_interval_seconds"))?
         }
     };
+    let ssh_key = match &b.ssh_key {
+        None => None,
+        Some(text) => Some(import_key(text, b.ssh_key_passphrase.as_deref())?),
+    };
+    let credential_profile = match b.credential_profile.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(name) => Some(inventory::parse_name(name).map_err(f("credential_profile"))?),
+    };
+    // Validated like an inventory row: a key or a profile makes the password optional,
+    // a profile the user too.
+    let username = if credential_profile.is_some() && b.username.is_empty() {
+        String::new()
+    } else {
+        inventory::parse_username(&b.username).map_err(f("username"))?
+    };
+    let password = if (ssh_key.is_some() || credential_profile.is_some()) && b.password.is_empty() {
+        rosbackup_core::Secret::default()
+    } else {
+        inventory::parse_password(&b.password).map_err(f("password"))?
+    };
     Ok(NewDevice {
         id: b.id.unwrap_or_else(Uuid::new_v4),
         tenant_id,
@@ -105,8 +126,10 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
             Some(p) => p,
             None => 22,
         },
-        username: inventory::parse_username(&b.username).map_err(f("username"))?,
-        password: inventory::parse_password(&b.password).map_err(f("password"))?,
+        username,
+        password,
+        ssh_key,
+        credential_profile,
         routeros_version: inventory::parse_routeros_version(
             b.routeros_version.as_deref().unwrap_or(""),
         )
@@ -116,6 +139,14 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
         backup_cron: inventory::parse_cron_field(b.backup_cron.as_deref().unwrap_or(""))
             .map_err(f("backup_cron"))?,
     })
+}
+
+/// A private key from a request body, decrypted with its passphrase; refused with the
+/// reason (never the key) as a 422 on `ssh_key`.
+fn import_key(text: &str, passphrase: Option<&str>) -> ApiResult<UserKey> {
+    let passphrase = passphrase.map(rosbackup_core::Secret::new);
+    UserKey::import(text, passphrase.as_ref())
+        .map_err(|e| ApiError::invalid("ssh_key", e.to_string()))
 }
 
 /// The credential key, or a refusal when the server has none.
@@ -195,11 +226,31 @@ pub async fn set_credentials(
             Some(inventory::parse_username(u).map_err(|r| ApiError::invalid("username", r))?)
         }
     };
-    let password =
-        inventory::parse_password(&body.password).map_err(|r| ApiError::invalid("password", r))?;
+    let password = body.password.as_deref().map(rosbackup_core::Secret::new);
+    let ssh_key = match &body.ssh_key {
+        None => None,
+        Some(text) => Some(import_key(text, body.ssh_key_passphrase.as_deref())?),
+    };
+    if password.is_none() && ssh_key.is_none() && !body.remove_ssh_key {
+        return Err(ApiError::invalid(
+            "password",
+            "give a password, an ssh_key, or remove_ssh_key",
+        ));
+    }
+    if ssh_key.is_some() && body.remove_ssh_key {
+        return Err(ApiError::invalid(
+            "remove_ssh_key",
+            "ssh_key and remove_ssh_key together",
+        ));
+    }
+    let change = match (&ssh_key, body.remove_ssh_key) {
+        (Some(k), _) => KeyChange::Set(k),
+        (None, true) => KeyChange::Clear,
+        (None, false) => KeyChange::Keep,
+    };
     let key = key_or_refuse(s)?;
     s.store()
-        .set_credentials(key, id, username.as_deref(), &password)
+        .update_credentials(key, id, username.as_deref(), password.as_ref(), change)
         .await?;
     device(s, c, id).await
 }

@@ -1,0 +1,396 @@
+//! SSH public-key authentication (issue #18): the one connect path logs in with the key
+//! first and the password after it, against the simulator's `keys`/`key-only` devices
+//! and against real OpenSSH, including an sshd restricted to RouterOS 6's algorithms that
+//! accepts only `ssh-rsa` signatures.
+
+use crate::common::sshd;
+use rosbackup::Secret;
+use rosbackup::device::{self, ExportError, ExportOptions, Target, Tried};
+use rosbackup::error::ErrorKind;
+use rosbackup::sim::{Fault, SimConfig, SimDevice, Simulator};
+use rosbackup::userkey::UserKey;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn opts() -> ExportOptions {
+    ExportOptions {
+        connect_timeout: Duration::from_secs(10),
+        command_timeout: Duration::from_secs(20),
+        ..Default::default()
+    }
+}
+
+fn sim_target(d: &SimDevice, password: &str, key: Option<UserKey>) -> Target {
+    Target {
+        host: d.host.to_string(),
+        port: d.port,
+        username: d.username.clone(),
+        password: Secret::new(password),
+        key,
+        known_fingerprint: None,
+        routeros_version: None,
+    }
+}
+
+async fn sim(spec: &str, healthy: usize) -> Simulator {
+    let faults: rosbackup::sim::FaultSpec = spec.parse().unwrap();
+    let n = faults.total() + healthy;
+    Simulator::start(SimConfig {
+        devices: n,
+        listen_base: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        one_address: true,
+        faults,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn auth_failed(e: &ExportError) -> Tried {
+    match e {
+        ExportError::AuthFailed { tried, .. } => *tried,
+        other => panic!("expected auth_failed, got {other:?}"),
+    }
+}
+
+/// `keys` devices take their key or their password, `key-only` devices only the key;
+/// Ed25519 (even indexes) and RSA (odd) keys both log in.
+#[tokio::test]
+async fn simulated_key_devices_take_their_key_and_key_only_refuses_passwords() {
+    let sim = sim("keys=2,key-only=2", 1).await;
+    let devices = sim.devices().to_vec();
+    let stranger = devices[4].clone();
+    assert!(stranger.user_key.is_none());
+    let mut kinds = Vec::new();
+    for d in &devices[..4] {
+        let key = d.user_key.clone().expect("key device has a key");
+        kinds.push(key.algorithm_name());
+        // The key alone.
+        let e = device::export(&sim_target(d, "", Some(key.clone())), &opts())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", d.name));
+        assert!(!e.raw.is_empty());
+        // A key the device does not know, then the right password: only `keys` devices.
+        let wrong = devices[(devices.iter().position(|x| x.id == d.id).unwrap() + 1) % 4]
+            .user_key
+            .clone();
+        let r = device::export(&sim_target(d, &d.password, wrong.clone()), &opts()).await;
+        match d.fault {
+            Some(Fault::Keys) => {
+                r.unwrap_or_else(|e| panic!("{}: fallback to the password: {e}", d.name));
+            }
+            _ => assert_eq!(auth_failed(&r.unwrap_err()), Tried::KeyThenPassword),
+        }
+        // The password alone.
+        let r = device::export(&sim_target(d, &d.password, None), &opts()).await;
+        match d.fault {
+            Some(Fault::Keys) => {
+                r.unwrap();
+            }
+            _ => assert_eq!(auth_failed(&r.unwrap_err()), Tried::Password),
+        }
+        // A wrong key and no password: auth_failed, saying so.
+        let e = device::export(&sim_target(d, "", wrong), &opts())
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AuthFailed);
+        assert_eq!(auth_failed(&e), Tried::Key);
+        assert!(e.to_string().contains("key refused"), "{e}");
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        ["ssh-ed25519", "ssh-ed25519", "ssh-rsa", "ssh-rsa"],
+        "both key kinds are simulated"
+    );
+    // A device without a key refuses every key.
+    let key = devices[0].user_key.clone();
+    let e = device::export(&sim_target(&stranger, "", key), &opts())
+        .await
+        .unwrap_err();
+    assert_eq!(auth_failed(&e), Tried::Key);
+}
+
+/// A simulated RouterOS 6 `keys` device (serving a real RouterOS 6 export) has an RSA
+/// key, lists and verifies only `ssh-rsa` signatures, and offers RouterOS 6's legacy
+/// algorithms: the key logs in.
+#[tokio::test]
+async fn simulated_routeros_6_key_device_logs_in_with_an_ssh_rsa_signature() {
+    let Some(exports) = crate::common::shared_exports() else {
+        return;
+    };
+    // A directory with one RouterOS 6 export, read in place through a link.
+    let configs = tempfile::tempdir().unwrap();
+    let v6 = "gh-Defm-LivingRoomWAP-v6.49.6-terse-capsman.rsc";
+    std::os::unix::fs::symlink(exports.join(v6), configs.path().join(v6)).unwrap();
+    let sim = Simulator::start(SimConfig {
+        devices: 1,
+        listen_base: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        one_address: true,
+        faults: "keys=1".parse().unwrap(),
+        routeros_algorithms: true,
+        configs_dir: Some(configs.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let d = sim.devices()[0].clone();
+    assert!(
+        d.routeros_version.starts_with("6."),
+        "{}",
+        d.routeros_version
+    );
+    let key = d.user_key.clone().unwrap();
+    // RouterOS 6 has no Ed25519: even index 0 gets RSA.
+    assert!(key.is_rsa());
+    let e = device::export(&sim_target(&d, "", Some(key)), &opts())
+        .await
+        .unwrap();
+    assert_eq!(e.routeros_major, 6);
+    assert!(e.negotiated.uses_legacy(), "{:?}", e.negotiated);
+}
+
+// ---- real OpenSSH ---------------------------------------------------------------
+
+const EXPORT: &str = "gh-Defm-anna-v7.8-terse-387k.rsc";
+
+/// `ssh-keygen` a user key of `kind` into `dir` (PEM when `pem`, with a passphrase when
+/// given); returns the private key file and its `authorized_keys` line.
+fn user_key(
+    dir: &Path,
+    name: &str,
+    kind: &str,
+    pem: bool,
+    pass: &str,
+) -> (std::path::PathBuf, String) {
+    let path = dir.join(name);
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-q", "-t", kind, "-N", pass, "-C", "rosbackup-test-key"]);
+    if kind == "rsa" {
+        cmd.args(["-b", "2048"]);
+    }
+    if pem {
+        cmd.args(["-m", "PEM"]);
+    }
+    let st = cmd.arg("-f").arg(&path).status().expect("ssh-keygen");
+    assert!(st.success());
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    (path, public.trim().to_string())
+}
+
+fn sshd_target(port: u16, password: &str, key: Option<UserKey>) -> Target {
+    Target {
+        host: "127.0.0.1".into(),
+        port,
+        username: sshd::USER.into(),
+        password: Secret::new(password),
+        key,
+        known_fingerprint: None,
+        routeros_version: Some("7".into()),
+    }
+}
+
+fn import(path: &Path, pass: Option<&str>) -> UserKey {
+    let text = std::fs::read_to_string(path).unwrap();
+    UserKey::import(&text, pass.map(Secret::new).as_ref()).unwrap()
+}
+
+/// Real OpenSSH: Ed25519 (OpenSSH format) and RSA (PEM, passphrase-protected) user keys
+/// log in without a password; a key sshd does not know falls back to the password, and
+/// without a password is `auth_failed`.
+#[tokio::test]
+async fn openssh_takes_ed25519_and_rsa_keys_and_falls_back_to_the_password() {
+    let Some(exports) = crate::common::shared_exports() else {
+        return;
+    };
+    if !sshd::available() {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let (ed_path, ed_pub) = user_key(keys.path(), "id_ed25519", "ed25519", false, "");
+    let (rsa_path, rsa_pub) = user_key(keys.path(), "id_rsa", "rsa", true, "pem pass");
+    let (stranger_path, _) = user_key(keys.path(), "id_other", "ed25519", false, "");
+    let server = sshd::start_with(&exports.join(EXPORT), false, Some(&[ed_pub, rsa_pub]));
+    let raw = std::fs::read(exports.join(EXPORT)).unwrap();
+
+    let ed = import(&ed_path, None);
+    let rsa = import(&rsa_path, Some("pem pass"));
+    assert!(rsa.is_rsa());
+    for key in [ed, rsa] {
+        let e = device::export(&sshd_target(server.port, "", Some(key.clone())), &opts())
+            .await
+            .unwrap_or_else(|e| panic!("{key:?}: {e}"));
+        assert_eq!(e.raw, raw);
+    }
+    let log = sshd::log(&server);
+    assert!(
+        log.contains("Accepted publickey for rosbackup-test"),
+        "{log}"
+    );
+    assert!(log.contains("ED25519"), "{log}");
+    // RSA signed with the strongest algorithm OpenSSH lists (rsa-sha2-512).
+    assert!(log.contains("RSA SHA256:"), "{log}");
+    assert!(!log.contains("Accepted password"), "{log}");
+
+    // Unknown key, then the password.
+    let stranger = import(&stranger_path, None);
+    let e = device::export(
+        &sshd_target(server.port, sshd::PASSWORD, Some(stranger.clone())),
+        &opts(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(e.raw, raw);
+    assert!(sshd::log(&server).contains("Accepted password"));
+    // Unknown key, no password.
+    let e = device::export(&sshd_target(server.port, "", Some(stranger)), &opts())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AuthFailed);
+    assert_eq!(auth_failed(&e), Tried::Key);
+}
+
+/// sshd restricted to RouterOS 6's algorithms, accepting only `ssh-rsa` signatures: an
+/// RSA key logs in (the client signs with what the server accepts).
+#[tokio::test]
+async fn openssh_restricted_to_routeros_6_accepts_an_ssh_rsa_signature() {
+    let Some(exports) = crate::common::shared_exports() else {
+        return;
+    };
+    if !sshd::available() {
+        return;
+    }
+    let keys = tempfile::tempdir().unwrap();
+    let (rsa_path, rsa_pub) = user_key(keys.path(), "id_rsa", "rsa", false, "");
+    let server = sshd::start_with(&exports.join(EXPORT), true, Some(&[rsa_pub]));
+    let key = import(&rsa_path, None);
+    let e = device::export(&sshd_target(server.port, "", Some(key)), &opts())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", sshd::log(&server)));
+    assert!(e.negotiated.uses_legacy(), "{:?}", e.negotiated);
+    let log = sshd::log(&server);
+    assert!(log.contains("Accepted publickey"), "{log}");
+}
+
+// ---- the fleet: store, worker, rotation ------------------------------------------
+
+/// The worker reads a device's key with its lease and logs in with it: `keys` and
+/// `key-only` devices are backed up; a `keys` device given a wrong key falls back to its
+/// password; a `key-only` device given a wrong key and no password is `auth_failed` and
+/// blocked, until its key is set right. `rotate-key` re-seals the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_logs_in_with_stored_keys_and_blocks_a_refused_key() {
+    use crate::common::fleet::{Fleet, FleetOptions};
+    use rosbackup::credentials::CredentialKey;
+    use rosbackup::store::KeyChange;
+
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 5,
+            faults: "keys=2,key-only=2".parse().unwrap(),
+            ..FleetOptions::default().sim
+        },
+        ..FleetOptions::default()
+    })
+    .await;
+    let sims = fleet.sim.devices().to_vec();
+    let devices = fleet.import(None).await;
+    let (fallback, refused) = (devices[1].id, devices[3].id);
+    let stranger = sims[0].user_key.clone().unwrap();
+    // A wrong key with the right password, and a wrong key with no password.
+    fleet
+        .store()
+        .update_credentials(&fleet.key, fallback, None, None, KeyChange::Set(&stranger))
+        .await
+        .unwrap();
+    fleet
+        .store()
+        .update_credentials(
+            &fleet.key,
+            refused,
+            None,
+            Some(&Secret::default()),
+            KeyChange::Set(&stranger),
+        )
+        .await
+        .unwrap();
+    let stored = fleet.store().device(refused).await.unwrap().unwrap();
+    assert!(stored.has_ssh_key);
+    let (stop_e, enq) = fleet.spawn_enqueuer();
+    let (stop_w, w, _) = fleet.spawn_worker("keys", 3);
+    let status = |id: uuid::Uuid| {
+        let store = fleet.store().clone();
+        async move { store.device(id).await.ok().flatten().unwrap() }
+    };
+    fleet
+        .wait_for(
+            Duration::from_secs(60),
+            "every device attempted",
+            || async {
+                let mut all = true;
+                for d in &devices {
+                    all &= status(d.id).await.last_attempt_at.is_some();
+                }
+                all
+            },
+        )
+        .await;
+    for (i, d) in devices.iter().enumerate() {
+        let row = status(d.id).await;
+        if d.id == refused {
+            assert_eq!(row.blocked_reason.as_deref(), Some("auth_failed"));
+            assert_eq!(row.last_error_kind.as_deref(), Some("auth_failed"));
+            let msg = row.last_error_message.unwrap_or_default();
+            assert!(msg.contains("key refused"), "{msg}");
+        } else {
+            assert_eq!(
+                row.last_status.as_deref(),
+                Some("success"),
+                "device {i} ({:?}): {:?}",
+                sims[i].fault,
+                row.last_error_message
+            );
+        }
+    }
+    // The operator sets the right key: the block is lifted and the device backed up.
+    let right = sims[3].user_key.clone().unwrap();
+    fleet
+        .store()
+        .update_credentials(&fleet.key, refused, None, None, KeyChange::Set(&right))
+        .await
+        .unwrap();
+    assert_eq!(status(refused).await.blocked_reason, None);
+    fleet
+        .wait_for(
+            Duration::from_secs(30),
+            "the fixed device backed up",
+            || async { status(refused).await.last_status.as_deref() == Some("success") },
+        )
+        .await;
+    let _ = stop_e.send(());
+    let _ = stop_w.send(());
+    enq.await.unwrap();
+    w.await.unwrap().unwrap();
+
+    // Rotation re-seals the keys: they open under the new key only, unchanged.
+    let new_b64 = CredentialKey::generate_base64();
+    let new = CredentialKey::from_base64(&new_b64).unwrap();
+    fleet.store().rotate_key(&fleet.key, &new).await.unwrap();
+    let c = fleet.store().credentials(&new, refused).await.unwrap();
+    assert_eq!(c.key.as_ref(), Some(&right));
+    assert!(c.password.is_empty());
+    assert!(
+        fleet
+            .store()
+            .credentials(&fleet.key, refused)
+            .await
+            .is_err()
+    );
+    let c = fleet.store().credentials(&new, fallback).await.unwrap();
+    assert_eq!(c.key.as_ref(), Some(&stranger));
+    assert_eq!(c.password.expose(), sims[1].password);
+    fleet.cleanup().await;
+}
