@@ -999,3 +999,206 @@ async fn rotate_key_re_encrypts_every_password_or_none() {
     })
     .await;
 }
+
+/// SSH user keys through the CLI (#18): `devices import` reads the simulator's key files
+/// (the `ssh_key_file` column), `devices add --key-file` decrypts a protected key with
+/// the passphrase from `--key-passphrase-env` (refusing it without, or with a wrong one),
+/// `set-credentials` refuses to leave a device with nothing to log in with, and `export
+/// --key-file` logs in with the key alone. Neither a passphrase nor a private key line
+/// is ever printed.
+#[tokio::test]
+async fn keys_are_imported_added_and_used_by_export_without_ever_being_printed() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let dir = tempfile::tempdir().unwrap();
+        let (csv, sim) = sim_inventory(dir.path(), 3, "keys=1,key-only=1").await;
+        let never_print_key = |k: &rosbackup::userkey::UserKey| {
+            for l in k.to_sealable().expose().lines() {
+                if l.len() >= 20 && !l.starts_with("-----") {
+                    cli.never_print(l);
+                }
+            }
+        };
+        for d in &sim {
+            cli.never_print(&d.password);
+            if let Some(k) = &d.user_key {
+                never_print_key(k);
+            }
+        }
+        let text = String::from_utf8(csv).unwrap();
+        assert!(
+            text.lines().next().unwrap().ends_with(",ssh_key_file"),
+            "{text}"
+        );
+        let file = dir.path().join("fleet.csv");
+        let out = cli.run(&["devices", "import", file.to_str().unwrap()]);
+        assert_eq!(out.ok().trim(), "imported 3 devices (3 new, 0 updated)");
+        let store = rosbackup::store::Store::from_pool(pool(&url).await);
+        let key = cli.credential_key();
+        for d in &sim {
+            let c = store.credentials(&key, d.id).await.unwrap();
+            assert_eq!(c.key, d.user_key, "{}", d.name);
+            assert_eq!(c.password.expose(), d.password);
+        }
+        let list = cli.run(&["devices", "list", "--json"]).json();
+        let with_key = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["has_ssh_key"] == true)
+            .count();
+        assert_eq!(with_key, 2);
+
+        // A passphrase-protected key for `devices add`.
+        let key_path = dir.path().join("id_protected");
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "Pass-Phrase-991", "-f"])
+            .arg(&key_path)
+            .status()
+            .expect("ssh-keygen");
+        assert!(st.success());
+        cli.never_print("Pass-Phrase-991");
+        let add = |env: &[(&str, &str)], extra: &[&str]| {
+            let mut args = vec![
+                "devices",
+                "add",
+                "--name",
+                "keyed",
+                "--host",
+                "10.0.0.9",
+                "--username",
+                "backup",
+                "--key-file",
+                key_path.to_str().unwrap(),
+            ];
+            args.extend_from_slice(extra);
+            cli.run_with(&args, env)
+        };
+        let e = add(&[], &[]).fails(2).to_string();
+        assert!(e.contains("passphrase-protected"), "{e}");
+        assert!(e.contains("--key-passphrase-env"), "{e}");
+        let e = add(
+            &[("KEYPASS", "wrong")],
+            &["--key-passphrase-env", "KEYPASS"],
+        )
+        .fails(2)
+        .to_string();
+        assert!(e.contains("does not decrypt"), "{e}");
+        let e = add(&[], &["--key-passphrase-env", "KEYPASS"])
+            .fails(2)
+            .to_string();
+        assert!(e.contains("KEYPASS"), "{e}");
+        let id = add(
+            &[("KEYPASS", "Pass-Phrase-991")],
+            &["--key-passphrase-env", "KEYPASS"],
+        )
+        .ok()
+        .trim()
+        .to_string();
+        let id: Uuid = id.parse().unwrap();
+        let c = store.credentials(&key, id).await.unwrap();
+        let stored = c.key.expect("the key is stored");
+        never_print_key(&stored);
+        assert!(c.password.is_empty(), "no password was given");
+        // Stored decrypted (inside the seal): it opens without a passphrase.
+        assert!(!stored.to_sealable().expose().contains("aes256-ctr"));
+
+        // Removing the key would leave it with nothing: refused, nothing changed.
+        let e = cli
+            .run(&["devices", "set-credentials", "keyed", "--no-key"])
+            .fails(1)
+            .to_string();
+        assert!(e.contains("neither a password nor a key"), "{e}");
+        assert!(store.credentials(&key, id).await.unwrap().key.is_some());
+        // A password, then the key removed: fine.
+        cli.run_with(
+            &[
+                "devices",
+                "set-credentials",
+                "keyed",
+                "--password-env",
+                "PW",
+                "--no-key",
+            ],
+            &[("PW", "Another-Pw-77")],
+        )
+        .ok();
+        cli.never_print("Another-Pw-77");
+        let c = store.credentials(&key, id).await.unwrap();
+        assert!(c.key.is_none());
+        assert_eq!(c.password.expose(), "Another-Pw-77");
+    })
+    .await;
+}
+
+/// `rosbackup export --key-file` logs in to a key-only router with the key alone; a key
+/// it does not know is `auth_failed`. (Multi-threaded: the simulator serves while the
+/// test waits for the process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_logs_in_with_a_key_file() {
+    let sim = Simulator::start(SimConfig {
+        devices: 2,
+        listen_base: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        one_address: true,
+        faults: "key-only=2".parse().unwrap(),
+        config_size: Some(4_000),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let dir = tempfile::tempdir().unwrap();
+    let d = sim.devices()[0].clone();
+    let other = sim.devices()[1].clone();
+    let key_file = write(
+        dir.path(),
+        "id",
+        d.user_key
+            .as_ref()
+            .unwrap()
+            .to_sealable()
+            .expose()
+            .as_bytes(),
+    );
+    let other_file = write(
+        dir.path(),
+        "other",
+        other
+            .user_key
+            .as_ref()
+            .unwrap()
+            .to_sealable()
+            .expose()
+            .as_bytes(),
+    );
+    let run = |file: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rosbackup"));
+        c.env_remove("ROSBACKUP_PASSWORD").args([
+            "export",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &d.port.to_string(),
+            "--user",
+            &d.username,
+            "--key-file",
+            file,
+            "--json",
+        ]);
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&key_file);
+    assert_eq!(code, Some(0), "{out}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(j["sha256_hash"].is_string(), "{out}");
+    let (code, out) = run(&other_file);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("\"error_kind\":\"auth_failed\""), "{out}");
+    assert!(out.contains("key refused"), "{out}");
+    sim.shutdown().await;
+}

@@ -394,3 +394,101 @@ async fn worker_logs_in_with_stored_keys_and_blocks_a_refused_key() {
     assert_eq!(c.password.expose(), sims[1].password);
     fleet.cleanup().await;
 }
+
+/// The API takes keys write-only: a device created with a private key (protected, with
+/// its passphrase) or given one through `PUT …/credentials` shows `has_ssh_key`, never the
+/// key; a key that is not one, or a wrong passphrase, is a 422 on `ssh_key` that does not
+/// quote it.
+#[tokio::test]
+async fn the_api_takes_keys_write_only() {
+    use crate::common::fleet::Fleet;
+    use crate::common::web::{Api, router, token};
+    use axum::http::StatusCode;
+    use rosbackup::access::Role;
+    use rosbackup::web::AuthMode;
+    use russh::keys::ssh_key::LineEnding;
+    use serde_json::json;
+
+    let fleet = Fleet::of(1).await;
+    let (app, _state) = router(&fleet, AuthMode::Required);
+    let admin = token(&fleet, "admin", Role::Admin, None).await;
+    let api = Api::new(&app, Some(&admin));
+    let keys = tempfile::tempdir().unwrap();
+    let (path, _) = user_key(keys.path(), "id", "ed25519", false, "Api-Pass-3");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let tenant = uuid::Uuid::new_v4();
+    let body = |passphrase: &str| {
+        json!({"name": "keyed", "host": "127.0.9.9", "username": "backup",
+               "ssh_key": text, "ssh_key_passphrase": passphrase, "tenant_id": tenant})
+    };
+    let r = api.post("/api/v1/devices", Some(body("wrong"))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["field"], "ssh_key");
+    assert!(!r.text.contains("OPENSSH"), "{}", r.text);
+    let r = api.post("/api/v1/devices", Some(body("Api-Pass-3"))).await;
+    assert!(r.status.is_success(), "{}", r.text);
+    assert_eq!(r.body["has_ssh_key"], true, "{}", r.text);
+    let id: uuid::Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
+    let stored = fleet
+        .store()
+        .credentials(&fleet.key, id)
+        .await
+        .unwrap()
+        .key
+        .unwrap();
+    // Nothing of the key in what the API says about the device.
+    let private = stored.to_sealable().expose().to_string();
+    let lines: Vec<&str> = private
+        .lines()
+        .filter(|l| l.len() >= 20 && !l.starts_with("-----"))
+        .collect();
+    for reply in [
+        api.get(&format!("/api/v1/devices/{id}")).await.text,
+        api.get("/api/v1/devices").await.text,
+    ] {
+        for l in &lines {
+            assert!(!reply.contains(l), "the key in {reply}");
+        }
+        assert!(!reply.contains("Api-Pass-3"));
+    }
+    // Replaced through PUT …/credentials, then removed with a password instead.
+    let other = russh::keys::PrivateKey::from(
+        russh::keys::ssh_key::private::Ed25519Keypair::from_seed(&[9u8; 32]),
+    );
+    let other_text = other.to_openssh(LineEnding::LF).unwrap().to_string();
+    let r = api
+        .put(
+            &format!("/api/v1/devices/{id}/credentials"),
+            json!({"ssh_key": "not a key"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["field"], "ssh_key");
+    let r = api
+        .put(
+            &format!("/api/v1/devices/{id}/credentials"),
+            json!({"ssh_key": other_text}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let c = fleet.store().credentials(&fleet.key, id).await.unwrap();
+    assert_eq!(
+        c.key.unwrap().fingerprint(),
+        other
+            .public_key()
+            .fingerprint(russh::keys::HashAlg::Sha256)
+            .to_string()
+    );
+    let r = api
+        .put(
+            &format!("/api/v1/devices/{id}/credentials"),
+            json!({"password": "Pw-After-Key", "remove_ssh_key": true}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    assert_eq!(r.body["has_ssh_key"], false, "{}", r.text);
+    let c = fleet.store().credentials(&fleet.key, id).await.unwrap();
+    assert!(c.key.is_none());
+    assert_eq!(c.password.expose(), "Pw-After-Key");
+    fleet.cleanup().await;
+}

@@ -64,11 +64,15 @@ pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<Ex
     check_key(&store, &key).await?;
     let d = find(&store, device).await?;
     let keeps_key = d.has_ssh_key && matches!(key_change, KeyChange::Keep);
-    if password.as_ref().is_some_and(Secret::is_empty)
-        && ssh_key.is_none()
-        && !keeps_key
-        && d.credential_profile_id.is_none()
-    {
+    let no_password = match &password {
+        Some(p) => p.is_empty(),
+        None => store
+            .password(&key, d.id)
+            .await
+            .map_err(store_error)?
+            .is_empty(),
+    };
+    if no_password && ssh_key.is_none() && !keeps_key && d.credential_profile_id.is_none() {
         anyhow::bail!(
             "{} would have neither a password nor a key (and no credential profile); nothing changed",
             label(&d)
