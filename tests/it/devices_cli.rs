@@ -1202,3 +1202,125 @@ async fn export_logs_in_with_a_key_file() {
     assert!(out.contains("key refused"), "{out}");
     sim.shutdown().await;
 }
+
+/// `rosbackup credentials add|list|set|remove` and devices on a profile: `devices add
+/// --credential-profile` needs no password of its own, `set` reports the devices that use
+/// the profile, `remove` is refused with the count while one does, and a device moved off
+/// the profile lets it go. No password is printed.
+#[tokio::test]
+async fn credential_profiles_through_the_cli() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        cli.never_print("Profile-Pw-1");
+        cli.never_print("Profile-Pw-2");
+        cli.never_print("Own-Pw-3");
+        let e = cli
+            .run(&["credentials", "add", "fleet", "--username", "backup"])
+            .fails(2)
+            .to_string();
+        assert!(e.contains("needs a password"), "{e}");
+        let id = cli
+            .run_with(
+                &[
+                    "credentials",
+                    "add",
+                    "fleet",
+                    "--username",
+                    "backup",
+                    "--password-env",
+                    "PPW",
+                ],
+                &[("PPW", "Profile-Pw-1")],
+            )
+            .ok()
+            .trim()
+            .to_string();
+        assert!(id.parse::<Uuid>().is_ok(), "{id}");
+        let dev = cli
+            .run(&[
+                "devices",
+                "add",
+                "--name",
+                "r1",
+                "--host",
+                "10.0.0.1",
+                "--credential-profile",
+                "fleet",
+            ])
+            .ok()
+            .trim()
+            .to_string();
+        let e = cli
+            .run(&[
+                "devices",
+                "add",
+                "--name",
+                "r2",
+                "--host",
+                "10.0.0.2",
+                "--credential-profile",
+                "nope",
+            ])
+            .fails(2)
+            .to_string();
+        assert!(e.contains("--credential-profile"), "{e}");
+        let list = cli.run(&["credentials", "list", "--json"]).json();
+        assert_eq!(list[0]["name"], "fleet");
+        assert_eq!(list[0]["devices"], 1);
+        assert_eq!(list[0]["has_password"], true);
+        let table = cli.run(&["credentials", "list"]).ok().to_string();
+        assert!(
+            table.contains("fleet") && table.contains("password"),
+            "{table}"
+        );
+        let out = cli
+            .run_with(
+                &["credentials", "set", "fleet", "--password-env", "PPW"],
+                &[("PPW", "Profile-Pw-2")],
+            )
+            .ok()
+            .to_string();
+        assert!(out.contains("1 device(s) use it"), "{out}");
+        let store = rosbackup::store::Store::from_pool(pool(&url).await);
+        let c = store
+            .credentials(&cli.credential_key(), dev.parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(c.password.expose(), "Profile-Pw-2");
+        let e = cli
+            .run(&["credentials", "remove", "fleet"])
+            .fails(1)
+            .to_string();
+        assert!(e.contains("used by 1 device"), "{e}");
+        // Off the profile, with a password of its own: the profile can go.
+        cli.run_with(
+            &[
+                "devices",
+                "set-credentials",
+                "r1",
+                "--username",
+                "backup",
+                "--password-env",
+                "OWN",
+                "--no-credential-profile",
+            ],
+            &[("OWN", "Own-Pw-3")],
+        )
+        .ok();
+        let out = cli
+            .run(&["credentials", "remove", "fleet"])
+            .ok()
+            .to_string();
+        assert!(out.contains("removed"), "{out}");
+        assert_eq!(
+            cli.run(&["credentials", "list", "--json"]).json(),
+            json_empty()
+        );
+    })
+    .await;
+}
+
+fn json_empty() -> serde_json::Value {
+    serde_json::json!([])
+}

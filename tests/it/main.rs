@@ -7,6 +7,7 @@ mod common;
 mod api_schema;
 mod archive;
 mod cli;
+mod credential_profiles;
 mod demo;
 mod deploy;
 mod device_garbage;

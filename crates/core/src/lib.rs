@@ -19,6 +19,7 @@ pub mod marks;
 pub mod metrics;
 pub mod normalize;
 pub mod observability;
+pub mod profiles;
 pub mod queue;
 pub mod report;
 pub mod schedule;

@@ -39,6 +39,10 @@ pub enum StoreError {
     NotFound(Uuid),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "credential profile {name:?} is used by {devices} device(s); move them to other credentials first"
+    )]
+    ProfileInUse { name: String, devices: i64 },
 }
 
 /// How [`Store::check_credential_key`] accepted a key.

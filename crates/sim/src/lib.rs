@@ -69,6 +69,9 @@ pub struct SimConfig {
     pub stats: Option<PathBuf>,
     /// Append one JSON line per completed export here ([`SessionRecord`]).
     pub session_log: Option<PathBuf>,
+    /// One login (user, password) for every device instead of one each: a fleet that
+    /// shares a backup account (credential profiles).
+    pub shared_login: Option<(String, String)>,
 }
 
 impl Default for SimConfig {
@@ -91,6 +94,7 @@ impl Default for SimConfig {
             export_dir: None,
             stats: None,
             session_log: None,
+            shared_login: None,
         }
     }
 }

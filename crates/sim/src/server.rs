@@ -263,8 +263,14 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
             name,
             host: IpAddr::V4(ip),
             port,
-            username: format!("backup-{}", alnum(&mut rng, 4).to_lowercase()),
-            password: alnum(&mut rng, 16),
+            username: match &cfg.shared_login {
+                Some((user, _)) => user.clone(),
+                None => format!("backup-{}", alnum(&mut rng, 4).to_lowercase()),
+            },
+            password: match &cfg.shared_login {
+                Some((_, password)) => password.clone(),
+                None => alnum(&mut rng, 16),
+            },
             routeros_version: version,
             fault,
             user_key: None,

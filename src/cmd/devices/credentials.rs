@@ -27,6 +27,8 @@ pub(super) struct Change {
     pub key_passphrase_env: Option<String>,
     pub no_key: bool,
     pub no_password: bool,
+    /// `Some(Some(name))`: use that profile; `Some(None)`: none; `None`: keep.
+    pub profile: Option<Option<String>>,
 }
 
 /// Set a device's password (from the variable `password_env`), key (from `key_file`)
@@ -49,7 +51,7 @@ pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<Ex
     };
     let password = if c.no_password {
         Some(Secret::default())
-    } else if c.password_env.is_none() && (ssh_key.is_some() || c.no_key) {
+    } else if c.password_env.is_none() && (ssh_key.is_some() || c.no_key || c.profile.is_some()) {
         None
     } else {
         let var = c.password_env.as_deref().unwrap_or("ROSBACKUP_PASSWORD");
@@ -63,6 +65,17 @@ pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<Ex
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
     let d = find(&store, device).await?;
+    let profile = match &c.profile {
+        None => d.credential_profile_id,
+        Some(None) => None,
+        Some(Some(name)) => Some(
+            store
+                .find_profile(Some(d.tenant_id), name)
+                .await
+                .map_err(store_error)?
+                .id,
+        ),
+    };
     let keeps_key = d.has_ssh_key && matches!(key_change, KeyChange::Keep);
     let no_password = match &password {
         Some(p) => p.is_empty(),
@@ -72,11 +85,17 @@ pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<Ex
             .map_err(store_error)?
             .is_empty(),
     };
-    if no_password && ssh_key.is_none() && !keeps_key && d.credential_profile_id.is_none() {
+    if no_password && ssh_key.is_none() && !keeps_key && profile.is_none() {
         anyhow::bail!(
             "{} would have neither a password nor a key (and no credential profile); nothing changed",
             label(&d)
         );
+    }
+    if profile != d.credential_profile_id {
+        store
+            .set_device_profile(d.id, profile)
+            .await
+            .map_err(store_error)?;
     }
     store
         .update_credentials(

@@ -95,6 +95,13 @@ pub enum DevicesCommand {
         /// Remove the device's password (key only, or its profile's credentials).
         #[arg(long, conflicts_with = "password_env")]
         no_password: bool,
+        /// Use this credential profile of the device's tenant when it has no password or
+        /// key of its own (with --no-password --no-key: from now on).
+        #[arg(long, value_name = "NAME", conflicts_with = "no_credential_profile")]
+        credential_profile: Option<String>,
+        /// Stop using a credential profile.
+        #[arg(long)]
+        no_credential_profile: bool,
     },
     /// Forget the pinned SSH host key (the next backup pins what it sees); lifts a
     /// host_key_mismatch block.
@@ -148,6 +155,8 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
             key_passphrase_env,
             no_key,
             no_password,
+            credential_profile,
+            no_credential_profile,
         } => {
             let change = credentials::Change {
                 username,
@@ -156,6 +165,11 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
                 key_passphrase_env,
                 no_key,
                 no_password,
+                profile: match (credential_profile, no_credential_profile) {
+                    (Some(p), _) => Some(Some(p)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
             };
             credentials::set(env, &device, change).await
         }
@@ -187,14 +201,14 @@ fn host_port(d: &Device) -> String {
 }
 
 /// The key stored passwords are sealed under (`CREDENTIAL_ENCRYPTION_KEY`).
-fn credential_key(env: &Env) -> Result<CredentialKey, CredentialError> {
+pub(crate) fn credential_key(env: &Env) -> Result<CredentialKey, CredentialError> {
     CredentialKey::from_base64(&env.raw("CREDENTIAL_ENCRYPTION_KEY"))
 }
 
 /// Before sealing or opening a password: is `key` the fleet's? A wrong key is a
 /// configuration error (exit 2) naming the variable, so a password is never sealed under
 /// a key no worker has.
-async fn check_key(store: &Store, key: &CredentialKey) -> anyhow::Result<()> {
+pub(crate) async fn check_key(store: &Store, key: &CredentialKey) -> anyhow::Result<()> {
     match store.check_credential_key(key).await {
         Ok(_) => Ok(()),
         Err(StoreError::Credentials(e)) => Err(e.into()),
@@ -203,7 +217,7 @@ async fn check_key(store: &Store, key: &CredentialKey) -> anyhow::Result<()> {
 }
 
 /// A password from the environment variable named by `--password-env`.
-fn password_from_env(var: &str) -> Result<Secret, ConfigError> {
+pub(crate) fn password_from_env(var: &str) -> Result<Secret, ConfigError> {
     let value = std::env::var(var).map_err(|_| ConfigError {
         var: var.to_string(),
         value: None,

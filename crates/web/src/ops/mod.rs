@@ -255,6 +255,133 @@ pub async fn set_credentials(
     device(s, c, id).await
 }
 
+// ---- credential profiles (admins) ------------------------------------------------
+
+/// The profiles of the caller's tenant (all, for an unscoped admin).
+pub async fn list_profiles(s: &WebState, c: &Caller) -> ApiResult<Vec<CredentialProfileView>> {
+    require_admin(c)?;
+    Ok(s.store()
+        .list_profiles(c.tenant())
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+/// A profile the caller may see (a 404 otherwise, like one that does not exist).
+pub async fn profile(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<CredentialProfileView> {
+    require_admin(c)?;
+    match s.store().profile(id).await {
+        Ok(p) if c.tenant().is_none_or(|t| t == p.tenant_id) => Ok(p.into()),
+        Ok(_) | Err(StoreError::Invalid(_)) => {
+            Err(ApiError::not_found(format!("no credential profile {id}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Create a profile.
+pub async fn create_profile(
+    s: &WebState,
+    c: &Caller,
+    b: CreateCredentialProfile,
+) -> ApiResult<CredentialProfileView> {
+    require_admin(c)?;
+    let tenant_id = match (c.tenant(), b.tenant_id) {
+        (Some(scope), Some(t)) if scope != t => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token may only create profiles in its own tenant",
+            ));
+        }
+        (Some(scope), _) => scope,
+        (None, Some(t)) => t,
+        (None, None) => return Err(ApiError::invalid("tenant_id", "tenant_id is required")),
+    };
+    let name = inventory::parse_name(&b.name).map_err(|r| ApiError::invalid("name", r))?;
+    let username =
+        inventory::parse_username(&b.username).map_err(|r| ApiError::invalid("username", r))?;
+    let ssh_key = match &b.ssh_key {
+        None => None,
+        Some(text) => Some(import_key(text, b.ssh_key_passphrase.as_deref())?),
+    };
+    let password = b
+        .password
+        .filter(|p| !p.is_empty())
+        .map(rosbackup_core::Secret::new);
+    if password.is_none() && ssh_key.is_none() {
+        return Err(ApiError::invalid(
+            "password",
+            "a credential profile needs a password or an ssh_key",
+        ));
+    }
+    let key = key_or_refuse(s)?;
+    let p = s
+        .store()
+        .create_profile(
+            key,
+            &rosbackup_core::profiles::NewProfile {
+                tenant_id,
+                name,
+                username,
+                password,
+                ssh_key,
+            },
+        )
+        .await?;
+    Ok(p.into())
+}
+
+/// Change a profile; all its devices log in with the change at once.
+pub async fn update_profile(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    b: UpdateCredentialProfile,
+) -> ApiResult<CredentialProfileView> {
+    profile(s, c, id).await?;
+    let username = match &b.username {
+        None => None,
+        Some(u) => {
+            Some(inventory::parse_username(u).map_err(|r| ApiError::invalid("username", r))?)
+        }
+    };
+    let ssh_key = match &b.ssh_key {
+        None => None,
+        Some(text) => Some(import_key(text, b.ssh_key_passphrase.as_deref())?),
+    };
+    if ssh_key.is_some() && b.remove_ssh_key {
+        return Err(ApiError::invalid(
+            "remove_ssh_key",
+            "ssh_key and remove_ssh_key together",
+        ));
+    }
+    let change = match (&ssh_key, b.remove_ssh_key) {
+        (Some(k), _) => KeyChange::Set(k),
+        (None, true) => KeyChange::Clear,
+        (None, false) => KeyChange::Keep,
+    };
+    let password = b.password.as_deref().map(rosbackup_core::Secret::new);
+    let key = key_or_refuse(s)?;
+    let u = match s
+        .store()
+        .update_profile(key, id, username.as_deref(), password.as_ref(), change)
+        .await
+    {
+        Err(StoreError::Invalid(m)) => return Err(ApiError::invalid("password", m)),
+        other => other?,
+    };
+    Ok(u.profile.into())
+}
+
+/// Remove a profile no device uses (a 409 with the count otherwise).
+pub async fn delete_profile(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<()> {
+    profile(s, c, id).await?;
+    s.store().remove_profile(id).await?;
+    Ok(())
+}
+
 /// Apply an action to a device the caller may see (admins).
 pub async fn apply_action(
     s: &WebState,

@@ -496,3 +496,82 @@ impl DeviceAction {
         }
     }
 }
+
+/// A credential profile as the API shows it: never its secrets.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CredentialProfileView {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub username: String,
+    pub has_password: bool,
+    pub has_ssh_key: bool,
+    /// Devices that name the profile.
+    pub devices: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<rosbackup_core::profiles::CredentialProfile> for CredentialProfileView {
+    fn from(p: rosbackup_core::profiles::CredentialProfile) -> Self {
+        CredentialProfileView {
+            id: p.id,
+            tenant_id: p.tenant_id,
+            name: p.name,
+            username: p.username,
+            has_password: p.has_password,
+            has_ssh_key: p.has_ssh_key,
+            devices: p.devices,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// A new credential profile: a user with a password and/or a key. The secrets are
+/// write-only; `Debug` leaves them out.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCredentialProfile {
+    /// Required unless the token is scoped to a tenant (then it must be that tenant).
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub username: String,
+    pub password: Option<String>,
+    /// A private key (OpenSSH or PEM text; Ed25519 or RSA).
+    pub ssh_key: Option<String>,
+    /// The passphrase of `ssh_key`, when it is protected (used once, never stored).
+    pub ssh_key_passphrase: Option<String>,
+}
+
+impl std::fmt::Debug for CreateCredentialProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateCredentialProfile")
+            .field("tenant_id", &self.tenant_id)
+            .field("name", &self.name)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A change to a credential profile, applied to all its devices at once (their
+/// `auth_failed` blocks are lifted). Absent fields stay; an empty `password` removes it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCredentialProfile {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ssh_key: Option<String>,
+    pub ssh_key_passphrase: Option<String>,
+    #[serde(default)]
+    pub remove_ssh_key: bool,
+}
+
+impl std::fmt::Debug for UpdateCredentialProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateCredentialProfile")
+            .field("username", &self.username)
+            .field("remove_ssh_key", &self.remove_ssh_key)
+            .finish_non_exhaustive()
+    }
+}
