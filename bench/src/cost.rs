@@ -383,6 +383,7 @@ impl Bench {
             username: device.username.clone(),
             password: self.env.store.password(&self.env.key, device.id).await?,
             key: None,
+            jump: None,
             known_fingerprint: device.ssh_host_key_fingerprint.clone(),
             routeros_version: device.routeros_version.clone(),
         })

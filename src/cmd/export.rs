@@ -39,6 +39,20 @@ pub struct ExportArgs {
     /// Name of the environment variable holding the key file's passphrase.
     #[arg(long, value_name = "VAR", requires = "key_file")]
     key_passphrase_env: Option<String>,
+    /// Reach the device through this jump host (bastion), as `ssh -J`:
+    /// `[user@]host[:port]`. Without --jump-password-env or --jump-key-file the bastion
+    /// is tried with the device's user and key, as OpenSSH's ProxyJump does.
+    #[arg(long, value_name = "[USER@]HOST[:PORT]")]
+    jump_host: Option<String>,
+    /// Name of the environment variable holding the jump host's password.
+    #[arg(long, value_name = "VAR", requires = "jump_host")]
+    jump_password_env: Option<String>,
+    /// A private key for the jump host.
+    #[arg(long, value_name = "FILE", requires = "jump_host")]
+    jump_key_file: Option<PathBuf>,
+    /// Pinned host-key fingerprint of the jump host (`SHA256:…`).
+    #[arg(long, requires = "jump_host")]
+    jump_known_fingerprint: Option<String>,
     /// Pinned host-key fingerprint (`SHA256:…`); without it the key is trusted and printed.
     #[arg(long)]
     known_fingerprint: Option<String>,
@@ -125,12 +139,50 @@ pub async fn run(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let jump = match &a.jump_host {
+        None => None,
+        Some(spec) => {
+            let (user, host, port) =
+                crate::device::parse_jump_host(spec).map_err(|reason| ConfigError {
+                    var: "--jump-host".into(),
+                    value: None,
+                    reason,
+                })?;
+            let password = match &a.jump_password_env {
+                Some(var) => Secret::new(std::env::var(var).map_err(|_| {
+                    ConfigError {
+                        var: var.clone(),
+                        value: None,
+                        reason:
+                            "the jump host password variable is not set (see --jump-password-env)"
+                                .into(),
+                    }
+                })?),
+                None => Secret::default(),
+            };
+            let jump_key = match &a.jump_key_file {
+                Some(f) => Some(super::shared::read_key_file(f, None)?),
+                None => None,
+            };
+            // Without credentials of its own the bastion gets the device's user and key
+            // (ProxyJump).
+            Some(crate::device::JumpHost {
+                host,
+                port,
+                username: user.unwrap_or_default(),
+                password,
+                key: jump_key,
+                known_fingerprint: a.jump_known_fingerprint.clone(),
+            })
+        }
+    };
     let target = Target {
         host: a.host.clone(),
         port: a.port,
         username: a.user.clone(),
         password: Secret::new(password),
         key,
+        jump,
         known_fingerprint: a.known_fingerprint.clone(),
         routeros_version: a.routeros_version.clone(),
     };

@@ -46,6 +46,7 @@ fn target(d: &SimDevice) -> Target {
         username: d.username.clone(),
         password: Secret::new(d.password.clone()),
         key: None,
+        jump: None,
         known_fingerprint: None,
         // Unknown: the worker's case for a new device (the version is probed).
         routeros_version: None,
@@ -376,6 +377,7 @@ fn raw_target(port: u16) -> Target {
         username: "admin".into(),
         password: Secret::new("kex-garbage-password"),
         key: None,
+        jump: None,
         known_fingerprint: None,
         routeros_version: Some("7".into()),
     }

@@ -16,6 +16,7 @@ fn target(d: &SimDevice) -> Target {
         username: d.username.clone(),
         password: Secret::new(d.password.clone()),
         key: None,
+        jump: None,
         known_fingerprint: None,
         routeros_version: None,
     }

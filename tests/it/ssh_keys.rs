@@ -28,6 +28,7 @@ fn sim_target(d: &SimDevice, password: &str, key: Option<UserKey>) -> Target {
         username: d.username.clone(),
         password: Secret::new(password),
         key,
+        jump: None,
         known_fingerprint: None,
         routeros_version: None,
     }
@@ -188,6 +189,7 @@ fn sshd_target(port: u16, password: &str, key: Option<UserKey>) -> Target {
         username: sshd::USER.into(),
         password: Secret::new(password),
         key,
+        jump: None,
         known_fingerprint: None,
         routeros_version: Some("7".into()),
     }
@@ -491,4 +493,154 @@ async fn the_api_takes_keys_write_only() {
     assert!(c.key.is_none());
     assert_eq!(c.password.expose(), "Pw-After-Key");
     fleet.cleanup().await;
+}
+
+// ---- jump hosts --------------------------------------------------------------------
+
+/// A real sshd as the jump host in front of a simulated router: the export goes through
+/// its `direct-tcpip` channel (the router's own host key is the one reported), logging in
+/// to the bastion with its own password or — without — the device's user and key as
+/// `ProxyJump` does; a bastion whose pinned key differs is `host_key_mismatch` naming the
+/// bastion; a bastion that refuses forwarding is `connection_refused` naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_sshd_as_jump_host_forwards_to_the_router_and_errors_name_it() {
+    use rosbackup::device::JumpHost;
+    let Some(exports) = crate::common::shared_exports() else {
+        return;
+    };
+    if !sshd::available() {
+        return;
+    }
+    let sim = sim("key-only=1", 0).await;
+    let d = sim.devices()[0].clone();
+    let key = d.user_key.clone().unwrap();
+    let export_file = exports.join(EXPORT);
+    let bastion = sshd::start_conf(&export_file, false, None, &["AllowTcpForwarding yes"]);
+    let jump = JumpHost {
+        host: "127.0.0.1".into(),
+        port: bastion.port,
+        username: sshd::USER.into(),
+        password: Secret::new(sshd::PASSWORD),
+        key: None,
+        known_fingerprint: None,
+    };
+    let mut t = sim_target(&d, "", Some(key.clone()));
+    t.jump = Some(jump.clone());
+    let e = device::export(&t, &opts()).await.unwrap();
+    assert_eq!(e.fingerprint, sim.host_key_fingerprint(d.id).unwrap());
+    assert!(!e.raw.is_empty());
+    let log = sshd::log(&bastion);
+    assert!(
+        log.contains("Accepted password for rosbackup-test"),
+        "{log}"
+    );
+
+    // Pinned to the bastion's key: fine; pinned to another: the bastion is named.
+    t.jump = Some(JumpHost {
+        known_fingerprint: Some(bastion.fingerprint("ed25519").to_string()),
+        ..jump.clone()
+    });
+    device::export(&t, &opts()).await.unwrap();
+    t.jump = Some(JumpHost {
+        known_fingerprint: Some(sim.host_key_fingerprint(d.id).unwrap()),
+        ..jump.clone()
+    });
+    let err = device::export(&t, &opts()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::HostKeyMismatch);
+    assert!(
+        err.to_string().contains("via jump host 127.0.0.1:"),
+        "{err}"
+    );
+    assert_eq!(err.presented_fingerprint(), None, "not the router's key");
+
+    // Wrong bastion password: auth_failed, via the bastion.
+    t.jump = Some(JumpHost {
+        password: Secret::new("wrong"),
+        ..jump.clone()
+    });
+    let err = device::export(&t, &opts()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AuthFailed);
+    assert!(err.to_string().starts_with("via jump host"), "{err}");
+
+    // A bastion that does not forward.
+    let closed = sshd::start_conf(&export_file, false, None, &["AllowTcpForwarding no"]);
+    t.jump = Some(JumpHost {
+        port: closed.port,
+        ..jump.clone()
+    });
+    let err = device::export(&t, &opts()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    assert!(err.to_string().contains("refused to forward"), "{err}");
+    sim.shutdown().await;
+}
+
+/// `rosbackup export --jump-host HOST:PORT` with no credentials for the bastion logs in
+/// to it with the device's user and key (as `ssh -J`), then to the router behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_through_a_jump_host_uses_the_device_key_for_the_bastion_like_proxyjump() {
+    let Some(exports) = crate::common::shared_exports() else {
+        return;
+    };
+    if !sshd::available() {
+        return;
+    }
+    let sim = Simulator::start(SimConfig {
+        devices: 1,
+        listen_base: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        one_address: true,
+        faults: "key-only=1".parse().unwrap(),
+        shared_login: Some((sshd::USER.into(), "unused-Pw-1".into())),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let d = sim.devices()[0].clone();
+    let key = d.user_key.clone().unwrap();
+    let bastion = sshd::start_conf(
+        &exports.join(EXPORT),
+        false,
+        Some(&[key.public_openssh()]),
+        &["AllowTcpForwarding yes"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("id");
+    std::fs::write(&key_file, key.to_sealable().expose()).unwrap();
+    let run = |jump: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+            .env_remove("ROSBACKUP_PASSWORD")
+            .args([
+                "export",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &d.port.to_string(),
+            ])
+            .args(["--user", &d.username, "--key-file"])
+            .arg(&key_file)
+            .args(["--jump-host", jump, "--json"])
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&format!("127.0.0.1:{}", bastion.port));
+    assert_eq!(code, Some(0), "{out}\n{}", sshd::log(&bastion));
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        j["fingerprint"].as_str(),
+        sim.host_key_fingerprint(d.id).as_deref(),
+        "the router's key, not the bastion's"
+    );
+    assert!(sshd::log(&bastion).contains("Accepted publickey"));
+    // Another user on the bastion: refused there, and the error says so.
+    let (code, out) = run(&format!("nobody@127.0.0.1:{}", bastion.port));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("auth_failed") && out.contains("via jump host"),
+        "{out}"
+    );
+    sim.shutdown().await;
 }

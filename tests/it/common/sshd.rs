@@ -131,6 +131,16 @@ pub fn start(export: &Path, legacy: bool) -> Sshd {
 /// lines) besides the password. With `legacy`, only `ssh-rsa` (SHA-1) signatures are
 /// accepted (`PubkeyAcceptedAlgorithms ssh-rsa`), as on RouterOS 6.
 pub fn start_with(export: &Path, legacy: bool, authorized: Option<&[String]>) -> Sshd {
+    start_conf(export, legacy, authorized, &[])
+}
+
+/// As [`start_with`], with more `sshd_config` lines (`AllowTcpForwarding no`, …).
+pub fn start_conf(
+    export: &Path,
+    legacy: bool,
+    authorized: Option<&[String]>,
+    extra: &[&str],
+) -> Sshd {
     ensure_user();
     std::fs::create_dir_all("/run/sshd").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -164,6 +174,7 @@ pub fn start_with(export: &Path, legacy: bool, authorized: Option<&[String]>) ->
         format!("ForceCommand /bin/cat {}", export.display()),
     ];
     conf.extend(host_keys);
+    conf.extend(extra.iter().map(|l| l.to_string()));
     if let Some(lines) = authorized {
         let path = dir.path().join("authorized_keys");
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();

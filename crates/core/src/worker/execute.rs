@@ -379,6 +379,7 @@ async fn backup_under_lease(
         username: credentials.username,
         password: credentials.password,
         key: credentials.key,
+        jump: None,
         known_fingerprint: device.ssh_host_key_fingerprint.clone(),
         routeros_version: device.routeros_version.clone(),
     };
