@@ -1376,3 +1376,55 @@ fn claims_from(rows: Vec<(Uuid, Uuid, DateTime<Utc>)>) -> Vec<Claim> {
     claims.sort_by_key(|c| c.due_at);
     claims
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use russh::keys::ssh_key::{LineEnding, private::Ed25519Keypair};
+
+    fn key_of(seed: u8) -> UserKey {
+        let k = russh::keys::PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]));
+        UserKey::import(&k.to_openssh(LineEnding::LF).unwrap(), None).unwrap()
+    }
+
+    /// The resolution the worker runs on the lease's row: own password or key wins, else
+    /// the profile's (opened with the profile's id), else the (empty) own; a key sealed
+    /// for another owner does not open.
+    #[test]
+    fn sealed_credentials_open_the_device_s_own_or_its_profile_s() {
+        let ck = CredentialKey::from_base64(&CredentialKey::generate_base64()).unwrap();
+        let (dev, prof) = (Uuid::new_v4(), Uuid::new_v4());
+        let sealed = |own_pw: &str, own_key: Option<&UserKey>| SealedCredentials {
+            device_id: dev,
+            username: "own-user".into(),
+            password_enc: ck.seal(&dev, &Secret::new(own_pw)),
+            ssh_key_enc: own_key.map(|k| ck.seal_key(&dev, k)),
+            profile_id: Some(prof),
+            profile_username: Some("profile-user".into()),
+            profile_password_enc: Some(ck.seal(&prof, &Secret::new("profile-pw"))),
+            profile_ssh_key_enc: Some(ck.seal_key(&prof, &key_of(2))),
+        };
+        let c = sealed("", None).open(&ck).unwrap();
+        assert_eq!(c.profile, Some(prof));
+        assert_eq!(c.username, "profile-user");
+        assert_eq!(c.password.expose(), "profile-pw");
+        assert_eq!(c.key, Some(key_of(2)));
+        let c = sealed("own-pw", None).open(&ck).unwrap();
+        assert_eq!((c.profile, c.username.as_str()), (None, "own-user"));
+        assert_eq!(c.key, None);
+        let c = sealed("", Some(&key_of(1))).open(&ck).unwrap();
+        assert_eq!(c.profile, None);
+        assert_eq!(c.key, Some(key_of(1)));
+        assert!(c.password.is_empty());
+        // A key sealed for the profile, put on the device's row, does not open there.
+        let mut moved = sealed("", None);
+        moved.ssh_key_enc = moved.profile_ssh_key_enc.clone();
+        assert_eq!(moved.open(&ck).unwrap_err(), CredentialError::Decrypt);
+        // Debug names no secret.
+        let dbg = format!("{:?}", sealed("own-pw", Some(&key_of(1))));
+        assert!(
+            !dbg.contains("own-pw") && dbg.contains("own_key: true"),
+            "{dbg}"
+        );
+    }
+}
