@@ -382,6 +382,8 @@ impl Bench {
             port: u16::try_from(device.ssh_port).unwrap_or(22),
             username: device.username.clone(),
             password: self.env.store.password(&self.env.key, device.id).await?,
+            key: None,
+            jump: None,
             known_fingerprint: device.ssh_host_key_fingerprint.clone(),
             routeros_version: device.routeros_version.clone(),
         })

@@ -362,11 +362,17 @@ pub fn inventory(data: &[u8]) {
                     inventory::parse_port(&d.ssh_port.to_string()),
                     Ok(d.ssh_port)
                 );
-                assert_eq!(
-                    inventory::parse_username(&d.username).as_deref(),
-                    Ok(d.username.as_str())
-                );
-                assert!(!d.password.is_empty());
+                // A profile makes the user and the password optional, a key file the
+                // password.
+                if d.credential_profile.is_none() || !d.username.is_empty() {
+                    assert_eq!(
+                        inventory::parse_username(&d.username).as_deref(),
+                        Ok(d.username.as_str())
+                    );
+                }
+                if d.credential_profile.is_none() && r.ssh_key_file.is_none() {
+                    assert!(!d.password.is_empty());
+                }
                 if let Some(v) = &d.routeros_version {
                     assert_eq!(inventory::parse_routeros_version(v), Ok(Some(v.clone())));
                 }
@@ -390,6 +396,8 @@ pub fn inventory(data: &[u8]) {
                     enabled: Some(if d.enabled { "true" } else { "false" }),
                     backup_interval_seconds: interval.as_deref(),
                     backup_cron: d.backup_cron.as_deref(),
+                    ssh_key_file: r.ssh_key_file.as_deref(),
+                    credential_profile: d.credential_profile.as_deref(),
                 };
                 let again = fields
                     .validate()

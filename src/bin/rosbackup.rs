@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rosbackup::cmd::{
-    demo, devices, enqueue, export, history, migrate, normalize, probe, roles, tokens,
+    credentials, demo, devices, enqueue, export, history, migrate, normalize, probe, roles, tokens,
 };
 use rosbackup::config::{ConfigError, Env};
 use rosbackup::credentials::CredentialError;
@@ -38,6 +38,12 @@ enum Command {
     Devices {
         #[command(subcommand)]
         command: devices::DevicesCommand,
+    },
+    /// Manage credential profiles: credentials many devices share (DATABASE_URL,
+    /// CREDENTIAL_ENCRYPTION_KEY).
+    Credentials {
+        #[command(subcommand)]
+        command: credentials::CredentialsCommand,
     },
     /// Queue a manual backup of one device (DATABASE_URL, REDIS_URL).
     Enqueue(enqueue::EnqueueArgs),
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
     if matches!(
         cli.command,
         Command::Devices { .. }
+            | Command::Credentials { .. }
             | Command::Tokens { .. }
             | Command::History(_)
             | Command::Normalize(_)
@@ -110,6 +117,7 @@ fn main() -> ExitCode {
         }),
         Command::Migrate => block_on(migrate::run(&env)),
         Command::Devices { command } => block_on(devices::run(&env, command)),
+        Command::Credentials { command } => block_on(credentials::run(&env, command)),
         Command::Enqueue(a) => block_on(enqueue::run(&env, a)),
         Command::Worker => block_on(roles::worker(&env)),
         Command::Enqueuer(a) => block_on(roles::enqueuer(&env, a)),

@@ -4,7 +4,7 @@
 //! added: no database and no queue, only the SSH collection, the checks and the
 //! normalization a scheduled backup runs (and, with `--publish`, the same NATS event), so
 //! what works here works in the fleet. The password comes from an environment variable,
-//! never a flag, and `--output` is written readable by its owner only: an export holds
+//! never a flag (a `--key-file` is tried first when given, as in the fleet), and `--output` is written readable by its owner only: an export holds
 //! secrets. Failures of the device print the worker's error kind (`--json` for scripts).
 
 use crate::Secret;
@@ -29,8 +29,30 @@ pub struct ExportArgs {
     #[arg(long)]
     user: String,
     /// Name of the environment variable holding the password (never pass it as a flag).
+    /// With --key-file the password is optional: tried after the key when the variable
+    /// is set.
     #[arg(long, default_value = "ROSBACKUP_PASSWORD")]
     password_env: String,
+    /// Log in with this private key (OpenSSH or PEM; Ed25519 or RSA) before the password.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Name of the environment variable holding the key file's passphrase.
+    #[arg(long, value_name = "VAR", requires = "key_file")]
+    key_passphrase_env: Option<String>,
+    /// Reach the device through this jump host (bastion), as `ssh -J`:
+    /// `[user@]host[:port]`. Without --jump-password-env or --jump-key-file the bastion
+    /// is tried with the device's user and key, as OpenSSH's ProxyJump does.
+    #[arg(long, value_name = "[USER@]HOST[:PORT]")]
+    jump_host: Option<String>,
+    /// Name of the environment variable holding the jump host's password.
+    #[arg(long, value_name = "VAR", requires = "jump_host")]
+    jump_password_env: Option<String>,
+    /// A private key for the jump host.
+    #[arg(long, value_name = "FILE", requires = "jump_host")]
+    jump_key_file: Option<PathBuf>,
+    /// Pinned host-key fingerprint of the jump host (`SHA256:…`).
+    #[arg(long, requires = "jump_host")]
+    jump_known_fingerprint: Option<String>,
     /// Pinned host-key fingerprint (`SHA256:…`); without it the key is trusted and printed.
     #[arg(long)]
     known_fingerprint: Option<String>,
@@ -87,11 +109,27 @@ pub async fn run(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
     if let Some(v) = a.normalization_version {
         settings.normalization = v;
     }
-    let password = std::env::var(&a.password_env).map_err(|_| ConfigError {
-        var: a.password_env.clone(),
-        value: None,
-        reason: "the password variable is not set (see --password-env)".into(),
-    })?;
+    let key = match &a.key_file {
+        Some(f) => Some(super::shared::read_key_file(
+            f,
+            a.key_passphrase_env.as_deref(),
+        )?),
+        None => None,
+    };
+    let password = match std::env::var(&a.password_env) {
+        Ok(p) => p,
+        // With a key, no password is fine: the key alone is tried.
+        Err(_) if key.is_some() => String::new(),
+        Err(_) => {
+            return Err(ConfigError {
+                var: a.password_env.clone(),
+                value: None,
+                reason: "the password variable is not set (see --password-env, or --key-file)"
+                    .into(),
+            }
+            .into());
+        }
+    };
     let publisher = if a.publish {
         let cfg = publisher_config(&env)?;
         match Publisher::connect(cfg).await {
@@ -101,11 +139,50 @@ pub async fn run(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
+    let jump = match &a.jump_host {
+        None => None,
+        Some(spec) => {
+            let (user, host, port) =
+                crate::device::parse_jump_host(spec).map_err(|reason| ConfigError {
+                    var: "--jump-host".into(),
+                    value: None,
+                    reason,
+                })?;
+            let password = match &a.jump_password_env {
+                Some(var) => Secret::new(std::env::var(var).map_err(|_| {
+                    ConfigError {
+                        var: var.clone(),
+                        value: None,
+                        reason:
+                            "the jump host password variable is not set (see --jump-password-env)"
+                                .into(),
+                    }
+                })?),
+                None => Secret::default(),
+            };
+            let jump_key = match &a.jump_key_file {
+                Some(f) => Some(super::shared::read_key_file(f, None)?),
+                None => None,
+            };
+            // Without credentials of its own the bastion gets the device's user and key
+            // (ProxyJump).
+            Some(crate::device::JumpHost {
+                host,
+                port,
+                username: user.unwrap_or_default(),
+                password,
+                key: jump_key,
+                known_fingerprint: a.jump_known_fingerprint.clone(),
+            })
+        }
+    };
     let target = Target {
         host: a.host.clone(),
         port: a.port,
         username: a.user.clone(),
         password: Secret::new(password),
+        key,
+        jump,
         known_fingerprint: a.known_fingerprint.clone(),
         routeros_version: a.routeros_version.clone(),
     };

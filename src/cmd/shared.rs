@@ -158,3 +158,32 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
         line(r.iter().map(String::as_str).collect());
     }
 }
+
+/// A user key from `--key-file FILE` (OpenSSH or PEM), decrypted with the passphrase in
+/// the environment variable named by `--key-passphrase-env` when it is protected. A key
+/// that cannot be used is a configuration error (exit 2) naming the file, never quoting
+/// it; the passphrase is read from the environment only, never from a flag.
+pub(crate) fn read_key_file(
+    path: &std::path::Path,
+    passphrase_env: Option<&str>,
+) -> anyhow::Result<crate::userkey::UserKey> {
+    let passphrase = match passphrase_env {
+        None => None,
+        Some(var) => Some(crate::Secret::new(std::env::var(var).map_err(|_| {
+            ConfigError {
+                var: var.to_string(),
+                value: None,
+                reason: "the key passphrase variable is not set (see --key-passphrase-env)".into(),
+            }
+        })?)),
+    };
+    let bad = |reason: String| ConfigError {
+        var: "--key-file".into(),
+        value: None,
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
+    let text = String::from_utf8(bytes).map_err(|_| bad("not a text key file".into()))?;
+    crate::userkey::UserKey::import(&text, passphrase.as_ref())
+        .map_err(|e| bad(e.to_string()).into())
+}

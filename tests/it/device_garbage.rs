@@ -45,6 +45,8 @@ fn target(d: &SimDevice) -> Target {
         port: d.port,
         username: d.username.clone(),
         password: Secret::new(d.password.clone()),
+        key: None,
+        jump: None,
         known_fingerprint: None,
         // Unknown: the worker's case for a new device (the version is probed).
         routeros_version: None,
@@ -374,6 +376,8 @@ fn raw_target(port: u16) -> Target {
         port,
         username: "admin".into(),
         password: Secret::new("kex-garbage-password"),
+        key: None,
+        jump: None,
         known_fingerprint: None,
         routeros_version: Some("7".into()),
     }

@@ -999,3 +999,328 @@ async fn rotate_key_re_encrypts_every_password_or_none() {
     })
     .await;
 }
+
+/// SSH user keys through the CLI (#18): `devices import` reads the simulator's key files
+/// (the `ssh_key_file` column), `devices add --key-file` decrypts a protected key with
+/// the passphrase from `--key-passphrase-env` (refusing it without, or with a wrong one),
+/// `set-credentials` refuses to leave a device with nothing to log in with, and `export
+/// --key-file` logs in with the key alone. Neither a passphrase nor a private key line
+/// is ever printed.
+#[tokio::test]
+async fn keys_are_imported_added_and_used_by_export_without_ever_being_printed() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let dir = tempfile::tempdir().unwrap();
+        let (csv, sim) = sim_inventory(dir.path(), 3, "keys=1,key-only=1").await;
+        let never_print_key = |k: &rosbackup::userkey::UserKey| {
+            for l in k.to_sealable().expose().lines() {
+                if l.len() >= 20 && !l.starts_with("-----") {
+                    cli.never_print(l);
+                }
+            }
+        };
+        for d in &sim {
+            cli.never_print(&d.password);
+            if let Some(k) = &d.user_key {
+                never_print_key(k);
+            }
+        }
+        let text = String::from_utf8(csv).unwrap();
+        assert!(
+            text.lines().next().unwrap().ends_with(",ssh_key_file"),
+            "{text}"
+        );
+        let file = dir.path().join("fleet.csv");
+        let out = cli.run(&["devices", "import", file.to_str().unwrap()]);
+        assert_eq!(out.ok().trim(), "imported 3 devices (3 new, 0 updated)");
+        let store = rosbackup::store::Store::from_pool(pool(&url).await);
+        let key = cli.credential_key();
+        for d in &sim {
+            let c = store.credentials(&key, d.id).await.unwrap();
+            assert_eq!(c.key, d.user_key, "{}", d.name);
+            assert_eq!(c.password.expose(), d.password);
+        }
+        let list = cli.run(&["devices", "list", "--json"]).json();
+        let with_key = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["has_ssh_key"] == true)
+            .count();
+        assert_eq!(with_key, 2);
+
+        // A passphrase-protected key for `devices add`.
+        let key_path = dir.path().join("id_protected");
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "Pass-Phrase-991", "-f"])
+            .arg(&key_path)
+            .status()
+            .expect("ssh-keygen");
+        assert!(st.success());
+        cli.never_print("Pass-Phrase-991");
+        let add = |env: &[(&str, &str)], extra: &[&str]| {
+            let mut args = vec![
+                "devices",
+                "add",
+                "--name",
+                "keyed",
+                "--host",
+                "10.0.0.9",
+                "--username",
+                "backup",
+                "--key-file",
+                key_path.to_str().unwrap(),
+            ];
+            args.extend_from_slice(extra);
+            cli.run_with(&args, env)
+        };
+        let e = add(&[], &[]).fails(2).to_string();
+        assert!(e.contains("passphrase-protected"), "{e}");
+        assert!(e.contains("--key-passphrase-env"), "{e}");
+        let e = add(
+            &[("KEYPASS", "wrong")],
+            &["--key-passphrase-env", "KEYPASS"],
+        )
+        .fails(2)
+        .to_string();
+        assert!(e.contains("does not decrypt"), "{e}");
+        let e = add(&[], &["--key-passphrase-env", "KEYPASS"])
+            .fails(2)
+            .to_string();
+        assert!(e.contains("KEYPASS"), "{e}");
+        let id = add(
+            &[("KEYPASS", "Pass-Phrase-991")],
+            &["--key-passphrase-env", "KEYPASS"],
+        )
+        .ok()
+        .trim()
+        .to_string();
+        let id: Uuid = id.parse().unwrap();
+        let c = store.credentials(&key, id).await.unwrap();
+        let stored = c.key.expect("the key is stored");
+        never_print_key(&stored);
+        assert!(c.password.is_empty(), "no password was given");
+        // Stored decrypted (inside the seal): it opens without a passphrase.
+        assert!(!stored.to_sealable().expose().contains("aes256-ctr"));
+
+        // Removing the key would leave it with nothing: refused, nothing changed.
+        let e = cli
+            .run(&["devices", "set-credentials", "keyed", "--no-key"])
+            .fails(1)
+            .to_string();
+        assert!(e.contains("neither a password nor a key"), "{e}");
+        assert!(store.credentials(&key, id).await.unwrap().key.is_some());
+        // A password, then the key removed: fine.
+        cli.run_with(
+            &[
+                "devices",
+                "set-credentials",
+                "keyed",
+                "--password-env",
+                "PW",
+                "--no-key",
+            ],
+            &[("PW", "Another-Pw-77")],
+        )
+        .ok();
+        cli.never_print("Another-Pw-77");
+        let c = store.credentials(&key, id).await.unwrap();
+        assert!(c.key.is_none());
+        assert_eq!(c.password.expose(), "Another-Pw-77");
+    })
+    .await;
+}
+
+/// `rosbackup export --key-file` logs in to a key-only router with the key alone; a key
+/// it does not know is `auth_failed`. (Multi-threaded: the simulator serves while the
+/// test waits for the process.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_logs_in_with_a_key_file() {
+    let sim = Simulator::start(SimConfig {
+        devices: 2,
+        listen_base: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        one_address: true,
+        faults: "key-only=2".parse().unwrap(),
+        config_size: Some(4_000),
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let dir = tempfile::tempdir().unwrap();
+    let d = sim.devices()[0].clone();
+    let other = sim.devices()[1].clone();
+    let key_file = write(
+        dir.path(),
+        "id",
+        d.user_key
+            .as_ref()
+            .unwrap()
+            .to_sealable()
+            .expose()
+            .as_bytes(),
+    );
+    let other_file = write(
+        dir.path(),
+        "other",
+        other
+            .user_key
+            .as_ref()
+            .unwrap()
+            .to_sealable()
+            .expose()
+            .as_bytes(),
+    );
+    let run = |file: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_rosbackup"));
+        c.env_remove("ROSBACKUP_PASSWORD").args([
+            "export",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &d.port.to_string(),
+            "--user",
+            &d.username,
+            "--key-file",
+            file,
+            "--json",
+        ]);
+        let o = c.output().unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run(&key_file);
+    assert_eq!(code, Some(0), "{out}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(j["sha256_hash"].is_string(), "{out}");
+    let (code, out) = run(&other_file);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("\"error_kind\":\"auth_failed\""), "{out}");
+    assert!(out.contains("key refused"), "{out}");
+    sim.shutdown().await;
+}
+
+/// `rosbackup credentials add|list|set|remove` and devices on a profile: `devices add
+/// --credential-profile` needs no password of its own, `set` reports the devices that use
+/// the profile, `remove` is refused with the count while one does, and a device moved off
+/// the profile lets it go. No password is printed.
+#[tokio::test]
+async fn credential_profiles_through_the_cli() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        cli.never_print("Profile-Pw-1");
+        cli.never_print("Profile-Pw-2");
+        cli.never_print("Own-Pw-3");
+        let e = cli
+            .run(&["credentials", "add", "fleet", "--username", "backup"])
+            .fails(2)
+            .to_string();
+        assert!(e.contains("needs a password"), "{e}");
+        let id = cli
+            .run_with(
+                &[
+                    "credentials",
+                    "add",
+                    "fleet",
+                    "--username",
+                    "backup",
+                    "--password-env",
+                    "PPW",
+                ],
+                &[("PPW", "Profile-Pw-1")],
+            )
+            .ok()
+            .trim()
+            .to_string();
+        assert!(id.parse::<Uuid>().is_ok(), "{id}");
+        let dev = cli
+            .run(&[
+                "devices",
+                "add",
+                "--name",
+                "r1",
+                "--host",
+                "10.0.0.1",
+                "--credential-profile",
+                "fleet",
+            ])
+            .ok()
+            .trim()
+            .to_string();
+        let e = cli
+            .run(&[
+                "devices",
+                "add",
+                "--name",
+                "r2",
+                "--host",
+                "10.0.0.2",
+                "--credential-profile",
+                "nope",
+            ])
+            .fails(2)
+            .to_string();
+        assert!(e.contains("--credential-profile"), "{e}");
+        let list = cli.run(&["credentials", "list", "--json"]).json();
+        assert_eq!(list[0]["name"], "fleet");
+        assert_eq!(list[0]["devices"], 1);
+        assert_eq!(list[0]["has_password"], true);
+        let table = cli.run(&["credentials", "list"]).ok().to_string();
+        assert!(
+            table.contains("fleet") && table.contains("password"),
+            "{table}"
+        );
+        let out = cli
+            .run_with(
+                &["credentials", "set", "fleet", "--password-env", "PPW"],
+                &[("PPW", "Profile-Pw-2")],
+            )
+            .ok()
+            .to_string();
+        assert!(out.contains("1 device(s) use it"), "{out}");
+        let store = rosbackup::store::Store::from_pool(pool(&url).await);
+        let c = store
+            .credentials(&cli.credential_key(), dev.parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(c.password.expose(), "Profile-Pw-2");
+        let e = cli
+            .run(&["credentials", "remove", "fleet"])
+            .fails(1)
+            .to_string();
+        assert!(e.contains("used by 1 device"), "{e}");
+        // Off the profile, with a password of its own: the profile can go.
+        cli.run_with(
+            &[
+                "devices",
+                "set-credentials",
+                "r1",
+                "--username",
+                "backup",
+                "--password-env",
+                "OWN",
+                "--no-credential-profile",
+            ],
+            &[("OWN", "Own-Pw-3")],
+        )
+        .ok();
+        let out = cli
+            .run(&["credentials", "remove", "fleet"])
+            .ok()
+            .to_string();
+        assert!(out.contains("removed"), "{out}");
+        assert_eq!(
+            cli.run(&["credentials", "list", "--json"]).json(),
+            json_empty()
+        );
+    })
+    .await;
+}
+
+fn json_empty() -> serde_json::Value {
+    serde_json::json!([])
+}

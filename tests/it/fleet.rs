@@ -265,6 +265,8 @@ fn synthetic(n: usize) -> Vec<NewDevice> {
             enabled: true,
             backup_interval_seconds: None,
             backup_cron: None,
+            ssh_key: None,
+            credential_profile: None,
         })
         .collect()
 }

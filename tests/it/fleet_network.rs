@@ -282,6 +282,8 @@ impl SimProcess {
                             enabled: true,
                             backup_interval_seconds: None,
                             backup_cron: None,
+                            ssh_key: None,
+                            credential_profile: None,
                         }
                     })
                     .collect();

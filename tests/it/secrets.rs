@@ -91,7 +91,7 @@ async fn passwords_and_config_secrets_never_appear_in_logs_metrics_or_responses(
     let fleet = Fleet::start(FleetOptions {
         sim: SimConfig {
             devices: 10,
-            faults: "auth=2,garbage=1".parse().unwrap(),
+            faults: "auth=2,garbage=1,keys=2,key-only=1".parse().unwrap(),
             ..FleetOptions::default().sim
         },
         ..FleetOptions::default()
@@ -213,6 +213,31 @@ async fn passwords_and_config_secrets_never_appear_in_logs_metrics_or_responses(
         .iter()
         .map(|d| d.password.as_str())
         .collect();
+    // The user keys of the `keys`/`key-only` devices: every line of their private text
+    // (the key-only device was reached with its key alone, so the key was really used).
+    let key_only = fleet
+        .sim
+        .devices()
+        .iter()
+        .find(|d| d.fault == Some(rosbackup::sim::Fault::KeyOnly))
+        .expect("a key-only device");
+    let row = fleet.store().device(key_only.id).await.unwrap().unwrap();
+    assert_eq!(row.last_status.as_deref(), Some("success"), "{row:?}");
+    let key_lines: Vec<String> = fleet
+        .sim
+        .devices()
+        .iter()
+        .filter_map(|d| d.user_key.as_ref())
+        .flat_map(|k| {
+            k.to_sealable()
+                .expose()
+                .lines()
+                .filter(|l| l.len() >= 20 && !l.starts_with("-----"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(key_lines.len() >= 3, "the keys have private text");
     let haystacks: Vec<(&str, &String)> = logs
         .iter()
         .map(|l| ("a process log", l))
@@ -221,6 +246,12 @@ async fn passwords_and_config_secrets_never_appear_in_logs_metrics_or_responses(
     for (what, text) in haystacks {
         for p in &passwords {
             assert!(!text.contains(p), "a device password appears in {what}");
+        }
+        for l in &key_lines {
+            assert!(
+                !text.contains(l.as_str()),
+                "a private key appears in {what}"
+            );
         }
         for s in &secrets {
             assert!(

@@ -15,6 +15,8 @@ fn target(d: &SimDevice) -> Target {
         port: d.port,
         username: d.username.clone(),
         password: Secret::new(d.password.clone()),
+        key: None,
+        jump: None,
         known_fingerprint: None,
         routeros_version: None,
     }

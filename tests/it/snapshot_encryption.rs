@@ -224,6 +224,8 @@ async fn export_from_simulator(addr: &str, config_size: Option<usize>) -> Collec
         port: d.port,
         username: d.username.clone(),
         password: rosbackup::Secret::new(d.password.clone()),
+        key: None,
+        jump: None,
         known_fingerprint: None,
         routeros_version: Some(d.routeros_version.clone()),
     };

@@ -86,6 +86,8 @@ async fn sftp_fetch_from_openssh_verifies_and_removes_the_file() {
         port: server.port,
         username: sshd::USER.into(),
         password: Secret::new(sshd::PASSWORD),
+        key: None,
+        jump: None,
         known_fingerprint: None,
         routeros_version: Some("7".into()),
     };

@@ -15,6 +15,8 @@ fn target(port: u16) -> Target {
         port,
         username: sshd::USER.into(),
         password: Secret::new(sshd::PASSWORD),
+        key: None,
+        jump: None,
         known_fingerprint: None,
         routeros_version: Some("7".into()),
     }

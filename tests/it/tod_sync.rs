@@ -821,6 +821,7 @@ fn fake_devices(n: usize) -> Vec<SimDevice> {
             password: format!("pw-{}", Uuid::new_v4().simple()),
             routeros_version: "7.16.2".into(),
             fault: None,
+            user_key: None,
         })
         .collect()
 }

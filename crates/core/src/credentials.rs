@@ -93,6 +93,8 @@ pub enum CredentialError {
     Decrypt,
     #[error("stored credentials are not valid UTF-8")]
     NotUtf8,
+    #[error("the stored SSH key opens but is not a usable key (was the row altered?)")]
+    BadKey,
 }
 
 impl CredentialError {
@@ -182,6 +184,25 @@ impl CredentialKey {
             .is_ok_and(|p| p == KEY_CHECK_PLAIN)
     }
 
+    /// Seal a user key for its owner (a device or a credential profile): the unencrypted
+    /// OpenSSH text, with the owner's id and `/ssh-key` as associated data, so a sealed
+    /// key is never taken for a password and is bound to its row like one.
+    pub fn seal_key(&self, owner: &uuid::Uuid, key: &crate::userkey::UserKey) -> Vec<u8> {
+        self.seal_bytes(&key_aad(owner), key.to_sealable().expose().as_bytes())
+    }
+
+    /// Open what [`seal_key`](Self::seal_key) produced for the same owner.
+    pub fn open_key(
+        &self,
+        owner: &uuid::Uuid,
+        sealed: &[u8],
+    ) -> Result<crate::userkey::UserKey, CredentialError> {
+        let plain = self.open_bytes(&key_aad(owner), sealed)?;
+        let text = String::from_utf8(plain).map_err(|_| CredentialError::NotUtf8)?;
+        crate::userkey::UserKey::from_sealed(&Secret::new(text))
+            .map_err(|_| CredentialError::BadKey)
+    }
+
     /// Open what [`seal`](Self::seal) produced for the same device.
     pub fn open(&self, device_id: &uuid::Uuid, sealed: &[u8]) -> Result<Secret, CredentialError> {
         let plain = self.open_bytes(device_id.as_bytes(), sealed)?;
@@ -206,6 +227,12 @@ pub fn binary_password_aad(device: &uuid::Uuid, sha256: &str) -> Vec<u8> {
 /// Associated data of a device's current backup password (`binary_state`).
 pub fn binary_device_password_aad(device: &uuid::Uuid) -> Vec<u8> {
     format!("rosbackup-binary-device-password:{device}").into_bytes()
+}
+
+fn key_aad(owner: &uuid::Uuid) -> Vec<u8> {
+    let mut aad = owner.as_bytes().to_vec();
+    aad.extend_from_slice(b"/ssh-key");
+    aad
 }
 
 #[cfg(test)]

@@ -2,8 +2,12 @@
 //!
 //! The format is the simulator's inventory (`rosbackup sim --inventory`): a header row
 //! `id,tenant_id,name,host,port,username,password,routeros_version`, then one device per
-//! row. Three optional columns may be added: `enabled` (true/false), `backup_interval_seconds`
-//! and `backup_cron`. Columns may come in any order; header names are matched exactly.
+//! row. Optional columns may be added: `enabled` (true/false), `backup_interval_seconds`,
+//! `backup_cron`, `ssh_key_file` (a private key file, relative to the CSV's directory,
+//! read by the command that imports) and `credential_profile` (the name of a credential
+//! profile of the row's tenant). A row with a key file or a profile may leave `password`
+//! empty; a row with a profile may leave `username` empty too (the profile's is used).
+//! Columns may come in any order; header names are matched exactly.
 //!
 //! Parsing is all-or-nothing: the first bad row stops it with an [`InventoryError`]
 //! naming the physical line (the header is line 1) and the column, so an operator can
@@ -33,6 +37,8 @@ pub const ROUTEROS_VERSION: &str = "routeros_version";
 pub const ENABLED: &str = "enabled";
 pub const BACKUP_INTERVAL_SECONDS: &str = "backup_interval_seconds";
 pub const BACKUP_CRON: &str = "backup_cron";
+pub const SSH_KEY_FILE: &str = "ssh_key_file";
+pub const CREDENTIAL_PROFILE: &str = "credential_profile";
 
 /// Columns every inventory has (the simulator's header, in its order).
 pub const REQUIRED_COLUMNS: [&str; 8] = [
@@ -47,7 +53,13 @@ pub const REQUIRED_COLUMNS: [&str; 8] = [
 ];
 
 /// Columns an inventory may add.
-pub const OPTIONAL_COLUMNS: [&str; 3] = [ENABLED, BACKUP_INTERVAL_SECONDS, BACKUP_CRON];
+pub const OPTIONAL_COLUMNS: [&str; 5] = [
+    ENABLED,
+    BACKUP_INTERVAL_SECONDS,
+    BACKUP_CRON,
+    SSH_KEY_FILE,
+    CREDENTIAL_PROFILE,
+];
 
 /// Why an inventory was refused: where, and what is wrong. Never carries a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +107,8 @@ pub struct DeviceFields<'a> {
     pub enabled: Option<&'a str>,
     pub backup_interval_seconds: Option<&'a str>,
     pub backup_cron: Option<&'a str>,
+    pub ssh_key_file: Option<&'a str>,
+    pub credential_profile: Option<&'a str>,
 }
 
 impl DeviceFields<'_> {
@@ -103,14 +117,43 @@ impl DeviceFields<'_> {
         fn at<T>(column: &'static str, r: Result<T, String>) -> Result<T, FieldError> {
             r.map_err(|reason| FieldError { column, reason })
         }
+        let present = |v: Option<&str>| v.is_some_and(|v| !v.trim().is_empty());
+        let credential_profile = at(
+            CREDENTIAL_PROFILE,
+            self.credential_profile
+                .filter(|v| !v.trim().is_empty())
+                .map(parse_name)
+                .transpose(),
+        )?;
+        let has_key = present(self.ssh_key_file);
+        // With a profile, the device's own user and password are optional (its own win
+        // when it has a password or a key); with a key, the password is.
+        let username = if credential_profile.is_some() && self.username.is_empty() {
+            String::new()
+        } else {
+            at(USERNAME, parse_username(self.username))?
+        };
+        let password = if (has_key || credential_profile.is_some()) && self.password.is_empty() {
+            Secret::default()
+        } else {
+            at(PASSWORD, parse_password(self.password))?
+        };
+        if has_key && username.is_empty() {
+            return Err(FieldError {
+                column: USERNAME,
+                reason: "empty (a device with a key of its own needs its user)".into(),
+            });
+        }
         Ok(NewDevice {
             id: at(ID, parse_uuid(self.id))?,
             tenant_id: at(TENANT_ID, parse_uuid(self.tenant_id))?,
             name: at(NAME, parse_name(self.name))?,
             host: at(HOST, parse_host(self.host))?,
             ssh_port: at(PORT, parse_port(self.port))?,
-            username: at(USERNAME, parse_username(self.username))?,
-            password: at(PASSWORD, parse_password(self.password))?,
+            username,
+            password,
+            ssh_key: None,
+            credential_profile,
             routeros_version: at(
                 ROUTEROS_VERSION,
                 parse_routeros_version(self.routeros_version),
@@ -277,6 +320,9 @@ pub fn parse_cron_field(s: &str) -> Result<Option<String>, String> {
 pub struct InventoryRow {
     pub line: u64,
     pub device: NewDevice,
+    /// The row's `ssh_key_file`, for the importing command to read (`device.ssh_key`
+    /// is `None` until it does).
+    pub ssh_key_file: Option<String>,
 }
 
 /// Parse an inventory: every device, or the first error.
@@ -351,7 +397,16 @@ pub fn parse_inventory_rows(bytes: &[u8]) -> Result<Vec<InventoryRow>, Inventory
                 ),
             ));
         }
-        rows.push(InventoryRow { line, device });
+        let ssh_key_file = fields
+            .ssh_key_file
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_string);
+        rows.push(InventoryRow {
+            line,
+            device,
+            ssh_key_file,
+        });
     }
     if rows.is_empty() {
         return Err(InventoryError::new(
@@ -541,6 +596,8 @@ impl Columns {
             enabled: self.get(record, ENABLED, line)?,
             backup_interval_seconds: self.get(record, BACKUP_INTERVAL_SECONDS, line)?,
             backup_cron: self.get(record, BACKUP_CRON, line)?,
+            ssh_key_file: self.get(record, SSH_KEY_FILE, line)?,
+            credential_profile: self.get(record, CREDENTIAL_PROFILE, line)?,
         })
     }
 }
@@ -792,6 +849,33 @@ mod tests {
         }
         let e = err(&file(&[row(1), row_with(2, 7, "seven")]));
         at(&e, 3, Some("routeros_version"));
+    }
+
+    #[test]
+    fn key_file_and_profile_columns_make_the_password_optional() {
+        let h = "id,tenant_id,name,host,port,username,password,routeros_version,ssh_key_file,credential_profile\n";
+        let csv = format!(
+            "{h}{},{T},k,10.0.0.1,22,backup,,7.16.2,keys/k.key,\n\
+             {},{T},p,10.0.0.2,22,,,7.16.2,,shared\n\
+             {},{T},b,10.0.0.3,22,backup,pw-secret-3,,keys/b.key,shared\n",
+            id(1),
+            id(2),
+            id(3)
+        );
+        let rows = parse_inventory_rows(csv.as_bytes()).unwrap();
+        assert_eq!(rows[0].ssh_key_file.as_deref(), Some("keys/k.key"));
+        assert!(rows[0].device.password.is_empty());
+        assert_eq!(rows[0].device.credential_profile, None);
+        assert_eq!(rows[1].device.credential_profile.as_deref(), Some("shared"));
+        assert_eq!(rows[1].device.username, "");
+        assert_eq!(rows[1].ssh_key_file, None);
+        assert_eq!(rows[2].device.password.expose(), "pw-secret-3");
+        // Neither a key nor a profile: the password is required as before.
+        let e = err(format!("{h}{},{T},x,10.0.0.4,22,backup,,7.16.2,,\n", id(4)).as_bytes());
+        at(&e, 2, Some(PASSWORD));
+        // A key of its own needs the device's user.
+        let e = err(format!("{h}{},{T},x,10.0.0.4,22,,,7.16.2,k.key,\n", id(4)).as_bytes());
+        at(&e, 2, Some(USERNAME));
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod nats_auth;
 pub mod normalize;
 pub mod observability;
+pub mod profiles;
 pub mod queue;
 pub mod report;
 pub mod schedule;
@@ -31,6 +32,7 @@ pub mod snapshot;
 pub mod store;
 pub mod tls;
 pub mod tod;
+pub mod userkey;
 pub mod worker;
 
 pub use error::ErrorKind;

@@ -17,6 +17,7 @@
 
 use crate::credentials::{CredentialError, CredentialKey};
 use crate::secret::Secret;
+use crate::userkey::UserKey;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use std::time::Duration;
@@ -38,6 +39,10 @@ pub enum StoreError {
     NotFound(Uuid),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "credential profile {name:?} is used by {devices} device(s); move them to other credentials first"
+    )]
+    ProfileInUse { name: String, devices: i64 },
 }
 
 /// The binary backups (issue #19) are sealed under the credential key too: re-seal their
@@ -157,6 +162,10 @@ pub struct Device {
     pub lease_worker: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub lease_starts: i32,
+    /// The credential profile whose credentials it uses when it has none of its own.
+    pub credential_profile_id: Option<Uuid>,
+    /// Whether the device has a user key of its own (never the key itself).
+    pub has_ssh_key: bool,
 }
 
 pub(crate) const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, username, \
@@ -164,7 +173,8 @@ pub(crate) const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, us
     created_at, updated_at, next_due_at, last_attempt_at, last_success_at, last_status, \
     last_error_kind, last_error_message, consecutive_failures, backoff_until, blocked_reason, \
     blocked_at, last_sha256, last_bytes, outstanding_job, outstanding_since, lease_job, \
-    lease_worker, lease_expires_at, lease_starts";
+    lease_worker, lease_expires_at, lease_starts, credential_profile_id, \
+    (ssh_key_enc IS NOT NULL) AS has_ssh_key";
 
 /// A device to add or update (import, `devices add`, the API).
 #[derive(Debug, Clone)]
@@ -175,7 +185,13 @@ pub struct NewDevice {
     pub host: String,
     pub ssh_port: u16,
     pub username: String,
+    /// Empty for a device that logs in with a key only, or with its profile's
+    /// credentials.
     pub password: Secret,
+    /// A user key, tried before the password.
+    pub ssh_key: Option<UserKey>,
+    /// The name of a credential profile of the device's tenant.
+    pub credential_profile: Option<String>,
     pub routeros_version: Option<String>,
     pub enabled: bool,
     pub backup_interval_seconds: Option<i32>,
@@ -203,6 +219,113 @@ pub fn scheduled_job_id(device_id: &Uuid, due_at: DateTime<Utc>) -> String {
     format!("backup:{device_id}:{}", due_at.timestamp())
 }
 
+/// The columns a device's credentials are resolved from, for a query over `devices d`:
+/// its own (sealed) and its profile's. Three scalar subqueries on the profile's primary
+/// key, so it fits into any statement that reads the device (the lease's `RETURNING`).
+pub(crate) const CREDENTIAL_COLUMNS: &str = "d.password_enc, d.ssh_key_enc, \
+    d.credential_profile_id AS profile_id, \
+    (SELECT p.username FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_username, \
+    (SELECT p.password_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_password_enc, \
+    (SELECT p.ssh_key_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_ssh_key_enc";
+
+/// A device's credentials as stored: its own, sealed, and its profile's, sealed. `Debug`
+/// shows only which parts exist.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SealedCredentials {
+    #[sqlx(rename = "id")]
+    device_id: Uuid,
+    username: String,
+    password_enc: Vec<u8>,
+    ssh_key_enc: Option<Vec<u8>>,
+    profile_id: Option<Uuid>,
+    profile_username: Option<String>,
+    profile_password_enc: Option<Vec<u8>>,
+    profile_ssh_key_enc: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SealedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedCredentials")
+            .field("device_id", &self.device_id)
+            .field("own_key", &self.ssh_key_enc.is_some())
+            .field("profile_id", &self.profile_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Credentials to log in with. `Debug` never shows the secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    /// Empty: no password (key only).
+    pub password: Secret,
+    pub key: Option<UserKey>,
+    /// The profile they came from, or `None` for the device's own.
+    pub profile: Option<Uuid>,
+}
+
+/// Whose credentials a device logs in with: its own when it has any (a password or a
+/// key), else its profile's, else its own anyway (an empty password, which fails as
+/// `auth_failed` like any wrong one). The device's own win, as in the-other-dude.
+pub fn uses_own_credentials(own_password: bool, own_key: bool, has_profile: bool) -> bool {
+    own_password || own_key || !has_profile
+}
+
+impl SealedCredentials {
+    /// Open the credentials the device logs in with (see [`uses_own_credentials`]).
+    pub fn open(&self, key: &CredentialKey) -> Result<Credentials, CredentialError> {
+        let password = key.open(&self.device_id, &self.password_enc)?;
+        let own_key = match &self.ssh_key_enc {
+            Some(sealed) => Some(key.open_key(&self.device_id, sealed)?),
+            None => None,
+        };
+        let profile = match (&self.profile_id, &self.profile_username) {
+            (Some(id), Some(user)) => Some((id, user)),
+            _ => None,
+        };
+        match profile {
+            Some((id, user))
+                if !uses_own_credentials(!password.is_empty(), own_key.is_some(), true) =>
+            {
+                let password = match &self.profile_password_enc {
+                    Some(sealed) => key.open(id, sealed)?,
+                    None => Secret::default(),
+                };
+                let key = match &self.profile_ssh_key_enc {
+                    Some(sealed) => Some(key.open_key(id, sealed)?),
+                    None => None,
+                };
+                Ok(Credentials {
+                    username: user.clone(),
+                    password,
+                    key,
+                    profile: Some(*id),
+                })
+            }
+            _ => Ok(Credentials {
+                username: self.username.clone(),
+                password,
+                key: own_key,
+                profile: None,
+            }),
+        }
+    }
+}
+
+/// A device's stored credentials as an upsert compares them: tenant, user, sealed
+/// password, sealed key, profile.
+type ExistingCredentials = (Uuid, String, Vec<u8>, Option<Vec<u8>>, Option<Uuid>);
+/// A profile's id, sealed password and sealed key.
+type SealedProfile = (Uuid, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// What to do with a device's user key when its credentials change.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyChange<'a> {
+    Keep,
+    Set(&'a UserKey),
+    Clear,
+}
+
 /// Result of trying to take a device's lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LeaseAttempt {
@@ -215,6 +338,9 @@ pub enum LeaseAttempt {
         starts: i32,
         /// The device row as it is under the lease.
         device: Box<Device>,
+        /// Its credentials (its own and its profile's), sealed, read in the same
+        /// statement.
+        credentials: Box<SealedCredentials>,
     },
     /// Another execution holds it until `expires_at`.
     Held {
@@ -401,8 +527,27 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let mut count = UpsertCount::default();
         for d in devices {
-            let existing: Option<(Uuid, String, Vec<u8>)> = sqlx::query_as(
-                "SELECT tenant_id, username, password_enc FROM devices WHERE id = $1 FOR UPDATE",
+            let profile_id = match &d.credential_profile {
+                None => None,
+                Some(name) => Some(
+                    sqlx::query_scalar::<_, Uuid>(
+                        "SELECT id FROM credential_profiles WHERE tenant_id = $1 AND name = $2",
+                    )
+                    .bind(d.tenant_id)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "device {}: no credential profile named {name:?} in tenant {}",
+                            d.id, d.tenant_id
+                        ))
+                    })?,
+                ),
+            };
+            let existing: Option<ExistingCredentials> = sqlx::query_as(
+                "SELECT tenant_id, username, password_enc, ssh_key_enc, credential_profile_id \
+                     FROM devices WHERE id = $1 FOR UPDATE",
             )
             .bind(d.id)
             .fetch_optional(&mut *tx)
@@ -411,8 +556,9 @@ impl Store {
                 None => {
                     sqlx::query(
                         "INSERT INTO devices (id, tenant_id, name, host, ssh_port, username, password_enc, \
-                         routeros_version, enabled, backup_interval_seconds, backup_cron, next_due_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                         routeros_version, enabled, backup_interval_seconds, backup_cron, next_due_at, \
+                         ssh_key_enc, credential_profile_id) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                     )
                     .bind(d.id)
                     .bind(d.tenant_id)
@@ -426,11 +572,13 @@ impl Store {
                     .bind(d.backup_interval_seconds)
                     .bind(&d.backup_cron)
                     .bind(first_due())
+                    .bind(d.ssh_key.as_ref().map(|k| key.seal_key(&d.id, k)))
+                    .bind(profile_id)
                     .execute(&mut *tx)
                     .await?;
                     count.inserted += 1;
                 }
-                Some((tenant, username, sealed)) => {
+                Some((tenant, username, sealed, sealed_key, old_profile)) => {
                     if tenant != d.tenant_id {
                         return Err(StoreError::Invalid(format!(
                             "device {} already exists in another tenant",
@@ -441,16 +589,30 @@ impl Store {
                         .open(&d.id, &sealed)
                         .map(|p| p == d.password)
                         .unwrap_or(false);
-                    let creds_changed = username != d.username || !same_password;
+                    let same_key = match (&sealed_key, &d.ssh_key) {
+                        (None, None) => true,
+                        (Some(s), Some(k)) => key.open_key(&d.id, s).is_ok_and(|old| old == *k),
+                        _ => false,
+                    };
+                    let creds_changed = username != d.username
+                        || !same_password
+                        || !same_key
+                        || old_profile != profile_id;
                     let sealed = if same_password {
                         sealed
                     } else {
                         key.seal(&d.id, &d.password)
                     };
+                    let sealed_key = if same_key {
+                        sealed_key
+                    } else {
+                        d.ssh_key.as_ref().map(|k| key.seal_key(&d.id, k))
+                    };
                     sqlx::query(
                         "UPDATE devices SET name = $2, host = $3, ssh_port = $4, username = $5, \
                          password_enc = $6, routeros_version = COALESCE($7, routeros_version), \
                          enabled = $8, backup_interval_seconds = $9, backup_cron = $10, updated_at = now(), \
+                         ssh_key_enc = $12, credential_profile_id = $13, \
                          blocked_reason = CASE WHEN $11 AND blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN NULL ELSE blocked_reason END, \
                          consecutive_failures = CASE WHEN $11 AND blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN 0 ELSE consecutive_failures END \
                          WHERE id = $1",
@@ -466,6 +628,8 @@ impl Store {
                     .bind(d.backup_interval_seconds)
                     .bind(&d.backup_cron)
                     .bind(creds_changed)
+                    .bind(sealed_key)
+                    .bind(profile_id)
                     .execute(&mut *tx)
                     .await?;
                     count.updated += 1;
@@ -534,6 +698,23 @@ impl Store {
         Ok(key.open(&id, &sealed)?)
     }
 
+    /// The credentials the device logs in with, opened (see [`SealedCredentials::open`]).
+    pub async fn credentials(
+        &self,
+        key: &CredentialKey,
+        id: Uuid,
+    ) -> Result<Credentials, StoreError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT d.id, d.username, {CREDENTIAL_COLUMNS} FROM devices d WHERE d.id = $1"
+        ));
+        let sealed = sqlx::query_as::<_, SealedCredentials>(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        Ok(sealed.open(key)?)
+    }
+
     /// Delete a device and its history. Its queued job, if any, finds nothing and ends.
     pub async fn remove_device(&self, id: Uuid) -> Result<bool, StoreError> {
         let r = sqlx::query("DELETE FROM devices WHERE id = $1")
@@ -543,8 +724,7 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
-    /// New credentials; lifts an `auth_failed` or `credentials_unreadable` block and
-    /// makes the device due now.
+    /// A new password (the key, if any, is kept); see [`update_credentials`](Self::update_credentials).
     pub async fn set_credentials(
         &self,
         key: &CredentialKey,
@@ -552,8 +732,29 @@ impl Store {
         username: Option<&str>,
         password: &Secret,
     ) -> Result<(), StoreError> {
+        self.update_credentials(key, id, username, Some(password), KeyChange::Keep)
+            .await
+    }
+
+    /// New credentials: the user if given, the password if given (an empty one: none,
+    /// key only), the key as `ssh_key` says. Lifts an `auth_failed` or
+    /// `credentials_unreadable` block and makes the device due now.
+    pub async fn update_credentials(
+        &self,
+        key: &CredentialKey,
+        id: Uuid,
+        username: Option<&str>,
+        password: Option<&Secret>,
+        ssh_key: KeyChange<'_>,
+    ) -> Result<(), StoreError> {
+        let (change_key, sealed_key) = match ssh_key {
+            KeyChange::Keep => (false, None),
+            KeyChange::Set(k) => (true, Some(key.seal_key(&id, k))),
+            KeyChange::Clear => (true, None),
+        };
         let r = sqlx::query(
-            "UPDATE devices SET username = COALESCE($2, username), password_enc = $3, updated_at = now(), \
+            "UPDATE devices SET username = COALESCE($2, username), password_enc = COALESCE($3, password_enc), \
+             ssh_key_enc = CASE WHEN $4 THEN $5 ELSE ssh_key_enc END, updated_at = now(), \
              next_due_at = CASE WHEN blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN now() ELSE next_due_at END, \
              consecutive_failures = CASE WHEN blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN 0 ELSE consecutive_failures END, \
              blocked_reason = CASE WHEN blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN NULL ELSE blocked_reason END \
@@ -561,7 +762,9 @@ impl Store {
         )
         .bind(id)
         .bind(username)
-        .bind(key.seal(&id, password))
+        .bind(password.map(|p| key.seal(&id, p)))
+        .bind(change_key)
+        .bind(sealed_key)
         .execute(&self.pool)
         .await?;
         found(r, id)
@@ -586,21 +789,50 @@ impl Store {
         if check.is_some_and(|c| !old.opens_check_value(&c)) {
             return Err(CredentialError::WrongKey.into());
         }
-        let rows: Vec<(Uuid, Vec<u8>)> =
-            sqlx::query_as("SELECT id, password_enc FROM devices ORDER BY id FOR UPDATE")
-                .fetch_all(&mut *tx)
-                .await?;
+        let rows: Vec<(Uuid, Vec<u8>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT id, password_enc, ssh_key_enc FROM devices ORDER BY id FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         let mut n = 0;
-        for (id, sealed) in rows {
+        for (id, sealed, sealed_key) in rows {
             let password = old.open(&id, &sealed)?;
-            sqlx::query("UPDATE devices SET password_enc = $2 WHERE id = $1")
+            let ssh_key = match sealed_key {
+                Some(k) => Some(new.seal_key(&id, &old.open_key(&id, &k)?)),
+                None => None,
+            };
+            sqlx::query("UPDATE devices SET password_enc = $2, ssh_key_enc = $3 WHERE id = $1")
                 .bind(id)
                 .bind(new.seal(&id, &password))
+                .bind(ssh_key)
                 .execute(&mut *tx)
                 .await?;
             n += 1;
         }
         reseal_binaries(&mut tx, old, new).await?;
+        let profiles: Vec<SealedProfile> = sqlx::query_as(
+            "SELECT id, password_enc, ssh_key_enc FROM credential_profiles ORDER BY id FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, sealed, sealed_key) in profiles {
+            let password = match sealed {
+                Some(p) => Some(new.seal(&id, &old.open(&id, &p)?)),
+                None => None,
+            };
+            let ssh_key = match sealed_key {
+                Some(k) => Some(new.seal_key(&id, &old.open_key(&id, &k)?)),
+                None => None,
+            };
+            sqlx::query(
+                "UPDATE credential_profiles SET password_enc = $2, ssh_key_enc = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(password)
+            .bind(ssh_key)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "INSERT INTO credential_key_check (id, sealed) VALUES (true, $1) \
              ON CONFLICT (id) DO UPDATE SET sealed = EXCLUDED.sealed, updated_at = now()",
@@ -672,15 +904,15 @@ impl Store {
     /// worker with the fleet's key, after workers that still ran with the key before a
     /// rotation blocked them); they are due now. Returns how many were lifted.
     pub async fn lift_readable_blocks(&self, key: &CredentialKey) -> Result<u64, StoreError> {
-        let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, password_enc FROM devices WHERE blocked_reason = 'credentials_unreadable'",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT d.id, d.username, {CREDENTIAL_COLUMNS} FROM devices d \
+             WHERE d.blocked_reason = 'credentials_unreadable'"
+        ));
+        let rows: Vec<SealedCredentials> = sqlx::query_as(sql).fetch_all(&self.pool).await?;
         let readable: Vec<Uuid> = rows
             .into_iter()
-            .filter(|(id, sealed)| key.open(id, sealed).is_ok())
-            .map(|(id, _)| id)
+            .filter(|c| c.open(key).is_ok())
+            .map(|c| c.device_id)
             .collect();
         if readable.is_empty() {
             return Ok(0);
@@ -904,7 +1136,11 @@ impl Store {
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             let columns: Vec<String> = DEVICE_COLUMNS
                 .split(',')
-                .map(|c| format!("d.{}", c.trim()))
+                .map(|c| match c.trim() {
+                    c if c.starts_with('(') => c.replacen('(', "(d.", 1),
+                    c => format!("d.{c}"),
+                })
+                .chain(std::iter::once(CREDENTIAL_COLUMNS.to_string()))
                 .collect();
             format!(
                 "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE) \
@@ -927,12 +1163,14 @@ impl Store {
             .await?;
         if let Some(row) = row {
             let device = <Device as sqlx::FromRow<'_, _>>::from_row(&row)?;
+            let credentials = <SealedCredentials as sqlx::FromRow<'_, _>>::from_row(&row)?;
             let previous: Option<Uuid> = row.try_get("previous_token")?;
             return Ok(LeaseAttempt::Acquired {
                 takeover: previous.is_some(),
                 previous,
                 starts: device.lease_starts,
                 device: Box::new(device),
+                credentials: Box::new(credentials),
             });
         }
         let held: Option<(Option<String>, Option<DateTime<Utc>>)> =
@@ -1182,4 +1420,56 @@ fn claims_from(rows: Vec<(Uuid, Uuid, DateTime<Utc>)>) -> Vec<Claim> {
         .collect();
     claims.sort_by_key(|c| c.due_at);
     claims
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use russh::keys::ssh_key::{LineEnding, private::Ed25519Keypair};
+
+    fn key_of(seed: u8) -> UserKey {
+        let k = russh::keys::PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]));
+        UserKey::import(&k.to_openssh(LineEnding::LF).unwrap(), None).unwrap()
+    }
+
+    /// The resolution the worker runs on the lease's row: own password or key wins, else
+    /// the profile's (opened with the profile's id), else the (empty) own; a key sealed
+    /// for another owner does not open.
+    #[test]
+    fn sealed_credentials_open_the_device_s_own_or_its_profile_s() {
+        let ck = CredentialKey::from_base64(&CredentialKey::generate_base64()).unwrap();
+        let (dev, prof) = (Uuid::new_v4(), Uuid::new_v4());
+        let sealed = |own_pw: &str, own_key: Option<&UserKey>| SealedCredentials {
+            device_id: dev,
+            username: "own-user".into(),
+            password_enc: ck.seal(&dev, &Secret::new(own_pw)),
+            ssh_key_enc: own_key.map(|k| ck.seal_key(&dev, k)),
+            profile_id: Some(prof),
+            profile_username: Some("profile-user".into()),
+            profile_password_enc: Some(ck.seal(&prof, &Secret::new("profile-pw"))),
+            profile_ssh_key_enc: Some(ck.seal_key(&prof, &key_of(2))),
+        };
+        let c = sealed("", None).open(&ck).unwrap();
+        assert_eq!(c.profile, Some(prof));
+        assert_eq!(c.username, "profile-user");
+        assert_eq!(c.password.expose(), "profile-pw");
+        assert_eq!(c.key, Some(key_of(2)));
+        let c = sealed("own-pw", None).open(&ck).unwrap();
+        assert_eq!((c.profile, c.username.as_str()), (None, "own-user"));
+        assert_eq!(c.key, None);
+        let c = sealed("", Some(&key_of(1))).open(&ck).unwrap();
+        assert_eq!(c.profile, None);
+        assert_eq!(c.key, Some(key_of(1)));
+        assert!(c.password.is_empty());
+        // A key sealed for the profile, put on the device's row, does not open there.
+        let mut moved = sealed("", None);
+        moved.ssh_key_enc = moved.profile_ssh_key_enc.clone();
+        assert_eq!(moved.open(&ck).unwrap_err(), CredentialError::Decrypt);
+        // Debug names no secret.
+        let dbg = format!("{:?}", sealed("own-pw", Some(&key_of(1))));
+        assert!(
+            !dbg.contains("own-pw") && dbg.contains("own_key: true"),
+            "{dbg}"
+        );
+    }
 }

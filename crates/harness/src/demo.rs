@@ -79,7 +79,14 @@ impl DemoOptions {
 pub fn backs_up(fault: Option<Fault>) -> bool {
     matches!(
         fault,
-        None | Some(Fault::V6 | Fault::Annotate | Fault::Change | Fault::HostKey)
+        None | Some(
+            Fault::V6
+                | Fault::Annotate
+                | Fault::Change
+                | Fault::HostKey
+                | Fault::Keys
+                | Fault::KeyOnly
+        )
     )
 }
 

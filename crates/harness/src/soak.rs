@@ -123,7 +123,7 @@ impl SoakOptions {
 pub fn healthy_every_interval(fault: Option<Fault>) -> bool {
     matches!(
         fault,
-        None | Some(Fault::V6 | Fault::Annotate | Fault::Change)
+        None | Some(Fault::V6 | Fault::Annotate | Fault::Change | Fault::Keys | Fault::KeyOnly)
     )
 }
 
@@ -1011,8 +1011,24 @@ async fn run_inner(
     let until = Instant::now() + Duration::from_secs(300);
     let devices = loop {
         if let Ok(bytes) = std::fs::read(&inventory) {
-            break rosbackup_core::inventory::parse_inventory(&bytes)
+            let rows = rosbackup_core::inventory::parse_inventory_rows(&bytes)
                 .map_err(|e| setup("the simulator's inventory")(e.to_string()))?;
+            // The `keys`/`key-only` devices' key files, beside the inventory.
+            let base = inventory.parent().unwrap_or(std::path::Path::new("."));
+            let mut devices = Vec::with_capacity(rows.len());
+            for r in rows {
+                let mut d = r.device;
+                if let Some(f) = &r.ssh_key_file {
+                    let text = std::fs::read_to_string(base.join(f))
+                        .map_err(|e| setup("a simulator key file")(e.to_string()))?;
+                    d.ssh_key = Some(
+                        rosbackup_core::userkey::UserKey::import(&text, None)
+                            .map_err(|e| setup("a simulator key file")(e.to_string()))?,
+                    );
+                }
+                devices.push(d);
+            }
+            break devices;
         }
         if let Some(s) = running.sim.as_mut()
             && let Ok(Some(status)) = s.child.try_wait()

@@ -12,7 +12,7 @@ use std::time::Duration;
 /// One way a simulated device misbehaves (or differs from a plain healthy RouterOS 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Fault {
-    /// Rejects every password.
+    /// Rejects every password (and every key).
     Auth,
     /// Presents a new host key on every connection.
     HostKey,
@@ -55,11 +55,18 @@ pub enum Fault {
     BackupGrowing,
     /// An SFTP read of the backup file ends (EOF) after half of it.
     BackupCut,
+    /// A healthy device whose user has an authorized SSH key (Ed25519 on even device
+    /// indexes, RSA on odd ones; RSA only on RouterOS 6, which has no Ed25519) and that
+    /// still takes the password (`/ip ssh set always-allow-password-login=yes`).
+    Keys,
+    /// As `keys`, but passwords are refused: what RouterOS does by default once a user
+    /// has a key. Reached only with the key.
+    KeyOnly,
 }
 
 impl Fault {
     /// Every fault, in the order of the enum.
-    pub const ALL: [Fault; 19] = [
+    pub const ALL: [Fault; 21] = [
         Fault::Auth,
         Fault::HostKey,
         Fault::Refuse,
@@ -79,6 +86,8 @@ impl Fault {
         Fault::BackupMissing,
         Fault::BackupGrowing,
         Fault::BackupCut,
+        Fault::Keys,
+        Fault::KeyOnly,
     ];
 
     /// The lower-case name used in specs, device names and the CLI.
@@ -103,6 +112,8 @@ impl Fault {
             Fault::BackupMissing => "backup-missing",
             Fault::BackupGrowing => "backup-growing",
             Fault::BackupCut => "backup-cut",
+            Fault::Keys => "keys",
+            Fault::KeyOnly => "key-only",
         }
     }
 }

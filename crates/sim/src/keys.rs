@@ -37,6 +37,8 @@ impl TryRng for DetRng {
 impl TryCryptoRng for DetRng {}
 
 const PURPOSE_HOSTKEY: u64 = 0x4b45_5953;
+/// Generation numbers of user keys (far from the host keys' 0, 1, 2, …).
+const USER_KEY_GENERATION: u64 = 0x5553_4552;
 
 fn purpose(generation: u64) -> u64 {
     PURPOSE_HOSTKEY.wrapping_add(generation.wrapping_mul(0x1_0000_0001))
@@ -77,6 +79,16 @@ pub fn rsa_key(seed: u64, index: usize, generation: u64) -> Result<PrivateKey, S
         .expect("rsa cache poisoned")
         .insert(k, key.clone());
     Ok(key)
+}
+
+/// The user key authorized on device `index` for the `keys` and `key-only` faults:
+/// Ed25519, or RSA-2048 when `rsa` (blocking then; cached like host keys).
+pub fn user_key(seed: u64, index: usize, rsa: bool) -> Result<PrivateKey, String> {
+    if rsa {
+        rsa_key(seed, index, USER_KEY_GENERATION)
+    } else {
+        Ok(ed25519_key(seed, index, USER_KEY_GENERATION))
+    }
 }
 
 /// `SHA256:<base64>` as `ssh-keygen -lf` prints it.

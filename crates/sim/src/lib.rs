@@ -70,6 +70,9 @@ pub struct SimConfig {
     pub stats: Option<PathBuf>,
     /// Append one JSON line per completed export here ([`SessionRecord`]).
     pub session_log: Option<PathBuf>,
+    /// One login (user, password) for every device instead of one each: a fleet that
+    /// shares a backup account (credential profiles).
+    pub shared_login: Option<(String, String)>,
 }
 
 impl Default for SimConfig {
@@ -92,6 +95,7 @@ impl Default for SimConfig {
             export_dir: None,
             stats: None,
             session_log: None,
+            shared_login: None,
         }
     }
 }
@@ -108,6 +112,8 @@ pub struct SimDevice {
     pub password: String,
     pub routeros_version: String,
     pub fault: Option<Fault>,
+    /// The user key the device authorizes (`keys` and `key-only` faults).
+    pub user_key: Option<rosbackup_core::userkey::UserKey>,
 }
 
 impl SimDevice {
@@ -122,6 +128,8 @@ impl SimDevice {
             ssh_port: self.port,
             username: self.username.clone(),
             password: rosbackup_core::Secret::new(self.password.clone()),
+            ssh_key: self.user_key.clone(),
+            credential_profile: None,
             routeros_version: None,
             enabled: true,
             backup_interval_seconds: None,

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use russh::keys::{Algorithm, HashAlg, PrivateKey};
-use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session};
+use russh::server::{
+    Auth, ChannelOpenHandle, Handler, Msg, PublicKeyOffer, Session, VerifiedPublicKey,
+};
 use russh::{Channel, ChannelId, MethodKind, MethodSet, Preferred, SshId};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -157,6 +159,7 @@ fn preferred(routeros: bool, v6: bool) -> Preferred {
 
 fn ssh_config(cfg: &SimConfig, key: PrivateKey, v6: bool) -> Arc<russh::server::Config> {
     let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
     methods.push(MethodKind::Password);
     Arc::new(russh::server::Config {
         server_id: SshId::Standard(Cow::Borrowed("SSH-2.0-ROSSSH")),
@@ -260,12 +263,48 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
             name,
             host: IpAddr::V4(ip),
             port,
-            username: format!("backup-{}", alnum(&mut rng, 4).to_lowercase()),
-            password: alnum(&mut rng, 16),
+            username: match &cfg.shared_login {
+                Some((user, _)) => user.clone(),
+                None => format!("backup-{}", alnum(&mut rng, 4).to_lowercase()),
+            },
+            password: match &cfg.shared_login {
+                Some((_, password)) => password.clone(),
+                None => alnum(&mut rng, 16),
+            },
             routeros_version: version,
             fault,
+            user_key: None,
         });
         sources.push((source, board));
+    }
+
+    // User keys of the `keys` and `key-only` devices (RSA keygen is slow: off the
+    // runtime, cached per process like RSA host keys).
+    let wanted: Vec<(usize, bool)> = devices
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| matches!(d.fault, Some(Fault::Keys | Fault::KeyOnly)))
+        .map(|(i, d)| (i, i % 2 == 1 || render::is_v6(&d.routeros_version)))
+        .collect();
+    if !wanted.is_empty() {
+        let seed = cfg.seed;
+        let made = tokio::task::spawn_blocking(move || {
+            wanted
+                .into_iter()
+                .map(|(i, rsa)| keys::user_key(seed, i, rsa).map(|k| (i, k)))
+                .collect::<Result<Vec<_>, String>>()
+        })
+        .await
+        .map_err(|e| SimError::Key(e.to_string()))?
+        .map_err(SimError::Key)?;
+        for (i, k) in made {
+            let text = k
+                .to_openssh(russh::keys::ssh_key::LineEnding::LF)
+                .map_err(|e| SimError::Key(e.to_string()))?;
+            let key = rosbackup_core::userkey::UserKey::import(&text, None)
+                .map_err(|e| SimError::Key(e.to_string()))?;
+            devices[i].user_key = Some(key);
+        }
     }
 
     // Host keys.
@@ -440,9 +479,20 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
     });
 
     if let Some(path) = &shared.cfg.inventory {
+        let key_dir = write_key_files(path, &shared.devices)
+            .await
+            .map_err(|source| SimError::Io {
+                context: format!("cannot write the key files of inventory {}", path.display()),
+                source,
+            })?;
         write_atomic(
             path,
-            inventory_csv(&shared.devices, shared.cfg.inventory_host.as_deref()).as_bytes(),
+            inventory_csv(
+                &shared.devices,
+                shared.cfg.inventory_host.as_deref(),
+                key_dir.as_deref(),
+            )
+            .as_bytes(),
         )
         .await
         .map_err(|source| SimError::Io {
@@ -551,10 +601,57 @@ fn csv_field(s: &str) -> Cow<'_, str> {
     }
 }
 
-pub(crate) fn inventory_csv(devices: &[SimDevice], host: Option<&str>) -> String {
-    let mut out = String::from("id,tenant_id,name,host,port,username,password,routeros_version\n");
+/// The directory (next to the inventory, named after it) the user keys of the `keys`
+/// and `key-only` devices are written to, one `<device name>.key` each, readable by the
+/// owner only; `None` when no device has a key.
+async fn write_key_files(
+    inventory: &Path,
+    devices: &[SimDevice],
+) -> std::io::Result<Option<String>> {
+    if devices.iter().all(|d| d.user_key.is_none()) {
+        return Ok(None);
+    }
+    let stem = inventory
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "inventory".into());
+    let dir_name = format!("{stem}.keys");
+    let dir = inventory.parent().unwrap_or(Path::new(".")).join(&dir_name);
+    tokio::fs::create_dir_all(&dir).await?;
     for d in devices {
-        let fields = [
+        if let Some(k) = &d.user_key {
+            let path = dir.join(format!("{}.key", d.name));
+            let mut opts = tokio::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            opts.mode(0o600);
+            let mut f = opts.open(&path).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut f, k.to_sealable().expose().as_bytes())
+                .await?;
+        }
+    }
+    Ok(Some(dir_name))
+}
+
+/// The inventory CSV; with `key_dir`, an `ssh_key_file` column naming each key device's
+/// file in it (relative to the inventory, as `devices import` reads it).
+pub(crate) fn inventory_csv(
+    devices: &[SimDevice],
+    host: Option<&str>,
+    key_dir: Option<&str>,
+) -> String {
+    let mut out = String::from("id,tenant_id,name,host,port,username,password,routeros_version");
+    out.push_str(if key_dir.is_some() {
+        ",ssh_key_file\n"
+    } else {
+        "\n"
+    });
+    for d in devices {
+        let key_file = match (key_dir, &d.user_key) {
+            (Some(dir), Some(_)) => Some(format!("{dir}/{}.key", d.name)),
+            _ => None,
+        };
+        let mut fields = vec![
             d.id.to_string(),
             d.tenant_id.to_string(),
             d.name.clone(),
@@ -564,6 +661,9 @@ pub(crate) fn inventory_csv(devices: &[SimDevice], host: Option<&str>) -> String
             d.password.clone(),
             d.routeros_version.clone(),
         ];
+        if key_dir.is_some() {
+            fields.push(key_file.unwrap_or_default());
+        }
         let line: Vec<Cow<'_, str>> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
         out.push('\n');
@@ -679,14 +779,68 @@ struct Conn {
     user: String,
 }
 
+impl Conn {
+    /// Does the device let `user` in with `key`, signed with `algorithm`? Its authorized
+    /// key, for its user; RouterOS 6 verifies only `ssh-rsa` (SHA-1) signatures.
+    fn key_accepted(
+        &self,
+        user: &str,
+        key: &russh::keys::PublicKey,
+        algorithm: &Algorithm,
+    ) -> bool {
+        let d = &self.shared.devices[self.idx];
+        let (name, _options) = shell::split_login(user);
+        let Some(authorized) = &d.user_key else {
+            return false;
+        };
+        let v6 = render::is_v6(&d.routeros_version);
+        d.fault != Some(Fault::Auth)
+            && name == d.username
+            && authorized.public_key().key_data() == key.key_data()
+            && (!v6 || *algorithm == Algorithm::Rsa { hash: None })
+    }
+}
+
 impl Handler for Conn {
     type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(
+            if self.key_accepted(user, offer.public_key, offer.algorithm) {
+                Auth::Accept
+            } else {
+                Auth::reject()
+            },
+        )
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.key_accepted(user, key.public_key, key.algorithm) {
+            let (name, _options) = shell::split_login(user);
+            self.user = name.to_string();
+            Ok(Auth::Accept)
+        } else {
+            tracing::debug!(device = self.idx, "key rejected");
+            Ok(Auth::reject())
+        }
+    }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
         let d = &self.shared.devices[self.idx];
         // RouterOS takes console options after the name (`admin+ct511w4098h`).
         let (name, _options) = shell::split_login(user);
-        if d.fault != Some(Fault::Auth) && name == d.username && password == d.password {
+        if !matches!(d.fault, Some(Fault::Auth | Fault::KeyOnly))
+            && name == d.username
+            && password == d.password
+        {
             self.user = name.to_string();
             Ok(Auth::Accept)
         } else {

@@ -115,6 +115,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(id) => ApiError::not_found(format!("no device {id}")),
             StoreError::Invalid(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            e @ StoreError::ProfileInUse { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "in_use", e.to_string())
+            }
             other => {
                 // The message may name tables, never secrets; log it, keep the reply generic.
                 tracing::error!(error = %other, "store error in API call");

@@ -121,6 +121,25 @@ impl<S: Send + Sync> FromRequestParts<S> for DeviceId {
     }
 }
 
+/// A credential profile id in the path, as [`DeviceId`].
+pub struct ProfileId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for ProfileId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e: PathRejection| {
+                    ApiError::bad_request(e.body_text(), Some("id".into()))
+                })?;
+        Uuid::try_parse(&raw).map(ProfileId).map_err(|_| {
+            ApiError::bad_request("credential profile id must be a UUID", Some("id".into()))
+        })
+    }
+}
+
 /// `Query<T>` whose rejection is a styled error page (not axum's plain text).
 pub struct PageQuery<T>(pub T);
 

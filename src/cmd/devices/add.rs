@@ -7,7 +7,7 @@
 //! the tenant is an error, so a typo cannot overwrite a device. It prints the new id.
 
 use super::{check_key, credential_key, password_from_env};
-use crate::cmd::shared::{database_url, open_store, store_error};
+use crate::cmd::shared::{database_url, open_store, read_key_file, store_error};
 use crate::config::{ConfigError, Env, schedule_settings};
 use crate::inventory::{self, DeviceFields, FieldError};
 use crate::store::StoreError;
@@ -24,11 +24,26 @@ pub struct AddArgs {
     host: String,
     #[arg(long, default_value = "22")]
     port: String,
-    #[arg(long)]
+    /// SSH user (optional with --credential-profile: the profile's).
+    #[arg(long, default_value = "")]
     username: String,
-    /// Name of the environment variable holding the password (never pass it as a flag).
-    #[arg(long, default_value = "ROSBACKUP_PASSWORD")]
-    password_env: String,
+    /// Name of the environment variable holding the password (never pass it as a flag;
+    /// default ROSBACKUP_PASSWORD). With --key-file or --credential-profile the password
+    /// is optional and read only when this flag is given.
+    #[arg(long)]
+    password_env: Option<String>,
+    /// Log in with this private key (OpenSSH or PEM; Ed25519 or RSA) before the password.
+    /// Stored sealed like a password; the file is not needed afterwards.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<std::path::PathBuf>,
+    /// Name of the environment variable holding the key file's passphrase (the key is
+    /// stored decrypted, inside the seal).
+    #[arg(long, value_name = "VAR", requires = "key_file")]
+    key_passphrase_env: Option<String>,
+    /// Use this credential profile of the tenant when the device has no password or key
+    /// of its own.
+    #[arg(long, value_name = "NAME")]
+    credential_profile: Option<String>,
     /// Tenant id (default: the nil UUID).
     #[arg(long)]
     tenant: Option<String>,
@@ -62,6 +77,8 @@ fn flag_for(column: &str, password_env: &str) -> String {
         inventory::ROUTEROS_VERSION => "--routeros-version".into(),
         inventory::BACKUP_INTERVAL_SECONDS => "--interval".into(),
         inventory::BACKUP_CRON => "--cron".into(),
+        inventory::CREDENTIAL_PROFILE => "--credential-profile".into(),
+        inventory::SSH_KEY_FILE => "--key-file".into(),
         other => other.into(),
     }
 }
@@ -71,7 +88,21 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
     database_url(env)?;
     let key = credential_key(env)?;
     let schedule = schedule_settings(env)?;
-    let password = password_from_env(&a.password_env)?;
+    let ssh_key = match &a.key_file {
+        Some(f) => Some(read_key_file(f, a.key_passphrase_env.as_deref())?),
+        None => None,
+    };
+    let password_env = a
+        .password_env
+        .clone()
+        .unwrap_or_else(|| "ROSBACKUP_PASSWORD".to_string());
+    let password =
+        if a.password_env.is_none() && (ssh_key.is_some() || a.credential_profile.is_some()) {
+            crate::Secret::default()
+        } else {
+            password_from_env(&password_env)?
+        };
+    let key_file = a.key_file.as_ref().map(|f| f.display().to_string());
     let id = a.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let tenant = a.tenant.unwrap_or_else(|| uuid::Uuid::nil().to_string());
     let fields = DeviceFields {
@@ -86,14 +117,17 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
         enabled: Some(if a.disabled { "false" } else { "true" }),
         backup_interval_seconds: a.interval.as_deref(),
         backup_cron: a.cron.as_deref(),
+        ssh_key_file: key_file.as_deref(),
+        credential_profile: a.credential_profile.as_deref(),
     };
-    let device = fields
+    let mut device = fields
         .validate()
         .map_err(|FieldError { column, reason }| ConfigError {
-            var: flag_for(column, &a.password_env),
+            var: flag_for(column, &password_env),
             value: None,
             reason,
         })?;
+    device.ssh_key = ssh_key;
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
     if let Some(existing) = store.device(device.id).await.map_err(store_error)? {
@@ -119,6 +153,17 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
                 device.tenant_id,
                 device.name
             );
+        }
+        Err(StoreError::Invalid(msg)) if msg.contains("no credential profile") => {
+            return Err(ConfigError {
+                var: "--credential-profile".into(),
+                value: device.credential_profile.clone(),
+                reason: format!(
+                    "tenant {} has no credential profile of that name (see `rosbackup credentials list`)",
+                    device.tenant_id
+                ),
+            }
+            .into());
         }
         Err(e) => return Err(store_error(e)),
     }

@@ -10,22 +10,34 @@
 //! needs the new key, which the command says.
 
 use super::{check_key, credential_key, find, label, password_from_env};
-use crate::cmd::shared::{describe, open_store, store_error};
+use crate::Secret;
+use crate::cmd::shared::{describe, open_store, read_key_file, store_error};
 use crate::config::{ConfigError, Env};
 use crate::credentials::{CredentialError, CredentialKey, WRONG_KEY};
 use crate::inventory;
-use crate::store::StoreError;
+use crate::store::{KeyChange, StoreError};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Set a device's password (from the variable `password_env`) and optionally its user.
-pub(super) async fn set(
-    env: &Env,
-    device: &str,
-    username: Option<String>,
-    password_env: &str,
-) -> anyhow::Result<ExitCode> {
+/// What `set-credentials` changes.
+pub(super) struct Change {
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub key_passphrase_env: Option<String>,
+    pub no_key: bool,
+    pub no_password: bool,
+    /// `Some(Some(name))`: use that profile; `Some(None)`: none; `None`: keep.
+    pub profile: Option<Option<String>>,
+}
+
+/// Set a device's password (from the variable `password_env`), key (from `key_file`)
+/// and optionally its user. Without `--key-file`, `--no-key` or `--no-password` it is
+/// the password alone, from ROSBACKUP_PASSWORD by default, as before keys.
+pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<ExitCode> {
     let key = credential_key(env)?;
-    let username = username
+    let username = c
+        .username
         .map(|u| inventory::parse_username(&u))
         .transpose()
         .map_err(|reason| ConfigError {
@@ -33,12 +45,66 @@ pub(super) async fn set(
             value: None,
             reason,
         })?;
-    let password = password_from_env(password_env)?;
+    let ssh_key = match &c.key_file {
+        Some(f) => Some(read_key_file(f, c.key_passphrase_env.as_deref())?),
+        None => None,
+    };
+    let password = if c.no_password {
+        Some(Secret::default())
+    } else if c.password_env.is_none() && (ssh_key.is_some() || c.no_key || c.profile.is_some()) {
+        None
+    } else {
+        let var = c.password_env.as_deref().unwrap_or("ROSBACKUP_PASSWORD");
+        Some(password_from_env(var)?)
+    };
+    let key_change = match (&ssh_key, c.no_key) {
+        (Some(k), _) => KeyChange::Set(k),
+        (None, true) => KeyChange::Clear,
+        (None, false) => KeyChange::Keep,
+    };
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
     let d = find(&store, device).await?;
+    let profile = match &c.profile {
+        None => d.credential_profile_id,
+        Some(None) => None,
+        Some(Some(name)) => Some(
+            store
+                .find_profile(Some(d.tenant_id), name)
+                .await
+                .map_err(store_error)?
+                .id,
+        ),
+    };
+    let keeps_key = d.has_ssh_key && matches!(key_change, KeyChange::Keep);
+    let no_password = match &password {
+        Some(p) => p.is_empty(),
+        None => store
+            .password(&key, d.id)
+            .await
+            .map_err(store_error)?
+            .is_empty(),
+    };
+    if no_password && ssh_key.is_none() && !keeps_key && profile.is_none() {
+        anyhow::bail!(
+            "{} would have neither a password nor a key (and no credential profile); nothing changed",
+            label(&d)
+        );
+    }
+    if profile != d.credential_profile_id {
+        store
+            .set_device_profile(d.id, profile)
+            .await
+            .map_err(store_error)?;
+    }
     store
-        .set_credentials(&key, d.id, username.as_deref(), &password)
+        .update_credentials(
+            &key,
+            d.id,
+            username.as_deref(),
+            password.as_ref(),
+            key_change,
+        )
         .await
         .map_err(store_error)?;
     let lifted = d
@@ -46,8 +112,11 @@ pub(super) async fn set(
         .as_deref()
         .filter(|r| matches!(*r, "auth_failed" | "credentials_unreadable"));
     println!(
-        "credentials updated for {}{}",
+        "credentials updated for {}{}{}",
         label(&d),
+        ssh_key
+            .map(|k| format!("; key {} {}", k.algorithm_name(), k.fingerprint()))
+            .unwrap_or_default(),
         lifted
             .map(|r| format!("; {r} block lifted, due now"))
             .unwrap_or_default()
@@ -83,12 +152,12 @@ pub(super) async fn rotate_key(env: &Env) -> anyhow::Result<ExitCode> {
         }
         .into(),
         StoreError::Credentials(_) => anyhow::anyhow!(
-            "a stored password does not open with CREDENTIAL_ENCRYPTION_KEY (is it the current key, or was the row altered?); nothing changed"
+            "a stored password or key does not open with CREDENTIAL_ENCRYPTION_KEY (is it the current key, or was the row altered?); nothing changed"
         ),
         other => anyhow::anyhow!(describe(&other)),
     })?;
     println!(
-        "re-encrypted {n} device passwords; now set CREDENTIAL_ENCRYPTION_KEY to the new key everywhere and restart"
+        "re-encrypted {n} device passwords (with their SSH keys and every credential profile); now set CREDENTIAL_ENCRYPTION_KEY to the new key everywhere and restart"
     );
     Ok(ExitCode::SUCCESS)
 }

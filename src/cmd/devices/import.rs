@@ -8,7 +8,7 @@
 //! is what the operator has to fix.
 
 use super::{check_key, credential_key};
-use crate::cmd::shared::{database_url, open_store, store_error};
+use crate::cmd::shared::{database_url, open_store, read_key_file, store_error};
 use crate::config::{Env, schedule_settings};
 use crate::inventory::{self, InventoryRow};
 use crate::store::{NewDevice, Store, StoreError};
@@ -17,16 +17,39 @@ use chrono::Utc;
 use std::process::ExitCode;
 
 /// Import the CSV at `file`.
-pub(super) async fn run(env: &Env, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(
+    env: &Env,
+    file: &std::path::Path,
+    key_passphrase_env: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     database_url(env)?;
     let key = credential_key(env)?;
     let schedule = schedule_settings(env)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let rows = inventory::parse_inventory_rows(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}; nothing imported", file.display()))?;
+    // Key files are named relative to the CSV's directory; every one is read (and
+    // decrypted) before anything is written.
+    let base = file.parent().unwrap_or(std::path::Path::new("."));
+    let mut devices: Vec<NewDevice> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let mut d = r.device.clone();
+        if let Some(f) = &r.ssh_key_file {
+            d.ssh_key = Some(
+                read_key_file(&base.join(f), key_passphrase_env).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: line {}, column {}: {e:#}; nothing imported",
+                        file.display(),
+                        r.line,
+                        inventory::SSH_KEY_FILE
+                    )
+                })?,
+            );
+        }
+        devices.push(d);
+    }
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
-    let devices: Vec<NewDevice> = rows.iter().map(|r| r.device.clone()).collect();
     let mut rng = rand::thread_rng();
     let result = store
         .upsert_devices(&key, &devices, || schedule.first_due(Utc::now(), &mut rng))
@@ -57,7 +80,8 @@ pub(super) async fn run(env: &Env, file: &std::path::Path) -> anyhow::Result<Exi
 /// The database refused the import: find the row it was about, if it can be told.
 async fn conflict_line(store: &Store, rows: &[InventoryRow], e: &StoreError) -> Option<u64> {
     match e {
-        // "device <id> already exists in another tenant"
+        // "device <id> already exists in another tenant", "device <id>: no credential
+        // profile named …"
         StoreError::Invalid(msg) => rows
             .iter()
             .find(|r| msg.contains(&r.device.id.to_string()))

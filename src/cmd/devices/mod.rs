@@ -39,8 +39,12 @@ pub enum DevicesCommand {
     Import {
         /// CSV with the header id,tenant_id,name,host,port,username,password,routeros_version
         /// (as `rosbackup sim --inventory` writes it), optionally enabled,
-        /// backup_interval_seconds, backup_cron.
+        /// backup_interval_seconds, backup_cron, ssh_key_file (relative to the CSV's
+        /// directory), credential_profile.
         file: PathBuf,
+        /// Name of the environment variable holding the passphrase of the key files.
+        #[arg(long, value_name = "VAR")]
+        key_passphrase_env: Option<String>,
     },
     /// Make the store agree with a the-other-dude backend's database: its RouterOS
     /// devices added or updated, those deleted there removed, host key pins shared.
@@ -66,16 +70,38 @@ pub enum DevicesCommand {
         /// Device id or name.
         device: String,
     },
-    /// Set a device's password (and user); lifts an auth_failed block.
+    /// Set a device's password and/or key (and user); lifts an auth_failed block.
     SetCredentials {
         /// Device id or name.
         device: String,
         /// New SSH user (default: keep the current one).
         #[arg(long)]
         username: Option<String>,
-        /// Name of the environment variable holding the new password.
-        #[arg(long, default_value = "ROSBACKUP_PASSWORD")]
-        password_env: String,
+        /// Name of the environment variable holding the new password (default
+        /// ROSBACKUP_PASSWORD). With --key-file or --no-password the password is read
+        /// only when this flag is given.
+        #[arg(long)]
+        password_env: Option<String>,
+        /// A new private key (OpenSSH or PEM; Ed25519 or RSA), tried before the password.
+        #[arg(long, value_name = "FILE", conflicts_with = "no_key")]
+        key_file: Option<PathBuf>,
+        /// Name of the environment variable holding the key file's passphrase.
+        #[arg(long, value_name = "VAR", requires = "key_file")]
+        key_passphrase_env: Option<String>,
+        /// Remove the device's key (it logs in with its password, or its profile's
+        /// credentials).
+        #[arg(long)]
+        no_key: bool,
+        /// Remove the device's password (key only, or its profile's credentials).
+        #[arg(long, conflicts_with = "password_env")]
+        no_password: bool,
+        /// Use this credential profile of the device's tenant when it has no password or
+        /// key of its own (with --no-password --no-key: from now on).
+        #[arg(long, value_name = "NAME", conflicts_with = "no_credential_profile")]
+        credential_profile: Option<String>,
+        /// Stop using a credential profile.
+        #[arg(long)]
+        no_credential_profile: bool,
     },
     /// Forget the pinned SSH host key (the next backup pins what it sees); lifts a
     /// host_key_mismatch block.
@@ -128,7 +154,10 @@ pub enum DevicesCommand {
 /// password is sealed or opened).
 pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode> {
     match command {
-        DevicesCommand::Import { file } => import::run(env, &file).await,
+        DevicesCommand::Import {
+            file,
+            key_passphrase_env,
+        } => import::run(env, &file, key_passphrase_env.as_deref()).await,
         DevicesCommand::RotateKey => credentials::rotate_key(env).await,
         DevicesCommand::Sync(a) => sync::run(env, a).await,
         DevicesCommand::List { tenant, json } => list::run(env, tenant, json).await,
@@ -138,7 +167,28 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
             device,
             username,
             password_env,
-        } => credentials::set(env, &device, username, &password_env).await,
+            key_file,
+            key_passphrase_env,
+            no_key,
+            no_password,
+            credential_profile,
+            no_credential_profile,
+        } => {
+            let change = credentials::Change {
+                username,
+                password_env,
+                key_file,
+                key_passphrase_env,
+                no_key,
+                no_password,
+                profile: match (credential_profile, no_credential_profile) {
+                    (Some(p), _) => Some(Some(p)),
+                    (None, true) => Some(None),
+                    (None, false) => None,
+                },
+            };
+            credentials::set(env, &device, change).await
+        }
         DevicesCommand::ResetHostKey { device } => state::reset_host_key(env, &device).await,
         DevicesCommand::Unblock { device } => state::unblock(env, &device).await,
         DevicesCommand::Enable { device } => state::set_enabled(env, &device, true).await,
@@ -173,14 +223,14 @@ fn host_port(d: &Device) -> String {
 }
 
 /// The key stored passwords are sealed under (`CREDENTIAL_ENCRYPTION_KEY`).
-fn credential_key(env: &Env) -> Result<CredentialKey, CredentialError> {
+pub(crate) fn credential_key(env: &Env) -> Result<CredentialKey, CredentialError> {
     CredentialKey::from_base64(&env.raw("CREDENTIAL_ENCRYPTION_KEY"))
 }
 
 /// Before sealing or opening a password: is `key` the fleet's? A wrong key is a
 /// configuration error (exit 2) naming the variable, so a password is never sealed under
 /// a key no worker has.
-async fn check_key(store: &Store, key: &CredentialKey) -> anyhow::Result<()> {
+pub(crate) async fn check_key(store: &Store, key: &CredentialKey) -> anyhow::Result<()> {
     match store.check_credential_key(key).await {
         Ok(_) => Ok(()),
         Err(StoreError::Credentials(e)) => Err(e.into()),
@@ -189,7 +239,7 @@ async fn check_key(store: &Store, key: &CredentialKey) -> anyhow::Result<()> {
 }
 
 /// A password from the environment variable named by `--password-env`.
-fn password_from_env(var: &str) -> Result<Secret, ConfigError> {
+pub(crate) fn password_from_env(var: &str) -> Result<Secret, ConfigError> {
     let value = std::env::var(var).map_err(|_| ConfigError {
         var: var.to_string(),
         value: None,

@@ -167,6 +167,8 @@ pub async fn add_placeholder_device(
         enabled: true,
         backup_interval_seconds: None,
         backup_cron: None,
+        ssh_key: None,
+        credential_profile: None,
     };
     store
         .upsert_devices(key, &[d], chrono::Utc::now)

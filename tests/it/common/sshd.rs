@@ -124,14 +124,46 @@ fn free_port() -> u16 {
 /// Start sshd whose forced command prints `export` (a file read in place).
 /// `legacy`: only `diffie-hellman-group14-sha1`, `ssh-rsa`, `aes128-ctr`, `hmac-sha1`.
 pub fn start(export: &Path, legacy: bool) -> Sshd {
+    start_with(export, legacy, None)
+}
+
+/// As [`start`], with public-key login for the keys of `authorized` (`authorized_keys`
+/// lines) besides the password. With `legacy`, only `ssh-rsa` (SHA-1) signatures are
+/// accepted (`PubkeyAcceptedAlgorithms ssh-rsa`), as on RouterOS 6.
+pub fn start_with(export: &Path, legacy: bool, authorized: Option<&[String]>) -> Sshd {
+    start_conf(export, legacy, authorized, &[])
+}
+
+/// As [`start_with`], with more `sshd_config` lines (`AllowTcpForwarding no`, …).
+pub fn start_conf(
+    export: &Path,
+    legacy: bool,
+    authorized: Option<&[String]>,
+    extra: &[&str],
+) -> Sshd {
     let export = export.canonicalize().expect("export file");
-    start_forced(&format!("/bin/cat {}", export.display()), legacy)
+    start_forced_conf(
+        &format!("/bin/cat {}", export.display()),
+        legacy,
+        authorized,
+        extra,
+    )
 }
 
 /// Start sshd whose forced command is `command` (run as the test user, with
 /// `SSH_ORIGINAL_COMMAND` set; for the `sftp` subsystem that is the path of Debian's
 /// `sftp-server`).
 pub fn start_forced(command: &str, legacy: bool) -> Sshd {
+    start_forced_conf(command, legacy, None, &[])
+}
+
+/// As [`start_forced`], with authorized keys and more `sshd_config` lines.
+pub fn start_forced_conf(
+    command: &str,
+    legacy: bool,
+    authorized: Option<&[String]>,
+    extra: &[&str],
+) -> Sshd {
     ensure_user();
     std::fs::create_dir_all("/run/sshd").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -155,13 +187,25 @@ pub fn start_forced(command: &str, legacy: bool) -> Sshd {
         "UsePAM no".into(),
         "PasswordAuthentication yes".into(),
         "KbdInteractiveAuthentication no".into(),
-        "PubkeyAuthentication no".into(),
+        format!(
+            "PubkeyAuthentication {}",
+            if authorized.is_some() { "yes" } else { "no" }
+        ),
         format!("AllowUsers {USER}"),
         "StrictModes no".into(),
         format!("ForceCommand {command}"),
         "Subsystem sftp /usr/lib/openssh/sftp-server".into(),
     ];
     conf.extend(host_keys);
+    conf.extend(extra.iter().map(|l| l.to_string()));
+    if let Some(lines) = authorized {
+        let path = dir.path().join("authorized_keys");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        conf.push(format!("AuthorizedKeysFile {}", path.display()));
+        if legacy {
+            conf.push("PubkeyAcceptedAlgorithms ssh-rsa".into());
+        }
+    }
     if legacy {
         conf.extend([
             "KexAlgorithms diffie-hellman-group14-sha1".to_string(),
@@ -201,6 +245,11 @@ pub fn start_forced(command: &str, legacy: bool) -> Sshd {
         std::thread::sleep(Duration::from_millis(20));
     }
     sshd
+}
+
+/// The sshd log so far (what sshd said about each login).
+pub fn log(sshd: &Sshd) -> String {
+    std::fs::read_to_string(sshd.dir.path().join("sshd.log")).unwrap_or_default()
 }
 
 /// The sshd fixture for a real export file, or `None` (test skipped) when the exports

@@ -10,12 +10,16 @@ use super::JobEnv;
 use super::rules::{self, Failure, JobReport, Outcome, Skip, SkipRecord};
 use crate::backup::{self, BackupError};
 use crate::binary;
+use crate::credentials::CredentialError;
 use crate::device::Target;
 use crate::device::binary::{BinaryError, BinaryErrorKind, BinaryFile};
 use crate::marks::{self, Mark};
 use crate::queue::BackupJob;
 use crate::seed_lock::{self, Attempt, SeedLock};
-use crate::store::{Device, Lease, LeaseAttempt, RunRecord, RunStatus, StoreError, Trigger};
+use crate::store::{
+    Credentials, Device, Lease, LeaseAttempt, RunRecord, RunStatus, SealedCredentials, StoreError,
+    Trigger,
+};
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -46,7 +50,7 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         worker: worker.to_string(),
         ttl: env.lease_ttl,
     };
-    let (starts, previous, device, leased_at) = loop {
+    let (starts, previous, device, credentials, leased_at) = loop {
         // The lease runs from no earlier than this moment (the database stamps it later).
         let asked = Instant::now();
         match env.store.acquire_lease(&lease).await? {
@@ -55,12 +59,13 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
                 previous,
                 starts,
                 device,
+                credentials,
             } => {
                 if takeover {
                     env.metrics.lease_takeovers.inc();
                     info!("took over an expired lease");
                 }
-                break (starts, previous, *device, asked);
+                break (starts, previous, *device, credentials, asked);
             }
             LeaseAttempt::NoDevice => {
                 return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
@@ -124,7 +129,16 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         .lock()
         .map(|mut h| h.insert(job.job_id.clone(), lease.clone()))
         .ok();
-    let result = run_leased(env, job, &device, &lease, starts, started_at, leased_at).await;
+    let result = run_leased(
+        env,
+        job,
+        (&device, &credentials),
+        &lease,
+        starts,
+        started_at,
+        leased_at,
+    )
+    .await;
     env.held.lock().map(|mut h| h.remove(&job.job_id)).ok();
     if let Some(lock) = seed
         && let Err(e) = lock.release(&mut redis).await
@@ -200,7 +214,7 @@ async fn skip_job(
 async fn run_leased(
     env: &JobEnv,
     job: &BackupJob,
-    device: &Device,
+    (device, credentials): (&Device, &SealedCredentials),
     lease: &Lease,
     starts: i32,
     started_at: DateTime<Utc>,
@@ -215,16 +229,12 @@ async fn run_leased(
         match rules::given_up(starts, env.max_job_starts) {
             Some(failure) => Err(failure),
             None => {
-                // PostgreSQL trouble reading the password is not the device's fault: the
-                // job fails as infrastructure (apalis retries it once the lease lapses)
-                // instead of recording a failure that backs the device off.
-                let password = match env.store.password(&env.key, device.id).await {
-                    Err(e @ StoreError::Db(_)) => return Err(e),
-                    other => other,
-                };
+                // The credentials came with the lease (its own and its profile's, in the
+                // same statement): no round trip of their own.
+                let opened = credentials.open(&env.key);
                 env.metrics.backup_active.inc();
                 let timer = env.metrics.backup_duration.start_timer();
-                let r = backup_under_lease(env, device, lease, leased_at, password).await;
+                let r = backup_under_lease(env, device, lease, leased_at, opened).await;
                 timer.observe_duration();
                 env.metrics.backup_active.dec();
                 match r {
@@ -370,24 +380,19 @@ async fn backup_under_lease(
     device: &Device,
     lease: &Lease,
     leased_at: Instant,
-    password: Result<crate::Secret, StoreError>,
+    credentials: Result<Credentials, CredentialError>,
 ) -> Result<Option<(backup::Collected, Option<BinaryStep>)>, BackupError> {
-    let password = match password {
-        Ok(p) => p,
-        // Our configuration, not the device: a kind of its own that blocks the device
-        // (retrying with the same key opens nothing) instead of `unknown` every 5 minutes.
-        Err(StoreError::Credentials(e)) => return Err(BackupError::Credentials(e)),
-        Err(e) => {
-            return Err(BackupError::Export(
-                crate::device::ExportError::InvalidTarget(format!("credentials: {e}")),
-            ));
-        }
-    };
+    // A seal our key cannot open is our configuration, not the device: a kind of its
+    // own that blocks the device (retrying with the same key opens nothing) instead of
+    // `unknown` every 5 minutes.
+    let credentials = credentials.map_err(BackupError::Credentials)?;
     let target = Target {
         host: device.host.clone(),
         port: u16::try_from(device.ssh_port).unwrap_or(22),
-        username: device.username.clone(),
-        password,
+        username: credentials.username,
+        password: credentials.password,
+        key: credentials.key,
+        jump: None,
         known_fingerprint: device.ssh_host_key_fingerprint.clone(),
         routeros_version: device.routeros_version.clone(),
     };

@@ -347,6 +347,8 @@ mod tests {
             lease_worker: None,
             lease_expires_at: None,
             lease_starts: 0,
+            credential_profile_id: None,
+            has_ssh_key: false,
         }
     }
 

@@ -6,11 +6,12 @@
 
 use crate::auth::ApiCaller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, DeviceId};
+use crate::extract::{ApiJson, ApiQuery, DeviceId, ProfileId};
 use crate::ops::{
-    self, ActivityParams, BackupOutcome, BackupParams, CreateDevice, Credentials, DeviceAction,
-    DeviceList, DeviceListParams, DeviceView, JobList, JobsParams, LimitParams, Overview,
-    QueueStats, RetriedJob, RunsParams, Whoami,
+    self, ActivityParams, BackupOutcome, BackupParams, CreateCredentialProfile, CreateDevice,
+    CredentialProfileView, Credentials, DeviceAction, DeviceList, DeviceListParams, DeviceView,
+    JobList, JobsParams, LimitParams, Overview, QueueStats, RetriedJob, RunsParams,
+    UpdateCredentialProfile, Whoami,
 };
 use crate::state::WebState;
 use axum::Json;
@@ -84,6 +85,67 @@ pub(super) async fn set_credentials(
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<Json<DeviceView>> {
     Ok(Json(ops::set_credentials(&s, &c.0, id, body).await?.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/credential-profiles", tag = "credential-profiles",
+    responses((status = 200, body = Vec<CredentialProfileView>), (status = 403, body = ErrorBody)))]
+pub(super) async fn list_profiles(
+    State(s): State<WebState>,
+    c: ApiCaller,
+) -> ApiResult<Json<Vec<CredentialProfileView>>> {
+    Ok(Json(ops::list_profiles(&s, &c.0).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/credential-profiles", tag = "credential-profiles",
+    request_body = CreateCredentialProfile,
+    responses((status = 201, body = CredentialProfileView), (status = 403, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn create_profile(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ApiJson(body): ApiJson<CreateCredentialProfile>,
+) -> ApiResult<(StatusCode, Json<CredentialProfileView>)> {
+    let p = ops::create_profile(&s, &c.0, body).await?;
+    Ok((StatusCode::CREATED, Json(p)))
+}
+
+#[utoipa::path(get, path = "/api/v1/credential-profiles/{id}", tag = "credential-profiles",
+    params(("id" = Uuid, Path, description = "credential profile id")),
+    responses((status = 200, body = CredentialProfileView), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub(super) async fn get_profile(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ProfileId(id): ProfileId,
+) -> ApiResult<Json<CredentialProfileView>> {
+    Ok(Json(ops::profile(&s, &c.0, id).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/credential-profiles/{id}", tag = "credential-profiles",
+    params(("id" = Uuid, Path, description = "credential profile id")),
+    request_body = UpdateCredentialProfile,
+    responses((status = 200, body = CredentialProfileView), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn update_profile(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ProfileId(id): ProfileId,
+    ApiJson(body): ApiJson<UpdateCredentialProfile>,
+) -> ApiResult<Json<CredentialProfileView>> {
+    Ok(Json(ops::update_profile(&s, &c.0, id, body).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/credential-profiles/{id}", tag = "credential-profiles",
+    params(("id" = Uuid, Path, description = "credential profile id")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub(super) async fn delete_profile(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ProfileId(id): ProfileId,
+) -> ApiResult<StatusCode> {
+    ops::delete_profile(&s, &c.0, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn action(

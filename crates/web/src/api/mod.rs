@@ -27,6 +27,14 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/devices", get(list_devices).post(create_device))
         .route("/devices/{id}", get(get_device).delete(delete_device))
         .route("/devices/{id}/credentials", put(set_credentials))
+        .route(
+            "/credential-profiles",
+            get(list_profiles).post(create_profile),
+        )
+        .route(
+            "/credential-profiles/{id}",
+            get(get_profile).put(update_profile).delete(delete_profile),
+        )
         .route("/devices/{id}/enable", post(enable))
         .route("/devices/{id}/disable", post(disable))
         .route("/devices/{id}/unblock", post(unblock))

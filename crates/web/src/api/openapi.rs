@@ -85,7 +85,8 @@ impl utoipa::Modify for BearerAuth {
     info(title = "rosbackup API", version = "1",
          description = "Back up MikroTik RouterOS fleets: devices, manual backups, runs, queue."),
     paths(whoami, openapi, list_devices, create_device, get_device, delete_device,
-          set_credentials, enable, disable, unblock, reset_host_key, backup, device_runs,
+          set_credentials, list_profiles, create_profile, get_profile, update_profile,
+          delete_profile, enable, disable, unblock, reset_host_key, backup, device_runs,
           recent_runs, queue, overview, activity, backup_ages, tenants, jobs, retry_job,
           discard_job, crate::history::versions_api, crate::history::diff_api,
           crate::history::text_api, crate::history::changes_api,
@@ -111,6 +112,8 @@ mod tests {
             "/api/v1/devices/{id}/backup",
             "/api/v1/jobs/{id}/retry",
             "/api/v1/openapi.json",
+            "/api/v1/credential-profiles",
+            "/api/v1/credential-profiles/{id}",
         ] {
             assert!(
                 paths.contains_key(p),

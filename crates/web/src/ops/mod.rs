@@ -24,7 +24,8 @@ use rosbackup_core::inventory;
 use rosbackup_core::manual::Requested;
 use rosbackup_core::queue::{JobInfo, JobListState};
 use rosbackup_core::report::{ActivityBucket, AgeBucket, DeviceRow, RecentRun, TenantCount};
-use rosbackup_core::store::{NewDevice, Run, StoreError};
+use rosbackup_core::store::{KeyChange, NewDevice, Run, StoreError};
+use rosbackup_core::userkey::UserKey;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -96,6 +97,26 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
             inventory::parse_interval(&n.to_string()).map_err(f("backup_interval_seconds"))?
         }
     };
+    let ssh_key = match &b.ssh_key {
+        None => None,
+        Some(text) => Some(import_key(text, b.ssh_key_passphrase.as_deref())?),
+    };
+    let credential_profile = match b.credential_profile.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(name) => Some(inventory::parse_name(name).map_err(f("credential_profile"))?),
+    };
+    // Validated like an inventory row: a key or a profile makes the password optional,
+    // a profile the user too.
+    let username = if credential_profile.is_some() && b.username.is_empty() {
+        String::new()
+    } else {
+        inventory::parse_username(&b.username).map_err(f("username"))?
+    };
+    let password = if (ssh_key.is_some() || credential_profile.is_some()) && b.password.is_empty() {
+        rosbackup_core::Secret::default()
+    } else {
+        inventory::parse_password(&b.password).map_err(f("password"))?
+    };
     Ok(NewDevice {
         id: b.id.unwrap_or_else(Uuid::new_v4),
         tenant_id,
@@ -106,8 +127,10 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
             Some(p) => p,
             None => 22,
         },
-        username: inventory::parse_username(&b.username).map_err(f("username"))?,
-        password: inventory::parse_password(&b.password).map_err(f("password"))?,
+        username,
+        password,
+        ssh_key,
+        credential_profile,
         routeros_version: inventory::parse_routeros_version(
             b.routeros_version.as_deref().unwrap_or(""),
         )
@@ -117,6 +140,14 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
         backup_cron: inventory::parse_cron_field(b.backup_cron.as_deref().unwrap_or(""))
             .map_err(f("backup_cron"))?,
     })
+}
+
+/// A private key from a request body, decrypted with its passphrase; refused with the
+/// reason (never the key) as a 422 on `ssh_key`.
+fn import_key(text: &str, passphrase: Option<&str>) -> ApiResult<UserKey> {
+    let passphrase = passphrase.map(rosbackup_core::Secret::new);
+    UserKey::import(text, passphrase.as_ref())
+        .map_err(|e| ApiError::invalid("ssh_key", e.to_string()))
 }
 
 /// The credential key, or a refusal when the server has none.
@@ -196,13 +227,160 @@ pub async fn set_credentials(
             Some(inventory::parse_username(u).map_err(|r| ApiError::invalid("username", r))?)
         }
     };
-    let password =
-        inventory::parse_password(&body.password).map_err(|r| ApiError::invalid("password", r))?;
+    let password = body.password.as_deref().map(rosbackup_core::Secret::new);
+    let ssh_key = match &body.ssh_key {
+        None => None,
+        Some(text) => Some(import_key(text, body.ssh_key_passphrase.as_deref())?),
+    };
+    if password.is_none() && ssh_key.is_none() && !body.remove_ssh_key {
+        return Err(ApiError::invalid(
+            "password",
+            "give a password, an ssh_key, or remove_ssh_key",
+        ));
+    }
+    if ssh_key.is_some() && body.remove_ssh_key {
+        return Err(ApiError::invalid(
+            "remove_ssh_key",
+            "ssh_key and remove_ssh_key together",
+        ));
+    }
+    let change = match (&ssh_key, body.remove_ssh_key) {
+        (Some(k), _) => KeyChange::Set(k),
+        (None, true) => KeyChange::Clear,
+        (None, false) => KeyChange::Keep,
+    };
     let key = key_or_refuse(s)?;
     s.store()
-        .set_credentials(key, id, username.as_deref(), &password)
+        .update_credentials(key, id, username.as_deref(), password.as_ref(), change)
         .await?;
     device(s, c, id).await
+}
+
+// ---- credential profiles (admins) ------------------------------------------------
+
+/// The profiles of the caller's tenant (all, for an unscoped admin).
+pub async fn list_profiles(s: &WebState, c: &Caller) -> ApiResult<Vec<CredentialProfileView>> {
+    require_admin(c)?;
+    Ok(s.store()
+        .list_profiles(c.tenant())
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect())
+}
+
+/// A profile the caller may see (a 404 otherwise, like one that does not exist).
+pub async fn profile(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<CredentialProfileView> {
+    require_admin(c)?;
+    match s.store().profile(id).await {
+        Ok(p) if c.tenant().is_none_or(|t| t == p.tenant_id) => Ok(p.into()),
+        Ok(_) | Err(StoreError::Invalid(_)) => {
+            Err(ApiError::not_found(format!("no credential profile {id}")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Create a profile.
+pub async fn create_profile(
+    s: &WebState,
+    c: &Caller,
+    b: CreateCredentialProfile,
+) -> ApiResult<CredentialProfileView> {
+    require_admin(c)?;
+    let tenant_id = match (c.tenant(), b.tenant_id) {
+        (Some(scope), Some(t)) if scope != t => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token may only create profiles in its own tenant",
+            ));
+        }
+        (Some(scope), _) => scope,
+        (None, Some(t)) => t,
+        (None, None) => return Err(ApiError::invalid("tenant_id", "tenant_id is required")),
+    };
+    let name = inventory::parse_name(&b.name).map_err(|r| ApiError::invalid("name", r))?;
+    let username =
+        inventory::parse_username(&b.username).map_err(|r| ApiError::invalid("username", r))?;
+    let ssh_key = match &b.ssh_key {
+        None => None,
+        Some(text) => Some(import_key(text, b.ssh_key_passphrase.as_deref())?),
+    };
+    let password = b
+        .password
+        .filter(|p| !p.is_empty())
+        .map(rosbackup_core::Secret::new);
+    if password.is_none() && ssh_key.is_none() {
+        return Err(ApiError::invalid(
+            "password",
+            "a credential profile needs a password or an ssh_key",
+        ));
+    }
+    let key = key_or_refuse(s)?;
+    let p = s
+        .store()
+        .create_profile(
+            key,
+            &rosbackup_core::profiles::NewProfile {
+                tenant_id,
+                name,
+                username,
+                password,
+                ssh_key,
+            },
+        )
+        .await?;
+    Ok(p.into())
+}
+
+/// Change a profile; all its devices log in with the change at once.
+pub async fn update_profile(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    b: UpdateCredentialProfile,
+) -> ApiResult<CredentialProfileView> {
+    profile(s, c, id).await?;
+    let username = match &b.username {
+        None => None,
+        Some(u) => {
+            Some(inventory::parse_username(u).map_err(|r| ApiError::invalid("username", r))?)
+        }
+    };
+    let ssh_key = match &b.ssh_key {
+        None => None,
+        Some(text) => Some(import_key(text, b.ssh_key_passphrase.as_deref())?),
+    };
+    if ssh_key.is_some() && b.remove_ssh_key {
+        return Err(ApiError::invalid(
+            "remove_ssh_key",
+            "ssh_key and remove_ssh_key together",
+        ));
+    }
+    let change = match (&ssh_key, b.remove_ssh_key) {
+        (Some(k), _) => KeyChange::Set(k),
+        (None, true) => KeyChange::Clear,
+        (None, false) => KeyChange::Keep,
+    };
+    let password = b.password.as_deref().map(rosbackup_core::Secret::new);
+    let key = key_or_refuse(s)?;
+    let u = match s
+        .store()
+        .update_profile(key, id, username.as_deref(), password.as_ref(), change)
+        .await
+    {
+        Err(StoreError::Invalid(m)) => return Err(ApiError::invalid("password", m)),
+        other => other?,
+    };
+    Ok(u.profile.into())
+}
+
+/// Remove a profile no device uses (a 409 with the count otherwise).
+pub async fn delete_profile(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<()> {
+    profile(s, c, id).await?;
+    s.store().remove_profile(id).await?;
+    Ok(())
 }
 
 /// Apply an action to a device the caller may see (admins).

@@ -50,6 +50,12 @@ pub struct DeviceView {
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Whether the device has an SSH user key of its own (the key is never shown).
+    #[serde(default)]
+    pub has_ssh_key: bool,
+    /// The credential profile it uses when it has no password or key of its own.
+    #[serde(default)]
+    pub credential_profile_id: Option<Uuid>,
 }
 
 /// The operator hint for a device's state and last error.
@@ -109,6 +115,8 @@ impl From<DeviceRow> for DeviceView {
             lease_expires_at: d.lease_expires_at,
             created_at: d.created_at,
             updated_at: d.updated_at,
+            has_ssh_key: d.has_ssh_key,
+            credential_profile_id: d.credential_profile_id,
         }
     }
 }
@@ -268,8 +276,9 @@ impl DeviceListParams {
     }
 }
 
-/// A new device.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A new device. Its secrets (`password`, `ssh_key`, `ssh_key_passphrase`) are
+/// write-only: no response carries them. `Debug` leaves them out.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDevice {
     /// Defaults to a new random id.
@@ -281,20 +290,63 @@ pub struct CreateDevice {
     pub host: String,
     /// SSH port (default 22).
     pub port: Option<u16>,
+    /// Optional with `credential_profile` (the profile's user is used).
+    #[serde(default)]
     pub username: String,
+    /// Optional with `ssh_key` or `credential_profile`.
+    #[serde(default)]
     pub password: String,
+    /// A private key (OpenSSH or PEM text; Ed25519 or RSA), tried before the password.
+    pub ssh_key: Option<String>,
+    /// The passphrase of `ssh_key`, when it is protected (used once, never stored).
+    pub ssh_key_passphrase: Option<String>,
+    /// The name of a credential profile of the tenant, used when the device has no
+    /// password or key of its own.
+    pub credential_profile: Option<String>,
     pub routeros_version: Option<String>,
     pub enabled: Option<bool>,
     pub backup_interval_seconds: Option<i32>,
     pub backup_cron: Option<String>,
 }
 
-/// New credentials; `username` stays as it is when absent.
-#[derive(Debug, Deserialize, ToSchema)]
+impl std::fmt::Debug for CreateDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateDevice")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("credential_profile", &self.credential_profile)
+            .finish_non_exhaustive()
+    }
+}
+
+/// New credentials; `username` stays as it is when absent, and so do the password and
+/// the key. Write-only; `Debug` leaves the secrets out.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     pub username: Option<String>,
-    pub password: String,
+    /// A new password; an empty one removes it (key only).
+    pub password: Option<String>,
+    /// A new private key (OpenSSH or PEM text; Ed25519 or RSA).
+    pub ssh_key: Option<String>,
+    /// The passphrase of `ssh_key`, when it is protected (used once, never stored).
+    pub ssh_key_passphrase: Option<String>,
+    /// Remove the device's key.
+    #[serde(default)]
+    pub remove_ssh_key: bool,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("remove_ssh_key", &self.remove_ssh_key)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -445,5 +497,84 @@ impl DeviceAction {
             DeviceAction::Unblock => "unblocked",
             DeviceAction::ResetHostKey => "host key reset: the next backup pins what it sees",
         }
+    }
+}
+
+/// A credential profile as the API shows it: never its secrets.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CredentialProfileView {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub username: String,
+    pub has_password: bool,
+    pub has_ssh_key: bool,
+    /// Devices that name the profile.
+    pub devices: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<rosbackup_core::profiles::CredentialProfile> for CredentialProfileView {
+    fn from(p: rosbackup_core::profiles::CredentialProfile) -> Self {
+        CredentialProfileView {
+            id: p.id,
+            tenant_id: p.tenant_id,
+            name: p.name,
+            username: p.username,
+            has_password: p.has_password,
+            has_ssh_key: p.has_ssh_key,
+            devices: p.devices,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// A new credential profile: a user with a password and/or a key. The secrets are
+/// write-only; `Debug` leaves them out.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCredentialProfile {
+    /// Required unless the token is scoped to a tenant (then it must be that tenant).
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub username: String,
+    pub password: Option<String>,
+    /// A private key (OpenSSH or PEM text; Ed25519 or RSA).
+    pub ssh_key: Option<String>,
+    /// The passphrase of `ssh_key`, when it is protected (used once, never stored).
+    pub ssh_key_passphrase: Option<String>,
+}
+
+impl std::fmt::Debug for CreateCredentialProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateCredentialProfile")
+            .field("tenant_id", &self.tenant_id)
+            .field("name", &self.name)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A change to a credential profile, applied to all its devices at once (their
+/// `auth_failed` blocks are lifted). Absent fields stay; an empty `password` removes it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCredentialProfile {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub ssh_key: Option<String>,
+    pub ssh_key_passphrase: Option<String>,
+    #[serde(default)]
+    pub remove_ssh_key: bool,
+}
+
+impl std::fmt::Debug for UpdateCredentialProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateCredentialProfile")
+            .field("username", &self.username)
+            .field("remove_ssh_key", &self.remove_ssh_key)
+            .finish_non_exhaustive()
     }
 }

@@ -1,0 +1,276 @@
+//! `rosbackup credentials`: credential profiles, the credentials many devices share.
+//!
+//! A profile is a user with a password and/or an SSH key, named per tenant. Devices name
+//! it (`devices add --credential-profile`, the inventory's `credential_profile` column,
+//! `devices set-credentials --credential-profile`) and log in with it when they have no
+//! password or key of their own. `set` changes it for all of them at once and lifts
+//! their `auth_failed` blocks; `remove` refuses a profile still in use, saying how many
+//! devices use it. Secrets come from environment variables and key files, as for
+//! devices, and are never printed.
+
+use super::devices::{check_key, credential_key, password_from_env};
+use super::shared::{database_url, open_store, print_table, read_key_file, store_error, time};
+use crate::Secret;
+use crate::config::{ConfigError, Env};
+use crate::inventory;
+use crate::profiles::{CredentialProfile, NewProfile};
+use crate::store::{KeyChange, StoreError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The secrets a profile is given (both optional; at least one for `add`).
+#[derive(clap::Args)]
+pub struct SecretArgs {
+    /// Name of the environment variable holding the password.
+    #[arg(long, value_name = "VAR")]
+    password_env: Option<String>,
+    /// A private key (OpenSSH or PEM; Ed25519 or RSA), tried before the password.
+    #[arg(long, value_name = "FILE")]
+    key_file: Option<PathBuf>,
+    /// Name of the environment variable holding the key file's passphrase.
+    #[arg(long, value_name = "VAR", requires = "key_file")]
+    key_passphrase_env: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+pub enum CredentialsCommand {
+    /// Create a profile: a user with a password (--password-env) and/or a key (--key-file).
+    Add {
+        name: String,
+        #[arg(long)]
+        username: String,
+        /// Tenant id (default: the nil UUID).
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
+        #[command(flatten)]
+        secrets: SecretArgs,
+    },
+    /// List profiles (never their secrets) with how many devices use each.
+    List {
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a profile's user, password or key; applies to all its devices at once and
+    /// lifts their auth_failed blocks.
+    Set {
+        /// Profile id or name.
+        profile: String,
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
+        #[arg(long)]
+        username: Option<String>,
+        #[command(flatten)]
+        secrets: SecretArgs,
+        /// Remove the password (the key only).
+        #[arg(long, conflicts_with = "password_env")]
+        no_password: bool,
+        /// Remove the key (the password only).
+        #[arg(long, conflicts_with = "key_file")]
+        no_key: bool,
+    },
+    /// Remove a profile no device uses (refused with the count otherwise).
+    Remove {
+        /// Profile id or name.
+        profile: String,
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
+    },
+}
+
+/// Run one `credentials` subcommand (`DATABASE_URL`, `CREDENTIAL_ENCRYPTION_KEY`).
+pub async fn run(env: &Env, command: CredentialsCommand) -> anyhow::Result<ExitCode> {
+    database_url(env)?;
+    match command {
+        CredentialsCommand::Add {
+            name,
+            username,
+            tenant,
+            secrets,
+        } => add(env, name, username, tenant, secrets).await,
+        CredentialsCommand::List { tenant, json } => list(env, tenant, json).await,
+        CredentialsCommand::Set {
+            profile,
+            tenant,
+            username,
+            secrets,
+            no_password,
+            no_key,
+        } => {
+            set(
+                env,
+                &profile,
+                tenant,
+                username,
+                secrets,
+                no_password,
+                no_key,
+            )
+            .await
+        }
+        CredentialsCommand::Remove { profile, tenant } => remove(env, &profile, tenant).await,
+    }
+}
+
+fn field(flag: &str, r: Result<String, String>) -> Result<String, ConfigError> {
+    r.map_err(|reason| ConfigError {
+        var: flag.into(),
+        value: None,
+        reason,
+    })
+}
+
+fn summary(p: &CredentialProfile) -> String {
+    let mut with = Vec::new();
+    if p.has_password {
+        with.push("password");
+    }
+    if p.has_ssh_key {
+        with.push("key");
+    }
+    with.join("+")
+}
+
+async fn add(
+    env: &Env,
+    name: String,
+    username: String,
+    tenant: Option<uuid::Uuid>,
+    s: SecretArgs,
+) -> anyhow::Result<ExitCode> {
+    let key = credential_key(env)?;
+    let name = field("NAME", inventory::parse_name(&name))?;
+    let username = field("--username", inventory::parse_username(&username))?;
+    let ssh_key = match &s.key_file {
+        Some(f) => Some(read_key_file(f, s.key_passphrase_env.as_deref())?),
+        None => None,
+    };
+    let password = match &s.password_env {
+        Some(var) => Some(password_from_env(var)?),
+        None => None,
+    };
+    if password.is_none() && ssh_key.is_none() {
+        return Err(ConfigError {
+            var: "--password-env".into(),
+            value: None,
+            reason: "a profile needs a password (--password-env VAR) or a key (--key-file FILE)"
+                .into(),
+        }
+        .into());
+    }
+    let store = open_store(env).await?;
+    check_key(&store, &key).await?;
+    let p = store
+        .create_profile(
+            &key,
+            &NewProfile {
+                tenant_id: tenant.unwrap_or_default(),
+                name,
+                username,
+                password,
+                ssh_key,
+            },
+        )
+        .await
+        .map_err(store_error)?;
+    println!("{}", p.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn list(env: &Env, tenant: Option<uuid::Uuid>, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let profiles = store.list_profiles(tenant).await.map_err(store_error)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&profiles)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = profiles
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.tenant_id.to_string(),
+                p.username.clone(),
+                summary(p),
+                p.devices.to_string(),
+                time(Some(p.updated_at)),
+            ]
+        })
+        .collect();
+    print_table(
+        &["NAME", "TENANT", "USER", "WITH", "DEVICES", "UPDATED"],
+        &rows,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set(
+    env: &Env,
+    profile: &str,
+    tenant: Option<uuid::Uuid>,
+    username: Option<String>,
+    s: SecretArgs,
+    no_password: bool,
+    no_key: bool,
+) -> anyhow::Result<ExitCode> {
+    let key = credential_key(env)?;
+    let username = username
+        .map(|u| field("--username", inventory::parse_username(&u)))
+        .transpose()?;
+    let ssh_key = match &s.key_file {
+        Some(f) => Some(read_key_file(f, s.key_passphrase_env.as_deref())?),
+        None => None,
+    };
+    let password = if no_password {
+        Some(Secret::default())
+    } else {
+        match &s.password_env {
+            Some(var) => Some(password_from_env(var)?),
+            None => None,
+        }
+    };
+    let change = match (&ssh_key, no_key) {
+        (Some(k), _) => KeyChange::Set(k),
+        (None, true) => KeyChange::Clear,
+        (None, false) => KeyChange::Keep,
+    };
+    let store = open_store(env).await?;
+    check_key(&store, &key).await?;
+    let p = store
+        .find_profile(tenant, profile)
+        .await
+        .map_err(store_error)?;
+    let u = store
+        .update_profile(&key, p.id, username.as_deref(), password.as_ref(), change)
+        .await
+        .map_err(store_error)?;
+    println!(
+        "credential profile {} updated ({}); {} device(s) use it{}",
+        u.profile.name,
+        summary(&u.profile),
+        u.profile.devices,
+        if u.lifted > 0 {
+            format!("; {} auth_failed block(s) lifted, due now", u.lifted)
+        } else {
+            String::new()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn remove(env: &Env, profile: &str, tenant: Option<uuid::Uuid>) -> anyhow::Result<ExitCode> {
+    let store = open_store(env).await?;
+    let p = store
+        .find_profile(tenant, profile)
+        .await
+        .map_err(store_error)?;
+    match store.remove_profile(p.id).await {
+        Ok(()) => {
+            println!("credential profile {} removed", p.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ StoreError::ProfileInUse { .. }) => Err(anyhow::anyhow!("{e}; nothing removed")),
+        Err(e) => Err(store_error(e)),
+    }
+}
