@@ -440,7 +440,12 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
     if let Some(path) = &shared.cfg.inventory {
         write_atomic(
             path,
-            inventory_csv(&shared.devices, shared.cfg.inventory_host.as_deref()).as_bytes(),
+            inventory_csv(
+                &shared.devices,
+                shared.cfg.inventory_host.as_deref(),
+                shared.cfg.inventory_interval,
+            )
+            .as_bytes(),
         )
         .await
         .map_err(|source| SimError::Io {
@@ -549,10 +554,19 @@ fn csv_field(s: &str) -> Cow<'_, str> {
     }
 }
 
-pub(crate) fn inventory_csv(devices: &[SimDevice], host: Option<&str>) -> String {
-    let mut out = String::from("id,tenant_id,name,host,port,username,password,routeros_version\n");
+pub(crate) fn inventory_csv(
+    devices: &[SimDevice],
+    host: Option<&str>,
+    interval: Option<u32>,
+) -> String {
+    let mut out = String::from("id,tenant_id,name,host,port,username,password,routeros_version");
+    out.push_str(if interval.is_some() {
+        ",backup_interval_seconds\n"
+    } else {
+        "\n"
+    });
     for d in devices {
-        let fields = [
+        let mut fields = vec![
             d.id.to_string(),
             d.tenant_id.to_string(),
             d.name.clone(),
@@ -562,6 +576,9 @@ pub(crate) fn inventory_csv(devices: &[SimDevice], host: Option<&str>) -> String
             d.password.clone(),
             d.routeros_version.clone(),
         ];
+        if let Some(i) = interval {
+            fields.push(i.to_string());
+        }
         let line: Vec<Cow<'_, str>> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
         out.push('\n');
