@@ -210,6 +210,8 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
         "/devices",
         "/jobs",
         &format!("/devices/{}", devices[1].id),
+        &format!("/devices/{}/credentials", devices[1].id),
+        &format!("/devices/{}/host-key", devices[1].id),
     ] {
         let r = call(&app, Method::GET, page, &[], None).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{page}");
@@ -861,6 +863,69 @@ async fn browser_sessions_need_csrf_and_end_at_logout() {
             .unwrap()
             .enabled
     );
+
+    // The credentials form: CSRF-checked like every form; the password is write-only.
+    let cred_path = format!("/devices/{}/credentials", devices[0].id);
+    let sealed = || async {
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT password_enc FROM devices WHERE id = $1")
+            .bind(devices[0].id)
+            .fetch_one(fleet.store().pool())
+            .await
+            .unwrap()
+    };
+    let before = sealed().await;
+    let page = call(&app, Method::GET, &cred_path, &[("cookie", &cookie)], None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        !page.text.contains(devices[0].password.expose()),
+        "the form shows the stored password"
+    );
+    let r = call(
+        &app,
+        Method::POST,
+        &cred_path,
+        &form_hdrs,
+        Some(Body::from("csrf=nope&username=admin&password=forged-pw")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(sealed().await, before, "a forged form changed the password");
+    let r = call(
+        &app,
+        Method::POST,
+        &cred_path,
+        &form_hdrs,
+        Some(Body::from(format!(
+            "csrf={}&username=admin&password=s3cret-new",
+            urlencode(&meta)
+        ))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(
+        fleet
+            .key
+            .open(&devices[0].id, &sealed().await)
+            .unwrap()
+            .expose(),
+        "s3cret-new"
+    );
+    // A viewer's session may not open the form, nor the host-key reset.
+    let viewer = token(&fleet, "noc", Role::Viewer, None).await;
+    let r = post_login(viewer, csrf.clone()).await;
+    let viewer_cookie = r
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("rb_session="))
+        .expect("viewer session")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    for path in [&cred_path, &format!("/devices/{}/host-key", devices[0].id)] {
+        let r = call(&app, Method::GET, path, &[("cookie", &viewer_cookie)], None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "viewer GET {path}");
+    }
 
     // Logout ends the session server-side: the old cookie no longer works.
     let r = call(
