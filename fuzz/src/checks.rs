@@ -390,6 +390,7 @@ pub fn inventory(data: &[u8]) {
                     enabled: Some(if d.enabled { "true" } else { "false" }),
                     backup_interval_seconds: interval.as_deref(),
                     backup_cron: d.backup_cron.as_deref(),
+                    tenant: None,
                 };
                 let again = fields
                     .validate()

@@ -236,6 +236,51 @@ async fn a_tenant_token_sees_and_touches_only_its_tenant() {
     let (mine, theirs): (Vec<_>, Vec<_>) = devices.iter().partition(|d| d.tenant_id == a);
     assert_eq!((mine.len(), theirs.len()), (3, 3));
 
+    // Tenants have names: the API lists them, a device carries its tenant's, and the
+    // dashboard's tenant filter offers names instead of truncated ids.
+    rosbackup::tenant::set_name(fleet.store(), a, "acme")
+        .await
+        .expect("name tenant a");
+    let tenants = global.get("/api/v1/tenants").await;
+    assert_eq!(tenants.status, StatusCode::OK, "{}", tenants.text);
+    let listed: Vec<(String, Value)> = tenants
+        .body
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|t| {
+            (
+                t["tenant_id"].as_str().unwrap_or("").to_string(),
+                t["name"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        listed.contains(&(a.to_string(), json!("acme"))),
+        "{listed:?}"
+    );
+    assert!(listed.contains(&(b.to_string(), Value::Null)), "{listed:?}");
+    let one = global.get(&format!("/api/v1/devices/{}", mine[0].id)).await;
+    assert_eq!(one.body["tenant_name"], "acme");
+    let bearer = format!(
+        "Bearer {}",
+        token(&fleet, "root-page", Role::Viewer, None).await
+    );
+    let page = call(
+        &app,
+        Method::GET,
+        "/devices",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(
+        page.text
+            .contains(&format!("<option value=\"{a}\">acme (3)</option>")),
+        "the tenant filter names tenant a"
+    );
+
     // Give tenant b a run so its history exists.
     let r = Api::new(
         &app,
@@ -296,7 +341,10 @@ async fn a_tenant_token_sees_and_touches_only_its_tenant() {
         "whole-queue depth leaks to a tenant"
     );
     let tenants = scoped.get("/api/v1/tenants").await;
-    assert_eq!(tenants.body, json!([{"tenant_id": a, "devices": 3}]));
+    assert_eq!(
+        tenants.body,
+        json!([{"tenant_id": a, "name": "acme", "devices": 3}])
+    );
     let jobs = scoped.get("/api/v1/jobs?state=due").await;
     assert_eq!(
         jobs.body["total"], 0,

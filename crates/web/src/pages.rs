@@ -586,7 +586,7 @@ async fn devices(
                     option value="" { "All tenants" }
                     @for t in &tenants {
                         option value=(t.tenant_id) selected[q.tenant_id == Some(t.tenant_id)] {
-                            (t.tenant_id.to_string().get(..8).unwrap_or("")) "… (" (t.devices) ")"
+                            (t.label()) " (" (t.devices) ")"
                         }
                     }
                 }
@@ -793,7 +793,10 @@ fn device_cards(s: &WebState, row: &DeviceRow) -> Markup {
                         @if let Some(fp) = &d.ssh_host_key_fingerprint { (fp) } @else { span.muted { "not pinned yet (trust on first use)" } }
                     }
                     dt { "Schedule" } dd { (schedule) }
-                    dt { "Tenant" } dd.mono.small { (d.tenant_id) }
+                    dt { "Tenant" } dd {
+                        @if let Some(n) = &row.tenant_name { span id="tenant-name" { (n) } " " }
+                        span.mono.small.muted { (d.tenant_id) }
+                    }
                     dt { "Id" } dd.mono.small { (d.id) }
                 }
             }

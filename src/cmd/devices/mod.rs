@@ -39,7 +39,9 @@ pub enum DevicesCommand {
     Import {
         /// CSV with the header id,tenant_id,name,host,port,username,password,routeros_version
         /// (as `rosbackup sim --inventory` writes it), optionally enabled,
-        /// backup_interval_seconds, backup_cron.
+        /// backup_interval_seconds, backup_cron, tenant (a tenant name). An empty id or
+        /// tenant_id is derived (from the tenant and name; from the tenant name, else the
+        /// default tenant).
         file: PathBuf,
     },
     /// Make the store agree with a the-other-dude backend's database: its RouterOS
@@ -48,9 +50,9 @@ pub enum DevicesCommand {
     Sync(SyncArgs),
     /// List devices with their backup state.
     List {
-        /// Only this tenant's devices.
+        /// Only this tenant's devices (its name or id).
         #[arg(long)]
-        tenant: Option<uuid::Uuid>,
+        tenant: Option<String>,
         /// A JSON array on stdout.
         #[arg(long)]
         json: bool,
@@ -115,7 +117,7 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
         DevicesCommand::Import { file } => import::run(env, &file).await,
         DevicesCommand::RotateKey => credentials::rotate_key(env).await,
         DevicesCommand::Sync(a) => sync::run(env, a).await,
-        DevicesCommand::List { tenant, json } => list::run(env, tenant, json).await,
+        DevicesCommand::List { tenant, json } => list::run(env, tenant.as_deref(), json).await,
         DevicesCommand::Add(a) => add::run(env, a).await,
         DevicesCommand::Remove { device } => state::remove(env, &device).await,
         DevicesCommand::SetCredentials {

@@ -20,6 +20,8 @@ use uuid::Uuid;
 pub struct DeviceView {
     pub id: Uuid,
     pub tenant_id: Uuid,
+    /// The tenant's name (`rosbackup tenants`), when it has one.
+    pub tenant_name: Option<String>,
     pub name: String,
     pub host: String,
     pub port: u16,
@@ -80,6 +82,7 @@ impl From<DeviceRow> for DeviceView {
         DeviceView {
             id: d.id,
             tenant_id: d.tenant_id,
+            tenant_name: row.tenant_name,
             name: d.name,
             host: d.host,
             port: u16::try_from(d.ssh_port).unwrap_or(22),
