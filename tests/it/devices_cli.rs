@@ -1119,3 +1119,35 @@ async fn tenants_have_names_and_an_inventory_needs_no_uuids() {
     })
     .await;
 }
+
+/// A first `migrate` against a server without the database creates it and says so; a
+/// second one prints one line and no PostgreSQL notice (the Cli runs with LOG_FORMAT=text
+/// and the default LOG_LEVEL=info, where sqlx would log "relation … already exists").
+#[tokio::test]
+async fn migrate_creates_a_missing_database_and_a_second_run_is_quiet() {
+    let name = crate::common::unique("rbnew").to_lowercase();
+    let url = crate::common::with_database(&crate::common::database_url(), &name);
+    let result = AssertUnwindSafe(async {
+        let cli = Cli::new(&url);
+        let first = cli.run(&["migrate"]);
+        assert_eq!(
+            first.ok(),
+            format!("created database {name}\nmigrations applied\n")
+        );
+        let second = cli.run(&["migrate"]);
+        assert_eq!(second.ok(), "migrations applied\n");
+        assert!(
+            !second.stderr.contains("sqlx") && !second.stderr.contains("already exists"),
+            "a second migrate logged: {}",
+            second.stderr
+        );
+        // The new database works: devices can be listed.
+        cli.run(&["devices", "list", "--json"]).json();
+    })
+    .catch_unwind()
+    .await;
+    crate::common::drop_database(&name).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
