@@ -83,6 +83,12 @@ fn routes(device: Uuid) -> Vec<(Method, String, Option<Value>, bool)> {
             true,
         ),
         (
+            Method::PUT,
+            format!("/api/v1/tenants/{}", Uuid::nil()),
+            Some(json!({"name": "main"})),
+            true,
+        ),
+        (
             Method::POST,
             format!("/api/v1/devices/{d}/disable"),
             None,
@@ -176,6 +182,7 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
     let expect = [
         StatusCode::CREATED,    // create
         StatusCode::OK,         // credentials
+        StatusCode::OK,         // name a tenant
         StatusCode::OK,         // disable
         StatusCode::OK,         // enable
         StatusCode::OK,         // unblock
@@ -262,6 +269,36 @@ async fn a_tenant_token_sees_and_touches_only_its_tenant() {
     assert!(listed.contains(&(b.to_string(), Value::Null)), "{listed:?}");
     let one = global.get(&format!("/api/v1/devices/{}", mine[0].id)).await;
     assert_eq!(one.body["tenant_name"], "acme");
+    // Naming over the API: a scoped admin names its own tenant, not another.
+    let r = scoped
+        .put(&format!("/api/v1/tenants/{b}"), json!({"name": "stolen"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = scoped
+        .put(
+            &format!("/api/v1/tenants/{a}"),
+            json!({"name": "Acme Corp"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["name"], "Acme Corp");
+    assert_eq!(r.body["devices"], 3);
+    let root_admin = Api::new(&app, Some(&token(&fleet, "namer", Role::Admin, None).await));
+    let r = root_admin
+        .put(
+            &format!("/api/v1/tenants/{b}"),
+            json!({"name": "acme corp"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let r = root_admin
+        .put(&format!("/api/v1/tenants/{b}"), json!({"name": " "}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["field"], "name");
+    rosbackup::tenant::set_name(fleet.store(), a, "acme")
+        .await
+        .expect("name tenant a back");
     let bearer = format!(
         "Bearer {}",
         token(&fleet, "root-page", Role::Viewer, None).await
@@ -1108,6 +1145,7 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
             .next()
             .unwrap()
             .replace(&d.to_string(), "{id}")
+            .replace(&Uuid::nil().to_string(), "{id}")
             .replace("/jobs/nope", "/jobs/{id}");
         let op = paths
             .get(&templ)

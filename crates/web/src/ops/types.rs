@@ -292,6 +292,13 @@ pub struct CreateDevice {
     pub backup_cron: Option<String>,
 }
 
+/// A tenant's new name: unique (case-insensitive), 1-100 characters, not a UUID.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantName {
+    pub name: String,
+}
+
 /// New credentials; `username` stays as it is when absent.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
