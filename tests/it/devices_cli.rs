@@ -823,6 +823,11 @@ async fn configuration_and_connection_errors() {
                 &["devices", "list"][..],
                 &["devices", "import", &file][..],
             ] {
+                // `migrate` creates a missing database (its own test above); the other
+                // commands say it is missing.
+                if bad == missing_db && args == ["migrate"] {
+                    continue;
+                }
                 let err = cli
                     .run_with(args, &[("DATABASE_URL", bad)])
                     .fails(1)
