@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command to see rosbackup work: builds it, then runs `rosbackup demo` — PostgreSQL,
 # Redis and NATS at their URLs (or private instances from installed binaries), a
-# simulated fleet of RouterOS devices, an enqueuer, two workers and the dashboard.
+# simulated fleet of RouterOS devices, an enqueuer, two workers, an archiver (versions
+# and diffs) and the dashboard. The processes' logs stay in the folder it names.
 # Flags go to `rosbackup demo` (try --help); --once exits after every healthy device
 # was backed up once.
 set -euo pipefail

@@ -398,6 +398,7 @@ pub fn inventory(data: &[u8]) {
                     backup_cron: d.backup_cron.as_deref(),
                     ssh_key_file: r.ssh_key_file.as_deref(),
                     credential_profile: d.credential_profile.as_deref(),
+                    tenant: None,
                 };
                 let again = fields
                     .validate()

@@ -4,7 +4,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rosbackup::cmd::{
-    credentials, demo, devices, enqueue, export, history, migrate, normalize, probe, roles, tokens,
+    credentials, demo, devices, enqueue, export, history, migrate, normalize, probe, roles,
+    tenants, tokens,
 };
 use rosbackup::config::{ConfigError, Env};
 use rosbackup::credentials::CredentialError;
@@ -68,6 +69,11 @@ enum Command {
     /// A device's config history: its versions, or the diff between two of them
     /// (DATABASE_URL, ARCHIVE_ENCRYPTION_KEY).
     History(history::HistoryArgs),
+    /// Name tenants, list them with their device counts (DATABASE_URL).
+    Tenants {
+        #[command(subcommand)]
+        command: tenants::TenantsCommand,
+    },
     /// Manage API tokens for the dashboard and the API (DATABASE_URL).
     Tokens {
         #[command(subcommand)]
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Devices { .. }
             | Command::Credentials { .. }
+            | Command::Tenants { .. }
             | Command::Tokens { .. }
             | Command::History(_)
             | Command::Normalize(_)
@@ -122,6 +129,7 @@ fn main() -> ExitCode {
         Command::Worker => block_on(roles::worker(&env)),
         Command::Enqueuer(a) => block_on(roles::enqueuer(&env, a)),
         Command::Tokens { command } => block_on(tokens::run(&env, command)),
+        Command::Tenants { command } => block_on(tenants::run(&env, command)),
         Command::Demo(a) => block_on(demo::demo(a)),
         Command::Soak(a) => block_on(demo::soak(a)),
         Command::Probe(a) => block_on(probe::run(a)),

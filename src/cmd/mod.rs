@@ -19,6 +19,7 @@ pub mod migrate;
 pub mod normalize;
 pub mod probe;
 pub mod roles;
+pub mod tenants;
 pub mod tokens;
 
 mod shared;

@@ -8,7 +8,6 @@
 
 use super::shared::{describe, open_store};
 use crate::config::Env;
-use crate::inventory;
 use crate::store::StoreError;
 use std::process::ExitCode;
 
@@ -22,7 +21,7 @@ pub enum TokensCommand {
         /// viewer (read) or admin (read and act).
         #[arg(long, value_parser = ["viewer", "admin"])]
         role: String,
-        /// Limit the token to one tenant's devices, runs and counts.
+        /// Limit the token to one tenant's devices, runs and counts (its name or id).
         #[arg(long)]
         tenant: Option<String>,
         /// Print the token alone (for scripts), without the description.
@@ -46,7 +45,8 @@ pub enum TokensCommand {
 /// Create, list or revoke tokens (`DATABASE_URL`).
 pub async fn run(env: &Env, command: TokensCommand) -> anyhow::Result<ExitCode> {
     use crate::access::{Access, Role};
-    let access = Access::new(open_store(env).await?);
+    let store = open_store(env).await?;
+    let access = Access::new(store.clone());
     match command {
         TokensCommand::Create {
             name,
@@ -67,10 +67,14 @@ pub async fn run(env: &Env, command: TokensCommand) -> anyhow::Result<ExitCode> 
             }
             let role = Role::parse(&role)
                 .ok_or_else(|| anyhow::anyhow!("role must be viewer or admin"))?;
-            let tenant = tenant
-                .map(|t| inventory::parse_uuid(&t))
-                .transpose()
-                .map_err(|reason| anyhow::anyhow!("--tenant: {reason}"))?;
+            let tenant = match tenant {
+                None => None,
+                Some(t) => Some(
+                    crate::tenant::resolve(&store, &t)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("--tenant: {}", describe(&e)))?,
+                ),
+            };
             let (info, token) = access
                 .create_token(&name, role, tenant)
                 .await

@@ -60,6 +60,64 @@ fn the_demo_backs_up_every_healthy_device_on_private_services_and_cleans_up() {
     assert!(out.contains("nothing left running"), "{out}");
     // Healthy = all but the default mix's failing devices for 24 (auth, refuse, silent, garbage).
     assert!(out.contains("backed up 20/20 healthy devices"), "{out}");
+    // The fault mix in one line, with the host-key devices explained.
+    assert!(
+        out.contains("Fleet       24 devices: ")
+            && out.contains(
+                "1 present a new host key every time (backed up once, then Blocked: host key)"
+            ),
+        "{out}"
+    );
+    // The archiver ran: every healthy device has an archived version before --once ends.
+    assert!(
+        out.contains("every healthy device backed up once and archived"),
+        "{out}"
+    );
+    let archived = out
+        .lines()
+        .filter_map(|l| {
+            l.split(" versions archived")
+                .next()?
+                .rsplit(' ')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(archived >= 20, "only {archived} versions archived:\n{out}");
+    // The state counts are the dashboard's labels; before any host key rotated, the
+    // healthy devices are all OK.
+    let last = out
+        .lines()
+        .rfind(|l| l.contains(" versions archived · now: "))
+        .unwrap_or_else(|| panic!("no progress line in:\n{out}"));
+    assert!(last.contains("20 OK"), "{last}");
+    // Not a terminal: one line per change, never the same line twice in a row.
+    let progress: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("backed up "))
+        .collect();
+    assert!(
+        progress.windows(2).all(|w| w[0] != w[1]),
+        "a progress line repeated:\n{out}"
+    );
+    // The logs stay after exit, where the demo said.
+    let logs = out
+        .lines()
+        .find_map(|l| l.strip_prefix("logs kept in "))
+        .map(|l| std::path::PathBuf::from(l.trim()))
+        .unwrap_or_else(|| panic!("no logs folder in:\n{out}"));
+    for f in ["enqueuer.log", "worker-1.log", "archiver.log"] {
+        let text = std::fs::read_to_string(logs.join(f))
+            .unwrap_or_else(|e| panic!("{f} not kept in {}: {e}", logs.display()));
+        assert!(!text.is_empty(), "{f} is empty");
+    }
+    assert!(
+        out.contains(&format!("Logs        {} (kept after exit)", logs.display())),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(logs.parent().expect("the demo's folder"));
     for label in ["Dashboard", "PostgreSQL", "Redis", "NATS"] {
         let port = port_on(&out, label).unwrap_or_else(|| panic!("no {label} port in:\n{out}"));
         assert!(

@@ -370,6 +370,7 @@ async fn a_containerised_simulator_writes_its_service_name_into_the_inventory() 
         port: 0,
         inventory: Some(inv.clone()),
         inventory_host: Some("sim".into()),
+        inventory_interval: Some(60),
         ..Default::default()
     })
     .await
@@ -379,6 +380,8 @@ async fn a_containerised_simulator_writes_its_service_name_into_the_inventory() 
     for (d, s) in devices.iter().zip(sim.devices()) {
         assert_eq!(d.host, "sim");
         assert_eq!(d.ssh_port, s.port);
+        // The compose demo's short interval, so its changing devices show diffs soon.
+        assert_eq!(d.backup_interval_seconds, Some(60));
     }
     sim.shutdown().await;
 }

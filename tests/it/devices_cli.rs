@@ -823,6 +823,11 @@ async fn configuration_and_connection_errors() {
                 &["devices", "list"][..],
                 &["devices", "import", &file][..],
             ] {
+                // `migrate` creates a missing database (its own test above); the other
+                // commands say it is missing.
+                if bad == missing_db && args == ["migrate"] {
+                    continue;
+                }
                 let err = cli
                     .run_with(args, &[("DATABASE_URL", bad)])
                     .fails(1)
@@ -1323,4 +1328,156 @@ async fn credential_profiles_through_the_cli() {
 
 fn json_empty() -> serde_json::Value {
     serde_json::json!([])
+}
+
+/// Tenants by name: `tenants add|list|rename`, `--tenant NAME` on `devices add|list` and
+/// `tokens create`, and an inventory without UUIDs (empty id and tenant_id, a `tenant`
+/// column) that imports the same devices again on a second run.
+#[tokio::test]
+async fn tenants_have_names_and_an_inventory_needs_no_uuids() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let dir = tempfile::tempdir().unwrap();
+
+        // The default tenant is there from the start.
+        let list = cli.run(&["tenants", "list", "--json"]).json();
+        assert_eq!(list[0]["name"], "default");
+        assert_eq!(list[0]["id"], Uuid::nil().to_string());
+
+        let acme: Uuid = cli
+            .run(&["tenants", "add", "acme"])
+            .ok()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(acme, rosbackup::tenant::id_for_name("acme"));
+        // A name is unique (case-insensitive) and never a UUID.
+        let err = cli.run(&[
+            "tenants",
+            "add",
+            "ACME",
+            "--id",
+            &Uuid::new_v4().to_string(),
+        ]);
+        assert!(err.fails(1).contains("belongs to tenant"), "{}", err.stderr);
+        let err = cli.run(&["tenants", "add", &Uuid::new_v4().to_string()]);
+        assert!(
+            err.fails(1).contains("must not look like one"),
+            "{}",
+            err.stderr
+        );
+
+        // An inventory without UUIDs: the default tenant, a named one, a new named one.
+        let csv = "id,tenant_id,name,host,port,username,password,routeros_version,tenant\n\
+                   ,,edge-1,10.0.0.1,22,backup,Pw-One-1,,\n\
+                   ,,edge-2,10.0.0.2,22,backup,Pw-Two-2,,acme\n\
+                   ,,edge-3,10.0.0.3,22,backup,Pw-Three-3,,globex\n";
+        cli.never_print("Pw-One-1");
+        let file = write(dir.path(), "fleet.csv", csv.as_bytes());
+        let out = cli.run(&["devices", "import", &file]);
+        assert!(out.ok().contains("3 new"), "{}", out.stdout);
+        let again = cli.run(&["devices", "import", &file]);
+        assert!(again.ok().contains("0 new, 3 updated"), "{}", again.stdout);
+        let acme_devices = cli
+            .run(&["devices", "list", "--tenant", "acme", "--json"])
+            .json();
+        assert_eq!(acme_devices.as_array().unwrap().len(), 1);
+        assert_eq!(acme_devices[0]["name"], "edge-2");
+        assert_eq!(acme_devices[0]["tenant_id"], acme.to_string());
+        let d = cli.run(&["devices", "show", "edge-1", "--json"]).json();
+        assert_eq!(d["tenant_id"], Uuid::nil().to_string());
+
+        // A device added by hand (random-looking id given) is updated by an id-less row.
+        let manual = Uuid::new_v4();
+        cli.run_with(
+            &[
+                "devices",
+                "add",
+                "--name",
+                "core-9",
+                "--host",
+                "10.0.0.9",
+                "--username",
+                "backup",
+                "--tenant",
+                "globex",
+                "--id",
+                &manual.to_string(),
+            ],
+            &[("ROSBACKUP_PASSWORD", "Pw-Nine-9")],
+        )
+        .ok();
+        let csv2 = "id,tenant_id,name,host,port,username,password,routeros_version,tenant\n\
+                    ,,core-9,10.0.0.99,22,backup,Pw-Nine-9,,globex\n";
+        let file2 = write(dir.path(), "more.csv", csv2.as_bytes());
+        let out = cli.run(&["devices", "import", &file2]);
+        assert!(out.ok().contains("0 new, 1 updated"), "{}", out.stdout);
+        let globex = rosbackup::tenant::id_for_name("globex");
+        let d = cli
+            .run(&["devices", "show", &manual.to_string(), "--json"])
+            .json();
+        assert_eq!(d["host"], "10.0.0.99");
+        assert_eq!(d["tenant_id"], globex.to_string());
+
+        // An unknown tenant name is an error that says how to make one.
+        let err = cli.run(&["devices", "list", "--tenant", "initech"]);
+        assert!(err.fails(1).contains("tenants add"), "{}", err.stderr);
+
+        // Tokens take the name too; rename keeps the id.
+        let out = cli.run(&[
+            "tokens", "create", "--name", "acme-ci", "--role", "viewer", "--tenant", "acme",
+        ]);
+        assert!(out.ok().contains(&acme.to_string()), "{}", out.stdout);
+        let renamed: Uuid = cli
+            .run(&["tenants", "rename", "acme", "Acme Corp"])
+            .ok()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(renamed, acme);
+        let list = cli.run(&["tenants", "list"]);
+        let line = list
+            .ok()
+            .lines()
+            .find(|l| l.starts_with("Acme Corp"))
+            .unwrap_or_else(|| panic!("{}", list.stdout));
+        assert!(
+            line.contains(&acme.to_string()) && line.trim_end().ends_with('1'),
+            "{line}"
+        );
+    })
+    .await;
+}
+
+/// A first `migrate` against a server without the database creates it and says so; a
+/// second one prints one line and no PostgreSQL notice (the Cli runs with LOG_FORMAT=text
+/// and the default LOG_LEVEL=info, where sqlx would log "relation … already exists").
+#[tokio::test]
+async fn migrate_creates_a_missing_database_and_a_second_run_is_quiet() {
+    let name = crate::common::unique("rbnew").to_lowercase();
+    let url = crate::common::with_database(&crate::common::database_url(), &name);
+    let result = AssertUnwindSafe(async {
+        let cli = Cli::new(&url);
+        let first = cli.run(&["migrate"]);
+        assert_eq!(
+            first.ok(),
+            format!("created database {name}\nmigrations applied\n")
+        );
+        let second = cli.run(&["migrate"]);
+        assert_eq!(second.ok(), "migrations applied\n");
+        assert!(
+            !second.stderr.contains("sqlx") && !second.stderr.contains("already exists"),
+            "a second migrate logged: {}",
+            second.stderr
+        );
+        // The new database works: devices can be listed.
+        cli.run(&["devices", "list", "--json"]).json();
+    })
+    .catch_unwind()
+    .await;
+    crate::common::drop_database(&name).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
 }

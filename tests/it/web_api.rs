@@ -83,6 +83,12 @@ fn routes(device: Uuid) -> Vec<(Method, String, Option<Value>, bool)> {
             true,
         ),
         (
+            Method::PUT,
+            format!("/api/v1/tenants/{}", Uuid::nil()),
+            Some(json!({"name": "main"})),
+            true,
+        ),
+        (
             Method::POST,
             format!("/api/v1/devices/{d}/disable"),
             None,
@@ -176,6 +182,7 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
     let expect = [
         StatusCode::CREATED,    // create
         StatusCode::OK,         // credentials
+        StatusCode::OK,         // name a tenant
         StatusCode::OK,         // disable
         StatusCode::OK,         // enable
         StatusCode::OK,         // unblock
@@ -210,6 +217,8 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
         "/devices",
         "/jobs",
         &format!("/devices/{}", devices[1].id),
+        &format!("/devices/{}/credentials", devices[1].id),
+        &format!("/devices/{}/host-key", devices[1].id),
     ] {
         let r = call(&app, Method::GET, page, &[], None).await;
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{page}");
@@ -233,6 +242,81 @@ async fn a_tenant_token_sees_and_touches_only_its_tenant() {
     let global = Api::new(&app, Some(&token(&fleet, "root", Role::Viewer, None).await));
     let (mine, theirs): (Vec<_>, Vec<_>) = devices.iter().partition(|d| d.tenant_id == a);
     assert_eq!((mine.len(), theirs.len()), (3, 3));
+
+    // Tenants have names: the API lists them, a device carries its tenant's, and the
+    // dashboard's tenant filter offers names instead of truncated ids.
+    rosbackup::tenant::set_name(fleet.store(), a, "acme")
+        .await
+        .expect("name tenant a");
+    let tenants = global.get("/api/v1/tenants").await;
+    assert_eq!(tenants.status, StatusCode::OK, "{}", tenants.text);
+    let listed: Vec<(String, Value)> = tenants
+        .body
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|t| {
+            (
+                t["tenant_id"].as_str().unwrap_or("").to_string(),
+                t["name"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        listed.contains(&(a.to_string(), json!("acme"))),
+        "{listed:?}"
+    );
+    assert!(listed.contains(&(b.to_string(), Value::Null)), "{listed:?}");
+    let one = global.get(&format!("/api/v1/devices/{}", mine[0].id)).await;
+    assert_eq!(one.body["tenant_name"], "acme");
+    // Naming over the API: a scoped admin names its own tenant, not another.
+    let r = scoped
+        .put(&format!("/api/v1/tenants/{b}"), json!({"name": "stolen"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = scoped
+        .put(
+            &format!("/api/v1/tenants/{a}"),
+            json!({"name": "Acme Corp"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["name"], "Acme Corp");
+    assert_eq!(r.body["devices"], 3);
+    let root_admin = Api::new(&app, Some(&token(&fleet, "namer", Role::Admin, None).await));
+    let r = root_admin
+        .put(
+            &format!("/api/v1/tenants/{b}"),
+            json!({"name": "acme corp"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    let r = root_admin
+        .put(&format!("/api/v1/tenants/{b}"), json!({"name": " "}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["field"], "name");
+    rosbackup::tenant::set_name(fleet.store(), a, "acme")
+        .await
+        .expect("name tenant a back");
+    let bearer = format!(
+        "Bearer {}",
+        token(&fleet, "root-page", Role::Viewer, None).await
+    );
+    let page = call(
+        &app,
+        Method::GET,
+        "/devices",
+        &[("authorization", &bearer)],
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(
+        page.text
+            .contains(&format!("<option value=\"{a}\">acme (3)</option>")),
+        "the tenant filter names tenant a"
+    );
 
     // Give tenant b a run so its history exists.
     let r = Api::new(
@@ -294,7 +378,10 @@ async fn a_tenant_token_sees_and_touches_only_its_tenant() {
         "whole-queue depth leaks to a tenant"
     );
     let tenants = scoped.get("/api/v1/tenants").await;
-    assert_eq!(tenants.body, json!([{"tenant_id": a, "devices": 3}]));
+    assert_eq!(
+        tenants.body,
+        json!([{"tenant_id": a, "name": "acme", "devices": 3}])
+    );
     let jobs = scoped.get("/api/v1/jobs?state=due").await;
     assert_eq!(
         jobs.body["total"], 0,
@@ -862,6 +949,69 @@ async fn browser_sessions_need_csrf_and_end_at_logout() {
             .enabled
     );
 
+    // The credentials form: CSRF-checked like every form; the password is write-only.
+    let cred_path = format!("/devices/{}/credentials", devices[0].id);
+    let sealed = || async {
+        sqlx::query_scalar::<_, Vec<u8>>("SELECT password_enc FROM devices WHERE id = $1")
+            .bind(devices[0].id)
+            .fetch_one(fleet.store().pool())
+            .await
+            .unwrap()
+    };
+    let before = sealed().await;
+    let page = call(&app, Method::GET, &cred_path, &[("cookie", &cookie)], None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        !page.text.contains(devices[0].password.expose()),
+        "the form shows the stored password"
+    );
+    let r = call(
+        &app,
+        Method::POST,
+        &cred_path,
+        &form_hdrs,
+        Some(Body::from("csrf=nope&username=admin&password=forged-pw")),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(sealed().await, before, "a forged form changed the password");
+    let r = call(
+        &app,
+        Method::POST,
+        &cred_path,
+        &form_hdrs,
+        Some(Body::from(format!(
+            "csrf={}&username=admin&password=s3cret-new",
+            urlencode(&meta)
+        ))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(
+        fleet
+            .key
+            .open(&devices[0].id, &sealed().await)
+            .unwrap()
+            .expose(),
+        "s3cret-new"
+    );
+    // A viewer's session may not open the form, nor the host-key reset.
+    let viewer = token(&fleet, "noc", Role::Viewer, None).await;
+    let r = post_login(viewer, csrf.clone()).await;
+    let viewer_cookie = r
+        .cookies()
+        .into_iter()
+        .find(|c| c.starts_with("rb_session="))
+        .expect("viewer session")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    for path in [&cred_path, &format!("/devices/{}/host-key", devices[0].id)] {
+        let r = call(&app, Method::GET, path, &[("cookie", &viewer_cookie)], None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "viewer GET {path}");
+    }
+
     // Logout ends the session server-side: the old cookie no longer works.
     let r = call(
         &app,
@@ -995,6 +1145,7 @@ async fn the_openapi_document_describes_every_route_the_router_serves() {
             .next()
             .unwrap()
             .replace(&d.to_string(), "{id}")
+            .replace(&Uuid::nil().to_string(), "{id}")
             .replace("/jobs/nope", "/jobs/{id}");
         let op = paths
             .get(&templ)

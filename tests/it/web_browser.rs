@@ -696,6 +696,174 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
     }
     b.shot("04-device-after-backup").await;
 
+    // ---- a changed host key: old and new fingerprint, then reset ---------------------
+    // The router "was replaced": the pinned key no longer matches what it presents.
+    let real_fp = fleet
+        .sim
+        .host_key_fingerprint(dev.id)
+        .expect("the simulator's fingerprint");
+    let old_fp = "SHA256:pinnedBeforeTheRouterWasReplacedAAAAAAAAAAA";
+    sqlx::query("UPDATE devices SET ssh_host_key_fingerprint = $2 WHERE id = $1")
+        .bind(dev.id)
+        .bind(old_fp)
+        .execute(fleet.store().pool())
+        .await
+        .expect("pin another key");
+    b.goto(&format!("/devices/{}", dev.id)).await;
+    b.wait("#backup-now", STEP)
+        .await
+        .click()
+        .await
+        .expect("Back up now");
+    let result = b.wait("#job-result", BACKUP).await;
+    assert_eq!(
+        result.attr("data-status").await.expect("attr").as_deref(),
+        Some("failed"),
+        "a backup against the wrong pinned key: {}",
+        result.text().await.unwrap_or_default()
+    );
+    b.goto(&format!("/devices/{}", dev.id)).await;
+    let hint = b.wait("p.big-hint", STEP).await.text().await.expect("hint");
+    assert!(hint.contains("the host key changed"), "hint: {hint:?}");
+    b.find("#fix-host-key")
+        .await
+        .click()
+        .await
+        .expect("open the host key page from the hint");
+    b.wait_for_location("the host key page", |u| {
+        u.path() == format!("/devices/{}/host-key", dev.id)
+    })
+    .await;
+    assert_eq!(b.text("#old-fingerprint").await, old_fp);
+    assert_eq!(b.text("#new-fingerprint").await, real_fp);
+    b.shot("05-host-key").await;
+    b.find("#action-reset-host-key")
+        .await
+        .click()
+        .await
+        .expect("Reset host key");
+    b.c.accept_alert().await.expect("confirm the reset");
+    b.wait_for_location("the device page after the reset", |u| {
+        u.path() == format!("/devices/{}", dev.id) && u.query_pairs().any(|(k, _)| k == "done")
+    })
+    .await;
+    fleet
+        .wait_for(
+            BACKUP,
+            "the next backup pins the key the device presents",
+            || async {
+                let d = fleet.store().device(dev.id).await.expect("device");
+                d.is_some_and(|d| {
+                    d.ssh_host_key_fingerprint.as_deref() == Some(real_fp.as_str())
+                        && d.blocked_reason.is_none()
+                })
+            },
+        )
+        .await;
+
+    // ---- a refused login: the hint leads to the credentials form ---------------------
+    let locked = devices
+        .iter()
+        .find(|d| d.fault == Some(Fault::Auth))
+        .expect("a device with a wrong password");
+    b.goto(&format!("/devices/{}", locked.id)).await;
+    b.wait("#fix-credentials", STEP)
+        .await
+        .click()
+        .await
+        .expect("open the credentials form from the hint");
+    b.wait_for_location("the credentials form", |u| {
+        u.path() == format!("/devices/{}/credentials", locked.id)
+    })
+    .await;
+    let user = b.wait("#username", STEP).await;
+    assert_eq!(
+        user.prop("value").await.expect("username").as_deref(),
+        Some(locked.username.as_str()),
+        "the username is filled in"
+    );
+    let pass = b.find("#password").await;
+    assert_eq!(
+        pass.attr("type").await.expect("type").as_deref(),
+        Some("password")
+    );
+    assert_eq!(
+        pass.prop("value").await.expect("value").as_deref(),
+        Some(""),
+        "the password field is write-only"
+    );
+    let source = b.c.source().await.expect("page source");
+    assert!(
+        !source.contains(&locked.password),
+        "the credentials form shows the stored password"
+    );
+    assert!(
+        b.c.find(Locator::Css("#credentials input[name='csrf']"))
+            .await
+            .is_ok(),
+        "the form carries the CSRF token"
+    );
+    // A refused value comes back with the reason, nothing saved.
+    user.clear().await.expect("clear the username");
+    user.send_keys("   ").await.expect("type a blank username");
+    pass.send_keys("x").await.expect("type a password");
+    b.find("#save-credentials")
+        .await
+        .click()
+        .await
+        .expect("Save");
+    let err = b.wait("#credentials-error", STEP).await;
+    assert_eq!(
+        err.attr("data-field").await.expect("attr").as_deref(),
+        Some("username"),
+        "{}",
+        err.text().await.unwrap_or_default()
+    );
+    b.shot("06-credentials-refused").await;
+    let new_password = "Correct-Horse-7431";
+    let user = b.find("#username").await;
+    user.clear().await.expect("clear the username");
+    user.send_keys("backup2").await.expect("type the username");
+    b.find("#password")
+        .await
+        .send_keys(new_password)
+        .await
+        .expect("type the password");
+    b.find("#save-credentials")
+        .await
+        .click()
+        .await
+        .expect("Save");
+    b.wait_for_location("the device page after saving", |u| {
+        u.path() == format!("/devices/{}", locked.id) && u.query_pairs().any(|(k, _)| k == "done")
+    })
+    .await;
+    let flash = b.wait("#flash", STEP).await.text().await.expect("flash");
+    assert!(flash.contains("credentials saved"), "flash: {flash:?}");
+    let source = b.c.source().await.expect("page source");
+    assert!(
+        !source.contains(new_password),
+        "the device page shows the new password"
+    );
+    let stored = fleet
+        .store()
+        .device(locked.id)
+        .await
+        .expect("device")
+        .expect("still there");
+    assert_eq!(stored.username, "backup2");
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_enc FROM devices WHERE id = $1")
+        .bind(locked.id)
+        .fetch_one(fleet.store().pool())
+        .await
+        .expect("sealed password");
+    assert_eq!(
+        fleet.key.open(&locked.id, &sealed).expect("opens").expose(),
+        new_password,
+        "the form stored the new password"
+    );
+    b.shot("07-credentials-saved").await;
+
     // ---- jobs ------------------------------------------------------------------------
     b.find("header.top nav a[href='/jobs']")
         .await
@@ -704,6 +872,30 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
         .expect("open Jobs");
     b.wait("table#jobs", STEP).await;
     assert_eq!(b.text("h1").await, "Jobs");
+    // Device, trigger and due time first; the job id after; no apalis attempt counter.
+    let heads: Vec<String> = {
+        let mut out = Vec::new();
+        for th in
+            b.c.find_all(Locator::Css("#jobs thead th"))
+                .await
+                .expect("th")
+        {
+            out.push(th.text().await.expect("th text"));
+        }
+        out
+    };
+    assert_eq!(heads[..3], ["Device", "Trigger", "Due"], "{heads:?}");
+    assert!(heads.contains(&"Job id".to_string()), "{heads:?}");
+    assert!(
+        !b.body_text().await.contains("Attempts"),
+        "the jobs page shows apalis' attempt counter"
+    );
+    assert!(
+        b.text("#retry-policy")
+            .await
+            .contains("5 min, 15 min, then every 1 h"),
+        "the jobs page states the retry policy"
+    );
     b.find("#tab-dead")
         .await
         .click()
@@ -731,7 +923,7 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
             .await
             .expect("job rows");
     assert_eq!(rows.len() as u64, dead.min(50));
-    b.shot("05-jobs").await;
+    b.shot("08-jobs").await;
 
     // ---- logout ----------------------------------------------------------------------
     b.find("#logout").await.click().await.expect("Log out");
@@ -742,7 +934,7 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
         "logout lands on login"
     );
     assert_eq!(b.text("#signed-out").await, "You have been signed out.");
-    b.shot("06-logged-out").await;
+    b.shot("09-logged-out").await;
     b.goto("/devices").await;
     let at = b
         .wait_for_location("the redirect to the login page", |u| u.path() == "/login")

@@ -258,7 +258,13 @@ pub const VARS: &[Var] = &[
         false,
         "tracing filter (error, warn, info, debug, or a full filter)"
     ),
-    var!("LOG_FORMAT", "json", false, false, "json or text"),
+    var!(
+        "LOG_FORMAT",
+        "auto",
+        false,
+        false,
+        "json, text, or auto: text when stderr is a terminal, JSON lines otherwise"
+    ),
     var!(
         "ROSBACKUP_HTTP_ADDR",
         "127.0.0.1:8080",

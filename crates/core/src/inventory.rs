@@ -4,10 +4,14 @@
 //! `id,tenant_id,name,host,port,username,password,routeros_version`, then one device per
 //! row. Optional columns may be added: `enabled` (true/false), `backup_interval_seconds`,
 //! `backup_cron`, `ssh_key_file` (a private key file, relative to the CSV's directory,
-//! read by the command that imports) and `credential_profile` (the name of a credential
-//! profile of the row's tenant). A row with a key file or a profile may leave `password`
-//! empty; a row with a profile may leave `username` empty too (the profile's is used).
-//! Columns may come in any order; header names are matched exactly.
+//! read by the command that imports), `credential_profile` (the name of a credential
+//! profile of the row's tenant) and `tenant` (a tenant's name). A row with a key file or a
+//! profile may leave `password` empty; a row with a profile may leave `username` empty too
+//! (the profile's is used). Columns may come in any order; header names are matched
+//! exactly. An empty `tenant_id` means the tenant named in `tenant` (its derived id, see
+//! `tenant::id_for_name`) or the default tenant; an empty `id` is derived from the tenant
+//! and the device name (`tenant::device_id_for`), so a hand-written inventory needs no
+//! UUIDs and imports the same way every time.
 //!
 //! Parsing is all-or-nothing: the first bad row stops it with an [`InventoryError`]
 //! naming the physical line (the header is line 1) and the column, so an operator can
@@ -21,6 +25,7 @@
 use crate::schedule::parse_cron;
 use crate::secret::Secret;
 use crate::store::NewDevice;
+use crate::tenant;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use uuid::Uuid;
@@ -39,6 +44,7 @@ pub const BACKUP_INTERVAL_SECONDS: &str = "backup_interval_seconds";
 pub const BACKUP_CRON: &str = "backup_cron";
 pub const SSH_KEY_FILE: &str = "ssh_key_file";
 pub const CREDENTIAL_PROFILE: &str = "credential_profile";
+pub const TENANT: &str = "tenant";
 
 /// Columns every inventory has (the simulator's header, in its order).
 pub const REQUIRED_COLUMNS: [&str; 8] = [
@@ -53,12 +59,13 @@ pub const REQUIRED_COLUMNS: [&str; 8] = [
 ];
 
 /// Columns an inventory may add.
-pub const OPTIONAL_COLUMNS: [&str; 5] = [
+pub const OPTIONAL_COLUMNS: [&str; 6] = [
     ENABLED,
     BACKUP_INTERVAL_SECONDS,
     BACKUP_CRON,
     SSH_KEY_FILE,
     CREDENTIAL_PROFILE,
+    TENANT,
 ];
 
 /// Why an inventory was refused: where, and what is wrong. Never carries a password.
@@ -109,14 +116,44 @@ pub struct DeviceFields<'a> {
     pub backup_cron: Option<&'a str>,
     pub ssh_key_file: Option<&'a str>,
     pub credential_profile: Option<&'a str>,
+    /// The tenant's name (names the tenant; gives its id when `tenant_id` is empty).
+    pub tenant: Option<&'a str>,
+}
+
+fn at<T>(column: &'static str, r: Result<T, String>) -> Result<T, FieldError> {
+    r.map_err(|reason| FieldError { column, reason })
 }
 
 impl DeviceFields<'_> {
+    /// The tenant name given, checked (`None` when absent or empty).
+    pub fn tenant_name(&self) -> Result<Option<String>, FieldError> {
+        match self.tenant.filter(|t| !t.trim().is_empty()) {
+            None => Ok(None),
+            Some(t) => at(TENANT, tenant::parse_tenant_name(t)).map(Some),
+        }
+    }
+
+    /// Whether the device's id is derived (the `id` field is empty).
+    pub fn id_is_derived(&self) -> bool {
+        self.id.trim().is_empty()
+    }
+
     /// Validate every field; the first bad one is reported with its column.
     pub fn validate(&self) -> Result<NewDevice, FieldError> {
-        fn at<T>(column: &'static str, r: Result<T, String>) -> Result<T, FieldError> {
-            r.map_err(|reason| FieldError { column, reason })
-        }
+        let tenant_name = self.tenant_name()?;
+        let tenant_id = if self.tenant_id.trim().is_empty() {
+            tenant_name
+                .as_deref()
+                .map_or(tenant::DEFAULT_TENANT, tenant::id_for_name)
+        } else {
+            at(TENANT_ID, parse_uuid(self.tenant_id))?
+        };
+        let name = at(NAME, parse_name(self.name))?;
+        let id = if self.id_is_derived() {
+            tenant::device_id_for(tenant_id, &name)
+        } else {
+            at(ID, parse_uuid(self.id))?
+        };
         let present = |v: Option<&str>| v.is_some_and(|v| !v.trim().is_empty());
         let credential_profile = at(
             CREDENTIAL_PROFILE,
@@ -145,9 +182,9 @@ impl DeviceFields<'_> {
             });
         }
         Ok(NewDevice {
-            id: at(ID, parse_uuid(self.id))?,
-            tenant_id: at(TENANT_ID, parse_uuid(self.tenant_id))?,
-            name: at(NAME, parse_name(self.name))?,
+            id,
+            tenant_id,
+            name,
             host: at(HOST, parse_host(self.host))?,
             ssh_port: at(PORT, parse_port(self.port))?,
             username,
@@ -323,6 +360,10 @@ pub struct InventoryRow {
     /// The row's `ssh_key_file`, for the importing command to read (`device.ssh_key`
     /// is `None` until it does).
     pub ssh_key_file: Option<String>,
+    /// The `tenant` column's name for the device's tenant, when given.
+    pub tenant_name: Option<String>,
+    /// The row had no id: `device.id` was derived from its tenant and name.
+    pub id_derived: bool,
 }
 
 /// Parse an inventory: every device, or the first error.
@@ -361,6 +402,7 @@ pub fn parse_inventory_rows(bytes: &[u8]) -> Result<Vec<InventoryRow>, Inventory
     let mut rows = Vec::new();
     let mut ids: HashMap<Uuid, u64> = HashMap::new();
     let mut names: HashMap<(Uuid, String), u64> = HashMap::new();
+    let mut tenant_names: HashMap<Uuid, (String, u64)> = HashMap::new();
     for record in records {
         let record = record.map_err(|e| csv_error(e, &mut lines))?;
         let line = lines.of(record.position());
@@ -380,6 +422,28 @@ pub fn parse_inventory_rows(bytes: &[u8]) -> Result<Vec<InventoryRow>, Inventory
         let device = fields
             .validate()
             .map_err(|e| InventoryError::new(line, Some(e.column), e.reason))?;
+        let tenant_name = fields
+            .tenant_name()
+            .map_err(|e| InventoryError::new(line, Some(e.column), e.reason))?;
+        let id_derived = fields.id_is_derived();
+        if let Some(n) = &tenant_name {
+            match tenant_names.get(&device.tenant_id) {
+                Some((first, at)) if !first.eq_ignore_ascii_case(n) => {
+                    return Err(InventoryError::new(
+                        line,
+                        Some(TENANT),
+                        format!(
+                            "tenant {} is named {first:?} on line {at}, {n:?} here",
+                            device.tenant_id
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    tenant_names.insert(device.tenant_id, (n.clone(), line));
+                }
+            }
+        }
         if let Some(first) = ids.insert(device.id, line) {
             return Err(InventoryError::new(
                 line,
@@ -406,6 +470,8 @@ pub fn parse_inventory_rows(bytes: &[u8]) -> Result<Vec<InventoryRow>, Inventory
             line,
             device,
             ssh_key_file,
+            tenant_name,
+            id_derived,
         });
     }
     if rows.is_empty() {
@@ -598,6 +664,7 @@ impl Columns {
             backup_cron: self.get(record, BACKUP_CRON, line)?,
             ssh_key_file: self.get(record, SSH_KEY_FILE, line)?,
             credential_profile: self.get(record, CREDENTIAL_PROFILE, line)?,
+            tenant: self.get(record, TENANT, line)?,
         })
     }
 }
@@ -757,8 +824,43 @@ mod tests {
         let e = err(&file(&[row(1), row_with(2, 0, "not-a-uuid")]));
         at(&e, 3, Some("id"));
         assert_eq!(e.reason, "\"not-a-uuid\" is not a UUID");
-        let e = err(&file(&[row_with(1, 1, "")]));
+        let e = err(&file(&[row_with(1, 1, "x")]));
         at(&e, 2, Some("tenant_id"));
+    }
+
+    #[test]
+    fn empty_ids_are_derived_from_the_tenant_and_the_name() {
+        // No tenant: the default tenant; no id: derived, the same on every import.
+        let text = format!("{HEADER},,r1,10.0.0.1,22,backup,pw,\n,,r2,10.0.0.2,22,backup,pw,\n");
+        let rows = parse_inventory_rows(text.as_bytes()).unwrap();
+        assert_eq!(rows[0].device.tenant_id, tenant::DEFAULT_TENANT);
+        assert_eq!(
+            rows[0].device.id,
+            tenant::device_id_for(tenant::DEFAULT_TENANT, "r1")
+        );
+        assert!(rows[0].id_derived && rows[1].id_derived);
+        assert_ne!(rows[0].device.id, rows[1].device.id);
+        let again = parse_inventory_rows(text.as_bytes()).unwrap();
+        assert_eq!(again[0].device.id, rows[0].device.id);
+        // A tenant name gives the tenant's id when tenant_id is empty.
+        let head = "id,tenant_id,name,host,port,username,password,routeros_version,tenant\n";
+        let text = format!(
+            "{head},,r1,10.0.0.1,22,backup,pw,,Acme\n,{T},r1,10.0.0.1,22,backup,pw,,globex\n"
+        );
+        let rows = parse_inventory_rows(text.as_bytes()).unwrap();
+        assert_eq!(rows[0].device.tenant_id, tenant::id_for_name("acme"));
+        assert_eq!(rows[0].tenant_name.as_deref(), Some("Acme"));
+        assert_eq!(rows[1].device.tenant_id.to_string(), T);
+        assert_eq!(rows[1].tenant_name.as_deref(), Some("globex"));
+        assert!(!rows[0].id_derived || rows[0].device.id != rows[1].device.id);
+        // One tenant id, two names: refused where the second one is.
+        let text =
+            format!("{head},{T},r1,10.0.0.1,22,backup,pw,,a\n,{T},r2,10.0.0.2,22,backup,pw,,b\n");
+        let e = err(text.as_bytes());
+        at(&e, 3, Some("tenant"));
+        // A name that is a UUID is refused.
+        let text = format!("{head},,r1,10.0.0.1,22,backup,pw,,{T}\n");
+        at(&err(text.as_bytes()), 2, Some("tenant"));
     }
 
     #[test]

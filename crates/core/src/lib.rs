@@ -30,6 +30,7 @@ pub mod seed_lock;
 pub mod shutdown;
 pub mod snapshot;
 pub mod store;
+pub mod tenant;
 pub mod tls;
 pub mod tod;
 pub mod userkey;

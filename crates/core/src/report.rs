@@ -29,6 +29,10 @@ pub const STATE_SQL: &str = "CASE \
     WHEN last_success_at IS NULL THEN 'never' \
     ELSE 'ok' END";
 
+/// The device's tenant's name, in SQL over the `devices` row.
+const TENANT_NAME_SQL: &str =
+    "(SELECT t.name FROM tenants t WHERE t.id = devices.tenant_id) AS tenant_name";
+
 /// Device states, as [`STATE_SQL`] names them, in display order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -218,6 +222,8 @@ pub struct DeviceRow {
     #[sqlx(flatten)]
     pub device: Device,
     pub state: String,
+    /// The device's tenant's name, when it has one.
+    pub tenant_name: Option<String>,
 }
 
 impl DeviceRow {
@@ -273,7 +279,19 @@ pub struct Freshness {
 #[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct TenantCount {
     pub tenant_id: Uuid,
+    /// The tenant's name (`rosbackup tenants`), when it has one.
+    pub name: Option<String>,
     pub devices: i64,
+}
+
+impl TenantCount {
+    /// How people see the tenant: its name, else the start of its id.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("{}…", &self.tenant_id.to_string()[..8]),
+        }
+    }
 }
 
 /// A run with its device's name, for fleet-wide feeds.
@@ -327,7 +345,7 @@ impl Report {
         };
         // $1 tenant, $2 pattern, $3 id, $4 state, $5 attention, $6 error kind.
         let filtered = format!(
-            "SELECT {DEVICE_COLUMNS}, {STATE_SQL} AS state FROM devices \
+            "SELECT {DEVICE_COLUMNS}, {STATE_SQL} AS state, {TENANT_NAME_SQL} FROM devices \
              WHERE ($1::uuid IS NULL OR tenant_id = $1) \
                AND ($2::text IS NULL OR name ILIKE $2 OR host ILIKE $2 OR id = $3::uuid) \
                AND ($6::text IS NULL OR last_error_kind = $6)"
@@ -373,7 +391,7 @@ impl Report {
         tenant: Option<Uuid>,
     ) -> Result<Option<DeviceRow>, StoreError> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {DEVICE_COLUMNS}, {STATE_SQL} AS state FROM devices \
+            "SELECT {DEVICE_COLUMNS}, {STATE_SQL} AS state, {TENANT_NAME_SQL} FROM devices \
              WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)"
         ));
         Ok(sqlx::query_as::<_, DeviceRow>(sql)
@@ -551,8 +569,10 @@ impl Report {
     /// Tenants with their device counts (all tenants, or just `tenant`).
     pub async fn tenants(&self, tenant: Option<Uuid>) -> Result<Vec<TenantCount>, StoreError> {
         Ok(sqlx::query_as::<_, TenantCount>(
-            "SELECT tenant_id, count(*) AS devices FROM devices \
-             WHERE ($1::uuid IS NULL OR tenant_id = $1) GROUP BY 1 ORDER BY 1",
+            "SELECT d.tenant_id, t.name, count(*) AS devices \
+             FROM devices d LEFT JOIN tenants t ON t.id = d.tenant_id \
+             WHERE ($1::uuid IS NULL OR d.tenant_id = $1) GROUP BY 1, 2 \
+             ORDER BY t.name NULLS LAST, 1",
         )
         .bind(tenant)
         .fetch_all(self.store.pool())

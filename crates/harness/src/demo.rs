@@ -3,16 +3,21 @@
 //! It exists so that a network engineer can see rosbackup work within minutes, with the
 //! real moving parts: PostgreSQL, Redis and NATS (found at their URLs, or private
 //! instances started from installed binaries), the RouterOS simulator (in this process),
-//! and an enqueuer plus workers as separate `rosbackup` processes — exactly what a
-//! deployment runs. It prints the dashboard URL and a login token, shows progress until
-//! every healthy device has been backed up once, and on Ctrl-C stops everything it
-//! started. `--once` turns it into a smoke test with an exit code.
+//! and an enqueuer, workers and an archiver as separate `rosbackup` processes — exactly
+//! what a deployment runs. The archiver is there because history is what the product is
+//! for: the `change` devices alter their config on every backup, and the demo's short
+//! interval makes versions and diffs appear in the dashboard within the first minutes.
+//! It prints the dashboard URL and a login token, shows progress until every healthy
+//! device has been backed up once and archived — with the device states counted exactly
+//! as the dashboard counts them — and on Ctrl-C stops everything it started, keeping
+//! the processes' logs. `--once` turns it into a smoke test with an exit code.
 
 use crate::services::{Service, ServiceError, spawn_self, stop_child};
 use rand::Rng;
 use rosbackup_core::access::{Access, Role};
 use rosbackup_core::credentials::CredentialKey;
 use rosbackup_core::queue::{Queue, QueueConfig};
+use rosbackup_core::report::{DeviceState, Report};
 use rosbackup_core::secret::redact_url;
 use rosbackup_core::store::{NewDevice, Store};
 use rosbackup_sim::{Fault, FaultSpec, SimConfig, Simulator};
@@ -86,8 +91,115 @@ pub fn backs_up(fault: Option<Fault>) -> bool {
                 | Fault::HostKey
                 | Fault::Keys
                 | Fault::KeyOnly
+                | Fault::BackupNoSpace
+                | Fault::BackupMissing
+                | Fault::BackupGrowing
+                | Fault::BackupCut
         )
     )
+}
+
+/// The demo's backup interval: short, so that the `change` devices give a new version
+/// (and a diff) every minute, and a `hostkey` device's second visit comes soon.
+pub const DEMO_INTERVAL_SECONDS: u64 = 60;
+
+/// What `count` devices with `fault` do, in a few words (plural).
+fn fault_words(fault: Fault) -> &'static str {
+    match fault {
+        Fault::Auth => "reject the password",
+        Fault::HostKey => "present a new host key on every connection",
+        Fault::Refuse => "refuse connections",
+        Fault::Silent => "never answer",
+        Fault::Stall => "stall mid-export",
+        Fault::Drop => "drop the connection mid-export",
+        Fault::Slow => "export very slowly",
+        Fault::Huge => "send a huge export",
+        Fault::Garbage => "answer with garbage",
+        Fault::V6 => "run RouterOS 6",
+        Fault::Annotate => "add runtime annotations",
+        Fault::Change => "change their config on every backup (versions, diffs)",
+        Fault::Nul => "send NUL bytes",
+        Fault::Binary => "send bytes that are not UTF-8",
+        Fault::EndlessLine => "send an endless line",
+        Fault::Keys => "take an SSH key or the password",
+        Fault::KeyOnly => "take only an SSH key",
+        Fault::BackupNoSpace => "have no room for a binary backup",
+        Fault::BackupMissing => "never write their binary backup file",
+        Fault::BackupGrowing => "write a binary backup that never ends",
+        Fault::BackupCut => "cut the binary backup's transfer",
+    }
+}
+
+/// The fleet's fault mix in one line: what backs up, what gets blocked after its first
+/// backup (`hostkey`: the dashboard shows it "Blocked: host key" from its second visit
+/// on, as a replaced router would be), and what never backs up.
+pub fn fault_mix(devices: usize, faults: &FaultSpec) -> String {
+    let part = |pick: &dyn Fn(Fault) -> bool| -> (usize, Vec<String>) {
+        let items: Vec<(Fault, usize)> = faults
+            .0
+            .iter()
+            .copied()
+            .filter(|(f, n)| *n > 0 && pick(*f))
+            .collect();
+        (
+            items.iter().map(|(_, n)| n).sum(),
+            items
+                .iter()
+                .map(|(f, n)| format!("{n} {}", fault_words(*f)))
+                .collect(),
+        )
+    };
+    let plain = devices.saturating_sub(faults.total());
+    let (_, fine) = part(&|f| backs_up(Some(f)) && f != Fault::HostKey);
+    let (hostkey, _) = part(&|f| f == Fault::HostKey);
+    let (broken, failing) = part(&|f| !backs_up(Some(f)));
+    let mut out = format!("{devices} devices: {plain} plain");
+    for f in fine {
+        out.push_str(&format!(", {f}"));
+    }
+    if hostkey > 0 {
+        out.push_str(&format!(
+            "; {hostkey} present a new host key every time (backed up once, then Blocked: host key)"
+        ));
+    }
+    if broken > 0 {
+        out.push_str(&format!(
+            "; {broken} never back up ({})",
+            failing.join(", ")
+        ));
+    }
+    out
+}
+
+/// The device states as the dashboard counts them, in its order and words
+/// (`18 OK, 2 Blocked: host key`); states without devices are left out.
+pub fn states_line(states: &BTreeMap<&'static str, i64>) -> String {
+    DeviceState::ALL
+        .iter()
+        .filter_map(|s| {
+            let n = states.get(s.as_str()).copied().unwrap_or(0);
+            (n > 0).then(|| format!("{n} {}", s.label()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Decides when a progress line is printed: on a terminal the line is redrawn in place
+/// every tick; elsewhere (a log file, CI) a line is written only when it changed.
+#[derive(Debug, Default)]
+pub struct ProgressLog {
+    last: Option<String>,
+}
+
+impl ProgressLog {
+    /// Whether `line` should be written to a non-terminal log.
+    pub fn changed(&mut self, line: &str) -> bool {
+        if self.last.as_deref() == Some(line) {
+            return false;
+        }
+        self.last = Some(line.to_string());
+        true
+    }
 }
 
 /// Why the demo stopped early.
@@ -285,17 +397,14 @@ pub async fn run(opts: DemoOptions) -> Result<(), DemoError> {
         }
     });
     running.stop().await;
-    // Private service data goes; logs stay when something went wrong.
+    // Private service data goes; the processes' logs stay for a look afterwards.
     for sub in ["postgres", "nats"] {
         let _ = std::fs::remove_dir_all(opts.dir.join(sub));
     }
-    match &outcome {
-        Ok(()) => {
-            let _ = std::fs::remove_dir_all(&opts.dir);
-            println!("stopped; nothing left running.");
-        }
-        Err(_) => println!("stopped; logs kept in {}", logs.display()),
+    if outcome.is_ok() {
+        println!("stopped; nothing left running.");
     }
+    println!("logs kept in {}", logs.display());
     outcome
 }
 
@@ -381,6 +490,7 @@ async fn run_inner(
         .map(|d| d.id)
         .collect();
     let key_b64 = CredentialKey::generate_base64();
+    let archive_key_b64 = CredentialKey::generate_base64();
     let key = CredentialKey::from_base64(&key_b64).map_err(|e| setup("key")(e.to_string()))?;
     let devices: Vec<NewDevice> = sim.devices().iter().map(|d| d.new_device()).collect();
     running.sim = Some(sim);
@@ -413,13 +523,14 @@ async fn run_inner(
         ("REDIS_URL", redis_url.as_str()),
         ("NATS_URL", nats_url.as_str()),
         ("CREDENTIAL_ENCRYPTION_KEY", key_b64.as_str()),
+        ("ARCHIVE_ENCRYPTION_KEY", archive_key_b64.as_str()),
         ("ROSBACKUP_QUEUE", queue_name.as_str()),
         ("ROSBACKUP_SUBJECT_PREFIX", names.subject_prefix.as_str()),
         ("ROSBACKUP_TRIGGER_SUBJECT", names.trigger_subject.as_str()),
         ("ROSBACKUP_NATS_STREAM", names.stream.as_str()),
         ("ROSBACKUP_NATS_OBJECT_BUCKET", names.bucket.as_str()),
         ("ROSBACKUP_NATS_STREAM_MAX_BYTES", "268435456"),
-        ("CONFIG_BACKUP_INTERVAL", "300"),
+        ("CONFIG_BACKUP_INTERVAL", &DEMO_INTERVAL_SECONDS.to_string()),
         ("CONFIG_BACKUP_COMMAND_TIMEOUT", "15"),
         ("CONFIG_BACKUP_CONNECT_TIMEOUT", "5"),
         ("CONFIG_BACKUP_MAX_CONCURRENT", "50"),
@@ -454,26 +565,35 @@ async fn run_inner(
         .map_err(|e| setup("worker")(e.to_string()))?;
         running.children.push((format!("worker-{i}"), w));
     }
+    let archiver = spawn_self(
+        &["archiver"],
+        &with(&[("ROSBACKUP_METRICS_ADDR", "127.0.0.1:0".into())]),
+        &logs.join("archiver.log"),
+    )
+    .map_err(|e| setup("archiver")(e.to_string()))?;
+    running.children.push(("archiver".into(), archiver));
     let dashboard = format!("http://{http_addr}/");
     wait_http(&http_addr, running).await?;
     println!();
     println!("  Dashboard   {dashboard}");
     println!("  Token       {token}");
+    println!("  Fleet       {}", fault_mix(opts.devices, &opts.faults));
     println!(
-        "  Fleet       {} devices ({} healthy; faults: {})",
-        opts.devices,
-        healthy.len(),
-        if opts.faults.0.is_empty() {
-            "none".to_string()
-        } else {
-            opts.faults.to_string()
-        }
+        "  Processes   1 enqueuer, {} workers, 1 archiver; every device backed up every {} s",
+        opts.workers, DEMO_INTERVAL_SECONDS
     );
-    println!(
-        "  Processes   1 enqueuer, {} workers (logs in {})",
-        opts.workers,
-        logs.display()
-    );
+    println!("  Logs        {} (kept after exit)", logs.display());
+    if opts
+        .faults
+        .0
+        .iter()
+        .any(|(f, n)| *f == Fault::Change && *n > 0)
+    {
+        println!(
+            "  History     the sim-…-change devices get a new version every {} s: open one for its diffs",
+            DEMO_INTERVAL_SECONDS
+        );
+    }
     println!(
         "  Snapshots   NATS subjects {}.create.<device_id> (stream {})",
         names.subject_prefix, names.stream
@@ -491,43 +611,38 @@ async fn run_inner(
     // 6. Progress until every healthy device has a backup.
     let healthy_ids: Vec<Uuid> = healthy.iter().copied().collect();
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let mut last_line = String::new();
-    let mut last_print = Instant::now() - Duration::from_secs(60);
+    let mut log = ProgressLog::default();
     let mut done_at: Option<Duration> = None;
+    let report = Report::new(store.clone());
     let deadline = Instant::now() + opts.timeout;
     let mut interrupted = std::pin::pin!(rosbackup_core::shutdown::signal());
     loop {
         check_children(running)?;
-        let (done, failures) = progress(&store, &healthy_ids).await?;
+        let p = progress(&store, &healthy_ids).await?;
+        let states = report
+            .states(None)
+            .await
+            .map_err(|e| setup("progress")(e.to_string()))?;
+        // The states are the dashboard's own numbers (the same SQL), so the two agree.
         let line = format!(
-            "backed up {done}/{} healthy devices{}",
+            "backed up {}/{} healthy devices · {} versions archived · now: {}",
+            p.backed_up,
             healthy_ids.len(),
-            if failures.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " · failing: {}",
-                    failures
-                        .iter()
-                        .map(|(k, n)| format!("{k} {n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
+            p.versions,
+            states_line(&states)
         );
         if tty {
             print!("\r\x1b[2K{line}");
             let _ = std::io::stdout().flush();
-        } else if line != last_line || last_print.elapsed() > Duration::from_secs(10) {
+        } else if log.changed(&line) {
             println!("{line}");
-            last_print = Instant::now();
         }
-        last_line = line;
-        if done as usize >= healthy_ids.len() && done_at.is_none() {
+        let all = healthy_ids.len() as i64;
+        if p.backed_up >= all && p.archived_devices >= all && done_at.is_none() {
             let took = t0.elapsed();
             done_at = Some(took);
             println!(
-                "{}every healthy device backed up once, {:.0} s after start.{}",
+                "{}every healthy device backed up once and archived, {:.0} s after start.{}",
                 if tty { "\n" } else { "" },
                 took.as_secs_f64(),
                 if opts.once {
@@ -542,8 +657,10 @@ async fn run_inner(
         }
         if opts.once && Instant::now() > deadline {
             return Err(DemoError::Timeout(format!(
-                "only {done} of {} healthy devices were backed up within {:?}",
+                "only {} of {} healthy devices were backed up (and {} archived) within {:?}",
+                p.backed_up,
                 healthy_ids.len(),
+                p.archived_devices,
                 opts.timeout
             )));
         }
@@ -582,25 +699,30 @@ fn check_children(running: &mut Running) -> Result<(), DemoError> {
     Ok(())
 }
 
-async fn progress(
-    store: &Store,
-    healthy: &[Uuid],
-) -> Result<(i64, BTreeMap<String, i64>), DemoError> {
-    let done: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM devices WHERE id = ANY($1) AND last_success_at IS NOT NULL",
+/// How far the demo got: healthy devices backed up at least once, healthy devices with an
+/// archived version, and versions archived in all.
+struct Progress {
+    backed_up: i64,
+    archived_devices: i64,
+    versions: i64,
+}
+
+async fn progress(store: &Store, healthy: &[Uuid]) -> Result<Progress, DemoError> {
+    let (backed_up, archived_devices, versions): (i64, i64, i64) = sqlx::query_as(
+        "SELECT \
+           (SELECT count(*) FROM devices WHERE id = ANY($1) AND last_success_at IS NOT NULL), \
+           (SELECT count(DISTINCT device_id) FROM config_versions WHERE device_id = ANY($1)), \
+           (SELECT count(*) FROM config_versions)",
     )
     .bind(healthy)
     .fetch_one(store.pool())
     .await
     .map_err(|e| setup("progress")(e.to_string()))?;
-    let failures: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT last_error_kind, count(*) FROM devices \
-         WHERE consecutive_failures > 0 AND last_error_kind IS NOT NULL GROUP BY 1 ORDER BY 1",
-    )
-    .fetch_all(store.pool())
-    .await
-    .map_err(|e| setup("progress")(e.to_string()))?;
-    Ok((done, failures.into_iter().collect()))
+    Ok(Progress {
+        backed_up,
+        archived_devices,
+        versions,
+    })
 }
 
 #[cfg(test)]
@@ -620,6 +742,43 @@ mod tests {
         let small = DemoOptions::default_faults(5);
         assert!(small.total() <= 5);
         assert!(DemoOptions::default_faults(0).0.is_empty());
+    }
+
+    #[test]
+    fn the_fault_mix_is_one_line_that_adds_up() {
+        let mix = fault_mix(200, &DemoOptions::default_faults(200));
+        assert_eq!(
+            mix,
+            "200 devices: 170 plain, 10 run RouterOS 6, 5 add runtime annotations, \
+             5 change their config on every backup (versions, diffs); 2 present a new host \
+             key every time (backed up once, then Blocked: host key); 8 never back up \
+             (3 reject the password, 2 refuse connections, 2 never answer, 1 answer with garbage)"
+        );
+        assert!(!mix.contains('\n'));
+        assert_eq!(fault_mix(3, &FaultSpec::default()), "3 devices: 3 plain");
+    }
+
+    #[test]
+    fn the_states_line_uses_the_dashboard_labels_and_skips_empty_states() {
+        let mut states: BTreeMap<&'static str, i64> =
+            DeviceState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+        states.insert("ok", 190);
+        states.insert("blocked_host_key", 2);
+        states.insert("offline", 4);
+        assert_eq!(
+            states_line(&states),
+            "190 OK, 4 Offline, 2 Blocked: host key"
+        );
+    }
+
+    #[test]
+    fn a_log_gets_a_progress_line_only_when_it_changed() {
+        let mut log = ProgressLog::default();
+        assert!(log.changed("backed up 1/3"));
+        assert!(!log.changed("backed up 1/3"));
+        assert!(!log.changed("backed up 1/3"));
+        assert!(log.changed("backed up 2/3"));
+        assert!(log.changed("backed up 1/3"));
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct SimArgs {
     /// --one-address).
     #[arg(long)]
     pub inventory_host: Option<String>,
+    /// Write this backup interval (seconds) for every device into the inventory, e.g.
+    /// 60 for a demo whose changing devices should show new versions every minute.
+    #[arg(long)]
+    pub inventory_interval: Option<u32>,
     /// Copy each completed healthy export to DIR/<device_id>.rsc.
     #[arg(long)]
     pub export_dir: Option<PathBuf>,
@@ -85,6 +89,7 @@ impl SimArgs {
             seed: self.seed,
             inventory: self.inventory,
             inventory_host: self.inventory_host,
+            inventory_interval: self.inventory_interval,
             export_dir: self.export_dir,
             stats: self.stats,
             session_log: self.session_log,

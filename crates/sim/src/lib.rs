@@ -66,6 +66,8 @@ pub struct SimConfig {
     /// Host name written to the inventory instead of each device's listen address (a
     /// simulator in a container, reached by its service name).
     pub inventory_host: Option<String>,
+    /// `backup_interval_seconds` written for every device in the inventory.
+    pub inventory_interval: Option<u32>,
     pub export_dir: Option<PathBuf>,
     pub stats: Option<PathBuf>,
     /// Append one JSON line per completed export here ([`SessionRecord`]).
@@ -92,6 +94,7 @@ impl Default for SimConfig {
             seed: 1,
             inventory: None,
             inventory_host: None,
+            inventory_interval: None,
             export_dir: None,
             stats: None,
             session_log: None,

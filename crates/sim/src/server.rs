@@ -491,6 +491,7 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
                 &shared.devices,
                 shared.cfg.inventory_host.as_deref(),
                 key_dir.as_deref(),
+                shared.cfg.inventory_interval,
             )
             .as_bytes(),
         )
@@ -639,13 +640,16 @@ pub(crate) fn inventory_csv(
     devices: &[SimDevice],
     host: Option<&str>,
     key_dir: Option<&str>,
+    interval: Option<u32>,
 ) -> String {
     let mut out = String::from("id,tenant_id,name,host,port,username,password,routeros_version");
-    out.push_str(if key_dir.is_some() {
-        ",ssh_key_file\n"
-    } else {
-        "\n"
-    });
+    if key_dir.is_some() {
+        out.push_str(",ssh_key_file");
+    }
+    if interval.is_some() {
+        out.push_str(",backup_interval_seconds");
+    }
+    out.push('\n');
     for d in devices {
         let key_file = match (key_dir, &d.user_key) {
             (Some(dir), Some(_)) => Some(format!("{dir}/{}.key", d.name)),
@@ -663,6 +667,9 @@ pub(crate) fn inventory_csv(
         ];
         if key_dir.is_some() {
             fields.push(key_file.unwrap_or_default());
+        }
+        if let Some(i) = interval {
+            fields.push(i.to_string());
         }
         let line: Vec<Cow<'_, str>> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));

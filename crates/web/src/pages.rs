@@ -51,6 +51,11 @@ pub(super) fn routes() -> Router<WebState> {
         .route("/devices/{id}/jobs/{job}", get(job_status_fragment))
         .route("/devices/{id}/backup", post(backup_now))
         .route("/devices/{id}/action/{action}", post(device_action))
+        .route(
+            "/devices/{id}/credentials",
+            get(credentials_form).post(save_credentials),
+        )
+        .route("/devices/{id}/host-key", get(host_key_page))
         .route("/jobs", get(jobs))
         .route("/jobs/retry", post(retry_job))
         .route("/jobs/discard", post(discard_job))
@@ -581,7 +586,7 @@ async fn devices(
                     option value="" { "All tenants" }
                     @for t in &tenants {
                         option value=(t.tenant_id) selected[q.tenant_id == Some(t.tenant_id)] {
-                            (t.tenant_id.to_string().get(..8).unwrap_or("")) "… (" (t.devices) ")"
+                            (t.label()) " (" (t.devices) ")"
                         }
                     }
                 }
@@ -708,7 +713,17 @@ async fn device(
             div {
                 a.muted href="/devices" { "← Devices" }
                 h1 { (d.name) " " (state_badge(st)) }
-                @if let Some(h) = hint_for(&row) { p.hint.big-hint { (h) } }
+                @if let Some(h) = hint_for(&row) {
+                    p.hint.big-hint {
+                        (h)
+                        @if admin && st == DeviceState::BlockedAuth {
+                            " — " a id="fix-credentials" href=(format!("/devices/{}/credentials", d.id)) { "update them here" }
+                        }
+                        @if admin && st == DeviceState::BlockedHostKey {
+                            " — " a id="fix-host-key" href=(format!("/devices/{}/host-key", d.id)) { "compare the keys and reset" }
+                        }
+                    }
+                }
             }
             @if admin {
                 div.actions {
@@ -724,9 +739,9 @@ async fn device(
                     @if d.blocked_reason.is_some() || d.consecutive_failures > 0 {
                         (action("unblock", "Unblock", "", None))
                     }
+                    a.button id="edit-credentials" href=(format!("/devices/{}/credentials", d.id)) { "Credentials" }
                     @if d.ssh_host_key_fingerprint.is_some() {
-                        (action("reset-host-key", "Reset host key", "",
-                            Some("Forget the pinned host key? The next backup trusts whatever key the device presents.")))
+                        a.button id="host-key" href=(format!("/devices/{}/host-key", d.id)) { "Host key" }
                     }
                     @if d.enabled {
                         (action("disable", "Disable", "ghost", Some("Stop backing up this device?")))
@@ -786,7 +801,10 @@ fn device_cards(s: &WebState, row: &DeviceRow) -> Markup {
                         @if let Some(fp) = &d.ssh_host_key_fingerprint { (fp) } @else { span.muted { "not pinned yet (trust on first use)" } }
                     }
                     dt { "Schedule" } dd { (schedule) }
-                    dt { "Tenant" } dd.mono.small { (d.tenant_id) }
+                    dt { "Tenant" } dd {
+                        @if let Some(n) = &row.tenant_name { span id="tenant-name" { (n) } " " }
+                        span.mono.small.muted { (d.tenant_id) }
+                    }
                     dt { "Id" } dd.mono.small { (d.id) }
                 }
             }
@@ -959,6 +977,189 @@ async fn device_action(
     .into_response())
 }
 
+// ---- credentials and host key -------------------------------------------------------
+
+/// The credentials form's fields. The password is write-only: never rendered back, and
+/// its `Debug` does not print it.
+#[derive(Deserialize)]
+struct CredentialsForm {
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    password: String,
+}
+
+impl std::fmt::Debug for CredentialsForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsForm")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+fn credentials_page(
+    c: &Caller,
+    row: &DeviceRow,
+    username: &str,
+    error: Option<&ApiError>,
+) -> Markup {
+    let d = &row.device;
+    html! {
+        div.page-head {
+            div {
+                a.muted href=(format!("/devices/{}", d.id)) { "← " (d.name) }
+                h1 { "Credentials of " (d.name) }
+            }
+        }
+        form.card.narrow.login id="credentials" method="post" action=(format!("/devices/{}/credentials", d.id)) {
+            @if let Some(err) = error {
+                div.banner.danger id="credentials-error" data-field=[err.field.as_deref()] {
+                    @if let Some(f) = &err.field { (f) ": " } (err.message)
+                }
+            }
+            @if row.state() == DeviceState::BlockedAuth {
+                div.banner.info { "The device refused the last login. New credentials lift the block; the next backup is due at once." }
+            }
+            p.muted { "The password is stored encrypted (CREDENTIAL_ENCRYPTION_KEY) and never shown again, here or anywhere else. Both fields are required; the username is the login the device knows." }
+            input type="hidden" name="csrf" value=(c.csrf);
+            label for="username" { "Username" }
+            input id="username" name="username" type="text" autocomplete="off" required value=(username);
+            label for="password" { "New password" }
+            input id="password" name="password" type="password" autocomplete="new-password" required;
+            button.primary type="submit" id="save-credentials" { "Save credentials" }
+        }
+    }
+}
+
+async fn credentials_form(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+) -> PageResult {
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    let body = credentials_page(&c, &row, &row.device.username, None);
+    Ok(frame(
+        &s,
+        &c,
+        &format!("Credentials · {}", row.device.name),
+        Nav::Devices,
+        body,
+    )
+    .into_response())
+}
+
+async fn save_credentials(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<CredentialsForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    // The form sets the user and a new password; a key stays as it is (the API sets
+    // keys). An empty password is refused here: for the API it removes the password.
+    let result = if f.password.is_empty() {
+        Err(ApiError::invalid(
+            "password",
+            "empty: type the new password",
+        ))
+    } else {
+        let body = ops::Credentials {
+            username: Some(f.username.trim().to_string()),
+            password: Some(f.password),
+            ssh_key: None,
+            ssh_key_passphrase: None,
+            remove_ssh_key: false,
+        };
+        ops::set_credentials(&s, &c, row.device.id, body).await
+    };
+    match result {
+        Ok(_) => Ok(Redirect::to(&format!(
+            "/devices/{}?done={}",
+            row.device.id,
+            url_encode(&format!(
+                "{}: credentials saved; any login block is lifted",
+                row.device.name
+            ))
+        ))
+        .into_response()),
+        // A refused value: the form again (200, like any page) with the reason; the
+        // password field is empty again.
+        Err(err)
+            if err.status == StatusCode::UNPROCESSABLE_ENTITY
+                || err.status == StatusCode::BAD_REQUEST =>
+        {
+            let page = credentials_page(&c, &row, f.username.trim(), Some(&err));
+            Ok((
+                StatusCode::OK,
+                frame(
+                    &s,
+                    &c,
+                    &format!("Credentials · {}", row.device.name),
+                    Nav::Devices,
+                    page,
+                ),
+            )
+                .into_response())
+        }
+        Err(err) => Err(e(err)),
+    }
+}
+
+async fn host_key_page(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+) -> PageResult {
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    let d = &row.device;
+    let blocked = row.state() == DeviceState::BlockedHostKey;
+    let presented = d
+        .last_error_message
+        .as_deref()
+        .filter(|_| d.last_error_kind.as_deref() == Some("host_key_mismatch"))
+        .and_then(rosbackup_core::device::presented_fingerprint);
+    let body = html! {
+        div.page-head {
+            div {
+                a.muted href=(format!("/devices/{}", d.id)) { "← " (d.name) }
+                h1 { "Host key of " (d.name) }
+            }
+        }
+        section.card {
+            @if blocked {
+                div.banner.danger { "The device presented a different host key than the one pinned at its first backup. That is expected after a router was replaced, reset or its SSH key regenerated — and it is what a man in the middle looks like. It is not contacted until you decide." }
+            }
+            dl.kv {
+                dt { "Pinned (old)" } dd.mono id="old-fingerprint" { (d.ssh_host_key_fingerprint.as_deref().unwrap_or("none (the next backup pins what it sees)")) }
+                @if blocked {
+                    dt { "Presented (new)" } dd.mono id="new-fingerprint" { (presented.unwrap_or("not recorded")) }
+                }
+            }
+            p.muted {
+                "Verify the new key out of band — e.g. the fingerprint your SSH client shows when you log in to the router over a path you trust — then reset: the pinned key is forgotten, the block lifted, and the next backup (due at once) pins the key the device presents then."
+            }
+            form.inline method="post" action=(format!("/devices/{}/action/reset-host-key", d.id))
+                data-confirm="Forget the pinned host key? The next backup trusts whatever key the device presents." {
+                input type="hidden" name="csrf" value=(c.csrf);
+                button.primary type="submit" id="action-reset-host-key" { "Reset host key" }
+            }
+        }
+    };
+    Ok(frame(
+        &s,
+        &c,
+        &format!("Host key · {}", d.name),
+        Nav::Devices,
+        body,
+    )
+    .into_response())
+}
+
 // ---- jobs --------------------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -1047,28 +1248,34 @@ async fn jobs(
             "Jobs enter the queue shortly before they are due (ROSBACKUP_QUEUE_HORIZON); the full schedule lives with the devices — "
             a href="/devices?sort=next_due" { "devices by next due" } "."
         }
+        p.muted.small id="retry-policy" {
+            "A failed backup is not retried by the queue: the device's next job is scheduled after "
+            (retry_policy())
+            " (its state shows Backing off); a wrong password or a changed host key blocks the device instead. A job runs again only when its worker died during it (and is given up when that keeps happening)."
+        }
         div.card.flush {
             table id="jobs" {
                 thead { tr {
-                    th { "Job" } th { "Device" } th { "Trigger" } th { "Due" } th { "Attempts" }
+                    th { "Device" } th { "Trigger" } th { "Due" }
                     @if state == JobListState::Running { th { "Worker" } }
-                    @if state == JobListState::Dead { th { "Last error" } th {} }
+                    @if state == JobListState::Dead { th { "Last error" } }
+                    th { "Job id" }
+                    @if state == JobListState::Dead { th {} }
                 } }
                 tbody {
                     @for j in &items {
                         tr data-job=(j.job_id) {
-                            td.mono.small { (j.job_id) }
-                            td {
+                            td.device {
                                 @if let Some(d) = j.device_id {
                                     a href=(format!("/devices/{d}")) { (names.iter().find(|(id, _)| *id == d).map(|(_, n)| n.as_str()).unwrap_or("(deleted)")) }
                                 } @else { span.muted { "undecodable payload" } }
                             }
-                            td { (j.trigger.map(|t| t.as_str()).unwrap_or("—")) }
-                            td { (j.due_at.and_then(|t| DateTime::from_timestamp(t, 0)).map(|t| html!{ (until(t)) }).unwrap_or_else(|| html!{ "—" })) }
-                            td { (j.attempts) @if let Some(m) = j.max_attempts { " / " (m) } }
+                            td.trigger { (j.trigger.map(|t| t.as_str()).unwrap_or("—")) }
+                            td.due { (j.due_at.and_then(|t| DateTime::from_timestamp(t, 0)).map(|t| html!{ (until(t)) }).unwrap_or_else(|| html!{ "—" })) }
                             @if state == JobListState::Running { td { (j.worker.as_deref().unwrap_or("—")) } }
+                            @if state == JobListState::Dead { td.small { (j.last_error.as_deref().unwrap_or("")) } }
+                            td.mono.small.muted.job-id { (j.job_id) }
                             @if state == JobListState::Dead {
-                                td.small { (j.last_error.as_deref().unwrap_or("")) }
                                 td.nowrap {
                                     @if admin {
                                         @if j.device_id.is_some() {
@@ -1104,6 +1311,12 @@ async fn jobs(
         }
     };
     Ok(frame(&s, &c, "Jobs", Nav::Jobs, body).into_response())
+}
+
+/// The device-level retry policy in words, from the schedule's own backoff steps.
+fn retry_policy() -> String {
+    let step = |n: i32| span(rosbackup_core::schedule::backoff(n).as_secs() as i64);
+    format!("{}, {}, then every {}", step(1), step(2), step(3))
 }
 
 fn job_state_str(s: JobListState) -> &'static str {
@@ -1167,6 +1380,11 @@ async fn discard_job(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_jobs_page_states_the_schedule_s_retry_policy() {
+        assert_eq!(retry_policy(), "5 min, 15 min, then every 1 h");
+    }
 
     #[test]
     fn sizes_read_like_people_speak() {

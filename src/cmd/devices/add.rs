@@ -44,10 +44,12 @@ pub struct AddArgs {
     /// of its own.
     #[arg(long, value_name = "NAME")]
     credential_profile: Option<String>,
-    /// Tenant id (default: the nil UUID).
+    /// Tenant: its name (see `rosbackup tenants`) or id (default: the tenant named
+    /// `default`, id 00000000-0000-0000-0000-000000000000).
     #[arg(long)]
     tenant: Option<String>,
-    /// Device id (default: a new random UUID).
+    /// Device id (default: derived from the tenant and the name, as an inventory row
+    /// without an id gets it).
     #[arg(long)]
     id: Option<String>,
     /// RouterOS version, e.g. 7.16.2 (default: asked at the first backup).
@@ -103,9 +105,18 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
             password_from_env(&password_env)?
         };
     let key_file = a.key_file.as_ref().map(|f| f.display().to_string());
-    let id = a.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let tenant = a.tenant.unwrap_or_else(|| uuid::Uuid::nil().to_string());
-    let fields = DeviceFields {
+    let id = a.id.clone().unwrap_or_default();
+    // A tenant name is looked up after the flags are checked (with the default tenant
+    // standing in), so a bad flag is reported without a database.
+    let named = a
+        .tenant
+        .as_deref()
+        .filter(|t| uuid::Uuid::parse_str(t.trim()).is_err());
+    let tenant = match (&a.tenant, named) {
+        (Some(t), None) => t.clone(),
+        _ => String::new(),
+    };
+    let mut fields = DeviceFields {
         id: &id,
         tenant_id: &tenant,
         name: &a.name,
@@ -119,18 +130,43 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
         backup_cron: a.cron.as_deref(),
         ssh_key_file: key_file.as_deref(),
         credential_profile: a.credential_profile.as_deref(),
+        tenant: None,
     };
-    let mut device = fields
-        .validate()
-        .map_err(|FieldError { column, reason }| ConfigError {
-            var: flag_for(column, &password_env),
-            value: None,
-            reason,
-        })?;
-    device.ssh_key = ssh_key;
+    let flag_error = |FieldError { column, reason }| ConfigError {
+        var: flag_for(column, &password_env),
+        value: None,
+        reason,
+    };
+    let mut device = fields.validate().map_err(flag_error)?;
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
+    if let Some(name) = named {
+        let tenant_id = match crate::tenant::resolve(&store, name).await {
+            Ok(id) => id.to_string(),
+            // An unknown name is a bad flag (exit 2), like a malformed id.
+            Err(StoreError::Invalid(reason)) => {
+                return Err(ConfigError {
+                    var: "--tenant".into(),
+                    value: None,
+                    reason,
+                }
+                .into());
+            }
+            Err(e) => return Err(store_error(e)),
+        };
+        fields.tenant_id = &tenant_id;
+        device = fields.validate().map_err(flag_error)?;
+    }
+    device.ssh_key = ssh_key;
     if let Some(existing) = store.device(device.id).await.map_err(store_error)? {
+        if id.trim().is_empty() {
+            anyhow::bail!(
+                "tenant {} already has a device named {:?} ({}); use `devices import` to update it",
+                device.tenant_id,
+                device.name,
+                device.id
+            );
+        }
         anyhow::bail!(
             "device {} already exists (named {:?}); use `devices import` to update it",
             device.id,

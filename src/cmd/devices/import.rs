@@ -6,6 +6,11 @@
 //! database refuses the import (an id that belongs to another tenant, a name the tenant
 //! already gives another device), the error names the CSV line it was about, because that
 //! is what the operator has to fix.
+//!
+//! Rows without an id get one derived from their tenant and name — or the id of the
+//! device the store already has under that tenant and name (added by `devices add` with
+//! a random id, say), so such a row updates it. The `tenant` column names tenants; a name
+//! that another tenant has stops the import before any device is written.
 
 use super::{check_key, credential_key};
 use crate::cmd::shared::{database_url, open_store, read_key_file, store_error};
@@ -50,6 +55,16 @@ pub(super) async fn run(
     }
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
+    let rows = adopt_existing_ids(&store, rows)
+        .await
+        .map_err(store_error)?;
+    name_tenants(&store, &rows)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e:#}; nothing imported", file.display()))?;
+    // A row without an id may have taken an existing device's id.
+    for (d, r) in devices.iter_mut().zip(&rows) {
+        d.id = r.device.id;
+    }
     let mut rng = rand::thread_rng();
     let result = store
         .upsert_devices(&key, &devices, || schedule.first_due(Utc::now(), &mut rng))
@@ -75,6 +90,54 @@ pub(super) async fn run(
         count.updated
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rows without an id take the id of the device the store has under their tenant and name.
+async fn adopt_existing_ids(
+    store: &Store,
+    mut rows: Vec<InventoryRow>,
+) -> Result<Vec<InventoryRow>, StoreError> {
+    let derived: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].id_derived).collect();
+    if derived.is_empty() {
+        return Ok(rows);
+    }
+    let tenants: Vec<uuid::Uuid> = derived.iter().map(|&i| rows[i].device.tenant_id).collect();
+    let names: Vec<String> = derived
+        .iter()
+        .map(|&i| rows[i].device.name.clone())
+        .collect();
+    let found: Vec<(i64, uuid::Uuid)> = sqlx::query_as(
+        "SELECT n.ord, d.id FROM unnest($1::uuid[], $2::text[]) WITH ORDINALITY AS n(tenant_id, name, ord) \
+         JOIN devices d ON d.tenant_id = n.tenant_id AND d.name = n.name",
+    )
+    .bind(&tenants)
+    .bind(&names)
+    .fetch_all(store.pool())
+    .await?;
+    for (ord, id) in found {
+        if let Some(&i) = usize::try_from(ord - 1).ok().and_then(|k| derived.get(k)) {
+            rows[i].device.id = id;
+        }
+    }
+    Ok(rows)
+}
+
+/// Store the `tenant` column's names (before any device: a refused name writes nothing).
+async fn name_tenants(store: &Store, rows: &[InventoryRow]) -> anyhow::Result<()> {
+    let mut named: Vec<(uuid::Uuid, &str, u64)> = Vec::new();
+    for r in rows {
+        if let Some(n) = r.tenant_name.as_deref()
+            && !named.iter().any(|(id, _, _)| *id == r.device.tenant_id)
+        {
+            named.push((r.device.tenant_id, n, r.line));
+        }
+    }
+    for (id, name, line) in named {
+        crate::tenant::set_name(store, id, name)
+            .await
+            .map_err(|e| anyhow::anyhow!("line {line}, column tenant: {}", store_error(e)))?;
+    }
+    Ok(())
 }
 
 /// The database refused the import: find the row it was about, if it can be told.

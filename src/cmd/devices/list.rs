@@ -12,12 +12,16 @@ use crate::store::DeviceFilter;
 use std::process::ExitCode;
 
 /// List the devices (one tenant's with `tenant`), as a table or a JSON array.
-pub(super) async fn run(
-    env: &Env,
-    tenant: Option<uuid::Uuid>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(env: &Env, tenant: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let store = open_store(env).await?;
+    let tenant = match tenant {
+        None => None,
+        Some(t) => Some(
+            crate::tenant::resolve(&store, t)
+                .await
+                .map_err(store_error)?,
+        ),
+    };
     let devices = store
         .list_devices(&DeviceFilter {
             tenant_id: tenant,

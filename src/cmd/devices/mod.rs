@@ -40,7 +40,9 @@ pub enum DevicesCommand {
         /// CSV with the header id,tenant_id,name,host,port,username,password,routeros_version
         /// (as `rosbackup sim --inventory` writes it), optionally enabled,
         /// backup_interval_seconds, backup_cron, ssh_key_file (relative to the CSV's
-        /// directory), credential_profile.
+        /// directory), credential_profile, tenant (a tenant name). An empty id or
+        /// tenant_id is derived (from the tenant and name; from the tenant name, else the
+        /// default tenant).
         file: PathBuf,
         /// Name of the environment variable holding the passphrase of the key files.
         #[arg(long, value_name = "VAR")]
@@ -52,9 +54,9 @@ pub enum DevicesCommand {
     Sync(SyncArgs),
     /// List devices with their backup state.
     List {
-        /// Only this tenant's devices.
+        /// Only this tenant's devices (its name or id).
         #[arg(long)]
-        tenant: Option<uuid::Uuid>,
+        tenant: Option<String>,
         /// A JSON array on stdout.
         #[arg(long)]
         json: bool,
@@ -160,7 +162,7 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
         } => import::run(env, &file, key_passphrase_env.as_deref()).await,
         DevicesCommand::RotateKey => credentials::rotate_key(env).await,
         DevicesCommand::Sync(a) => sync::run(env, a).await,
-        DevicesCommand::List { tenant, json } => list::run(env, tenant, json).await,
+        DevicesCommand::List { tenant, json } => list::run(env, tenant.as_deref(), json).await,
         DevicesCommand::Add(a) => add::run(env, a).await,
         DevicesCommand::Remove { device } => state::remove(env, &device).await,
         DevicesCommand::SetCredentials {

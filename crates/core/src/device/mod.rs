@@ -1090,6 +1090,16 @@ async fn read_channel(
     Ok(())
 }
 
+/// The fingerprint a device presented, read back from a stored host-key-mismatch
+/// message (the text [`ExportError::HostKeyMismatch`] displays, which is what a run and
+/// the device row keep): the dashboard shows it next to the pinned one so an operator
+/// can compare both with the router before resetting.
+pub fn presented_fingerprint(message: &str) -> Option<&str> {
+    let rest = message.split("device presented ").nth(1)?;
+    let fp = rest.split_whitespace().next()?;
+    fp.starts_with("SHA256:").then_some(fp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1115,6 +1125,20 @@ mod tests {
         for bad in ["", "@h", "h:0", "h:70000", "[::1", "[::1]x", "u@"] {
             assert!(parse_jump_host(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_presented_fingerprint_is_read_back_from_the_stored_message() {
+        let e = ExportError::HostKeyMismatch {
+            expected: "SHA256:old+key/AAA".into(),
+            got: "SHA256:new+key/BBB".into(),
+        };
+        assert_eq!(
+            presented_fingerprint(&e.to_string()),
+            Some("SHA256:new+key/BBB")
+        );
+        assert_eq!(presented_fingerprint("authentication failed"), None);
+        assert_eq!(presented_fingerprint("device presented nonsense"), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::extract::{ApiJson, ApiQuery, DeviceId, ProfileId};
 use crate::ops::{
     self, ActivityParams, BackupOutcome, BackupParams, CreateCredentialProfile, CreateDevice,
     CredentialProfileView, Credentials, DeviceAction, DeviceList, DeviceListParams, DeviceView,
-    JobList, JobsParams, LimitParams, Overview, QueueStats, RetriedJob, RunsParams,
+    JobList, JobsParams, LimitParams, Overview, QueueStats, RetriedJob, RunsParams, TenantName,
     UpdateCredentialProfile, Whoami,
 };
 use crate::state::WebState;
@@ -282,6 +282,20 @@ pub(super) async fn tenants(
     c: ApiCaller,
 ) -> ApiResult<Json<Vec<TenantCount>>> {
     Ok(Json(ops::tenants(&s, &c.0).await?))
+}
+
+/// Name (or rename) a tenant; a tenant-scoped admin may name only its own.
+#[utoipa::path(put, path = "/api/v1/tenants/{id}", tag = "devices",
+    params(("id" = Uuid, Path, description = "tenant id")), request_body = TenantName,
+    responses((status = 200, body = TenantCount), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn name_tenant(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+    ApiJson(body): ApiJson<TenantName>,
+) -> ApiResult<Json<TenantCount>> {
+    Ok(Json(ops::name_tenant(&s, &c.0, id, body).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "queue", params(JobsParams),

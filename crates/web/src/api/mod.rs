@@ -47,6 +47,7 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/stats/activity", get(activity))
         .route("/stats/backup-ages", get(backup_ages))
         .route("/tenants", get(tenants))
+        .route("/tenants/{id}", put(name_tenant))
         .route("/jobs", get(jobs))
         .route("/jobs/{id}/retry", post(retry_job))
         .route("/jobs/{id}", axum::routing::delete(discard_job))

@@ -87,7 +87,7 @@ impl utoipa::Modify for BearerAuth {
     paths(whoami, openapi, list_devices, create_device, get_device, delete_device,
           set_credentials, list_profiles, create_profile, get_profile, update_profile,
           delete_profile, enable, disable, unblock, reset_host_key, backup, device_runs,
-          recent_runs, queue, overview, activity, backup_ages, tenants, jobs, retry_job,
+          recent_runs, queue, overview, activity, backup_ages, tenants, name_tenant, jobs, retry_job,
           discard_job, crate::history::versions_api, crate::history::diff_api,
           crate::history::text_api, crate::history::changes_api,
           crate::binaries::list_api, crate::binaries::download_api,

@@ -577,6 +577,33 @@ pub async fn tenants(s: &WebState, c: &Caller) -> ApiResult<Vec<TenantCount>> {
     Ok(s.report().tenants(c.tenant()).await?)
 }
 
+/// Name a tenant (admins; a tenant-scoped admin only its own, another is a 404).
+pub async fn name_tenant(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    body: TenantName,
+) -> ApiResult<TenantCount> {
+    require_admin(c)?;
+    if c.tenant().is_some_and(|t| t != id) {
+        return Err(ApiError::not_found(format!("no tenant {id}")));
+    }
+    let name = rosbackup_core::tenant::parse_tenant_name(&body.name)
+        .map_err(|r| ApiError::invalid("name", r))?;
+    rosbackup_core::tenant::set_name(s.store(), id, &name).await?;
+    let devices = s
+        .report()
+        .tenants(Some(id))
+        .await?
+        .first()
+        .map_or(0, |t| t.devices);
+    Ok(TenantCount {
+        tenant_id: id,
+        name: Some(name),
+        devices,
+    })
+}
+
 // ---- jobs --------------------------------------------------------------------------
 
 /// Validate job-list parameters.

@@ -20,6 +20,8 @@ use uuid::Uuid;
 pub struct DeviceView {
     pub id: Uuid,
     pub tenant_id: Uuid,
+    /// The tenant's name (`rosbackup tenants`), when it has one.
+    pub tenant_name: Option<String>,
     pub name: String,
     pub host: String,
     pub port: u16,
@@ -86,6 +88,7 @@ impl From<DeviceRow> for DeviceView {
         DeviceView {
             id: d.id,
             tenant_id: d.tenant_id,
+            tenant_name: row.tenant_name,
             name: d.name,
             host: d.host,
             port: u16::try_from(d.ssh_port).unwrap_or(22),
@@ -321,6 +324,13 @@ impl std::fmt::Debug for CreateDevice {
             .field("credential_profile", &self.credential_profile)
             .finish_non_exhaustive()
     }
+}
+
+/// A tenant's new name: unique (case-insensitive), 1-100 characters, not a UUID.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantName {
+    pub name: String,
 }
 
 /// New credentials; `username` stays as it is when absent, and so do the password and
