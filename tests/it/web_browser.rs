@@ -394,6 +394,9 @@ async fn dashboard_in_a_real_browser() {
             faults: "auth=2,refuse=1".parse().expect("fault spec"),
             ..FleetOptions::default().sim
         },
+        // "Back up now" twice on one device within seconds (before and after its pinned
+        // key is changed) must be two backups here, not one joined request.
+        manual_window: std::time::Duration::ZERO,
         ..FleetOptions::default()
     })
     .await;
