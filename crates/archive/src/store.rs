@@ -24,6 +24,36 @@ use sqlx::{Postgres, Row, Transaction};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+/// The retention rule for a per-device history table (`config_versions`,
+/// `binary_backups`), as one static statement: per device, rows beyond the tenant's
+/// `keep_versions` (else `$1`) or older than its `max_age_days` (else `$2`) by the time
+/// column go — except a live device's newest row, which is always kept.
+macro_rules! keep_newest_sql {
+    ($table:literal, $time:literal) => {
+        concat!(
+            "WITH ranked AS ( \
+               SELECT h.id, h.",
+            $time,
+            " AS at, \
+                 row_number() OVER (PARTITION BY h.device_id ORDER BY h.",
+            $time,
+            " DESC, h.id DESC) AS rank, \
+                 coalesce(r.keep_versions, $1) AS keep, \
+                 coalesce(r.max_age_days, $2) AS max_age, \
+                 EXISTS (SELECT 1 FROM devices d WHERE d.id = h.device_id) AS live \
+               FROM ",
+            $table,
+            " h LEFT JOIN archive_retention r ON r.tenant_id = h.tenant_id) \
+             DELETE FROM ",
+            $table,
+            " WHERE id IN ( \
+               SELECT id FROM ranked \
+               WHERE (rank > keep OR at < now() - make_interval(days => max_age)) \
+                 AND NOT (rank = 1 AND live))"
+        )
+    };
+}
+
 /// The global lock taken before inserting a version ("rosb" "arch").
 const VERSION_ORDER_LOCK: i64 = 0x726f_7362_6172_6368;
 
@@ -472,25 +502,12 @@ impl ArchiveStore {
         &self,
         defaults: Retention,
     ) -> Result<RetentionReport, ArchiveError> {
-        let versions = sqlx::query(
-            "WITH ranked AS ( \
-               SELECT v.id, v.last_seen_at, \
-                 row_number() OVER (PARTITION BY v.device_id \
-                                    ORDER BY v.last_seen_at DESC, v.id DESC) AS rank, \
-                 coalesce(r.keep_versions, $1) AS keep, \
-                 coalesce(r.max_age_days, $2) AS max_age, \
-                 EXISTS (SELECT 1 FROM devices d WHERE d.id = v.device_id) AS live \
-               FROM config_versions v LEFT JOIN archive_retention r ON r.tenant_id = v.tenant_id) \
-             DELETE FROM config_versions WHERE id IN ( \
-               SELECT id FROM ranked \
-               WHERE (rank > keep OR last_seen_at < now() - make_interval(days => max_age)) \
-                 AND NOT (rank = 1 AND live))",
-        )
-        .bind(defaults.keep_versions)
-        .bind(defaults.max_age_days)
-        .execute(self.store.pool())
-        .await?
-        .rows_affected();
+        let versions = sqlx::query(keep_newest_sql!("config_versions", "last_seen_at"))
+            .bind(defaults.keep_versions)
+            .bind(defaults.max_age_days)
+            .execute(self.store.pool())
+            .await?
+            .rows_affected();
         let sightings = sqlx::query(
             "DELETE FROM config_sightings s USING ( \
                SELECT s2.id FROM config_sightings s2 \
@@ -509,25 +526,12 @@ impl ArchiveStore {
         .execute(self.store.pool())
         .await?
         .rows_affected();
-        let binaries = sqlx::query(
-            "WITH ranked AS ( \
-               SELECT b.id, b.collected_at, \
-                 row_number() OVER (PARTITION BY b.device_id \
-                                    ORDER BY b.collected_at DESC, b.id DESC) AS rank, \
-                 coalesce(r.keep_versions, $1) AS keep, \
-                 coalesce(r.max_age_days, $2) AS max_age, \
-                 EXISTS (SELECT 1 FROM devices d WHERE d.id = b.device_id) AS live \
-               FROM binary_backups b LEFT JOIN archive_retention r ON r.tenant_id = b.tenant_id) \
-             DELETE FROM binary_backups WHERE id IN ( \
-               SELECT id FROM ranked \
-               WHERE (rank > keep OR collected_at < now() - make_interval(days => max_age)) \
-                 AND NOT (rank = 1 AND live))",
-        )
-        .bind(defaults.keep_versions)
-        .bind(defaults.max_age_days)
-        .execute(self.store.pool())
-        .await?
-        .rows_affected();
+        let binaries = sqlx::query(keep_newest_sql!("binary_backups", "collected_at"))
+            .bind(defaults.keep_versions)
+            .bind(defaults.max_age_days)
+            .execute(self.store.pool())
+            .await?
+            .rows_affected();
         Ok(RetentionReport {
             versions,
             sightings,
