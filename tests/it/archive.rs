@@ -781,6 +781,24 @@ async fn retention_by_count_and_age_per_tenant() {
     ingest(&fx, b2, tb, "/x\nset v=2\n", days(8)).await;
     ingest(&fx, gone, tb, "/x\nset v=1\n", days(9)).await;
     fx.db.store.remove_device(gone).await.unwrap();
+    // Binary backups follow the same rules (tenant A: 4 → 2; tenant C: 4 at 37-40 days →
+    // the live device's newest only). The bytes are not opened here: placeholders.
+    for (d, t, base) in [(a1, ta, 4), (c1, tc, 40)] {
+        for i in 0..4i64 {
+            sqlx::query(
+                "INSERT INTO binary_backups (device_id, tenant_id, job_id, collected_at, size, \
+                 sha256, config_sha256, format, file_enc, password_enc) \
+                 VALUES ($1, $2, $3, $4, 1, 'x', 'y', 'aes-sha256', '\\x00', '\\x00')",
+            )
+            .bind(d)
+            .bind(t)
+            .bind(format!("retention-{d}-{i}"))
+            .bind(days(base - i))
+            .execute(fx.db.store.pool())
+            .await
+            .unwrap();
+        }
+    }
     let archive = fx.history().archive().clone();
     archive.set_retention(ta, Some(2), None).await.unwrap();
     archive.set_retention(tb, None, Some(2)).await.unwrap();
@@ -807,6 +825,14 @@ async fn retention_by_count_and_age_per_tenant() {
     assert_eq!(count(gone).await, 0, "a removed device keeps nothing old");
     assert_eq!(count(c1).await, 1, "tenant C: the default age (30 days)");
     assert_eq!(report.versions, 2 + 2 + 1 + 1 + 3);
+    assert_eq!(report.binaries, 2 + 3);
+    let newest_binaries: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT device_id, count(*) FROM binary_backups GROUP BY device_id ORDER BY 2 DESC",
+    )
+    .fetch_all(fx.db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(newest_binaries, [(a1, 2), (c1, 1)]);
     // The kept ones are the newest.
     let kept = h.versions(a1, None, 10).await.unwrap();
     assert_eq!(

@@ -382,3 +382,188 @@ async fn past_the_bound_every_door_refuses() {
     assert_eq!(fleet.queue.depth().await.expect("depth").due, 2);
     fleet.cleanup().await;
 }
+
+/// "Fix the password, click Back up now" backs up: a manual backup that failed on the old
+/// credentials is not joined by a request after the device changed, even within the join
+/// window — the request queues a new backup with the new credentials. The same through a
+/// credential profile's change, which changes every device that uses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_after_a_credentials_change_does_not_join_the_failed_backup() {
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 1,
+            ..FleetOptions::default().sim
+        },
+        manual_window: Duration::from_secs(600),
+        ..FleetOptions::default()
+    })
+    .await;
+    let devices = fleet.import(None).await;
+    fleet.postpone_all().await;
+    let d = &devices[0];
+    let real = rosbackup::Secret::new(fleet.sim.devices()[0].password.clone());
+    let wrong = rosbackup::Secret::new("not-the-password".to_string());
+    fleet
+        .store()
+        .set_credentials(&fleet.key, d.id, None, &wrong)
+        .await
+        .expect("set a wrong password");
+    let (stop_w, w, _) = fleet.spawn_worker("fixed", 2);
+    let metrics = rosbackup::metrics::Metrics::new();
+    let request = || rosbackup::manual::request(fleet.store(), &fleet.queue, &metrics, d.id, None);
+    let run_of = |job: String| {
+        let fleet = &fleet;
+        async move {
+            rosbackup::manual::wait(fleet.store(), &job, Duration::from_secs(30))
+                .await
+                .expect("store")
+                .expect("a run")
+        }
+    };
+    let done = |job: String| {
+        let fleet = &fleet;
+        async move {
+            fleet
+                .wait_for(
+                    Duration::from_secs(10),
+                    "the job is done in Redis",
+                    || async {
+                        fleet
+                            .queue
+                            .job_states(std::slice::from_ref(&job))
+                            .await
+                            .ok()
+                            == Some(vec![rosbackup::queue::JobState::Done])
+                    },
+                )
+                .await
+        }
+    };
+
+    let first = request().await.expect("request");
+    let failed = run_of(first.job_id.clone()).await;
+    assert_eq!(
+        (failed.status.as_str(), failed.error_kind.as_deref()),
+        ("failed", Some("auth_failed"))
+    );
+    done(first.job_id.clone()).await;
+    // Unchanged: a retry joins the failure (a burst of retries is one backup).
+    let retry = request().await.expect("request");
+    assert_eq!(
+        (retry.job_id.as_str(), retry.joined),
+        (first.job_id.as_str(), Some(Joined::Recent))
+    );
+
+    // The operator fixes the password: the next request is a new backup, and succeeds.
+    fleet
+        .store()
+        .set_credentials(&fleet.key, d.id, None, &real)
+        .await
+        .expect("set credentials");
+    let fixed = request().await.expect("request");
+    assert_eq!(fixed.joined, None, "joined the failure the change fixed");
+    assert_ne!(fixed.job_id, first.job_id);
+    let ok = run_of(fixed.job_id.clone()).await;
+    assert_eq!(ok.status, "success", "{ok:?}");
+    done(fixed.job_id.clone()).await;
+
+    // Through a profile: the device moves to one with a wrong password (its own cleared),
+    // fails, the profile is fixed, and the next request is a new, successful backup.
+    let profile = fleet
+        .store()
+        .create_profile(
+            &fleet.key,
+            &rosbackup::profiles::NewProfile {
+                tenant_id: d.tenant_id,
+                name: "shared".into(),
+                username: d.username.clone(),
+                password: Some(wrong.clone()),
+                ssh_key: None,
+            },
+        )
+        .await
+        .expect("profile")
+        .id;
+    fleet
+        .store()
+        .set_device_profile(d.id, Some(profile))
+        .await
+        .expect("assign the profile");
+    fleet
+        .store()
+        .set_credentials(
+            &fleet.key,
+            d.id,
+            None,
+            &rosbackup::Secret::new(String::new()),
+        )
+        .await
+        .expect("clear the device's own password");
+    let via_profile = request().await.expect("request");
+    assert_eq!(
+        via_profile.joined, None,
+        "the device changed since {}",
+        fixed.job_id
+    );
+    let failed = run_of(via_profile.job_id.clone()).await;
+    assert_eq!(
+        failed.error_kind.as_deref(),
+        Some("auth_failed"),
+        "{failed:?}"
+    );
+    done(via_profile.job_id.clone()).await;
+    assert_eq!(
+        request().await.expect("request").joined,
+        Some(Joined::Recent)
+    );
+    fleet
+        .store()
+        .update_profile(
+            &fleet.key,
+            profile,
+            None,
+            Some(&real),
+            rosbackup::store::KeyChange::Keep,
+        )
+        .await
+        .expect("fix the profile");
+    let after_profile = request().await.expect("request");
+    assert_eq!(
+        after_profile.joined, None,
+        "joined the failure the profile change fixed"
+    );
+    let ok = run_of(after_profile.job_id.clone()).await;
+    assert_eq!(ok.status, "success", "{ok:?}");
+    done(after_profile.job_id.clone()).await;
+    // A change of the profile changes a device that is not blocked, too.
+    assert_eq!(
+        request().await.expect("request").joined,
+        Some(Joined::Recent)
+    );
+    fleet
+        .store()
+        .update_profile(
+            &fleet.key,
+            profile,
+            Some("backup"),
+            None,
+            rosbackup::store::KeyChange::Keep,
+        )
+        .await
+        .expect("rename the profile's user");
+    let renamed = request().await.expect("request");
+    assert_eq!(
+        renamed.joined, None,
+        "joined a backup made with the old user"
+    );
+    let failed = run_of(renamed.job_id.clone()).await;
+    assert_eq!(
+        failed.error_kind.as_deref(),
+        Some("auth_failed"),
+        "{failed:?}"
+    );
+    assert_eq!(fleet.sim.stats()[&d.id].sessions, 5);
+    let _ = stop_w.send(());
+    w.await.expect("join").expect("worker");
+    fleet.cleanup().await;
+}

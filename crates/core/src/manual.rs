@@ -14,7 +14,9 @@
 //!   is queued or running *joins* it: it gets that job's id, so every requester (API
 //!   `wait`, CLI `--wait`, NATS reply) waits for the same run record and sees the same
 //!   outcome. So does a request within `ROSBACKUP_MANUAL_JOIN_WINDOW` after that job
-//!   finished: a burst of clicks or retries is one backup.
+//!   finished: a burst of clicks or retries is one backup — unless the device changed
+//!   after that job was requested (new credentials, a host-key reset…): then the old
+//!   outcome may be the very failure the change fixed, and a new backup is queued.
 //! - **A global bound** (`ROSBACKUP_MANUAL_MAX`) on manual jobs queued or running; past
 //!   it a request is refused ([`ManualError::Full`]: API 429 with `Retry-After`, NATS
 //!   `failed`, CLI exit 1). With `ROSBACKUP_QUEUE_CAP` it keeps Redis under apalis'
@@ -115,21 +117,25 @@ pub enum Decision {
 }
 
 /// Decide a request for a device whose slot reads `view` at `now` (Unix seconds), joining
-/// a job that finished less than `window` ago.
-pub fn decide(view: &SlotView, now: i64, window: Duration) -> Decision {
+/// a job that finished less than `window` ago — unless the device changed (credentials, a
+/// host-key reset, an unblock, its address: anything that sets its `updated_at`, Unix
+/// milliseconds in `device_changed_at_ms`) at or after that job was requested: its outcome may be
+/// the very failure the change fixes ("fix the password, click Back up now" must back up).
+pub fn decide(view: &SlotView, now: i64, window: Duration, device_changed_at_ms: i64) -> Decision {
     let Some(slot) = &view.slot else {
         return Decision::Queue;
     };
     match view.state {
         JobState::Pending | JobState::Failed => Decision::Join(Joined::Queued),
         JobState::Running => Decision::Join(Joined::Running),
-        JobState::Missing if now - slot.requested_at < PUSH_GRACE_S => {
+        JobState::Missing if now - slot.requested_at() < PUSH_GRACE_S => {
             Decision::Join(Joined::Queued)
         }
         JobState::Done
             if view
                 .done_at
-                .is_some_and(|d| now - d < window.as_secs() as i64) =>
+                .is_some_and(|d| now - d < window.as_secs() as i64)
+                && device_changed_at_ms < slot.requested_at_ms =>
         {
             Decision::Join(Joined::Recent)
         }
@@ -173,8 +179,12 @@ pub async fn request(
     let mut pruned_all = false;
     for _ in 0..CLAIM_ATTEMPTS {
         let view = queue.manual_slot(device.id).await?;
-        let at = now();
-        if let (Decision::Join(joined), Some(slot)) = (decide(&view, at, window), &view.slot) {
+        let at_ms = chrono::Utc::now().timestamp_millis();
+        let at = at_ms.div_euclid(1000);
+        if let (Decision::Join(joined), Some(slot)) = (
+            decide(&view, at, window, device.updated_at.timestamp_millis()),
+            &view.slot,
+        ) {
             metrics.manual_requests.with_label_values(&["joined"]).inc();
             info!(device_id = %device.id, job_id = %slot.job_id, ?joined, "manual backup request joined");
             return Ok(Requested {
@@ -187,7 +197,7 @@ pub async fn request(
         let job = BackupJob::manual(device.id, device.tenant_id);
         let slot = ManualSlot {
             job_id: job.job_id.clone(),
-            requested_at: at,
+            requested_at_ms: at_ms,
         };
         let replaced = view.slot.as_ref().map(|s| s.job_id.as_str());
         match queue
@@ -543,7 +553,7 @@ mod tests {
             raw: Some(format!("{requested_at} manual:d:j")),
             slot: Some(ManualSlot {
                 job_id: "manual:d:j".into(),
-                requested_at,
+                requested_at_ms: requested_at * 1000,
             }),
             state,
             done_at,
@@ -554,16 +564,16 @@ mod tests {
     fn a_queued_or_running_job_is_joined() {
         let w = Duration::from_secs(10);
         assert_eq!(
-            decide(&view(JobState::Pending, 0, None), 5_000, w),
+            decide(&view(JobState::Pending, 0, None), 5_000, w, 0),
             Decision::Join(Joined::Queued)
         );
         // Failed: apalis re-scheduled it for a retry; still pending.
         assert_eq!(
-            decide(&view(JobState::Failed, 0, None), 5_000, w),
+            decide(&view(JobState::Failed, 0, None), 5_000, w, 0),
             Decision::Join(Joined::Queued)
         );
         assert_eq!(
-            decide(&view(JobState::Running, 0, None), 5_000, w),
+            decide(&view(JobState::Running, 0, None), 5_000, w, 0),
             Decision::Join(Joined::Running)
         );
     }
@@ -572,15 +582,50 @@ mod tests {
     fn a_finished_job_is_joined_only_within_the_window() {
         let w = Duration::from_secs(10);
         let done = |at| view(JobState::Done, 900, Some(at));
-        assert_eq!(decide(&done(991), 1_000, w), Decision::Join(Joined::Recent));
-        assert_eq!(decide(&done(990), 1_000, w), Decision::Queue);
-        // Window zero: never.
-        assert_eq!(decide(&done(1_000), 1_000, Duration::ZERO), Decision::Queue);
-        // Done without a time: not joinable.
         assert_eq!(
-            decide(&view(JobState::Done, 900, None), 1_000, w),
+            decide(&done(991), 1_000, w, 0),
+            Decision::Join(Joined::Recent)
+        );
+        assert_eq!(decide(&done(990), 1_000, w, 0), Decision::Queue);
+        // Window zero: never.
+        assert_eq!(
+            decide(&done(1_000), 1_000, Duration::ZERO, 0),
             Decision::Queue
         );
+        // Done without a time: not joinable.
+        assert_eq!(
+            decide(&view(JobState::Done, 900, None), 1_000, w, 0),
+            Decision::Queue
+        );
+    }
+
+    #[test]
+    fn a_device_changed_since_the_finished_job_was_requested_gets_a_new_one() {
+        let w = Duration::from_secs(10);
+        // Requested at 900, finished at 995, asked again at 1_000.
+        let done = view(JobState::Done, 900, Some(995));
+        assert_eq!(
+            decide(&done, 1_000, w, 899_999),
+            Decision::Join(Joined::Recent),
+            "changed before the job was requested: its run read the change"
+        );
+        for changed in [900_000, 900_001, 950_000, 999_999] {
+            assert_eq!(
+                decide(&done, 1_000, w, changed),
+                Decision::Queue,
+                "{changed}"
+            );
+        }
+        // A queued job reads the row under its lease; a running one is not doubled.
+        for (state, joined) in [
+            (JobState::Pending, Joined::Queued),
+            (JobState::Running, Joined::Running),
+        ] {
+            assert_eq!(
+                decide(&view(state, 900, None), 1_000, w, 999_999),
+                Decision::Join(joined)
+            );
+        }
     }
 
     #[test]
@@ -592,18 +637,18 @@ mod tests {
             state: JobState::Missing,
             done_at: None,
         };
-        assert_eq!(decide(&empty, 1_000, w), Decision::Queue);
+        assert_eq!(decide(&empty, 1_000, w, 0), Decision::Queue);
         let garbage = SlotView {
             raw: Some("garbage".into()),
             ..empty
         };
-        assert_eq!(decide(&garbage, 1_000, w), Decision::Queue);
+        assert_eq!(decide(&garbage, 1_000, w, 0), Decision::Queue);
         assert_eq!(
-            decide(&view(JobState::Killed, 999, None), 1_000, w),
+            decide(&view(JobState::Killed, 999, None), 1_000, w, 0),
             Decision::Queue
         );
         assert_eq!(
-            decide(&view(JobState::Orphaned, 999, None), 1_000, w),
+            decide(&view(JobState::Orphaned, 999, None), 1_000, w, 0),
             Decision::Queue
         );
         // Not in Redis: on its way just after the claim, lost after the grace.
@@ -611,7 +656,8 @@ mod tests {
             decide(
                 &view(JobState::Missing, 1_000 - PUSH_GRACE_S + 1, None),
                 1_000,
-                w
+                w,
+                0
             ),
             Decision::Join(Joined::Queued)
         );
@@ -619,7 +665,8 @@ mod tests {
             decide(
                 &view(JobState::Missing, 1_000 - PUSH_GRACE_S, None),
                 1_000,
-                w
+                w,
+                0
             ),
             Decision::Queue
         );

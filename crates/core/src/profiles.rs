@@ -219,6 +219,12 @@ impl Store {
         .bind(sealed_key)
         .execute(&mut *tx)
         .await?;
+        // Its devices' effective credentials changed: so did they (`updated_at`: a manual
+        // backup that finished before this is not joined, see `manual::decide`).
+        sqlx::query("UPDATE devices SET updated_at = now() WHERE credential_profile_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         // The blocked devices that log in with the profile: no key of their own, and a
         // password of their own that is empty (opened to tell; one that does not open is
         // left blocked, it is not the profile's to fix).

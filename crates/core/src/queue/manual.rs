@@ -3,7 +3,8 @@
 //! Two keys beside apalis' own, under the queue's prefix:
 //!
 //! - `{queue}:manual:device:{device}`: the device's latest manual job, as
-//!   `"{requested_at} {job_id}"` (a day's TTL, so deleted devices leave nothing behind);
+//!   `"{requested_at_ms} {job_id}"` (a day's TTL, so deleted devices leave nothing behind;
+//!   a slot written in seconds by an older version is read as such);
 //! - `{queue}:manual:pending`: a sorted set of the manual jobs not known to be finished,
 //!   scored by request time. Its size is what the global bound counts.
 //!
@@ -21,19 +22,29 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManualSlot {
     pub job_id: String,
-    /// Unix seconds (the requester's clock).
-    pub requested_at: i64,
+    /// Unix milliseconds (the requester's clock): precise enough to order the request
+    /// against a change of the device in the same second (see [`crate::manual::decide`]).
+    pub requested_at_ms: i64,
 }
 
+/// A slot time below this is Unix seconds (written before slots held milliseconds).
+const SECONDS_BELOW: i64 = 100_000_000_000;
+
 impl ManualSlot {
+    /// Unix seconds of the request.
+    pub fn requested_at(&self) -> i64 {
+        self.requested_at_ms.div_euclid(1000)
+    }
+
     fn encode(&self) -> String {
-        format!("{} {}", self.requested_at, self.job_id)
+        format!("{} {}", self.requested_at_ms, self.job_id)
     }
 
     fn decode(raw: &str) -> Option<ManualSlot> {
         let (at, id) = raw.split_once(' ')?;
+        let at: i64 = at.parse().ok()?;
         Some(ManualSlot {
-            requested_at: at.parse().ok()?,
+            requested_at_ms: if at < SECONDS_BELOW { at * 1000 } else { at },
             job_id: id.to_string(),
         })
     }
@@ -154,7 +165,7 @@ impl Queue {
             .arg(expected.unwrap_or(""))
             .arg(new.encode())
             .arg(&new.job_id)
-            .arg(new.requested_at)
+            .arg(new.requested_at())
             .arg(limit)
             .arg(replaced.unwrap_or(""))
             .invoke_async(&mut conn)
@@ -238,10 +249,16 @@ mod tests {
     fn slots_round_trip_and_garbage_reads_as_empty() {
         let s = ManualSlot {
             job_id: "manual:d:u".into(),
-            requested_at: 1_700_000_000,
+            requested_at_ms: 1_700_000_000_123,
         };
         assert_eq!(ManualSlot::decode(&s.encode()), Some(s));
         assert_eq!(ManualSlot::decode("garbage"), None);
         assert_eq!(ManualSlot::decode("x manual:d:u"), None);
+        // A slot an older version wrote in seconds.
+        let old = ManualSlot::decode("1700000000 manual:d:u").expect("an old slot");
+        assert_eq!(
+            (old.requested_at_ms, old.requested_at()),
+            (1_700_000_000_000, 1_700_000_000)
+        );
     }
 }
