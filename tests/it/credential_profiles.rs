@@ -248,6 +248,15 @@ async fn the_profile_api_is_admin_only_and_never_returns_secrets() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    // No tenant named: the default one, as the CLI.
+    let r = admin
+        .post(
+            "/api/v1/credential-profiles",
+            Some(json!({"name": "default-fleet", "username": USER, "password": "x"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["tenant_id"], json!(Uuid::nil()));
     let r = other_tenant_admin
         .get(&format!("/api/v1/credential-profiles/{id}"))
         .await;

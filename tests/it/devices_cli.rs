@@ -207,7 +207,18 @@ async fn sim_inventory_imports_lists_and_reimports() {
                 .unwrap_or_else(|| panic!("{} not listed:\n{table}", d.name));
             assert!(line.contains(&format!("{}:{}", d.host, d.port)), "{line}");
             assert!(line.contains("never"), "{line}");
+            // The list spans tenants: each line names its device's (unnamed here: its id).
+            assert_eq!(
+                line.split_whitespace().nth(1),
+                Some(d.tenant_id.to_string().as_str()),
+                "{line}"
+            );
         }
+        assert_eq!(
+            table.lines().next().unwrap().split_whitespace().nth(1),
+            Some("TENANT"),
+            "{table}"
+        );
 
         // JSON: every field of the inventory, no password anywhere.
         let out = cli.run(&["devices", "list", "--json"]);
@@ -250,6 +261,24 @@ async fn sim_inventory_imports_lists_and_reimports() {
         let only = only.as_array().unwrap();
         assert_eq!(only.len(), want);
         assert!(only.iter().all(|j| j["tenant_id"] == tenant.to_string()));
+        // One tenant's table has no tenant column; a named tenant is shown by its name.
+        let one = cli.run(&["devices", "list", "--tenant", &tenant.to_string()]);
+        assert!(!one.ok().lines().next().unwrap().contains("TENANT"), "{}", one.stdout);
+        assert_eq!(
+            cli.run(&["tenants", "rename", &tenant.to_string(), "acme-east"])
+                .ok()
+                .lines()
+                .count(),
+            1
+        );
+        let named = cli.run(&["devices", "list"]);
+        let line = named
+            .ok()
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", sim[0].name)))
+            .unwrap()
+            .to_string();
+        assert_eq!(line.split_whitespace().nth(1), Some("acme-east"), "{line}");
 
         // At rest the passwords are sealed: no plaintext, and they open with the key.
         let db = pool(&url).await;

@@ -1,7 +1,7 @@
 //! `devices list`: the fleet at a glance.
 //!
-//! One line per device with what an operator scans for (enabled, last status, last
-//! success, next due, last error, block), or with `--json` every column as `devices show
+//! One line per device with what an operator scans for (its tenant when the list spans
+//! tenants, enabled, last status, last success, next due, last error, block), or with `--json` every column as `devices show
 //! --json` has it, for scripts. The JSON is `store::Device`'s own serialization, so a
 //! field added to `Device` shows up here without a second list of fields to keep.
 
@@ -34,24 +34,39 @@ pub(super) async fn run(env: &Env, tenant: Option<&str>, json: bool) -> anyhow::
         println!("{}", serde_json::to_value(&devices)?);
         return Ok(ExitCode::SUCCESS);
     }
+    // The tenant column only when the list spans tenants: its name, or its id unnamed.
+    let names = match tenant {
+        Some(_) => None,
+        None => Some(crate::tenant::names(&store).await.map_err(store_error)?),
+    };
     let rows: Vec<Vec<String>> = devices
         .iter()
         .map(|d| {
-            vec![
-                d.name.clone(),
-                host_port(d),
-                if d.enabled { "yes" } else { "no" }.into(),
-                d.last_status.clone().unwrap_or_else(|| "never".into()),
-                time(d.last_success_at),
-                time(Some(d.next_due_at)),
-                d.last_error_kind.clone().unwrap_or_else(|| "-".into()),
-                d.blocked_reason.clone().unwrap_or_else(|| "-".into()),
-            ]
+            let tenant = names.as_ref().map(|n| {
+                n.get(&d.tenant_id)
+                    .cloned()
+                    .unwrap_or_else(|| d.tenant_id.to_string())
+            });
+            [d.name.clone()]
+                .into_iter()
+                .chain(tenant)
+                .chain([
+                    host_port(d),
+                    if d.enabled { "yes" } else { "no" }.into(),
+                    d.last_status.clone().unwrap_or_else(|| "never".into()),
+                    time(d.last_success_at),
+                    time(Some(d.next_due_at)),
+                    d.last_error_kind.clone().unwrap_or_else(|| "-".into()),
+                    d.blocked_reason.clone().unwrap_or_else(|| "-".into()),
+                ])
+                .collect()
         })
         .collect();
-    print_table(
-        &[
-            "NAME",
+    let tenant_header = names.as_ref().map(|_| "TENANT");
+    let headers: Vec<&str> = ["NAME"]
+        .into_iter()
+        .chain(tenant_header)
+        .chain([
             "HOST:PORT",
             "ENABLED",
             "STATUS",
@@ -59,8 +74,8 @@ pub(super) async fn run(env: &Env, tenant: Option<&str>, json: bool) -> anyhow::
             "NEXT DUE",
             "LAST ERROR",
             "BLOCKED",
-        ],
-        &rows,
-    );
+        ])
+        .collect();
+    print_table(&headers, &rows);
     Ok(ExitCode::SUCCESS)
 }

@@ -88,7 +88,8 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
         }
         (Some(scope), _) => scope,
         (None, Some(t)) => t,
-        (None, None) => return Err(ApiError::invalid("tenant_id", "tenant_id is required")),
+        // As the CLI and the inventory CSV: no tenant named, the default one.
+        (None, None) => rosbackup_core::tenant::DEFAULT_TENANT,
     };
     let f = |field: &'static str| move |reason: String| ApiError::invalid(field, reason);
     let interval = match b.backup_interval_seconds {
@@ -298,7 +299,8 @@ pub async fn create_profile(
         }
         (Some(scope), _) => scope,
         (None, Some(t)) => t,
-        (None, None) => return Err(ApiError::invalid("tenant_id", "tenant_id is required")),
+        // As the CLI and the inventory CSV: no tenant named, the default one.
+        (None, None) => rosbackup_core::tenant::DEFAULT_TENANT,
     };
     let name = inventory::parse_name(&b.name).map_err(|r| ApiError::invalid("name", r))?;
     let username =

@@ -286,7 +286,8 @@ impl DeviceListParams {
 pub struct CreateDevice {
     /// Defaults to a new random id.
     pub id: Option<Uuid>,
-    /// Required unless the token is scoped to a tenant (then it must be that tenant).
+    /// The default tenant (all zeros) when absent; a token scoped to a tenant creates
+    /// in its own (naming another is refused).
     pub tenant_id: Option<Uuid>,
     pub name: String,
     /// IPv4/IPv6 address or DNS name.
@@ -546,7 +547,8 @@ impl From<rosbackup_core::profiles::CredentialProfile> for CredentialProfileView
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCredentialProfile {
-    /// Required unless the token is scoped to a tenant (then it must be that tenant).
+    /// The default tenant (all zeros) when absent; a token scoped to a tenant creates
+    /// in its own (naming another is refused).
     pub tenant_id: Option<Uuid>,
     pub name: String,
     pub username: String,
