@@ -192,13 +192,7 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        // 429 is only ever the bound on manual backups: say when to try again.
-        if self.status == StatusCode::TOO_MANY_REQUESTS {
-            res.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(rosbackup_core::manual::RETRY_AFTER.as_secs()),
-            );
-        }
+        retry_after(&mut res);
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -224,5 +218,41 @@ pub fn error_page(status: StatusCode, message: &str) -> Response {
             }
         }
     };
-    (status, Html(body.into_string())).into_response()
+    let mut res = (status, Html(body.into_string())).into_response();
+    retry_after(&mut res);
+    res
+}
+
+/// 429 is only ever the bound on manual backups: say when to try again (API and pages).
+fn retry_after(res: &mut Response) {
+    if res.status() == StatusCode::TOO_MANY_REQUESTS {
+        res.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(rosbackup_core::manual::RETRY_AFTER.as_secs()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_manual_backup_says_when_to_try_again_as_json_and_as_a_page() {
+        let full = || {
+            ApiError::from(ManualError::Full {
+                pending: 500,
+                limit: 500,
+            })
+        };
+        for res in [full().into_response(), full().page()] {
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(
+                res.headers().get(axum::http::header::RETRY_AFTER),
+                Some(&axum::http::HeaderValue::from_static("30"))
+            );
+        }
+        let other = error_page(StatusCode::NOT_FOUND, "no");
+        assert!(other.headers().get(axum::http::header::RETRY_AFTER).is_none());
+    }
 }
