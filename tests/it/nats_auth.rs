@@ -3,11 +3,13 @@
 //! them; a connection without them is refused; and the permissions the README documents
 //! let only the backend publish the trigger subject and only the enqueuer subscribe to it.
 
-use crate::common::fleet::Fleet;
+use crate::common::fleet::{Fleet, FleetOptions};
 use base64::Engine;
+use futures::StreamExt;
 use rosbackup::config::Env;
 use rosbackup::manual::TriggerReply;
 use rosbackup::nats_auth::{NatsAuth, options};
+use rosbackup::sim::SimConfig;
 use rosbackup::tls::TlsFiles;
 use rosbackup_harness::services;
 use std::path::{Path, PathBuf};
@@ -378,4 +380,167 @@ fn a_bad_auth_file_is_a_configuration_error_naming_the_variable() {
             assert!(!stderr.contains(secret), "{role} {var}: {stderr}");
         }
     }
+}
+
+/// The README's `authorization` block (the one an operator copies), with each role's
+/// `U…name` placeholder replaced by that role's public nkey.
+fn readme_authorization(keys: &[(&str, &str)]) -> String {
+    let readme = include_str!("../../README.md");
+    let start = readme
+        .find("authorization { users = [")
+        .expect("README documents the NATS permissions");
+    let end = start
+        + readme[start..]
+            .find("\n] }")
+            .expect("the authorization block ends")
+        + "\n] }".len();
+    let mut block = readme[start..end].to_string();
+    for (role, key) in keys {
+        let placeholder = format!("\"U…{role}\"");
+        assert!(
+            block.contains(&placeholder),
+            "README has no user {placeholder}"
+        );
+        block = block.replace(&placeholder, &format!("\"{key}\""));
+    }
+    assert!(!block.contains("U…"), "a role without a key: {block}");
+    block
+}
+
+/// The permission lists the README documents are enough for each role to do its work, and
+/// the roles run as real processes: the enqueuer (its NATS user may only answer the
+/// trigger) queues the fleet and answers the backend's trigger request, the worker
+/// publishes every snapshot — through the object store too, the server's `max_payload`
+/// being smaller than the configs — the archiver stores every version, and the backend
+/// sees the snapshots and gets its reply. No process hits a permissions violation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_permissions_let_every_role_do_its_work() {
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 3,
+            config_size: Some(24 * 1024),
+            ..FleetOptions::default().sim
+        },
+        ..FleetOptions::default()
+    })
+    .await;
+    let devices = fleet.import(None).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let roles = ["backend", "enqueuer", "worker", "archiver"];
+    let users: Vec<(String, PathBuf)> = roles
+        .iter()
+        .map(|r| nkey_user(dir.path(), &format!("{r}.nk")))
+        .collect();
+    let keys: Vec<(&str, &str)> = roles
+        .iter()
+        .zip(&users)
+        .map(|(r, (key, _))| (*r, key.as_str()))
+        .collect();
+    let seed = |role: &str| {
+        let i = roles.iter().position(|r| *r == role).expect("a role");
+        users[i].1.display().to_string()
+    };
+    let (mut svc, url) = server(
+        dir.path(),
+        &format!("max_payload: 8192\n{}\n", readme_authorization(&keys)),
+    )
+    .await;
+
+    let backend = connect(
+        &url,
+        &auth_from("NATS_NKEY_FILE", Path::new(&seed("backend"))),
+    )
+    .await
+    .expect("backend connects");
+    let mut snapshots = backend
+        .subscribe("config.snapshot.>")
+        .await
+        .expect("the backend reads snapshots");
+    backend.flush().await.expect("flush");
+
+    // The roles as processes with the default subjects, stream and bucket (the README's
+    // lists name those; the server is this test's own).
+    let spawn = |args: &[&str], role: &str| {
+        let log = std::fs::File::create(dir.path().join(format!("{role}.log"))).expect("log");
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+            .args(args)
+            .envs(fleet.process_env())
+            .env_remove("ROSBACKUP_SUBJECT_PREFIX")
+            .env_remove("ROSBACKUP_NATS_STREAM")
+            .env_remove("ROSBACKUP_NATS_OBJECT_BUCKET")
+            .env("NATS_URL", &url)
+            .env("NATS_NKEY_FILE", seed(role))
+            .env("ROSBACKUP_NATS_STREAM_MAX_BYTES", (64 << 20).to_string())
+            .env("DEVICE_REFRESH_SECONDS", "1")
+            .env("ARCHIVE_ENCRYPTION_KEY", &fleet.key_b64)
+            .env("ARCHIVE_ACK_WAIT", "2")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start the {role}: {e}"))
+    };
+    let mut enqueuer = spawn(&["enqueuer", "--insecure-no-auth"], "enqueuer");
+    let mut worker = spawn(&["worker"], "worker");
+    let mut archiver = spawn(&["archiver"], "archiver");
+
+    fleet
+        .wait_for(
+            Duration::from_secs(60),
+            "every device backed up",
+            || async { fleet.successes().await == devices.len() as i64 },
+        )
+        .await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < devices.len() {
+        let msg = tokio::time::timeout(Duration::from_secs(30), snapshots.next())
+            .await
+            .expect("the backend sees every snapshot")
+            .expect("subscription open");
+        let event: serde_json::Value = serde_json::from_slice(&msg.payload).expect("an event");
+        seen.insert(event["device_id"].as_str().expect("device_id").to_string());
+    }
+    let pool = fleet.store().pool().clone();
+    fleet
+        .wait_for(
+            Duration::from_secs(60),
+            "the archiver stored every device's version",
+            || async {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(DISTINCT device_id) FROM config_versions",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0)
+                    == devices.len() as i64
+            },
+        )
+        .await;
+
+    // The backend's trigger request is answered by the enqueuer, after the worker's run.
+    let body = format!(r#"{{"device_id":"{}"}}"#, devices[0].id);
+    let reply = tokio::time::timeout(
+        Duration::from_secs(60),
+        backend.request("config.backup.trigger", body.into()),
+    )
+    .await
+    .expect("a reply in time")
+    .expect("the enqueuer answers");
+    let reply: TriggerReply = serde_json::from_slice(&reply.payload).expect("the seed's reply");
+    assert_eq!(reply.status, "success", "{reply:?}");
+
+    for p in [&mut enqueuer, &mut worker, &mut archiver] {
+        let _ = p.start_kill();
+        let _ = p.wait().await;
+    }
+    for role in ["enqueuer", "worker", "archiver"] {
+        let log =
+            std::fs::read_to_string(dir.path().join(format!("{role}.log"))).unwrap_or_default();
+        assert!(
+            !log.to_ascii_lowercase().contains("permissions violation"),
+            "{role}: {log}"
+        );
+    }
+    svc.stop(Duration::from_secs(5)).await;
+    fleet.cleanup().await;
 }

@@ -253,6 +253,11 @@ mod tests {
             );
         }
         let other = error_page(StatusCode::NOT_FOUND, "no");
-        assert!(other.headers().get(axum::http::header::RETRY_AFTER).is_none());
+        assert!(
+            other
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }

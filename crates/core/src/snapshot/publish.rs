@@ -336,8 +336,13 @@ impl Publisher {
                 .map_err(|e| err(e.to_string()))?,
         };
         let mut reader = bytes;
+        let meta = jetstream::object_store::ObjectMetadata {
+            name: object.clone(),
+            chunk_size: Some(object_chunk_size(self.inline_limit())),
+            ..Default::default()
+        };
         store
-            .put(object.as_str(), &mut reader)
+            .put(meta, &mut reader)
             .await
             .map_err(|e| err(e.to_string()))?;
         Ok(ConfigRef {
@@ -346,6 +351,16 @@ impl Publisher {
             bytes: bytes.len() as u64,
         })
     }
+}
+
+/// The object store's chunk size: its default (128 KiB), or less when the server's
+/// `max_payload` (or the stream's message limit) is smaller — every chunk is one message,
+/// and a server configured with `max_payload: 64KB` would refuse 128 KiB chunks (the very
+/// case where configs go by reference most). `inline_limit` already leaves room for the
+/// headers; never below 1 KiB.
+pub fn object_chunk_size(inline_limit: usize) -> usize {
+    const DEFAULT: usize = 128 * 1024;
+    inline_limit.clamp(1024, DEFAULT)
 }
 
 fn encode(event: &ConfigSnapshotEvent) -> Result<Vec<u8>, SnapshotError> {
@@ -460,6 +475,16 @@ fn subject_matches(filter: &str, subject: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_chunks_fit_the_servers_payload_limit() {
+        // A default server (1 MiB max_payload): the object store's own 128 KiB.
+        assert_eq!(object_chunk_size((1 << 20) - HEADROOM), 128 * 1024);
+        // max_payload 64 KiB: chunks under it.
+        assert_eq!(object_chunk_size(64 * 1024 - HEADROOM), 60 * 1024);
+        // Absurdly small limits still make progress.
+        assert_eq!(object_chunk_size(0), 1024);
+    }
 
     #[test]
     fn subjects_and_redaction() {
