@@ -184,7 +184,8 @@ async fn list_binaries(
     limit: i64,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let list = crate::binary::store::list(store, device_id, limit)
+    // The CLI is the operator's, with the database's rights: every tenant.
+    let list = crate::binary::store::list(store, device_id, None, limit)
         .await
         .map_err(store_error)?;
     if json {
@@ -254,18 +255,18 @@ async fn download(
     } else {
         crate::binary::store::Access::File
     };
-    let opened = match crate::binary::store::open(store, &key, id, device_id, &actor, access).await
-    {
-        Ok(Some(o)) => o,
-        other => {
-            drop(file);
-            let _ = std::fs::remove_file(out);
-            return Err(match other {
-                Err(e) => store_error(e),
-                _ => anyhow::anyhow!("binary backup {id} of device {device_id} not found"),
-            });
-        }
-    };
+    let opened =
+        match crate::binary::store::open(store, &key, id, device_id, None, &actor, access).await {
+            Ok(Some(o)) => o,
+            other => {
+                drop(file);
+                let _ = std::fs::remove_file(out);
+                return Err(match other {
+                    Err(e) => store_error(e),
+                    _ => anyhow::anyhow!("binary backup {id} of device {device_id} not found"),
+                });
+            }
+        };
     file.write_all(&opened.data)?;
     file.sync_all()?;
     eprintln!(

@@ -49,7 +49,7 @@ async fn backup(fleet: &Fleet, d: &SimDevice) {
 }
 
 async fn binaries(fleet: &Fleet, d: &SimDevice) -> Vec<binary::store::BinaryInfo> {
-    binary::store::list(fleet.store(), d.id, 100)
+    binary::store::list(fleet.store(), d.id, None, 100)
         .await
         .expect("list")
 }
@@ -64,6 +64,7 @@ async fn assert_stored_is_what_the_device_wrote(fleet: &Fleet, d: &SimDevice) {
         &fleet.key,
         newest.id,
         d.id,
+        None,
         "test",
         binary::store::Access::FileAndPassword,
     )
@@ -368,6 +369,7 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
         &new_key,
         id,
         d.id,
+        None,
         "test",
         binary::store::Access::File,
     )
@@ -381,6 +383,7 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
             &fleet.key,
             id,
             d.id,
+            None,
             "test",
             binary::store::Access::File
         )
@@ -553,6 +556,58 @@ async fn api_lists_for_viewers_and_downloads_for_admins_only_with_audit() {
         Some(expected_len.as_str())
     );
     assert_eq!(audits().await.len(), 3, "the page download is audited too");
+
+    // The device is removed (its binaries kept by retention) and its id re-created in
+    // another tenant by that tenant's admin: the old tenant's files stay out of reach.
+    fleet
+        .store()
+        .remove_device(d.id)
+        .await
+        .expect("remove the device");
+    let other_scope: uuid::Uuid =
+        sqlx::query_scalar("SELECT tenant_id FROM api_tokens WHERE name = 'other'")
+            .fetch_one(fleet.store().pool())
+            .await
+            .expect("the other token's tenant");
+    let recreated = other
+        .post(
+            "/api/v1/devices",
+            Some(
+                serde_json::json!({"id": d.id, "name": "taken-over", "host": "127.0.0.1",
+                                    "username": "admin", "password": "pw"}),
+            ),
+        )
+        .await;
+    assert_eq!(recreated.status, 201, "{}", recreated.text);
+    assert_eq!(recreated.body["tenant_id"], serde_json::json!(other_scope));
+    let listed = other
+        .get(&format!("/api/v1/devices/{}/binaries", d.id))
+        .await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(
+        listed.body,
+        serde_json::json!([]),
+        "another tenant's binaries listed"
+    );
+    for path in [
+        format!("/api/v1/devices/{}/binaries/{id}", d.id),
+        format!("/api/v1/devices/{}/binaries/{id}/password", d.id),
+        format!("/devices/{}/binaries/{id}/download", d.id),
+    ] {
+        let r = other.get(&path).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text);
+    }
+    let page = other.get(&format!("/devices/{}", d.id)).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        !page.text.contains(&link),
+        "another tenant's binary on the page"
+    );
+    assert_eq!(
+        audits().await.len(),
+        3,
+        "nothing opened for the other tenant"
+    );
     fleet.cleanup().await;
 }
 

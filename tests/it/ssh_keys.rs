@@ -492,6 +492,42 @@ async fn the_api_takes_keys_write_only() {
     let c = fleet.store().credentials(&fleet.key, id).await.unwrap();
     assert!(c.key.is_none());
     assert_eq!(c.password.expose(), "Pw-After-Key");
+    // A change that would leave no way to log in (no key, no password, no profile) is
+    // refused, naming the field, and changes nothing — as the CLI refuses it.
+    let r = api
+        .put(
+            &format!("/api/v1/devices/{id}/credentials"),
+            json!({"password": ""}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["field"], "password", "{}", r.text);
+    let r = api
+        .put(
+            &format!("/api/v1/devices/{id}/credentials"),
+            json!({"ssh_key": other_text}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let r = api
+        .put(
+            &format!("/api/v1/devices/{id}/credentials"),
+            json!({"password": "", "remove_ssh_key": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["field"], "remove_ssh_key", "{}", r.text);
+    let c = fleet.store().credentials(&fleet.key, id).await.unwrap();
+    assert!(c.key.is_some(), "the refused change removed the key");
+    assert_eq!(c.password.expose(), "Pw-After-Key");
+    // With the key kept, an empty password is fine (key only).
+    let r = api
+        .put(
+            &format!("/api/v1/devices/{id}/credentials"),
+            json!({"password": ""}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
     fleet.cleanup().await;
 }
 

@@ -58,7 +58,7 @@ pub async fn list_api(
     crate::extract::DeviceId(id): crate::extract::DeviceId,
 ) -> Result<Json<Vec<BinaryInfo>>, ApiError> {
     ops::device(&s, &c.0, id).await?;
-    Ok(Json(store::list(s.store(), id, 200).await?))
+    Ok(Json(store::list(s.store(), id, c.0.tenant(), 200).await?))
 }
 
 async fn open(
@@ -78,7 +78,7 @@ async fn open(
         )
     })?;
     let actor = format!("api:{}", c.principal.name);
-    store::open(s.store(), key, binary, id, &actor, access)
+    store::open(s.store(), key, binary, id, c.tenant(), &actor, access)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no binary backup {binary} of device {id}")))
 }

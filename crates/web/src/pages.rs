@@ -694,7 +694,7 @@ async fn device(
         .await
         .map_err(|err| e(err.into()))?;
     // Binaries are listed only where the device is shown; a store hiccup hides them.
-    let binaries = rosbackup_core::binary::store::list(s.store(), row.device.id, 20)
+    let binaries = rosbackup_core::binary::store::list(s.store(), row.device.id, c.tenant(), 20)
         .await
         .unwrap_or_default();
     let d = &row.device;

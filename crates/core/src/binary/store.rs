@@ -242,18 +242,23 @@ pub async fn record_failure(
     Ok(())
 }
 
-/// A device's stored binaries, newest first.
+/// A device's stored binaries, newest first; with `tenant`, only those collected while the
+/// device belonged to it (as the config history: a device id re-created in another
+/// tenant does not show the old tenant's files).
 pub async fn list(
     store: &Store,
     device_id: Uuid,
+    tenant: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<BinaryInfo>, StoreError> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {INFO_COLUMNS} FROM binary_backups b WHERE b.device_id = $1 \
+         AND ($3::uuid IS NULL OR b.tenant_id = $3) \
          ORDER BY b.collected_at DESC, b.id DESC LIMIT $2"
     )))
     .bind(device_id)
     .bind(limit)
+    .bind(tenant)
     .fetch_all(store.pool())
     .await?)
 }
@@ -298,22 +303,26 @@ impl Access {
 
 /// Decrypt a stored binary (and, on request, its password) for an admin, writing the
 /// audit rows in the same transaction: no download without its audit entry. `None`: no
-/// such binary of that device.
+/// such binary of that device (of `tenant`, when given: see [`list`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn open(
     store: &Store,
     key: &CredentialKey,
     binary_id: i64,
     device_id: Uuid,
+    tenant: Option<Uuid>,
     actor: &str,
     access: Access,
 ) -> Result<Option<Opened>, StoreError> {
     let with_password = access != Access::File;
     let mut tx = store.pool().begin().await?;
     let info: Option<BinaryInfo> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {INFO_COLUMNS} FROM binary_backups b WHERE b.id = $1 AND b.device_id = $2"
+        "SELECT {INFO_COLUMNS} FROM binary_backups b WHERE b.id = $1 AND b.device_id = $2 \
+         AND ($3::uuid IS NULL OR b.tenant_id = $3)"
     )))
     .bind(binary_id)
     .bind(device_id)
+    .bind(tenant)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(info) = info else {

@@ -221,7 +221,7 @@ pub async fn set_credentials(
     body: Credentials,
 ) -> ApiResult<DeviceRow> {
     require_admin(c)?;
-    device(s, c, id).await?;
+    let current = device(s, c, id).await?.device;
     let username = match &body.username {
         None => None,
         Some(u) => {
@@ -251,6 +251,23 @@ pub async fn set_credentials(
         (None, false) => KeyChange::Keep,
     };
     let key = key_or_refuse(s)?;
+    // As the CLI: a change must leave the device a way to log in (a key, a password, or a
+    // credential profile); otherwise its next backup is a certain `auth_failed`.
+    let keeps_key = current.has_ssh_key && matches!(change, KeyChange::Keep);
+    let no_password = match &password {
+        Some(p) => p.is_empty(),
+        None => s.store().password(key, id).await?.is_empty(),
+    };
+    if no_password && ssh_key.is_none() && !keeps_key && current.credential_profile_id.is_none() {
+        return Err(ApiError::invalid(
+            if body.remove_ssh_key {
+                "remove_ssh_key"
+            } else {
+                "password"
+            },
+            "the device would have neither a password nor a key (and no credential profile); nothing changed",
+        ));
+    }
     s.store()
         .update_credentials(key, id, username.as_deref(), password.as_ref(), change)
         .await?;
