@@ -241,9 +241,13 @@ async fn download(
         Err(e) => return Err(store_error(e)),
     }
     // Open the file first: a refused path must not leave an audit row without a file.
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
+    // Owner-only: the file holds the router's users, certificates and keys (the backup
+    // password opens it).
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
         .open(out)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
     let actor = format!(
@@ -267,8 +271,12 @@ async fn download(
                 });
             }
         };
-    file.write_all(&opened.data)?;
-    file.sync_all()?;
+    if let Err(e) = file.write_all(&opened.data).and_then(|()| file.sync_all()) {
+        // Nothing half-written left behind (the audit row stays: the file was opened).
+        drop(file);
+        let _ = std::fs::remove_file(out);
+        anyhow::bail!("cannot write {}: {e}", out.display());
+    }
     eprintln!(
         "wrote binary backup {id} ({} bytes, sha256 {}) to {}",
         opened.data.len(),

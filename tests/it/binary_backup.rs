@@ -309,6 +309,11 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(std::fs::read(&file).expect("written"), saved.data);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("metadata").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the file is its owner's only: {mode:o}");
+    }
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         saved.password.as_deref().expect("password")

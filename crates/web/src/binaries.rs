@@ -41,11 +41,19 @@ fn parse(id: &str, binary: &str) -> Result<(Uuid, i64), ApiError> {
     Ok((id, binary))
 }
 
-/// The password of a stored binary (admins only; audited).
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+/// The password of a stored binary (admins only; audited). `Debug` leaves it out.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct BinaryPassword {
     pub id: i64,
     pub password: String,
+}
+
+impl std::fmt::Debug for BinaryPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BinaryPassword")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A device's stored binary backups, newest first (no bytes, no passwords).

@@ -279,6 +279,9 @@ async fn exec(handle: &Handle<Client>, command: &str, cap: usize) -> Result<Vec<
             break;
         }
     }
+    // Only streams close on drop (russh): close the command's channel here, or it stays
+    // open on the router until the session ends.
+    let _ = channel.close().await;
     if !eof {
         return Err(BinaryError::Ssh(
             "the command's channel ended without EOF".into(),
@@ -429,17 +432,32 @@ async fn save_wait_fetch(
     Ok((data, listed))
 }
 
-/// `/file remove`, then SFTP remove if the file is still there. True when it is gone.
+/// `/file remove`, then SFTP remove if the file is still there. True when it is seen
+/// gone: without an SFTP session yet (the save failed, or the deadline came while the
+/// router was still writing) one is opened to look — the command's own output says
+/// nothing reliable, and a file the router finished writing late would stay on its flash.
 async fn remove(
     handle: &Handle<Client>,
     sftp: Option<&russh_sftp::client::SftpSession>,
     file_name: &str,
 ) -> bool {
     let _ = exec(handle, &format!("/file remove \"{file_name}\""), 4096).await;
-    let Some(sftp) = sftp else {
-        // No SFTP (the save failed before it): trust the command.
-        return true;
-    };
+    match sftp {
+        Some(s) => gone(s, file_name).await,
+        None => match open_sftp(handle).await {
+            Ok(s) => {
+                let g = gone(&s, file_name).await;
+                let _ = s.close().await;
+                g
+            }
+            // Cannot look: not known to be gone.
+            Err(_) => false,
+        },
+    }
+}
+
+/// Whether the file is gone after removing it over SFTP if it is still there.
+async fn gone(sftp: &russh_sftp::client::SftpSession, file_name: &str) -> bool {
     match sftp.metadata(file_name).await {
         Err(e) if is_no_such_file(&e) => true,
         Err(_) => false,
