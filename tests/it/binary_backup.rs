@@ -311,8 +311,15 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
     assert_eq!(std::fs::read(&file).expect("written"), saved.data);
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&file).expect("metadata").permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "the file is its owner's only: {mode:o}");
+        let mode = std::fs::metadata(&file)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the file is its owner's only: {mode:o}"
+        );
     }
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -395,6 +402,45 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
         .await
         .is_err()
     );
+    // A worker still running with the old key seals nothing: neither a binary nor a new
+    // device's backup password (the next rotation could not open them).
+    let stale = binary::store::record_success(
+        fleet.store(),
+        &fleet.key,
+        &binary::store::NewBinary {
+            device_id: d.id,
+            tenant_id: d.tenant_id,
+            job_id: "stale-worker-job",
+            collected_at: chrono::Utc::now(),
+            data: &saved.data,
+            config_sha256: "c0ffee",
+            routeros_version: None,
+            format: "aes-sha256",
+            password: &rosbackup::Secret::new("x".to_string()),
+            removed: true,
+            started_at: chrono::Utc::now(),
+        },
+    )
+    .await;
+    assert!(
+        matches!(stale, Err(rosbackup::store::StoreError::Credentials(_))),
+        "{stale:?}"
+    );
+    let fresh_device = uuid::Uuid::new_v4();
+    let stale = binary::store::device_password(fleet.store(), &fleet.key, fresh_device).await;
+    assert!(
+        matches!(stale, Err(rosbackup::store::StoreError::Credentials(_))),
+        "{stale:?}"
+    );
+    let sealed: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM binary_backups WHERE job_id = 'stale-worker-job') \
+         + (SELECT count(*) FROM binary_state WHERE device_id = $1)",
+    )
+    .bind(fresh_device)
+    .fetch_one(fleet.store().pool())
+    .await
+    .expect("count");
+    assert_eq!(sealed, 0, "something was sealed under the old key");
     fleet
         .store()
         .rotate_key(&new_key, &fleet.key)

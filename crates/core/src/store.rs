@@ -52,25 +52,22 @@ async fn reseal_binaries(
     old: &CredentialKey,
     new: &CredentialKey,
 ) -> Result<(), StoreError> {
-    use crate::credentials::{binary_device_password_aad, binary_file_aad, binary_password_aad};
-    type Row = (i64, Uuid, String, String, Vec<u8>, Vec<u8>);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, device_id, sha256, config_sha256, file_enc, password_enc \
-         FROM binary_backups ORDER BY id FOR UPDATE",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    for (id, device, sha, config_sha, file_enc, password_enc) in rows {
-        let file_aad = binary_file_aad(&device, &sha, &config_sha);
-        let password_aad = binary_password_aad(&device, &sha);
-        let file = old.open_bytes(&file_aad, &file_enc)?;
-        let password = old.open_bytes(&password_aad, &password_enc)?;
-        sqlx::query("UPDATE binary_backups SET file_enc = $2, password_enc = $3 WHERE id = $1")
-            .bind(id)
-            .bind(new.seal_bytes(&file_aad, &file))
-            .bind(new.seal_bytes(&password_aad, &password))
-            .execute(&mut **tx)
-            .await?;
+    use crate::credentials::binary_device_password_aad;
+    // Lock every row first (ids only), then read the files a few at a time: files are up
+    // to tens of MiB and a fleet keeps many, so all of them at once could exhaust memory.
+    const CHUNK: usize = 8;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM binary_backups ORDER BY id FOR UPDATE")
+        .fetch_all(&mut **tx)
+        .await?;
+    for chunk in ids.chunks(CHUNK) {
+        let rows: Vec<SealedBinaryRow> = sqlx::query_as(
+            "SELECT id, device_id, sha256, config_sha256, file_enc, password_enc \
+             FROM binary_backups WHERE id = ANY($1) ORDER BY id",
+        )
+        .bind(chunk)
+        .fetch_all(&mut **tx)
+        .await?;
+        reseal_binary_rows(tx, old, new, rows).await?;
     }
     let states: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
         "SELECT device_id, password_enc FROM binary_state ORDER BY device_id FOR UPDATE",
@@ -83,6 +80,32 @@ async fn reseal_binaries(
         sqlx::query("UPDATE binary_state SET password_enc = $2 WHERE device_id = $1")
             .bind(device)
             .bind(new.seal_bytes(&aad, &password))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A binary's sealed columns: id, device, file SHA-256, config SHA-256, file, password.
+type SealedBinaryRow = (i64, Uuid, String, String, Vec<u8>, Vec<u8>);
+
+/// Re-seal some binary rows (part of [`reseal_binaries`]).
+async fn reseal_binary_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    old: &CredentialKey,
+    new: &CredentialKey,
+    rows: Vec<SealedBinaryRow>,
+) -> Result<(), StoreError> {
+    use crate::credentials::{binary_file_aad, binary_password_aad};
+    for (id, device, sha, config_sha, file_enc, password_enc) in rows {
+        let file_aad = binary_file_aad(&device, &sha, &config_sha);
+        let password_aad = binary_password_aad(&device, &sha);
+        let file = old.open_bytes(&file_aad, &file_enc)?;
+        let password = old.open_bytes(&password_aad, &password_enc)?;
+        sqlx::query("UPDATE binary_backups SET file_enc = $2, password_enc = $3 WHERE id = $1")
+            .bind(id)
+            .bind(new.seal_bytes(&file_aad, &file))
+            .bind(new.seal_bytes(&password_aad, &password))
             .execute(&mut **tx)
             .await?;
     }

@@ -12,9 +12,16 @@
 //! `CREDENTIAL_ENCRYPTION_KEY` (the key every worker holds for device passwords; fresh
 //! nonce each), the associated data binding the device, the file's SHA-256 and the
 //! config hash, so a row moved to another device or version does not open.
+//!
+//! **Sealed under the current key only.** Workers check their key once, at startup; a
+//! worker still running with the old key after `devices rotate-key` would seal files the
+//! next rotation cannot open (it stops at the first) and no admin can download. So every
+//! write that seals checks the key against `credential_key_check` in its own transaction
+//! ([`current_key`], `FOR SHARE` — the rotation holds the row `FOR UPDATE`): a write
+//! either commits before the rotation reads the rows it re-seals, or is refused after it.
 
 use super::Mode;
-use crate::credentials::CredentialKey;
+use crate::credentials::{CredentialError, CredentialKey};
 use crate::secret::Secret;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -124,23 +131,42 @@ pub async fn device_password(
 ) -> Result<Secret, StoreError> {
     let fresh = super::generate_password();
     let sealed = key.seal_bytes(&state_aad(device_id), fresh.expose().as_bytes());
+    let mut tx = store.pool().begin().await?;
+    current_key(&mut tx, key).await?;
     sqlx::query(
         "INSERT INTO binary_state (device_id, password_enc) VALUES ($1, $2) \
          ON CONFLICT (device_id) DO NOTHING",
     )
     .bind(device_id)
     .bind(&sealed)
-    .execute(store.pool())
+    .execute(&mut *tx)
     .await?;
     let stored: Vec<u8> =
         sqlx::query_scalar("SELECT password_enc FROM binary_state WHERE device_id = $1")
             .bind(device_id)
-            .fetch_one(store.pool())
+            .fetch_one(&mut *tx)
             .await?;
+    tx.commit().await?;
     let plain = key.open_bytes(&state_aad(device_id), &stored)?;
     String::from_utf8(plain)
         .map(Secret::new)
         .map_err(|_| StoreError::Invalid("the stored backup password is not text".into()))
+}
+
+/// Refuse to seal under a key that is not the current one (see the module docs); holds
+/// the check row `FOR SHARE` until the transaction ends.
+async fn current_key(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    key: &CredentialKey,
+) -> Result<(), StoreError> {
+    let check: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT sealed FROM credential_key_check FOR SHARE")
+            .fetch_optional(&mut **tx)
+            .await?;
+    if check.is_some_and(|c| !key.opens_check_value(&c)) {
+        return Err(CredentialError::WrongKey.into());
+    }
+    Ok(())
 }
 
 /// Store a fetched binary, its run row and the device's state, in one transaction.
@@ -157,6 +183,7 @@ pub async fn record_success(
         b.password.expose().as_bytes(),
     );
     let mut tx = store.pool().begin().await?;
+    current_key(&mut tx, key).await?;
     let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO binary_backups (device_id, tenant_id, job_id, collected_at, size, sha256, \
            config_sha256, routeros_version, format, file_enc, password_enc) \

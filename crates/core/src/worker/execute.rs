@@ -605,7 +605,29 @@ async fn take_binary(
     let password = match binary::store::device_password(&env.store, &env.key, device.id).await {
         Ok(p) => p,
         Err(e) => {
-            warn!(error = %e, "could not get the device's backup password; no binary this time");
+            // Its own failure (a stale key after a rotation, a database error), with a run
+            // row and the step's backoff like any other.
+            let kind = BinaryErrorKind::BinaryFailed;
+            let message = format!("the device's backup password is unavailable: {e}");
+            warn!(error_kind = kind.as_str(), error = %message, "binary backup failed");
+            env.metrics.binary_total.with_label_values(&["error"]).inc();
+            env.metrics
+                .binary_errors
+                .with_label_values(&[kind.as_str()])
+                .inc();
+            if let Err(e) = binary::store::record_failure(
+                &env.store,
+                device.id,
+                job_id,
+                started_at,
+                kind.as_str(),
+                &message,
+                Utc::now(),
+            )
+            .await
+            {
+                warn!(error = %e, "could not record the binary backup's failure");
+            }
             return None;
         }
     };
