@@ -164,8 +164,13 @@ impl DeviceFields<'_> {
         )?;
         let has_key = present(self.ssh_key_file);
         // With a profile, the device's own user and password are optional (its own win
-        // when it has a password or a key); with a key, the password is.
-        let username = if credential_profile.is_some() && self.username.is_empty() {
+        // when it has a password or a key: then it needs its own user too); with a key,
+        // the password is.
+        let username = if credential_profile.is_some()
+            && self.username.is_empty()
+            && self.password.is_empty()
+            && !has_key
+        {
             String::new()
         } else {
             at(USERNAME, parse_username(self.username))?
@@ -977,6 +982,12 @@ mod tests {
         at(&e, 2, Some(PASSWORD));
         // A key of its own needs the device's user.
         let e = err(format!("{h}{},{T},x,10.0.0.4,22,,,7.16.2,k.key,\n", id(4)).as_bytes());
+        at(&e, 2, Some(USERNAME));
+        // So does a password of its own beside a profile (its own credentials win: it
+        // would log in as the user "").
+        let e = err(format!("{h}{},{T},x,10.0.0.4,22,,pw-own,7.16.2,,shared\n", id(4)).as_bytes());
+        at(&e, 2, Some(USERNAME));
+        let e = err(format!("{h}{},{T},x,10.0.0.4,22,,,7.16.2,k.key,shared\n", id(4)).as_bytes());
         at(&e, 2, Some(USERNAME));
     }
 

@@ -107,8 +107,12 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
         Some(name) => Some(inventory::parse_name(name).map_err(f("credential_profile"))?),
     };
     // Validated like an inventory row: a key or a profile makes the password optional,
-    // a profile the user too.
-    let username = if credential_profile.is_some() && b.username.is_empty() {
+    // a profile the user too (unless the device has a password or key of its own).
+    let username = if credential_profile.is_some()
+        && b.username.is_empty()
+        && b.password.is_empty()
+        && ssh_key.is_none()
+    {
         String::new()
     } else {
         inventory::parse_username(&b.username).map_err(f("username"))?
