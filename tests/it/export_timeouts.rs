@@ -1,0 +1,305 @@
+//! Per-device, per-profile and adaptive export timeouts (issue #18, "Big configs on slow
+//! routers"), against the simulator's slow exports: every device waits 2.5 s before its
+//! export starts, the fleet timeout is 1 s. Jobs are driven one at a time through the
+//! worker's real `execute` (PostgreSQL, Redis, NATS, SSH), so each run sees the history
+//! the previous one wrote.
+
+use crate::common::fleet::{Fleet, FleetOptions, redis_url};
+use rosbackup::Secret;
+use rosbackup::export_timeout::{self, TimeoutSource};
+use rosbackup::profiles::NewProfile;
+use rosbackup::queue::BackupJob;
+use rosbackup::sim::SimConfig;
+use rosbackup::store::{NewDevice, Run, RunStatus};
+use rosbackup::worker::JobEnv;
+use std::time::Duration;
+
+const USER: &str = "backup";
+const SHARED_PW: &str = "Shared-Slow-Pw-4711";
+
+/// Slow routers: 2.5 s before any output, a 1 s fleet timeout, an 8 s ceiling.
+async fn slow_fleet() -> (Fleet, JobEnv) {
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 3,
+            export_delay: Duration::from_millis(2500),
+            shared_login: Some((USER.into(), SHARED_PW.into())),
+            ..FleetOptions::default().sim
+        },
+        command_timeout: Duration::from_secs(1),
+        ..FleetOptions::default()
+    })
+    .await;
+    let mut env = (*fleet.job_env()).clone();
+    env.backup.export_timeout_max = Duration::from_secs(8);
+    (fleet, env)
+}
+
+async fn run(env: &JobEnv, d: &NewDevice) -> rosbackup::worker::JobReport {
+    rosbackup::worker::execute(env, &BackupJob::manual(d.id, d.tenant_id), "timeouts")
+        .await
+        .expect("execute")
+}
+
+/// The device's runs, oldest first, as (status, error kind, timeout, source, timed out).
+async fn history(fleet: &Fleet, d: &NewDevice) -> Vec<(String, Option<String>, i32, String, bool)> {
+    let mut runs: Vec<Run> = fleet.store().runs(d.id, 20).await.expect("runs");
+    runs.reverse();
+    runs.into_iter()
+        .map(|r| {
+            (
+                r.status,
+                r.error_kind,
+                r.timeout_seconds
+                    .expect("a run that reached the device records its timeout"),
+                r.timeout_source.expect("and its source"),
+                r.timed_out,
+            )
+        })
+        .collect()
+}
+
+fn row(
+    status: &str,
+    kind: Option<&str>,
+    secs: i32,
+    source: &str,
+    timed_out: bool,
+) -> (String, Option<String>, i32, String, bool) {
+    (
+        status.into(),
+        kind.map(str::to_string),
+        secs,
+        source.into(),
+        timed_out,
+    )
+}
+
+/// A device override lets a slow router succeed where the fleet timeout fails it, and the
+/// Go poller's lock is held for the device's timeout + 30 s; a credential profile's
+/// override does the same for its devices; without an override the first run times out,
+/// the next timeouts double, and the run that fits succeeds — after which the device's
+/// timeout follows its export's duration. The run history records each timeout and its
+/// source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overrides_and_the_adaptive_timeout_get_a_slow_router_backed_up() {
+    let (fleet, env) = slow_fleet().await;
+    let tenant = fleet.sim.devices()[0].tenant_id;
+    let profile = fleet
+        .store()
+        .create_profile(
+            &fleet.key,
+            &NewProfile {
+                tenant_id: tenant,
+                name: "slow-routers".into(),
+                username: USER.into(),
+                password: Some(Secret::new(SHARED_PW)),
+                ssh_key: None,
+            },
+        )
+        .await
+        .expect("profile");
+    let devices: Vec<NewDevice> = fleet
+        .sim
+        .devices()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| NewDevice {
+            tenant_id: tenant,
+            username: USER.into(),
+            // Device 1 logs in with the profile's credentials (and takes its timeout).
+            password: if i == 1 {
+                Secret::default()
+            } else {
+                Secret::new(SHARED_PW)
+            },
+            credential_profile: (i == 1).then(|| "slow-routers".to_string()),
+            ..d.new_device()
+        })
+        .collect();
+    fleet
+        .store()
+        .upsert_devices(&fleet.key, &devices, chrono::Utc::now)
+        .await
+        .expect("import");
+    fleet.postpone_all().await;
+    let (own, on_profile, adaptive) = (&devices[0], &devices[1], &devices[2]);
+
+    // The device's own override: 20 s. The Go poller's lock follows it (50 s, where the
+    // fleet timeout would give 31 s).
+    fleet
+        .store()
+        .set_export_timeout(own.id, Some(20))
+        .await
+        .expect("override");
+    let mut conn = redis::Client::open(redis_url())
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let key = format!("backup:device:{}", own.id);
+    let running = tokio::spawn({
+        let (env, d) = (env.clone(), own.clone());
+        async move { run(&env, &d).await }
+    });
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-2));
+    fleet
+        .wait_for(
+            Duration::from_secs(20),
+            "our lock during the export",
+            || {
+                let (key, mut conn, seen) = (key.clone(), conn.clone(), seen.clone());
+                async move {
+                    let pttl: i64 = redis::cmd("PTTL")
+                        .arg(&key)
+                        .query_async(&mut conn)
+                        .await
+                        .expect("PTTL");
+                    seen.store(pttl, std::sync::atomic::Ordering::SeqCst);
+                    pttl > 0
+                }
+            },
+        )
+        .await;
+    let pttl = seen.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        pttl > 40_000 && pttl <= 50_000,
+        "the lock's TTL is the device's timeout + 30 s: PTTL {pttl} ms"
+    );
+    let report = running.await.expect("join");
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert_eq!(exists, 0, "released after the run");
+
+    // The profile's override: 10 s for every device using it.
+    assert!(
+        fleet
+            .store()
+            .set_profile_export_timeout(profile.id, Some(10))
+            .await
+            .expect("profile override")
+    );
+    let report = run(&env, on_profile).await;
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    // The device's own override still wins over its profile's.
+    fleet
+        .store()
+        .set_export_timeout(on_profile.id, Some(9))
+        .await
+        .expect("override");
+    let report = run(&env, on_profile).await;
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+
+    // No override: 1 s (fleet) times out, 2 s (adaptive, doubled) times out, 4 s fits.
+    let mut reports = vec![];
+    for _ in 0..3 {
+        reports.push(run(&env, adaptive).await.status);
+    }
+    assert_eq!(
+        reports,
+        [RunStatus::Failed, RunStatus::Failed, RunStatus::Success]
+    );
+
+    assert_eq!(
+        history(&fleet, own).await,
+        [row("success", None, 20, "device", false)]
+    );
+    assert_eq!(
+        history(&fleet, on_profile).await,
+        [
+            row("success", None, 10, "profile", false),
+            row("success", None, 9, "device", false),
+        ]
+    );
+    assert_eq!(
+        history(&fleet, adaptive).await,
+        [
+            row("failed", Some("timeout"), 1, "fleet", true),
+            row("failed", Some("timeout"), 2, "adaptive", true),
+            row("success", None, 4, "adaptive", false),
+        ]
+    );
+    let last = &fleet.store().runs(adaptive.id, 1).await.expect("runs")[0];
+    let took = last
+        .export_ms
+        .expect("a success records its export's duration");
+    assert!(
+        (2_500..4_000).contains(&took),
+        "the export waited 2.5 s and fit in 4 s: {took} ms"
+    );
+
+    // From now on its timeout follows that duration: 2 × the export, rounded up, which
+    // is what `devices show` and the API report too.
+    let next = export_timeout::effective(
+        &env.backup.timeouts(),
+        &fleet
+            .store()
+            .timeout_inputs(adaptive.id)
+            .await
+            .expect("inputs"),
+    );
+    assert_eq!(next.source, TimeoutSource::Adaptive);
+    assert_eq!(
+        i64::from(next.seconds),
+        (2 * took + 999) / 1000,
+        "2 × {took} ms"
+    );
+    let report = run(&env, adaptive).await;
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+
+    // Removing the device's override brings its profile's back.
+    fleet
+        .store()
+        .set_export_timeout(on_profile.id, None)
+        .await
+        .expect("clear");
+    let inputs = fleet
+        .store()
+        .timeout_inputs(on_profile.id)
+        .await
+        .expect("inputs");
+    assert_eq!(
+        export_timeout::effective(&env.backup.timeouts(), &inputs).source,
+        TimeoutSource::Profile
+    );
+
+    let by_source = |s: &str| env.metrics.export_timeouts.with_label_values(&[s]).get();
+    assert_eq!(
+        (
+            by_source("device"),
+            by_source("profile"),
+            by_source("adaptive"),
+            by_source("fleet")
+        ),
+        (2, 1, 3, 1)
+    );
+    fleet.cleanup().await;
+}
+
+/// The ceiling holds: a router slower than `ROSBACKUP_EXPORT_TIMEOUT_MAX` keeps timing out
+/// at the ceiling instead of holding a worker ever longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adaptive_timeout_stops_at_its_ceiling() {
+    let (fleet, mut env) = slow_fleet().await;
+    env.backup.export_timeout_max = Duration::from_secs(2);
+    let devices = fleet.import(None).await;
+    fleet.postpone_all().await;
+    let d = &devices[0];
+    for _ in 0..3 {
+        let report = run(&env, d).await;
+        assert_eq!(report.error_kind.as_deref(), Some("timeout"), "{report:?}");
+    }
+    assert_eq!(
+        history(&fleet, d).await,
+        [
+            row("failed", Some("timeout"), 1, "fleet", true),
+            row("failed", Some("timeout"), 2, "adaptive", true),
+            row("failed", Some("timeout"), 2, "adaptive", true),
+        ]
+    );
+    fleet.cleanup().await;
+}
