@@ -303,3 +303,139 @@ async fn the_adaptive_timeout_stops_at_its_ceiling() {
     );
     fleet.cleanup().await;
 }
+
+/// The API: a device's and a profile's override are set and removed by admins only,
+/// 0, negative, absurd and non-integer values are a 422 naming the field (nothing
+/// changed), and a device shows the timeout its next run will have with its source.
+#[tokio::test]
+async fn the_api_sets_validates_and_shows_export_timeouts() {
+    use crate::common::web::{Api, router, token};
+    use axum::http::StatusCode;
+    use rosbackup::access::Role;
+    use rosbackup::web::AuthMode;
+    use serde_json::json;
+
+    let fleet = Fleet::of(1).await;
+    let devices = fleet.import(None).await;
+    let d = &devices[0];
+    let (app, _) = router(&fleet, AuthMode::Required);
+    let admin = Api::new(&app, Some(&token(&fleet, "a", Role::Admin, None).await));
+    let viewer = Api::new(&app, Some(&token(&fleet, "v", Role::Viewer, None).await));
+    let path = format!("/api/v1/devices/{}/export-timeout", d.id);
+
+    // The router's fleet timeout is the product's default (60 s), ceiling 600 s.
+    let r = admin.get(&format!("/api/v1/devices/{}", d.id)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body["export_timeout"],
+        json!({"seconds": 60, "source": "fleet"})
+    );
+    assert_eq!(r.body["export_timeout_seconds"], json!(null));
+
+    let r = viewer.put(&path, json!({"seconds": 300})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    for bad in [json!(0), json!(-5), json!(3601), json!(86_400_000_000i64)] {
+        let r = admin.put(&path, json!({ "seconds": bad })).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+        assert_eq!(r.body["field"], "seconds", "{}", r.text);
+        assert!(
+            r.body["message"].as_str().unwrap_or("").contains("second"),
+            "{}",
+            r.text
+        );
+    }
+    for bad in [json!(1.5), json!("300"), json!(true)] {
+        let r = admin.put(&path, json!({ "seconds": bad })).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}: {}",
+            r.text
+        );
+    }
+    let r = admin.put(&path, json!({"secs": 300})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let row = fleet.store().device(d.id).await.unwrap().unwrap();
+    assert_eq!(row.export_timeout_seconds, None, "nothing changed");
+
+    let r = admin.put(&path, json!({"seconds": 300})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["export_timeout_seconds"], 300);
+    assert_eq!(
+        r.body["export_timeout"],
+        json!({"seconds": 300, "source": "device"})
+    );
+
+    // A profile's override applies to its devices unless they have their own.
+    let profile = fleet
+        .store()
+        .create_profile(
+            &fleet.key,
+            &NewProfile {
+                tenant_id: d.tenant_id,
+                name: "big-configs".into(),
+                username: USER.into(),
+                password: Some(Secret::new("unused-profile-pw")),
+                ssh_key: None,
+            },
+        )
+        .await
+        .expect("profile");
+    sqlx::query("UPDATE devices SET credential_profile_id = $2 WHERE id = $1")
+        .bind(d.id)
+        .bind(profile.id)
+        .execute(fleet.store().pool())
+        .await
+        .expect("use the profile");
+    let ppath = format!("/api/v1/credential-profiles/{}/export-timeout", profile.id);
+    let r = admin.put(&ppath, json!({"seconds": 0})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["field"], "seconds");
+    let r = viewer.put(&ppath, json!({"seconds": 120})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = admin.put(&ppath, json!({"seconds": 120})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["export_timeout_seconds"], 120);
+    let r = admin.put(&path, json!({"seconds": null})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["export_timeout_seconds"], json!(null));
+    assert_eq!(
+        r.body["export_timeout"],
+        json!({"seconds": 120, "source": "profile"})
+    );
+    let r = admin.put(&ppath, json!({})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = admin.get(&format!("/api/v1/devices/{}", d.id)).await;
+    assert_eq!(
+        r.body["export_timeout"],
+        json!({"seconds": 60, "source": "fleet"})
+    );
+
+    // A device with a timed-out run gets the doubled timeout, and its run shows it.
+    sqlx::query(
+        "INSERT INTO backup_runs (device_id, tenant_id, job_id, trigger, worker, started_at, \
+         finished_at, status, error_kind, duration_ms, timeout_seconds, timeout_source, timed_out) \
+         VALUES ($1, $2, 'job-1', 'manual', 'w1', now(), now(), 'failed', 'timeout', 60000, 60, 'fleet', true)",
+    )
+    .bind(d.id)
+    .bind(d.tenant_id)
+    .execute(fleet.store().pool())
+    .await
+    .expect("run");
+    let r = admin.get(&format!("/api/v1/devices/{}", d.id)).await;
+    assert_eq!(
+        r.body["export_timeout"],
+        json!({"seconds": 120, "source": "adaptive"})
+    );
+    let r = admin.get(&format!("/api/v1/devices/{}/runs", d.id)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body[0]["timeout_seconds"], 60, "{}", r.text);
+    assert_eq!(r.body[0]["timeout_source"], "fleet");
+    assert_eq!(r.body[0]["timed_out"], true);
+    fleet.cleanup().await;
+}

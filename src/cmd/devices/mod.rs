@@ -142,6 +142,16 @@ pub enum DevicesCommand {
         /// off, on-change, always or fleet.
         mode: String,
     },
+    /// Set a device's export timeout (whole seconds, 1 to 3600), or `auto` for none: its
+    /// credential profile's, else the adaptive timeout (CONFIG_BACKUP_COMMAND_TIMEOUT,
+    /// longer for a device whose exports take long, up to ROSBACKUP_EXPORT_TIMEOUT_MAX).
+    SetTimeout {
+        /// Device id or name.
+        device: String,
+        /// Seconds, or auto.
+        #[arg(allow_hyphen_values = true)]
+        timeout: String,
+    },
     /// A device's state and its last 20 runs.
     Show {
         /// Device id or name.
@@ -198,6 +208,9 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
         DevicesCommand::Show { device, json } => show::run(env, &device, json).await,
         DevicesCommand::TenantBinaryMode { tenant, mode } => {
             state::tenant_binary_mode(env, tenant, &mode).await
+        }
+        DevicesCommand::SetTimeout { device, timeout } => {
+            state::set_timeout(env, &device, &timeout).await
         }
         DevicesCommand::BinaryMode { device, mode } => {
             state::binary_mode(env, &device, &mode).await
