@@ -439,3 +439,120 @@ async fn the_api_sets_validates_and_shows_export_timeouts() {
     assert_eq!(r.body[0]["timed_out"], true);
     fleet.cleanup().await;
 }
+
+/// The device page shows the timeout the next run will have and its source, each run's
+/// applied timeout, and its form sets and removes the device's override; a refused
+/// value comes back in a banner with nothing changed.
+#[tokio::test]
+async fn the_device_page_shows_and_sets_the_export_timeout() {
+    use crate::common::web::{call, router};
+    use axum::body::Body;
+    use axum::http::{Method, StatusCode};
+    use rosbackup::web::AuthMode;
+
+    let fleet = Fleet::of(1).await;
+    let devices = fleet.import(None).await;
+    let d = &devices[0];
+    let (app, _) = router(&fleet, AuthMode::Disabled);
+    let page_path = format!("/devices/{}", d.id);
+    let page = call(&app, Method::GET, &page_path, &[], None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    assert!(
+        page.text
+            .contains(r#"id="effective-timeout" data-source="fleet""#),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("60 s"), "the fleet's 60 s");
+    let csrf = page
+        .text
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("csrf meta")
+        .to_string();
+    let post = |seconds: &str| {
+        let (app, body) = (app.clone(), format!("csrf={csrf}&seconds={seconds}"));
+        let path = format!("/devices/{}/export-timeout", d.id);
+        async move {
+            call(
+                &app,
+                Method::POST,
+                &path,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                Some(Body::from(body)),
+            )
+            .await
+        }
+    };
+    let r = post("0").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let back = r.location().expect("back to the page").to_string();
+    assert!(back.contains("error="), "{back}");
+    let page = call(&app, Method::GET, &back, &[], None).await;
+    assert!(
+        page.text.contains(r#"id="form-error""#) && page.text.contains("at least 1"),
+        "{}",
+        page.text
+    );
+    let row = fleet.store().device(d.id).await.unwrap().unwrap();
+    assert_eq!(row.export_timeout_seconds, None, "nothing changed");
+
+    let r = post("240").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert!(
+        r.location().unwrap_or("").contains("done="),
+        "{:?}",
+        r.location()
+    );
+    let page = call(&app, Method::GET, &page_path, &[], None).await;
+    assert!(
+        page.text
+            .contains(r#"id="effective-timeout" data-source="device""#),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("240 s"));
+    assert!(
+        page.text.contains(r#"value="240""#),
+        "the form shows the override"
+    );
+
+    // Empty removes it; a run's applied timeout is in the run history.
+    let r = post("").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(
+        fleet
+            .store()
+            .device(d.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .export_timeout_seconds,
+        None
+    );
+    sqlx::query(
+        "INSERT INTO backup_runs (device_id, tenant_id, job_id, trigger, worker, started_at, \
+         finished_at, status, error_kind, duration_ms, timeout_seconds, timeout_source, timed_out) \
+         VALUES ($1, $2, 'job-1', 'manual', 'w1', now(), now(), 'failed', 'timeout', 60000, 60, 'fleet', true)",
+    )
+    .bind(d.id)
+    .bind(d.tenant_id)
+    .execute(fleet.store().pool())
+    .await
+    .expect("run");
+    let page = call(&app, Method::GET, &page_path, &[], None).await;
+    assert!(
+        page.text
+            .contains(r#"id="effective-timeout" data-source="adaptive""#)
+            && page.text.contains("120 s"),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text.contains(r#"class="timeout" data-source="fleet""#),
+        "the run's timeout: {}",
+        page.text
+    );
+    fleet.cleanup().await;
+}
