@@ -289,9 +289,15 @@ async fn the_adaptive_timeout_stops_at_its_ceiling() {
     let devices = fleet.import(None).await;
     fleet.postpone_all().await;
     let d = &devices[0];
-    for _ in 0..3 {
+    // The export really ran under each timeout: its error says which one expired.
+    for applied in ["1.0s", "2.0s", "2.0s"] {
         let report = run(&env, d).await;
         assert_eq!(report.error_kind.as_deref(), Some("timeout"), "{report:?}");
+        let message = report.message.unwrap_or_default();
+        assert!(
+            message.contains(&format!("timed out after {applied}")),
+            "{applied}: {message}"
+        );
     }
     assert_eq!(
         history(&fleet, d).await,

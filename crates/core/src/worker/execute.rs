@@ -2,6 +2,10 @@
 //! the device, apply the skip rules, take the lease, back up under it, and write the
 //! outcome fenced by the lease token.
 //!
+//! The export's timeout is the device's ([`crate::export_timeout`]: its override, its
+//! credential profile's, else adapted to its recent runs), decided right after the lease
+//! and before the Go poller's lock, whose TTL follows it; the run records it.
+//!
 //! A binary backup (issue #19), when due, runs on the export's SSH session after the
 //! snapshot is published and is recorded after the text outcome, with its own run row,
 //! kind, metric and backoff ([`crate::binary`]): it never changes the text backup's.
