@@ -443,6 +443,23 @@ async fn the_api_sets_validates_and_shows_export_timeouts() {
     assert_eq!(r.body[0]["timeout_seconds"], 60, "{}", r.text);
     assert_eq!(r.body[0]["timeout_source"], "fleet");
     assert_eq!(r.body[0]["timed_out"], true);
+
+    // A device created through the API may bring its override; a bad one is refused
+    // and nothing is created.
+    let create = |seconds: serde_json::Value| {
+        json!({"tenant_id": d.tenant_id, "name": "big-bgp", "host": "192.0.2.9",
+               "username": "backup", "password": "Api-Pw-77", "export_timeout_seconds": seconds})
+    };
+    let r = admin.post("/api/v1/devices", Some(create(json!(0)))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["field"], "export_timeout_seconds", "{}", r.text);
+    let r = admin.post("/api/v1/devices", Some(create(json!(90)))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["export_timeout_seconds"], 90);
+    assert_eq!(
+        r.body["export_timeout"],
+        json!({"seconds": 90, "source": "device"})
+    );
     fleet.cleanup().await;
 }
 

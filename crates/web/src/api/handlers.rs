@@ -48,7 +48,8 @@ pub(super) async fn create_device(
     ApiJson(body): ApiJson<CreateDevice>,
 ) -> ApiResult<(StatusCode, Json<DeviceView>)> {
     let row = ops::create_device(&s, &c.0, body).await?;
-    Ok((StatusCode::CREATED, Json(row.into())))
+    let view = ops::device_view(&s, &c.0, row.device.id).await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",

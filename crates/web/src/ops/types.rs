@@ -63,7 +63,7 @@ pub struct DeviceView {
     pub export_timeout_seconds: Option<i32>,
     /// The export timeout its next run will have and where it comes from (`device`,
     /// `profile`, `adaptive`, `fleet`); only on a single device (`GET /devices/{id}`,
-    /// `PUT /devices/{id}/export-timeout`), not in lists.
+    /// `POST /devices`, `PUT /devices/{id}/export-timeout`), not in lists.
     #[serde(default)]
     pub export_timeout: Option<EffectiveTimeout>,
 }
