@@ -579,3 +579,64 @@ async fn the_device_page_shows_and_sets_the_export_timeout() {
     );
     fleet.cleanup().await;
 }
+
+/// A router that drips its export (the simulator's `slow` fault): the timeout expires
+/// mid-stream (`truncated_output`, never a partial config published), which counts as an
+/// export timeout like one before any output, so the adaptive timeout grows until the
+/// whole export fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dripping_export_cut_mid_stream_grows_the_timeout_too() {
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 1,
+            faults: "slow=1".parse().expect("fault spec"),
+            config_size: Some(4_000),
+            timing: rosbackup::sim::FaultTiming {
+                slow_interval: Duration::from_millis(25),
+                slow_lines: 1,
+                ..rosbackup::sim::FaultTiming::default()
+            },
+            ..FleetOptions::default().sim
+        },
+        command_timeout: Duration::from_secs(1),
+        ..FleetOptions::default()
+    })
+    .await;
+    let mut env = (*fleet.job_env()).clone();
+    env.backup.export_timeout_max = Duration::from_secs(16);
+    let devices = fleet.import(None).await;
+    fleet.postpone_all().await;
+    let d = &devices[0];
+    let first = run(&env, d).await;
+    assert_eq!(
+        first.error_kind.as_deref(),
+        Some("truncated_output"),
+        "cut mid-stream at 1 s: {first:?}"
+    );
+    let mut tries = 1;
+    while run(&env, d).await.status != RunStatus::Success {
+        tries += 1;
+        assert!(tries < 5, "the timeout grows to 16 s at most");
+    }
+    let runs = history(&fleet, d).await;
+    let (success, failures) = runs.split_last().expect("runs");
+    assert!(
+        failures
+            .iter()
+            .all(|(status, kind, _, _, timed_out)| status == "failed"
+                && kind.as_deref() == Some("truncated_output")
+                && *timed_out),
+        "{runs:?}"
+    );
+    assert_eq!(success.0, "success");
+    assert_eq!(success.3, "adaptive", "{runs:?}");
+    let applied: Vec<i32> = runs.iter().map(|r| r.2).collect();
+    let doubling: Vec<i32> = (0..runs.len()).map(|i| 1 << i).collect();
+    assert_eq!(applied, doubling, "1 s, then doubled after each cut");
+    assert_eq!(
+        fleet.audit_stream().await.count(d.id),
+        1,
+        "only the whole export was published"
+    );
+    fleet.cleanup().await;
+}
