@@ -40,7 +40,8 @@ pub enum DevicesCommand {
         /// CSV with the header id,tenant_id,name,host,port,username,password,routeros_version
         /// (as `rosbackup sim --inventory` writes it), optionally enabled,
         /// backup_interval_seconds, backup_cron, ssh_key_file (relative to the CSV's
-        /// directory), credential_profile, tenant (a tenant name). An empty id or
+        /// directory), credential_profile, tenant (a tenant name), export_timeout_seconds
+        /// (1 to 3600, auto removes, empty keeps). An empty id or
         /// tenant_id is derived (from the tenant and name; from the tenant name, else the
         /// default tenant).
         file: PathBuf,
