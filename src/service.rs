@@ -394,6 +394,7 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
         } else {
             None
         },
+        export_timeouts: config::export_timeouts(env)?,
     };
     let tod = tod_sync(env, &schedule, settings.refresh)?;
     let store = store(env, 8).await?;

@@ -384,6 +384,9 @@ pub fn inventory(data: &[u8]) {
                     assert_eq!(inventory::parse_cron_field(c), Ok(Some(c.clone())));
                 }
                 let interval = d.backup_interval_seconds.map(|i| i.to_string());
+                let timeout = d
+                    .export_timeout_seconds
+                    .map(|t| t.map_or_else(|| "auto".to_string(), |s| s.to_string()));
                 let fields = inventory::DeviceFields {
                     id: &d.id.to_string(),
                     tenant_id: &d.tenant_id.to_string(),
@@ -399,6 +402,7 @@ pub fn inventory(data: &[u8]) {
                     ssh_key_file: r.ssh_key_file.as_deref(),
                     credential_profile: d.credential_profile.as_deref(),
                     tenant: None,
+                    export_timeout_seconds: timeout.as_deref(),
                 };
                 let again = fields
                     .validate()

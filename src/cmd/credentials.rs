@@ -70,6 +70,17 @@ pub enum CredentialsCommand {
         #[arg(long, conflicts_with = "key_file")]
         no_key: bool,
     },
+    /// Set the export timeout of the devices using a profile (whole seconds, 1 to 3600),
+    /// or `auto` for none: the adaptive timeout. A device's own timeout still wins.
+    SetTimeout {
+        /// Profile id or name.
+        profile: String,
+        /// Seconds, or auto.
+        #[arg(allow_hyphen_values = true)]
+        timeout: String,
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
+    },
     /// Remove a profile no device uses (refused with the count otherwise).
     Remove {
         /// Profile id or name.
@@ -109,6 +120,11 @@ pub async fn run(env: &Env, command: CredentialsCommand) -> anyhow::Result<ExitC
             )
             .await
         }
+        CredentialsCommand::SetTimeout {
+            profile,
+            timeout,
+            tenant,
+        } => set_timeout(env, &profile, &timeout, tenant).await,
         CredentialsCommand::Remove { profile, tenant } => remove(env, &profile, tenant).await,
     }
 }
@@ -194,12 +210,16 @@ async fn list(env: &Env, tenant: Option<uuid::Uuid>, json: bool) -> anyhow::Resu
                 p.username.clone(),
                 summary(p),
                 p.devices.to_string(),
+                p.export_timeout_seconds
+                    .map_or_else(|| "auto".into(), |s| format!("{s} s")),
                 time(Some(p.updated_at)),
             ]
         })
         .collect();
     print_table(
-        &["NAME", "TENANT", "USER", "WITH", "DEVICES", "UPDATED"],
+        &[
+            "NAME", "TENANT", "USER", "WITH", "DEVICES", "TIMEOUT", "UPDATED",
+        ],
         &rows,
     );
     Ok(ExitCode::SUCCESS)
@@ -255,6 +275,41 @@ async fn set(
         } else {
             String::new()
         }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn set_timeout(
+    env: &Env,
+    profile: &str,
+    timeout: &str,
+    tenant: Option<uuid::Uuid>,
+) -> anyhow::Result<ExitCode> {
+    let seconds = crate::export_timeout::parse_override(timeout).map_err(|e| ConfigError {
+        var: "TIMEOUT".into(),
+        value: Some(timeout.to_string()),
+        reason: e.to_string(),
+    })?;
+    let store = open_store(env).await?;
+    let p = store
+        .find_profile(tenant, profile)
+        .await
+        .map_err(store_error)?;
+    if !store
+        .set_profile_export_timeout(p.id, seconds)
+        .await
+        .map_err(store_error)?
+    {
+        anyhow::bail!("credential profile {} not found", p.id);
+    }
+    println!(
+        "export timeout of credential profile {} ({} device(s)): {}",
+        p.name,
+        p.devices,
+        seconds.map_or_else(
+            || "auto (adaptive, from CONFIG_BACKUP_COMMAND_TIMEOUT)".into(),
+            |s| format!("{s} s")
+        )
     );
     Ok(ExitCode::SUCCESS)
 }

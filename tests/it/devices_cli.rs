@@ -1510,3 +1510,142 @@ async fn migrate_creates_a_missing_database_and_a_second_run_is_quiet() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// `devices set-timeout` and `credentials set-timeout`: whole seconds from 1 to 3600 or
+/// `auto`, anything else refused (exit 2, nothing changed); `devices show` (text and
+/// JSON) gives the timeout the next run will have and its source, the runs their
+/// applied timeouts; the inventory's `export_timeout_seconds` column sets, keeps (empty)
+/// and removes (`auto`) a device's override, and a bad value names its line and column.
+#[tokio::test]
+async fn export_timeouts_through_the_cli() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let db = pool(&url).await;
+        let fleet = [
+            ("CONFIG_BACKUP_COMMAND_TIMEOUT", "10"),
+            ("ROSBACKUP_EXPORT_TIMEOUT_MAX", "15"),
+        ];
+        cli.run_with(
+            &[
+                "credentials",
+                "add",
+                "fleet",
+                "--username",
+                "backup",
+                "--password-env",
+                "PPW",
+            ],
+            &[("PPW", "Profile-Pw-9")],
+        )
+        .ok();
+        cli.run_with(
+            &["devices", "add", "--name", "r1", "--host", "10.0.0.1", "--username", "backup"],
+            &[("ROSBACKUP_PASSWORD", "Own-Pw-9")],
+        )
+        .ok();
+        cli.run(&[
+            "devices",
+            "add",
+            "--name",
+            "r2",
+            "--host",
+            "10.0.0.2",
+            "--credential-profile",
+            "fleet",
+        ])
+        .ok();
+        let show = |name: &str| cli.run_with(&["devices", "show", name, "--json"], &fleet).json();
+        assert_eq!(
+            show("r1")["export_timeout"],
+            serde_json::json!({"seconds": 10, "source": "fleet"})
+        );
+
+        for (bad, says) in [
+            ("0", "at least 1"),
+            ("-3", "at least 1"),
+            ("3601", "at most 3600"),
+            ("ten", "whole number"),
+        ] {
+            let e = cli.run(&["devices", "set-timeout", "r1", bad]).fails(2).to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+            let e = cli
+                .run(&["credentials", "set-timeout", "fleet", bad])
+                .fails(2)
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert_eq!(show("r1")["export_timeout_seconds"], serde_json::Value::Null);
+
+        // A timed-out run doubles the next timeout, up to the ceiling.
+        let id: Uuid = show("r1")["id"].as_str().unwrap().parse().unwrap();
+        sqlx::query(
+            "INSERT INTO backup_runs (device_id, tenant_id, job_id, trigger, worker, started_at, \
+             finished_at, status, error_kind, duration_ms, timeout_seconds, timeout_source, timed_out) \
+             VALUES ($1, $2, 'job-1', 'scheduled', 'w1', now(), now(), 'failed', 'timeout', 10000, 10, 'fleet', true)",
+        )
+        .bind(id)
+        .bind(Uuid::nil())
+        .execute(&db)
+        .await
+        .unwrap();
+        assert_eq!(
+            show("r1")["export_timeout"],
+            serde_json::json!({"seconds": 15, "source": "adaptive"}),
+            "2 x 10 s, bounded by the ceiling"
+        );
+        let text = cli.run_with(&["devices", "show", "r1"], &fleet).ok().to_string();
+        assert!(text.contains("15 s (adaptive)"), "{text}");
+        assert!(text.contains("10 s fleet"), "the run's applied timeout: {text}");
+
+        let out = cli.run_with(&["devices", "set-timeout", "r1", "300"], &fleet);
+        assert!(out.ok().contains("300 s (device)"), "{}", out.stdout);
+        let d = show("r1");
+        assert_eq!(d["export_timeout_seconds"], 300);
+        assert_eq!(d["export_timeout"], serde_json::json!({"seconds": 300, "source": "device"}));
+
+        let out = cli.run(&["credentials", "set-timeout", "fleet", "120"]);
+        assert!(out.ok().contains("120 s"), "{}", out.stdout);
+        assert_eq!(
+            show("r2")["export_timeout"],
+            serde_json::json!({"seconds": 120, "source": "profile"})
+        );
+        assert!(cli.run(&["credentials", "list"]).ok().contains("120 s"));
+        cli.run(&["credentials", "set-timeout", "fleet", "auto"]).ok();
+        assert_eq!(show("r2")["export_timeout"]["source"], "fleet");
+        let out = cli.run_with(&["devices", "set-timeout", "r1", "auto"], &fleet);
+        assert!(out.ok().contains("15 s (adaptive)"), "{}", out.stdout);
+
+        // The inventory column.
+        let dir = tempfile::tempdir().unwrap();
+        let head = "id,tenant_id,name,host,port,username,password,routeros_version,export_timeout_seconds\n";
+        let csv = format!(
+            "{head},,c1,10.1.0.1,22,backup,Csv-Pw-1,,45\n,,c2,10.1.0.2,22,backup,Csv-Pw-2,,\n"
+        );
+        cli.never_print("Csv-Pw-1");
+        cli.never_print("Csv-Pw-2");
+        cli.run(&["devices", "import", &write(dir.path(), "a.csv", csv.as_bytes())])
+            .ok();
+        assert_eq!(show("c1")["export_timeout_seconds"], 45);
+        assert_eq!(show("c2")["export_timeout_seconds"], serde_json::Value::Null);
+        cli.run(&["devices", "set-timeout", "c2", "90"]).ok();
+        let csv = format!(
+            "{head},,c1,10.1.0.1,22,backup,Csv-Pw-1,,auto\n,,c2,10.1.0.2,22,backup,Csv-Pw-2,,\n"
+        );
+        cli.run(&["devices", "import", &write(dir.path(), "b.csv", csv.as_bytes())])
+            .ok();
+        assert_eq!(show("c1")["export_timeout_seconds"], serde_json::Value::Null, "auto removes");
+        assert_eq!(show("c2")["export_timeout_seconds"], 90, "empty keeps");
+        let csv = format!("{head},,c3,10.1.0.3,22,backup,Csv-Pw-1,,0\n");
+        let e = cli
+            .run(&["devices", "import", &write(dir.path(), "c.csv", csv.as_bytes())])
+            .fails(1)
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("export_timeout_seconds") && e.contains("at least 1"),
+            "{e}"
+        );
+        assert_eq!(device_count(&db).await, 4, "nothing imported");
+    })
+    .await;
+}

@@ -265,6 +265,7 @@ fn synthetic(n: usize) -> Vec<NewDevice> {
             enabled: true,
             backup_interval_seconds: None,
             backup_cron: None,
+            export_timeout_seconds: None,
             ssh_key: None,
             credential_profile: None,
         })

@@ -282,6 +282,7 @@ impl SimProcess {
                             enabled: true,
                             backup_interval_seconds: None,
                             backup_cron: None,
+                            export_timeout_seconds: None,
                             ssh_key: None,
                             credential_profile: None,
                         }

@@ -195,6 +195,7 @@ async fn a_job_that_keeps_crashing_its_worker_is_given_up() {
         error_message: None,
         bytes: Some(1),
         sha256: Some("0".repeat(64)),
+        timeout: None,
     };
     let state = rosbackup::store::StateUpdate {
         next_due_at: chrono::Utc::now() + chrono::Duration::hours(1),

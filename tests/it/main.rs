@@ -13,6 +13,7 @@ mod demo;
 mod deploy;
 mod device_garbage;
 mod devices_cli;
+mod export_timeouts;
 mod failfast;
 mod fleet;
 mod fleet_faults;

@@ -76,6 +76,11 @@ impl BackupError {
             BackupError::Credentials(_) => ErrorKind::CredentialsUnreadable,
         }
     }
+
+    /// Did the export timeout expire ([`ExportError::export_timed_out`])?
+    pub fn export_timed_out(&self) -> bool {
+        matches!(self, BackupError::Export(e) if e.export_timed_out())
+    }
 }
 
 /// Export from the device and normalize.

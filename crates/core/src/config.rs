@@ -112,6 +112,13 @@ pub const VARS: &[Var] = &[
         "seconds allowed for the export after login"
     ),
     var!(
+        "ROSBACKUP_EXPORT_TIMEOUT_MAX",
+        "600",
+        false,
+        false,
+        "ceiling of the adaptive export timeout (seconds): a device whose recent exports took long, or that timed out, gets a longer timeout than CONFIG_BACKUP_COMMAND_TIMEOUT, never above this"
+    ),
+    var!(
         "CONFIG_BACKUP_CONNECT_TIMEOUT",
         "15",
         false,
@@ -644,6 +651,9 @@ pub struct BackupSettings {
     pub seed_lock: bool,
     /// Binary `.backup` files (`CONFIG_BACKUP_BINARY*`, issue #19).
     pub binary: crate::binary::BinarySettings,
+    /// The adaptive export timeout's ceiling (`ROSBACKUP_EXPORT_TIMEOUT_MAX`); the fleet
+    /// timeout is `export.command_timeout`.
+    pub export_timeout_max: Duration,
 }
 
 impl BackupSettings {
@@ -669,8 +679,32 @@ impl BackupSettings {
                 timeout: env.seconds("CONFIG_BACKUP_BINARY_TIMEOUT", 1)?,
                 ..crate::binary::BinarySettings::default()
             },
+            export_timeout_max: export_timeouts(env)?.max,
         })
     }
+
+    /// The fleet timeout and the ceiling, as [`crate::export_timeout::effective`] takes them.
+    pub fn timeouts(&self) -> crate::export_timeout::TimeoutSettings {
+        crate::export_timeout::TimeoutSettings {
+            fleet: self.export.command_timeout,
+            max: self.export_timeout_max,
+        }
+    }
+}
+
+/// `CONFIG_BACKUP_COMMAND_TIMEOUT` and `ROSBACKUP_EXPORT_TIMEOUT_MAX` (at least 1 s, at
+/// most a day): what the worker decides a device's export timeout from, and what
+/// `devices show` and the dashboard show it with.
+pub fn export_timeouts(env: &Env) -> Result<crate::export_timeout::TimeoutSettings, ConfigError> {
+    const MAX: &str = "ROSBACKUP_EXPORT_TIMEOUT_MAX";
+    let max = env.seconds(MAX, 1)?;
+    if max > Duration::from_secs(86_400) {
+        return Err(env.error(MAX, &env.raw(MAX), "must be at most 86400 (a day)"));
+    }
+    Ok(crate::export_timeout::TimeoutSettings {
+        fleet: env.seconds("CONFIG_BACKUP_COMMAND_TIMEOUT", 1)?,
+        max,
+    })
 }
 
 /// The fleet's scheduling rules: `CONFIG_BACKUP_INTERVAL` (at least 1 s),
@@ -934,6 +968,13 @@ mod tests {
         assert!(b.export.sensitive);
         assert_eq!(b.binary.mode, crate::binary::Mode::Off);
         assert_eq!(b.binary.max_age, Duration::from_secs(7 * 86_400));
+        assert_eq!(
+            b.timeouts(),
+            crate::export_timeout::TimeoutSettings {
+                fleet: Duration::from_secs(60),
+                max: Duration::from_secs(600)
+            }
+        );
         let p = publisher_config(&env).unwrap();
         assert_eq!(p.subject_prefix, "config.snapshot");
     }
@@ -948,6 +989,9 @@ mod tests {
             ("CONFIG_BACKUP_MAX_OUTPUT_BYTES", "-1"),
             ("CONFIG_BACKUP_BINARY", "sometimes"),
             ("CONFIG_BACKUP_BINARY_MAX_AGE", "0"),
+            ("ROSBACKUP_EXPORT_TIMEOUT_MAX", "0"),
+            ("ROSBACKUP_EXPORT_TIMEOUT_MAX", "86401"),
+            ("ROSBACKUP_EXPORT_TIMEOUT_MAX", "ten minutes"),
         ] {
             let env = Env::from_pairs([(var, val)]);
             let e = BackupSettings::from_env(&env).unwrap_err();

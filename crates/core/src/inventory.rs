@@ -5,7 +5,9 @@
 //! row. Optional columns may be added: `enabled` (true/false), `backup_interval_seconds`,
 //! `backup_cron`, `ssh_key_file` (a private key file, relative to the CSV's directory,
 //! read by the command that imports), `credential_profile` (the name of a credential
-//! profile of the row's tenant) and `tenant` (a tenant's name). A row with a key file or a
+//! profile of the row's tenant), `tenant` (a tenant's name) and `export_timeout_seconds`
+//! (the device's export timeout, 1 to 3600 s; `auto` removes one, empty keeps what the
+//! device has: see `export_timeout`). A row with a key file or a
 //! profile may leave `password` empty; a row with a profile may leave `username` empty too
 //! (the profile's is used). Columns may come in any order; header names are matched
 //! exactly. An empty `tenant_id` means the tenant named in `tenant` (its derived id, see
@@ -45,6 +47,7 @@ pub const BACKUP_CRON: &str = "backup_cron";
 pub const SSH_KEY_FILE: &str = "ssh_key_file";
 pub const CREDENTIAL_PROFILE: &str = "credential_profile";
 pub const TENANT: &str = "tenant";
+pub const EXPORT_TIMEOUT_SECONDS: &str = "export_timeout_seconds";
 
 /// Columns every inventory has (the simulator's header, in its order).
 pub const REQUIRED_COLUMNS: [&str; 8] = [
@@ -59,13 +62,14 @@ pub const REQUIRED_COLUMNS: [&str; 8] = [
 ];
 
 /// Columns an inventory may add.
-pub const OPTIONAL_COLUMNS: [&str; 6] = [
+pub const OPTIONAL_COLUMNS: [&str; 7] = [
     ENABLED,
     BACKUP_INTERVAL_SECONDS,
     BACKUP_CRON,
     SSH_KEY_FILE,
     CREDENTIAL_PROFILE,
     TENANT,
+    EXPORT_TIMEOUT_SECONDS,
 ];
 
 /// Why an inventory was refused: where, and what is wrong. Never carries a password.
@@ -118,6 +122,8 @@ pub struct DeviceFields<'a> {
     pub credential_profile: Option<&'a str>,
     /// The tenant's name (names the tenant; gives its id when `tenant_id` is empty).
     pub tenant: Option<&'a str>,
+    /// Seconds, or `auto`; empty or absent keeps the device's.
+    pub export_timeout_seconds: Option<&'a str>,
 }
 
 fn at<T>(column: &'static str, r: Result<T, String>) -> Result<T, FieldError> {
@@ -209,11 +215,26 @@ impl DeviceFields<'_> {
                 BACKUP_CRON,
                 parse_cron_field(self.backup_cron.unwrap_or("")),
             )?,
+            export_timeout_seconds: at(
+                EXPORT_TIMEOUT_SECONDS,
+                parse_export_timeout(self.export_timeout_seconds.unwrap_or("")),
+            )?,
         })
     }
 }
 
 // ---- field validators (the reason texts read well after "column X: ") ----------------
+
+/// An export timeout override: empty keeps the device's (`None`), `auto` removes it
+/// (`Some(None)`), whole seconds from 1 to 3600 set it.
+pub fn parse_export_timeout(s: &str) -> Result<Option<Option<u32>>, String> {
+    if s.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::export_timeout::parse_override(s)
+        .map(Some)
+        .map_err(|e| format!("{s:?}: {e}"))
+}
 
 /// A UUID in any form `uuid` accepts (hyphenated, simple, braced, URN).
 pub fn parse_uuid(s: &str) -> Result<Uuid, String> {
@@ -670,6 +691,7 @@ impl Columns {
             ssh_key_file: self.get(record, SSH_KEY_FILE, line)?,
             credential_profile: self.get(record, CREDENTIAL_PROFILE, line)?,
             tenant: self.get(record, TENANT, line)?,
+            export_timeout_seconds: self.get(record, EXPORT_TIMEOUT_SECONDS, line)?,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod device;
 pub mod enqueuer;
 pub mod error;
+pub mod export_timeout;
 pub mod http;
 pub mod inventory;
 pub mod manual;

@@ -741,6 +741,10 @@ mod tests {
             bytes: None,
             sha256: sha.map(str::to_string),
             duration_ms: 0,
+            timeout_seconds: None,
+            timeout_source: None,
+            export_ms: None,
+            timed_out: false,
         }
     }
 

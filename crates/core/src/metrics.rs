@@ -52,6 +52,9 @@ pub struct Metrics {
     pub binary_total: IntCounterVec,
     /// Failed binary backup steps by error kind (`binary_*`).
     pub binary_errors: IntCounterVec,
+    /// Exports by where their timeout came from (device, profile, adaptive, fleet): how
+    /// much of the fleet runs on longer timeouts, without a label per device.
+    pub export_timeouts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -158,8 +161,20 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let export_timeouts = IntCounterVec::new(
+            Opts::new(
+                "rosbackup_export_timeout_source_total",
+                "Exports by the source of their timeout (device, profile, adaptive, fleet)",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        for source in ["device", "profile", "adaptive", "fleet"] {
+            export_timeouts.with_label_values(&[source]);
+        }
         for m in [
             Box::new(backup_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(export_timeouts.clone()),
             Box::new(binary_total.clone()),
             Box::new(binary_errors.clone()),
             Box::new(backup_errors.clone()),
@@ -190,6 +205,7 @@ impl Metrics {
             manual_requests,
             binary_total,
             binary_errors,
+            export_timeouts,
         }
     }
 

@@ -31,6 +31,9 @@ pub struct CredentialProfile {
     pub has_ssh_key: bool,
     /// Devices that name it (whether or not they have credentials of their own).
     pub devices: i64,
+    /// The export timeout of the devices using it, seconds, unless a device has its own
+    /// (`None`: adaptive; see [`crate::export_timeout`]).
+    pub export_timeout_seconds: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -48,7 +51,7 @@ pub struct NewProfile {
 const PROFILE_COLUMNS: &str = "p.id, p.tenant_id, p.name, p.username, \
     (p.password_enc IS NOT NULL) AS has_password, (p.ssh_key_enc IS NOT NULL) AS has_ssh_key, \
     (SELECT count(*) FROM devices d WHERE d.credential_profile_id = p.id) AS devices, \
-    p.created_at, p.updated_at";
+    p.export_timeout_seconds, p.created_at, p.updated_at";
 
 /// Is a profile with these parts usable? It needs a password or a key.
 pub fn profile_has_secret(password: bool, key: bool) -> bool {

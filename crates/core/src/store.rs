@@ -189,6 +189,9 @@ pub struct Device {
     pub credential_profile_id: Option<Uuid>,
     /// Whether the device has a user key of its own (never the key itself).
     pub has_ssh_key: bool,
+    /// Its export timeout override, seconds (`None`: its profile's, else adaptive; see
+    /// [`crate::export_timeout`]).
+    pub export_timeout_seconds: Option<i32>,
 }
 
 pub(crate) const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, username, \
@@ -197,7 +200,7 @@ pub(crate) const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, us
     last_error_kind, last_error_message, consecutive_failures, backoff_until, blocked_reason, \
     blocked_at, last_sha256, last_bytes, outstanding_job, outstanding_since, lease_job, \
     lease_worker, lease_expires_at, lease_starts, credential_profile_id, \
-    (ssh_key_enc IS NOT NULL) AS has_ssh_key";
+    (ssh_key_enc IS NOT NULL) AS has_ssh_key, export_timeout_seconds";
 
 /// A device to add or update (import, `devices add`, the API).
 #[derive(Debug, Clone)]
@@ -219,6 +222,9 @@ pub struct NewDevice {
     pub enabled: bool,
     pub backup_interval_seconds: Option<i32>,
     pub backup_cron: Option<String>,
+    /// The export timeout override: `None` keeps what the device has (a new device has
+    /// none), `Some(None)` removes it (`auto`), `Some(Some(s))` sets it to `s` seconds.
+    pub export_timeout_seconds: Option<Option<u32>>,
 }
 
 /// What [`Store::upsert_devices`] did.
@@ -444,6 +450,18 @@ pub struct RunRecord {
     pub error_message: Option<String>,
     pub bytes: Option<i64>,
     pub sha256: Option<String>,
+    /// The export timeout that applied (`None`: the run never reached the device).
+    pub timeout: Option<AppliedTimeout>,
+}
+
+/// The export timeout a run applied, and what the adaptive timeout learns from the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedTimeout {
+    pub effective: crate::export_timeout::Effective,
+    /// How long a successful export took (connect, login, export, normalize).
+    pub export_ms: Option<i64>,
+    /// The export timeout expired.
+    pub timed_out: bool,
 }
 
 /// The state change an outcome makes to its device (computed by the worker).
@@ -475,7 +493,20 @@ pub struct Run {
     pub bytes: Option<i64>,
     pub sha256: Option<String>,
     pub duration_ms: i64,
+    /// The export timeout that applied, seconds, and where it came from (`device`,
+    /// `profile`, `adaptive`, `fleet`); absent when the run never reached the device.
+    pub timeout_seconds: Option<i32>,
+    pub timeout_source: Option<String>,
+    /// How long a successful export took, milliseconds (without the publish).
+    pub export_ms: Option<i64>,
+    /// Whether the export timeout expired.
+    pub timed_out: bool,
 }
+
+/// The columns of a [`Run`].
+pub(crate) const RUN_COLUMNS: &str = "id, device_id, tenant_id, job_id, trigger, worker, \
+    started_at, finished_at, status, error_kind, error_message, bytes, sha256, duration_ms, \
+    timeout_seconds, timeout_source, export_ms, timed_out";
 
 /// Filters for listing devices.
 #[derive(Debug, Clone, Default)]
@@ -580,8 +611,8 @@ impl Store {
                     sqlx::query(
                         "INSERT INTO devices (id, tenant_id, name, host, ssh_port, username, password_enc, \
                          routeros_version, enabled, backup_interval_seconds, backup_cron, next_due_at, \
-                         ssh_key_enc, credential_profile_id) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                         ssh_key_enc, credential_profile_id, export_timeout_seconds) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
                     )
                     .bind(d.id)
                     .bind(d.tenant_id)
@@ -597,6 +628,7 @@ impl Store {
                     .bind(first_due())
                     .bind(d.ssh_key.as_ref().map(|k| key.seal_key(&d.id, k)))
                     .bind(profile_id)
+                    .bind(timeout_column(d.export_timeout_seconds.flatten()))
                     .execute(&mut *tx)
                     .await?;
                     count.inserted += 1;
@@ -636,6 +668,7 @@ impl Store {
                          password_enc = $6, routeros_version = COALESCE($7, routeros_version), \
                          enabled = $8, backup_interval_seconds = $9, backup_cron = $10, updated_at = now(), \
                          ssh_key_enc = $12, credential_profile_id = $13, \
+                         export_timeout_seconds = CASE WHEN $14 THEN $15 ELSE export_timeout_seconds END, \
                          blocked_reason = CASE WHEN $11 AND blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN NULL ELSE blocked_reason END, \
                          consecutive_failures = CASE WHEN $11 AND blocked_reason IN ('auth_failed', 'credentials_unreadable') THEN 0 ELSE consecutive_failures END \
                          WHERE id = $1",
@@ -653,6 +686,8 @@ impl Store {
                     .bind(creds_changed)
                     .bind(sealed_key)
                     .bind(profile_id)
+                    .bind(d.export_timeout_seconds.is_some())
+                    .bind(timeout_column(d.export_timeout_seconds.flatten()))
                     .execute(&mut *tx)
                     .await?;
                     count.updated += 1;
@@ -1333,26 +1368,27 @@ impl Store {
 
     /// The runs of one job (a manual backup's answer), newest first.
     pub async fn runs_for_job(&self, job_id: &str) -> Result<Vec<Run>, StoreError> {
-        Ok(sqlx::query_as::<_, Run>(
-            "SELECT id, device_id, tenant_id, job_id, trigger, worker, started_at, finished_at, status, \
-             error_kind, error_message, bytes, sha256, duration_ms FROM backup_runs WHERE job_id = $1 ORDER BY id DESC",
-        )
-        .bind(job_id)
-        .fetch_all(&self.pool)
-        .await?)
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!("SELECT {RUN_COLUMNS} FROM backup_runs WHERE job_id = $1 ORDER BY id DESC")
+        });
+        Ok(sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// A device's run history, newest first.
     pub async fn runs(&self, device_id: Uuid, limit: i64) -> Result<Vec<Run>, StoreError> {
-        Ok(sqlx::query_as::<_, Run>(
-            "SELECT id, device_id, tenant_id, job_id, trigger, worker, started_at, finished_at, status, \
-             error_kind, error_message, bytes, sha256, duration_ms FROM backup_runs WHERE device_id = $1 \
-             ORDER BY id DESC LIMIT $2",
-        )
-        .bind(device_id)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {RUN_COLUMNS} FROM backup_runs WHERE device_id = $1 ORDER BY id DESC LIMIT $2"
+            )
+        });
+        Ok(sqlx::query_as::<_, Run>(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(device_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     /// Delete runs that finished before `before`, at most `batch` at a time.
@@ -1367,6 +1403,11 @@ impl Store {
         .await?;
         Ok(r.rows_affected())
     }
+}
+
+/// An export timeout override as its column holds it.
+fn timeout_column(seconds: Option<u32>) -> Option<i32> {
+    seconds.map(|s| i32::try_from(s).unwrap_or(i32::MAX))
 }
 
 /// `NotFound` when an update by id touched no row.
@@ -1385,8 +1426,9 @@ async fn insert_run(
     let duration_ms = (run.finished_at - run.started_at).num_milliseconds().max(0);
     sqlx::query(
         "INSERT INTO backup_runs (device_id, tenant_id, job_id, trigger, worker, started_at, finished_at, \
-         status, error_kind, error_message, bytes, sha256, duration_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         status, error_kind, error_message, bytes, sha256, duration_ms, \
+         timeout_seconds, timeout_source, export_ms, timed_out) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(run.device_id)
     .bind(run.tenant_id)
@@ -1401,6 +1443,13 @@ async fn insert_run(
     .bind(run.bytes)
     .bind(&run.sha256)
     .bind(duration_ms)
+    .bind(
+        run.timeout
+            .map(|t| i32::try_from(t.effective.seconds).unwrap_or(i32::MAX)),
+    )
+    .bind(run.timeout.map(|t| t.effective.source.as_str()))
+    .bind(run.timeout.and_then(|t| t.export_ms))
+    .bind(run.timeout.is_some_and(|t| t.timed_out))
     .execute(&mut **tx)
     .await?;
     if keep_runs > 0 {

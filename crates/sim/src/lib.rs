@@ -137,6 +137,7 @@ impl SimDevice {
             enabled: true,
             backup_interval_seconds: None,
             backup_cron: None,
+            export_timeout_seconds: None,
         }
     }
 }

@@ -55,6 +55,7 @@ pub(super) fn routes() -> Router<WebState> {
             "/devices/{id}/credentials",
             get(credentials_form).post(save_credentials),
         )
+        .route("/devices/{id}/export-timeout", post(save_export_timeout))
         .route("/devices/{id}/host-key", get(host_key_page))
         .route("/jobs", get(jobs))
         .route("/jobs/retry", post(retry_job))
@@ -668,6 +669,8 @@ fn device_row(row: &DeviceRow) -> Markup {
 struct DeviceQueryParams {
     job: Option<String>,
     done: Option<String>,
+    /// A refused form value, shown in a banner (the export timeout form).
+    error: Option<String>,
 }
 
 async fn visible_device(s: &WebState, c: &Caller, id: &str) -> Result<DeviceRow, Response> {
@@ -697,6 +700,7 @@ async fn device(
     let binaries = rosbackup_core::binary::store::list(s.store(), row.device.id, c.tenant(), 20)
         .await
         .unwrap_or_default();
+    let timeout = effective_timeout(&s, row.device.id).await;
     let d = &row.device;
     let st = row.state();
     let admin = c.principal.is_admin();
@@ -752,13 +756,29 @@ async fn device(
             }
         }
         @if let Some(done) = &q.done { div.banner.good id="flash" { (done) } }
+        @if let Some(err) = &q.error { div.banner.danger id="form-error" { (err) } }
         @if let Some(job) = &q.job {
             div id="job-status" data-refresh=(format!("/devices/{}/jobs/{}", d.id, url_encode(job))) data-every="1000" {
                 div.banner.info { "Backup requested (" code { (job) } "): waiting for a worker…" }
             }
         }
         div id="cards" data-refresh=(format!("/devices/{}/cards", d.id)) data-every="10000" {
-            (device_cards(&s, &row))
+            (device_cards(&s, &row, timeout))
+        }
+        @if admin {
+            section.card {
+                h2 { "Export timeout" }
+                p.muted.small {
+                    "Whole seconds (1 to 3600) for this device, or empty for none: its credential profile's, else the fleet's, lengthened for a device whose exports take long or time out."
+                }
+                form.inline method="post" action=(format!("/devices/{}/export-timeout", d.id)) {
+                    input type="hidden" name="csrf" value=(c.csrf);
+                    input type="text" name="seconds" id="export-timeout" inputmode="numeric" placeholder="auto"
+                        value=[d.export_timeout_seconds.map(|v| v.to_string())];
+                    " "
+                    button type="submit" id="save-export-timeout" { "Save" }
+                }
+            }
         }
         section.card {
             h2 { "Run history" }
@@ -778,8 +798,25 @@ async fn device(
     Ok(frame(&s, &c, &row.device.name, Nav::Devices, body).into_response())
 }
 
+/// The export timeout a device's next run will have, as the workers decide it (`None`
+/// when the store does not answer: the card leaves the line out).
+async fn effective_timeout(
+    s: &WebState,
+    id: Uuid,
+) -> Option<rosbackup_core::export_timeout::Effective> {
+    let inputs = s.store().timeout_inputs(id).await.ok()?;
+    Some(rosbackup_core::export_timeout::effective(
+        &s.settings().export_timeouts,
+        &inputs,
+    ))
+}
+
 /// The device and backup-state cards (refreshed in place).
-fn device_cards(s: &WebState, row: &DeviceRow) -> Markup {
+fn device_cards(
+    s: &WebState,
+    row: &DeviceRow,
+    timeout: Option<rosbackup_core::export_timeout::Effective>,
+) -> Markup {
     let d = &row.device;
     let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
         (Some(cron), _) => format!("cron {cron}"),
@@ -801,6 +838,11 @@ fn device_cards(s: &WebState, row: &DeviceRow) -> Markup {
                         @if let Some(fp) = &d.ssh_host_key_fingerprint { (fp) } @else { span.muted { "not pinned yet (trust on first use)" } }
                     }
                     dt { "Schedule" } dd { (schedule) }
+                    @if let Some(t) = timeout {
+                        dt { "Export timeout" } dd id="effective-timeout" data-source=(t.source.as_str()) {
+                            (t.seconds) " s " span.muted { "(" (timeout_source_words(t.source)) ")" }
+                        }
+                    }
                     dt { "Tenant" } dd {
                         @if let Some(n) = &row.tenant_name { span id="tenant-name" { (n) } " " }
                         span.mono.small.muted { (d.tenant_id) }
@@ -835,7 +877,81 @@ async fn device_cards_fragment(
     Path(id): Path<String>,
 ) -> PageResult {
     let row = visible_device(&s, &c, &id).await?;
-    Ok(Html(device_cards(&s, &row).into_string()).into_response())
+    let timeout = effective_timeout(&s, row.device.id).await;
+    Ok(Html(device_cards(&s, &row, timeout).into_string()).into_response())
+}
+
+/// Where an export timeout came from, in words.
+fn timeout_source_words(source: rosbackup_core::export_timeout::TimeoutSource) -> &'static str {
+    use rosbackup_core::export_timeout::TimeoutSource::*;
+    match source {
+        Device => "this device's",
+        Profile => "its credential profile's",
+        Adaptive => "adaptive: its exports took long or timed out",
+        Fleet => "the fleet's",
+    }
+}
+
+/// The export timeout form's fields.
+#[derive(Debug, Deserialize)]
+struct TimeoutForm {
+    csrf: String,
+    #[serde(default)]
+    seconds: String,
+}
+
+/// Set or remove (empty, or `auto`) a device's export timeout; a refused value comes
+/// back to the device page in a banner, nothing changed.
+async fn save_export_timeout(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<TimeoutForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    let back = |key: &str, text: &str| {
+        Redirect::to(&format!(
+            "/devices/{}?{key}={}",
+            row.device.id,
+            url_encode(text)
+        ))
+        .into_response()
+    };
+    let seconds = match rosbackup_core::export_timeout::parse_override(&f.seconds) {
+        Ok(v) => v,
+        Err(err) => {
+            return Ok(back(
+                "error",
+                &format!("Export timeout {:?}: {err}", f.seconds.trim()),
+            ));
+        }
+    };
+    let body = ops::ExportTimeout {
+        seconds: seconds.map(i64::from),
+    };
+    match ops::set_export_timeout(&s, &c, row.device.id, body).await {
+        Ok(view) => {
+            let t = view.export_timeout;
+            Ok(back(
+                "done",
+                &format!(
+                    "{}: export timeout {}",
+                    row.device.name,
+                    t.map_or_else(String::new, |t| format!(
+                        "{} s ({})",
+                        t.seconds,
+                        timeout_source_words(t.source)
+                    ))
+                ),
+            ))
+        }
+        Err(err) if err.status == StatusCode::UNPROCESSABLE_ENTITY => {
+            Ok(back("error", &format!("Export timeout: {}", err.message)))
+        }
+        Err(err) => Err(e(err)),
+    }
 }
 
 fn runs_table(runs: &[Run]) -> Markup {
@@ -844,7 +960,7 @@ fn runs_table(runs: &[Run]) -> Markup {
             p.muted { "No runs yet." }
         } @else {
             table.runs {
-                thead { tr { th { "Finished" } th { "Trigger" } th { "Status" } th { "Error" } th { "Duration" } th { "Size" } th { "SHA-256" } th { "Worker" } } }
+                thead { tr { th { "Finished" } th { "Trigger" } th { "Status" } th { "Error" } th { "Duration" } th { "Timeout" } th { "Size" } th { "SHA-256" } th { "Worker" } } }
                 tbody {
                     @for r in runs {
                         tr data-status=(r.status) data-trigger=(r.trigger) data-job=(r.job_id) {
@@ -853,6 +969,12 @@ fn runs_table(runs: &[Run]) -> Markup {
                             td { (run_badge(&r.status)) }
                             td { @if let Some(k) = &r.error_kind { span.kind style=(format!("border-color:{}", charts::kind_colour(k))) { (k) } " " span.small { (r.error_message.as_deref().unwrap_or("")) } } }
                             td { (format!("{:.1} s", r.duration_ms as f64 / 1000.0)) }
+                            td.timeout data-source=[r.timeout_source.as_deref()] {
+                                @if let (Some(t), Some(src)) = (r.timeout_seconds, &r.timeout_source) {
+                                    (t) " s " span.muted.small { (src) }
+                                    @if r.timed_out { " " span.kind { "expired" } }
+                                }
+                            }
                             td { (r.bytes.map(bytes).unwrap_or_default()) }
                             td.mono.small title=[r.sha256.as_deref()] { (r.sha256.as_deref().map(short_hash).unwrap_or("")) }
                             td.muted { (r.worker) }

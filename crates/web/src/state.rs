@@ -35,6 +35,9 @@ pub struct WebSettings {
     /// ARCHIVE_ENCRYPTION_KEY: needed to show diffs and download versions (the version
     /// list works without it).
     pub archive_key: Option<CredentialKey>,
+    /// The fleet's export timeout and the adaptive ceiling, to show a device's effective
+    /// timeout as the workers decide it.
+    pub export_timeouts: rosbackup_core::export_timeout::TimeoutSettings,
 }
 
 impl Default for WebSettings {
@@ -45,6 +48,7 @@ impl Default for WebSettings {
             secure_cookies: false,
             manual_timeout: Duration::from_secs(120),
             archive_key: None,
+            export_timeouts: Default::default(),
         }
     }
 }

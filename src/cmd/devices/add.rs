@@ -64,6 +64,10 @@ pub struct AddArgs {
     /// Add it disabled (no scheduled backups until `devices enable`).
     #[arg(long)]
     disabled: bool,
+    /// Its export timeout in seconds (1 to 3600) instead of its profile's or the adaptive
+    /// one (see `devices set-timeout`).
+    #[arg(long, value_name = "SECS")]
+    export_timeout: Option<String>,
 }
 
 /// The flag `devices add` takes for an inventory column.
@@ -81,6 +85,7 @@ fn flag_for(column: &str, password_env: &str) -> String {
         inventory::BACKUP_CRON => "--cron".into(),
         inventory::CREDENTIAL_PROFILE => "--credential-profile".into(),
         inventory::SSH_KEY_FILE => "--key-file".into(),
+        inventory::EXPORT_TIMEOUT_SECONDS => "--export-timeout".into(),
         other => other.into(),
     }
 }
@@ -131,6 +136,7 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
         ssh_key_file: key_file.as_deref(),
         credential_profile: a.credential_profile.as_deref(),
         tenant: None,
+        export_timeout_seconds: a.export_timeout.as_deref(),
     };
     let flag_error = |FieldError { column, reason }| ConfigError {
         var: flag_for(column, &password_env),

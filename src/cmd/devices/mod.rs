@@ -40,7 +40,8 @@ pub enum DevicesCommand {
         /// CSV with the header id,tenant_id,name,host,port,username,password,routeros_version
         /// (as `rosbackup sim --inventory` writes it), optionally enabled,
         /// backup_interval_seconds, backup_cron, ssh_key_file (relative to the CSV's
-        /// directory), credential_profile, tenant (a tenant name). An empty id or
+        /// directory), credential_profile, tenant (a tenant name), export_timeout_seconds
+        /// (1 to 3600, auto removes, empty keeps). An empty id or
         /// tenant_id is derived (from the tenant and name; from the tenant name, else the
         /// default tenant).
         file: PathBuf,
@@ -142,6 +143,16 @@ pub enum DevicesCommand {
         /// off, on-change, always or fleet.
         mode: String,
     },
+    /// Set a device's export timeout (whole seconds, 1 to 3600), or `auto` for none: its
+    /// credential profile's, else the adaptive timeout (CONFIG_BACKUP_COMMAND_TIMEOUT,
+    /// longer for a device whose exports take long, up to ROSBACKUP_EXPORT_TIMEOUT_MAX).
+    SetTimeout {
+        /// Device id or name.
+        device: String,
+        /// Seconds, or auto.
+        #[arg(allow_hyphen_values = true)]
+        timeout: String,
+    },
     /// A device's state and its last 20 runs.
     Show {
         /// Device id or name.
@@ -198,6 +209,9 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
         DevicesCommand::Show { device, json } => show::run(env, &device, json).await,
         DevicesCommand::TenantBinaryMode { tenant, mode } => {
             state::tenant_binary_mode(env, tenant, &mode).await
+        }
+        DevicesCommand::SetTimeout { device, timeout } => {
+            state::set_timeout(env, &device, &timeout).await
         }
         DevicesCommand::BinaryMode { device, mode } => {
             state::binary_mode(env, &device, &mode).await

@@ -4,7 +4,10 @@
 //! backoff, block, outstanding job and lease, each in words, then its recent runs
 //! newest first. `--json` gives the same as one object: the device row (every column but
 //! the sealed password and the lease token, which `store::Device` does not hold) with
-//! its runs under `runs`.
+//! its runs under `runs` and the export timeout its next run will have under
+//! `export_timeout` (`seconds` and `source`: device, profile, adaptive or fleet, decided
+//! by `export_timeout::effective` with this process's CONFIG_BACKUP_COMMAND_TIMEOUT and
+//! ROSBACKUP_EXPORT_TIMEOUT_MAX).
 
 use super::{find, host_port};
 use crate::cmd::shared::{open_store, print_table, store_error, time};
@@ -14,14 +17,18 @@ use std::process::ExitCode;
 
 /// Show one device by id or name, in words or as JSON.
 pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let settings = crate::config::export_timeouts(env)?;
     let store = open_store(env).await?;
     let d = find(&store, device).await?;
     let runs = store.runs(d.id, 20).await.map_err(store_error)?;
+    let inputs = store.timeout_inputs(d.id).await.map_err(store_error)?;
+    let timeout = crate::export_timeout::effective(&settings, &inputs);
     if json {
         // Through a `Value`, whose map sorts its keys (serde_json without `preserve_order`):
         // alphabetical, as when this object was written by hand, not `Device`'s field order.
         let mut v = serde_json::to_value(&d)?;
         v["runs"] = serde_json::to_value(&runs)?;
+        v["export_timeout"] = serde_json::to_value(timeout)?;
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -40,6 +47,10 @@ pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<E
         ("enabled", if d.enabled { "yes" } else { "no" }.into()),
         ("routeros", opt(&d.routeros_version)),
         ("schedule", schedule),
+        (
+            "timeout",
+            format!("{} s ({})", timeout.seconds, timeout.source.as_str()),
+        ),
         (
             "host key",
             d.ssh_host_key_fingerprint
@@ -111,7 +122,7 @@ pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<E
     let rows: Vec<Vec<String>> = runs.iter().map(run_row).collect();
     print_table(
         &[
-            "STARTED", "STATUS", "TRIGGER", "MS", "BYTES", "ERROR", "WORKER",
+            "STARTED", "STATUS", "TRIGGER", "MS", "TIMEOUT", "BYTES", "ERROR", "WORKER",
         ],
         &rows,
     );
@@ -125,6 +136,10 @@ fn run_row(r: &Run) -> Vec<String> {
         r.status.clone(),
         r.trigger.clone(),
         r.duration_ms.to_string(),
+        match (r.timeout_seconds, &r.timeout_source) {
+            (Some(s), Some(source)) => format!("{s} s {source}"),
+            _ => "-".into(),
+        },
         r.bytes.map_or_else(|| "-".into(), |b| b.to_string()),
         r.error_kind.clone().unwrap_or_else(|| "-".into()),
         r.worker.clone(),

@@ -69,6 +69,37 @@ pub(super) async fn set_enabled(
     Ok(ExitCode::SUCCESS)
 }
 
+/// A device's export timeout override, or none (`auto`); prints the timeout its next
+/// run will have and where it comes from.
+pub(super) async fn set_timeout(
+    env: &Env,
+    device: &str,
+    timeout: &str,
+) -> anyhow::Result<ExitCode> {
+    let seconds =
+        crate::export_timeout::parse_override(timeout).map_err(|e| crate::config::ConfigError {
+            var: "TIMEOUT".into(),
+            value: Some(timeout.to_string()),
+            reason: e.to_string(),
+        })?;
+    let settings = crate::config::export_timeouts(env)?;
+    let store = open_store(env).await?;
+    let d = find(&store, device).await?;
+    store
+        .set_export_timeout(d.id, seconds)
+        .await
+        .map_err(store_error)?;
+    let next = store.timeout_inputs(d.id).await.map_err(store_error)?;
+    let next = crate::export_timeout::effective(&settings, &next);
+    println!(
+        "export timeout of {}: {} s ({})",
+        label(&d),
+        next.seconds,
+        next.source.as_str()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `off`, `on-change`, `always`, or `fleet` (none of its own).
 fn parse_binary_mode(mode: &str) -> anyhow::Result<Option<crate::binary::Mode>> {
     match mode {

@@ -167,6 +167,7 @@ pub async fn add_placeholder_device(
         enabled: true,
         backup_interval_seconds: None,
         backup_cron: None,
+        export_timeout_seconds: None,
         ssh_key: None,
         credential_profile: None,
     };

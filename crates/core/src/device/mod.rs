@@ -354,6 +354,24 @@ impl ExportError {
         }
     }
 
+    /// Did the export (command) timeout expire, before output started (`timeout`) or in
+    /// the middle of it (`truncated_output`)? What the adaptive export timeout grows on
+    /// ([`crate::export_timeout`]); a connect or login timeout is not the export's.
+    pub fn export_timed_out(&self) -> bool {
+        match self {
+            ExportError::Timeout {
+                phase: Phase::Command,
+                ..
+            }
+            | ExportError::Truncated {
+                reason: Truncation::TimedOut,
+                ..
+            } => true,
+            ExportError::Bastion { source, .. } => source.export_timed_out(),
+            _ => false,
+        }
+    }
+
     /// The fingerprint the device presented, when the error is about it.
     pub fn presented_fingerprint(&self) -> Option<&str> {
         match self {
@@ -1223,6 +1241,41 @@ mod tests {
             "{e:?}"
         );
         assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(!e.export_timed_out(), "a login timeout is not the export's");
         keep.abort();
+    }
+
+    #[test]
+    fn only_the_command_timeout_is_the_exports() {
+        let command = ExportError::Timeout {
+            phase: Phase::Command,
+            secs: 1.0,
+        };
+        let mid_stream = ExportError::Truncated {
+            reason: Truncation::TimedOut,
+            bytes: 10,
+        };
+        assert!(command.export_timed_out());
+        assert!(mid_stream.export_timed_out());
+        assert!(
+            ExportError::Bastion {
+                addr: "b:22".into(),
+                source: Box::new(command),
+            }
+            .export_timed_out()
+        );
+        for other in [
+            ExportError::Timeout {
+                phase: Phase::Connect,
+                secs: 1.0,
+            },
+            ExportError::Truncated {
+                reason: Truncation::Dropped,
+                bytes: 10,
+            },
+            ExportError::TooLarge { cap: 1 },
+        ] {
+            assert!(!other.export_timed_out(), "{other:?}");
+        }
     }
 }

@@ -2,6 +2,10 @@
 //! the device, apply the skip rules, take the lease, back up under it, and write the
 //! outcome fenced by the lease token.
 //!
+//! The export's timeout is the device's ([`crate::export_timeout`]: its override, its
+//! credential profile's, else adapted to its recent runs), decided right after the lease
+//! and before the Go poller's lock, whose TTL follows it; the run records it.
+//!
 //! A binary backup (issue #19), when due, runs on the export's SSH session after the
 //! snapshot is published and is recorded after the text outcome, with its own run row,
 //! kind, metric and backoff ([`crate::binary`]): it never changes the text backup's.
@@ -11,14 +15,15 @@ use super::rules::{self, Failure, JobReport, Outcome, Skip, SkipRecord};
 use crate::backup::{self, BackupError};
 use crate::binary;
 use crate::credentials::CredentialError;
-use crate::device::Target;
 use crate::device::binary::{BinaryError, BinaryErrorKind, BinaryFile};
+use crate::device::{ExportOptions, Target};
+use crate::export_timeout::{self, Effective, TimeoutSource};
 use crate::marks::{self, Mark};
 use crate::queue::BackupJob;
 use crate::seed_lock::{self, Attempt, SeedLock};
 use crate::store::{
-    Credentials, Device, Lease, LeaseAttempt, RunRecord, RunStatus, SealedCredentials, StoreError,
-    Trigger,
+    AppliedTimeout, Credentials, Device, Lease, LeaseAttempt, RunRecord, RunStatus,
+    SealedCredentials, StoreError, Trigger,
 };
 use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
@@ -98,10 +103,13 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         env.store.release_lease(&lease).await?;
         return skip_job(env, job, &device, worker, started_at, &skip).await;
     }
+    // The export timeout for this run (issue #18): decided before the Go poller's lock,
+    // whose TTL follows it.
+    let timeout = export_timeout_for(env, &device).await;
     // The Go poller's lock, for fleets where its pollers still run beside us.
     let mut redis = env.queue.connection();
     let seed = if env.backup.seed_lock {
-        let ttl = seed_lock::ttl(env.backup.export.command_timeout);
+        let ttl = seed_lock::ttl(timeout.duration());
         match SeedLock::acquire(&mut redis, &device.id, ttl, &lease.token, previous.as_ref()).await
         {
             Ok(Attempt::Obtained(lock)) => Some(lock),
@@ -136,7 +144,7 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         &lease,
         starts,
         started_at,
-        leased_at,
+        (leased_at, timeout),
     )
     .await;
     env.held.lock().map(|mut h| h.remove(&job.job_id)).ok();
@@ -174,6 +182,7 @@ async fn skip_job(
         error_message: Some(message),
         bytes: None,
         sha256: None,
+        timeout: None,
     };
     match effect.record {
         SkipRecord::Nothing => {
@@ -210,6 +219,30 @@ async fn skip_job(
     Ok(effect.report)
 }
 
+/// The export timeout of a device's run, decided by [`export_timeout::effective`] from
+/// its overrides and recent runs. A PostgreSQL error here never fails the backup: the
+/// fleet timeout applies (and is recorded as such).
+async fn export_timeout_for(env: &JobEnv, device: &Device) -> Effective {
+    let settings = env.backup.timeouts();
+    match env.store.timeout_inputs(device.id).await {
+        Ok(inputs) => {
+            let e = export_timeout::effective(&settings, &inputs);
+            if e.source != TimeoutSource::Fleet {
+                debug!(
+                    timeout_seconds = e.seconds,
+                    source = e.source.as_str(),
+                    "export timeout"
+                );
+            }
+            e
+        }
+        Err(err) => {
+            warn!(error = %err, "could not read the device's export timeout; the fleet's applies");
+            export_timeout::effective(&settings, &export_timeout::TimeoutInputs::default())
+        }
+    }
+}
+
 /// The part of a job that runs under the lease.
 async fn run_leased(
     env: &JobEnv,
@@ -218,13 +251,16 @@ async fn run_leased(
     lease: &Lease,
     starts: i32,
     started_at: DateTime<Utc>,
-    leased_at: Instant,
+    (leased_at, timeout): (Instant, Effective),
 ) -> Result<JobReport, StoreError> {
     let sched = env.schedule.for_device(
         device.backup_interval_seconds,
         device.backup_cron.as_deref(),
     );
     let mut binary_step: Option<BinaryStep> = None;
+    // What the run records about its export timeout (`None`: the device was not
+    // contacted).
+    let mut applied: Option<AppliedTimeout> = None;
     let outcome: Result<backup::Collected, Failure> =
         match rules::given_up(starts, env.max_job_starts) {
             Some(failure) => Err(failure),
@@ -232,14 +268,29 @@ async fn run_leased(
                 // The credentials came with the lease (its own and its profile's, in the
                 // same statement): no round trip of their own.
                 let opened = credentials.open(&env.key);
+                let reaches_device = opened.is_ok();
                 env.metrics.backup_active.inc();
                 let timer = env.metrics.backup_duration.start_timer();
-                let r = backup_under_lease(env, device, lease, leased_at, opened).await;
+                let r = backup_under_lease(env, device, lease, leased_at, opened, timeout).await;
                 timer.observe_duration();
                 env.metrics.backup_active.dec();
+                if reaches_device {
+                    env.metrics
+                        .export_timeouts
+                        .with_label_values(&[timeout.source.as_str()])
+                        .inc();
+                    applied = Some(AppliedTimeout {
+                        effective: timeout,
+                        export_ms: None,
+                        timed_out: matches!(&r, Err(e) if e.export_timed_out()),
+                    });
+                }
                 match r {
-                    Ok(Some((c, b))) => {
+                    Ok(Some((c, b, took))) => {
                         binary_step = b;
+                        if let Some(a) = applied.as_mut() {
+                            a.export_ms = Some(i64::try_from(took.as_millis()).unwrap_or(i64::MAX));
+                        }
                         Ok(c)
                     }
                     Ok(None) => {
@@ -289,6 +340,7 @@ async fn run_leased(
         error_message: settled.message.clone(),
         bytes: settled.bytes,
         sha256: settled.sha256.clone(),
+        timeout: applied,
     };
     let written = write_outcome(env, lease, &record, &settled.state).await?;
     marks::mark(Mark::Recorded);
@@ -373,15 +425,21 @@ async fn write_outcome(
     }
 }
 
-/// Export, normalize, hash and publish while renewing the lease. `Ok(None)` when the
-/// lease was lost: the export is abandoned and nothing is published.
+/// What a backup under the lease brings back: the collected export, the binary step
+/// when one ran, and how long the export took (connect to normalized text).
+type UnderLease = (backup::Collected, Option<BinaryStep>, Duration);
+
+/// Export (with the run's export timeout), normalize, hash and publish while renewing
+/// the lease. `Ok(None)` when the lease was lost: the export is abandoned and nothing is
+/// published.
 async fn backup_under_lease(
     env: &JobEnv,
     device: &Device,
     lease: &Lease,
     leased_at: Instant,
     credentials: Result<Credentials, CredentialError>,
-) -> Result<Option<(backup::Collected, Option<BinaryStep>)>, BackupError> {
+    timeout: Effective,
+) -> Result<Option<UnderLease>, BackupError> {
     // A seal our key cannot open is our configuration, not the device: a kind of its
     // own that blocks the device (retrying with the same key opens nothing) instead of
     // `unknown` every 5 minutes.
@@ -398,20 +456,25 @@ async fn backup_under_lease(
     };
     // Whether a binary may be due decides whether the export's session is kept open.
     let binary_state = binary_state(env, device).await;
+    let options = ExportOptions {
+        command_timeout: timeout.duration(),
+        ..env.backup.export.clone()
+    };
     let work = async {
         marks::mark(Mark::ExportStart);
+        let exporting = Instant::now();
         let (collected, session) = match &binary_state {
             None => (
-                backup::collect(&target, &env.backup.export, env.backup.normalization).await?,
+                backup::collect(&target, &options, env.backup.normalization).await?,
                 None,
             ),
             Some(_) => {
                 let (c, s) =
-                    backup::collect_session(&target, &env.backup.export, env.backup.normalization)
-                        .await?;
+                    backup::collect_session(&target, &options, env.backup.normalization).await?;
                 (c, Some(s))
             }
         };
+        let took = exporting.elapsed();
         // Fencing before the only externally visible step: publish only while ours.
         if !env.store.renew_lease(lease).await.unwrap_or(false) {
             if let Some(s) = session {
@@ -450,7 +513,7 @@ async fn backup_under_lease(
                 None
             }
         };
-        Ok(Some((collected, step)))
+        Ok(Some((collected, step, took)))
     };
     under_lease(env, lease, leased_at, work).await
 }

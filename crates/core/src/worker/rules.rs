@@ -349,6 +349,7 @@ mod tests {
             lease_starts: 0,
             credential_profile_id: None,
             has_ssh_key: false,
+            export_timeout_seconds: None,
         }
     }
 

@@ -10,8 +10,8 @@ use crate::extract::{ApiJson, ApiQuery, DeviceId, ProfileId};
 use crate::ops::{
     self, ActivityParams, BackupOutcome, BackupParams, CreateCredentialProfile, CreateDevice,
     CredentialProfileView, Credentials, DeviceAction, DeviceList, DeviceListParams, DeviceView,
-    JobList, JobsParams, LimitParams, Overview, QueueStats, RetriedJob, RunsParams, TenantName,
-    UpdateCredentialProfile, Whoami,
+    ExportTimeout, JobList, JobsParams, LimitParams, Overview, QueueStats, RetriedJob, RunsParams,
+    TenantName, UpdateCredentialProfile, Whoami,
 };
 use crate::state::WebState;
 use axum::Json;
@@ -48,7 +48,8 @@ pub(super) async fn create_device(
     ApiJson(body): ApiJson<CreateDevice>,
 ) -> ApiResult<(StatusCode, Json<DeviceView>)> {
     let row = ops::create_device(&s, &c.0, body).await?;
-    Ok((StatusCode::CREATED, Json(row.into())))
+    let view = ops::device_view(&s, &c.0, row.device.id).await?;
+    Ok((StatusCode::CREATED, Json(view)))
 }
 
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices",
@@ -59,7 +60,37 @@ pub(super) async fn get_device(
     c: ApiCaller,
     DeviceId(id): DeviceId,
 ) -> ApiResult<Json<DeviceView>> {
-    Ok(Json(ops::device(&s, &c.0, id).await?.into()))
+    Ok(Json(ops::device_view(&s, &c.0, id).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/devices/{id}/export-timeout", tag = "devices",
+    params(("id" = Uuid, Path, description = "device id")), request_body = ExportTimeout,
+    responses((status = 200, body = DeviceView), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn set_export_timeout(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+    ApiJson(body): ApiJson<ExportTimeout>,
+) -> ApiResult<Json<DeviceView>> {
+    Ok(Json(ops::set_export_timeout(&s, &c.0, id, body).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/credential-profiles/{id}/export-timeout",
+    tag = "credential-profiles",
+    params(("id" = Uuid, Path, description = "credential profile id")),
+    request_body = ExportTimeout,
+    responses((status = 200, body = CredentialProfileView), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn set_profile_export_timeout(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ProfileId(id): ProfileId,
+    ApiJson(body): ApiJson<ExportTimeout>,
+) -> ApiResult<Json<CredentialProfileView>> {
+    Ok(Json(
+        ops::set_profile_export_timeout(&s, &c.0, id, body).await?,
+    ))
 }
 
 #[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices",

@@ -27,6 +27,11 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/devices", get(list_devices).post(create_device))
         .route("/devices/{id}", get(get_device).delete(delete_device))
         .route("/devices/{id}/credentials", put(set_credentials))
+        .route("/devices/{id}/export-timeout", put(set_export_timeout))
+        .route(
+            "/credential-profiles/{id}/export-timeout",
+            put(set_profile_export_timeout),
+        )
         .route(
             "/credential-profiles",
             get(list_profiles).post(create_profile),

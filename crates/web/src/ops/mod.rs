@@ -144,7 +144,19 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
         backup_interval_seconds: interval,
         backup_cron: inventory::parse_cron_field(b.backup_cron.as_deref().unwrap_or(""))
             .map_err(f("backup_cron"))?,
+        export_timeout_seconds: b
+            .export_timeout_seconds
+            .map(|s| timeout_override("export_timeout_seconds", s))
+            .transpose()?
+            .map(Some),
     })
+}
+
+/// An export timeout override from a request body: a clear 422 on `field` for 0, a
+/// negative or an absurd value.
+fn timeout_override(field: &str, seconds: i64) -> ApiResult<u32> {
+    rosbackup_core::export_timeout::check_override(seconds)
+        .map_err(|e| ApiError::invalid(field, format!("{seconds}: {e}")))
 }
 
 /// A private key from a request body, decrypted with its passphrase; refused with the
@@ -207,6 +219,52 @@ pub async fn create_device(s: &WebState, c: &Caller, body: CreateDevice) -> ApiR
         })
         .await?;
     device(s, c, d.id).await
+}
+
+/// A device the caller may see, with the export timeout its next run will have.
+pub async fn device_view(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<DeviceView> {
+    let row = device(s, c, id).await?;
+    let inputs = s.store().timeout_inputs(id).await?;
+    let mut view = DeviceView::from(row);
+    view.export_timeout = Some(
+        rosbackup_core::export_timeout::effective(&s.settings().export_timeouts, &inputs).into(),
+    );
+    Ok(view)
+}
+
+/// Set or remove a device's export timeout override (admins); a 422 on `seconds` for 0,
+/// a negative or an absurd value.
+pub async fn set_export_timeout(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    body: ExportTimeout,
+) -> ApiResult<DeviceView> {
+    require_admin(c)?;
+    let seconds = body
+        .seconds
+        .map(|v| timeout_override("seconds", v))
+        .transpose()?;
+    device(s, c, id).await?;
+    s.store().set_export_timeout(id, seconds).await?;
+    device_view(s, c, id).await
+}
+
+/// Set or remove a credential profile's export timeout override (admins).
+pub async fn set_profile_export_timeout(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    body: ExportTimeout,
+) -> ApiResult<CredentialProfileView> {
+    require_admin(c)?;
+    let seconds = body
+        .seconds
+        .map(|v| timeout_override("seconds", v))
+        .transpose()?;
+    profile(s, c, id).await?;
+    s.store().set_profile_export_timeout(id, seconds).await?;
+    profile(s, c, id).await
 }
 
 /// Delete a device the caller may see (admins).

@@ -58,6 +58,39 @@ pub struct DeviceView {
     /// The credential profile it uses when it has no password or key of its own.
     #[serde(default)]
     pub credential_profile_id: Option<Uuid>,
+    /// Its own export timeout override, seconds (`null`: its profile's, else adaptive).
+    #[serde(default)]
+    pub export_timeout_seconds: Option<i32>,
+    /// The export timeout its next run will have and where it comes from (`device`,
+    /// `profile`, `adaptive`, `fleet`); only on a single device (`GET /devices/{id}`,
+    /// `POST /devices`, `PUT /devices/{id}/export-timeout`), not in lists.
+    #[serde(default)]
+    pub export_timeout: Option<EffectiveTimeout>,
+}
+
+/// The export timeout that applies and its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EffectiveTimeout {
+    pub seconds: u32,
+    /// `device`, `profile`, `adaptive` or `fleet`.
+    pub source: rosbackup_core::export_timeout::TimeoutSource,
+}
+
+impl From<rosbackup_core::export_timeout::Effective> for EffectiveTimeout {
+    fn from(e: rosbackup_core::export_timeout::Effective) -> Self {
+        EffectiveTimeout {
+            seconds: e.seconds,
+            source: e.source,
+        }
+    }
+}
+
+/// An export timeout override to set: whole seconds from 1 to 3600, or `null` (or
+/// absent) for none — the profile's, else the adaptive timeout.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportTimeout {
+    pub seconds: Option<i64>,
 }
 
 /// The operator hint for a device's state and last error.
@@ -120,6 +153,8 @@ impl From<DeviceRow> for DeviceView {
             updated_at: d.updated_at,
             has_ssh_key: d.has_ssh_key,
             credential_profile_id: d.credential_profile_id,
+            export_timeout_seconds: d.export_timeout_seconds,
+            export_timeout: None,
         }
     }
 }
@@ -311,6 +346,9 @@ pub struct CreateDevice {
     pub enabled: Option<bool>,
     pub backup_interval_seconds: Option<i32>,
     pub backup_cron: Option<String>,
+    /// The device's export timeout, seconds (1 to 3600); without it, its profile's or
+    /// the adaptive one.
+    pub export_timeout_seconds: Option<i64>,
 }
 
 impl std::fmt::Debug for CreateDevice {
@@ -522,6 +560,10 @@ pub struct CredentialProfileView {
     pub has_ssh_key: bool,
     /// Devices that name the profile.
     pub devices: i64,
+    /// The export timeout of its devices, seconds, unless a device has its own (`null`:
+    /// adaptive).
+    #[serde(default)]
+    pub export_timeout_seconds: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -536,6 +578,7 @@ impl From<rosbackup_core::profiles::CredentialProfile> for CredentialProfileView
             has_password: p.has_password,
             has_ssh_key: p.has_ssh_key,
             devices: p.devices,
+            export_timeout_seconds: p.export_timeout_seconds,
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
