@@ -384,6 +384,11 @@ pub fn inventory(data: &[u8]) {
                     assert_eq!(inventory::parse_cron_field(c), Ok(Some(c.clone())));
                 }
                 let interval = d.backup_interval_seconds.map(|i| i.to_string());
+                let jump = d.jump.as_ref().map(|j| match j {
+                    rosbackup_core::jump::JumpSetting::Inherit => String::new(),
+                    rosbackup_core::jump::JumpSetting::Direct => "direct".into(),
+                    rosbackup_core::jump::JumpSetting::Via(s) => s.display(),
+                });
                 let fields = inventory::DeviceFields {
                     id: &d.id.to_string(),
                     tenant_id: &d.tenant_id.to_string(),
@@ -399,12 +404,14 @@ pub fn inventory(data: &[u8]) {
                     ssh_key_file: r.ssh_key_file.as_deref(),
                     credential_profile: d.credential_profile.as_deref(),
                     tenant: None,
+                    jump_host: jump.as_deref(),
                 };
                 let again = fields
                     .validate()
                     .expect("an accepted device validates again");
                 assert_eq!(again.id, d.id);
                 assert_eq!(again.enabled, d.enabled);
+                assert_eq!(again.jump, d.jump);
             }
             assert_eq!(
                 inventory::parse_inventory(data).map(|d| d.len()).ok(),

@@ -267,6 +267,7 @@ fn synthetic(n: usize) -> Vec<NewDevice> {
             backup_cron: None,
             ssh_key: None,
             credential_profile: None,
+            jump: None,
         })
         .collect()
 }

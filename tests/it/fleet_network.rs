@@ -284,6 +284,7 @@ impl SimProcess {
                             backup_cron: None,
                             ssh_key: None,
                             credential_profile: None,
+                            jump: None,
                         }
                     })
                     .collect();

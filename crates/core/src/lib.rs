@@ -15,6 +15,7 @@ pub mod enqueuer;
 pub mod error;
 pub mod http;
 pub mod inventory;
+pub mod jump;
 pub mod manual;
 pub mod marks;
 pub mod metrics;

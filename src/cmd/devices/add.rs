@@ -64,6 +64,8 @@ pub struct AddArgs {
     /// Add it disabled (no scheduled backups until `devices enable`).
     #[arg(long)]
     disabled: bool,
+    #[command(flatten)]
+    jump: crate::cmd::bastions::JumpArgs,
 }
 
 /// The flag `devices add` takes for an inventory column.
@@ -104,6 +106,7 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
         } else {
             password_from_env(&password_env)?
         };
+    let jump = a.jump.setting(true)?;
     let key_file = a.key_file.as_ref().map(|f| f.display().to_string());
     let id = a.id.clone().unwrap_or_default();
     // A tenant name is looked up after the flags are checked (with the default tenant
@@ -131,6 +134,7 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
         ssh_key_file: key_file.as_deref(),
         credential_profile: a.credential_profile.as_deref(),
         tenant: None,
+        jump_host: None,
     };
     let flag_error = |FieldError { column, reason }| ConfigError {
         var: flag_for(column, &password_env),
@@ -158,6 +162,7 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
         device = fields.validate().map_err(flag_error)?;
     }
     device.ssh_key = ssh_key;
+    device.jump = jump;
     if let Some(existing) = store.device(device.id).await.map_err(store_error)? {
         if id.trim().is_empty() {
             anyhow::bail!(

@@ -169,6 +169,7 @@ pub async fn add_placeholder_device(
         backup_cron: None,
         ssh_key: None,
         credential_profile: None,
+        jump: None,
     };
     store
         .upsert_devices(key, &[d], chrono::Utc::now)
