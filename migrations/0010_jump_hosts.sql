@@ -54,3 +54,9 @@ CREATE TABLE bastion_host_keys (
     mismatch_at            timestamptz,
     PRIMARY KEY (tenant_id, host, port)
 );
+
+-- A changed bastion key blocks the devices behind it like their own changed key.
+ALTER TABLE devices DROP CONSTRAINT devices_blocked_reason_check;
+ALTER TABLE devices ADD CONSTRAINT devices_blocked_reason_check
+    CHECK (blocked_reason IN ('auth_failed', 'host_key_mismatch', 'credentials_unreadable',
+                              'bastion_host_key_mismatch'));

@@ -1,0 +1,302 @@
+//! Stored jump hosts (#18) with a real worker: a real Debian OpenSSH `sshd` as the bastion
+//! (`AllowTcpForwarding yes`) in front of simulated routers. A loopback TCP proxy in front
+//! of the bastion counts the connections the worker makes and can cut them all, so the
+//! test sees connection sharing and a dropped bastion connection from the outside.
+
+use crate::common::fleet::{Fleet, FleetOptions};
+use crate::common::sshd;
+use rosbackup::Secret;
+use rosbackup::jump::{self, JumpSetting, JumpSpec};
+use rosbackup::sim::SimConfig;
+use rosbackup::store::NewDevice;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use uuid::Uuid;
+
+const EXPORT: &str = "gh-Defm-anna-v7.8-terse-387k.rsc";
+
+/// A loopback TCP proxy to `127.0.0.1:target`: counts accepted connections; `cut` closes
+/// every connection it carries.
+struct Proxy {
+    port: u16,
+    connects: Arc<AtomicUsize>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: u16) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let connects = Arc::new(AtomicUsize::new(0));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let accept = tokio::spawn({
+            let (connects, conns) = (connects.clone(), conns.clone());
+            async move {
+                while let Ok((mut inbound, _)) = l.accept().await {
+                    connects.fetch_add(1, Ordering::SeqCst);
+                    let h = tokio::spawn(async move {
+                        if let Ok(mut out) = TcpStream::connect(("127.0.0.1", target)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(h);
+                }
+            }
+        });
+        Proxy {
+            port,
+            connects,
+            conns,
+            accept,
+        }
+    }
+
+    fn connects(&self) -> usize {
+        self.connects.load(Ordering::SeqCst)
+    }
+
+    /// Close every connection (both sockets are dropped with their task).
+    fn cut(&self) {
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// Back up `devices` by manual requests, all queued at once; the runs' (kind, message).
+async fn back_up(
+    fleet: &Fleet,
+    devices: &[Uuid],
+    phase: &str,
+) -> Vec<(String, Option<String>, String)> {
+    let metrics = rosbackup::metrics::Metrics::new();
+    let mut jobs = Vec::new();
+    for id in devices {
+        jobs.push(
+            rosbackup::manual::request(fleet.store(), &fleet.queue, &metrics, *id, None)
+                .await
+                .expect("queued"),
+        );
+    }
+    let mut runs = Vec::new();
+    for job in jobs {
+        let run = rosbackup::manual::wait(fleet.store(), &job.job_id, Duration::from_secs(60))
+            .await
+            .expect("store");
+        let run = run.unwrap_or_else(|| panic!("{phase}: no run within 60 s"));
+        runs.push((
+            run.status.to_string(),
+            run.error_kind.clone(),
+            run.error_message.clone().unwrap_or_default(),
+        ));
+    }
+    runs
+}
+
+/// Six routers behind one bastion are backed up by a worker over at most
+/// `ROSBACKUP_BASTION_CONNECTIONS` (2) bastion connections, not one per backup; the
+/// bastion's key is pinned once for all of them. When every bastion connection is cut,
+/// the next jobs reconnect and succeed. A bastion whose key differs from its pin blocks
+/// every device behind it (`bastion_host_key_mismatch`, the message naming the
+/// bastion); resetting the bastion's pin unblocks exactly them. A device behind a bastion
+/// with `AllowTcpForwarding no` fails `bastion_forward_refused`, "via jump host".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routers_behind_a_real_sshd_bastion_share_its_connections_and_its_pinned_key() {
+    let Some(exports) = crate::common::shared_exports() else {
+        return;
+    };
+    if !sshd::available() {
+        return;
+    }
+    // No join window: every request below is a backup of its own.
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 7,
+            ..FleetOptions::default().sim
+        },
+        manual_window: Duration::ZERO,
+        ..FleetOptions::default()
+    })
+    .await;
+    fleet.postpone_all().await;
+    let tenant = fleet.sim.devices()[0].tenant_id;
+    let bastion = sshd::start_conf(
+        &exports.join(EXPORT),
+        false,
+        None,
+        &["AllowTcpForwarding yes"],
+    );
+    let closed = sshd::start_conf(
+        &exports.join(EXPORT),
+        false,
+        None,
+        &["AllowTcpForwarding no"],
+    );
+    let proxy = Proxy::start(bastion.port).await;
+    let via = |port: u16| {
+        Some(JumpSetting::Via(JumpSpec {
+            host: "127.0.0.1".into(),
+            port,
+            username: Some(sshd::USER.into()),
+            password: Some(Secret::new(sshd::PASSWORD)),
+            key: None,
+        }))
+    };
+    let devices: Vec<NewDevice> = fleet
+        .sim
+        .devices()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| NewDevice {
+            tenant_id: tenant,
+            jump: if i < 6 {
+                via(proxy.port)
+            } else {
+                via(closed.port)
+            },
+            ..d.new_device()
+        })
+        .collect();
+    fleet
+        .store()
+        .upsert_devices(&fleet.key, &devices, || {
+            chrono::Utc::now() + chrono::Duration::hours(1)
+        })
+        .await
+        .unwrap();
+    let behind: Vec<Uuid> = devices[..6].iter().map(|d| d.id).collect();
+    let (shown, source) = jump::device_jump(fleet.store(), behind[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown, format!("127.0.0.1:{}", proxy.port));
+    assert_eq!(source, jump::JumpSource::Device);
+
+    let (stop, worker, env) = fleet.spawn_worker("bastion", 4);
+    let all: Vec<Uuid> = devices.iter().map(|d| d.id).collect();
+    let runs = back_up(&fleet, &all, "first").await;
+    for (status, kind, message) in &runs[..6] {
+        assert_eq!(status, "success", "{kind:?} {message}");
+    }
+    let (status, kind, message) = &runs[6];
+    assert_eq!(status, "failed");
+    assert_eq!(
+        kind.as_deref(),
+        Some("bastion_forward_refused"),
+        "{message}"
+    );
+    assert!(
+        message.starts_with(&format!("via jump host 127.0.0.1:{}", closed.port)),
+        "{message}"
+    );
+    // The routers' keys were pinned, each its own; the bastion's once.
+    for d in &devices[..6] {
+        let row = fleet.store().device(d.id).await.unwrap().unwrap();
+        assert_eq!(
+            row.ssh_host_key_fingerprint,
+            fleet.sim.host_key_fingerprint(d.id)
+        );
+    }
+    let pinned = jump::pin(fleet.store(), tenant, "127.0.0.1", proxy.port)
+        .await
+        .unwrap()
+        .expect("the bastion's key is pinned");
+    assert!(
+        bastion.fingerprints.iter().any(|(_, f)| *f == pinned),
+        "{pinned} is the bastion's"
+    );
+    let first = proxy.connects();
+    assert!(
+        (1..=2).contains(&first),
+        "{first} bastion connections for 6 backups (bound 2)"
+    );
+    assert!(env.bastions.opened() <= 2 + 1, "{:?}", env.bastions);
+
+    // Again: the pooled connection carries the next backups too.
+    let runs = back_up(&fleet, &behind, "second").await;
+    assert!(runs.iter().all(|r| r.0 == "success"), "{runs:?}");
+    assert!(proxy.connects() <= 2, "{} connections", proxy.connects());
+
+    // Every bastion connection cut: the next jobs reconnect and succeed.
+    proxy.cut();
+    let runs = back_up(&fleet, &behind, "after the cut").await;
+    assert!(runs.iter().all(|r| r.0 == "success"), "{runs:?}");
+    let after = proxy.connects();
+    assert!(
+        after > first && after <= first + 2,
+        "{first} then {after} connections"
+    );
+
+    // The bastion's key "changed": its pin is another key now.
+    let other = format!("SHA256:{}", "A".repeat(43));
+    sqlx::query("UPDATE bastion_host_keys SET fingerprint = $1 WHERE port = $2")
+        .bind(&other)
+        .bind(i32::from(proxy.port))
+        .execute(fleet.store().pool())
+        .await
+        .unwrap();
+    let runs = back_up(&fleet, &behind, "key changed").await;
+    for (status, kind, message) in &runs {
+        assert_eq!(status, "failed");
+        assert_eq!(
+            kind.as_deref(),
+            Some("bastion_host_key_mismatch"),
+            "{message}"
+        );
+        assert!(
+            message.starts_with(&format!("via jump host 127.0.0.1:{}", proxy.port))
+                && message.contains(&other),
+            "{message}"
+        );
+        assert!(
+            rosbackup::device::presented_fingerprint(message).is_none(),
+            "not read as the router's key: {message}"
+        );
+    }
+    for id in &behind {
+        let row = fleet.store().device(*id).await.unwrap().unwrap();
+        assert_eq!(
+            row.blocked_reason.as_deref(),
+            Some("bastion_host_key_mismatch")
+        );
+        assert!(
+            row.ssh_host_key_fingerprint.is_some(),
+            "the router's own pin is kept"
+        );
+    }
+    let listed = jump::bastions(fleet.store(), Some(tenant)).await.unwrap();
+    let b = listed
+        .iter()
+        .find(|b| b.port == i32::from(proxy.port))
+        .unwrap();
+    assert_eq!(b.presented_fingerprint.as_deref(), Some(pinned.as_str()));
+
+    // Reset: exactly the devices behind it are unblocked, and back up again.
+    let r = jump::reset_pin(fleet.store(), tenant, "127.0.0.1", proxy.port)
+        .await
+        .unwrap();
+    assert!(r.forgotten);
+    assert_eq!(r.unblocked, 6);
+    let runs = back_up(&fleet, &behind, "after the reset").await;
+    assert!(runs.iter().all(|r| r.0 == "success"), "{runs:?}");
+    assert_eq!(
+        jump::pin(fleet.store(), tenant, "127.0.0.1", proxy.port)
+            .await
+            .unwrap(),
+        Some(pinned)
+    );
+
+    let _ = stop.send(());
+    let _ = worker.await;
+    fleet.cleanup().await;
+}
