@@ -281,12 +281,42 @@ async fn routers_behind_a_real_sshd_bastion_share_its_connections_and_its_pinned
         .unwrap();
     assert_eq!(b.presented_fingerprint.as_deref(), Some(pinned.as_str()));
 
+    // What an operator sees: the device's bastion (host only), and the list of bastions.
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+            .envs(fleet.process_env())
+            .args(args)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{args:?}: {out}\n{err}");
+        assert!(!out.contains(sshd::PASSWORD) && !err.contains(sshd::PASSWORD));
+        out
+    };
+    let shown = cli(&["devices", "show", &behind[0].to_string()]);
+    assert!(
+        shown.contains(&format!("bastion 127.0.0.1:{} (device)", proxy.port)),
+        "{shown}"
+    );
+    let listed = cli(&["bastions", "list", "--tenant", &tenant.to_string()]);
+    assert!(
+        listed.contains(&other) && listed.contains(&pinned),
+        "{listed}"
+    );
+
     // Reset: exactly the devices behind it are unblocked, and back up again.
-    let r = jump::reset_pin(fleet.store(), tenant, "127.0.0.1", proxy.port)
-        .await
-        .unwrap();
-    assert!(r.forgotten);
-    assert_eq!(r.unblocked, 6);
+    let out = cli(&[
+        "bastions",
+        "reset-host-key",
+        &format!("127.0.0.1:{}", proxy.port),
+        "--tenant",
+        &tenant.to_string(),
+    ]);
+    assert!(
+        out.contains("pinned key forgotten") && out.contains("6 device(s) unblocked"),
+        "{out}"
+    );
     let runs = back_up(&fleet, &behind, "after the reset").await;
     assert!(runs.iter().all(|r| r.0 == "success"), "{runs:?}");
     assert_eq!(

@@ -166,6 +166,11 @@ pub struct Device {
     pub credential_profile_id: Option<Uuid>,
     /// Whether the device has a user key of its own (never the key itself).
     pub has_ssh_key: bool,
+    /// The host of its own jump host, if it names one (never its credentials); its
+    /// profile's or tenant's may apply otherwise (`jump::device_jump`).
+    pub jump_host: Option<String>,
+    /// Connects directly whatever its profile or tenant names.
+    pub jump_direct: bool,
 }
 
 pub(crate) const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, username, \
@@ -174,7 +179,7 @@ pub(crate) const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, us
     last_error_kind, last_error_message, consecutive_failures, backoff_until, blocked_reason, \
     blocked_at, last_sha256, last_bytes, outstanding_job, outstanding_since, lease_job, \
     lease_worker, lease_expires_at, lease_starts, credential_profile_id, \
-    (ssh_key_enc IS NOT NULL) AS has_ssh_key";
+    (ssh_key_enc IS NOT NULL) AS has_ssh_key, jump_host, jump_direct";
 
 /// A device to add or update (import, `devices add`, the API).
 #[derive(Debug, Clone)]

@@ -697,6 +697,7 @@ async fn device(
     let binaries = rosbackup_core::binary::store::list(s.store(), row.device.id, 20)
         .await
         .unwrap_or_default();
+    let via = via_bastion(&s, row.device.id).await;
     let d = &row.device;
     let st = row.state();
     let admin = c.principal.is_admin();
@@ -758,7 +759,7 @@ async fn device(
             }
         }
         div id="cards" data-refresh=(format!("/devices/{}/cards", d.id)) data-every="10000" {
-            (device_cards(&s, &row))
+            (device_cards(&s, &row, via.as_deref()))
         }
         section.card {
             h2 { "Run history" }
@@ -778,8 +779,18 @@ async fn device(
     Ok(frame(&s, &c, &row.device.name, Nav::Devices, body).into_response())
 }
 
+/// The bastion a device is reached through (`host:port`, never its credentials); `None`:
+/// direct, or unknown for a moment (a store hiccup only hides the line).
+async fn via_bastion(s: &WebState, id: uuid::Uuid) -> Option<String> {
+    rosbackup_core::jump::device_jump(s.store(), id)
+        .await
+        .ok()
+        .flatten()
+        .map(|(host, _)| host)
+}
+
 /// The device and backup-state cards (refreshed in place).
-fn device_cards(s: &WebState, row: &DeviceRow) -> Markup {
+fn device_cards(s: &WebState, row: &DeviceRow, via: Option<&str>) -> Markup {
     let d = &row.device;
     let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
         (Some(cron), _) => format!("cron {cron}"),
@@ -795,6 +806,9 @@ fn device_cards(s: &WebState, row: &DeviceRow) -> Markup {
                 h2 { "Device" }
                 dl.kv {
                     dt { "Host" } dd.mono { (d.host) ":" (d.ssh_port) }
+                    @if let Some(b) = via {
+                        dt { "Via" } dd.mono id="via-bastion" { "via bastion " (b) }
+                    }
                     dt { "User" } dd.mono { (d.username) }
                     dt { "RouterOS" } dd { (d.routeros_version.as_deref().unwrap_or("unknown yet")) }
                     dt { "Host key" } dd.mono.small {
@@ -835,7 +849,8 @@ async fn device_cards_fragment(
     Path(id): Path<String>,
 ) -> PageResult {
     let row = visible_device(&s, &c, &id).await?;
-    Ok(Html(device_cards(&s, &row).into_string()).into_response())
+    let via = via_bastion(&s, row.device.id).await;
+    Ok(Html(device_cards(&s, &row, via.as_deref()).into_string()).into_response())
 }
 
 fn runs_table(runs: &[Run]) -> Markup {

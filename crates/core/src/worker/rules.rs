@@ -349,6 +349,8 @@ mod tests {
             lease_starts: 0,
             credential_profile_id: None,
             has_ssh_key: false,
+            jump_host: None,
+            jump_direct: false,
         }
     }
 
