@@ -9,6 +9,7 @@ use rosbackup::Secret;
 use rosbackup::jump::{self, JumpSetting, JumpSpec};
 use rosbackup::sim::SimConfig;
 use rosbackup::store::NewDevice;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -328,5 +329,190 @@ async fn routers_behind_a_real_sshd_bastion_share_its_connections_and_its_pinned
 
     let _ = stop.send(());
     let _ = worker.await;
+    fleet.cleanup().await;
+}
+
+/// Which way a device of the mixed fleet logs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Password,
+    Key,
+    Jump,
+}
+
+/// 200 routers: a third password-only, a third key-only, a third behind a real sshd
+/// bastion, with faults in every group (routers that refuse logins, refuse connections,
+/// never speak, drop mid-export or answer garbage; stored keys the router refuses; a
+/// wrong bastion password), backed up by an enqueuer and two workers. Every healthy
+/// device is backed up; every fault ends in its kind — the router's kinds behind the
+/// bastion too, `bastion_auth_failed` only for the bastion's refusal; the bastion sees at
+/// most the bound of connections per worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mixed_fleet_of_200_with_a_third_behind_a_bastion_classifies_every_fault() {
+    let Some(exports) = crate::common::shared_exports() else {
+        return;
+    };
+    if !sshd::available() {
+        return;
+    }
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 200,
+            faults: "key-only=67,auth=8,refuse=8,silent=4,drop=8,garbage=8"
+                .parse()
+                .unwrap(),
+            ..FleetOptions::default().sim
+        },
+        ..FleetOptions::default()
+    })
+    .await;
+    let bastion = sshd::start_conf(
+        &exports.join(EXPORT),
+        false,
+        None,
+        &["AllowTcpForwarding yes", "MaxStartups 100"],
+    );
+    let proxy = Proxy::start(bastion.port).await;
+    let wrong = Proxy::start(bastion.port).await;
+    let jump = |port: u16, password: &str| {
+        Some(JumpSetting::Via(JumpSpec {
+            host: "127.0.0.1".into(),
+            port,
+            username: Some(sshd::USER.into()),
+            password: Some(Secret::new(password)),
+            key: None,
+        }))
+    };
+    let sim_devices = fleet.sim.devices();
+    let a_key = sim_devices
+        .iter()
+        .find_map(|d| d.user_key.clone())
+        .expect("a key-only router");
+    let other_key = rosbackup::userkey::UserKey::import(
+        &sim_devices
+            .iter()
+            .filter_map(|d| d.user_key.clone())
+            .find(|k| *k != a_key)
+            .unwrap()
+            .to_sealable()
+            .expose()
+            .to_string(),
+        None,
+    )
+    .unwrap();
+    let mut groups = HashMap::new();
+    let mut expected: HashMap<Uuid, Option<&str>> = HashMap::new();
+    let (mut alternate, mut wrong_keys, mut wrong_bastion) = (0, 0, 0);
+    let devices: Vec<NewDevice> = sim_devices
+        .iter()
+        .map(|d| {
+            let mut nd = d.new_device();
+            let router_kind = match d.fault.map(|f| f.to_string()).as_deref() {
+                Some("auth") => Some("auth_failed"),
+                Some("refuse") => Some("connection_refused"),
+                Some("silent") => Some("timeout"),
+                Some("drop") => Some("truncated_output"),
+                Some("garbage") => Some("bad_output"),
+                _ => None,
+            };
+            let group = if d.user_key.is_some() {
+                Group::Key
+            } else {
+                alternate += 1;
+                if alternate % 2 == 0 {
+                    Group::Jump
+                } else {
+                    Group::Password
+                }
+            };
+            let mut kind = router_kind;
+            match group {
+                Group::Key => {
+                    nd.password = Secret::default();
+                    // Three routers get a key they do not know.
+                    if wrong_keys < 3 && d.user_key.as_ref() != Some(&other_key) {
+                        wrong_keys += 1;
+                        nd.ssh_key = Some(other_key.clone());
+                        kind = Some("auth_failed");
+                    }
+                }
+                Group::Password => {}
+                Group::Jump => {
+                    // Three healthy ones go through with a wrong bastion password.
+                    if router_kind.is_none() && wrong_bastion < 3 {
+                        wrong_bastion += 1;
+                        nd.jump = jump(wrong.port, "not-the-bastion-password");
+                        kind = Some("bastion_auth_failed");
+                    } else {
+                        nd.jump = jump(proxy.port, sshd::PASSWORD);
+                    }
+                }
+            }
+            groups.insert(d.id, group);
+            expected.insert(d.id, kind);
+            nd
+        })
+        .collect();
+    for g in [Group::Password, Group::Key, Group::Jump] {
+        let n = groups.values().filter(|x| **x == g).count();
+        assert!((60..=70).contains(&n), "{g:?}: {n}");
+        let faulty = devices
+            .iter()
+            .filter(|d| groups[&d.id] == g && expected[&d.id].is_some())
+            .count();
+        assert!(faulty >= 3, "{g:?} has {faulty} faults");
+    }
+    fleet
+        .store()
+        .upsert_devices(&fleet.key, &devices, chrono::Utc::now)
+        .await
+        .unwrap();
+    let (stop_e, enq) = fleet.spawn_enqueuer();
+    let (stop_a, wa, _) = fleet.spawn_worker("wa", 10);
+    let (stop_b, wb, _) = fleet.spawn_worker("wb", 10);
+    fleet
+        .wait_for(
+            Duration::from_secs(240),
+            "every device attempted once",
+            || async { fleet.store().counts(None).await.expect("counts").never == 0 },
+        )
+        .await;
+    let rows: HashMap<Uuid, rosbackup::store::Device> = fleet
+        .store()
+        .list_devices(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d))
+        .collect();
+    for d in &devices {
+        let row = &rows[&d.id];
+        let what = format!(
+            "{} ({:?}): {:?} {:?}",
+            d.name, groups[&d.id], row.last_error_kind, row.last_error_message
+        );
+        match expected[&d.id] {
+            None => assert_eq!(row.last_status.as_deref(), Some("success"), "{what}"),
+            Some(kind) => {
+                assert_eq!(row.last_status.as_deref(), Some("failed"), "{what}");
+                assert_eq!(row.last_error_kind.as_deref(), Some(kind), "{what}");
+                let message = row.last_error_message.clone().unwrap_or_default();
+                // On the bastion or through it, the message names it.
+                if groups[&d.id] == Group::Jump
+                    && matches!(kind, "bastion_auth_failed" | "connection_refused")
+                {
+                    assert!(message.starts_with("via jump host 127.0.0.1:"), "{what}");
+                }
+            }
+        }
+    }
+    // Two workers, at most two connections each, to the bastion they could log in to.
+    assert!(
+        (1..=4).contains(&proxy.connects()),
+        "{} bastion connections",
+        proxy.connects()
+    );
+    let _ = (stop_e.send(()), stop_a.send(()), stop_b.send(()));
+    let _ = (enq.await, wa.await, wb.await);
     fleet.cleanup().await;
 }
