@@ -509,3 +509,131 @@ async fn a_mixed_fleet_of_200_with_a_third_behind_a_bastion_classifies_every_fau
     let _ = (enq.await, wa.await, wb.await);
     fleet.cleanup().await;
 }
+
+/// Resolution as stored: the device's own jump host wins, else its credential profile's,
+/// else its tenant's default; `direct` ignores the inherited ones. Jump secrets are sealed
+/// for their owner and re-sealed by a key rotation (they open under the new key only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jump_hosts_resolve_device_then_profile_then_tenant_and_rotate_with_the_key() {
+    let fleet = Fleet::of(4).await;
+    let tenant = fleet.sim.devices()[0].tenant_id;
+    let profile = fleet
+        .store()
+        .create_profile(
+            &fleet.key,
+            &rosbackup::profiles::NewProfile {
+                tenant_id: tenant,
+                name: "via-profile".into(),
+                username: "backup".into(),
+                password: Some(Secret::new("Profile-Pw-1")),
+                ssh_key: None,
+            },
+        )
+        .await
+        .unwrap();
+    let spec = |host: &str| JumpSpec {
+        host: host.into(),
+        port: 2222,
+        username: None,
+        password: Some(Secret::new(format!("Jump-Pw-{host}"))),
+        key: None,
+    };
+    let devices: Vec<NewDevice> = fleet
+        .sim
+        .devices()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| NewDevice {
+            tenant_id: tenant,
+            credential_profile: (i > 0).then(|| "via-profile".into()),
+            jump: match i {
+                0 => Some(JumpSetting::Via(spec("own.example"))),
+                3 => Some(JumpSetting::Direct),
+                _ => None,
+            },
+            ..d.new_device()
+        })
+        .collect();
+    fleet
+        .store()
+        .upsert_devices(&fleet.key, &devices, chrono::Utc::now)
+        .await
+        .unwrap();
+    jump::set_profile(
+        fleet.store(),
+        &fleet.key,
+        profile.id,
+        Some(&spec("profile.example")),
+    )
+    .await
+    .unwrap();
+    jump::set_tenant(
+        fleet.store(),
+        &fleet.key,
+        tenant,
+        Some(&spec("tenant.example")),
+    )
+    .await
+    .unwrap();
+    let via = |i: usize| {
+        let id = devices[i].id;
+        let store = fleet.store().clone();
+        async move { jump::device_jump(&store, id).await.unwrap() }
+    };
+    assert_eq!(
+        via(0).await,
+        Some(("own.example:2222".into(), jump::JumpSource::Device))
+    );
+    assert_eq!(
+        via(1).await,
+        Some(("profile.example:2222".into(), jump::JumpSource::Profile))
+    );
+    jump::set_profile(fleet.store(), &fleet.key, profile.id, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        via(1).await,
+        Some(("tenant.example:2222".into(), jump::JumpSource::Tenant))
+    );
+    assert_eq!(via(3).await, None, "direct overrides the tenant's");
+
+    // A rotation re-seals the jump secrets of devices and tenants with the rest.
+    let new = rosbackup::credentials::CredentialKey::from_base64(
+        &rosbackup::credentials::CredentialKey::generate_base64(),
+    )
+    .unwrap();
+    fleet.store().rotate_key(&fleet.key, &new).await.unwrap();
+    let (sealed,): (Vec<u8>,) =
+        sqlx::query_as("SELECT jump_password_enc FROM devices WHERE id = $1")
+            .bind(devices[0].id)
+            .fetch_one(fleet.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        new.open_jump_password(&devices[0].id, &sealed)
+            .unwrap()
+            .expose(),
+        "Jump-Pw-own.example"
+    );
+    assert!(
+        fleet
+            .key
+            .open_jump_password(&devices[0].id, &sealed)
+            .is_err()
+    );
+    assert!(
+        new.open(&devices[0].id, &sealed).is_err(),
+        "a jump password never passes for the device's own"
+    );
+    let (sealed,): (Vec<u8>,) =
+        sqlx::query_as("SELECT password_enc FROM tenant_jump_hosts WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(fleet.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        new.open_jump_password(&tenant, &sealed).unwrap().expose(),
+        "Jump-Pw-tenant.example"
+    );
+    fleet.cleanup().await;
+}
