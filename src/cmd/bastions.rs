@@ -114,7 +114,9 @@ pub async fn run(env: &Env, command: BastionsCommand) -> anyhow::Result<ExitCode
                 ),
                 None => None,
             };
-            let list = jump::bastions(&store, tenant).await.map_err(store_error)?;
+            let list = crate::bastions::bastions(&store, tenant)
+                .await
+                .map_err(store_error)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
                 return Ok(ExitCode::SUCCESS);
@@ -156,7 +158,7 @@ pub async fn run(env: &Env, command: BastionsCommand) -> anyhow::Result<ExitCode
                     .map_err(store_error)?,
                 None => crate::tenant::DEFAULT_TENANT,
             };
-            let r = jump::reset_pin(&store, tenant, &spec.host, spec.port)
+            let r = crate::bastions::reset_pin(&store, tenant, &spec.host, spec.port)
                 .await
                 .map_err(store_error)?;
             println!(
@@ -195,7 +197,7 @@ pub(crate) async fn set_tenant_default(
         JumpSetting::Via(s) => Some(s),
         _ => None,
     };
-    jump::set_tenant(&store, &key, id, spec)
+    crate::bastions::set_tenant(&store, &key, id, spec)
         .await
         .map_err(store_error)?;
     match spec {

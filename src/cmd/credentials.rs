@@ -198,7 +198,7 @@ async fn add(
         .await
         .map_err(store_error)?;
     if let Some(spec) = &jump {
-        crate::jump::set_profile(&store, &key, p.id, spec.as_ref())
+        crate::bastions::set_profile(&store, &key, p.id, spec.as_ref())
             .await
             .map_err(store_error)?;
     }
@@ -250,7 +250,7 @@ async fn set(
             .find_profile(tenant, profile)
             .await
             .map_err(store_error)?;
-        crate::jump::set_profile(&store, &key, p.id, spec.as_ref())
+        crate::bastions::set_profile(&store, &key, p.id, spec.as_ref())
             .await
             .map_err(store_error)?;
         println!(
@@ -293,7 +293,7 @@ async fn set(
         .await
         .map_err(store_error)?;
     if let Some(spec) = &jump {
-        crate::jump::set_profile(&store, &key, p.id, spec.as_ref())
+        crate::bastions::set_profile(&store, &key, p.id, spec.as_ref())
             .await
             .map_err(store_error)?;
     }

@@ -176,7 +176,7 @@ async fn routers_behind_a_real_sshd_bastion_share_its_connections_and_its_pinned
         .await
         .unwrap();
     let behind: Vec<Uuid> = devices[..6].iter().map(|d| d.id).collect();
-    let (shown, source) = jump::device_jump(fleet.store(), behind[0])
+    let (shown, source) = rosbackup::bastions::device_jump(fleet.store(), behind[0])
         .await
         .unwrap()
         .unwrap();
@@ -208,7 +208,7 @@ async fn routers_behind_a_real_sshd_bastion_share_its_connections_and_its_pinned
             fleet.sim.host_key_fingerprint(d.id)
         );
     }
-    let pinned = jump::pin(fleet.store(), tenant, "127.0.0.1", proxy.port)
+    let pinned = rosbackup::bastions::pin(fleet.store(), tenant, "127.0.0.1", proxy.port)
         .await
         .unwrap()
         .expect("the bastion's key is pinned");
@@ -275,7 +275,9 @@ async fn routers_behind_a_real_sshd_bastion_share_its_connections_and_its_pinned
             "the router's own pin is kept"
         );
     }
-    let listed = jump::bastions(fleet.store(), Some(tenant)).await.unwrap();
+    let listed = rosbackup::bastions::bastions(fleet.store(), Some(tenant))
+        .await
+        .unwrap();
     let b = listed
         .iter()
         .find(|b| b.port == i32::from(proxy.port))
@@ -321,7 +323,7 @@ async fn routers_behind_a_real_sshd_bastion_share_its_connections_and_its_pinned
     let runs = back_up(&fleet, &behind, "after the reset").await;
     assert!(runs.iter().all(|r| r.0 == "success"), "{runs:?}");
     assert_eq!(
-        jump::pin(fleet.store(), tenant, "127.0.0.1", proxy.port)
+        rosbackup::bastions::pin(fleet.store(), tenant, "127.0.0.1", proxy.port)
             .await
             .unwrap(),
         Some(pinned)
@@ -559,7 +561,7 @@ async fn jump_hosts_resolve_device_then_profile_then_tenant_and_rotate_with_the_
         .upsert_devices(&fleet.key, &devices, chrono::Utc::now)
         .await
         .unwrap();
-    jump::set_profile(
+    rosbackup::bastions::set_profile(
         fleet.store(),
         &fleet.key,
         profile.id,
@@ -567,7 +569,7 @@ async fn jump_hosts_resolve_device_then_profile_then_tenant_and_rotate_with_the_
     )
     .await
     .unwrap();
-    jump::set_tenant(
+    rosbackup::bastions::set_tenant(
         fleet.store(),
         &fleet.key,
         tenant,
@@ -578,7 +580,7 @@ async fn jump_hosts_resolve_device_then_profile_then_tenant_and_rotate_with_the_
     let via = |i: usize| {
         let id = devices[i].id;
         let store = fleet.store().clone();
-        async move { jump::device_jump(&store, id).await.unwrap() }
+        async move { rosbackup::bastions::device_jump(&store, id).await.unwrap() }
     };
     assert_eq!(
         via(0).await,
@@ -588,7 +590,7 @@ async fn jump_hosts_resolve_device_then_profile_then_tenant_and_rotate_with_the_
         via(1).await,
         Some(("profile.example:2222".into(), jump::JumpSource::Profile))
     );
-    jump::set_profile(fleet.store(), &fleet.key, profile.id, None)
+    rosbackup::bastions::set_profile(fleet.store(), &fleet.key, profile.id, None)
         .await
         .unwrap();
     assert_eq!(

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod backup;
+pub mod bastions;
 pub mod binary;
 pub mod config;
 pub mod credentials;

@@ -89,6 +89,53 @@ async fn reseal_binaries(
     Ok(())
 }
 
+/// Re-seal every stored jump secret from `old` to `new` (the key rotation's transaction).
+async fn reseal_jumps(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    old: &CredentialKey,
+    new: &CredentialKey,
+) -> Result<(), StoreError> {
+    type Row = (Uuid, Option<Vec<u8>>, Option<Vec<u8>>);
+    for (select, update) in [
+        (
+            "SELECT id, jump_password_enc, jump_key_enc FROM devices \
+             WHERE jump_password_enc IS NOT NULL OR jump_key_enc IS NOT NULL ORDER BY id FOR UPDATE",
+            "UPDATE devices SET jump_password_enc = $2, jump_key_enc = $3 WHERE id = $1",
+        ),
+        (
+            "SELECT id, jump_password_enc, jump_key_enc FROM credential_profiles \
+             WHERE jump_password_enc IS NOT NULL OR jump_key_enc IS NOT NULL ORDER BY id FOR UPDATE",
+            "UPDATE credential_profiles SET jump_password_enc = $2, jump_key_enc = $3 WHERE id = $1",
+        ),
+        (
+            "SELECT tenant_id, password_enc, key_enc FROM tenant_jump_hosts \
+             WHERE password_enc IS NOT NULL OR key_enc IS NOT NULL ORDER BY tenant_id FOR UPDATE",
+            "UPDATE tenant_jump_hosts SET password_enc = $2, key_enc = $3 WHERE tenant_id = $1",
+        ),
+    ] {
+        let rows: Vec<Row> = sqlx::query_as(select).fetch_all(&mut **tx).await?;
+        for (owner, password, sealed_key) in rows {
+            let password = match password {
+                Some(p) => {
+                    Some(new.seal_jump_password(&owner, &old.open_jump_password(&owner, &p)?))
+                }
+                None => None,
+            };
+            let sealed_key = match sealed_key {
+                Some(k) => Some(new.seal_jump_key(&owner, &old.open_jump_key(&owner, &k)?)),
+                None => None,
+            };
+            sqlx::query(update)
+                .bind(owner)
+                .bind(password)
+                .bind(sealed_key)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// How [`Store::check_credential_key`] accepted a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyCheck {
@@ -840,7 +887,7 @@ impl Store {
             n += 1;
         }
         reseal_binaries(&mut tx, old, new).await?;
-        crate::jump::reseal(&mut tx, old, new).await?;
+        reseal_jumps(&mut tx, old, new).await?;
         let profiles: Vec<SealedProfile> = sqlx::query_as(
             "SELECT id, password_enc, ssh_key_enc FROM credential_profiles ORDER BY id FOR UPDATE",
         )

@@ -782,7 +782,7 @@ async fn device(
 /// The bastion a device is reached through (`host:port`, never its credentials); `None`:
 /// direct, or unknown for a moment (a store hiccup only hides the line).
 async fn via_bastion(s: &WebState, id: uuid::Uuid) -> Option<String> {
-    rosbackup_core::jump::device_jump(s.store(), id)
+    rosbackup_core::bastions::device_jump(s.store(), id)
         .await
         .ok()
         .flatten()

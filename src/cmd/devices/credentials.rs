@@ -57,7 +57,7 @@ async fn set_jump(
     let d = find(&store, device).await?;
     crate::jump::set_device(store.pool(), &key, d.id, &setting)
         .await
-        .map_err(store_error)?;
+        .map_err(|e| store_error(e.into()))?;
     println!("jump host of {}: {}", label(&d), shown(&setting));
     Ok(ExitCode::SUCCESS)
 }
@@ -158,7 +158,7 @@ pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<Ex
     if let Some(setting) = &jump {
         crate::jump::set_device(store.pool(), &key, d.id, setting)
             .await
-            .map_err(store_error)?;
+            .map_err(|e| store_error(e.into()))?;
         println!("jump host of {}: {}", label(&d), shown(setting));
     }
     let lifted = d

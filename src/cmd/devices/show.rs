@@ -25,7 +25,7 @@ pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<E
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
-    let via = crate::jump::device_jump(&store, d.id)
+    let via = crate::bastions::device_jump(&store, d.id)
         .await
         .map_err(store_error)?;
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());

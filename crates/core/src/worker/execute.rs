@@ -236,9 +236,13 @@ async fn run_leased(
                 let jump = match credentials.jump() {
                     None => None,
                     Some((sealed, _)) => {
-                        let pinned =
-                            jump::pin(&env.store, device.tenant_id, &sealed.host, sealed.port())
-                                .await?;
+                        let pinned = crate::bastions::pin(
+                            &env.store,
+                            device.tenant_id,
+                            &sealed.host,
+                            sealed.port(),
+                        )
+                        .await?;
                         Some((sealed, pinned))
                     }
                 };
@@ -373,12 +377,12 @@ async fn note_bastion_key<T>(
         Ok(Some((c, _))) if pinned.is_none() => match &c.export.bastion_fingerprint {
             Some(fp) if !fp.is_empty() => {
                 info!(bastion = %jump::display(None, host, port), fingerprint = %fp, "pinned the jump host's key on first use");
-                jump::record_pin(&env.store, device.tenant_id, host, port, fp).await
+                crate::bastions::record_pin(&env.store, device.tenant_id, host, port, fp).await
             }
             _ => Ok(()),
         },
         Err(BackupError::Export(ExportError::BastionHostKeyMismatch { got, .. })) => {
-            jump::record_mismatch(&env.store, device.tenant_id, host, port, got).await
+            crate::bastions::record_mismatch(&env.store, device.tenant_id, host, port, got).await
         }
         _ => Ok(()),
     };
