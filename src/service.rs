@@ -217,6 +217,7 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
     let publisher = Publisher::connect(publisher_cfg)
         .await
         .map_err(|e| StartError::Connect(format!("NATS at {shown}: {e}")))?;
+    let bastions = Arc::new(crate::device::BastionPool::new(backup.bastion_connections));
     Ok(WorkerProcess {
         env: Arc::new(JobEnv {
             store,
@@ -230,6 +231,7 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
             max_job_starts: 3,
             metrics: Metrics::new(),
             held: Arc::default(),
+            bastions,
         }),
         settings: WorkerSettings {
             name,

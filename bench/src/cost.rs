@@ -574,6 +574,9 @@ async fn run_set_on(
             .upsert_devices(&key, &[d.new_device()], chrono::Utc::now)
             .await?;
         let backup = BackupSettings::from_env(&rosbackup::config::Env::from_pairs([]))?;
+        let bastions = Arc::new(rosbackup::device::BastionPool::new(
+            backup.bastion_connections,
+        ));
         let env = Arc::new(JobEnv {
             store: db.store.clone(),
             queue: queue.clone(),
@@ -588,6 +591,7 @@ async fn run_set_on(
             keep_runs: 100,
             max_job_starts: 3,
             metrics: Metrics::new(),
+            bastions,
             held: Arc::default(),
         });
         let mut bench = Bench {

@@ -387,6 +387,11 @@ pub fn inventory(data: &[u8]) {
                 let timeout = d
                     .export_timeout_seconds
                     .map(|t| t.map_or_else(|| "auto".to_string(), |s| s.to_string()));
+                let jump = d.jump.as_ref().map(|j| match j {
+                    rosbackup_core::jump::JumpSetting::Inherit => String::new(),
+                    rosbackup_core::jump::JumpSetting::Direct => "direct".into(),
+                    rosbackup_core::jump::JumpSetting::Via(s) => s.display(),
+                });
                 let fields = inventory::DeviceFields {
                     id: &d.id.to_string(),
                     tenant_id: &d.tenant_id.to_string(),
@@ -403,12 +408,14 @@ pub fn inventory(data: &[u8]) {
                     credential_profile: d.credential_profile.as_deref(),
                     tenant: None,
                     export_timeout_seconds: timeout.as_deref(),
+                    jump_host: jump.as_deref(),
                 };
                 let again = fields
                     .validate()
                     .expect("an accepted device validates again");
                 assert_eq!(again.id, d.id);
                 assert_eq!(again.enabled, d.enabled);
+                assert_eq!(again.jump, d.jump);
             }
             assert_eq!(
                 inventory::parse_inventory(data).map(|d| d.len()).ok(),

@@ -4,8 +4,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rosbackup::cmd::{
-    credentials, demo, devices, enqueue, export, history, migrate, normalize, probe, roles,
-    tenants, tokens,
+    bastions, credentials, demo, devices, enqueue, export, history, migrate, normalize, probe,
+    roles, tenants, tokens,
 };
 use rosbackup::config::{ConfigError, Env};
 use rosbackup::credentials::CredentialError;
@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: tenants::TenantsCommand,
     },
+    /// Jump hosts' pinned keys: list them, reset one after its key changed (DATABASE_URL).
+    Bastions {
+        #[command(subcommand)]
+        command: bastions::BastionsCommand,
+    },
     /// Manage API tokens for the dashboard and the API (DATABASE_URL).
     Tokens {
         #[command(subcommand)]
@@ -88,6 +93,7 @@ fn main() -> ExitCode {
         Command::Devices { .. }
             | Command::Credentials { .. }
             | Command::Tenants { .. }
+            | Command::Bastions { .. }
             | Command::Tokens { .. }
             | Command::History(_)
             | Command::Normalize(_)
@@ -130,6 +136,7 @@ fn main() -> ExitCode {
         Command::Enqueuer(a) => block_on(roles::enqueuer(&env, a)),
         Command::Tokens { command } => block_on(tokens::run(&env, command)),
         Command::Tenants { command } => block_on(tenants::run(&env, command)),
+        Command::Bastions { command } => block_on(bastions::run(&env, command)),
         Command::Demo(a) => block_on(demo::demo(a)),
         Command::Soak(a) => block_on(demo::soak(a)),
         Command::Probe(a) => block_on(probe::run(a)),

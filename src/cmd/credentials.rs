@@ -44,6 +44,8 @@ pub enum CredentialsCommand {
         tenant: Option<uuid::Uuid>,
         #[command(flatten)]
         secrets: SecretArgs,
+        #[command(flatten)]
+        jump: super::bastions::JumpArgs,
     },
     /// List profiles (never their secrets) with how many devices use each.
     List {
@@ -69,6 +71,8 @@ pub enum CredentialsCommand {
         /// Remove the key (the password only).
         #[arg(long, conflicts_with = "key_file")]
         no_key: bool,
+        #[command(flatten)]
+        jump: super::bastions::JumpArgs,
     },
     /// Set the export timeout of the devices using a profile (whole seconds, 1 to 3600),
     /// or `auto` for none: the adaptive timeout. A device's own timeout still wins.
@@ -99,7 +103,8 @@ pub async fn run(env: &Env, command: CredentialsCommand) -> anyhow::Result<ExitC
             username,
             tenant,
             secrets,
-        } => add(env, name, username, tenant, secrets).await,
+            jump,
+        } => add(env, name, username, tenant, secrets, &jump).await,
         CredentialsCommand::List { tenant, json } => list(env, tenant, json).await,
         CredentialsCommand::Set {
             profile,
@@ -108,15 +113,20 @@ pub async fn run(env: &Env, command: CredentialsCommand) -> anyhow::Result<ExitC
             secrets,
             no_password,
             no_key,
+            jump,
         } => {
+            let only_jump = username.is_none()
+                && secrets.password_env.is_none()
+                && secrets.key_file.is_none()
+                && !no_password
+                && !no_key;
             set(
                 env,
                 &profile,
                 tenant,
-                username,
-                secrets,
-                no_password,
-                no_key,
+                (username, secrets, no_password, no_key),
+                &jump,
+                only_jump,
             )
             .await
         }
@@ -127,6 +137,17 @@ pub async fn run(env: &Env, command: CredentialsCommand) -> anyhow::Result<ExitC
         } => set_timeout(env, &profile, &timeout, tenant).await,
         CredentialsCommand::Remove { profile, tenant } => remove(env, &profile, tenant).await,
     }
+}
+
+/// A profile's jump host from the flags: `Some(None)` clears it, `None` leaves it.
+fn jump_spec(
+    args: &super::bastions::JumpArgs,
+) -> anyhow::Result<Option<Option<crate::jump::JumpSpec>>> {
+    Ok(match args.setting(false)? {
+        None => None,
+        Some(crate::jump::JumpSetting::Via(s)) => Some(Some(s)),
+        Some(_) => Some(None),
+    })
 }
 
 fn field(flag: &str, r: Result<String, String>) -> Result<String, ConfigError> {
@@ -154,8 +175,10 @@ async fn add(
     username: String,
     tenant: Option<uuid::Uuid>,
     s: SecretArgs,
+    jump: &super::bastions::JumpArgs,
 ) -> anyhow::Result<ExitCode> {
     let key = credential_key(env)?;
+    let jump = jump_spec(jump)?;
     let name = field("NAME", inventory::parse_name(&name))?;
     let username = field("--username", inventory::parse_username(&username))?;
     let ssh_key = match &s.key_file {
@@ -190,6 +213,11 @@ async fn add(
         )
         .await
         .map_err(store_error)?;
+    if let Some(spec) = &jump {
+        crate::bastions::set_profile(&store, &key, p.id, spec.as_ref())
+            .await
+            .map_err(store_error)?;
+    }
     println!("{}", p.id);
     Ok(ExitCode::SUCCESS)
 }
@@ -229,12 +257,31 @@ async fn set(
     env: &Env,
     profile: &str,
     tenant: Option<uuid::Uuid>,
-    username: Option<String>,
-    s: SecretArgs,
-    no_password: bool,
-    no_key: bool,
+    (username, s, no_password, no_key): (Option<String>, SecretArgs, bool, bool),
+    jump: &super::bastions::JumpArgs,
+    only_jump: bool,
 ) -> anyhow::Result<ExitCode> {
     let key = credential_key(env)?;
+    let jump = jump_spec(jump)?;
+    if let (Some(spec), true) = (&jump, only_jump) {
+        let store = open_store(env).await?;
+        check_key(&store, &key).await?;
+        let p = store
+            .find_profile(tenant, profile)
+            .await
+            .map_err(store_error)?;
+        crate::bastions::set_profile(&store, &key, p.id, spec.as_ref())
+            .await
+            .map_err(store_error)?;
+        println!(
+            "credential profile {}: jump host {}",
+            p.name,
+            spec.as_ref()
+                .map(|s| s.display())
+                .unwrap_or_else(|| "none".into())
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let username = username
         .map(|u| field("--username", inventory::parse_username(&u)))
         .transpose()?;
@@ -265,6 +312,11 @@ async fn set(
         .update_profile(&key, p.id, username.as_deref(), password.as_ref(), change)
         .await
         .map_err(store_error)?;
+    if let Some(spec) = &jump {
+        crate::bastions::set_profile(&store, &key, p.id, spec.as_ref())
+            .await
+            .map_err(store_error)?;
+    }
     println!(
         "credential profile {} updated ({}); {} device(s) use it{}",
         u.profile.name,

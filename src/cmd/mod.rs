@@ -9,6 +9,7 @@
 //! logic a service needs too. `shared` has what several of them use (opening the store
 //! with errors an operator can act on, tables, times).
 
+pub mod bastions;
 pub mod credentials;
 pub mod demo;
 pub mod devices;

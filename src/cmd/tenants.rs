@@ -23,6 +23,15 @@ pub enum TenantsCommand {
     },
     /// Rename a tenant (by its name or id).
     Rename { tenant: String, new_name: String },
+    /// Set (--jump-host) or clear (--no-jump-host) a tenant's default jump host: its
+    /// devices go through it unless they or their credential profile name another, or say
+    /// `direct` (CREDENTIAL_ENCRYPTION_KEY).
+    SetJumpHost {
+        /// The tenant's name or id.
+        tenant: String,
+        #[command(flatten)]
+        jump: super::bastions::JumpArgs,
+    },
     /// Tenants with their names and device counts.
     List {
         /// A JSON array on stdout.
@@ -33,8 +42,12 @@ pub enum TenantsCommand {
 
 /// Run one `tenants` subcommand (`DATABASE_URL`).
 pub async fn run(env: &Env, command: TenantsCommand) -> anyhow::Result<ExitCode> {
+    if let TenantsCommand::SetJumpHost { tenant, jump } = &command {
+        return super::bastions::set_tenant_default(env, tenant, jump).await;
+    }
     let store = open_store(env).await?;
     match command {
+        TenantsCommand::SetJumpHost { .. } => {}
         TenantsCommand::Add { name, id } => {
             let name = tenant::parse_tenant_name(&name)
                 .map_err(|r| anyhow::anyhow!("tenant name: {r}"))?;

@@ -62,6 +62,7 @@ async fn a_profile_change_fixes_and_unblocks_all_its_devices_and_own_credentials
         .map(|(i, d)| NewDevice {
             tenant_id: tenant,
             credential_profile: Some("fleet".into()),
+            jump: None,
             // Device 3 keeps a (right) password of its own; the rest use the profile.
             username: if i == 3 { USER.into() } else { String::new() },
             password: if i == 3 {

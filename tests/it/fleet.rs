@@ -268,6 +268,7 @@ fn synthetic(n: usize) -> Vec<NewDevice> {
             export_timeout_seconds: None,
             ssh_key: None,
             credential_profile: None,
+            jump: None,
         })
         .collect()
 }

@@ -285,6 +285,7 @@ impl SimProcess {
                             export_timeout_seconds: None,
                             ssh_key: None,
                             credential_profile: None,
+                            jump: None,
                         }
                     })
                     .collect();

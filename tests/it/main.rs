@@ -6,6 +6,7 @@ mod common;
 
 mod api_schema;
 mod archive;
+mod bastion_fleet;
 mod binary_backup;
 mod cli;
 mod credential_profiles;

@@ -536,8 +536,9 @@ async fn the_api_takes_keys_write_only() {
 /// A real sshd as the jump host in front of a simulated router: the export goes through
 /// its `direct-tcpip` channel (the router's own host key is the one reported), logging in
 /// to the bastion with its own password or — without — the device's user and key as
-/// `ProxyJump` does; a bastion whose pinned key differs is `host_key_mismatch` naming the
-/// bastion; a bastion that refuses forwarding is `connection_refused` naming it.
+/// `ProxyJump` does; a bastion whose pinned key differs is `bastion_host_key_mismatch`
+/// naming the bastion; a bastion that refuses forwarding is `bastion_forward_refused`
+/// naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_sshd_as_jump_host_forwards_to_the_router_and_errors_name_it() {
     use rosbackup::device::JumpHost;
@@ -582,12 +583,17 @@ async fn a_real_sshd_as_jump_host_forwards_to_the_router_and_errors_name_it() {
         ..jump.clone()
     });
     let err = device::export(&t, &opts()).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::HostKeyMismatch);
+    assert_eq!(err.kind(), ErrorKind::BastionHostKeyMismatch);
     assert!(
         err.to_string().contains("via jump host 127.0.0.1:"),
         "{err}"
     );
     assert_eq!(err.presented_fingerprint(), None, "not the router's key");
+    assert_eq!(
+        device::presented_fingerprint(&err.to_string()),
+        None,
+        "the stored message is not read back as the router's key: {err}"
+    );
 
     // Wrong bastion password: auth_failed, via the bastion.
     t.jump = Some(JumpHost {
@@ -595,7 +601,7 @@ async fn a_real_sshd_as_jump_host_forwards_to_the_router_and_errors_name_it() {
         ..jump.clone()
     });
     let err = device::export(&t, &opts()).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::AuthFailed);
+    assert_eq!(err.kind(), ErrorKind::BastionAuthFailed);
     assert!(err.to_string().starts_with("via jump host"), "{err}");
 
     // A bastion that does not forward.
@@ -605,8 +611,12 @@ async fn a_real_sshd_as_jump_host_forwards_to_the_router_and_errors_name_it() {
         ..jump.clone()
     });
     let err = device::export(&t, &opts()).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
-    assert!(err.to_string().contains("refused to forward"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::BastionForwardRefused, "{err}");
+    assert!(
+        err.to_string().starts_with("via jump host 127.0.0.1:")
+            && err.to_string().contains("refused to forward"),
+        "{err}"
+    );
     sim.shutdown().await;
 }
 
@@ -675,7 +685,7 @@ async fn export_through_a_jump_host_uses_the_device_key_for_the_bastion_like_pro
     let (code, out) = run(&format!("nobody@127.0.0.1:{}", bastion.port));
     assert_eq!(code, Some(1), "{out}");
     assert!(
-        out.contains("auth_failed") && out.contains("via jump host"),
+        out.contains("bastion_auth_failed") && out.contains("via jump host"),
         "{out}"
     );
     sim.shutdown().await;

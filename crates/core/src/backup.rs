@@ -89,8 +89,18 @@ pub async fn collect(
     opts: &ExportOptions,
     version: Version,
 ) -> Result<Collected, ExportError> {
+    collect_via(target, opts, version, None).await
+}
+
+/// [`collect`] with a jump host's connection from `pool` ([`device::export_via`]).
+pub async fn collect_via(
+    target: &Target,
+    opts: &ExportOptions,
+    version: Version,
+    pool: Option<&device::BastionPool>,
+) -> Result<Collected, ExportError> {
     let export =
-        device::export_with_marks(target, opts, &mut |p| marks::mark(Mark::Export(p))).await?;
+        device::export_via(target, opts, &mut |p| marks::mark(Mark::Export(p)), pool).await?;
     Ok(finish_collect(export, version))
 }
 
@@ -101,8 +111,19 @@ pub async fn collect_session(
     opts: &ExportOptions,
     version: Version,
 ) -> Result<(Collected, device::Session), ExportError> {
+    collect_session_via(target, opts, version, None).await
+}
+
+/// [`collect_session`] with a jump host's connection from `pool`.
+pub async fn collect_session_via(
+    target: &Target,
+    opts: &ExportOptions,
+    version: Version,
+    pool: Option<&device::BastionPool>,
+) -> Result<(Collected, device::Session), ExportError> {
     let (export, session) =
-        device::export_session(target, opts, &mut |p| marks::mark(Mark::Export(p))).await?;
+        device::export_session_via(target, opts, &mut |p| marks::mark(Mark::Export(p)), pool)
+            .await?;
     Ok((finish_collect(export, version), session))
 }
 

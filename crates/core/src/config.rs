@@ -343,6 +343,13 @@ pub const VARS: &[Var] = &[
         "worker: also hold the Go poller's Redis lock `backup:device:{id}` around each export (mixed fleets during a cutover)"
     ),
     var!(
+        "ROSBACKUP_BASTION_CONNECTIONS",
+        "2",
+        false,
+        false,
+        "worker: most SSH connections kept to one jump host (per login) by one worker process; device sessions behind it are multiplexed over them as direct-tcpip channels"
+    ),
+    var!(
         "ROSBACKUP_LEASE_SECONDS",
         "30",
         false,
@@ -654,6 +661,8 @@ pub struct BackupSettings {
     /// The adaptive export timeout's ceiling (`ROSBACKUP_EXPORT_TIMEOUT_MAX`); the fleet
     /// timeout is `export.command_timeout`.
     pub export_timeout_max: Duration,
+    /// Connections a worker keeps per jump host (`ROSBACKUP_BASTION_CONNECTIONS`).
+    pub bastion_connections: usize,
 }
 
 impl BackupSettings {
@@ -668,6 +677,8 @@ impl BackupSettings {
             },
             normalization: env.parse("NORMALIZATION_VERSION")?,
             seed_lock: env.boolean("ROSBACKUP_SEED_LOCK")?,
+            bastion_connections: usize::try_from(env.positive("ROSBACKUP_BASTION_CONNECTIONS")?)
+                .unwrap_or(crate::device::bastion::DEFAULT_CONNECTIONS),
             binary: crate::binary::BinarySettings {
                 mode: {
                     let raw = env.raw("CONFIG_BACKUP_BINARY");

@@ -212,6 +212,56 @@ impl CredentialKey {
     }
 }
 
+impl CredentialKey {
+    /// Seal a jump host's password for its owner (a device, a credential profile or a
+    /// tenant): the owner's id and `/jump-password` as associated data, so it never
+    /// passes for the owner's own password.
+    pub fn seal_jump_password(&self, owner: &uuid::Uuid, password: &Secret) -> Vec<u8> {
+        self.seal_bytes(
+            &owned_aad(owner, b"/jump-password"),
+            password.expose().as_bytes(),
+        )
+    }
+
+    /// Open what [`seal_jump_password`](Self::seal_jump_password) produced.
+    pub fn open_jump_password(
+        &self,
+        owner: &uuid::Uuid,
+        sealed: &[u8],
+    ) -> Result<Secret, CredentialError> {
+        let plain = self.open_bytes(&owned_aad(owner, b"/jump-password"), sealed)?;
+        String::from_utf8(plain)
+            .map(Secret::new)
+            .map_err(|_| CredentialError::NotUtf8)
+    }
+
+    /// Seal a jump host's user key for its owner (`/jump-key`).
+    pub fn seal_jump_key(&self, owner: &uuid::Uuid, key: &crate::userkey::UserKey) -> Vec<u8> {
+        self.seal_bytes(
+            &owned_aad(owner, b"/jump-key"),
+            key.to_sealable().expose().as_bytes(),
+        )
+    }
+
+    /// Open what [`seal_jump_key`](Self::seal_jump_key) produced.
+    pub fn open_jump_key(
+        &self,
+        owner: &uuid::Uuid,
+        sealed: &[u8],
+    ) -> Result<crate::userkey::UserKey, CredentialError> {
+        let plain = self.open_bytes(&owned_aad(owner, b"/jump-key"), sealed)?;
+        let text = String::from_utf8(plain).map_err(|_| CredentialError::NotUtf8)?;
+        crate::userkey::UserKey::from_sealed(&Secret::new(text))
+            .map_err(|_| CredentialError::BadKey)
+    }
+}
+
+fn owned_aad(owner: &uuid::Uuid, what: &[u8]) -> Vec<u8> {
+    let mut aad = owner.as_bytes().to_vec();
+    aad.extend_from_slice(what);
+    aad
+}
+
 /// Associated data of a stored binary backup file (`binary::store`): device, the file's
 /// SHA-256 and the config hash it was taken with. Here, below both the binary store and
 /// the key rotation (`Store::rotate_key`), so that both seal the same way.

@@ -7,6 +7,13 @@
 //! `credentials_unreadable` (the stored password does not open with the worker's
 //! `CREDENTIAL_ENCRYPTION_KEY`: a configuration problem on our side, found before the
 //! device is contacted, so it must never read as an SSH failure or `unknown`).
+//! The `bastion_*` kinds (issue #18) are failures on the jump host in front of a device,
+//! never the device's own: an operator must tell "the bastion refused our key" from "the
+//! router refused our key" in the run history, the dashboard and the metrics, and the
+//! remedies differ (one bastion fix heals every device behind it). Only
+//! `bastion_host_key_mismatch` blocks: a changed bastion key must be verified by a human;
+//! a refused login on a shared bastion is usually fixed on the bastion, so devices back off
+//! and recover on their own instead of waiting for a per-device unblock.
 //! What an operator should do differs per kind, so scheduling decisions (block, back
 //! off, retry) are made on the kind, never on message text.
 
@@ -27,10 +34,15 @@ pub enum ErrorKind {
     TooLarge,
     PublishFailed,
     CredentialsUnreadable,
+    BastionUnreachable,
+    BastionAuthFailed,
+    BastionHostKeyMismatch,
+    BastionForwardRefused,
+    BastionFailed,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::AuthFailed,
         ErrorKind::HostKeyMismatch,
         ErrorKind::Timeout,
@@ -41,6 +53,11 @@ impl ErrorKind {
         ErrorKind::TooLarge,
         ErrorKind::PublishFailed,
         ErrorKind::CredentialsUnreadable,
+        ErrorKind::BastionUnreachable,
+        ErrorKind::BastionAuthFailed,
+        ErrorKind::BastionHostKeyMismatch,
+        ErrorKind::BastionForwardRefused,
+        ErrorKind::BastionFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +72,11 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::PublishFailed => "publish_failed",
             ErrorKind::CredentialsUnreadable => "credentials_unreadable",
+            ErrorKind::BastionUnreachable => "bastion_unreachable",
+            ErrorKind::BastionAuthFailed => "bastion_auth_failed",
+            ErrorKind::BastionHostKeyMismatch => "bastion_host_key_mismatch",
+            ErrorKind::BastionForwardRefused => "bastion_forward_refused",
+            ErrorKind::BastionFailed => "bastion_failed",
         }
     }
 
@@ -65,7 +87,10 @@ impl ErrorKind {
     pub fn blocks(self) -> bool {
         matches!(
             self,
-            ErrorKind::AuthFailed | ErrorKind::HostKeyMismatch | ErrorKind::CredentialsUnreadable
+            ErrorKind::AuthFailed
+                | ErrorKind::HostKeyMismatch
+                | ErrorKind::CredentialsUnreadable
+                | ErrorKind::BastionHostKeyMismatch
         )
     }
 
@@ -96,6 +121,20 @@ impl ErrorKind {
                  start workers with the key that sealed it, or set the password again \
                  (rosbackup devices set-credentials)"
             }
+            ErrorKind::BastionUnreachable => {
+                "the jump host did not accept SSH in time: check the bastion's address and port"
+            }
+            ErrorKind::BastionAuthFailed => {
+                "the jump host refused our login: fix the jump credentials or the bastion's \
+                 authorized keys (the router was not contacted)"
+            }
+            ErrorKind::BastionHostKeyMismatch => {
+                "the jump host's key changed: verify it, then rosbackup bastions reset-host-key"
+            }
+            ErrorKind::BastionForwardRefused => {
+                "the jump host refused to forward (AllowTcpForwarding, or no room for another channel)"
+            }
+            ErrorKind::BastionFailed => "see the message; SSH failure on the jump host",
         }
     }
 }

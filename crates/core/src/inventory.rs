@@ -5,9 +5,11 @@
 //! row. Optional columns may be added: `enabled` (true/false), `backup_interval_seconds`,
 //! `backup_cron`, `ssh_key_file` (a private key file, relative to the CSV's directory,
 //! read by the command that imports), `credential_profile` (the name of a credential
-//! profile of the row's tenant), `tenant` (a tenant's name) and `export_timeout_seconds`
+//! profile of the row's tenant), `tenant` (a tenant's name), `export_timeout_seconds`
 //! (the device's export timeout, 1 to 3600 s; `auto` removes one, empty keeps what the
-//! device has: see `export_timeout`). A row with a key file or a
+//! device has: see `export_timeout`) and `jump_host`
+//! (`[user@]host[:port]` of a bastion reached with the device's credentials, `direct`, or
+//! empty for none of its own; see [`crate::jump`]). A row with a key file or a
 //! profile may leave `password` empty; a row with a profile may leave `username` empty too
 //! (the profile's is used). Columns may come in any order; header names are matched
 //! exactly. An empty `tenant_id` means the tenant named in `tenant` (its derived id, see
@@ -48,6 +50,7 @@ pub const SSH_KEY_FILE: &str = "ssh_key_file";
 pub const CREDENTIAL_PROFILE: &str = "credential_profile";
 pub const TENANT: &str = "tenant";
 pub const EXPORT_TIMEOUT_SECONDS: &str = "export_timeout_seconds";
+pub const JUMP_HOST: &str = "jump_host";
 
 /// Columns every inventory has (the simulator's header, in its order).
 pub const REQUIRED_COLUMNS: [&str; 8] = [
@@ -62,7 +65,7 @@ pub const REQUIRED_COLUMNS: [&str; 8] = [
 ];
 
 /// Columns an inventory may add.
-pub const OPTIONAL_COLUMNS: [&str; 7] = [
+pub const OPTIONAL_COLUMNS: [&str; 8] = [
     ENABLED,
     BACKUP_INTERVAL_SECONDS,
     BACKUP_CRON,
@@ -70,6 +73,7 @@ pub const OPTIONAL_COLUMNS: [&str; 7] = [
     CREDENTIAL_PROFILE,
     TENANT,
     EXPORT_TIMEOUT_SECONDS,
+    JUMP_HOST,
 ];
 
 /// Why an inventory was refused: where, and what is wrong. Never carries a password.
@@ -124,6 +128,10 @@ pub struct DeviceFields<'a> {
     pub tenant: Option<&'a str>,
     /// Seconds, or `auto`; empty or absent keeps the device's.
     pub export_timeout_seconds: Option<&'a str>,
+    /// The device's own jump host, `[user@]host[:port]`, logged in to with the device's
+    /// credentials; `direct` to ignore its profile's and tenant's; empty (the column is
+    /// there): none of its own. `None` (no column): left as it is.
+    pub jump_host: Option<&'a str>,
 }
 
 fn at<T>(column: &'static str, r: Result<T, String>) -> Result<T, FieldError> {
@@ -202,6 +210,12 @@ impl DeviceFields<'_> {
             password,
             ssh_key: None,
             credential_profile,
+            jump: at(
+                JUMP_HOST,
+                self.jump_host
+                    .map(crate::jump::JumpSetting::parse)
+                    .transpose(),
+            )?,
             routeros_version: at(
                 ROUTEROS_VERSION,
                 parse_routeros_version(self.routeros_version),
@@ -690,6 +704,7 @@ impl Columns {
             backup_cron: self.get(record, BACKUP_CRON, line)?,
             ssh_key_file: self.get(record, SSH_KEY_FILE, line)?,
             credential_profile: self.get(record, CREDENTIAL_PROFILE, line)?,
+            jump_host: self.get(record, JUMP_HOST, line)?,
             tenant: self.get(record, TENANT, line)?,
             export_timeout_seconds: self.get(record, EXPORT_TIMEOUT_SECONDS, line)?,
         })

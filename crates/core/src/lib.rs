@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod backup;
+pub mod bastions;
 pub mod binary;
 pub mod config;
 pub mod credentials;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod export_timeout;
 pub mod http;
 pub mod inventory;
+pub mod jump;
 pub mod manual;
 pub mod marks;
 pub mod metrics;

@@ -112,6 +112,53 @@ async fn reseal_binary_rows(
     Ok(())
 }
 
+/// Re-seal every stored jump secret from `old` to `new` (the key rotation's transaction).
+async fn reseal_jumps(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    old: &CredentialKey,
+    new: &CredentialKey,
+) -> Result<(), StoreError> {
+    type Row = (Uuid, Option<Vec<u8>>, Option<Vec<u8>>);
+    for (select, update) in [
+        (
+            "SELECT id, jump_password_enc, jump_key_enc FROM devices \
+             WHERE jump_password_enc IS NOT NULL OR jump_key_enc IS NOT NULL ORDER BY id FOR UPDATE",
+            "UPDATE devices SET jump_password_enc = $2, jump_key_enc = $3 WHERE id = $1",
+        ),
+        (
+            "SELECT id, jump_password_enc, jump_key_enc FROM credential_profiles \
+             WHERE jump_password_enc IS NOT NULL OR jump_key_enc IS NOT NULL ORDER BY id FOR UPDATE",
+            "UPDATE credential_profiles SET jump_password_enc = $2, jump_key_enc = $3 WHERE id = $1",
+        ),
+        (
+            "SELECT tenant_id, password_enc, key_enc FROM tenant_jump_hosts \
+             WHERE password_enc IS NOT NULL OR key_enc IS NOT NULL ORDER BY tenant_id FOR UPDATE",
+            "UPDATE tenant_jump_hosts SET password_enc = $2, key_enc = $3 WHERE tenant_id = $1",
+        ),
+    ] {
+        let rows: Vec<Row> = sqlx::query_as(select).fetch_all(&mut **tx).await?;
+        for (owner, password, sealed_key) in rows {
+            let password = match password {
+                Some(p) => {
+                    Some(new.seal_jump_password(&owner, &old.open_jump_password(&owner, &p)?))
+                }
+                None => None,
+            };
+            let sealed_key = match sealed_key {
+                Some(k) => Some(new.seal_jump_key(&owner, &old.open_jump_key(&owner, &k)?)),
+                None => None,
+            };
+            sqlx::query(update)
+                .bind(owner)
+                .bind(password)
+                .bind(sealed_key)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// How [`Store::check_credential_key`] accepted a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyCheck {
@@ -192,6 +239,11 @@ pub struct Device {
     /// Its export timeout override, seconds (`None`: its profile's, else adaptive; see
     /// [`crate::export_timeout`]).
     pub export_timeout_seconds: Option<i32>,
+    /// The host of its own jump host, if it names one (never its credentials); its
+    /// profile's or tenant's may apply otherwise (`jump::device_jump`).
+    pub jump_host: Option<String>,
+    /// Connects directly whatever its profile or tenant names.
+    pub jump_direct: bool,
 }
 
 pub(crate) const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, username, \
@@ -200,7 +252,7 @@ pub(crate) const DEVICE_COLUMNS: &str = "id, tenant_id, name, host, ssh_port, us
     last_error_kind, last_error_message, consecutive_failures, backoff_until, blocked_reason, \
     blocked_at, last_sha256, last_bytes, outstanding_job, outstanding_since, lease_job, \
     lease_worker, lease_expires_at, lease_starts, credential_profile_id, \
-    (ssh_key_enc IS NOT NULL) AS has_ssh_key, export_timeout_seconds";
+    (ssh_key_enc IS NOT NULL) AS has_ssh_key, export_timeout_seconds, jump_host, jump_direct";
 
 /// A device to add or update (import, `devices add`, the API).
 #[derive(Debug, Clone)]
@@ -218,6 +270,8 @@ pub struct NewDevice {
     pub ssh_key: Option<UserKey>,
     /// The name of a credential profile of the device's tenant.
     pub credential_profile: Option<String>,
+    /// Its own jump host setting; `None`: left as it is (a new device: none, inheriting).
+    pub jump: Option<crate::jump::JumpSetting>,
     pub routeros_version: Option<String>,
     pub enabled: bool,
     pub backup_interval_seconds: Option<i32>,
@@ -249,13 +303,26 @@ pub fn scheduled_job_id(device_id: &Uuid, due_at: DateTime<Utc>) -> String {
 }
 
 /// The columns a device's credentials are resolved from, for a query over `devices d`:
-/// its own (sealed) and its profile's. Three scalar subqueries on the profile's primary
+/// its own (sealed) and its profile's, and its jump host candidates (the same text as
+/// [`crate::jump::JUMP_COLUMNS`], which a test keeps equal: a `const` cannot concatenate). Three scalar subqueries on the profile's primary
 /// key, so it fits into any statement that reads the device (the lease's `RETURNING`).
 pub(crate) const CREDENTIAL_COLUMNS: &str = "d.password_enc, d.ssh_key_enc, \
     d.credential_profile_id AS profile_id, \
     (SELECT p.username FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_username, \
     (SELECT p.password_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_password_enc, \
-    (SELECT p.ssh_key_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_ssh_key_enc";
+    (SELECT p.ssh_key_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_ssh_key_enc, \
+    d.tenant_id AS jump_tenant_id, d.jump_host, d.jump_port, \
+    d.jump_username, d.jump_password_enc, d.jump_key_enc, d.jump_direct, \
+    (SELECT p.jump_host FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_jump_host, \
+    (SELECT p.jump_port FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_jump_port, \
+    (SELECT p.jump_username FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_jump_username, \
+    (SELECT p.jump_password_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_jump_password_enc, \
+    (SELECT p.jump_key_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_jump_key_enc, \
+    (SELECT t.host FROM tenant_jump_hosts t WHERE t.tenant_id = d.tenant_id) AS tenant_jump_host, \
+    (SELECT t.port FROM tenant_jump_hosts t WHERE t.tenant_id = d.tenant_id) AS tenant_jump_port, \
+    (SELECT t.username FROM tenant_jump_hosts t WHERE t.tenant_id = d.tenant_id) AS tenant_jump_username, \
+    (SELECT t.password_enc FROM tenant_jump_hosts t WHERE t.tenant_id = d.tenant_id) AS tenant_jump_password_enc, \
+    (SELECT t.key_enc FROM tenant_jump_hosts t WHERE t.tenant_id = d.tenant_id) AS tenant_jump_key_enc";
 
 /// A device's credentials as stored: its own, sealed, and its profile's, sealed. `Debug`
 /// shows only which parts exist.
@@ -270,6 +337,8 @@ pub struct SealedCredentials {
     profile_username: Option<String>,
     profile_password_enc: Option<Vec<u8>>,
     profile_ssh_key_enc: Option<Vec<u8>>,
+    #[sqlx(flatten)]
+    jump: crate::jump::JumpCandidates,
 }
 
 impl std::fmt::Debug for SealedCredentials {
@@ -301,6 +370,11 @@ pub fn uses_own_credentials(own_password: bool, own_key: bool, has_profile: bool
 }
 
 impl SealedCredentials {
+    /// The jump host the device goes through (sealed), and where it comes from.
+    pub fn jump(&self) -> Option<(crate::jump::SealedJump, crate::jump::JumpSource)> {
+        self.jump.resolve()
+    }
+
     /// Open the credentials the device logs in with (see [`uses_own_credentials`]).
     pub fn open(&self, key: &CredentialKey) -> Result<Credentials, CredentialError> {
         let password = key.open(&self.device_id, &self.password_enc)?;
@@ -693,6 +767,9 @@ impl Store {
                     count.updated += 1;
                 }
             }
+            if let Some(setting) = &d.jump {
+                crate::jump::set_device(&mut *tx, key, d.id, setting).await?;
+            }
         }
         tx.commit().await?;
         Ok(count)
@@ -868,6 +945,7 @@ impl Store {
             n += 1;
         }
         reseal_binaries(&mut tx, old, new).await?;
+        reseal_jumps(&mut tx, old, new).await?;
         let profiles: Vec<SealedProfile> = sqlx::query_as(
             "SELECT id, password_enc, ssh_key_enc FROM credential_profiles ORDER BY id FOR UPDATE",
         )
@@ -969,7 +1047,7 @@ impl Store {
         let rows: Vec<SealedCredentials> = sqlx::query_as(sql).fetch_all(&self.pool).await?;
         let readable: Vec<Uuid> = rows
             .into_iter()
-            .filter(|c| c.open(key).is_ok())
+            .filter(|c| c.open(key).is_ok() && c.jump().is_none_or(|(j, _)| j.open(key).is_ok()))
             .map(|c| c.device_id)
             .collect();
         if readable.is_empty() {
@@ -1520,6 +1598,7 @@ mod tests {
             profile_username: Some("profile-user".into()),
             profile_password_enc: Some(ck.seal(&prof, &Secret::new("profile-pw"))),
             profile_ssh_key_enc: Some(ck.seal_key(&prof, &key_of(2))),
+            jump: Default::default(),
         };
         let c = sealed("", None).open(&ck).unwrap();
         assert_eq!(c.profile, Some(prof));

@@ -133,6 +133,7 @@ impl SimDevice {
             password: rosbackup_core::Secret::new(self.password.clone()),
             ssh_key: self.user_key.clone(),
             credential_profile: None,
+            jump: None,
             routeros_version: None,
             enabled: true,
             backup_interval_seconds: None,

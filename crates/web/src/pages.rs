@@ -701,6 +701,7 @@ async fn device(
         .await
         .unwrap_or_default();
     let timeout = effective_timeout(&s, row.device.id).await;
+    let via = via_bastion(&s, row.device.id).await;
     let d = &row.device;
     let st = row.state();
     let admin = c.principal.is_admin();
@@ -763,7 +764,7 @@ async fn device(
             }
         }
         div id="cards" data-refresh=(format!("/devices/{}/cards", d.id)) data-every="10000" {
-            (device_cards(&s, &row, timeout))
+            (device_cards(&s, &row, timeout, via.as_deref()))
         }
         @if admin {
             section.card {
@@ -798,6 +799,16 @@ async fn device(
     Ok(frame(&s, &c, &row.device.name, Nav::Devices, body).into_response())
 }
 
+/// The bastion a device is reached through (`host:port`, never its credentials); `None`:
+/// direct, or unknown for a moment (a store hiccup only hides the line).
+async fn via_bastion(s: &WebState, id: uuid::Uuid) -> Option<String> {
+    rosbackup_core::bastions::device_jump(s.store(), id)
+        .await
+        .ok()
+        .flatten()
+        .map(|(host, _)| host)
+}
+
 /// The export timeout a device's next run will have, as the workers decide it (`None`
 /// when the store does not answer: the card leaves the line out).
 async fn effective_timeout(
@@ -816,6 +827,7 @@ fn device_cards(
     s: &WebState,
     row: &DeviceRow,
     timeout: Option<rosbackup_core::export_timeout::Effective>,
+    via: Option<&str>,
 ) -> Markup {
     let d = &row.device;
     let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
@@ -832,6 +844,9 @@ fn device_cards(
                 h2 { "Device" }
                 dl.kv {
                     dt { "Host" } dd.mono { (d.host) ":" (d.ssh_port) }
+                    @if let Some(b) = via {
+                        dt { "Via" } dd.mono id="via-bastion" { "via bastion " (b) }
+                    }
                     dt { "User" } dd.mono { (d.username) }
                     dt { "RouterOS" } dd { (d.routeros_version.as_deref().unwrap_or("unknown yet")) }
                     dt { "Host key" } dd.mono.small {
@@ -878,7 +893,8 @@ async fn device_cards_fragment(
 ) -> PageResult {
     let row = visible_device(&s, &c, &id).await?;
     let timeout = effective_timeout(&s, row.device.id).await;
-    Ok(Html(device_cards(&s, &row, timeout).into_string()).into_response())
+    let via = via_bastion(&s, row.device.id).await;
+    Ok(Html(device_cards(&s, &row, timeout, via.as_deref()).into_string()).into_response())
 }
 
 /// Where an export timeout came from, in words.

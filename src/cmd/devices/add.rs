@@ -68,6 +68,8 @@ pub struct AddArgs {
     /// one (see `devices set-timeout`).
     #[arg(long, value_name = "SECS")]
     export_timeout: Option<String>,
+    #[command(flatten)]
+    jump: crate::cmd::bastions::JumpArgs,
 }
 
 /// The flag `devices add` takes for an inventory column.
@@ -109,6 +111,7 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
         } else {
             password_from_env(&password_env)?
         };
+    let jump = a.jump.setting(true)?;
     let key_file = a.key_file.as_ref().map(|f| f.display().to_string());
     let id = a.id.clone().unwrap_or_default();
     // A tenant name is looked up after the flags are checked (with the default tenant
@@ -137,6 +140,7 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
         credential_profile: a.credential_profile.as_deref(),
         tenant: None,
         export_timeout_seconds: a.export_timeout.as_deref(),
+        jump_host: None,
     };
     let flag_error = |FieldError { column, reason }| ConfigError {
         var: flag_for(column, &password_env),
@@ -164,6 +168,7 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
         device = fields.validate().map_err(flag_error)?;
     }
     device.ssh_key = ssh_key;
+    device.jump = jump;
     if let Some(existing) = store.device(device.id).await.map_err(store_error)? {
         if id.trim().is_empty() {
             anyhow::bail!(

@@ -29,12 +29,60 @@ pub(super) struct Change {
     pub no_password: bool,
     /// `Some(Some(name))`: use that profile; `Some(None)`: none; `None`: keep.
     pub profile: Option<Option<String>>,
+    /// The jump-host flags (`None` inside: left as it is).
+    pub jump: crate::cmd::bastions::JumpArgs,
+}
+
+impl Change {
+    /// Only jump-host flags: the device's own credentials stay as they are.
+    fn jump_only(&self) -> bool {
+        self.username.is_none()
+            && self.password_env.is_none()
+            && self.key_file.is_none()
+            && !self.no_key
+            && !self.no_password
+            && self.profile.is_none()
+    }
+}
+
+/// Set only the device's jump host (`set-credentials --jump-host …` alone).
+async fn set_jump(
+    env: &Env,
+    device: &str,
+    setting: crate::jump::JumpSetting,
+) -> anyhow::Result<ExitCode> {
+    let key = credential_key(env)?;
+    let store = open_store(env).await?;
+    check_key(&store, &key).await?;
+    let d = find(&store, device).await?;
+    crate::jump::set_device(store.pool(), &key, d.id, &setting)
+        .await
+        .map_err(|e| store_error(e.into()))?;
+    println!("jump host of {}: {}", label(&d), shown(&setting));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A jump setting as printed (never its secrets).
+fn shown(setting: &crate::jump::JumpSetting) -> String {
+    match setting {
+        crate::jump::JumpSetting::Inherit => {
+            "none of its own (its profile's or tenant's, if any)".into()
+        }
+        crate::jump::JumpSetting::Direct => "direct (ignores its profile's and tenant's)".into(),
+        crate::jump::JumpSetting::Via(s) => s.display(),
+    }
 }
 
 /// Set a device's password (from the variable `password_env`), key (from `key_file`)
 /// and optionally its user. Without `--key-file`, `--no-key` or `--no-password` it is
 /// the password alone, from ROSBACKUP_PASSWORD by default, as before keys.
 pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<ExitCode> {
+    let jump = c.jump.setting(true)?;
+    if let Some(setting) = jump.clone()
+        && c.jump_only()
+    {
+        return set_jump(env, device, setting).await;
+    }
     let key = credential_key(env)?;
     let username = c
         .username
@@ -107,6 +155,12 @@ pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<Ex
         )
         .await
         .map_err(store_error)?;
+    if let Some(setting) = &jump {
+        crate::jump::set_device(store.pool(), &key, d.id, setting)
+            .await
+            .map_err(|e| store_error(e.into()))?;
+        println!("jump host of {}: {}", label(&d), shown(setting));
+    }
     let lifted = d
         .blocked_reason
         .as_deref()

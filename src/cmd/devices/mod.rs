@@ -105,6 +105,8 @@ pub enum DevicesCommand {
         /// Stop using a credential profile.
         #[arg(long)]
         no_credential_profile: bool,
+        #[command(flatten)]
+        jump: crate::cmd::bastions::JumpArgs,
     },
     /// Forget the pinned SSH host key (the next backup pins what it sees); lifts a
     /// host_key_mismatch block.
@@ -186,6 +188,7 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
             no_password,
             credential_profile,
             no_credential_profile,
+            jump,
         } => {
             let change = credentials::Change {
                 username,
@@ -199,6 +202,7 @@ pub async fn run(env: &Env, command: DevicesCommand) -> anyhow::Result<ExitCode>
                     (None, true) => Some(None),
                     (None, false) => None,
                 },
+                jump,
             };
             credentials::set(env, &device, change).await
         }

@@ -32,6 +32,9 @@ pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<E
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
     }
+    let via = crate::bastions::device_jump(&store, d.id)
+        .await
+        .map_err(store_error)?;
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
         (Some(c), _) => format!("cron {c:?}"),
@@ -43,6 +46,13 @@ pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<E
         ("tenant", d.tenant_id.to_string()),
         ("name", d.name.clone()),
         ("host", host_port(&d)),
+        (
+            "via",
+            match &via {
+                Some((host, source)) => format!("bastion {host} ({source:?})").to_lowercase(),
+                None => "direct".into(),
+            },
+        ),
         ("username", d.username.clone()),
         ("enabled", if d.enabled { "yes" } else { "no" }.into()),
         ("routeros", opt(&d.routeros_version)),

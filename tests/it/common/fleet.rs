@@ -288,6 +288,9 @@ impl Fleet {
             max_job_starts: 3,
             metrics: Metrics::new(),
             held: Arc::default(),
+            bastions: Arc::new(rosbackup::device::BastionPool::new(
+                self.backup.bastion_connections,
+            )),
         })
     }
 

@@ -170,6 +170,7 @@ pub async fn add_placeholder_device(
         export_timeout_seconds: None,
         ssh_key: None,
         credential_profile: None,
+        jump: None,
     };
     store
         .upsert_devices(key, &[d], chrono::Utc::now)

@@ -27,10 +27,12 @@
 //! on the same SSH session and report what we found so the caller can remember it.
 
 mod algorithms;
+pub mod bastion;
 pub mod binary;
 pub mod output;
 
 pub use algorithms::{is_legacy, preferred};
+pub use bastion::BastionPool;
 
 use crate::error::ErrorKind;
 use crate::secret::Secret;
@@ -199,6 +201,9 @@ pub struct Export {
     pub command: &'static str,
     pub stderr_bytes: usize,
     pub timings: Timings,
+    /// The jump host's host-key fingerprint, when the export went through one (for the
+    /// caller to pin on first use, once per bastion).
+    pub bastion_fingerprint: Option<String>,
 }
 
 impl std::fmt::Debug for Export {
@@ -318,10 +323,36 @@ pub enum ExportError {
     NoCommonAlgorithm { what: String, theirs: Vec<String> },
     #[error("invalid target: {0}")]
     InvalidTarget(String),
-    /// The bastion would not open a channel to the device (forwarding disabled, or the
-    /// device unreachable from it).
-    #[error("the jump host refused to forward to {addr} ({reason})")]
-    ForwardRefused { addr: String, reason: String },
+    /// The bastion would not open a channel to the device: forwarding disabled there
+    /// (`AllowTcpForwarding no`: administratively prohibited), or no room for another
+    /// channel on any of the connections we may open. The bastion's policy, not the
+    /// device: `bastion_forward_refused`.
+    #[error("via jump host {bastion}: the jump host refused to forward to {addr} ({reason})")]
+    ForwardRefused {
+        bastion: String,
+        addr: String,
+        reason: String,
+    },
+    /// The bastion tried and could not connect to the device (RFC 4254 "connect
+    /// failed"): the device is down or unreachable from the bastion, `connection_refused`
+    /// as for a direct connection, and the message says where the attempt came from.
+    #[error("via jump host {bastion}: the jump host could not connect to {addr} ({reason})")]
+    ForwardFailed {
+        bastion: String,
+        addr: String,
+        reason: String,
+    },
+    /// The bastion presented another key than the one pinned for it. Not a
+    /// [`ExportError::HostKeyMismatch`]: that one is the device's (its message says
+    /// "device presented", which the dashboard reads back as the device's key).
+    #[error(
+        "via jump host {addr}: the jump host's host key changed: pinned {expected}, the jump host presented {got}"
+    )]
+    BastionHostKeyMismatch {
+        addr: String,
+        expected: String,
+        got: String,
+    },
     /// Something went wrong with the jump host itself (its connection, host key, login):
     /// the kind is the inner error's, the message names the bastion.
     #[error("via jump host {addr}: {source}")]
@@ -337,8 +368,10 @@ impl ExportError {
         match self {
             ExportError::ConnectionRefused { .. }
             | ExportError::Unreachable { .. }
-            | ExportError::ForwardRefused { .. } => ErrorKind::ConnectionRefused,
-            ExportError::Bastion { source, .. } => source.kind(),
+            | ExportError::ForwardFailed { .. } => ErrorKind::ConnectionRefused,
+            ExportError::ForwardRefused { .. } => ErrorKind::BastionForwardRefused,
+            ExportError::BastionHostKeyMismatch { .. } => ErrorKind::BastionHostKeyMismatch,
+            ExportError::Bastion { source, .. } => bastion_kind(source.kind()),
             ExportError::Timeout { .. } => ErrorKind::Timeout,
             ExportError::AuthFailed { .. } => ErrorKind::AuthFailed,
             ExportError::HostKeyMismatch { .. } => ErrorKind::HostKeyMismatch,
@@ -378,6 +411,30 @@ impl ExportError {
             ExportError::HostKeyMismatch { got, .. } => Some(got),
             _ => None,
         }
+    }
+
+    /// The jump host (`host:port`) the error happened on, when it happened there rather
+    /// than on the device.
+    pub fn bastion(&self) -> Option<&str> {
+        match self {
+            ExportError::Bastion { addr, .. }
+            | ExportError::BastionHostKeyMismatch { addr, .. } => Some(addr),
+            ExportError::ForwardRefused { bastion, .. } => Some(bastion),
+            _ => None,
+        }
+    }
+}
+
+/// The kind of an error on the jump host, from the kind the same error would have on a
+/// device: the device-side names stay the seed's, the bastion's get their own so the run
+/// history, the dashboard and the metrics tell where it happened.
+pub fn bastion_kind(inner: ErrorKind) -> ErrorKind {
+    match inner {
+        ErrorKind::AuthFailed => ErrorKind::BastionAuthFailed,
+        ErrorKind::HostKeyMismatch => ErrorKind::BastionHostKeyMismatch,
+        ErrorKind::ConnectionRefused | ErrorKind::Timeout => ErrorKind::BastionUnreachable,
+        ErrorKind::BastionForwardRefused => ErrorKind::BastionForwardRefused,
+        _ => ErrorKind::BastionFailed,
     }
 }
 
@@ -511,7 +568,7 @@ pub async fn export_with_marks(
     opts: &ExportOptions,
     mark: &mut (dyn FnMut(Phase) + Send),
 ) -> Result<Export, ExportError> {
-    export_inner(target, opts, mark, false)
+    export_inner(target, opts, mark, false, None)
         .await
         .map(|(export, _)| export)
 }
@@ -522,7 +579,29 @@ pub async fn export_with_marks(
 pub struct Session {
     handle: Handle<Client>,
     /// The jump host's connection the session's channel runs over, if any.
-    bastion: Option<Handle<Client>>,
+    bastion: Via,
+}
+
+/// The bastion connection a device session runs over: none, one of its own (a one-off
+/// export), or one lent by a [`BastionPool`] (shared with other sessions: never
+/// disconnected by one of them).
+enum Via {
+    Direct,
+    Own(Handle<Client>),
+    /// Held, never read: while it lives the pool counts this session on the connection.
+    Pooled(#[allow(dead_code)] bastion::Lent),
+}
+
+impl Via {
+    async fn close(self) {
+        if let Via::Own(b) = self {
+            let _ = timeout(
+                Duration::from_secs(1),
+                b.disconnect(russh::Disconnect::ByApplication, "", "en"),
+            )
+            .await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -540,7 +619,8 @@ impl Session {
         binary::take(&self.handle, req).await
     }
 
-    /// Disconnect (bounded: the device may already be gone, which is fine).
+    /// Disconnect (bounded: the device may already be gone, which is fine). A pooled
+    /// bastion connection stays open for the next session.
     pub async fn close(self) {
         let _ = timeout(
             Duration::from_secs(1),
@@ -548,18 +628,12 @@ impl Session {
                 .disconnect(russh::Disconnect::ByApplication, "", "en"),
         )
         .await;
-        if let Some(b) = self.bastion {
-            let _ = timeout(
-                Duration::from_secs(1),
-                b.disconnect(russh::Disconnect::ByApplication, "", "en"),
-            )
-            .await;
-        }
+        self.bastion.close().await;
     }
 }
 
 /// A session kept open after its export: the device's connection and the jump host's.
-type Kept = (Handle<Client>, Option<Handle<Client>>);
+type Kept = (Handle<Client>, Via);
 
 /// [`export_with_marks`] that keeps the session open after a successful export (after a
 /// failed one it is closed as always). The export's timings end before the disconnect.
@@ -568,10 +642,128 @@ pub async fn export_session(
     opts: &ExportOptions,
     mark: &mut (dyn FnMut(Phase) + Send),
 ) -> Result<(Export, Session), ExportError> {
-    let (export, kept) = export_inner(target, opts, mark, true).await?;
+    export_session_via(target, opts, mark, None).await
+}
+
+/// [`export_with_marks`] with a jump host's connection taken from `pool` (shared with
+/// other sessions) instead of one of its own; without a jump host the pool is unused.
+pub async fn export_via(
+    target: &Target,
+    opts: &ExportOptions,
+    mark: &mut (dyn FnMut(Phase) + Send),
+    pool: Option<&BastionPool>,
+) -> Result<Export, ExportError> {
+    export_inner(target, opts, mark, false, pool)
+        .await
+        .map(|(export, _)| export)
+}
+
+/// [`export_session`] with the jump host's connection from `pool` ([`export_via`]).
+pub async fn export_session_via(
+    target: &Target,
+    opts: &ExportOptions,
+    mark: &mut (dyn FnMut(Phase) + Send),
+    pool: Option<&BastionPool>,
+) -> Result<(Export, Session), ExportError> {
+    let (export, kept) = export_inner(target, opts, mark, true, pool).await?;
     let (handle, bastion) =
         kept.ok_or_else(|| ExportError::InvalidTarget("session not kept".into()))?;
     Ok((export, Session { handle, bastion }))
+}
+
+/// Wrap an error on the jump host `jump` so that it names it (and its kind is the
+/// bastion's, [`bastion_kind`]). A changed host key gets its own variant.
+fn via(jump: &JumpHost) -> impl Fn(ExportError) -> ExportError + '_ {
+    move |e| {
+        let addr = format_addr(&jump.host, jump.port);
+        match e {
+            ExportError::HostKeyMismatch { expected, got } => ExportError::BastionHostKeyMismatch {
+                addr,
+                expected,
+                got,
+            },
+            e @ (ExportError::ForwardRefused { .. }
+            | ExportError::ForwardFailed { .. }
+            | ExportError::Bastion { .. }
+            | ExportError::BastionHostKeyMismatch { .. }) => e,
+            e => ExportError::Bastion {
+                addr,
+                source: Box::new(e),
+            },
+        }
+    }
+}
+
+/// Open a `direct-tcpip` channel to the device on an authenticated bastion connection,
+/// under the connect timeout. `Err(None)`: the connection is gone (dropped under us).
+async fn open_forward(
+    bastion: &Handle<Client>,
+    jump: &JumpHost,
+    target: &Target,
+    opts: &ExportOptions,
+) -> Result<russh::Channel<client::Msg>, ForwardError> {
+    let addr = format_addr(&target.host, target.port);
+    let bastion_addr = format_addr(&jump.host, jump.port);
+    match timeout(
+        opts.connect_timeout,
+        bastion.channel_open_direct_tcpip(
+            target.host.clone(),
+            u32::from(target.port),
+            "127.0.0.1",
+            0,
+        ),
+    )
+    .await
+    {
+        Err(_) => Err(ForwardError::Failed(ExportError::Bastion {
+            addr: bastion_addr,
+            source: Box::new(ExportError::Timeout {
+                phase: Phase::Connect,
+                secs: opts.connect_timeout.as_secs_f64(),
+            }),
+        })),
+        Ok(Err(russh::Error::ChannelOpenFailure(reason))) => Err(match reason {
+            russh::ChannelOpenFailure::ConnectFailed => {
+                ForwardError::Failed(ExportError::ForwardFailed {
+                    bastion: bastion_addr,
+                    addr,
+                    reason: "connect failed".into(),
+                })
+            }
+            russh::ChannelOpenFailure::ResourceShortage => ForwardError::NoRoom,
+            other => ForwardError::Failed(ExportError::ForwardRefused {
+                bastion: bastion_addr,
+                addr,
+                reason: forward_reason(&other).into(),
+            }),
+        }),
+        Ok(Err(russh::Error::SendError | russh::Error::Disconnect | russh::Error::HUP)) => {
+            Err(ForwardError::Dropped)
+        }
+        Ok(Err(e)) => Err(ForwardError::Failed(via(jump)(map_russh(e)))),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
+fn forward_reason(r: &russh::ChannelOpenFailure) -> &'static str {
+    match r {
+        russh::ChannelOpenFailure::AdministrativelyProhibited => {
+            "administratively prohibited: is AllowTcpForwarding off?"
+        }
+        russh::ChannelOpenFailure::ConnectFailed => "connect failed",
+        russh::ChannelOpenFailure::UnknownChannelType => "direct-tcpip not supported",
+        russh::ChannelOpenFailure::ResourceShortage => "resource shortage",
+        _ => "refused",
+    }
+}
+
+/// Why a forward did not open.
+enum ForwardError {
+    /// The bastion connection is gone: another may do.
+    Dropped,
+    /// The bastion has no room for another channel on this connection.
+    NoRoom,
+    Failed(ExportError),
 }
 
 async fn export_inner(
@@ -579,10 +771,10 @@ async fn export_inner(
     opts: &ExportOptions,
     mark: &mut (dyn FnMut(Phase) + Send),
     keep: bool,
+    pool: Option<&BastionPool>,
 ) -> Result<(Export, Option<Kept>), ExportError> {
     let started = Instant::now();
     let mut connected = started;
-    let addr = format_addr(&target.host, target.port);
     if let Some(fp) = target.known_fingerprint.as_deref().map(str::trim)
         && !fp.is_empty()
         && !is_fingerprint(fp)
@@ -595,58 +787,46 @@ async fn export_inner(
 
     // Phase 1: TCP connect (through the bastion's `direct-tcpip` channel with a jump
     // host, which is logged in to first, under the same connect timeout).
-    let (handle, observed, bastion) = match &target.jump {
-        None => {
+    let mut bastion_fingerprint = None;
+    let (handle, observed, bastion) = match (&target.jump, pool) {
+        (None, _) => {
             let stream = tcp_connect(&target.host, target.port, opts).await?;
             connected_at(&mut connected, &mut *mark);
             let expected = expected_fingerprint(target.known_fingerprint.as_deref());
             let (handle, observed) = login(stream, &target.login(), expected, opts).await?;
-            (handle, observed, None)
+            (handle, observed, Via::Direct)
         }
-        Some(jump) => {
-            let via = |e: ExportError| ExportError::Bastion {
-                addr: format_addr(&jump.host, jump.port),
-                source: Box::new(e),
-            };
-            let stream = tcp_connect(&jump.host, jump.port, opts)
-                .await
-                .map_err(via)?;
-            let login_as = jump.login(target);
-            let expected = expected_fingerprint(jump.known_fingerprint.as_deref());
-            let (bastion, _) = login(stream, &login_as, expected, opts)
-                .await
-                .map_err(via)?;
-            let channel = match timeout(
-                opts.connect_timeout,
-                bastion.channel_open_direct_tcpip(
-                    target.host.clone(),
-                    u32::from(target.port),
-                    "127.0.0.1",
-                    0,
-                ),
-            )
-            .await
-            {
-                Err(_) => {
-                    return Err(via(ExportError::Timeout {
-                        phase: Phase::Connect,
-                        secs: opts.connect_timeout.as_secs_f64(),
-                    }));
+        (Some(jump), Some(pool)) => {
+            let (channel, lent) = pool.forward(jump, target, opts).await?;
+            bastion_fingerprint = Some(lent.fingerprint().to_string());
+            connected_at(&mut connected, &mut *mark);
+            let expected = expected_fingerprint(target.known_fingerprint.as_deref());
+            let (handle, observed) =
+                login(channel.into_stream(), &target.login(), expected, opts).await?;
+            (handle, observed, Via::Pooled(lent))
+        }
+        (Some(jump), None) => {
+            let (bastion, seen) = bastion::connect(jump, target, opts).await?;
+            bastion_fingerprint = Some(seen);
+            let channel = match open_forward(&bastion, jump, target, opts).await {
+                Ok(c) => c,
+                Err(ForwardError::Failed(e)) => return Err(e),
+                Err(ForwardError::NoRoom) => {
+                    return Err(ExportError::ForwardRefused {
+                        bastion: format_addr(&jump.host, jump.port),
+                        addr: format_addr(&target.host, target.port),
+                        reason: forward_reason(&russh::ChannelOpenFailure::ResourceShortage).into(),
+                    });
                 }
-                Ok(Err(russh::Error::ChannelOpenFailure(reason))) => {
-                    return Err(via(ExportError::ForwardRefused {
-                        addr: addr.clone(),
-                        reason: format!("{reason:?}"),
-                    }));
+                Err(ForwardError::Dropped) => {
+                    return Err(via(jump)(ExportError::Ssh(russh::Error::Disconnect)));
                 }
-                Ok(Err(e)) => return Err(via(map_russh(e))),
-                Ok(Ok(c)) => c,
             };
             connected_at(&mut connected, &mut *mark);
             let expected = expected_fingerprint(target.known_fingerprint.as_deref());
             let (handle, observed) =
                 login(channel.into_stream(), &target.login(), expected, opts).await?;
-            (handle, observed, Some(bastion))
+            (handle, observed, Via::Own(bastion))
         }
     };
     let authenticated = Instant::now();
@@ -673,13 +853,7 @@ async fn export_inner(
             handle.disconnect(russh::Disconnect::ByApplication, "", "en"),
         )
         .await;
-        if let Some(b) = &bastion {
-            let _ = timeout(
-                Duration::from_secs(1),
-                b.disconnect(russh::Disconnect::ByApplication, "", "en"),
-            )
-            .await;
-        }
+        bastion.close().await;
         None
     };
     let done = Instant::now();
@@ -687,6 +861,7 @@ async fn export_inner(
     let mut export = result?;
     export.fingerprint = fingerprint;
     export.negotiated = negotiated;
+    export.bastion_fingerprint = bastion_fingerprint;
     export.timings = Timings {
         connect: connected - started,
         handshake: authenticated - connected,
@@ -981,6 +1156,7 @@ async fn run_export(
         fingerprint: String::new(),
         negotiated: Negotiated::default(),
         timings: Timings::default(),
+        bastion_fingerprint: None,
     })
 }
 

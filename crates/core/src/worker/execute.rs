@@ -16,8 +16,9 @@ use crate::backup::{self, BackupError};
 use crate::binary;
 use crate::credentials::CredentialError;
 use crate::device::binary::{BinaryError, BinaryErrorKind, BinaryFile};
-use crate::device::{ExportOptions, Target};
+use crate::device::{ExportError, ExportOptions, JumpHost, Target};
 use crate::export_timeout::{self, Effective, TimeoutSource};
+use crate::jump::{self, SealedJump};
 use crate::marks::{self, Mark};
 use crate::queue::BackupJob;
 use crate::seed_lock::{self, Attempt, SeedLock};
@@ -265,13 +266,39 @@ async fn run_leased(
         match rules::given_up(starts, env.max_job_starts) {
             Some(failure) => Err(failure),
             None => {
-                // The credentials came with the lease (its own and its profile's, in the
-                // same statement): no round trip of their own.
-                let opened = credentials.open(&env.key);
+                // The credentials came with the lease (its own and its profile's, and
+                // its jump host candidates, in the same statement); a jump host's pinned
+                // key is one more read (once per backup through a bastion).
+                let jump = match credentials.jump() {
+                    None => None,
+                    Some((sealed, _)) => {
+                        let pinned = crate::bastions::pin(
+                            &env.store,
+                            device.tenant_id,
+                            &sealed.host,
+                            sealed.port(),
+                        )
+                        .await?;
+                        Some((sealed, pinned))
+                    }
+                };
+                let opened = credentials.open(&env.key).and_then(|c| {
+                    let j = match &jump {
+                        None => None,
+                        Some((sealed, pinned)) => Some(JumpHost {
+                            known_fingerprint: pinned.clone(),
+                            ..sealed.open(&env.key)?
+                        }),
+                    };
+                    Ok((c, j))
+                });
                 let reaches_device = opened.is_ok();
                 env.metrics.backup_active.inc();
                 let timer = env.metrics.backup_duration.start_timer();
                 let r = backup_under_lease(env, device, lease, leased_at, opened, timeout).await;
+                if let Some((sealed, pinned)) = &jump {
+                    note_bastion_key(env, device, sealed, pinned.as_deref(), &r).await;
+                }
                 timer.observe_duration();
                 env.metrics.backup_active.dec();
                 if reaches_device {
@@ -387,6 +414,35 @@ async fn run_leased(
     })
 }
 
+/// Pin a jump host's key on first use (once per bastion), or remember the key it
+/// presented instead of its pinned one. Neither fails the job: the outcome is the
+/// device's; a pin that could not be written is taken at the next backup.
+async fn note_bastion_key(
+    env: &JobEnv,
+    device: &Device,
+    bastion: &SealedJump,
+    pinned: Option<&str>,
+    result: &Result<Option<UnderLease>, BackupError>,
+) {
+    let (host, port) = (bastion.host.as_str(), bastion.port());
+    let written = match result {
+        Ok(Some((c, _, _))) if pinned.is_none() => match &c.export.bastion_fingerprint {
+            Some(fp) if !fp.is_empty() => {
+                info!(bastion = %jump::display(None, host, port), fingerprint = %fp, "pinned the jump host's key on first use");
+                crate::bastions::record_pin(&env.store, device.tenant_id, host, port, fp).await
+            }
+            _ => Ok(()),
+        },
+        Err(BackupError::Export(ExportError::BastionHostKeyMismatch { got, .. })) => {
+            crate::bastions::record_mismatch(&env.store, device.tenant_id, host, port, got).await
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = written {
+        warn!(error = %e, "could not record the jump host's key");
+    }
+}
+
 /// Write the outcome fenced by the lease (`Ok(false)`: the lease was lost). When
 /// PostgreSQL refuses the row for good (a value it cannot store, e.g. device-supplied
 /// text), retrying would fail the same way forever and the device would be exported
@@ -437,20 +493,20 @@ async fn backup_under_lease(
     device: &Device,
     lease: &Lease,
     leased_at: Instant,
-    credentials: Result<Credentials, CredentialError>,
+    credentials: Result<(Credentials, Option<JumpHost>), CredentialError>,
     timeout: Effective,
 ) -> Result<Option<UnderLease>, BackupError> {
     // A seal our key cannot open is our configuration, not the device: a kind of its
     // own that blocks the device (retrying with the same key opens nothing) instead of
     // `unknown` every 5 minutes.
-    let credentials = credentials.map_err(BackupError::Credentials)?;
+    let (credentials, jump) = credentials.map_err(BackupError::Credentials)?;
     let target = Target {
         host: device.host.clone(),
         port: u16::try_from(device.ssh_port).unwrap_or(22),
         username: credentials.username,
         password: credentials.password,
         key: credentials.key,
-        jump: None,
+        jump,
         known_fingerprint: device.ssh_host_key_fingerprint.clone(),
         routeros_version: device.routeros_version.clone(),
     };
@@ -465,12 +521,23 @@ async fn backup_under_lease(
         let exporting = Instant::now();
         let (collected, session) = match &binary_state {
             None => (
-                backup::collect(&target, &options, env.backup.normalization).await?,
+                backup::collect_via(
+                    &target,
+                    &options,
+                    env.backup.normalization,
+                    Some(&env.bastions),
+                )
+                .await?,
                 None,
             ),
             Some(_) => {
-                let (c, s) =
-                    backup::collect_session(&target, &options, env.backup.normalization).await?;
+                let (c, s) = backup::collect_session_via(
+                    &target,
+                    &options,
+                    env.backup.normalization,
+                    Some(&env.bastions),
+                )
+                .await?;
                 (c, Some(s))
             }
         };

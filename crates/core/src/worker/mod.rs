@@ -49,6 +49,9 @@ pub struct JobEnv {
     pub metrics: Metrics,
     /// Leases held right now (released at shutdown so the next holder need not wait).
     pub held: Arc<Mutex<HashMap<String, Lease>>>,
+    /// The worker's jump-host connections, shared by all its jobs (one pool per worker
+    /// process: [`crate::device::bastion`]).
+    pub bastions: Arc<crate::device::BastionPool>,
 }
 
 /// Give back every lease this process holds (graceful shutdown past the grace period).

@@ -350,6 +350,8 @@ mod tests {
             credential_profile_id: None,
             has_ssh_key: false,
             export_timeout_seconds: None,
+            jump_host: None,
+            jump_direct: false,
         }
     }
 
