@@ -237,7 +237,7 @@ pub struct Device {
     /// Whether the device has a user key of its own (never the key itself).
     pub has_ssh_key: bool,
     /// Its export timeout override, seconds (`None`: its profile's, else adaptive; see
-    /// [`crate::export_timeout`]).
+    /// `export_timeout`).
     pub export_timeout_seconds: Option<i32>,
     /// The host of its own jump host, if it names one (never its credentials); its
     /// profile's or tenant's may apply otherwise (`jump::device_jump`).
@@ -531,7 +531,11 @@ pub struct RunRecord {
 /// The export timeout a run applied, and what the adaptive timeout learns from the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppliedTimeout {
-    pub effective: crate::export_timeout::Effective,
+    /// The timeout, whole seconds.
+    pub seconds: u32,
+    /// Where it came from (`export_timeout::TimeoutSource::as_str`: the store stays
+    /// below `export_timeout`, which reads the store).
+    pub source: &'static str,
     /// How long a successful export took (connect, login, export, normalize).
     pub export_ms: Option<i64>,
     /// The export timeout expired.
@@ -1523,9 +1527,9 @@ async fn insert_run(
     .bind(duration_ms)
     .bind(
         run.timeout
-            .map(|t| i32::try_from(t.effective.seconds).unwrap_or(i32::MAX)),
+            .map(|t| i32::try_from(t.seconds).unwrap_or(i32::MAX)),
     )
-    .bind(run.timeout.map(|t| t.effective.source.as_str()))
+    .bind(run.timeout.map(|t| t.source))
     .bind(run.timeout.and_then(|t| t.export_ms))
     .bind(run.timeout.is_some_and(|t| t.timed_out))
     .execute(&mut **tx)

@@ -307,7 +307,8 @@ async fn run_leased(
                         .with_label_values(&[timeout.source.as_str()])
                         .inc();
                     applied = Some(AppliedTimeout {
-                        effective: timeout,
+                        seconds: timeout.seconds,
+                        source: timeout.source.as_str(),
                         export_ms: None,
                         timed_out: matches!(&r, Err(e) if e.export_timed_out()),
                     });
