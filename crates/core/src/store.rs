@@ -303,26 +303,17 @@ pub fn scheduled_job_id(device_id: &Uuid, due_at: DateTime<Utc>) -> String {
 }
 
 /// The columns a device's credentials are resolved from, for a query over `devices d`:
-/// its own (sealed) and its profile's, and its jump host candidates (the same text as
-/// [`crate::jump::JUMP_COLUMNS`], which a test keeps equal: a `const` cannot concatenate). Three scalar subqueries on the profile's primary
+/// its own (sealed) and its profile's, and its jump host candidates
+/// ([`crate::jump::JUMP_COLUMNS`]'s text, through its macro). Three scalar subqueries on the profile's primary
 /// key, so it fits into any statement that reads the device (the lease's `RETURNING`).
-pub(crate) const CREDENTIAL_COLUMNS: &str = "d.password_enc, d.ssh_key_enc, \
+pub(crate) const CREDENTIAL_COLUMNS: &str = concat!(
+    "d.password_enc, d.ssh_key_enc, \
     d.credential_profile_id AS profile_id, \
     (SELECT p.username FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_username, \
     (SELECT p.password_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_password_enc, \
-    (SELECT p.ssh_key_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_ssh_key_enc, \
-    d.tenant_id AS jump_tenant_id, d.jump_host, d.jump_port, \
-    d.jump_username, d.jump_password_enc, d.jump_key_enc, d.jump_direct, \
-    (SELECT p.jump_host FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_jump_host, \
-    (SELECT p.jump_port FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_jump_port, \
-    (SELECT p.jump_username FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_jump_username, \
-    (SELECT p.jump_password_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_jump_password_enc, \
-    (SELECT p.jump_key_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_jump_key_enc, \
-    (SELECT t.host FROM tenant_jump_hosts t WHERE t.tenant_id = d.tenant_id) AS tenant_jump_host, \
-    (SELECT t.port FROM tenant_jump_hosts t WHERE t.tenant_id = d.tenant_id) AS tenant_jump_port, \
-    (SELECT t.username FROM tenant_jump_hosts t WHERE t.tenant_id = d.tenant_id) AS tenant_jump_username, \
-    (SELECT t.password_enc FROM tenant_jump_hosts t WHERE t.tenant_id = d.tenant_id) AS tenant_jump_password_enc, \
-    (SELECT t.key_enc FROM tenant_jump_hosts t WHERE t.tenant_id = d.tenant_id) AS tenant_jump_key_enc";
+    (SELECT p.ssh_key_enc FROM credential_profiles p WHERE p.id = d.credential_profile_id) AS profile_ssh_key_enc, ",
+    crate::jump::jump_columns!()
+);
 
 /// A device's credentials as stored: its own, sealed, and its profile's, sealed. `Debug`
 /// shows only which parts exist.
