@@ -297,30 +297,47 @@ async fn postgres_restarted_mid_run_loses_no_outcome() {
     let (stop_e, enq) = fleet.spawn_enqueuer();
     let (stop_a, wa, env_a) = fleet.spawn_worker("pg-a", 2);
     let (stop_b, wb, env_b) = fleet.spawn_worker("pg-b", 2);
+    // Every device here is healthy, so a session the simulator accepted and has not yet
+    // answered with a complete export is an export in progress: its execution is past
+    // every PostgreSQL read it makes before connecting, and only the fence is left.
+    let totals = || {
+        fleet
+            .sim
+            .stats()
+            .values()
+            .fold((0u64, 0u64), |(s, e), d| (s + d.sessions, e + d.exports))
+    };
     fleet
-        .wait_for(Duration::from_secs(60), "a few backups done", || async {
-            fleet.successes().await >= 3
-        })
+        .wait_for(
+            Duration::from_secs(60),
+            "a few backups done and an export in progress",
+            || async {
+                let (sessions, exports) = totals();
+                fleet.successes().await >= 3 && sessions > exports
+            },
+        )
         .await;
-    let exports_before: u64 = fleet.sim.stats().values().map(|s| s.exports).sum();
+    let exports_before: u64 = totals().1;
     // Fast shutdown (SIGINT): sessions are cut, the server stops at once.
     stop_with(&mut pg, libc::SIGINT).await;
-    // Keep it down until an export finished and its execution gave up because it could
-    // not confirm its lease (the pool waits 10 s for a connection): that execution must
-    // publish nothing and write nothing.
+    // Keep it down until the export in progress finished and an execution gave up
+    // because it could not confirm its lease (the pool waits 10 s for a connection):
+    // that execution must publish nothing and write nothing. (An execution still in its
+    // reads before connecting may give up first, at its lease deadline, without an
+    // export: so wait for both.)
     let deadline = Instant::now() + Duration::from_secs(40);
     let lease_lost = || env_a.metrics.lease_lost.get() + env_b.metrics.lease_lost.get();
-    while lease_lost() == 0 {
+    while lease_lost() == 0 || totals().1 <= exports_before {
         assert!(
             Instant::now() < deadline,
-            "no execution lost its lease while PostgreSQL was down"
+            "no export finished and lost its lease while PostgreSQL was down \
+             (lease lost: {}, exports: {} before, {} now)",
+            lease_lost(),
+            exports_before,
+            totals().1
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        fleet.sim.stats().values().map(|s| s.exports).sum::<u64>() > exports_before,
-        "exports finished while PostgreSQL was down"
-    );
     pg = services::postgres_at(&pg.url, port, dir.path())
         .await
         .expect("PostgreSQL restarts on the same port with its data");
