@@ -60,10 +60,19 @@ pub struct SoakArgs {
     /// replacement ("off": none).
     #[arg(long, default_value = "60-180")]
     kill_every: String,
-    /// Restart the private Redis with its data gone this long after the start ("half",
-    /// a duration, or "off").
+    /// Restart the private Redis with its data gone this long after the start ("third",
+    /// "half", "two-thirds", a duration, or "off").
     #[arg(long, default_value = "half")]
     redis_restart_at: String,
+    /// Restart NATS (streams kept) this long after the start (as --redis-restart-at);
+    /// unless "off", NATS is a private server of the soak.
+    #[arg(long, default_value = "third")]
+    nats_restart_at: String,
+    /// Restart PostgreSQL (fast shutdown: sessions cut; data kept) this long after the
+    /// start (as --redis-restart-at); unless "off", PostgreSQL is a private server of the
+    /// soak.
+    #[arg(long, default_value = "two-thirds")]
+    postgres_restart_at: String,
     /// Faulty devices, e.g. "auth=3,v6=20" (default: none; faulty devices are excluded
     /// from the every-interval check).
     #[arg(long, default_value = "")]
@@ -138,17 +147,24 @@ pub async fn soak(a: SoakArgs) -> anyhow::Result<ExitCode> {
         "off" | "none" => None,
         s => Some(parse_range(s).map_err(|e| anyhow::anyhow!("--kill-every: {e}"))?),
     };
-    let redis_restart_at = match a.redis_restart_at.as_str() {
-        "off" | "none" => None,
-        "half" => Some(duration / 2),
-        s => {
-            let d = flag("redis-restart-at", parse_duration(s))?;
-            if d.is_zero() || d >= duration {
-                anyhow::bail!("--redis-restart-at must fall inside --duration");
+    let at = |name: &str, value: &str| -> anyhow::Result<Option<Duration>> {
+        match value {
+            "off" | "none" => Ok(None),
+            "third" => Ok(Some(duration / 3)),
+            "half" => Ok(Some(duration / 2)),
+            "two-thirds" => Ok(Some(duration * 2 / 3)),
+            s => {
+                let d = flag(name, parse_duration(s))?;
+                if d.is_zero() || d >= duration {
+                    anyhow::bail!("--{name} must fall inside --duration");
+                }
+                Ok(Some(d))
             }
-            Some(d)
         }
     };
+    let redis_restart_at = at("redis-restart-at", &a.redis_restart_at)?;
+    let nats_restart_at = at("nats-restart-at", &a.nats_restart_at)?;
+    let postgres_restart_at = at("postgres-restart-at", &a.postgres_restart_at)?;
     let faults = a
         .faults
         .parse()
@@ -168,6 +184,8 @@ pub async fn soak(a: SoakArgs) -> anyhow::Result<ExitCode> {
         concurrency: a.concurrency,
         kill_every,
         redis_restart_at,
+        nats_restart_at,
+        postgres_restart_at,
         faults,
         listen_base: a.listen_base,
         sample_every: Duration::from_secs(a.sample_every.max(1)),

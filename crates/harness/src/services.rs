@@ -49,18 +49,29 @@ impl Service {
 
     /// Stop a private server (SIGTERM, then SIGKILL after `grace`).
     pub async fn stop(&mut self, grace: Duration) {
+        self.stop_with(libc::SIGTERM, grace).await;
+    }
+
+    /// Stop a private server with `signal` (PostgreSQL: SIGINT is its fast shutdown,
+    /// SIGTERM waits for every client to leave), then SIGKILL after `grace`.
+    pub async fn stop_with(&mut self, signal: libc::c_int, grace: Duration) {
         if let Some(child) = self.child.as_mut() {
-            stop_child(child, grace).await;
+            signal_child(child, signal, grace).await;
         }
     }
 }
 
 /// SIGTERM a child, wait up to `grace`, then SIGKILL.
 pub async fn stop_child(child: &mut Child, grace: Duration) {
+    signal_child(child, libc::SIGTERM, grace).await;
+}
+
+/// Send `signal` to a child, wait up to `grace`, then SIGKILL.
+async fn signal_child(child: &mut Child, signal: libc::c_int, grace: Duration) {
     if let Some(pid) = child.id() {
         // SAFETY: kill(2) with a pid we spawned and still own.
         unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            libc::kill(pid as libc::pid_t, signal);
         }
     }
     if tokio::time::timeout(grace, child.wait()).await.is_err() {

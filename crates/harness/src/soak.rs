@@ -6,8 +6,9 @@
 //! `rosbackup` processes, the simulator as a `rosbackup sim` process, PostgreSQL and NATS
 //! as found or private, and a **private** Redis it owns) for a long time, kills a random
 //! worker with SIGKILL every so often (and starts a replacement), restarts Redis with its
-//! data gone, samples memory, file descriptors and the Redis key count, and at the end
-//! audits three independent records against each other:
+//! data gone, restarts NATS and PostgreSQL with their data kept (each one the soak was
+//! asked to restart is a private server it owns), samples memory, file descriptors and the
+//! Redis key count, and at the end audits three independent records against each other:
 //!
 //! * the simulator's **session log** — what the devices actually sent (one line per
 //!   completed export, with the hash a correct backup of those bytes carries),
@@ -26,6 +27,13 @@
 //! again after its lease expires and missed heartbeats (seconds), and jobs lost with
 //! Redis are rescheduled from PostgreSQL once their claim is `stale_after` (30 s) old and
 //! a refresh runs. So the one-interval promise needs an interval of at least ~20 s.
+//!
+//! What a disruption may cost the one-to-one checks: a killed worker may leave each of
+//! its running jobs published without a recorded outcome (or a session without a run);
+//! a PostgreSQL restart may do that to every running job of every worker (they cannot
+//! confirm their lease or write their outcome), and a NATS restart too (a publish whose
+//! acknowledgement was lost is recorded as failed though the stream kept it). So the
+//! allowance is kills × concurrency + restarts × workers × concurrency.
 //!
 //! What "flat" means: for each sampled series (RSS and open fds of the enqueuer, the
 //! simulator and the largest live worker; the Redis key count), the average over the
@@ -80,6 +88,11 @@ pub struct SoakOptions {
     pub kill_every: Option<(Duration, Duration)>,
     /// Restart the private Redis (data gone) this long after the start.
     pub redis_restart_at: Option<Duration>,
+    /// Restart NATS (streams kept) this long after the start; NATS is then private.
+    pub nats_restart_at: Option<Duration>,
+    /// Restart PostgreSQL (fast shutdown, data kept) this long after the start;
+    /// PostgreSQL is then private.
+    pub postgres_restart_at: Option<Duration>,
     pub faults: FaultSpec,
     /// Simulated device `i` listens on `listen_base + i`.
     pub listen_base: Ipv4Addr,
@@ -198,6 +211,10 @@ pub struct AuditInput {
     pub kills: u64,
     /// Jobs one worker runs at once (what one kill can interrupt).
     pub concurrency: u64,
+    /// NATS and PostgreSQL restarts (each can interrupt every running job).
+    pub service_restarts: u64,
+    /// Worker processes running at once.
+    pub workers: u64,
     /// Stream messages that were gone before the soak could read them.
     pub messages_lost: u64,
 }
@@ -225,7 +242,8 @@ pub struct AuditFigures {
     pub failures_by_kind: BTreeMap<String, usize>,
     pub messages: usize,
     pub sessions: usize,
-    pub kill_allowance: u64,
+    /// What kills and service restarts may interrupt (see the module docs).
+    pub interrupt_allowance: u64,
     pub duplicate_msg_ids: usize,
     pub jobs_with_several_outcomes: usize,
     pub successes_without_message: usize,
@@ -404,7 +422,8 @@ pub fn audit(input: &AuditInput) -> (Vec<Check>, AuditFigures) {
     ));
 
     // 4. Messages ↔ successful runs, one to one (the message id is `<job id>:<hash>`).
-    f.kill_allowance = input.kills * input.concurrency;
+    f.interrupt_allowance = input.kills * input.concurrency
+        + input.service_restarts * input.workers * input.concurrency;
     let mut run_keys: HashMap<String, usize> = HashMap::new();
     for r in &successes {
         let key = format!("{}:{}", r.job_id, r.sha256.as_deref().unwrap_or(""));
@@ -445,24 +464,24 @@ pub fn audit(input: &AuditInput) -> (Vec<Check>, AuditFigures) {
     let jobs_twice = jobs_published.values().filter(|n| **n > 1).count();
     checks.push(check(
         "no_duplicate_publish",
-        dups.is_empty() && jobs_twice as u64 <= f.kill_allowance,
+        dups.is_empty() && jobs_twice as u64 <= f.interrupt_allowance,
         format!(
-            "{} Nats-Msg-Ids stored more than once; {} jobs published under two hashes (allowed ≤ {} = kills × concurrency)",
+            "{} Nats-Msg-Ids stored more than once; {} jobs published under two hashes (allowed ≤ {}: kills × concurrency + restarts × workers × concurrency)",
             dups.len(),
             jobs_twice,
-            f.kill_allowance
+            f.interrupt_allowance
         ),
     ));
     checks.push(check(
         "runs_match_messages",
-        f.successes_without_message == 0 && f.messages_without_run as u64 <= f.kill_allowance,
+        f.successes_without_message == 0 && f.messages_without_run as u64 <= f.interrupt_allowance,
         format!(
-            "{} successes, {} messages: {} successes without a message, {} messages without a success run (allowed ≤ {}: a worker killed between the publish and recording the outcome)",
+            "{} successes, {} messages: {} successes without a message, {} messages without a success run (allowed ≤ {}: a worker killed, or NATS or PostgreSQL restarted, between the publish and recording the outcome)",
             f.successes,
             f.messages,
             f.successes_without_message,
             f.messages_without_run,
-            f.kill_allowance
+            f.interrupt_allowance
         ),
     ));
 
@@ -502,7 +521,7 @@ pub fn audit(input: &AuditInput) -> (Vec<Check>, AuditFigures) {
         }
     }
     let failed = input.runs.iter().filter(|r| r.status == "failed").count() as u64;
-    f.sessions_allowance = f.kill_allowance + failed;
+    f.sessions_allowance = f.interrupt_allowance + failed;
     let unmatched: Vec<&SessionRecord> = sessions
         .values()
         .flatten()
@@ -532,8 +551,15 @@ pub fn audit(input: &AuditInput) -> (Vec<Check>, AuditFigures) {
         "sessions_explained",
         f.sessions_without_run as u64 <= f.sessions_allowance,
         format!(
-            "{} sessions without a success run; allowed ≤ {} ({} kills × {} concurrency + {} failed runs)",
-            f.sessions_without_run, f.sessions_allowance, input.kills, input.concurrency, failed
+            "{} sessions without a success run; allowed ≤ {} ({} kills × {} concurrency + {} restarts × {} workers × {} concurrency + {} failed runs)",
+            f.sessions_without_run,
+            f.sessions_allowance,
+            input.kills,
+            input.concurrency,
+            input.service_restarts,
+            input.workers,
+            input.concurrency,
+            failed
         ),
     ));
     checks.push(check(
@@ -748,6 +774,9 @@ pub struct SoakReport {
     pub redis_keys_after_restart: Option<u64>,
     /// Seconds from the Redis restart to the next successful backup.
     pub first_success_after_restart_seconds: Option<f64>,
+    /// NATS and PostgreSQL restarts.
+    #[serde(default)]
+    pub service_restarts: Vec<ServiceRestart>,
     /// Processes that exited without being killed by the soak.
     pub unexpected_exits: Vec<String>,
     pub figures: AuditFigures,
@@ -756,6 +785,19 @@ pub struct SoakReport {
     pub ok: bool,
     /// Where the processes' logs are.
     pub logs: String,
+}
+
+/// A restart of NATS or PostgreSQL during the soak.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceRestart {
+    /// `NATS` or `PostgreSQL`.
+    pub service: String,
+    /// When it was up again.
+    pub at: DateTime<Utc>,
+    /// From the stop signal until it answered again, seconds.
+    pub down_seconds: f64,
+    /// Seconds from `at` to the next successful backup that started after it.
+    pub first_success_after_seconds: Option<f64>,
 }
 
 impl SoakReport {
@@ -789,6 +831,16 @@ impl SoakReport {
             self.first_success_after_restart_seconds
                 .map_or("-".into(), |t| format!("{t:.1}"))
         );
+        for r in &self.service_restarts {
+            let _ = writeln!(
+                s,
+                "  {} restarted: down {:.1} s, first success {} s later",
+                r.service,
+                r.down_seconds,
+                r.first_success_after_seconds
+                    .map_or("-".into(), |t| format!("{t:.1}"))
+            );
+        }
         let _ = writeln!(
             s,
             "  runs {} (success {}, failed {:?}), NATS messages {}, simulator sessions {}",
@@ -941,15 +993,21 @@ async fn run_inner(
     let run_id = std::process::id();
     let names = crate::demo::Names::for_run("soak", run_id);
 
-    // 1. Services: PostgreSQL and NATS as found (or private), Redis always private.
+    // 1. Services: PostgreSQL and NATS as found (or private; private when the soak is to
+    // restart them: it restarts only servers it owns), Redis always private.
     let pg = services::postgres(
         &opts.database_url,
         opts.database_url_strict,
-        opts.private,
+        opts.private || opts.postgres_restart_at.is_some(),
         &opts.dir,
     )
     .await?;
-    let nats = services::nats(&opts.nats_url, opts.private, &opts.dir).await?;
+    let nats = services::nats(
+        &opts.nats_url,
+        opts.private || opts.nats_restart_at.is_some(),
+        &opts.dir,
+    )
+    .await?;
     let redis_port = services::free_port().map_err(|e| setup("Redis port")(e.to_string()))?;
     let redis_dir = opts.dir.join("redis");
     std::fs::create_dir_all(&redis_dir).map_err(|e| setup("Redis directory")(e.to_string()))?;
@@ -1183,6 +1241,14 @@ async fn run_inner(
     };
     let mut next_kill = pick_pause(&mut rand::thread_rng()).map(|d| t0 + d);
     let mut next_restart = opts.redis_restart_at.map(|d| t0 + d);
+    let mut service_restarts: Vec<ServiceRestart> = Vec::new();
+    let mut next_service_restarts: Vec<(Instant, &'static str)> = [
+        (opts.nats_restart_at, "NATS"),
+        (opts.postgres_restart_at, "PostgreSQL"),
+    ]
+    .into_iter()
+    .filter_map(|(at, name)| at.map(|d| (t0 + d, name)))
+    .collect();
     let mut next_sample = t0;
     let mut last_progress = t0;
     let mut interrupted = std::pin::pin!(rosbackup_core::shutdown::signal());
@@ -1234,6 +1300,10 @@ async fn run_inner(
                 "Redis      restarted empty (DBSIZE {})",
                 keys_after_restart.map_or("?".into(), |k| k.to_string())
             ));
+        }
+        if let Some(i) = next_service_restarts.iter().position(|(at, _)| now >= *at) {
+            let (_, name) = next_service_restarts.remove(i);
+            service_restarts.push(restart_service(running, name, &opts.dir).await?);
         }
         if now.duration_since(last_progress) >= Duration::from_secs(60) {
             last_progress = now;
@@ -1323,6 +1393,8 @@ async fn run_inner(
         interval: opts.interval,
         kills: kills.len() as u64,
         concurrency: opts.concurrency as u64,
+        service_restarts: service_restarts.len() as u64,
+        workers: opts.workers as u64,
         messages_lost: lost,
     };
     let (mut checks, figures) = audit(&input);
@@ -1335,6 +1407,38 @@ async fn run_inner(
             .min()
             .map(|t| (t - *r).num_milliseconds() as f64 / 1000.0)
     });
+    for r in service_restarts.iter_mut() {
+        r.first_success_after_seconds = input
+            .runs
+            .iter()
+            .filter(|x| x.status == "success" && x.started_at >= r.at)
+            .map(|x| x.finished_at)
+            .min()
+            .map(|t| (t - r.at).num_milliseconds() as f64 / 1000.0);
+    }
+    for (asked, name) in [
+        (opts.nats_restart_at, "NATS"),
+        (opts.postgres_restart_at, "PostgreSQL"),
+    ] {
+        if asked.is_some() {
+            let done: Vec<&ServiceRestart> = service_restarts
+                .iter()
+                .filter(|r| r.service == name)
+                .collect();
+            checks.push(check(
+                &format!("{}_restarted", name.to_lowercase()),
+                done.len() == 1 && done.iter().all(|r| r.first_success_after_seconds.is_some()),
+                format!(
+                    "{} restarts; down {:?} s; first success after: {:?} s",
+                    done.len(),
+                    done.iter().map(|r| r.down_seconds).collect::<Vec<_>>(),
+                    done.iter()
+                        .map(|r| r.first_success_after_seconds)
+                        .collect::<Vec<_>>()
+                ),
+            ));
+        }
+    }
     checks.push(check(
         "run_history_complete",
         trimmed == 0,
@@ -1393,12 +1497,65 @@ async fn run_inner(
         redis_restarts: restarts,
         redis_keys_after_restart: keys_after_restart,
         first_success_after_restart_seconds,
+        service_restarts,
         unexpected_exits: unexpected,
         figures,
         series,
         checks,
         ok,
         logs: logs.display().to_string(),
+    })
+}
+
+/// Restart the private NATS or PostgreSQL `name` on its port with its data kept:
+/// PostgreSQL with a fast shutdown (SIGINT: sessions are cut, as a crash or a failover
+/// cuts them), NATS with SIGTERM. Returns when it answers again.
+async fn restart_service(
+    running: &mut Running,
+    name: &'static str,
+    dir: &Path,
+) -> Result<ServiceRestart, SoakError> {
+    let i = running
+        .services
+        .iter()
+        .position(|s| s.name == name && s.private())
+        .ok_or_else(|| SoakError::Setup(format!("{name} is not a private server of the soak")))?;
+    let mut svc = running.services.remove(i);
+    let default_port = if name == "NATS" { 4222 } else { 5432 };
+    let port = services::host_port(&svc.url, default_port)
+        .map(|(_, p)| p)
+        .ok_or_else(|| SoakError::Setup(format!("{name}: no port in its URL")))?;
+    let stopped = Instant::now();
+    let signal = if name == "NATS" {
+        libc::SIGTERM
+    } else {
+        libc::SIGINT
+    };
+    svc.stop_with(signal, Duration::from_secs(30)).await;
+    let url = svc.url.clone();
+    let again = if name == "NATS" {
+        services::nats_at(&url, port, dir).await
+    } else {
+        services::postgres_at(&url, port, dir).await
+    };
+    let again = match again {
+        Ok(s) => s,
+        Err(e) => {
+            // Keep the stopped one listed so the cleanup still knows about it.
+            running.services.push(svc);
+            return Err(e.into());
+        }
+    };
+    running.services.push(again);
+    let down_seconds = stopped.elapsed().as_secs_f64();
+    say(format!(
+        "{name:<10} restarted (down {down_seconds:.1} s, data kept)"
+    ));
+    Ok(ServiceRestart {
+        service: name.into(),
+        at: Utc::now(),
+        down_seconds,
+        first_success_after_seconds: None,
     })
 }
 
@@ -1725,6 +1882,30 @@ mod tests {
         input.kills = 1;
         let (checks, _) = audit(&input);
         assert_eq!(failing(&checks), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_service_restart_allows_what_every_worker_was_running() {
+        let mut input = consistent();
+        let a = Uuid::from_u128(1);
+        input.workers = 2;
+        // Two workers × 5 concurrent jobs = 10 messages a restart may leave without a run.
+        for k in 0..10 {
+            input
+                .messages
+                .push(msg(100 + k, a, &format!("cut-{k}"), "h2"));
+        }
+        let (checks, f) = audit(&input);
+        assert_eq!(failing(&checks), vec!["runs_match_messages"]);
+        assert_eq!(f.interrupt_allowance, 0);
+        input.service_restarts = 1;
+        let (checks, f) = audit(&input);
+        assert_eq!(f.interrupt_allowance, 10);
+        assert_eq!(failing(&checks), Vec::<String>::new());
+        // One more than a restart can explain fails again.
+        input.messages.push(msg(200, a, "cut-10", "h2"));
+        let (checks, _) = audit(&input);
+        assert_eq!(failing(&checks), vec!["runs_match_messages"]);
     }
 
     #[test]
