@@ -1649,3 +1649,103 @@ async fn export_timeouts_through_the_cli() {
     })
     .await;
 }
+
+/// A re-import from a CSV without the `ssh_key_file` and `credential_profile` columns
+/// (a spreadsheet kept from before keys and profiles, or one written by another tool)
+/// keeps the key and profile a device got another way; the columns present but empty
+/// remove them.
+#[tokio::test]
+async fn a_reimport_without_key_or_profile_columns_keeps_them() {
+    with_db(|url| async move {
+        let cli = Cli::new(&url);
+        cli.run(&["migrate"]).ok();
+        let dir = tempfile::tempdir().unwrap();
+        cli.run_with(
+            &[
+                "credentials",
+                "add",
+                "fleet",
+                "--username",
+                "backup",
+                "--password-env",
+                "PPW",
+            ],
+            &[("PPW", "Profile-Pw-9")],
+        )
+        .ok();
+        let key_path = dir.path().join("id_r1");
+        let st = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key_path)
+            .status()
+            .expect("ssh-keygen");
+        assert!(st.success());
+        let header = "id,tenant_id,name,host,port,username,password,routeros_version";
+        let plain = write(
+            dir.path(),
+            "plain.csv",
+            format!("{header}\n,,r1,10.0.0.1,22,admin,Own-Pw-1,7.16\n").as_bytes(),
+        );
+        cli.run(&["devices", "import", &plain]).ok();
+        // The key and the profile come from the CLI.
+        cli.run_with(
+            &[
+                "devices",
+                "set-credentials",
+                "r1",
+                "--username",
+                "admin",
+                "--password-env",
+                "OWN",
+                "--key-file",
+                key_path.to_str().unwrap(),
+                "--credential-profile",
+                "fleet",
+            ],
+            &[("OWN", "Own-Pw-1")],
+        )
+        .ok();
+        let store = rosbackup::store::Store::from_pool(pool(&url).await);
+        let key = cli.credential_key();
+        let id = store.find_device("r1").await.unwrap().id;
+        let profile_of = |store: rosbackup::store::Store| async move {
+            sqlx::query_scalar::<_, Option<Uuid>>(
+                "SELECT credential_profile_id FROM devices WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+        };
+        let with_key = store.credentials(&key, id).await.unwrap().key;
+        assert!(with_key.is_some());
+        assert!(profile_of(store.clone()).await.is_some());
+
+        // Re-import the same file (host changed): key and profile stay.
+        let again = write(
+            dir.path(),
+            "again.csv",
+            format!("{header}\n,,r1,10.0.0.9,22,admin,Own-Pw-1,7.16\n").as_bytes(),
+        );
+        let out = cli.run(&["devices", "import", &again]).ok().to_string();
+        assert!(out.contains("1 updated"), "{out}");
+        let d = store.find_device("r1").await.unwrap();
+        assert_eq!(d.host, "10.0.0.9");
+        assert_eq!(store.credentials(&key, id).await.unwrap().key, with_key);
+        assert!(profile_of(store.clone()).await.is_some());
+
+        // The columns there but empty: the device has neither any more.
+        let cleared = write(
+            dir.path(),
+            "cleared.csv",
+            format!(
+                "{header},ssh_key_file,credential_profile\n,,r1,10.0.0.9,22,admin,Own-Pw-1,7.16,,\n"
+            )
+            .as_bytes(),
+        );
+        cli.run(&["devices", "import", &cleared]).ok();
+        assert_eq!(store.credentials(&key, id).await.unwrap().key, None);
+        assert_eq!(profile_of(store.clone()).await, None);
+    })
+    .await;
+}

@@ -271,6 +271,8 @@ fn synthetic(n: usize) -> Vec<NewDevice> {
             export_timeout_seconds: None,
             ssh_key: None,
             credential_profile: None,
+            keep_ssh_key: false,
+            keep_credential_profile: false,
             jump: None,
         })
         .collect()

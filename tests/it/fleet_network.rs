@@ -285,6 +285,8 @@ impl SimProcess {
                             export_timeout_seconds: None,
                             ssh_key: None,
                             credential_profile: None,
+                            keep_ssh_key: false,
+                            keep_credential_profile: false,
                             jump: None,
                         }
                     })

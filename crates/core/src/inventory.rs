@@ -11,7 +11,9 @@
 //! (`[user@]host[:port]` of a bastion reached with the device's credentials, `direct`, or
 //! empty for none of its own; see [`crate::jump`]). A row with a key file or a
 //! profile may leave `password` empty; a row with a profile may leave `username` empty too
-//! (the profile's is used). Columns may come in any order; header names are matched
+//! (the profile's is used). An inventory without the `ssh_key_file` or `credential_profile`
+//! column keeps an existing device's key or profile (set another way); the column with an
+//! empty value removes it. Columns may come in any order; header names are matched
 //! exactly. An empty `tenant_id` means the tenant named in `tenant` (its derived id, see
 //! `tenant::id_for_name`) or the default tenant; an empty `id` is derived from the tenant
 //! and the device name (`tenant::device_id_for`), so a hand-written inventory needs no
@@ -210,6 +212,9 @@ impl DeviceFields<'_> {
             password,
             ssh_key: None,
             credential_profile,
+            // A column that is not there says nothing: keep what the device has.
+            keep_ssh_key: self.ssh_key_file.is_none(),
+            keep_credential_profile: self.credential_profile.is_none(),
             jump: at(
                 JUMP_HOST,
                 self.jump_host

@@ -270,6 +270,12 @@ pub struct NewDevice {
     pub ssh_key: Option<UserKey>,
     /// The name of a credential profile of the device's tenant.
     pub credential_profile: Option<String>,
+    /// The source said nothing about the device's own key (an inventory without the
+    /// `ssh_key_file` column): an existing device keeps the key it has, set another way
+    /// (`devices set-credentials`, the API), instead of losing it on a re-import.
+    pub keep_ssh_key: bool,
+    /// Likewise for its credential profile (no `credential_profile` column).
+    pub keep_credential_profile: bool,
     /// Its own jump host setting; `None`: left as it is (a new device: none, inheriting).
     pub jump: Option<crate::jump::JumpSetting>,
     pub routeros_version: Option<String>,
@@ -713,7 +719,13 @@ impl Store {
                         .open(&d.id, &sealed)
                         .map(|p| p == d.password)
                         .unwrap_or(false);
+                    let profile_id = if d.keep_credential_profile {
+                        old_profile
+                    } else {
+                        profile_id
+                    };
                     let same_key = match (&sealed_key, &d.ssh_key) {
+                        _ if d.keep_ssh_key => true,
                         (None, None) => true,
                         (Some(s), Some(k)) => key.open_key(&d.id, s).is_ok_and(|old| old == *k),
                         _ => false,

@@ -133,6 +133,8 @@ impl SimDevice {
             password: rosbackup_core::Secret::new(self.password.clone()),
             ssh_key: self.user_key.clone(),
             credential_profile: None,
+            keep_ssh_key: false,
+            keep_credential_profile: false,
             jump: None,
             routeros_version: None,
             enabled: true,

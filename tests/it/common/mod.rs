@@ -170,6 +170,8 @@ pub async fn add_placeholder_device(
         export_timeout_seconds: None,
         ssh_key: None,
         credential_profile: None,
+        keep_ssh_key: false,
+        keep_credential_profile: false,
         jump: None,
     };
     store

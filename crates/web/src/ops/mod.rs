@@ -136,6 +136,8 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
         password,
         ssh_key,
         credential_profile,
+        keep_ssh_key: false,
+        keep_credential_profile: false,
         jump: None,
         routeros_version: inventory::parse_routeros_version(
             b.routeros_version.as_deref().unwrap_or(""),
