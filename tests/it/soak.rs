@@ -9,7 +9,7 @@
 //! (the enqueuer's `stale_after`), so an interval under ~20 s cannot keep it by design.
 //!
 //! The audit logic's ability to fail (a missing backup, a duplicate publish, an
-//! unexplained session) is tested with fabricated records in `src/demo/soak.rs`.
+//! unexplained session) is tested with fabricated records in `crates/harness/src/soak/audit.rs`.
 
 use std::process::Command;
 
