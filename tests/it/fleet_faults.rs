@@ -376,6 +376,98 @@ async fn postgres_restarted_mid_run_loses_no_outcome() {
     pg.stop(Duration::from_secs(5)).await;
 }
 
+/// PostgreSQL restarted (fast shutdown, back within seconds) while exports are running,
+/// and one export finishing while it is down: the fence and the outcome ask again on the
+/// connection error while the lease still holds, so no execution loses its lease, the
+/// export finished in the gap is published and recorded once, and no device waits for
+/// the enqueuer's reconcile. (Before, the fence took the connection error for a lost
+/// lease: that export was thrown away and its device missed its interval.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_quick_postgres_restart_costs_no_running_backup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut pg = private_postgres(dir.path()).await;
+    let port = port_of(&pg, 5432);
+    let fleet = Fleet::start_on(
+        ServiceUrls {
+            database_url: pg.url.clone(),
+            ..ServiceUrls::default()
+        },
+        FleetOptions {
+            // Long enough that the lease outlives the restart with room to spare on a
+            // loaded machine.
+            lease_ttl: Duration::from_secs(30),
+            ..slow_fleet(12, 1500)
+        },
+    )
+    .await;
+    let devices = fleet.import(None).await;
+    let (stop_e, enq) = fleet.spawn_enqueuer();
+    let (stop_a, wa, env_a) = fleet.spawn_worker("qr-a", 3);
+    let (stop_b, wb, env_b) = fleet.spawn_worker("qr-b", 3);
+    let totals = || {
+        fleet
+            .sim
+            .stats()
+            .values()
+            .fold((0u64, 0u64), |(s, e), d| (s + d.sessions, e + d.exports))
+    };
+    // Every device here is healthy: a session without its export yet is an export in
+    // progress, past every read before connecting.
+    fleet
+        .wait_for(
+            Duration::from_secs(60),
+            "a backup done and an export in progress",
+            || async {
+                let (sessions, exports) = totals();
+                fleet.successes().await >= 1 && sessions > exports
+            },
+        )
+        .await;
+    let exports_before = totals().1;
+    stop_with(&mut pg, libc::SIGINT).await;
+    // An export finishes while PostgreSQL is down: its fence meets the connection error.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while totals().1 <= exports_before {
+        assert!(
+            Instant::now() < deadline,
+            "no export finished while PostgreSQL was down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pg = services::postgres_at(&pg.url, port, dir.path())
+        .await
+        .expect("PostgreSQL restarts on the same port with its data");
+    fleet
+        .wait_for(
+            Duration::from_secs(120),
+            "every device backed up after the quick restart",
+            || async { fleet.successes().await == devices.len() as i64 },
+        )
+        .await;
+    let lost = env_a.metrics.lease_lost.get() + env_b.metrics.lease_lost.get();
+    let _ = (stop_a.send(()), stop_b.send(()), stop_e.send(()));
+    wa.await.expect("join").expect("worker a stops cleanly");
+    wb.await.expect("join").expect("worker b stops cleanly");
+    enq.await.expect("join");
+    assert_eq!(lost, 0, "an execution lost its lease to a quick restart");
+    let audit = fleet.audit_stream().await;
+    check_records(&fleet.runs().await, &audit, &fleet.sim.stats());
+    for d in &devices {
+        assert_eq!(audit.count(d.id), 1, "{}: exactly one snapshot", d.name);
+    }
+    // Nothing was left for the reconcile: every session is a success, one to one.
+    let (sessions, exports) = totals();
+    assert_eq!(sessions, exports);
+    assert_eq!(exports, devices.len() as u64);
+    assert_eq!(
+        count_runs(&fleet, "success", None).await,
+        devices.len() as i64
+    );
+    assert_nothing_stuck(&fleet).await;
+    fleet.cleanup().await;
+    pg.stop(Duration::from_secs(5)).await;
+}
+
 /// Start `rosbackup enqueuer` (no dashboard auth: it listens on a free loopback port).
 fn enqueuer_process(fleet: &Fleet) -> std::process::Child {
     std::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"))

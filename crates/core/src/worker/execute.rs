@@ -455,10 +455,14 @@ async fn write_outcome(
     record: &RunRecord,
     state: &crate::store::StateUpdate,
 ) -> Result<bool, StoreError> {
-    match env
-        .store
-        .record_outcome(lease, record, state, env.keep_runs)
-        .await
+    // While the lease holds (the statement is fenced by it), a connection error is asked
+    // again rather than failing the job.
+    let until = Instant::now() + env.lease_ttl / 2;
+    match retry_transient(until, || {
+        env.store
+            .record_outcome(lease, record, state, env.keep_runs)
+    })
+    .await
     {
         Err(err) if refused_for_good(&err) => {
             let code = sqlstate(&err).unwrap_or_default();
@@ -543,8 +547,15 @@ async fn backup_under_lease(
             }
         };
         let took = exporting.elapsed();
-        // Fencing before the only externally visible step: publish only while ours.
-        if !env.store.renew_lease(lease).await.unwrap_or(false) {
+        // Fencing before the only externally visible step: publish only while ours. A
+        // connection error is asked again (`under_lease` drops this at the lease's
+        // deadline); only an answer that the lease is gone, or no answer in time, stops.
+        let confirmed = retry_transient(Instant::now() + env.lease_ttl, || {
+            env.store.renew_lease(lease)
+        })
+        .await
+        .unwrap_or(false);
+        if !confirmed {
             if let Some(s) = session {
                 s.close().await;
             }
@@ -607,11 +618,15 @@ where
     let renewals = tokio::spawn({
         let (store, lease) = (env.store.clone(), lease.clone());
         async move {
+            // After a failed renewal the next one comes sooner (a restarting PostgreSQL
+            // is back in well under a second), never later than the regular third.
+            let mut pause = ttl / 3;
             loop {
-                tokio::time::sleep(ttl / 3).await;
+                tokio::time::sleep(pause).await;
                 let asked = Instant::now();
                 match store.renew_lease(&lease).await {
                     Ok(true) => {
+                        pause = ttl / 3;
                         if tx.send(Some(asked + ttl)).is_err() {
                             return;
                         }
@@ -620,7 +635,10 @@ where
                         let _ = tx.send(None);
                         return;
                     }
-                    Err(e) => warn!(error = %e, "lease renewal failed"),
+                    Err(e) => {
+                        warn!(error = %e, "lease renewal failed");
+                        pause = (ttl / 10).clamp(Duration::from_millis(200), ttl / 3);
+                    }
                 }
             }
         }
@@ -662,6 +680,46 @@ fn sqlstate(err: &StoreError) -> Option<String> {
     match err {
         StoreError::Db(sqlx::Error::Database(db)) => db.code().map(|c| c.into_owned()),
         _ => None,
+    }
+}
+
+/// The error is the connection's, not the statement's: PostgreSQL restarting or failing
+/// over cut the session (SQLSTATE class 08, 57P01–57P03), the pool could not hand out a
+/// connection in time, or the socket failed. The same statement may well succeed a moment
+/// later; any other error is PostgreSQL's answer.
+fn transient(err: &StoreError) -> bool {
+    match err {
+        StoreError::Db(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) => true,
+        StoreError::Db(sqlx::Error::Database(_)) => {
+            sqlstate(err).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+        }
+        _ => false,
+    }
+}
+
+/// Run `op` again while it fails with a [`transient`] error, pausing 100 ms, doubling up
+/// to 1 s, until `until`; the last result is returned as it is.
+///
+/// Why: a PostgreSQL restart takes well under a second, but every statement in flight
+/// (a fence's lease renewal, an outcome) fails. Failing the job for it costs the device
+/// its interval (the claim waits for the enqueuer's reconcile) and leaves a published
+/// snapshot without its run; asking again while the lease holds costs nothing, because
+/// the lease fences every one of these statements in SQL.
+async fn retry_transient<T, F, Fut>(until: Instant, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Err(e) if transient(&e) && Instant::now() + pause < until => {
+                warn!(error = %e, "PostgreSQL connection error; asking again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -846,5 +904,57 @@ async fn record_binary(
     .await
     {
         warn!(error = %e, "could not record the binary backup's failure");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_errors_are_transient_answers_are_not() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(transient(&StoreError::Db(sqlx::Error::Io(io))));
+        assert!(transient(&StoreError::Db(sqlx::Error::PoolTimedOut)));
+        assert!(!transient(&StoreError::Db(sqlx::Error::RowNotFound)));
+        assert!(!transient(&StoreError::Db(sqlx::Error::PoolClosed)));
+        assert!(!transient(&StoreError::Invalid("no".into())));
+    }
+
+    #[tokio::test]
+    async fn a_transient_error_is_asked_again_until_the_deadline_and_no_further() {
+        let calls = std::cell::Cell::new(0u32);
+        // Fails twice, then answers.
+        let r = retry_transient(Instant::now() + Duration::from_secs(10), || {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err(StoreError::Db(sqlx::Error::PoolTimedOut))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(r.ok(), Some(3));
+        // An answer is never asked again.
+        calls.set(0);
+        let r: Result<u32, _> = retry_transient(Instant::now() + Duration::from_secs(10), || {
+            calls.set(calls.get() + 1);
+            async { Err(StoreError::Db(sqlx::Error::RowNotFound)) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.get(), 1);
+        // Past the deadline the error is returned.
+        calls.set(0);
+        let r: Result<u32, _> = retry_transient(Instant::now(), || {
+            calls.set(calls.get() + 1);
+            async { Err(StoreError::Db(sqlx::Error::PoolTimedOut)) }
+        })
+        .await;
+        assert!(r.is_err());
+        assert_eq!(calls.get(), 1);
     }
 }
