@@ -429,78 +429,11 @@ async fn run_inner(
         .map_err(SoakError::Setup)?;
 
     // 3. The simulator as its own process, with a session log.
-    let inventory = opts.dir.join("inventory.csv");
-    let session_log = opts.dir.join("sessions.jsonl");
-    let stats = opts.dir.join("sim-stats.json");
-    let _ = std::fs::remove_file(&inventory);
-    let _ = std::fs::remove_file(&session_log);
-    let sim_env: Vec<(String, String)> = [("LOG_LEVEL", "warn"), ("LOG_FORMAT", "text")]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
-        .collect();
-    let sim_child = spawn_self(
-        &[
-            "sim",
-            "--devices",
-            &opts.devices.to_string(),
-            "--listen-base",
-            &opts.listen_base.to_string(),
-            "--port",
-            "0",
-            "--faults",
-            &opts.faults.to_string(),
-            "--seed",
-            "7",
-            "--inventory",
-            &inventory.display().to_string(),
-            "--session-log",
-            &session_log.display().to_string(),
-            "--stats",
-            &stats.display().to_string(),
-        ],
-        &sim_env,
-        &logs.join("simulator.log"),
-    )
-    .map_err(|e| setup("simulator")(e.to_string()))?;
-    running.sim = Some(Proc::new("simulator".into(), sim_child)?);
-    let until = Instant::now() + Duration::from_secs(300);
-    let devices = loop {
-        if let Ok(bytes) = std::fs::read(&inventory) {
-            let rows = rosbackup_core::inventory::parse_inventory_rows(&bytes)
-                .map_err(|e| setup("the simulator's inventory")(e.to_string()))?;
-            // The `keys`/`key-only` devices' key files, beside the inventory.
-            let base = inventory.parent().unwrap_or(std::path::Path::new("."));
-            let mut devices = Vec::with_capacity(rows.len());
-            for r in rows {
-                let mut d = r.device;
-                if let Some(f) = &r.ssh_key_file {
-                    let text = std::fs::read_to_string(base.join(f))
-                        .map_err(|e| setup("a simulator key file")(e.to_string()))?;
-                    d.ssh_key = Some(
-                        rosbackup_core::userkey::UserKey::import(&text, None)
-                            .map_err(|e| setup("a simulator key file")(e.to_string()))?,
-                    );
-                }
-                devices.push(d);
-            }
-            break devices;
-        }
-        if let Some(s) = running.sim.as_mut()
-            && let Ok(Some(status)) = s.child.try_wait()
-        {
-            return Err(SoakError::Setup(format!(
-                "the simulator exited ({status}); see {}",
-                logs.join("simulator.log").display()
-            )));
-        }
-        if Instant::now() > until {
-            return Err(SoakError::Setup(
-                "the simulator wrote no inventory within 300 s".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let SimFiles {
+        devices,
+        session_log,
+        stats,
+    } = start_simulator(opts, logs, running).await?;
     let healthy: Vec<Uuid> = devices
         .iter()
         .enumerate()
@@ -552,62 +485,16 @@ async fn run_inner(
         .map_err(|e| setup("token")(e.to_string()))?;
 
     // 6. Enqueuer and workers.
-    let env: Vec<(String, String)> = [
-        ("DATABASE_URL", db_url.clone()),
-        ("REDIS_URL", redis_url.clone()),
-        ("NATS_URL", nats_url.clone()),
-        ("CREDENTIAL_ENCRYPTION_KEY", key_b64.clone()),
-        ("ROSBACKUP_QUEUE", names.queue.clone()),
-        ("ROSBACKUP_SUBJECT_PREFIX", names.subject_prefix.clone()),
-        ("ROSBACKUP_TRIGGER_SUBJECT", names.trigger_subject.clone()),
-        ("ROSBACKUP_NATS_STREAM", names.stream.clone()),
-        ("ROSBACKUP_NATS_OBJECT_BUCKET", names.bucket.clone()),
-        (
-            "CONFIG_BACKUP_INTERVAL",
-            opts.interval.as_secs().to_string(),
-        ),
-        ("CONFIG_BACKUP_COMMAND_TIMEOUT", "60".into()),
-        ("CONFIG_BACKUP_CONNECT_TIMEOUT", "15".into()),
-        ("CONFIG_BACKUP_MAX_CONCURRENT", opts.concurrency.to_string()),
-        (
-            "ROSBACKUP_LEASE_SECONDS",
-            opts.lease().as_secs().to_string(),
-        ),
-        (
-            "ROSBACKUP_QUEUE_HEARTBEAT",
-            opts.heartbeat().as_secs().to_string(),
-        ),
-        (
-            "DEVICE_REFRESH_SECONDS",
-            opts.refresh().as_secs().to_string(),
-        ),
-        // The shortest retention the enqueuer takes: finished jobs leave Redis after a
-        // minute, so the key count reaches its plateau early in the run.
-        ("ROSBACKUP_JOB_RETENTION", "60".into()),
-        ("ROSBACKUP_METRICS_ADDR", "127.0.0.1:0".into()),
-        ("ROSBACKUP_HTTP_ADDR", "127.0.0.1:0".into()),
-        ("LOG_FORMAT", "text".into()),
-        ("LOG_LEVEL", "info".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .chain(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
-    .collect();
-    let enq = spawn_self(&["enqueuer"], &env, &logs.join("enqueuer.log"))
+    let mut fleet = Spawner {
+        env: fleet_env(opts, &names, &db_url, &redis_url, &nats_url, &key_b64),
+        logs,
+        next_worker: 1,
+    };
+    let enq = spawn_self(&["enqueuer"], &fleet.env, &logs.join("enqueuer.log"))
         .map_err(|e| setup("enqueuer")(e.to_string()))?;
     running.enqueuer = Some(Proc::new("enqueuer".into(), enq)?);
-    let mut next_worker = 1;
-    let spawn_worker = |n: usize| -> Result<Proc, SoakError> {
-        let name = format!("soak-worker-{n}");
-        let mut e = env.clone();
-        e.push(("ROSBACKUP_WORKER_NAME".into(), name.clone()));
-        let child = spawn_self(&["worker"], &e, &logs.join(format!("{name}.log")))
-            .map_err(|e| setup("worker")(e.to_string()))?;
-        Proc::new(name, child)
-    };
     for _ in 0..opts.workers {
-        running.workers.push(spawn_worker(next_worker)?);
-        next_worker += 1;
+        running.workers.push(fleet.worker()?);
     }
     say(format!(
         "fleet      1 enqueuer, {} workers × {} concurrent; lease {} s, heartbeat {} s, refresh {} s; logs in {}",
@@ -619,125 +506,30 @@ async fn run_inner(
         logs.display()
     ));
 
-    // 7. The abuse phase: sample, kill, restart Redis.
-    let t0 = Instant::now();
-    let abuse_end = t0 + opts.duration;
-    let mut samples: Vec<Sample> = Vec::new();
-    let mut kills: Vec<KillRecord> = Vec::new();
-    let mut restarts: Vec<DateTime<Utc>> = Vec::new();
-    let mut restart_t: Option<f64> = None;
-    let mut keys_after_restart = None;
-    let mut unexpected: Vec<String> = Vec::new();
-    let pick_pause = |r: &mut rand::rngs::ThreadRng| {
-        opts.kill_every.map(|(lo, hi)| {
-            if hi > lo {
-                Duration::from_millis(r.gen_range(lo.as_millis() as u64..=hi.as_millis() as u64))
-            } else {
-                lo
-            }
-        })
-    };
-    let mut next_kill = pick_pause(&mut rand::thread_rng()).map(|d| t0 + d);
-    let mut next_restart = opts.redis_restart_at.map(|d| t0 + d);
-    let mut service_restarts: Vec<ServiceRestart> = Vec::new();
-    let mut next_service_restarts: Vec<(Instant, &'static str)> = [
-        (opts.nats_restart_at, "NATS"),
-        (opts.postgres_restart_at, "PostgreSQL"),
-    ]
-    .into_iter()
-    .filter_map(|(at, name)| at.map(|d| (t0 + d, name)))
-    .collect();
-    let mut next_sample = t0;
-    let mut last_progress = t0;
-    let mut interrupted = std::pin::pin!(rosbackup_core::shutdown::signal());
-    loop {
-        let now = Instant::now();
-        if now >= abuse_end {
-            break;
-        }
-        check_exits(running, &mut unexpected);
-        if now >= next_sample {
-            samples.push(sample(running, &redis_url, t0).await);
-            next_sample += opts.sample_every;
-        }
-        if let Some(at) = next_kill
-            && now >= at
-            && !running.workers.is_empty()
-        {
-            let i = rand::thread_rng().gen_range(0..running.workers.len());
-            let mut w = running.workers.remove(i);
-            // SAFETY: kill(2) on a child we spawned and still own.
-            unsafe {
-                libc::kill(w.pid as libc::pid_t, libc::SIGKILL);
-            }
-            let _ = w.child.wait().await;
-            say(format!("kill -9     {} (pid {})", w.name, w.pid));
-            kills.push(KillRecord {
-                at: Utc::now(),
-                worker: w.name.clone(),
-                pid: w.pid,
-            });
-            running.workers.push(spawn_worker(next_worker)?);
-            next_worker += 1;
-            next_kill = pick_pause(&mut rand::thread_rng()).map(|d| Instant::now() + d);
-        }
-        if let Some(at) = next_restart
-            && now >= at
-        {
-            next_restart = None;
-            if let Some(r) = running.redis.as_mut() {
-                r.stop(Duration::from_secs(10)).await;
-            }
-            running.redis = None;
-            let r = services::redis_at("redis://127.0.0.1/0", redis_port, &redis_dir).await?;
-            running.redis = Some(r);
-            restarts.push(Utc::now());
-            restart_t = Some(t0.elapsed().as_secs_f64());
-            keys_after_restart = redis_keys(&redis_url).await;
-            say(format!(
-                "Redis      restarted empty (DBSIZE {})",
-                keys_after_restart.map_or("?".into(), |k| k.to_string())
-            ));
-        }
-        if let Some(i) = next_service_restarts.iter().position(|(at, _)| now >= *at) {
-            let (_, name) = next_service_restarts.remove(i);
-            service_restarts.push(restart_service(running, name, &opts.dir).await?);
-        }
-        if now.duration_since(last_progress) >= Duration::from_secs(60) {
-            last_progress = now;
-            let done: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM backup_runs WHERE status = 'success'")
-                    .fetch_one(store.pool())
-                    .await
-                    .unwrap_or(-1);
-            say(format!(
-                "progress   {:.0} s: {done} successful backups, {} kills, last sample {}",
-                t0.elapsed().as_secs_f64(),
-                kills.len(),
-                samples
-                    .last()
-                    .map(|s| format!("redis keys {:?}, workers {}", s.redis_keys, s.workers.len()))
-                    .unwrap_or_default()
-            ));
-        }
-        tokio::select! {
-            _ = &mut interrupted => {
-                return Err(SoakError::Setup("interrupted".into()));
-            }
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-    }
-    let abuse_ended_at = Utc::now();
-    let total = t0.elapsed().as_secs_f64();
-    say(format!(
-        "quiescent  abuse over after {total:.0} s; {} s more for the last window",
-        opts.quiescent().as_secs()
-    ));
-    let q_end = Instant::now() + opts.quiescent();
-    while Instant::now() < q_end {
-        check_exits(running, &mut unexpected);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    // 7. The abuse phase: sample, kill, restart NATS, Redis and PostgreSQL; then a
+    // quiescent interval.
+    let Abuse {
+        samples,
+        kills,
+        redis_restarts: restarts,
+        redis_restart_t: restart_t,
+        keys_after_restart,
+        mut service_restarts,
+        unexpected,
+        abuse_ended_at,
+        total,
+    } = abuse(
+        opts,
+        running,
+        &mut fleet,
+        &RedisAt {
+            url: &redis_url,
+            port: redis_port,
+            dir: &redis_dir,
+        },
+        &store,
+    )
+    .await?;
 
     // 8. Stop the fleet (SIGTERM: running backups finish), let the reader catch up,
     // stop the simulator (its session log is complete then).
@@ -902,6 +694,339 @@ async fn run_inner(
         checks,
         ok,
         logs: logs.display().to_string(),
+    })
+}
+
+/// The simulator's devices and the files it writes.
+struct SimFiles {
+    devices: Vec<rosbackup_core::store::NewDevice>,
+    /// One line per completed export.
+    session_log: PathBuf,
+    /// Per-device counters, written when it stops.
+    stats: PathBuf,
+}
+
+/// Start the simulator as a `rosbackup sim` process and wait for its inventory (with the
+/// `keys`/`key-only` devices' key files read in).
+async fn start_simulator(
+    opts: &SoakOptions,
+    logs: &Path,
+    running: &mut Running,
+) -> Result<SimFiles, SoakError> {
+    let inventory = opts.dir.join("inventory.csv");
+    let session_log = opts.dir.join("sessions.jsonl");
+    let stats = opts.dir.join("sim-stats.json");
+    let _ = std::fs::remove_file(&inventory);
+    let _ = std::fs::remove_file(&session_log);
+    let sim_env: Vec<(String, String)> = [("LOG_LEVEL", "warn"), ("LOG_FORMAT", "text")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+        .collect();
+    let sim_child = spawn_self(
+        &[
+            "sim",
+            "--devices",
+            &opts.devices.to_string(),
+            "--listen-base",
+            &opts.listen_base.to_string(),
+            "--port",
+            "0",
+            "--faults",
+            &opts.faults.to_string(),
+            "--seed",
+            "7",
+            "--inventory",
+            &inventory.display().to_string(),
+            "--session-log",
+            &session_log.display().to_string(),
+            "--stats",
+            &stats.display().to_string(),
+        ],
+        &sim_env,
+        &logs.join("simulator.log"),
+    )
+    .map_err(|e| setup("simulator")(e.to_string()))?;
+    running.sim = Some(Proc::new("simulator".into(), sim_child)?);
+    let until = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Ok(bytes) = std::fs::read(&inventory) {
+            let rows = rosbackup_core::inventory::parse_inventory_rows(&bytes)
+                .map_err(|e| setup("the simulator's inventory")(e.to_string()))?;
+            // The `keys`/`key-only` devices' key files, beside the inventory.
+            let base = inventory.parent().unwrap_or(std::path::Path::new("."));
+            let mut devices = Vec::with_capacity(rows.len());
+            for r in rows {
+                let mut d = r.device;
+                if let Some(f) = &r.ssh_key_file {
+                    let text = std::fs::read_to_string(base.join(f))
+                        .map_err(|e| setup("a simulator key file")(e.to_string()))?;
+                    d.ssh_key = Some(
+                        rosbackup_core::userkey::UserKey::import(&text, None)
+                            .map_err(|e| setup("a simulator key file")(e.to_string()))?,
+                    );
+                }
+                devices.push(d);
+            }
+            return Ok(SimFiles {
+                devices,
+                session_log,
+                stats,
+            });
+        }
+        if let Some(s) = running.sim.as_mut()
+            && let Ok(Some(status)) = s.child.try_wait()
+        {
+            return Err(SoakError::Setup(format!(
+                "the simulator exited ({status}); see {}",
+                logs.join("simulator.log").display()
+            )));
+        }
+        if Instant::now() > until {
+            return Err(SoakError::Setup(
+                "the simulator wrote no inventory within 300 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Starts workers with the fleet's environment, each with a name of its own.
+struct Spawner<'a> {
+    env: Vec<(String, String)>,
+    logs: &'a Path,
+    next_worker: usize,
+}
+
+impl Spawner<'_> {
+    fn worker(&mut self) -> Result<Proc, SoakError> {
+        let name = format!("soak-worker-{}", self.next_worker);
+        self.next_worker += 1;
+        let mut e = self.env.clone();
+        e.push(("ROSBACKUP_WORKER_NAME".into(), name.clone()));
+        let child = spawn_self(&["worker"], &e, &self.logs.join(format!("{name}.log")))
+            .map_err(|e| setup("worker")(e.to_string()))?;
+        Proc::new(name, child)
+    }
+}
+
+/// The environment of the soak's enqueuer and workers.
+fn fleet_env(
+    opts: &SoakOptions,
+    names: &crate::demo::Names,
+    db_url: &str,
+    redis_url: &str,
+    nats_url: &str,
+    key_b64: &str,
+) -> Vec<(String, String)> {
+    let (db_url, redis_url, nats_url, key_b64) = (
+        db_url.to_string(),
+        redis_url.to_string(),
+        nats_url.to_string(),
+        key_b64.to_string(),
+    );
+    [
+        ("DATABASE_URL", db_url.clone()),
+        ("REDIS_URL", redis_url.clone()),
+        ("NATS_URL", nats_url.clone()),
+        ("CREDENTIAL_ENCRYPTION_KEY", key_b64.clone()),
+        ("ROSBACKUP_QUEUE", names.queue.clone()),
+        ("ROSBACKUP_SUBJECT_PREFIX", names.subject_prefix.clone()),
+        ("ROSBACKUP_TRIGGER_SUBJECT", names.trigger_subject.clone()),
+        ("ROSBACKUP_NATS_STREAM", names.stream.clone()),
+        ("ROSBACKUP_NATS_OBJECT_BUCKET", names.bucket.clone()),
+        (
+            "CONFIG_BACKUP_INTERVAL",
+            opts.interval.as_secs().to_string(),
+        ),
+        ("CONFIG_BACKUP_COMMAND_TIMEOUT", "60".into()),
+        ("CONFIG_BACKUP_CONNECT_TIMEOUT", "15".into()),
+        ("CONFIG_BACKUP_MAX_CONCURRENT", opts.concurrency.to_string()),
+        (
+            "ROSBACKUP_LEASE_SECONDS",
+            opts.lease().as_secs().to_string(),
+        ),
+        (
+            "ROSBACKUP_QUEUE_HEARTBEAT",
+            opts.heartbeat().as_secs().to_string(),
+        ),
+        (
+            "DEVICE_REFRESH_SECONDS",
+            opts.refresh().as_secs().to_string(),
+        ),
+        // The shortest retention the enqueuer takes: finished jobs leave Redis after a
+        // minute, so the key count reaches its plateau early in the run.
+        ("ROSBACKUP_JOB_RETENTION", "60".into()),
+        ("ROSBACKUP_METRICS_ADDR", "127.0.0.1:0".into()),
+        ("ROSBACKUP_HTTP_ADDR", "127.0.0.1:0".into()),
+        ("LOG_FORMAT", "text".into()),
+        ("LOG_LEVEL", "info".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .chain(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+    .collect()
+}
+
+/// The private Redis, to restart on its port.
+struct RedisAt<'a> {
+    url: &'a str,
+    port: u16,
+    dir: &'a Path,
+}
+
+/// What the abuse phase did and saw.
+struct Abuse {
+    samples: Vec<Sample>,
+    kills: Vec<KillRecord>,
+    redis_restarts: Vec<DateTime<Utc>>,
+    /// Seconds from the start to the Redis restart.
+    redis_restart_t: Option<f64>,
+    keys_after_restart: Option<u64>,
+    service_restarts: Vec<ServiceRestart>,
+    unexpected: Vec<String>,
+    abuse_ended_at: DateTime<Utc>,
+    /// Seconds the abuse lasted.
+    total: f64,
+}
+
+/// The abuse phase: sample every `sample_every`, kill a worker every `kill_every` (and
+/// start a replacement), restart the services when asked; then a quiescent interval in
+/// which only exits are watched.
+async fn abuse(
+    opts: &SoakOptions,
+    running: &mut Running,
+    fleet: &mut Spawner<'_>,
+    redis: &RedisAt<'_>,
+    store: &Store,
+) -> Result<Abuse, SoakError> {
+    let t0 = Instant::now();
+    let abuse_end = t0 + opts.duration;
+    let mut samples: Vec<Sample> = Vec::new();
+    let mut kills: Vec<KillRecord> = Vec::new();
+    let mut restarts: Vec<DateTime<Utc>> = Vec::new();
+    let mut restart_t: Option<f64> = None;
+    let mut keys_after_restart = None;
+    let mut unexpected: Vec<String> = Vec::new();
+    let pick_pause = |r: &mut rand::rngs::ThreadRng| {
+        opts.kill_every.map(|(lo, hi)| {
+            if hi > lo {
+                Duration::from_millis(r.gen_range(lo.as_millis() as u64..=hi.as_millis() as u64))
+            } else {
+                lo
+            }
+        })
+    };
+    let mut next_kill = pick_pause(&mut rand::thread_rng()).map(|d| t0 + d);
+    let mut next_restart = opts.redis_restart_at.map(|d| t0 + d);
+    let mut service_restarts: Vec<ServiceRestart> = Vec::new();
+    let mut next_service_restarts: Vec<(Instant, &'static str)> = [
+        (opts.nats_restart_at, "NATS"),
+        (opts.postgres_restart_at, "PostgreSQL"),
+    ]
+    .into_iter()
+    .filter_map(|(at, name)| at.map(|d| (t0 + d, name)))
+    .collect();
+    let mut next_sample = t0;
+    let mut last_progress = t0;
+    let mut interrupted = std::pin::pin!(rosbackup_core::shutdown::signal());
+    loop {
+        let now = Instant::now();
+        if now >= abuse_end {
+            break;
+        }
+        check_exits(running, &mut unexpected);
+        if now >= next_sample {
+            samples.push(sample(running, redis.url, t0).await);
+            next_sample += opts.sample_every;
+        }
+        if let Some(at) = next_kill
+            && now >= at
+            && !running.workers.is_empty()
+        {
+            let i = rand::thread_rng().gen_range(0..running.workers.len());
+            let mut w = running.workers.remove(i);
+            // SAFETY: kill(2) on a child we spawned and still own.
+            unsafe {
+                libc::kill(w.pid as libc::pid_t, libc::SIGKILL);
+            }
+            let _ = w.child.wait().await;
+            say(format!("kill -9     {} (pid {})", w.name, w.pid));
+            kills.push(KillRecord {
+                at: Utc::now(),
+                worker: w.name.clone(),
+                pid: w.pid,
+            });
+            running.workers.push(fleet.worker()?);
+            next_kill = pick_pause(&mut rand::thread_rng()).map(|d| Instant::now() + d);
+        }
+        if let Some(at) = next_restart
+            && now >= at
+        {
+            next_restart = None;
+            if let Some(r) = running.redis.as_mut() {
+                r.stop(Duration::from_secs(10)).await;
+            }
+            running.redis = None;
+            let r = services::redis_at("redis://127.0.0.1/0", redis.port, redis.dir).await?;
+            running.redis = Some(r);
+            restarts.push(Utc::now());
+            restart_t = Some(t0.elapsed().as_secs_f64());
+            keys_after_restart = redis_keys(redis.url).await;
+            say(format!(
+                "Redis      restarted empty (DBSIZE {})",
+                keys_after_restart.map_or("?".into(), |k| k.to_string())
+            ));
+        }
+        if let Some(i) = next_service_restarts.iter().position(|(at, _)| now >= *at) {
+            let (_, name) = next_service_restarts.remove(i);
+            service_restarts.push(restart_service(running, name, &opts.dir).await?);
+        }
+        if now.duration_since(last_progress) >= Duration::from_secs(60) {
+            last_progress = now;
+            let done: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM backup_runs WHERE status = 'success'")
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap_or(-1);
+            say(format!(
+                "progress   {:.0} s: {done} successful backups, {} kills, last sample {}",
+                t0.elapsed().as_secs_f64(),
+                kills.len(),
+                samples
+                    .last()
+                    .map(|s| format!("redis keys {:?}, workers {}", s.redis_keys, s.workers.len()))
+                    .unwrap_or_default()
+            ));
+        }
+        tokio::select! {
+            _ = &mut interrupted => {
+                return Err(SoakError::Setup("interrupted".into()));
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    let abuse_ended_at = Utc::now();
+    let total = t0.elapsed().as_secs_f64();
+    say(format!(
+        "quiescent  abuse over after {total:.0} s; {} s more for the last window",
+        opts.quiescent().as_secs()
+    ));
+    let q_end = Instant::now() + opts.quiescent();
+    while Instant::now() < q_end {
+        check_exits(running, &mut unexpected);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(Abuse {
+        samples,
+        kills,
+        redis_restarts: restarts,
+        redis_restart_t: restart_t,
+        keys_after_restart,
+        service_restarts,
+        unexpected,
+        abuse_ended_at,
+        total,
     })
 }
 
