@@ -275,6 +275,33 @@ async fn nats_stopped_then_started_every_snapshot_arrives() {
     nats.stop(Duration::from_secs(5)).await;
 }
 
+/// Sessions the simulator accepted and exports it completed, over the whole fleet.
+fn session_totals(fleet: &Fleet) -> (u64, u64) {
+    fleet
+        .sim
+        .stats()
+        .values()
+        .fold((0u64, 0u64), |(s, e), d| (s + d.sessions, e + d.exports))
+}
+
+/// Wait for `successes` backups and an export in progress; the exports completed then.
+/// With only healthy devices, a session the simulator accepted and has not yet answered
+/// with a complete export is an export in progress: its execution is past every
+/// PostgreSQL read it makes before connecting, and only the fence is left.
+async fn wait_for_export_in_progress(fleet: &Fleet, successes: i64) -> u64 {
+    fleet
+        .wait_for(
+            Duration::from_secs(60),
+            "backups done and an export in progress",
+            || async {
+                let (sessions, exports) = session_totals(fleet);
+                fleet.successes().await >= successes && sessions > exports
+            },
+        )
+        .await;
+    session_totals(fleet).1
+}
+
 /// PostgreSQL goes down mid-run while exports are in flight and stays down until an
 /// execution that finished its export could not confirm its lease, then restarts with its
 /// data: workers and the enqueuer reconnect, every device is backed up exactly once (the
@@ -297,27 +324,8 @@ async fn postgres_restarted_mid_run_loses_no_outcome() {
     let (stop_e, enq) = fleet.spawn_enqueuer();
     let (stop_a, wa, env_a) = fleet.spawn_worker("pg-a", 2);
     let (stop_b, wb, env_b) = fleet.spawn_worker("pg-b", 2);
-    // Every device here is healthy, so a session the simulator accepted and has not yet
-    // answered with a complete export is an export in progress: its execution is past
-    // every PostgreSQL read it makes before connecting, and only the fence is left.
-    let totals = || {
-        fleet
-            .sim
-            .stats()
-            .values()
-            .fold((0u64, 0u64), |(s, e), d| (s + d.sessions, e + d.exports))
-    };
-    fleet
-        .wait_for(
-            Duration::from_secs(60),
-            "a few backups done and an export in progress",
-            || async {
-                let (sessions, exports) = totals();
-                fleet.successes().await >= 3 && sessions > exports
-            },
-        )
-        .await;
-    let exports_before: u64 = totals().1;
+    let exports_before = wait_for_export_in_progress(&fleet, 3).await;
+    let totals = || session_totals(&fleet);
     // Fast shutdown (SIGINT): sessions are cut, the server stops at once.
     stop_with(&mut pg, libc::SIGINT).await;
     // Keep it down until the export in progress finished and an execution gave up
@@ -404,26 +412,8 @@ async fn a_quick_postgres_restart_costs_no_running_backup() {
     let (stop_e, enq) = fleet.spawn_enqueuer();
     let (stop_a, wa, env_a) = fleet.spawn_worker("qr-a", 3);
     let (stop_b, wb, env_b) = fleet.spawn_worker("qr-b", 3);
-    let totals = || {
-        fleet
-            .sim
-            .stats()
-            .values()
-            .fold((0u64, 0u64), |(s, e), d| (s + d.sessions, e + d.exports))
-    };
-    // Every device here is healthy: a session without its export yet is an export in
-    // progress, past every read before connecting.
-    fleet
-        .wait_for(
-            Duration::from_secs(60),
-            "a backup done and an export in progress",
-            || async {
-                let (sessions, exports) = totals();
-                fleet.successes().await >= 1 && sessions > exports
-            },
-        )
-        .await;
-    let exports_before = totals().1;
+    let exports_before = wait_for_export_in_progress(&fleet, 1).await;
+    let totals = || session_totals(&fleet);
     stop_with(&mut pg, libc::SIGINT).await;
     // An export finishes while PostgreSQL is down: its fence meets the connection error.
     let deadline = Instant::now() + Duration::from_secs(20);
