@@ -8,7 +8,7 @@
 //! the bastion — forgets the pin and lifts exactly those devices' blocks.
 
 use super::devices::{check_key, credential_key, password_from_env};
-use super::shared::{open_store, print_table, read_key_file, store_error, time};
+use super::shared::{KeyFlags, open_store, print_table, read_key_file_as, store_error, time};
 use crate::config::{ConfigError, Env};
 use crate::jump::{self, JumpSetting, JumpSpec};
 use std::path::PathBuf;
@@ -69,7 +69,11 @@ impl JumpArgs {
         }
         let mut spec = JumpSpec::parse(text).map_err(bad)?;
         spec.key = match &self.jump_key_file {
-            Some(f) => Some(read_key_file(f, self.jump_key_passphrase_env.as_deref())?),
+            Some(f) => Some(read_key_file_as(
+                f,
+                self.jump_key_passphrase_env.as_deref(),
+                KeyFlags::JUMP,
+            )?),
             None => None,
         };
         spec.password = match &self.jump_password_env {

@@ -163,9 +163,24 @@ fn timeout_override(field: &str, seconds: i64) -> ApiResult<u32> {
 /// A private key from a request body, decrypted with its passphrase; refused with the
 /// reason (never the key) as a 422 on `ssh_key`.
 fn import_key(text: &str, passphrase: Option<&str>) -> ApiResult<UserKey> {
+    import_key_field(("ssh_key", "ssh_key_passphrase"), text, passphrase)
+}
+
+/// [`import_key`] for the fields `(key, passphrase)`: the 422 names the key's field, and
+/// for a protected key without its passphrase the field that takes it.
+fn import_key_field(
+    (field, passphrase_field): (&str, &str),
+    text: &str,
+    passphrase: Option<&str>,
+) -> ApiResult<UserKey> {
     let passphrase = passphrase.map(rosbackup_core::Secret::new);
-    UserKey::import(text, passphrase.as_ref())
-        .map_err(|e| ApiError::invalid("ssh_key", e.to_string()))
+    UserKey::import(text, passphrase.as_ref()).map_err(|e| match e {
+        rosbackup_core::userkey::KeyImportError::NeedsPassphrase => ApiError::invalid(
+            field,
+            format!("{e}; give its passphrase in {passphrase_field}"),
+        ),
+        e => ApiError::invalid(field, e.to_string()),
+    })
 }
 
 /// The credential key, or a refusal when the server has none.
