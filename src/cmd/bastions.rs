@@ -201,12 +201,20 @@ pub(crate) async fn set_tenant_default(
         JumpSetting::Via(s) => Some(s),
         _ => None,
     };
-    crate::bastions::set_tenant(&store, &key, id, spec)
+    let change = crate::bastions::set_tenant_jump(&store, &key, id, spec)
         .await
         .map_err(store_error)?;
+    let lifted = if change.unblocked > 0 {
+        format!(
+            "; {} bastion_host_key_mismatch block(s) lifted, due now",
+            change.unblocked
+        )
+    } else {
+        String::new()
+    };
     match spec {
-        Some(s) => println!("tenant {id}: default jump host {}", s.display()),
-        None => println!("tenant {id}: no default jump host"),
+        Some(s) => println!("tenant {id}: default jump host {}{lifted}", s.display()),
+        None => println!("tenant {id}: no default jump host{lifted}"),
     }
     Ok(ExitCode::SUCCESS)
 }
