@@ -57,6 +57,11 @@ pub(super) fn routes() -> Router<WebState> {
         )
         .route("/devices/{id}/export-timeout", post(save_export_timeout))
         .route("/devices/{id}/host-key", get(host_key_page))
+        .route("/devices/{id}/jump-host", post(save_jump_host))
+        .route(
+            "/devices/{id}/bastion-key",
+            get(bastion_key_page).post(reset_bastion_key),
+        )
         .route("/jobs", get(jobs))
         .route("/jobs/retry", post(retry_job))
         .route("/jobs/discard", post(discard_job))
@@ -701,9 +706,16 @@ async fn device(
         .await
         .unwrap_or_default();
     let timeout = effective_timeout(&s, row.device.id).await;
-    let via = via_bastion(&s, row.device.id).await;
+    let via = via_bastion(&s, &row).await;
     let d = &row.device;
     let st = row.state();
+    let bastion_blocked = d.blocked_reason.as_deref() == Some("bastion_host_key_mismatch");
+    // The jump host field shows the device's own setting (never a secret).
+    let own_jump = match &via {
+        Some(j) if j.source == Some(rosbackup_core::jump::JumpSource::Device) => j.display.clone(),
+        _ if d.jump_direct => "direct".to_string(),
+        _ => String::new(),
+    };
     let admin = c.principal.is_admin();
     let action = |name: &str, label: &str, class: &str, confirm: Option<&str>| {
         html! {
@@ -724,8 +736,11 @@ async fn device(
                         @if admin && st == DeviceState::BlockedAuth {
                             " — " a id="fix-credentials" href=(format!("/devices/{}/credentials", d.id)) { "update them here" }
                         }
-                        @if admin && st == DeviceState::BlockedHostKey {
+                        @if admin && st == DeviceState::BlockedHostKey && !bastion_blocked {
                             " — " a id="fix-host-key" href=(format!("/devices/{}/host-key", d.id)) { "compare the keys and reset" }
+                        }
+                        @if admin && bastion_blocked {
+                            " — the jump host's key changed: " a id="fix-bastion-key" href=(format!("/devices/{}/bastion-key", d.id)) { "compare the bastion's keys and reset" }
                         }
                     }
                 }
@@ -748,6 +763,9 @@ async fn device(
                     @if d.ssh_host_key_fingerprint.is_some() {
                         a.button id="host-key" href=(format!("/devices/{}/host-key", d.id)) { "Host key" }
                     }
+                    @if via.is_some() {
+                        a.button id="bastion-key" href=(format!("/devices/{}/bastion-key", d.id)) { "Bastion key" }
+                    }
                     @if d.enabled {
                         (action("disable", "Disable", "ghost", Some("Stop backing up this device?")))
                     } @else {
@@ -764,9 +782,29 @@ async fn device(
             }
         }
         div id="cards" data-refresh=(format!("/devices/{}/cards", d.id)) data-every="10000" {
-            (device_cards(&s, &row, timeout, via.as_deref()))
+            (device_cards(&s, &row, timeout, via.as_ref()))
         }
         @if admin {
+            section.card {
+                h2 { "Jump host" }
+                p.muted.small {
+                    "[user@]host[:port] of a bastion to reach this device through (as ssh -J), "
+                    code { "direct" } " to ignore its credential profile's and tenant's, or empty for none of its own. "
+                    "A password or key for the bastion is stored encrypted and never shown again; without them the device's user and key log in there."
+                }
+                form.jump method="post" id="jump-host-form" action=(format!("/devices/{}/jump-host", d.id)) {
+                    input type="hidden" name="csrf" value=(c.csrf);
+                    label for="jump-host" { "Jump host" }
+                    input type="text" name="jump_host" id="jump-host" autocomplete="off" placeholder="none of its own" value=(own_jump);
+                    label for="jump-password" { "Bastion password (optional)" }
+                    input type="password" name="jump_password" id="jump-password" autocomplete="new-password";
+                    label for="jump-key" { "Bastion private key (optional)" }
+                    textarea name="jump_key" id="jump-key" rows="3" autocomplete="off" spellcheck="false" {}
+                    label for="jump-key-passphrase" { "Key passphrase (if protected)" }
+                    input type="password" name="jump_key_passphrase" id="jump-key-passphrase" autocomplete="off";
+                    button type="submit" id="save-jump-host" { "Save jump host" }
+                }
+            }
             section.card {
                 h2 { "Export timeout" }
                 p.muted.small {
@@ -799,14 +837,35 @@ async fn device(
     Ok(frame(&s, &c, &row.device.name, Nav::Devices, body).into_response())
 }
 
-/// The bastion a device is reached through (`host:port`, never its credentials); `None`:
-/// direct, or unknown for a moment (a store hiccup only hides the line).
-async fn via_bastion(s: &WebState, id: uuid::Uuid) -> Option<String> {
-    rosbackup_core::bastions::device_jump(s.store(), id)
+/// The bastion a device is reached through (`[user@]host:port`, its source and the
+/// bastion's pinned key, never its credentials); `None`: direct, or unknown for a moment
+/// (a store hiccup only hides the line).
+async fn via_bastion(s: &WebState, row: &DeviceRow) -> Option<ops::JumpHostView> {
+    ops::device_jump(s, row.device.tenant_id, row.device.id)
         .await
         .ok()
         .flatten()
-        .map(|(host, _)| host)
+}
+
+/// Where a device's jump host comes from, as the API names it.
+fn jump_source_name(source: rosbackup_core::jump::JumpSource) -> &'static str {
+    use rosbackup_core::jump::JumpSource::*;
+    match source {
+        Device => "device",
+        Profile => "profile",
+        Tenant => "tenant",
+    }
+}
+
+/// Where a device's jump host comes from, in words.
+fn jump_source_words(source: Option<rosbackup_core::jump::JumpSource>) -> &'static str {
+    use rosbackup_core::jump::JumpSource::*;
+    match source {
+        Some(Device) => "its own",
+        Some(Profile) => "its credential profile's",
+        Some(Tenant) => "its tenant's default",
+        None => "",
+    }
 }
 
 /// The export timeout a device's next run will have, as the workers decide it (`None`
@@ -827,7 +886,7 @@ fn device_cards(
     s: &WebState,
     row: &DeviceRow,
     timeout: Option<rosbackup_core::export_timeout::Effective>,
-    via: Option<&str>,
+    via: Option<&ops::JumpHostView>,
 ) -> Markup {
     let d = &row.device;
     let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
@@ -845,7 +904,14 @@ fn device_cards(
                 dl.kv {
                     dt { "Host" } dd.mono { (d.host) ":" (d.ssh_port) }
                     @if let Some(b) = via {
-                        dt { "Via" } dd.mono id="via-bastion" { "via bastion " (b) }
+                        dt { "Via" } dd id="via-bastion" data-source=[b.source.map(jump_source_name)] {
+                            span.mono { "via bastion " (b.display) } " " span.muted { "(" (jump_source_words(b.source)) ")" }
+                        }
+                        dt { "Bastion key" } dd.mono.small id="bastion-fingerprint" {
+                            @if let Some(fp) = &b.pinned_fingerprint { (fp) } @else { span.muted { "not pinned yet (trust on first use)" } }
+                        }
+                    } @else if d.jump_direct {
+                        dt { "Via" } dd id="via-bastion" { "direct " span.muted { "(ignores its profile's and tenant's jump host)" } }
                     }
                     dt { "User" } dd.mono { (d.username) }
                     dt { "RouterOS" } dd { (d.routeros_version.as_deref().unwrap_or("unknown yet")) }
@@ -893,8 +959,8 @@ async fn device_cards_fragment(
 ) -> PageResult {
     let row = visible_device(&s, &c, &id).await?;
     let timeout = effective_timeout(&s, row.device.id).await;
-    let via = via_bastion(&s, row.device.id).await;
-    Ok(Html(device_cards(&s, &row, timeout, via.as_deref()).into_string()).into_response())
+    let via = via_bastion(&s, &row).await;
+    Ok(Html(device_cards(&s, &row, timeout, via.as_ref()).into_string()).into_response())
 }
 
 /// Where an export timeout came from, in words.
@@ -1295,6 +1361,198 @@ async fn host_key_page(
         Nav::Devices,
         body,
     )
+    .into_response())
+}
+
+// ---- jump host and bastion key -----------------------------------------------------
+
+/// The jump host form's fields. The secrets are write-only: never rendered back, and its
+/// `Debug` does not print them.
+#[derive(Deserialize)]
+struct JumpForm {
+    csrf: String,
+    #[serde(default)]
+    jump_host: String,
+    #[serde(default)]
+    jump_password: String,
+    #[serde(default)]
+    jump_key: String,
+    #[serde(default)]
+    jump_key_passphrase: String,
+}
+
+impl std::fmt::Debug for JumpForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JumpForm")
+            .field("jump_host", &self.jump_host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Set, clear (empty) or make `direct` a device's own jump host through the same
+/// operation as the API; a refused value comes back in a banner (the secrets are not
+/// sent back), nothing changed.
+async fn save_jump_host(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<JumpForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    let back = |key: &str, text: &str| {
+        Redirect::to(&format!(
+            "/devices/{}?{key}={}",
+            row.device.id,
+            url_encode(text)
+        ))
+        .into_response()
+    };
+    let some = |v: String| Some(v).filter(|v| !v.trim().is_empty());
+    let body = ops::SetJumpHost {
+        jump_host: some(f.jump_host),
+        jump_password: some(f.jump_password),
+        jump_key: some(f.jump_key),
+        jump_key_passphrase: some(f.jump_key_passphrase),
+    };
+    match ops::set_device_jump(&s, &c, row.device.id, body).await {
+        Ok(view) => {
+            let shown = match &view.jump_host {
+                Some(j) => format!(
+                    "via bastion {} ({})",
+                    j.display,
+                    jump_source_words(j.source)
+                ),
+                None if view.jump_direct => "direct".into(),
+                None => "none".into(),
+            };
+            Ok(back(
+                "done",
+                &format!("{}: jump host {shown}", row.device.name),
+            ))
+        }
+        Err(err) if err.status == StatusCode::UNPROCESSABLE_ENTITY => Ok(back(
+            "error",
+            &format!(
+                "Jump host: {}{}",
+                err.field.map(|f| format!("{f}: ")).unwrap_or_default(),
+                err.message
+            ),
+        )),
+        Err(err) => Err(e(err)),
+    }
+}
+
+/// The bastion in front of a device: its pinned key and, when it changed, the key it
+/// presented instead, with a reset (like a device's host key page).
+async fn bastion_key_page(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+) -> PageResult {
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    let d = &row.device;
+    let Some(via) = ops::device_jump(&s, d.tenant_id, d.id).await.map_err(e)? else {
+        return Err(error_page(
+            StatusCode::NOT_FOUND,
+            "This device is reached directly, through no bastion.",
+        ));
+    };
+    let pinned = ops::bastions(&s, &c)
+        .await
+        .map_err(e)?
+        .into_iter()
+        .find(|b| {
+            b.tenant_id == d.tenant_id && b.host == via.host && b.port == i32::from(via.port)
+        });
+    let presented = pinned
+        .as_ref()
+        .and_then(|b| b.presented_fingerprint.clone());
+    let blocked = d.blocked_reason.as_deref() == Some("bastion_host_key_mismatch");
+    let bastion = rosbackup_core::jump::display(None, &via.host, via.port);
+    let body = html! {
+        div.page-head {
+            div {
+                a.muted href=(format!("/devices/{}", d.id)) { "← " (d.name) }
+                h1 { "Bastion key of " (bastion) }
+            }
+        }
+        section.card {
+            @if presented.is_some() {
+                div.banner.danger { "The bastion presented a different host key than the one pinned when a backup first went through it. Every device of the tenant behind it is blocked until you decide: it is expected after the bastion was rebuilt or its SSH key regenerated — and it is what a man in the middle looks like." }
+            }
+            dl.kv {
+                dt { "Bastion" } dd.mono { (bastion) " " span.muted { "(" (jump_source_words(via.source)) ")" } }
+                dt { "Pinned (old)" } dd.mono id="old-bastion-fingerprint" {
+                    (pinned.as_ref().map(|b| b.fingerprint.as_str()).unwrap_or("none (the next backup pins what it sees)"))
+                }
+                @if presented.is_some() || blocked {
+                    dt { "Presented (new)" } dd.mono id="new-bastion-fingerprint" { (presented.as_deref().unwrap_or("not recorded")) }
+                }
+            }
+            p.muted {
+                "Verify the new key out of band — e.g. the fingerprint ssh shows when you log in to the bastion over a path you trust — then reset: the pin is forgotten, the devices behind the bastion are unblocked and due at once, and the next backup through it pins the key it presents then."
+            }
+            form.inline method="post" action=(format!("/devices/{}/bastion-key", d.id))
+                data-confirm="Forget the bastion's pinned key? The next backup through it trusts whatever key it presents." {
+                input type="hidden" name="csrf" value=(c.csrf);
+                button.primary type="submit" id="reset-bastion-key" { "Reset bastion key" }
+            }
+        }
+    };
+    Ok(frame(
+        &s,
+        &c,
+        &format!("Bastion key · {}", d.name),
+        Nav::Devices,
+        body,
+    )
+    .into_response())
+}
+
+/// Forget the pinned key of the bastion in front of a device (the API's reset).
+async fn reset_bastion_key(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    let d = &row.device;
+    let Some(via) = ops::device_jump(&s, d.tenant_id, d.id).await.map_err(e)? else {
+        return Err(error_page(
+            StatusCode::NOT_FOUND,
+            "This device is reached directly, through no bastion.",
+        ));
+    };
+    let bastion = rosbackup_core::jump::display(None, &via.host, via.port);
+    let r = ops::reset_bastion(
+        &s,
+        &c,
+        ops::ResetBastion {
+            bastion: bastion.clone(),
+            tenant_id: Some(d.tenant_id),
+        },
+    )
+    .await
+    .map_err(e)?;
+    Ok(Redirect::to(&format!(
+        "/devices/{}?done={}",
+        d.id,
+        url_encode(&format!(
+            "bastion {bastion}: {}; {} device(s) unblocked, due now",
+            if r.forgotten {
+                "pinned key forgotten"
+            } else {
+                "no key was pinned"
+            },
+            r.unblocked
+        ))
+    ))
     .into_response())
 }
 
