@@ -1073,6 +1073,72 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
         .expect("there");
     assert_eq!((stored.jump_host, stored.jump_direct), (None, false));
 
+    // The tenant's default on the jump hosts page: the device inherits it.
+    let tenant_pw = "Tenant-Bastion-Secret-4";
+    b.find("#nav-jump-hosts")
+        .await
+        .click()
+        .await
+        .expect("open Jump hosts");
+    b.wait_for_location("the jump hosts page", |u| u.path() == "/jump-hosts")
+        .await;
+    b.wait(&format!("#tenant-{tenant}-host"), STEP)
+        .await
+        .send_keys("jump.tenant.invalid")
+        .await
+        .expect("type the tenant's jump host");
+    b.find(&format!("#tenant-{tenant}-password"))
+        .await
+        .send_keys(tenant_pw)
+        .await
+        .expect("type its password");
+    b.find(&format!("#save-tenant-{tenant}"))
+        .await
+        .click()
+        .await
+        .expect("Save tenant default");
+    let flash = b.wait("#flash", STEP).await.text().await.expect("flash");
+    assert!(
+        flash.contains("default jump host jump.tenant.invalid:22"),
+        "flash: {flash:?}"
+    );
+    assert!(
+        !b.c.source().await.expect("source").contains(tenant_pw),
+        "the jump hosts page shows the tenant's bastion password"
+    );
+    b.shot("10-jump-hosts").await;
+    b.goto(&format!("/devices/{}", behind.id)).await;
+    let via = b
+        .wait("#via-bastion", STEP)
+        .await
+        .text()
+        .await
+        .expect("via");
+    assert!(
+        via.contains("jump.tenant.invalid:22") && via.contains("its tenant's default"),
+        "{via:?}"
+    );
+    // Cleared again, so no other device of the tenant goes through it.
+    b.goto("/jump-hosts").await;
+    b.wait(&format!("#tenant-{tenant}-host"), STEP)
+        .await
+        .clear()
+        .await
+        .expect("clear");
+    b.find(&format!("#save-tenant-{tenant}"))
+        .await
+        .click()
+        .await
+        .expect("Save tenant default");
+    let flash = b.wait("#flash", STEP).await.text().await.expect("flash");
+    assert!(flash.contains("default jump host none"), "flash: {flash:?}");
+    assert_eq!(
+        rosbackup::bastions::tenant_default(fleet.store(), tenant)
+            .await
+            .expect("tenant default"),
+        None
+    );
+
     // ---- jobs ------------------------------------------------------------------------
     b.find("header.top nav a[href='/jobs']")
         .await
@@ -1132,7 +1198,7 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
             .await
             .expect("job rows");
     assert_eq!(rows.len() as u64, dead.min(50));
-    b.shot("10-jobs").await;
+    b.shot("11-jobs").await;
 
     // ---- logout ----------------------------------------------------------------------
     b.find("#logout").await.click().await.expect("Log out");
@@ -1143,7 +1209,7 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
         "logout lands on login"
     );
     assert_eq!(b.text("#signed-out").await, "You have been signed out.");
-    b.shot("11-logged-out").await;
+    b.shot("12-logged-out").await;
     b.goto("/devices").await;
     let at = b
         .wait_for_location("the redirect to the login page", |u| u.path() == "/login")

@@ -58,6 +58,10 @@ pub(super) fn routes() -> Router<WebState> {
         .route("/devices/{id}/export-timeout", post(save_export_timeout))
         .route("/devices/{id}/host-key", get(host_key_page))
         .route("/devices/{id}/jump-host", post(save_jump_host))
+        .route("/jump-hosts", get(jump_hosts))
+        .route("/jump-hosts/tenant/{id}", post(save_tenant_jump))
+        .route("/jump-hosts/profile/{id}", post(save_profile_jump))
+        .route("/jump-hosts/reset", post(reset_bastion_pin))
         .route(
             "/devices/{id}/bastion-key",
             get(bastion_key_page).post(reset_bastion_key),
@@ -794,14 +798,7 @@ async fn device(
                 }
                 form.jump method="post" id="jump-host-form" action=(format!("/devices/{}/jump-host", d.id)) {
                     input type="hidden" name="csrf" value=(c.csrf);
-                    label for="jump-host" { "Jump host" }
-                    input type="text" name="jump_host" id="jump-host" autocomplete="off" placeholder="none of its own" value=(own_jump);
-                    label for="jump-password" { "Bastion password (optional)" }
-                    input type="password" name="jump_password" id="jump-password" autocomplete="new-password";
-                    label for="jump-key" { "Bastion private key (optional)" }
-                    textarea name="jump_key" id="jump-key" rows="3" autocomplete="off" spellcheck="false" {}
-                    label for="jump-key-passphrase" { "Key passphrase (if protected)" }
-                    input type="password" name="jump_key_passphrase" id="jump-key-passphrase" autocomplete="off";
+                    (jump_fields("jump", &own_jump, true))
                     button type="submit" id="save-jump-host" { "Save jump host" }
                 }
             }
@@ -1389,6 +1386,256 @@ impl std::fmt::Debug for JumpForm {
     }
 }
 
+impl JumpForm {
+    /// The operation's body: empty fields are absent.
+    fn into_body(self) -> ops::SetJumpHost {
+        let some = |v: String| Some(v).filter(|v| !v.trim().is_empty());
+        ops::SetJumpHost {
+            jump_host: some(self.jump_host),
+            jump_password: some(self.jump_password),
+            jump_key: some(self.jump_key),
+            jump_key_passphrase: some(self.jump_key_passphrase),
+        }
+    }
+}
+
+/// The jump host fields (write-only secrets), for a device, a profile or a tenant.
+fn jump_fields(id: &str, current: &str, direct: bool) -> Markup {
+    html! {
+        label for=(format!("{id}-host")) { "Jump host" }
+        input type="text" name="jump_host" id=(format!("{id}-host")) autocomplete="off"
+            placeholder=(if direct { "none of its own" } else { "none" }) value=(current);
+        label for=(format!("{id}-password")) { "Bastion password (optional)" }
+        input type="password" name="jump_password" id=(format!("{id}-password")) autocomplete="new-password";
+        label for=(format!("{id}-key")) { "Bastion private key (optional)" }
+        textarea name="jump_key" id=(format!("{id}-key")) rows="3" autocomplete="off" spellcheck="false" {}
+        label for=(format!("{id}-key-passphrase")) { "Key passphrase (if protected)" }
+        input type="password" name="jump_key_passphrase" id=(format!("{id}-key-passphrase")) autocomplete="off";
+    }
+}
+
+/// A jump host as shown on the jump hosts page: `[user@]host:port`, the secrets it has
+/// (by name only) and the bastion's pin.
+fn jump_summary(j: Option<&ops::JumpHostView>) -> Markup {
+    html! {
+        @if let Some(j) = j {
+            span.mono { (j.display) }
+            @if j.has_password || j.has_key {
+                " " span.muted { "(" @if j.has_password { "password" } @if j.has_password && j.has_key { ", " } @if j.has_key { "key" } " stored)" }
+            }
+            br;
+            span.mono.small.muted { "key " (j.pinned_fingerprint.as_deref().unwrap_or("not pinned yet")) }
+        } @else {
+            span.muted { "none" }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct JumpHostsParams {
+    done: Option<String>,
+    error: Option<String>,
+}
+
+/// Jump hosts beyond a device's own (admins): the tenants' defaults, the credential
+/// profiles', and the bastions' pinned keys with a reset — what `rosbackup tenants
+/// set-jump-host`, `credentials set --jump-host` and `bastions` do, through `ops`.
+async fn jump_hosts(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    PageQuery(q): PageQuery<JumpHostsParams>,
+) -> PageResult {
+    require_admin(&c)?;
+    let mut tenants = ops::tenants(&s, &c).await.map_err(e)?;
+    // A scoped admin's tenant, even before it has a device.
+    if let Some(t) = c.tenant()
+        && !tenants.iter().any(|x| x.tenant_id == t)
+    {
+        tenants.push(rosbackup_core::report::TenantCount {
+            tenant_id: t,
+            name: None,
+            devices: 0,
+        });
+    }
+    let mut defaults = Vec::new();
+    for t in &tenants {
+        defaults.push(ops::tenant_jump(&s, &c, t.tenant_id).await.map_err(e)?);
+    }
+    let profiles = ops::list_profiles(&s, &c).await.map_err(e)?;
+    let pins = ops::bastions(&s, &c).await.map_err(e)?;
+    let body = html! {
+        div.page-head { div { h1 { "Jump hosts" } } }
+        @if let Some(done) = &q.done { div.banner.good id="flash" { (done) } }
+        @if let Some(err) = &q.error { div.banner.danger id="form-error" { (err) } }
+        p.muted {
+            "A device goes through its own jump host (set on its page), else its credential profile's, else its tenant's default. "
+            "Passwords and keys for bastions are stored encrypted and never shown again; without them the device's user and key log in there. "
+            "Changing a jump host unblocks the devices that no longer go through a bastion whose changed key blocked them."
+        }
+        section.card id="tenant-jump-hosts" {
+            h2 { "Tenant defaults" }
+            @for (t, d) in tenants.iter().zip(&defaults) {
+                div.jump-owner data-tenant=(t.tenant_id) {
+                    h3 { (t.label()) " " span.mono.small.muted { (t.tenant_id) } }
+                    p { (jump_summary(d.jump_host.as_ref())) }
+                    form.jump method="post" action=(format!("/jump-hosts/tenant/{}", t.tenant_id)) {
+                        input type="hidden" name="csrf" value=(c.csrf);
+                        (jump_fields(&format!("tenant-{}", t.tenant_id), d.jump_host.as_ref().map_or("", |j| j.display.as_str()), false))
+                        button type="submit" id=(format!("save-tenant-{}", t.tenant_id)) { "Save tenant default" }
+                    }
+                }
+            }
+        }
+        section.card id="profile-jump-hosts" {
+            h2 { "Credential profiles" }
+            @if profiles.is_empty() { p.muted { "No credential profiles (" code { "rosbackup credentials add" } ")." } }
+            @for p in &profiles {
+                div.jump-owner data-profile=(p.id) {
+                    h3 { (p.name) " " span.muted.small { (p.devices) " device(s)" } }
+                    p { (jump_summary(p.jump_host.as_ref())) }
+                    form.jump method="post" action=(format!("/jump-hosts/profile/{}", p.id)) {
+                        input type="hidden" name="csrf" value=(c.csrf);
+                        (jump_fields(&format!("profile-{}", p.id), p.jump_host.as_ref().map_or("", |j| j.display.as_str()), false))
+                        button type="submit" id=(format!("save-profile-{}", p.id)) { "Save profile's jump host" }
+                    }
+                }
+            }
+        }
+        section.card id="bastion-pins" {
+            h2 { "Pinned bastion keys" }
+            @if pins.is_empty() { p.muted { "None yet: a bastion's key is pinned the first time a backup goes through it." } }
+            @else {
+                table {
+                    thead { tr { th { "Bastion" } th { "Tenant" } th { "Pinned (old)" } th { "Presented instead (new)" } th {} } }
+                    tbody {
+                        @for b in &pins {
+                            @let shown = rosbackup_core::jump::display(None, &b.host, u16::try_from(b.port).unwrap_or(22));
+                            tr data-bastion=(shown) {
+                                td.mono { (shown) }
+                                td.mono.small { (b.tenant_id) }
+                                td.mono.small { (b.fingerprint) }
+                                td.mono.small { (b.presented_fingerprint.as_deref().unwrap_or("—")) }
+                                td {
+                                    form.inline method="post" action="/jump-hosts/reset"
+                                        data-confirm="Forget the bastion's pinned key? The next backup through it trusts whatever key it presents." {
+                                        input type="hidden" name="csrf" value=(c.csrf);
+                                        input type="hidden" name="bastion" value=(shown);
+                                        input type="hidden" name="tenant_id" value=(b.tenant_id);
+                                        button type="submit" { "Reset" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(frame(&s, &c, "Jump hosts", Nav::JumpHosts, body).into_response())
+}
+
+/// Back to the jump hosts page with a banner.
+fn to_jump_hosts(key: &str, text: &str) -> Response {
+    Redirect::to(&format!("/jump-hosts?{key}={}", url_encode(text))).into_response()
+}
+
+/// A refused value (422) as a banner, other errors as an error page.
+fn jump_outcome<T>(r: Result<T, ApiError>, done: impl FnOnce(T) -> String) -> PageResult {
+    match r {
+        Ok(v) => Ok(to_jump_hosts("done", &done(v))),
+        Err(err) if err.status == StatusCode::UNPROCESSABLE_ENTITY => Ok(to_jump_hosts(
+            "error",
+            &format!(
+                "Jump host: {}{}",
+                err.field.map(|f| format!("{f}: ")).unwrap_or_default(),
+                err.message
+            ),
+        )),
+        Err(err) => Err(e(err)),
+    }
+}
+
+fn shown_or_none(j: Option<&ops::JumpHostView>) -> String {
+    j.map_or_else(|| "none".into(), |j| j.display.clone())
+}
+
+async fn save_tenant_jump(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<JumpForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let id =
+        Uuid::try_parse(&id).map_err(|_| error_page(StatusCode::NOT_FOUND, "No such tenant."))?;
+    let r = ops::set_tenant_jump(&s, &c, id, f.into_body()).await;
+    jump_outcome(r, |t| {
+        format!(
+            "tenant {}: default jump host {}",
+            t.tenant_id,
+            shown_or_none(t.jump_host.as_ref())
+        )
+    })
+}
+
+async fn save_profile_jump(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<JumpForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let id = Uuid::try_parse(&id)
+        .map_err(|_| error_page(StatusCode::NOT_FOUND, "No such credential profile."))?;
+    let r = ops::set_profile_jump(&s, &c, id, f.into_body()).await;
+    jump_outcome(r, |p| {
+        format!(
+            "credential profile {}: jump host {}",
+            p.name,
+            shown_or_none(p.jump_host.as_ref())
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ResetPinForm {
+    csrf: String,
+    bastion: String,
+    tenant_id: Option<Uuid>,
+}
+
+async fn reset_bastion_pin(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Form(f): Form<ResetPinForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let bastion = f.bastion.clone();
+    let r = ops::reset_bastion(
+        &s,
+        &c,
+        ops::ResetBastion {
+            bastion: f.bastion,
+            tenant_id: f.tenant_id,
+        },
+    )
+    .await;
+    jump_outcome(r, |r| {
+        format!(
+            "bastion {bastion}: {}; {} device(s) unblocked, due now",
+            if r.forgotten {
+                "pinned key forgotten"
+            } else {
+                "no key was pinned"
+            },
+            r.unblocked
+        )
+    })
+}
+
 /// Set, clear (empty) or make `direct` a device's own jump host through the same
 /// operation as the API; a refused value comes back in a banner (the secrets are not
 /// sent back), nothing changed.
@@ -1409,14 +1656,7 @@ async fn save_jump_host(
         ))
         .into_response()
     };
-    let some = |v: String| Some(v).filter(|v| !v.trim().is_empty());
-    let body = ops::SetJumpHost {
-        jump_host: some(f.jump_host),
-        jump_password: some(f.jump_password),
-        jump_key: some(f.jump_key),
-        jump_key_passphrase: some(f.jump_key_passphrase),
-    };
-    match ops::set_device_jump(&s, &c, row.device.id, body).await {
+    match ops::set_device_jump(&s, &c, row.device.id, f.into_body()).await {
         Ok(view) => {
             let shown = match &view.jump_host {
                 Some(j) => format!(
