@@ -616,6 +616,94 @@ async fn jump_hosts_resolve_device_then_profile_then_tenant_and_rotate_with_the_
     );
     assert_eq!(via(3).await, None, "direct overrides the tenant's");
 
+    // Changing a jump host through the CLI lifts the bastion_host_key_mismatch block of a
+    // device that no longer goes through that bastion, and only that.
+    let block = |ids: Vec<Uuid>| {
+        let store = fleet.store().clone();
+        async move {
+            sqlx::query(
+                "UPDATE devices SET blocked_reason = 'bastion_host_key_mismatch', \
+                 blocked_at = now() WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+    };
+    let blocked = |i: usize| {
+        let id = devices[i].id;
+        let store = fleet.store().clone();
+        async move { store.device(id).await.unwrap().unwrap().blocked_reason }
+    };
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+            .envs(fleet.process_env())
+            .env("TENANT_JUMP_PW", "Jump-Pw-tenant.example")
+            .args(args)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{args:?}: {out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    block(vec![devices[1].id, devices[2].id]).await;
+    let t = tenant.to_string();
+    let out = cli(&[
+        "credentials",
+        "set",
+        "via-profile",
+        "--tenant",
+        &t,
+        "--jump-host",
+        "profile2.example:2222",
+    ]);
+    assert!(
+        out.contains("2 bastion_host_key_mismatch block(s) lifted"),
+        "{out}"
+    );
+    assert_eq!((blocked(1).await, blocked(2).await), (None, None));
+    block(vec![devices[1].id]).await;
+    let d1 = devices[1].id.to_string();
+    // The same bastion with other settings: still blocked.
+    let out = cli(&[
+        "devices",
+        "set-credentials",
+        &d1,
+        "--jump-host",
+        "ops@profile2.example:2222",
+    ]);
+    assert!(!out.contains("lifted"), "{out}");
+    assert_eq!(
+        blocked(1).await.as_deref(),
+        Some("bastion_host_key_mismatch")
+    );
+    let out = cli(&["devices", "set-credentials", &d1, "--jump-host", "direct"]);
+    assert!(out.contains("block lifted"), "{out}");
+    assert_eq!(blocked(1).await, None);
+    block(vec![devices[2].id]).await;
+    let out = cli(&[
+        "tenants",
+        "set-jump-host",
+        &t,
+        "--jump-host",
+        "tenant.example:2222",
+        "--jump-password-env",
+        "TENANT_JUMP_PW",
+    ]);
+    assert!(
+        !out.contains("lifted"),
+        "the profile's still applies: {out}"
+    );
+    assert_eq!(
+        blocked(2).await.as_deref(),
+        Some("bastion_host_key_mismatch")
+    );
+
     // A rotation re-seals the jump secrets of devices and tenants with the rest.
     let new = rosbackup::credentials::CredentialKey::from_base64(
         &rosbackup::credentials::CredentialKey::generate_base64(),
