@@ -217,7 +217,11 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
     let publisher = Publisher::connect(publisher_cfg)
         .await
         .map_err(|e| StartError::Connect(format!("NATS at {shown}: {e}")))?;
-    let bastions = Arc::new(crate::device::BastionPool::new(backup.bastion_connections));
+    let metrics = Metrics::new();
+    let bastions = Arc::new(
+        crate::device::BastionPool::new(backup.bastion_connections)
+            .counting(metrics.bastion_connections_opened.clone()),
+    );
     Ok(WorkerProcess {
         env: Arc::new(JobEnv {
             store,
@@ -229,7 +233,7 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
             lease_ttl,
             keep_runs,
             max_job_starts: 3,
-            metrics: Metrics::new(),
+            metrics,
             held: Arc::default(),
             bastions,
         }),

@@ -34,8 +34,18 @@
 //! every child inherits it (10,000 devices = 10,000 listening sockets in the simulator,
 //! and one socket per export in flight in a worker).
 //!
+//! **Bastion.** With `--bastion` every device is reached through one jump host: a real
+//! OpenSSH `sshd` (`/usr/sbin/sshd`, run as root) on 127.0.0.1 that forwards
+//! `direct-tcpip` channels, set as the jump host of the devices' tenant with the real CLI
+//! (`rosbackup tenants set-jump-host … --jump-key-file`) after the import. Its pinned key is
+//! taken on first use like in a fleet. Each worker's `rosbackup_bastion_connections_opened_total`
+//! is read at the end (`bastion_connections_opened`, all workers; the target is one per
+//! worker and bastion, up to `ROSBACKUP_BASTION_CONNECTIONS`, not one per backup). The
+//! simulator has no forwarding of its own, hence the real sshd; its per-connection
+//! processes' CPU shows in the machine's CPU only.
+//!
 //! **Records.** Params `{devices, workers, concurrency, delay_ms, size_bytes, queue_cap,
-//! profile}`; case names like `fleet, 1000 devices, slow 2000ms, 1 worker, c=500`.
+//! bastion, profile}`; case names like `fleet, 1000 devices, slow 2000ms, 1 worker, c=500`.
 //! Metrics: `backups_per_s`, `makespan_s`, `p50_latency_ms`, `p99_latency_ms`,
 //! `max_latency_ms`, `failed_runs`, `inflight_max` (all workers together),
 //! `inflight_max_per_worker`, `worker_cpu_ms_per_backup` (all workers' CPU / devices),
@@ -124,6 +134,12 @@ pub struct FleetArgs {
     /// successful case).
     #[arg(long)]
     pub logs: Option<PathBuf>,
+    /// Reach every device through one bastion (a real sshd; module docs).
+    #[arg(long)]
+    pub bastion: bool,
+    /// ROSBACKUP_BASTION_CONNECTIONS of each worker (default: theirs).
+    #[arg(long)]
+    pub bastion_connections: Option<u32>,
 }
 
 /// The programs to run.
@@ -290,10 +306,90 @@ fn http_get(addr: &str, path: &str) -> Option<String> {
 
 /// `mikrotik_config_backup_active` from a worker's `/metrics`.
 fn inflight(addr: &str) -> Option<f64> {
+    metric(addr, "mikrotik_config_backup_active")
+}
+
+/// One unlabelled metric from a worker's `/metrics`.
+fn metric(addr: &str, name: &str) -> Option<f64> {
     let body = http_get(addr, "/metrics")?;
     body.lines()
-        .find_map(|l| l.strip_prefix("mikrotik_config_backup_active "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// A real OpenSSH sshd on 127.0.0.1 forwarding `direct-tcpip` for `root` with a key of
+/// its own (the bench runs as root, as the sshd tests do).
+struct Bastion {
+    sshd: Proc,
+    port: u16,
+    key_file: PathBuf,
+}
+
+impl Bastion {
+    fn start(dir: &Path) -> anyhow::Result<Bastion> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all("/run/sshd")?;
+        let keygen = |name: &str| -> anyhow::Result<PathBuf> {
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(path.with_extension("pub"));
+            let st = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "rosbackup-bench"])
+                .arg("-f")
+                .arg(&path)
+                .status()
+                .context("ssh-keygen")?;
+            if !st.success() {
+                bail!("ssh-keygen failed: {st}");
+            }
+            Ok(path)
+        };
+        let host_key = keygen("host_key")?;
+        let user_key = keygen("user_key")?;
+        let authorized = dir.join("authorized_keys");
+        std::fs::copy(user_key.with_extension("pub"), &authorized)?;
+        let port = free_port()?;
+        let conf = [
+            format!("Port {port}"),
+            "ListenAddress 127.0.0.1".into(),
+            format!("PidFile {}", dir.join("sshd.pid").display()),
+            format!("HostKey {}", host_key.display()),
+            format!("AuthorizedKeysFile {}", authorized.display()),
+            "UsePAM no".into(),
+            "PasswordAuthentication no".into(),
+            "KbdInteractiveAuthentication no".into(),
+            "PubkeyAuthentication yes".into(),
+            "PermitRootLogin prohibit-password".into(),
+            "AllowUsers root".into(),
+            "StrictModes no".into(),
+            "AllowTcpForwarding yes".into(),
+            "MaxStartups 1000".into(),
+        ];
+        let conf_path = dir.join("sshd_config");
+        std::fs::write(&conf_path, conf.join("\n") + "\n")?;
+        let conf_arg = conf_path.display().to_string();
+        let proc = Proc::spawn(
+            "bastion",
+            Path::new("/usr/sbin/sshd"),
+            &["-D", "-e", "-f", &conf_arg],
+            &[],
+            &dir.join("sshd.log"),
+        )?;
+        let mut b = Bastion {
+            sshd: proc,
+            port,
+            key_file: user_key,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            b.sshd.check()?;
+            if Instant::now() > deadline {
+                bail!("sshd did not listen within 10 s (log in {})", dir.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(b)
+    }
 }
 
 fn now_ns() -> i128 {
@@ -321,6 +417,8 @@ struct CaseResult {
     /// Busy CPU of the whole machine over the case (every process: simulator,
     /// PostgreSQL, Redis, NATS, enqueuer, workers).
     machine_cpu: Option<Duration>,
+    /// With `--bastion`: the workers' `rosbackup_bastion_connections_opened_total`, summed.
+    bastion_connections: Option<f64>,
 }
 
 struct Case {
@@ -328,6 +426,7 @@ struct Case {
     workers: usize,
     concurrency: usize,
     delay_ms: u64,
+    bastion: bool,
 }
 
 impl Case {
@@ -338,11 +437,12 @@ impl Case {
             format!("slow {}ms", self.delay_ms)
         };
         format!(
-            "fleet, {} devices, {speed}, {} worker{}, c={}",
+            "fleet, {} devices, {speed}, {} worker{}, c={}{}",
             self.devices,
             self.workers,
             if self.workers == 1 { "" } else { "s" },
-            self.concurrency
+            self.concurrency,
+            if self.bastion { ", via bastion" } else { "" }
         )
     }
 }
@@ -540,6 +640,9 @@ async fn measure_with(
         if let Some(b) = args.fetch_batch {
             env.push(("ROSBACKUP_FETCH_BATCH".into(), b.to_string()));
         }
+        if let Some(b) = args.bastion_connections {
+            env.push(("ROSBACKUP_BASTION_CONNECTIONS".into(), b.to_string()));
+        }
         let (prog, a) = &bins.worker;
         workers.push(Proc::spawn_limited(
             &format!("worker{i}"),
@@ -581,6 +684,36 @@ async fn measure_with(
     if !st.success() {
         bail!("rosbackup devices import failed ({st}): {import_err}");
     }
+    // 3b. With --bastion: one jump host for every device (its tenant's default).
+    let _bastion = if case.bastion {
+        let b = Bastion::start(&logs.join("bastion"))?;
+        let tenants: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM devices")
+            .fetch_all(db.store.pool())
+            .await?;
+        for tenant in tenants {
+            let out = Command::new(&bins.rosbackup)
+                .args(["tenants", "set-jump-host"])
+                .arg(tenant.to_string())
+                .arg("--jump-host")
+                .arg(format!("root@127.0.0.1:{}", b.port))
+                .arg("--jump-key-file")
+                .arg(&b.key_file)
+                .env_clear()
+                .envs(std::env::vars().filter(|(k, _)| k == "PATH" || k == "HOME"))
+                .envs(base_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .output()
+                .context("rosbackup tenants set-jump-host")?;
+            if !out.status.success() {
+                bail!(
+                    "rosbackup tenants set-jump-host failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+        Some(b)
+    } else {
+        None
+    };
     let due: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
         sqlx::query_as("SELECT id, next_due_at FROM devices")
             .fetch_all(db.store.pool())
@@ -666,6 +799,13 @@ async fn measure_with(
             .fetch_one(db.store.pool())
             .await?;
 
+    let bastion_connections = case.bastion.then(|| {
+        metrics_addrs
+            .iter()
+            .filter_map(|a| metric(a, "rosbackup_bastion_connections_opened_total"))
+            .sum::<f64>()
+    });
+
     // 6. Stop everything (the Drop of each Proc does it too, on errors).
     enqueuer.stop();
     for w in workers.iter_mut() {
@@ -687,6 +827,7 @@ async fn measure_with(
         inflight_max_per_worker,
         procs: numbers.into_iter().map(|(n, _, p)| (n, p)).collect(),
         machine_cpu,
+        bastion_connections,
     })
 }
 
@@ -746,6 +887,7 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
             workers: args.workers,
             concurrency: c,
             delay_ms: args.export_delay_ms,
+            bastion: args.bastion,
         };
         let name = case.name();
         let params = serde_json::json!({
@@ -756,6 +898,8 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
             "size_bytes": args.size,
             "queue_cap": args.queue_cap,
             "fetch_batch": args.fetch_batch,
+            "bastion": args.bastion,
+            "bastion_connections": args.bastion_connections,
             "series": sweeping.then(|| match args.sweep_rounds {
                 Some(r) => format!("sweep, {r} rounds"),
                 None => format!("sweep, {} devices", args.devices),
@@ -821,6 +965,9 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
                 workers_cpu * 1e3 / case.devices as f64,
             )?;
             put("worker_peak_rss_mib", "MiB", worker_rss as f64 / 1048576.0)?;
+            if let Some(opened) = res.bastion_connections {
+                put("bastion_connections_opened", "connections", opened)?;
+            }
             if let Some(m) = res.machine_cpu {
                 put(
                     "machine_cpu_ms_per_backup",

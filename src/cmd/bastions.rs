@@ -8,7 +8,7 @@
 //! the bastion — forgets the pin and lifts exactly those devices' blocks.
 
 use super::devices::{check_key, credential_key, password_from_env};
-use super::shared::{open_store, print_table, read_key_file, store_error, time};
+use super::shared::{KeyFlags, open_store, print_table, read_key_file_as, store_error, time};
 use crate::config::{ConfigError, Env};
 use crate::jump::{self, JumpSetting, JumpSpec};
 use std::path::PathBuf;
@@ -69,7 +69,11 @@ impl JumpArgs {
         }
         let mut spec = JumpSpec::parse(text).map_err(bad)?;
         spec.key = match &self.jump_key_file {
-            Some(f) => Some(read_key_file(f, self.jump_key_passphrase_env.as_deref())?),
+            Some(f) => Some(read_key_file_as(
+                f,
+                self.jump_key_passphrase_env.as_deref(),
+                KeyFlags::JUMP,
+            )?),
             None => None,
         };
         spec.password = match &self.jump_password_env {
@@ -197,12 +201,20 @@ pub(crate) async fn set_tenant_default(
         JumpSetting::Via(s) => Some(s),
         _ => None,
     };
-    crate::bastions::set_tenant(&store, &key, id, spec)
+    let change = crate::bastions::set_tenant_jump(&store, &key, id, spec)
         .await
         .map_err(store_error)?;
+    let lifted = if change.unblocked > 0 {
+        format!(
+            "; {} bastion_host_key_mismatch block(s) lifted, due now",
+            change.unblocked
+        )
+    } else {
+        String::new()
+    };
     match spec {
-        Some(s) => println!("tenant {id}: default jump host {}", s.display()),
-        None => println!("tenant {id}: no default jump host"),
+        Some(s) => println!("tenant {id}: default jump host {}{lifted}", s.display()),
+        None => println!("tenant {id}: no default jump host{lifted}"),
     }
     Ok(ExitCode::SUCCESS)
 }

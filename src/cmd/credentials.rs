@@ -214,7 +214,7 @@ async fn add(
         .await
         .map_err(store_error)?;
     if let Some(spec) = &jump {
-        crate::bastions::set_profile(&store, &key, p.id, spec.as_ref())
+        crate::bastions::set_profile_jump(&store, &key, p.id, spec.as_ref())
             .await
             .map_err(store_error)?;
     }
@@ -270,15 +270,17 @@ async fn set(
             .find_profile(tenant, profile)
             .await
             .map_err(store_error)?;
-        crate::bastions::set_profile(&store, &key, p.id, spec.as_ref())
+        let change = crate::bastions::set_profile_jump(&store, &key, p.id, spec.as_ref())
             .await
-            .map_err(store_error)?;
+            .map_err(store_error)?
+            .unwrap_or_default();
         println!(
-            "credential profile {}: jump host {}",
+            "credential profile {}: jump host {}{}",
             p.name,
             spec.as_ref()
                 .map(|s| s.display())
-                .unwrap_or_else(|| "none".into())
+                .unwrap_or_else(|| "none".into()),
+            unblocked(change)
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -312,13 +314,15 @@ async fn set(
         .update_profile(&key, p.id, username.as_deref(), password.as_ref(), change)
         .await
         .map_err(store_error)?;
-    if let Some(spec) = &jump {
-        crate::bastions::set_profile(&store, &key, p.id, spec.as_ref())
+    let jump_change = match &jump {
+        Some(spec) => crate::bastions::set_profile_jump(&store, &key, p.id, spec.as_ref())
             .await
-            .map_err(store_error)?;
-    }
+            .map_err(store_error)?
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
     println!(
-        "credential profile {} updated ({}); {} device(s) use it{}",
+        "credential profile {} updated ({}); {} device(s) use it{}{}",
         u.profile.name,
         summary(&u.profile),
         u.profile.devices,
@@ -326,9 +330,22 @@ async fn set(
             format!("; {} auth_failed block(s) lifted, due now", u.lifted)
         } else {
             String::new()
-        }
+        },
+        unblocked(jump_change)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `bastion_host_key_mismatch` blocks a jump change lifted, as printed after it.
+fn unblocked(change: crate::bastions::JumpChange) -> String {
+    if change.unblocked > 0 {
+        format!(
+            "; {} bastion_host_key_mismatch block(s) lifted, due now",
+            change.unblocked
+        )
+    } else {
+        String::new()
+    }
 }
 
 async fn set_timeout(

@@ -50,7 +50,11 @@ pub struct ExportArgs {
     /// A private key for the jump host.
     #[arg(long, value_name = "FILE", requires = "jump_host")]
     jump_key_file: Option<PathBuf>,
-    /// Pinned host-key fingerprint of the jump host (`SHA256:…`).
+    /// Name of the environment variable holding --jump-key-file's passphrase.
+    #[arg(long, value_name = "VAR", requires = "jump_key_file")]
+    jump_key_passphrase_env: Option<String>,
+    /// Pinned host-key fingerprint of the jump host (`SHA256:…`); without it the key is
+    /// trusted and printed (`bastion` line, `bastion_fingerprint` with --json).
     #[arg(long, requires = "jump_host")]
     jump_known_fingerprint: Option<String>,
     /// Pinned host-key fingerprint (`SHA256:…`); without it the key is trusted and printed.
@@ -161,7 +165,11 @@ pub async fn run(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
                 None => Secret::default(),
             };
             let jump_key = match &a.jump_key_file {
-                Some(f) => Some(super::shared::read_key_file(f, None)?),
+                Some(f) => Some(super::shared::read_key_file_as(
+                    f,
+                    a.jump_key_passphrase_env.as_deref(),
+                    super::shared::KeyFlags::JUMP,
+                )?),
                 None => None,
             };
             // Without credentials of its own the bastion gets the device's user and key
@@ -230,6 +238,9 @@ pub async fn run(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
             "normalization_version": collected.normalization_version.as_u8(),
             "duration_ms": x.timings.total.as_millis() as u64,
         });
+        if let Some(fp) = &x.bastion_fingerprint {
+            v["bastion_fingerprint"] = fp.clone().into();
+        }
         if let Some(r) = &published {
             v["stream"] = r.stream.clone().into();
             v["sequence"] = r.sequence.into();
@@ -239,6 +250,12 @@ pub async fn run(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
     } else {
         println!("sha256      {}", collected.sha256);
         println!("fingerprint {}", x.fingerprint);
+        if let (Some(fp), Some(j)) = (&x.bastion_fingerprint, &target.jump) {
+            println!(
+                "bastion     {fp} ({})",
+                crate::jump::display(None, &j.host, j.port)
+            );
+        }
         println!("bytes       {}", x.raw.len());
         println!(
             "version     {} (command {:?})",

@@ -159,6 +159,25 @@ pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// The flags a key file and its passphrase variable came from, named in the errors: a
+/// device's (`--key-file`, `--key-passphrase-env`) or a jump host's.
+#[derive(Clone, Copy)]
+pub(crate) struct KeyFlags {
+    pub file: &'static str,
+    pub passphrase_env: &'static str,
+}
+
+impl KeyFlags {
+    pub(crate) const DEVICE: KeyFlags = KeyFlags {
+        file: "--key-file",
+        passphrase_env: "--key-passphrase-env",
+    };
+    pub(crate) const JUMP: KeyFlags = KeyFlags {
+        file: "--jump-key-file",
+        passphrase_env: "--jump-key-passphrase-env",
+    };
+}
+
 /// A user key from `--key-file FILE` (OpenSSH or PEM), decrypted with the passphrase in
 /// the environment variable named by `--key-passphrase-env` when it is protected. A key
 /// that cannot be used is a configuration error (exit 2) naming the file, never quoting
@@ -167,23 +186,44 @@ pub(crate) fn read_key_file(
     path: &std::path::Path,
     passphrase_env: Option<&str>,
 ) -> anyhow::Result<crate::userkey::UserKey> {
+    read_key_file_as(path, passphrase_env, KeyFlags::DEVICE)
+}
+
+/// [`read_key_file`] for the key of other flags (a jump host's): the errors name those
+/// flags, so the hint for a protected key names the flag that takes its passphrase.
+pub(crate) fn read_key_file_as(
+    path: &std::path::Path,
+    passphrase_env: Option<&str>,
+    flags: KeyFlags,
+) -> anyhow::Result<crate::userkey::UserKey> {
     let passphrase = match passphrase_env {
         None => None,
         Some(var) => Some(crate::Secret::new(std::env::var(var).map_err(|_| {
             ConfigError {
                 var: var.to_string(),
                 value: None,
-                reason: "the key passphrase variable is not set (see --key-passphrase-env)".into(),
+                reason: format!(
+                    "the key passphrase variable is not set (see {})",
+                    flags.passphrase_env
+                ),
             }
         })?)),
     };
     let bad = |reason: String| ConfigError {
-        var: "--key-file".into(),
+        var: flags.file.into(),
         value: None,
         reason: format!("{}: {reason}", path.display()),
     };
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
     let text = String::from_utf8(bytes).map_err(|_| bad("not a text key file".into()))?;
-    crate::userkey::UserKey::import(&text, passphrase.as_ref())
-        .map_err(|e| bad(e.to_string()).into())
+    crate::userkey::UserKey::import(&text, passphrase.as_ref()).map_err(|e| {
+        bad(match e {
+            crate::userkey::KeyImportError::NeedsPassphrase => format!(
+                "{e}; name the variable that holds its passphrase with {} VAR",
+                flags.passphrase_env
+            ),
+            e => e.to_string(),
+        })
+        .into()
+    })
 }

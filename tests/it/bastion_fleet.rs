@@ -222,6 +222,11 @@ async fn routers_behind_a_real_sshd_bastion_share_its_connections_and_its_pinned
         "{first} bastion connections for 6 backups (bound 2)"
     );
     assert!(env.bastions.opened() <= 2 + 1, "{:?}", env.bastions);
+    assert_eq!(
+        opened_metric(&env),
+        env.bastions.opened(),
+        "the worker's metric counts the pool's connections"
+    );
 
     // Again: the pooled connection carries the next backups too.
     let runs = back_up(&fleet, &behind, "second").await;
@@ -463,8 +468,8 @@ async fn a_mixed_fleet_of_200_with_a_third_behind_a_bastion_classifies_every_fau
         .await
         .unwrap();
     let (stop_e, enq) = fleet.spawn_enqueuer();
-    let (stop_a, wa, _) = fleet.spawn_worker("wa", 10);
-    let (stop_b, wb, _) = fleet.spawn_worker("wb", 10);
+    let (stop_a, wa, env_a) = fleet.spawn_worker("wa", 10);
+    let (stop_b, wb, env_b) = fleet.spawn_worker("wb", 10);
     fleet
         .wait_for(
             Duration::from_secs(240),
@@ -506,6 +511,18 @@ async fn a_mixed_fleet_of_200_with_a_third_behind_a_bastion_classifies_every_fau
         (1..=4).contains(&proxy.connects()),
         "{} bastion connections",
         proxy.connects()
+    );
+    // Each worker's rosbackup_bastion_connections_opened_total: at most its bound
+    // (ROSBACKUP_BASTION_CONNECTIONS, 2) for ~60 backups through the bastion, and together
+    // the connections the bastion accepted a login on (the wrong password's are refused
+    // before they count).
+    let (a, b) = (opened_metric(&env_a), opened_metric(&env_b));
+    assert!(a <= 2 && b <= 2, "opened {a} and {b}");
+    assert!(a + b >= 1, "no bastion connection counted");
+    assert_eq!(
+        (a, b),
+        (env_a.bastions.opened(), env_b.bastions.opened()),
+        "the metrics are the pools' counts"
     );
     let _ = (stop_e.send(()), stop_a.send(()), stop_b.send(()));
     let _ = (enq.await, wa.await, wb.await);
@@ -599,6 +616,94 @@ async fn jump_hosts_resolve_device_then_profile_then_tenant_and_rotate_with_the_
     );
     assert_eq!(via(3).await, None, "direct overrides the tenant's");
 
+    // Changing a jump host through the CLI lifts the bastion_host_key_mismatch block of a
+    // device that no longer goes through that bastion, and only that.
+    let block = |ids: Vec<Uuid>| {
+        let store = fleet.store().clone();
+        async move {
+            sqlx::query(
+                "UPDATE devices SET blocked_reason = 'bastion_host_key_mismatch', \
+                 blocked_at = now() WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+    };
+    let blocked = |i: usize| {
+        let id = devices[i].id;
+        let store = fleet.store().clone();
+        async move { store.device(id).await.unwrap().unwrap().blocked_reason }
+    };
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_rosbackup"))
+            .envs(fleet.process_env())
+            .env("TENANT_JUMP_PW", "Jump-Pw-tenant.example")
+            .args(args)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{args:?}: {out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    block(vec![devices[1].id, devices[2].id]).await;
+    let t = tenant.to_string();
+    let out = cli(&[
+        "credentials",
+        "set",
+        "via-profile",
+        "--tenant",
+        &t,
+        "--jump-host",
+        "profile2.example:2222",
+    ]);
+    assert!(
+        out.contains("2 bastion_host_key_mismatch block(s) lifted"),
+        "{out}"
+    );
+    assert_eq!((blocked(1).await, blocked(2).await), (None, None));
+    block(vec![devices[1].id]).await;
+    let d1 = devices[1].id.to_string();
+    // The same bastion with other settings: still blocked.
+    let out = cli(&[
+        "devices",
+        "set-credentials",
+        &d1,
+        "--jump-host",
+        "ops@profile2.example:2222",
+    ]);
+    assert!(!out.contains("lifted"), "{out}");
+    assert_eq!(
+        blocked(1).await.as_deref(),
+        Some("bastion_host_key_mismatch")
+    );
+    let out = cli(&["devices", "set-credentials", &d1, "--jump-host", "direct"]);
+    assert!(out.contains("block lifted"), "{out}");
+    assert_eq!(blocked(1).await, None);
+    block(vec![devices[2].id]).await;
+    let out = cli(&[
+        "tenants",
+        "set-jump-host",
+        &t,
+        "--jump-host",
+        "tenant.example:2222",
+        "--jump-password-env",
+        "TENANT_JUMP_PW",
+    ]);
+    assert!(
+        !out.contains("lifted"),
+        "the profile's still applies: {out}"
+    );
+    assert_eq!(
+        blocked(2).await.as_deref(),
+        Some("bastion_host_key_mismatch")
+    );
+
     // A rotation re-seals the jump secrets of devices and tenants with the rest.
     let new = rosbackup::credentials::CredentialKey::from_base64(
         &rosbackup::credentials::CredentialKey::generate_base64(),
@@ -638,4 +743,13 @@ async fn jump_hosts_resolve_device_then_profile_then_tenant_and_rotate_with_the_
         "Jump-Pw-tenant.example"
     );
     fleet.cleanup().await;
+}
+
+/// A worker's `rosbackup_bastion_connections_opened_total`, as Prometheus reads it.
+fn opened_metric(env: &rosbackup::worker::JobEnv) -> u64 {
+    let text = env.metrics.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix("rosbackup_bastion_connections_opened_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no bastion metric in:\n{text}"))
 }

@@ -621,7 +621,10 @@ async fn a_real_sshd_as_jump_host_forwards_to_the_router_and_errors_name_it() {
 }
 
 /// `rosbackup export --jump-host HOST:PORT` with no credentials for the bastion logs in
-/// to it with the device's user and key (as `ssh -J`), then to the router behind it.
+/// to it with the device's user and key (as `ssh -J`), then to the router behind it, and
+/// shows the bastion's key (to pin it) beside the router's. A passphrase-protected
+/// `--jump-key-file` is refused with a hint naming `--jump-key-passphrase-env`, the flag
+/// that takes its passphrase, and works with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_through_a_jump_host_uses_the_device_key_for_the_bastion_like_proxyjump() {
     let Some(exports) = crate::common::shared_exports() else {
@@ -643,18 +646,21 @@ async fn export_through_a_jump_host_uses_the_device_key_for_the_bastion_like_pro
     .unwrap();
     let d = sim.devices()[0].clone();
     let key = d.user_key.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A key for the bastion only, passphrase-protected.
+    let (jump_key, jump_public) = user_key(dir.path(), "jump", "ed25519", false, "jump-Pass-1");
     let bastion = sshd::start_conf(
         &exports.join(EXPORT),
         false,
-        Some(&[key.public_openssh()]),
+        Some(&[key.public_openssh(), jump_public]),
         &["AllowTcpForwarding yes"],
     );
-    let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("id");
     std::fs::write(&key_file, key.to_sealable().expose()).unwrap();
-    let run = |jump: &str| {
+    let run = |jump: &str, extra: &[&str]| {
         let o = Command::new(env!("CARGO_BIN_EXE_rosbackup"))
             .env_remove("ROSBACKUP_PASSWORD")
+            .env("JUMP_KEY_PASS", "jump-Pass-1")
             .args([
                 "export",
                 "--host",
@@ -664,15 +670,19 @@ async fn export_through_a_jump_host_uses_the_device_key_for_the_bastion_like_pro
             ])
             .args(["--user", &d.username, "--key-file"])
             .arg(&key_file)
-            .args(["--jump-host", jump, "--json"])
+            .args(["--jump-host", jump])
+            .args(extra)
             .output()
             .unwrap();
         (
             o.status.code(),
             String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
         )
     };
-    let (code, out) = run(&format!("127.0.0.1:{}", bastion.port));
+    let via = format!("127.0.0.1:{}", bastion.port);
+    let bastion_fp = bastion.fingerprint("ed25519").to_string();
+    let (code, out, _) = run(&via, &["--json"]);
     assert_eq!(code, Some(0), "{out}\n{}", sshd::log(&bastion));
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
@@ -680,9 +690,53 @@ async fn export_through_a_jump_host_uses_the_device_key_for_the_bastion_like_pro
         sim.host_key_fingerprint(d.id).as_deref(),
         "the router's key, not the bastion's"
     );
+    assert_eq!(
+        j["bastion_fingerprint"].as_str(),
+        Some(bastion_fp.as_str()),
+        "the bastion's key, to pin it: {out}"
+    );
     assert!(sshd::log(&bastion).contains("Accepted publickey"));
+    // The text output shows it too, next to the router's.
+    let (code, out, _) = run(&via, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("bastion ") && l.contains(&bastion_fp) && l.contains(&via)),
+        "{out}"
+    );
+    // With --jump-known-fingerprint pinned to it: fine.
+    let (code, out, _) = run(&via, &["--jump-known-fingerprint", &bastion_fp, "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // A protected jump key without its passphrase: the hint names the jump flags.
+    let jump_key = jump_key.to_string_lossy().into_owned();
+    let (code, _, err) = run(&via, &["--jump-key-file", &jump_key]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--jump-key-file")
+            && err.contains("passphrase-protected")
+            && err.contains("--jump-key-passphrase-env"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(" --key-passphrase-env") && !err.contains("jump-Pass-1"),
+        "names the device's flag, or shows the passphrase: {err}"
+    );
+    // With it: the bastion takes the jump key.
+    let (code, out, err) = run(
+        &via,
+        &[
+            "--jump-key-file",
+            &jump_key,
+            "--jump-key-passphrase-env",
+            "JUMP_KEY_PASS",
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}\n{}", sshd::log(&bastion));
+
     // Another user on the bastion: refused there, and the error says so.
-    let (code, out) = run(&format!("nobody@127.0.0.1:{}", bastion.port));
+    let (code, out, _) = run(&format!("nobody@127.0.0.1:{}", bastion.port), &["--json"]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("bastion_auth_failed") && out.contains("via jump host"),

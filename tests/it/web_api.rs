@@ -68,6 +68,12 @@ fn routes(device: Uuid) -> Vec<(Method, String, Option<Value>, bool)> {
         (Method::GET, "/api/v1/stats/backup-ages".into(), None, false),
         (Method::GET, "/api/v1/tenants".into(), None, false),
         (
+            Method::GET,
+            format!("/api/v1/tenants/{}/jump-host", Uuid::nil()),
+            None,
+            false,
+        ),
+        (
             Method::POST,
             "/api/v1/devices".into(),
             Some(
@@ -80,6 +86,12 @@ fn routes(device: Uuid) -> Vec<(Method, String, Option<Value>, bool)> {
             Method::PUT,
             format!("/api/v1/devices/{d}/credentials"),
             Some(json!({"password": "pw"})),
+            true,
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/devices/{d}/jump-host"),
+            Some(json!({"jump_host": "direct"})),
             true,
         ),
         (
@@ -182,6 +194,7 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
     let expect = [
         StatusCode::CREATED,    // create
         StatusCode::OK,         // credentials
+        StatusCode::OK,         // jump host
         StatusCode::OK,         // name a tenant
         StatusCode::OK,         // disable
         StatusCode::OK,         // enable
@@ -1277,5 +1290,276 @@ async fn dead_jobs_can_be_listed_retried_and_discarded_by_their_tenant() {
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     let dead = admin.get("/api/v1/jobs?state=dead").await;
     assert_eq!(dead.body["total"], 0, "{}", dead.text);
+    fleet.cleanup().await;
+}
+
+/// Jump hosts over the API (#18): only admins change them, a tenant-scoped token only in
+/// its tenant (another tenant's device, tenant or bastion is a 404), secrets are
+/// write-only (never in a reply: only `[user@]host:port`, the source and whether a
+/// password or key is set), errors name the field. A device shows the jump host it goes
+/// through (its own, its profile's or its tenant's) and the bastion's pinned key; moving
+/// a device off a bastion whose changed key blocked it lifts the block; the bastions'
+/// pins are listed and reset.
+#[tokio::test]
+async fn jump_hosts_over_the_api_are_admin_only_scoped_and_write_only() {
+    let (fleet, a, b, devices) = two_tenant_fleet(4, "key-only=1").await;
+    let (app, _) = router(&fleet, AuthMode::Required);
+    let admin = Api::new(&app, Some(&token(&fleet, "ops", Role::Admin, None).await));
+    let viewer = Api::new(&app, Some(&token(&fleet, "noc", Role::Viewer, None).await));
+    let admin_a = Api::new(&app, Some(&token(&fleet, "ta", Role::Admin, Some(a)).await));
+    let admin_b = Api::new(&app, Some(&token(&fleet, "tb", Role::Admin, Some(b)).await));
+    let key_text = fleet
+        .sim
+        .devices()
+        .iter()
+        .find_map(|d| d.user_key.clone())
+        .expect("a key-only router")
+        .to_sealable()
+        .expose()
+        .to_string();
+    const DEVICE_PW: &str = "Device-Jump-Secret-1";
+    const TENANT_PW: &str = "Tenant-Jump-Secret-2";
+    const PROFILE_PW: &str = "Profile-Jump-Secret-3";
+    let mut replies: Vec<String> = Vec::new();
+    let (d0, d1, d_b) = (devices[0].id, devices[1].id, devices[2].id);
+    let jump = |d: Uuid| format!("/api/v1/devices/{d}/jump-host");
+
+    // Viewers may read, not change; another tenant's device is not there.
+    let r = viewer
+        .put(&jump(d0), json!({"jump_host": "bastion:22"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = admin_a
+        .put(&jump(d_b), json!({"jump_host": "bastion:22"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+
+    // Set a device's own, with a password and a key: shown without them.
+    let r = admin_a
+        .put(
+            &jump(d0),
+            json!({"jump_host": "ops@bastion.example:2222", "jump_password": DEVICE_PW,
+                   "jump_key": key_text}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let j = &r.body["jump_host"];
+    assert_eq!(j["display"], "ops@bastion.example:2222");
+    assert_eq!(j["source"], "device");
+    assert_eq!(
+        (&j["has_password"], &j["has_key"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(j["pinned_fingerprint"], Value::Null);
+    replies.push(r.text);
+    // Errors name the field and quote no secret.
+    for (body, field) in [
+        (json!({"jump_host": "bastion:0"}), "jump_host"),
+        (
+            json!({"jump_host": "direct", "jump_password": DEVICE_PW}),
+            "jump_password",
+        ),
+        (json!({"jump_password": DEVICE_PW}), "jump_password"),
+        (
+            json!({"jump_host": "b:22", "jump_key": "not-a-key-Secret"}),
+            "jump_key",
+        ),
+        (
+            json!({"jump_host": "b:22", "jump_pasword": "typo"}),
+            "jump_pasword",
+        ),
+    ] {
+        let r = admin.put(&jump(d0), body.clone()).await;
+        assert!(r.status.is_client_error(), "{body}: {}", r.text);
+        assert_eq!(r.body["field"], field, "{body}: {}", r.text);
+        replies.push(r.text);
+    }
+    // The list shows the effective jump host too (no pin there).
+    let r = viewer.get("/api/v1/devices?limit=100").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let item = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == json!(d0))
+        .cloned()
+        .unwrap();
+    assert_eq!(item["jump_host"]["display"], "ops@bastion.example:2222");
+    assert_eq!(item["jump_host"]["source"], "device");
+    replies.push(r.text);
+
+    // A tenant's default: only its own tenant's admin, never `direct`.
+    let tenant_jump = |t: Uuid| format!("/api/v1/tenants/{t}/jump-host");
+    let r = admin_a
+        .put(&tenant_jump(b), json!({"jump_host": "x:22"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = viewer
+        .put(&tenant_jump(a), json!({"jump_host": "x:22"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = admin_a
+        .put(&tenant_jump(a), json!({"jump_host": "direct"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["field"], "jump_host");
+    let r = admin_a
+        .put(
+            &tenant_jump(a),
+            json!({"jump_host": "tenant-bastion", "jump_password": TENANT_PW}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["jump_host"]["display"], "tenant-bastion:22");
+    assert_eq!(r.body["jump_host"]["has_password"], true);
+    replies.push(r.text);
+    let r = viewer.get(&tenant_jump(a)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["jump_host"]["display"], "tenant-bastion:22");
+    replies.push(r.text);
+    let r = admin_b.get(&tenant_jump(a)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    // The other device of the tenant inherits it.
+    let r = viewer.get(&format!("/api/v1/devices/{d1}")).await;
+    assert_eq!(r.body["jump_host"]["display"], "tenant-bastion:22");
+    assert_eq!(r.body["jump_host"]["source"], "tenant");
+    replies.push(r.text);
+
+    // A credential profile's, set on a profile the tenant's admin may see.
+    let r = admin_a
+        .post(
+            "/api/v1/credential-profiles",
+            Some(json!({"name": "via-profile", "username": "admin", "password": "p-1"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let profile = r.body["id"].as_str().unwrap().to_string();
+    let profile_jump = format!("/api/v1/credential-profiles/{profile}/jump-host");
+    let r = viewer
+        .put(&profile_jump, json!({"jump_host": "p:22"}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = admin_b
+        .put(&profile_jump, json!({"jump_host": "p:22"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = admin_a
+        .put(
+            &profile_jump,
+            json!({"jump_host": "jump@profile-bastion:2200", "jump_password": PROFILE_PW}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["jump_host"]["display"], "jump@profile-bastion:2200");
+    replies.push(r.text);
+    let r = admin_a.get("/api/v1/credential-profiles").await;
+    assert!(r.text.contains("profile-bastion"), "{}", r.text);
+    replies.push(r.text);
+    let r = admin_a.put(&profile_jump, json!({"jump_host": null})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["jump_host"], Value::Null);
+
+    // The tenant bastion's key changed: d1 is blocked behind it.
+    rosbackup::bastions::record_pin(fleet.store(), a, "tenant-bastion", 22, "SHA256:old-key")
+        .await
+        .unwrap();
+    rosbackup::bastions::record_mismatch(fleet.store(), a, "tenant-bastion", 22, "SHA256:new-key")
+        .await
+        .unwrap();
+    let block = || async {
+        sqlx::query(
+            "UPDATE devices SET blocked_reason = 'bastion_host_key_mismatch', blocked_at = now() \
+             WHERE id = $1",
+        )
+        .bind(d1)
+        .execute(fleet.store().pool())
+        .await
+        .unwrap();
+    };
+    block().await;
+    let r = viewer.get(&format!("/api/v1/devices/{d1}")).await;
+    assert_eq!(r.body["jump_host"]["pinned_fingerprint"], "SHA256:old-key");
+    assert_eq!(r.body["blocked_reason"], "bastion_host_key_mismatch");
+    let r = viewer.get("/api/v1/bastions").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = admin_b.get("/api/v1/bastions").await;
+    assert_eq!(r.body, json!([]), "another tenant's bastions: {}", r.text);
+    let r = admin_a.get("/api/v1/bastions").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body[0]["host"], "tenant-bastion");
+    assert_eq!(r.body[0]["fingerprint"], "SHA256:old-key");
+    assert_eq!(r.body[0]["presented_fingerprint"], "SHA256:new-key");
+    // New credentials for the same bastion lift nothing; going direct does.
+    let r = admin_a
+        .put(&jump(d1), json!({"jump_host": "tenant-bastion:22"}))
+        .await;
+    assert_eq!(
+        r.body["blocked_reason"], "bastion_host_key_mismatch",
+        "{}",
+        r.text
+    );
+    let r = admin_a.put(&jump(d1), json!({"jump_host": "direct"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["jump_direct"], true);
+    assert_eq!(r.body["jump_host"], Value::Null);
+    assert_eq!(r.body["blocked_reason"], Value::Null, "{}", r.text);
+    // Back behind it and blocked: the bastion reset lifts it (its tenant's admin only).
+    let r = admin_a.put(&jump(d1), json!({"jump_host": null})).await;
+    assert_eq!(r.body["jump_host"]["source"], "tenant", "{}", r.text);
+    block().await;
+    let reset = "/api/v1/bastions/reset-host-key";
+    let r = viewer
+        .post(reset, Some(json!({"bastion": "tenant-bastion"})))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = admin_a
+        .post(
+            reset,
+            Some(json!({"bastion": "tenant-bastion", "tenant_id": b})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    let r = admin_a
+        .post(reset, Some(json!({"bastion": "tenant-bastion:0"})))
+        .await;
+    assert_eq!(r.body["field"], "bastion", "{}", r.text);
+    let r = admin_b
+        .post(reset, Some(json!({"bastion": "tenant-bastion"})))
+        .await;
+    assert_eq!(
+        r.body,
+        json!({"forgotten": false, "unblocked": 0}),
+        "{}",
+        r.text
+    );
+    let r = admin_a
+        .post(reset, Some(json!({"bastion": "tenant-bastion"})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body, json!({"forgotten": true, "unblocked": 1}));
+    let r = viewer.get(&format!("/api/v1/devices/{d1}")).await;
+    assert_eq!(r.body["blocked_reason"], Value::Null);
+    assert_eq!(r.body["jump_host"]["pinned_fingerprint"], Value::Null);
+    replies.push(r.text);
+
+    // Clearing the tenant's: the device inherits nothing.
+    let r = admin_a
+        .put(&tenant_jump(a), json!({"jump_host": null}))
+        .await;
+    assert_eq!(r.body["jump_host"], Value::Null, "{}", r.text);
+    let r = viewer.get(&format!("/api/v1/devices/{d1}")).await;
+    assert_eq!(r.body["jump_host"], Value::Null);
+
+    for text in &replies {
+        for secret in [
+            DEVICE_PW,
+            TENANT_PW,
+            PROFILE_PW,
+            "not-a-key-Secret",
+            "PRIVATE KEY",
+        ] {
+            assert!(!text.contains(secret), "{secret} in a reply: {text}");
+        }
+    }
     fleet.cleanup().await;
 }

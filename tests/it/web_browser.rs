@@ -867,6 +867,278 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
     );
     b.shot("07-credentials-saved").await;
 
+    // ---- a jump host through the device page's form ----------------------------------
+    let behind = devices
+        .iter()
+        .filter(|d| d.fault.is_none())
+        .nth(1)
+        .expect("a second healthy device");
+    let tenant = fleet
+        .store()
+        .device(behind.id)
+        .await
+        .expect("device")
+        .expect("there")
+        .tenant_id;
+    let bastion_pw = "Bastion-Secret-Pw-9";
+    b.goto(&format!("/devices/{}", behind.id)).await;
+    b.wait("#jump-host-form", STEP).await;
+    assert!(
+        b.c.find(Locator::Css("#jump-host-form input[name='csrf']"))
+            .await
+            .is_ok(),
+        "the jump host form carries the CSRF token"
+    );
+    let pw = b.find("#jump-password").await;
+    assert_eq!(
+        pw.attr("type").await.expect("type").as_deref(),
+        Some("password")
+    );
+    b.find("#jump-host")
+        .await
+        .send_keys("ops@bastion.invalid:2222")
+        .await
+        .expect("type the jump host");
+    pw.send_keys(bastion_pw).await.expect("type its password");
+    b.find("#save-jump-host")
+        .await
+        .click()
+        .await
+        .expect("Save jump host");
+    b.wait_for_location("the device page after saving the jump host", |u| {
+        u.path() == format!("/devices/{}", behind.id) && u.query_pairs().any(|(k, _)| k == "done")
+    })
+    .await;
+    let flash = b.wait("#flash", STEP).await.text().await.expect("flash");
+    assert!(
+        flash.contains("via bastion ops@bastion.invalid:2222 (its own)"),
+        "flash: {flash:?}"
+    );
+    let via = b.text("#via-bastion").await;
+    assert!(
+        via.contains("ops@bastion.invalid:2222") && via.contains("its own"),
+        "{via:?}"
+    );
+    assert!(
+        b.text("#bastion-fingerprint")
+            .await
+            .contains("not pinned yet"),
+        "no bastion key pinned yet"
+    );
+    assert_eq!(
+        b.find("#jump-host")
+            .await
+            .prop("value")
+            .await
+            .expect("value")
+            .as_deref(),
+        Some("ops@bastion.invalid:2222"),
+        "the form shows the device's own jump host"
+    );
+    assert_eq!(
+        b.find("#jump-password")
+            .await
+            .prop("value")
+            .await
+            .expect("value")
+            .as_deref(),
+        Some(""),
+        "the bastion password is write-only"
+    );
+    assert!(
+        !b.c.source().await.expect("source").contains(bastion_pw),
+        "the device page shows the bastion password"
+    );
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT jump_password_enc FROM devices WHERE id = $1")
+        .bind(behind.id)
+        .fetch_one(fleet.store().pool())
+        .await
+        .expect("sealed jump password");
+    assert_eq!(
+        fleet
+            .key
+            .open_jump_password(&behind.id, &sealed)
+            .expect("opens")
+            .expose(),
+        bastion_pw,
+        "the form stored the bastion password, sealed for the device"
+    );
+    b.shot("08-jump-host-saved").await;
+    // A refused value comes back with the field named, nothing changed.
+    let field = b.find("#jump-host").await;
+    field.clear().await.expect("clear");
+    field.send_keys("bastion:0").await.expect("type a bad port");
+    b.find("#save-jump-host").await.click().await.expect("Save");
+    let err = b
+        .wait("#form-error", STEP)
+        .await
+        .text()
+        .await
+        .expect("error");
+    assert!(err.contains("jump_host"), "error: {err:?}");
+    assert!(
+        b.text("#via-bastion")
+            .await
+            .contains("bastion.invalid:2222")
+    );
+
+    // The bastion's key changed: the device page shows the pin and leads to the reset.
+    rosbackup::bastions::record_pin(
+        fleet.store(),
+        tenant,
+        "bastion.invalid",
+        2222,
+        "SHA256:bastionPinnedBeforeItWasRebuiltAAAAAAAAAAAAA",
+    )
+    .await
+    .expect("pin");
+    rosbackup::bastions::record_mismatch(
+        fleet.store(),
+        tenant,
+        "bastion.invalid",
+        2222,
+        "SHA256:bastionPresentedAfterItWasRebuiltBBBBBBBBBBB",
+    )
+    .await
+    .expect("mismatch");
+    sqlx::query(
+        "UPDATE devices SET blocked_reason = 'bastion_host_key_mismatch', blocked_at = now(), \
+         next_due_at = now() + interval '1 day' WHERE id = $1",
+    )
+    .bind(behind.id)
+    .execute(fleet.store().pool())
+    .await
+    .expect("block behind the bastion");
+    b.goto(&format!("/devices/{}", behind.id)).await;
+    assert_eq!(
+        b.wait("#bastion-fingerprint", STEP)
+            .await
+            .text()
+            .await
+            .expect("fp"),
+        "SHA256:bastionPinnedBeforeItWasRebuiltAAAAAAAAAAAAA"
+    );
+    b.find("#fix-bastion-key")
+        .await
+        .click()
+        .await
+        .expect("open the bastion key page from the hint");
+    b.wait_for_location("the bastion key page", |u| {
+        u.path() == format!("/devices/{}/bastion-key", behind.id)
+    })
+    .await;
+    assert_eq!(
+        b.text("#old-bastion-fingerprint").await,
+        "SHA256:bastionPinnedBeforeItWasRebuiltAAAAAAAAAAAAA"
+    );
+    assert_eq!(
+        b.text("#new-bastion-fingerprint").await,
+        "SHA256:bastionPresentedAfterItWasRebuiltBBBBBBBBBBB"
+    );
+    b.shot("09-bastion-key").await;
+    b.find("#reset-bastion-key")
+        .await
+        .click()
+        .await
+        .expect("Reset bastion key");
+    b.c.accept_alert().await.expect("confirm the reset");
+    b.wait_for_location("the device page after the bastion reset", |u| {
+        u.path() == format!("/devices/{}", behind.id) && u.query_pairs().any(|(k, _)| k == "done")
+    })
+    .await;
+    let flash = b.wait("#flash", STEP).await.text().await.expect("flash");
+    assert!(
+        flash.contains("pinned key forgotten; 1 device(s) unblocked"),
+        "flash: {flash:?}"
+    );
+    let pinned = rosbackup::bastions::pin(fleet.store(), tenant, "bastion.invalid", 2222)
+        .await
+        .expect("pin");
+    assert_eq!(pinned, None, "the pin is forgotten");
+    // And cleared again through the form: none of its own, so direct here.
+    let field = b.wait("#jump-host", STEP).await;
+    field.clear().await.expect("clear");
+    b.find("#save-jump-host").await.click().await.expect("Save");
+    let flash = b.wait("#flash", STEP).await.text().await.expect("flash");
+    assert!(flash.contains("jump host none"), "flash: {flash:?}");
+    assert!(
+        b.c.find(Locator::Css("#via-bastion")).await.is_err(),
+        "no bastion after clearing"
+    );
+    let stored = fleet
+        .store()
+        .device(behind.id)
+        .await
+        .expect("device")
+        .expect("there");
+    assert_eq!((stored.jump_host, stored.jump_direct), (None, false));
+
+    // The tenant's default on the jump hosts page: the device inherits it.
+    let tenant_pw = "Tenant-Bastion-Secret-4";
+    b.find("#nav-jump-hosts")
+        .await
+        .click()
+        .await
+        .expect("open Jump hosts");
+    b.wait_for_location("the jump hosts page", |u| u.path() == "/jump-hosts")
+        .await;
+    b.wait(&format!("#tenant-{tenant}-host"), STEP)
+        .await
+        .send_keys("jump.tenant.invalid")
+        .await
+        .expect("type the tenant's jump host");
+    b.find(&format!("#tenant-{tenant}-password"))
+        .await
+        .send_keys(tenant_pw)
+        .await
+        .expect("type its password");
+    b.find(&format!("#save-tenant-{tenant}"))
+        .await
+        .click()
+        .await
+        .expect("Save tenant default");
+    let flash = b.wait("#flash", STEP).await.text().await.expect("flash");
+    assert!(
+        flash.contains("default jump host jump.tenant.invalid:22"),
+        "flash: {flash:?}"
+    );
+    assert!(
+        !b.c.source().await.expect("source").contains(tenant_pw),
+        "the jump hosts page shows the tenant's bastion password"
+    );
+    b.shot("10-jump-hosts").await;
+    b.goto(&format!("/devices/{}", behind.id)).await;
+    let via = b
+        .wait("#via-bastion", STEP)
+        .await
+        .text()
+        .await
+        .expect("via");
+    assert!(
+        via.contains("jump.tenant.invalid:22") && via.contains("its tenant's default"),
+        "{via:?}"
+    );
+    // Cleared again, so no other device of the tenant goes through it.
+    b.goto("/jump-hosts").await;
+    b.wait(&format!("#tenant-{tenant}-host"), STEP)
+        .await
+        .clear()
+        .await
+        .expect("clear");
+    b.find(&format!("#save-tenant-{tenant}"))
+        .await
+        .click()
+        .await
+        .expect("Save tenant default");
+    let flash = b.wait("#flash", STEP).await.text().await.expect("flash");
+    assert!(flash.contains("default jump host none"), "flash: {flash:?}");
+    assert_eq!(
+        rosbackup::bastions::tenant_default(fleet.store(), tenant)
+            .await
+            .expect("tenant default"),
+        None
+    );
+
     // ---- jobs ------------------------------------------------------------------------
     b.find("header.top nav a[href='/jobs']")
         .await
@@ -926,7 +1198,7 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
             .await
             .expect("job rows");
     assert_eq!(rows.len() as u64, dead.min(50));
-    b.shot("08-jobs").await;
+    b.shot("11-jobs").await;
 
     // ---- logout ----------------------------------------------------------------------
     b.find("#logout").await.click().await.expect("Log out");
@@ -937,7 +1209,7 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
         "logout lands on login"
     );
     assert_eq!(b.text("#signed-out").await, "You have been signed out.");
-    b.shot("09-logged-out").await;
+    b.shot("12-logged-out").await;
     b.goto("/devices").await;
     let at = b
         .wait_for_location("the redirect to the login page", |u| u.path() == "/login")

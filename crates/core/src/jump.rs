@@ -19,7 +19,9 @@ use crate::userkey::UserKey;
 use uuid::Uuid;
 
 /// Where a device's jump host comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JumpSource {
     Device,

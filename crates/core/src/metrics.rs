@@ -55,6 +55,10 @@ pub struct Metrics {
     /// Exports by where their timeout came from (device, profile, adaptive, fleet): how
     /// much of the fleet runs on longer timeouts, without a label per device.
     pub export_timeouts: IntCounterVec,
+    /// Connections a worker opened to jump hosts (its [`crate::device::BastionPool`]):
+    /// against the backups through them, whether connections are shared as they should
+    /// be. No label: a bastion's host is not a label (bounded labels only).
+    pub bastion_connections_opened: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -172,8 +176,14 @@ impl Metrics {
         for source in ["device", "profile", "adaptive", "fleet"] {
             export_timeouts.with_label_values(&[source]);
         }
+        let bastion_connections_opened = IntCounter::new(
+            "rosbackup_bastion_connections_opened_total",
+            "Connections opened to jump hosts (bastions), shared by the backups through them",
+        )
+        .expect("valid metric");
         for m in [
             Box::new(backup_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(bastion_connections_opened.clone()),
             Box::new(export_timeouts.clone()),
             Box::new(binary_total.clone()),
             Box::new(binary_errors.clone()),
@@ -206,6 +216,7 @@ impl Metrics {
             binary_total,
             binary_errors,
             export_timeouts,
+            bastion_connections_opened,
         }
     }
 

@@ -21,10 +21,8 @@ use std::sync::Arc;
 /// Why a key file was refused. Never carries key material or the passphrase.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyImportError {
-    #[error(
-        "the key is passphrase-protected; name the variable that holds its passphrase with \
-         --key-passphrase-env VAR"
-    )]
+    /// Each face names where the passphrase goes (a flag, an API field).
+    #[error("the key is passphrase-protected")]
     NeedsPassphrase,
     #[error("the passphrase does not decrypt the key")]
     WrongPassphrase,

@@ -18,6 +18,7 @@ pub enum Nav {
     Overview,
     Devices,
     Jobs,
+    JumpHosts,
 }
 
 /// What the chrome shows about the caller and the server.
@@ -54,6 +55,9 @@ pub fn page(chrome: &Chrome, title: &str, nav: Nav, body: Markup) -> Html<String
                             a href="/" class=[(nav == Nav::Overview).then_some("active")] { "Overview" }
                             a href="/devices" class=[(nav == Nav::Devices).then_some("active")] { "Devices" }
                             a href="/jobs" class=[(nav == Nav::Jobs).then_some("active")] { "Jobs" }
+                            @if p.is_admin() {
+                                a href="/jump-hosts" id="nav-jump-hosts" class=[(nav == Nav::JumpHosts).then_some("active")] { "Jump hosts" }
+                            }
                         }
                         div.who {
                             span.name { (p.name) }

@@ -57,6 +57,15 @@ pub(super) fn routes() -> Router<WebState> {
         )
         .route("/devices/{id}/export-timeout", post(save_export_timeout))
         .route("/devices/{id}/host-key", get(host_key_page))
+        .route("/devices/{id}/jump-host", post(save_jump_host))
+        .route("/jump-hosts", get(jump_hosts))
+        .route("/jump-hosts/tenant/{id}", post(save_tenant_jump))
+        .route("/jump-hosts/profile/{id}", post(save_profile_jump))
+        .route("/jump-hosts/reset", post(reset_bastion_pin))
+        .route(
+            "/devices/{id}/bastion-key",
+            get(bastion_key_page).post(reset_bastion_key),
+        )
         .route("/jobs", get(jobs))
         .route("/jobs/retry", post(retry_job))
         .route("/jobs/discard", post(discard_job))
@@ -701,9 +710,16 @@ async fn device(
         .await
         .unwrap_or_default();
     let timeout = effective_timeout(&s, row.device.id).await;
-    let via = via_bastion(&s, row.device.id).await;
+    let via = via_bastion(&s, &row).await;
     let d = &row.device;
     let st = row.state();
+    let bastion_blocked = d.blocked_reason.as_deref() == Some("bastion_host_key_mismatch");
+    // The jump host field shows the device's own setting (never a secret).
+    let own_jump = match &via {
+        Some(j) if j.source == Some(rosbackup_core::jump::JumpSource::Device) => j.display.clone(),
+        _ if d.jump_direct => "direct".to_string(),
+        _ => String::new(),
+    };
     let admin = c.principal.is_admin();
     let action = |name: &str, label: &str, class: &str, confirm: Option<&str>| {
         html! {
@@ -724,8 +740,11 @@ async fn device(
                         @if admin && st == DeviceState::BlockedAuth {
                             " — " a id="fix-credentials" href=(format!("/devices/{}/credentials", d.id)) { "update them here" }
                         }
-                        @if admin && st == DeviceState::BlockedHostKey {
+                        @if admin && st == DeviceState::BlockedHostKey && !bastion_blocked {
                             " — " a id="fix-host-key" href=(format!("/devices/{}/host-key", d.id)) { "compare the keys and reset" }
+                        }
+                        @if admin && bastion_blocked {
+                            " — the jump host's key changed: " a id="fix-bastion-key" href=(format!("/devices/{}/bastion-key", d.id)) { "compare the bastion's keys and reset" }
                         }
                     }
                 }
@@ -748,6 +767,9 @@ async fn device(
                     @if d.ssh_host_key_fingerprint.is_some() {
                         a.button id="host-key" href=(format!("/devices/{}/host-key", d.id)) { "Host key" }
                     }
+                    @if via.is_some() {
+                        a.button id="bastion-key" href=(format!("/devices/{}/bastion-key", d.id)) { "Bastion key" }
+                    }
                     @if d.enabled {
                         (action("disable", "Disable", "ghost", Some("Stop backing up this device?")))
                     } @else {
@@ -764,9 +786,22 @@ async fn device(
             }
         }
         div id="cards" data-refresh=(format!("/devices/{}/cards", d.id)) data-every="10000" {
-            (device_cards(&s, &row, timeout, via.as_deref()))
+            (device_cards(&s, &row, timeout, via.as_ref()))
         }
         @if admin {
+            section.card {
+                h2 { "Jump host" }
+                p.muted.small {
+                    "[user@]host[:port] of a bastion to reach this device through (as ssh -J), "
+                    code { "direct" } " to ignore its credential profile's and tenant's, or empty for none of its own. "
+                    "A password or key for the bastion is stored encrypted and never shown again; without them the device's user and key log in there."
+                }
+                form.jump method="post" id="jump-host-form" action=(format!("/devices/{}/jump-host", d.id)) {
+                    input type="hidden" name="csrf" value=(c.csrf);
+                    (jump_fields("jump", &own_jump, true))
+                    button type="submit" id="save-jump-host" { "Save jump host" }
+                }
+            }
             section.card {
                 h2 { "Export timeout" }
                 p.muted.small {
@@ -799,14 +834,35 @@ async fn device(
     Ok(frame(&s, &c, &row.device.name, Nav::Devices, body).into_response())
 }
 
-/// The bastion a device is reached through (`host:port`, never its credentials); `None`:
-/// direct, or unknown for a moment (a store hiccup only hides the line).
-async fn via_bastion(s: &WebState, id: uuid::Uuid) -> Option<String> {
-    rosbackup_core::bastions::device_jump(s.store(), id)
+/// The bastion a device is reached through (`[user@]host:port`, its source and the
+/// bastion's pinned key, never its credentials); `None`: direct, or unknown for a moment
+/// (a store hiccup only hides the line).
+async fn via_bastion(s: &WebState, row: &DeviceRow) -> Option<ops::JumpHostView> {
+    ops::device_jump(s, row.device.tenant_id, row.device.id)
         .await
         .ok()
         .flatten()
-        .map(|(host, _)| host)
+}
+
+/// Where a device's jump host comes from, as the API names it.
+fn jump_source_name(source: rosbackup_core::jump::JumpSource) -> &'static str {
+    use rosbackup_core::jump::JumpSource::*;
+    match source {
+        Device => "device",
+        Profile => "profile",
+        Tenant => "tenant",
+    }
+}
+
+/// Where a device's jump host comes from, in words.
+fn jump_source_words(source: Option<rosbackup_core::jump::JumpSource>) -> &'static str {
+    use rosbackup_core::jump::JumpSource::*;
+    match source {
+        Some(Device) => "its own",
+        Some(Profile) => "its credential profile's",
+        Some(Tenant) => "its tenant's default",
+        None => "",
+    }
 }
 
 /// The export timeout a device's next run will have, as the workers decide it (`None`
@@ -827,7 +883,7 @@ fn device_cards(
     s: &WebState,
     row: &DeviceRow,
     timeout: Option<rosbackup_core::export_timeout::Effective>,
-    via: Option<&str>,
+    via: Option<&ops::JumpHostView>,
 ) -> Markup {
     let d = &row.device;
     let schedule = match (&d.backup_cron, d.backup_interval_seconds) {
@@ -845,7 +901,14 @@ fn device_cards(
                 dl.kv {
                     dt { "Host" } dd.mono { (d.host) ":" (d.ssh_port) }
                     @if let Some(b) = via {
-                        dt { "Via" } dd.mono id="via-bastion" { "via bastion " (b) }
+                        dt { "Via" } dd id="via-bastion" data-source=[b.source.map(jump_source_name)] {
+                            span.mono { "via bastion " (b.display) } " " span.muted { "(" (jump_source_words(b.source)) ")" }
+                        }
+                        dt { "Bastion key" } dd.mono.small id="bastion-fingerprint" {
+                            @if let Some(fp) = &b.pinned_fingerprint { (fp) } @else { span.muted { "not pinned yet (trust on first use)" } }
+                        }
+                    } @else if d.jump_direct {
+                        dt { "Via" } dd id="via-bastion" { "direct " span.muted { "(ignores its profile's and tenant's jump host)" } }
                     }
                     dt { "User" } dd.mono { (d.username) }
                     dt { "RouterOS" } dd { (d.routeros_version.as_deref().unwrap_or("unknown yet")) }
@@ -893,8 +956,8 @@ async fn device_cards_fragment(
 ) -> PageResult {
     let row = visible_device(&s, &c, &id).await?;
     let timeout = effective_timeout(&s, row.device.id).await;
-    let via = via_bastion(&s, row.device.id).await;
-    Ok(Html(device_cards(&s, &row, timeout, via.as_deref()).into_string()).into_response())
+    let via = via_bastion(&s, &row).await;
+    Ok(Html(device_cards(&s, &row, timeout, via.as_ref()).into_string()).into_response())
 }
 
 /// Where an export timeout came from, in words.
@@ -1295,6 +1358,441 @@ async fn host_key_page(
         Nav::Devices,
         body,
     )
+    .into_response())
+}
+
+// ---- jump host and bastion key -----------------------------------------------------
+
+/// The jump host form's fields. The secrets are write-only: never rendered back, and its
+/// `Debug` does not print them.
+#[derive(Deserialize)]
+struct JumpForm {
+    csrf: String,
+    #[serde(default)]
+    jump_host: String,
+    #[serde(default)]
+    jump_password: String,
+    #[serde(default)]
+    jump_key: String,
+    #[serde(default)]
+    jump_key_passphrase: String,
+}
+
+impl std::fmt::Debug for JumpForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JumpForm")
+            .field("jump_host", &self.jump_host)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JumpForm {
+    /// The operation's body: empty fields are absent.
+    fn into_body(self) -> ops::SetJumpHost {
+        let some = |v: String| Some(v).filter(|v| !v.trim().is_empty());
+        ops::SetJumpHost {
+            jump_host: some(self.jump_host),
+            jump_password: some(self.jump_password),
+            jump_key: some(self.jump_key),
+            jump_key_passphrase: some(self.jump_key_passphrase),
+        }
+    }
+}
+
+/// The jump host fields (write-only secrets), for a device, a profile or a tenant.
+fn jump_fields(id: &str, current: &str, direct: bool) -> Markup {
+    html! {
+        label for=(format!("{id}-host")) { "Jump host" }
+        input type="text" name="jump_host" id=(format!("{id}-host")) autocomplete="off"
+            placeholder=(if direct { "none of its own" } else { "none" }) value=(current);
+        label for=(format!("{id}-password")) { "Bastion password (optional)" }
+        input type="password" name="jump_password" id=(format!("{id}-password")) autocomplete="new-password";
+        label for=(format!("{id}-key")) { "Bastion private key (optional)" }
+        textarea name="jump_key" id=(format!("{id}-key")) rows="3" autocomplete="off" spellcheck="false" {}
+        label for=(format!("{id}-key-passphrase")) { "Key passphrase (if protected)" }
+        input type="password" name="jump_key_passphrase" id=(format!("{id}-key-passphrase")) autocomplete="off";
+    }
+}
+
+/// A jump host as shown on the jump hosts page: `[user@]host:port`, the secrets it has
+/// (by name only) and the bastion's pin.
+fn jump_summary(j: Option<&ops::JumpHostView>) -> Markup {
+    html! {
+        @if let Some(j) = j {
+            span.mono { (j.display) }
+            @if j.has_password || j.has_key {
+                " " span.muted { "(" @if j.has_password { "password" } @if j.has_password && j.has_key { ", " } @if j.has_key { "key" } " stored)" }
+            }
+            br;
+            span.mono.small.muted { "key " (j.pinned_fingerprint.as_deref().unwrap_or("not pinned yet")) }
+        } @else {
+            span.muted { "none" }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct JumpHostsParams {
+    done: Option<String>,
+    error: Option<String>,
+}
+
+/// Jump hosts beyond a device's own (admins): the tenants' defaults, the credential
+/// profiles', and the bastions' pinned keys with a reset — what `rosbackup tenants
+/// set-jump-host`, `credentials set --jump-host` and `bastions` do, through `ops`.
+async fn jump_hosts(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    PageQuery(q): PageQuery<JumpHostsParams>,
+) -> PageResult {
+    require_admin(&c)?;
+    let mut tenants = ops::tenants(&s, &c).await.map_err(e)?;
+    // A scoped admin's tenant, even before it has a device.
+    if let Some(t) = c.tenant()
+        && !tenants.iter().any(|x| x.tenant_id == t)
+    {
+        tenants.push(rosbackup_core::report::TenantCount {
+            tenant_id: t,
+            name: None,
+            devices: 0,
+        });
+    }
+    let mut defaults = Vec::new();
+    for t in &tenants {
+        defaults.push(ops::tenant_jump(&s, &c, t.tenant_id).await.map_err(e)?);
+    }
+    let profiles = ops::list_profiles(&s, &c).await.map_err(e)?;
+    let pins = ops::bastions(&s, &c).await.map_err(e)?;
+    let body = html! {
+        div.page-head { div { h1 { "Jump hosts" } } }
+        @if let Some(done) = &q.done { div.banner.good id="flash" { (done) } }
+        @if let Some(err) = &q.error { div.banner.danger id="form-error" { (err) } }
+        p.muted {
+            "A device goes through its own jump host (set on its page), else its credential profile's, else its tenant's default. "
+            "Passwords and keys for bastions are stored encrypted and never shown again; without them the device's user and key log in there. "
+            "Changing a jump host unblocks the devices that no longer go through a bastion whose changed key blocked them."
+        }
+        section.card id="tenant-jump-hosts" {
+            h2 { "Tenant defaults" }
+            @for (t, d) in tenants.iter().zip(&defaults) {
+                div.jump-owner data-tenant=(t.tenant_id) {
+                    h3 { (t.label()) " " span.mono.small.muted { (t.tenant_id) } }
+                    p { (jump_summary(d.jump_host.as_ref())) }
+                    form.jump method="post" action=(format!("/jump-hosts/tenant/{}", t.tenant_id)) {
+                        input type="hidden" name="csrf" value=(c.csrf);
+                        (jump_fields(&format!("tenant-{}", t.tenant_id), d.jump_host.as_ref().map_or("", |j| j.display.as_str()), false))
+                        button type="submit" id=(format!("save-tenant-{}", t.tenant_id)) { "Save tenant default" }
+                    }
+                }
+            }
+        }
+        section.card id="profile-jump-hosts" {
+            h2 { "Credential profiles" }
+            @if profiles.is_empty() { p.muted { "No credential profiles (" code { "rosbackup credentials add" } ")." } }
+            @for p in &profiles {
+                div.jump-owner data-profile=(p.id) {
+                    h3 { (p.name) " " span.muted.small { (p.devices) " device(s)" } }
+                    p { (jump_summary(p.jump_host.as_ref())) }
+                    form.jump method="post" action=(format!("/jump-hosts/profile/{}", p.id)) {
+                        input type="hidden" name="csrf" value=(c.csrf);
+                        (jump_fields(&format!("profile-{}", p.id), p.jump_host.as_ref().map_or("", |j| j.display.as_str()), false))
+                        button type="submit" id=(format!("save-profile-{}", p.id)) { "Save profile's jump host" }
+                    }
+                }
+            }
+        }
+        section.card id="bastion-pins" {
+            h2 { "Pinned bastion keys" }
+            @if pins.is_empty() { p.muted { "None yet: a bastion's key is pinned the first time a backup goes through it." } }
+            @else {
+                table {
+                    thead { tr { th { "Bastion" } th { "Tenant" } th { "Pinned (old)" } th { "Presented instead (new)" } th {} } }
+                    tbody {
+                        @for b in &pins {
+                            @let shown = rosbackup_core::jump::display(None, &b.host, u16::try_from(b.port).unwrap_or(22));
+                            tr data-bastion=(shown) {
+                                td.mono { (shown) }
+                                td.mono.small { (b.tenant_id) }
+                                td.mono.small { (b.fingerprint) }
+                                td.mono.small { (b.presented_fingerprint.as_deref().unwrap_or("—")) }
+                                td {
+                                    form.inline method="post" action="/jump-hosts/reset"
+                                        data-confirm="Forget the bastion's pinned key? The next backup through it trusts whatever key it presents." {
+                                        input type="hidden" name="csrf" value=(c.csrf);
+                                        input type="hidden" name="bastion" value=(shown);
+                                        input type="hidden" name="tenant_id" value=(b.tenant_id);
+                                        button type="submit" { "Reset" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(frame(&s, &c, "Jump hosts", Nav::JumpHosts, body).into_response())
+}
+
+/// Back to the jump hosts page with a banner.
+fn to_jump_hosts(key: &str, text: &str) -> Response {
+    Redirect::to(&format!("/jump-hosts?{key}={}", url_encode(text))).into_response()
+}
+
+/// A refused value (422) as a banner, other errors as an error page.
+fn jump_outcome<T>(r: Result<T, ApiError>, done: impl FnOnce(T) -> String) -> PageResult {
+    match r {
+        Ok(v) => Ok(to_jump_hosts("done", &done(v))),
+        Err(err) if err.status == StatusCode::UNPROCESSABLE_ENTITY => Ok(to_jump_hosts(
+            "error",
+            &format!(
+                "Jump host: {}{}",
+                err.field.map(|f| format!("{f}: ")).unwrap_or_default(),
+                err.message
+            ),
+        )),
+        Err(err) => Err(e(err)),
+    }
+}
+
+fn shown_or_none(j: Option<&ops::JumpHostView>) -> String {
+    j.map_or_else(|| "none".into(), |j| j.display.clone())
+}
+
+async fn save_tenant_jump(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<JumpForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let id =
+        Uuid::try_parse(&id).map_err(|_| error_page(StatusCode::NOT_FOUND, "No such tenant."))?;
+    let r = ops::set_tenant_jump(&s, &c, id, f.into_body()).await;
+    jump_outcome(r, |t| {
+        format!(
+            "tenant {}: default jump host {}",
+            t.tenant_id,
+            shown_or_none(t.jump_host.as_ref())
+        )
+    })
+}
+
+async fn save_profile_jump(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<JumpForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let id = Uuid::try_parse(&id)
+        .map_err(|_| error_page(StatusCode::NOT_FOUND, "No such credential profile."))?;
+    let r = ops::set_profile_jump(&s, &c, id, f.into_body()).await;
+    jump_outcome(r, |p| {
+        format!(
+            "credential profile {}: jump host {}",
+            p.name,
+            shown_or_none(p.jump_host.as_ref())
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ResetPinForm {
+    csrf: String,
+    bastion: String,
+    tenant_id: Option<Uuid>,
+}
+
+async fn reset_bastion_pin(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Form(f): Form<ResetPinForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let bastion = f.bastion.clone();
+    let r = ops::reset_bastion(
+        &s,
+        &c,
+        ops::ResetBastion {
+            bastion: f.bastion,
+            tenant_id: f.tenant_id,
+        },
+    )
+    .await;
+    jump_outcome(r, |r| {
+        format!(
+            "bastion {bastion}: {}; {} device(s) unblocked, due now",
+            if r.forgotten {
+                "pinned key forgotten"
+            } else {
+                "no key was pinned"
+            },
+            r.unblocked
+        )
+    })
+}
+
+/// Set, clear (empty) or make `direct` a device's own jump host through the same
+/// operation as the API; a refused value comes back in a banner (the secrets are not
+/// sent back), nothing changed.
+async fn save_jump_host(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<JumpForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    let back = |key: &str, text: &str| {
+        Redirect::to(&format!(
+            "/devices/{}?{key}={}",
+            row.device.id,
+            url_encode(text)
+        ))
+        .into_response()
+    };
+    match ops::set_device_jump(&s, &c, row.device.id, f.into_body()).await {
+        Ok(view) => {
+            let shown = match &view.jump_host {
+                Some(j) => format!(
+                    "via bastion {} ({})",
+                    j.display,
+                    jump_source_words(j.source)
+                ),
+                None if view.jump_direct => "direct".into(),
+                None => "none".into(),
+            };
+            Ok(back(
+                "done",
+                &format!("{}: jump host {shown}", row.device.name),
+            ))
+        }
+        Err(err) if err.status == StatusCode::UNPROCESSABLE_ENTITY => Ok(back(
+            "error",
+            &format!(
+                "Jump host: {}{}",
+                err.field.map(|f| format!("{f}: ")).unwrap_or_default(),
+                err.message
+            ),
+        )),
+        Err(err) => Err(e(err)),
+    }
+}
+
+/// The bastion in front of a device: its pinned key and, when it changed, the key it
+/// presented instead, with a reset (like a device's host key page).
+async fn bastion_key_page(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+) -> PageResult {
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    let d = &row.device;
+    let Some(via) = ops::device_jump(&s, d.tenant_id, d.id).await.map_err(e)? else {
+        return Err(error_page(
+            StatusCode::NOT_FOUND,
+            "This device is reached directly, through no bastion.",
+        ));
+    };
+    let pinned = ops::bastions(&s, &c)
+        .await
+        .map_err(e)?
+        .into_iter()
+        .find(|b| {
+            b.tenant_id == d.tenant_id && b.host == via.host && b.port == i32::from(via.port)
+        });
+    let presented = pinned
+        .as_ref()
+        .and_then(|b| b.presented_fingerprint.clone());
+    let blocked = d.blocked_reason.as_deref() == Some("bastion_host_key_mismatch");
+    let bastion = rosbackup_core::jump::display(None, &via.host, via.port);
+    let body = html! {
+        div.page-head {
+            div {
+                a.muted href=(format!("/devices/{}", d.id)) { "← " (d.name) }
+                h1 { "Bastion key of " (bastion) }
+            }
+        }
+        section.card {
+            @if presented.is_some() {
+                div.banner.danger { "The bastion presented a different host key than the one pinned when a backup first went through it. Every device of the tenant behind it is blocked until you decide: it is expected after the bastion was rebuilt or its SSH key regenerated — and it is what a man in the middle looks like." }
+            }
+            dl.kv {
+                dt { "Bastion" } dd.mono { (bastion) " " span.muted { "(" (jump_source_words(via.source)) ")" } }
+                dt { "Pinned (old)" } dd.mono id="old-bastion-fingerprint" {
+                    (pinned.as_ref().map(|b| b.fingerprint.as_str()).unwrap_or("none (the next backup pins what it sees)"))
+                }
+                @if presented.is_some() || blocked {
+                    dt { "Presented (new)" } dd.mono id="new-bastion-fingerprint" { (presented.as_deref().unwrap_or("not recorded")) }
+                }
+            }
+            p.muted {
+                "Verify the new key out of band — e.g. the fingerprint ssh shows when you log in to the bastion over a path you trust — then reset: the pin is forgotten, the devices behind the bastion are unblocked and due at once, and the next backup through it pins the key it presents then."
+            }
+            form.inline method="post" action=(format!("/devices/{}/bastion-key", d.id))
+                data-confirm="Forget the bastion's pinned key? The next backup through it trusts whatever key it presents." {
+                input type="hidden" name="csrf" value=(c.csrf);
+                button.primary type="submit" id="reset-bastion-key" { "Reset bastion key" }
+            }
+        }
+    };
+    Ok(frame(
+        &s,
+        &c,
+        &format!("Bastion key · {}", d.name),
+        Nav::Devices,
+        body,
+    )
+    .into_response())
+}
+
+/// Forget the pinned key of the bastion in front of a device (the API's reset).
+async fn reset_bastion_key(
+    State(s): State<WebState>,
+    PageCaller(c): PageCaller,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfForm>,
+) -> PageResult {
+    check_csrf(&c, &f.csrf)?;
+    require_admin(&c)?;
+    let row = visible_device(&s, &c, &id).await?;
+    let d = &row.device;
+    let Some(via) = ops::device_jump(&s, d.tenant_id, d.id).await.map_err(e)? else {
+        return Err(error_page(
+            StatusCode::NOT_FOUND,
+            "This device is reached directly, through no bastion.",
+        ));
+    };
+    let bastion = rosbackup_core::jump::display(None, &via.host, via.port);
+    let r = ops::reset_bastion(
+        &s,
+        &c,
+        ops::ResetBastion {
+            bastion: bastion.clone(),
+            tenant_id: Some(d.tenant_id),
+        },
+    )
+    .await
+    .map_err(e)?;
+    Ok(Redirect::to(&format!(
+        "/devices/{}?done={}",
+        d.id,
+        url_encode(&format!(
+            "bastion {bastion}: {}; {} device(s) unblocked, due now",
+            if r.forgotten {
+                "pinned key forgotten"
+            } else {
+                "no key was pinned"
+            },
+            r.unblocked
+        ))
+    ))
     .into_response())
 }
 

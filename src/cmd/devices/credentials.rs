@@ -55,11 +55,24 @@ async fn set_jump(
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
     let d = find(&store, device).await?;
-    crate::jump::set_device(store.pool(), &key, d.id, &setting)
+    let change = crate::bastions::set_device_jump(&store, &key, d.id, &setting)
         .await
-        .map_err(|e| store_error(e.into()))?;
-    println!("jump host of {}: {}", label(&d), shown(&setting));
+        .map_err(store_error)?;
+    println!(
+        "jump host of {}: {}{}",
+        label(&d),
+        shown(&setting),
+        lifted(change)
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a jump change lifted, as printed after it.
+fn lifted(change: Option<crate::bastions::JumpChange>) -> &'static str {
+    match change {
+        Some(c) if c.unblocked > 0 => "; bastion_host_key_mismatch block lifted, due now",
+        _ => "",
+    }
 }
 
 /// A jump setting as printed (never its secrets).
@@ -156,10 +169,15 @@ pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<Ex
         .await
         .map_err(store_error)?;
     if let Some(setting) = &jump {
-        crate::jump::set_device(store.pool(), &key, d.id, setting)
+        let change = crate::bastions::set_device_jump(&store, &key, d.id, setting)
             .await
-            .map_err(|e| store_error(e.into()))?;
-        println!("jump host of {}: {}", label(&d), shown(setting));
+            .map_err(store_error)?;
+        println!(
+            "jump host of {}: {}{}",
+            label(&d),
+            shown(setting),
+            lifted(change)
+        );
     }
     let lifted = d
         .blocked_reason

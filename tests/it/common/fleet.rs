@@ -273,6 +273,7 @@ impl Fleet {
     }
 
     pub fn job_env(&self) -> Arc<JobEnv> {
+        let metrics = Metrics::new();
         Arc::new(JobEnv {
             store: self.store().clone(),
             queue: self.queue.clone(),
@@ -286,11 +287,12 @@ impl Fleet {
             lease_ttl: self.opts_lease,
             keep_runs: 100,
             max_job_starts: 3,
-            metrics: Metrics::new(),
+            bastions: Arc::new(
+                rosbackup::device::BastionPool::new(self.backup.bastion_connections)
+                    .counting(metrics.bastion_connections_opened.clone()),
+            ),
+            metrics,
             held: Arc::default(),
-            bastions: Arc::new(rosbackup::device::BastionPool::new(
-                self.backup.bastion_connections,
-            )),
         })
     }
 

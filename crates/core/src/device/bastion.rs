@@ -114,6 +114,8 @@ pub struct BastionPool {
     bound: usize,
     slots: Mutex<HashMap<[u8; 32], Slot>>,
     opened: AtomicU64,
+    /// The worker's `rosbackup_bastion_connections_opened_total`, when it has one.
+    counter: Option<prometheus::IntCounter>,
 }
 
 impl std::fmt::Debug for BastionPool {
@@ -132,7 +134,16 @@ impl BastionPool {
             bound: bound.max(1),
             slots: Mutex::default(),
             opened: AtomicU64::new(0),
+            counter: None,
         }
+    }
+
+    /// Count every connection opened in `counter` too (the worker's metric
+    /// `rosbackup_bastion_connections_opened_total`): one per worker and bastion in a
+    /// healthy fleet, not one per backup.
+    pub fn counting(mut self, counter: prometheus::IntCounter) -> Self {
+        self.counter = Some(counter);
+        self
     }
 
     /// Connections opened so far (for metrics and the benchmark).
@@ -186,6 +197,9 @@ impl BastionPool {
                     Choice::Open => {
                         let (handle, fingerprint) = connect(jump, target, opts).await?;
                         self.opened.fetch_add(1, Ordering::Relaxed);
+                        if let Some(c) = &self.counter {
+                            c.inc();
+                        }
                         let c = Arc::new(Conn {
                             handle,
                             fingerprint,

@@ -10,13 +10,15 @@ use crate::extract::{ApiJson, ApiQuery, DeviceId, ProfileId};
 use crate::ops::{
     self, ActivityParams, BackupOutcome, BackupParams, CreateCredentialProfile, CreateDevice,
     CredentialProfileView, Credentials, DeviceAction, DeviceList, DeviceListParams, DeviceView,
-    ExportTimeout, JobList, JobsParams, LimitParams, Overview, QueueStats, RetriedJob, RunsParams,
-    TenantName, UpdateCredentialProfile, Whoami,
+    ExportTimeout, JobList, JobsParams, LimitParams, Overview, QueueStats, ResetBastion,
+    RetriedJob, RunsParams, SetJumpHost, TenantJumpHost, TenantName, UpdateCredentialProfile,
+    Whoami,
 };
 use crate::state::WebState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use rosbackup_core::bastions::{Bastion, Reset};
 use rosbackup_core::report::{ActivityBucket, AgeBucket, RecentRun, TenantCount};
 use rosbackup_core::store::Run;
 use uuid::Uuid;
@@ -116,6 +118,88 @@ pub(super) async fn set_credentials(
     ApiJson(body): ApiJson<Credentials>,
 ) -> ApiResult<Json<DeviceView>> {
     Ok(Json(ops::set_credentials(&s, &c.0, id, body).await?.into()))
+}
+
+/// Set a device's own jump host (`[user@]host[:port]`), make it `direct`, or clear it
+/// (`null`: its profile's or tenant's applies). Secrets are write-only; a device blocked
+/// `bastion_host_key_mismatch` that no longer goes through that bastion is unblocked.
+#[utoipa::path(put, path = "/api/v1/devices/{id}/jump-host", tag = "devices",
+    params(("id" = Uuid, Path, description = "device id")), request_body = SetJumpHost,
+    responses((status = 200, body = DeviceView), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn set_device_jump(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+    ApiJson(body): ApiJson<SetJumpHost>,
+) -> ApiResult<Json<DeviceView>> {
+    Ok(Json(ops::set_device_jump(&s, &c.0, id, body).await?))
+}
+
+/// Set or clear (`null`) a credential profile's jump host; secrets are write-only.
+#[utoipa::path(put, path = "/api/v1/credential-profiles/{id}/jump-host",
+    tag = "credential-profiles",
+    params(("id" = Uuid, Path, description = "credential profile id")),
+    request_body = SetJumpHost,
+    responses((status = 200, body = CredentialProfileView), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn set_profile_jump(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ProfileId(id): ProfileId,
+    ApiJson(body): ApiJson<SetJumpHost>,
+) -> ApiResult<Json<CredentialProfileView>> {
+    Ok(Json(ops::set_profile_jump(&s, &c.0, id, body).await?))
+}
+
+/// A tenant's default jump host (never its secrets).
+#[utoipa::path(get, path = "/api/v1/tenants/{id}/jump-host", tag = "devices",
+    params(("id" = Uuid, Path, description = "tenant id")),
+    responses((status = 200, body = TenantJumpHost), (status = 404, body = ErrorBody)))]
+pub(super) async fn tenant_jump(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+) -> ApiResult<Json<TenantJumpHost>> {
+    Ok(Json(ops::tenant_jump(&s, &c.0, id).await?))
+}
+
+/// Set or clear (`null`) a tenant's default jump host; a tenant-scoped admin only its own.
+#[utoipa::path(put, path = "/api/v1/tenants/{id}/jump-host", tag = "devices",
+    params(("id" = Uuid, Path, description = "tenant id")), request_body = SetJumpHost,
+    responses((status = 200, body = TenantJumpHost), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn set_tenant_jump(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    DeviceId(id): DeviceId,
+    ApiJson(body): ApiJson<SetJumpHost>,
+) -> ApiResult<Json<TenantJumpHost>> {
+    Ok(Json(ops::set_tenant_jump(&s, &c.0, id, body).await?))
+}
+
+/// Pinned bastion host keys, and the key a bastion presented instead when it changed.
+#[utoipa::path(get, path = "/api/v1/bastions", tag = "devices",
+    responses((status = 200, body = Vec<Bastion>), (status = 403, body = ErrorBody)))]
+pub(super) async fn list_bastions(
+    State(s): State<WebState>,
+    c: ApiCaller,
+) -> ApiResult<Json<Vec<Bastion>>> {
+    Ok(Json(ops::bastions(&s, &c.0).await?))
+}
+
+/// Forget a bastion's pinned key (the next backup through it pins what it sees) and lift
+/// the `bastion_host_key_mismatch` blocks of the devices behind it.
+#[utoipa::path(post, path = "/api/v1/bastions/reset-host-key", tag = "devices",
+    request_body = ResetBastion,
+    responses((status = 200, body = Reset), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn reset_bastion(
+    State(s): State<WebState>,
+    c: ApiCaller,
+    ApiJson(body): ApiJson<ResetBastion>,
+) -> ApiResult<Json<Reset>> {
+    Ok(Json(ops::reset_bastion(&s, &c.0, body).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/credential-profiles", tag = "credential-profiles",

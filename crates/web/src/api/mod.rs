@@ -28,6 +28,14 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/devices/{id}", get(get_device).delete(delete_device))
         .route("/devices/{id}/credentials", put(set_credentials))
         .route("/devices/{id}/export-timeout", put(set_export_timeout))
+        .route("/devices/{id}/jump-host", put(set_device_jump))
+        .route("/credential-profiles/{id}/jump-host", put(set_profile_jump))
+        .route(
+            "/tenants/{id}/jump-host",
+            get(tenant_jump).put(set_tenant_jump),
+        )
+        .route("/bastions", get(list_bastions))
+        .route("/bastions/reset-host-key", post(reset_bastion))
         .route(
             "/credential-profiles/{id}/export-timeout",
             put(set_profile_export_timeout),

@@ -85,7 +85,8 @@ impl utoipa::Modify for BearerAuth {
     info(title = "rosbackup API", version = "1",
          description = "Back up MikroTik RouterOS fleets: devices, manual backups, runs, queue."),
     paths(whoami, openapi, list_devices, create_device, get_device, delete_device,
-          set_credentials, set_export_timeout, set_profile_export_timeout, list_profiles, create_profile, get_profile, update_profile,
+          set_credentials, set_export_timeout, set_device_jump, set_profile_jump, tenant_jump,
+          set_tenant_jump, list_bastions, reset_bastion, set_profile_export_timeout, list_profiles, create_profile, get_profile, update_profile,
           delete_profile, enable, disable, unblock, reset_host_key, backup, device_runs,
           recent_runs, queue, overview, activity, backup_ages, tenants, name_tenant, jobs, retry_job,
           discard_job, crate::history::versions_api, crate::history::diff_api,
@@ -114,6 +115,11 @@ mod tests {
             "/api/v1/openapi.json",
             "/api/v1/credential-profiles",
             "/api/v1/credential-profiles/{id}",
+            "/api/v1/devices/{id}/jump-host",
+            "/api/v1/credential-profiles/{id}/jump-host",
+            "/api/v1/tenants/{id}/jump-host",
+            "/api/v1/bastions",
+            "/api/v1/bastions/reset-host-key",
         ] {
             assert!(
                 paths.contains_key(p),

@@ -68,11 +68,25 @@ pub fn whoami(s: &WebState, c: &Caller) -> Whoami {
 pub async fn list_devices(s: &WebState, c: &Caller, p: &DeviceListParams) -> ApiResult<DeviceList> {
     let q = p.to_query(c.tenant())?;
     let page = s.report().devices(&q).await?;
+    let ids: Vec<Uuid> = page.rows.iter().map(|r| r.device.id).collect();
+    let mut jumps = rosbackup_core::bastions::device_jumps(s.store(), &ids).await?;
     Ok(DeviceList {
         total: page.total,
         offset: q.offset,
         limit: q.limit,
-        items: page.rows.into_iter().map(DeviceView::from).collect(),
+        items: page
+            .rows
+            .into_iter()
+            .map(|r| {
+                let jump = jumps.remove(&r.device.id);
+                let mut v = DeviceView::from(r);
+                v.jump_host = jump.map(|(j, source)| JumpHostView {
+                    source: Some(source),
+                    ..j.into()
+                });
+                v
+            })
+            .collect(),
     })
 }
 
@@ -165,9 +179,24 @@ fn timeout_override(field: &str, seconds: i64) -> ApiResult<u32> {
 /// A private key from a request body, decrypted with its passphrase; refused with the
 /// reason (never the key) as a 422 on `ssh_key`.
 fn import_key(text: &str, passphrase: Option<&str>) -> ApiResult<UserKey> {
+    import_key_field(("ssh_key", "ssh_key_passphrase"), text, passphrase)
+}
+
+/// [`import_key`] for the fields `(key, passphrase)`: the 422 names the key's field, and
+/// for a protected key without its passphrase the field that takes it.
+fn import_key_field(
+    (field, passphrase_field): (&str, &str),
+    text: &str,
+    passphrase: Option<&str>,
+) -> ApiResult<UserKey> {
     let passphrase = passphrase.map(rosbackup_core::Secret::new);
-    UserKey::import(text, passphrase.as_ref())
-        .map_err(|e| ApiError::invalid("ssh_key", e.to_string()))
+    UserKey::import(text, passphrase.as_ref()).map_err(|e| match e {
+        rosbackup_core::userkey::KeyImportError::NeedsPassphrase => ApiError::invalid(
+            field,
+            format!("{e}; give its passphrase in {passphrase_field}"),
+        ),
+        e => ApiError::invalid(field, e.to_string()),
+    })
 }
 
 /// The credential key, or a refusal when the server has none.
@@ -228,11 +257,197 @@ pub async fn create_device(s: &WebState, c: &Caller, body: CreateDevice) -> ApiR
 pub async fn device_view(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<DeviceView> {
     let row = device(s, c, id).await?;
     let inputs = s.store().timeout_inputs(id).await?;
+    let tenant = row.device.tenant_id;
     let mut view = DeviceView::from(row);
     view.export_timeout = Some(
         rosbackup_core::export_timeout::effective(&s.settings().export_timeouts, &inputs).into(),
     );
+    view.jump_host = device_jump(s, tenant, id).await?;
     Ok(view)
+}
+
+/// The jump host a device goes through, with its source and the bastion's pinned key.
+pub async fn device_jump(s: &WebState, tenant: Uuid, id: Uuid) -> ApiResult<Option<JumpHostView>> {
+    let Some((j, source)) = rosbackup_core::bastions::device_jumps(s.store(), &[id])
+        .await?
+        .remove(&id)
+    else {
+        return Ok(None);
+    };
+    let pinned = rosbackup_core::bastions::pin(s.store(), tenant, &j.host, j.port).await?;
+    Ok(Some(JumpHostView {
+        source: Some(source),
+        pinned_fingerprint: pinned,
+        ..j.into()
+    }))
+}
+
+/// A jump host from a request body: `None` for none of its own (`null` or empty), else
+/// the setting with its secrets imported; a 422 names the field. `direct` only where
+/// `direct_allowed` (a device).
+fn jump_setting(
+    b: &SetJumpHost,
+    direct_allowed: bool,
+) -> ApiResult<rosbackup_core::jump::JumpSetting> {
+    use rosbackup_core::jump::{JumpSetting, JumpSpec};
+    let text = b.jump_host.as_deref().map(str::trim).unwrap_or("");
+    let has_secret =
+        b.jump_password.as_deref().is_some_and(|p| !p.is_empty()) || b.jump_key.is_some();
+    if text.is_empty() || text == "direct" {
+        if text == "direct" && !direct_allowed {
+            return Err(ApiError::invalid(
+                "jump_host",
+                "`direct` is for a device; for a profile or tenant give null for none",
+            ));
+        }
+        if has_secret {
+            return Err(ApiError::invalid(
+                if b.jump_key.is_some() {
+                    "jump_key"
+                } else {
+                    "jump_password"
+                },
+                "jump credentials need a jump_host to go with",
+            ));
+        }
+        return Ok(if text.is_empty() {
+            JumpSetting::Inherit
+        } else {
+            JumpSetting::Direct
+        });
+    }
+    let mut spec = JumpSpec::parse(text).map_err(|r| ApiError::invalid("jump_host", r))?;
+    spec.password = b
+        .jump_password
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(rosbackup_core::Secret::new);
+    spec.key = match &b.jump_key {
+        None => None,
+        Some(k) => Some(import_key_field(
+            ("jump_key", "jump_key_passphrase"),
+            k,
+            b.jump_key_passphrase.as_deref(),
+        )?),
+    };
+    Ok(JumpSetting::Via(spec))
+}
+
+/// Set or clear a device's own jump host, or make it direct (admins). A device blocked
+/// `bastion_host_key_mismatch` that no longer goes through that bastion is unblocked
+/// (`rosbackup_core::bastions::set_device_jump`, as the CLI).
+pub async fn set_device_jump(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    body: SetJumpHost,
+) -> ApiResult<DeviceView> {
+    require_admin(c)?;
+    let setting = jump_setting(&body, true)?;
+    device(s, c, id).await?;
+    let key = key_or_refuse(s)?;
+    rosbackup_core::bastions::set_device_jump(s.store(), key, id, &setting)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
+    device_view(s, c, id).await
+}
+
+/// Set or clear a credential profile's jump host (admins); its devices that no longer go
+/// through a bastion that blocked them are unblocked.
+pub async fn set_profile_jump(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    body: SetJumpHost,
+) -> ApiResult<CredentialProfileView> {
+    require_admin(c)?;
+    let spec = match jump_setting(&body, false)? {
+        rosbackup_core::jump::JumpSetting::Via(spec) => Some(spec),
+        _ => None,
+    };
+    profile(s, c, id).await?;
+    let key = key_or_refuse(s)?;
+    rosbackup_core::bastions::set_profile_jump(s.store(), key, id, spec.as_ref())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no credential profile {id}")))?;
+    profile(s, c, id).await
+}
+
+/// The tenant if the caller may see it (a scoped caller only its own: a 404 otherwise).
+fn own_tenant(c: &Caller, id: Uuid) -> ApiResult<()> {
+    if c.tenant().is_some_and(|t| t != id) {
+        return Err(ApiError::not_found(format!("no tenant {id}")));
+    }
+    Ok(())
+}
+
+/// A tenant's default jump host (never its secrets).
+pub async fn tenant_jump(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<TenantJumpHost> {
+    own_tenant(c, id)?;
+    let shown = rosbackup_core::bastions::tenant_jump_shown(s.store(), id).await?;
+    let jump_host = match shown {
+        None => None,
+        Some(j) => {
+            let pinned = rosbackup_core::bastions::pin(s.store(), id, &j.host, j.port).await?;
+            Some(JumpHostView {
+                pinned_fingerprint: pinned,
+                ..j.into()
+            })
+        }
+    };
+    Ok(TenantJumpHost {
+        tenant_id: id,
+        jump_host,
+    })
+}
+
+/// Set or clear a tenant's default jump host (admins; a scoped admin only its own).
+pub async fn set_tenant_jump(
+    s: &WebState,
+    c: &Caller,
+    id: Uuid,
+    body: SetJumpHost,
+) -> ApiResult<TenantJumpHost> {
+    require_admin(c)?;
+    own_tenant(c, id)?;
+    let spec = match jump_setting(&body, false)? {
+        rosbackup_core::jump::JumpSetting::Via(spec) => Some(spec),
+        _ => None,
+    };
+    let key = key_or_refuse(s)?;
+    rosbackup_core::bastions::set_tenant_jump(s.store(), key, id, spec.as_ref()).await?;
+    tenant_jump(s, c, id).await
+}
+
+/// The pinned bastion keys of the caller's tenant (all, unscoped), with the key a
+/// bastion presented instead when it changed (admins).
+pub async fn bastions(
+    s: &WebState,
+    c: &Caller,
+) -> ApiResult<Vec<rosbackup_core::bastions::Bastion>> {
+    require_admin(c)?;
+    Ok(rosbackup_core::bastions::bastions(s.store(), c.tenant()).await?)
+}
+
+/// Forget a bastion's pinned key and lift the `bastion_host_key_mismatch` blocks of the
+/// devices behind it (admins), as `rosbackup bastions reset-host-key`.
+pub async fn reset_bastion(
+    s: &WebState,
+    c: &Caller,
+    body: ResetBastion,
+) -> ApiResult<rosbackup_core::bastions::Reset> {
+    require_admin(c)?;
+    let spec = rosbackup_core::jump::JumpSpec::parse(&body.bastion)
+        .map_err(|r| ApiError::invalid("bastion", r))?;
+    let tenant = match (c.tenant(), body.tenant_id) {
+        (Some(scope), Some(t)) if scope != t => {
+            return Err(ApiError::not_found(format!("no tenant {t}")));
+        }
+        (Some(scope), _) => scope,
+        (None, Some(t)) => t,
+        (None, None) => rosbackup_core::tenant::DEFAULT_TENANT,
+    };
+    Ok(rosbackup_core::bastions::reset_pin(s.store(), tenant, &spec.host, spec.port).await?)
 }
 
 /// Set or remove a device's export timeout override (admins); a 422 on `seconds` for 0,
@@ -344,19 +559,30 @@ pub async fn set_credentials(
 /// The profiles of the caller's tenant (all, for an unscoped admin).
 pub async fn list_profiles(s: &WebState, c: &Caller) -> ApiResult<Vec<CredentialProfileView>> {
     require_admin(c)?;
-    Ok(s.store()
-        .list_profiles(c.tenant())
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect())
+    let mut out = Vec::new();
+    for p in s.store().list_profiles(c.tenant()).await? {
+        out.push(with_jump(s, p.into()).await?);
+    }
+    Ok(out)
+}
+
+/// A profile view with its jump host (and the bastion's pinned key).
+async fn with_jump(s: &WebState, mut p: CredentialProfileView) -> ApiResult<CredentialProfileView> {
+    if let Some(j) = rosbackup_core::bastions::profile_jump_shown(s.store(), p.id).await? {
+        let pinned = rosbackup_core::bastions::pin(s.store(), p.tenant_id, &j.host, j.port).await?;
+        p.jump_host = Some(JumpHostView {
+            pinned_fingerprint: pinned,
+            ..j.into()
+        });
+    }
+    Ok(p)
 }
 
 /// A profile the caller may see (a 404 otherwise, like one that does not exist).
 pub async fn profile(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<CredentialProfileView> {
     require_admin(c)?;
     match s.store().profile(id).await {
-        Ok(p) if c.tenant().is_none_or(|t| t == p.tenant_id) => Ok(p.into()),
+        Ok(p) if c.tenant().is_none_or(|t| t == p.tenant_id) => with_jump(s, p.into()).await,
         Ok(_) | Err(StoreError::Invalid(_)) => {
             Err(ApiError::not_found(format!("no credential profile {id}")))
         }
@@ -457,7 +683,7 @@ pub async fn update_profile(
         Err(StoreError::Invalid(m)) => return Err(ApiError::invalid("password", m)),
         other => other?,
     };
-    Ok(u.profile.into())
+    with_jump(s, u.profile.into()).await
 }
 
 /// Remove a profile no device uses (a 409 with the count otherwise).

@@ -66,6 +66,93 @@ pub struct DeviceView {
     /// `POST /devices`, `PUT /devices/{id}/export-timeout`), not in lists.
     #[serde(default)]
     pub export_timeout: Option<EffectiveTimeout>,
+    /// The jump host (bastion) it is reached through — its own, its profile's or its
+    /// tenant's (`source`) — never its secrets; `null`: direct.
+    #[serde(default)]
+    pub jump_host: Option<JumpHostView>,
+    /// It connects directly whatever its profile or tenant names (`jump_host` `direct`).
+    #[serde(default)]
+    pub jump_direct: bool,
+}
+
+/// A jump host as shown: `[user@]host:port` and whether a password or key is stored for
+/// it, never the secrets themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JumpHostView {
+    /// `[user@]host:port`.
+    pub display: String,
+    pub host: String,
+    pub port: u16,
+    /// Its own user on the bastion (`null`: the device's user).
+    pub username: Option<String>,
+    pub has_password: bool,
+    pub has_key: bool,
+    /// Where a device's jump host comes from: `device`, `profile` or `tenant` (only on a
+    /// device).
+    #[serde(default)]
+    pub source: Option<rosbackup_core::jump::JumpSource>,
+    /// The bastion's pinned host key (`null`: not pinned yet); not in device lists.
+    #[serde(default)]
+    pub pinned_fingerprint: Option<String>,
+}
+
+impl From<rosbackup_core::bastions::ShownJump> for JumpHostView {
+    fn from(j: rosbackup_core::bastions::ShownJump) -> Self {
+        JumpHostView {
+            display: j.display,
+            host: j.host,
+            port: j.port,
+            username: j.username,
+            has_password: j.has_password,
+            has_key: j.has_key,
+            source: None,
+            pinned_fingerprint: None,
+        }
+    }
+}
+
+/// A new jump host for a device, a credential profile or a tenant. Write-only secrets;
+/// `Debug` leaves them out.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetJumpHost {
+    /// `[user@]host[:port]` (as `ssh -J`); for a device also `direct` (ignore its
+    /// profile's and tenant's). `null` or empty: none of its own (a device then inherits
+    /// its profile's or tenant's).
+    pub jump_host: Option<String>,
+    /// A password for the bastion (stored sealed, never shown).
+    pub jump_password: Option<String>,
+    /// A private key for the bastion (OpenSSH or PEM text; Ed25519 or RSA; stored sealed,
+    /// never shown). Without one the device's key is tried there.
+    pub jump_key: Option<String>,
+    /// The passphrase of `jump_key`, when it is protected (used once, never stored).
+    pub jump_key_passphrase: Option<String>,
+}
+
+impl std::fmt::Debug for SetJumpHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SetJumpHost")
+            .field("jump_host", &self.jump_host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tenant's default jump host.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantJumpHost {
+    pub tenant_id: Uuid,
+    /// `null`: none (its devices connect directly unless their profile names one).
+    pub jump_host: Option<JumpHostView>,
+}
+
+/// A bastion whose pinned key to forget.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResetBastion {
+    /// `host[:port]` (port 22 by default).
+    pub bastion: String,
+    /// Its tenant: a scoped token's own; otherwise the default tenant when absent.
+    pub tenant_id: Option<Uuid>,
 }
 
 /// The export timeout that applies and its source.
@@ -155,6 +242,8 @@ impl From<DeviceRow> for DeviceView {
             credential_profile_id: d.credential_profile_id,
             export_timeout_seconds: d.export_timeout_seconds,
             export_timeout: None,
+            jump_host: None,
+            jump_direct: d.jump_direct,
         }
     }
 }
@@ -566,6 +655,10 @@ pub struct CredentialProfileView {
     pub export_timeout_seconds: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Its devices' jump host unless a device has its own or is direct (never its
+    /// secrets).
+    #[serde(default)]
+    pub jump_host: Option<JumpHostView>,
 }
 
 impl From<rosbackup_core::profiles::CredentialProfile> for CredentialProfileView {
@@ -581,6 +674,7 @@ impl From<rosbackup_core::profiles::CredentialProfile> for CredentialProfileView
             export_timeout_seconds: p.export_timeout_seconds,
             created_at: p.created_at,
             updated_at: p.updated_at,
+            jump_host: None,
         }
     }
 }
