@@ -18,10 +18,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Statements `worker::execute` sends PostgreSQL for one successful backup of a
-/// password device with no jump host: the device row, the lease (with the credentials),
-/// the export timeout's overrides and recent runs, the binary state, the fence before
-/// publishing, and the outcome transaction (BEGIN, device state, run row, trim, COMMIT).
-const STATEMENTS_PER_BACKUP: i64 = 11;
+/// password device with no jump host: the lease (device row, credentials, export
+/// timeout inputs and binary state in its `RETURNING`), the fence before publishing, and
+/// the outcome (device state, run row, claim and lease released, old runs trimmed).
+const STATEMENTS_PER_BACKUP: i64 = 3;
 
 /// Redis round trips `worker::execute` makes for one backup: the device's online status
 /// and the Go poller's lock taken and released (`ROSBACKUP_SEED_LOCK`, on by default);
@@ -431,4 +431,115 @@ async fn statements_and_commands_per_backup() {
     fleet.cleanup().await;
     pg.stop(Duration::from_secs(10)).await;
     redis_svc.stop(Duration::from_secs(5)).await;
+}
+
+/// The facts the lease's statement returns are what the separate reads it replaces
+/// return (`Store::timeout_inputs`, `binary::store::state`): the profile's override, the
+/// recent runs that reached the device (newest first, skips left out, at most
+/// `RECENT_RUNS`), the binary modes, newest binary and backoff. Also for a device with
+/// none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_returns_what_the_separate_reads_did() {
+    use rosbackup::store::{Lease, LeaseAttempt};
+    let fleet = Fleet::of(2).await;
+    let devices = fleet.import(None).await;
+    let (full, bare) = (&devices[0], &devices[1]);
+    let pool = fleet.store().pool().clone();
+    let exec = |sql: String| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&pool)
+                .await
+                .expect("set-up statement");
+        }
+    };
+    let (id, tenant) = (full.id, full.tenant_id);
+    let profile = uuid::Uuid::new_v4();
+    exec(format!(
+        "INSERT INTO credential_profiles (id, tenant_id, name, username, password_enc, export_timeout_seconds) \
+         VALUES ('{profile}', '{tenant}', 'p', 'u', '\\x00', 42)"
+    ))
+    .await;
+    exec(format!(
+        "UPDATE devices SET credential_profile_id = '{profile}', export_timeout_seconds = 7, \
+         backup_binary = 'always' WHERE id = '{id}'"
+    ))
+    .await;
+    // 25 runs that reached the device (more than RECENT_RUNS) between skips.
+    for i in 0..25 {
+        let (status, timed_out, export_ms) = match i % 3 {
+            0 => ("success", "false", format!("{}", 100 + i)),
+            1 => ("failed", "true", "NULL".to_string()),
+            _ => ("failed", "false", "NULL".to_string()),
+        };
+        exec(format!(
+            "INSERT INTO backup_runs (device_id, tenant_id, job_id, trigger, worker, started_at, finished_at, \
+             status, duration_ms, export_ms, timed_out) VALUES \
+             ('{id}', '{tenant}', 'j{i}', 'scheduled', 'w', now(), now(), '{status}', {}, {export_ms}, {timed_out}), \
+             ('{id}', '{tenant}', 's{i}', 'scheduled', 'w', now(), now(), 'skipped', 1, NULL, false)",
+            1000 + i
+        ))
+        .await;
+    }
+    exec(format!(
+        "INSERT INTO binary_tenant_mode (tenant_id, mode) VALUES ('{tenant}', 'on-change') \
+         ON CONFLICT (tenant_id) DO UPDATE SET mode = EXCLUDED.mode"
+    ))
+    .await;
+    exec(format!(
+        "INSERT INTO binary_state (device_id, password_enc, consecutive_failures, retry_after) \
+         VALUES ('{id}', '\\x00', 2, now() + interval '1 hour')"
+    ))
+    .await;
+    for (job, sha, age) in [("b1", "old", 2), ("b2", "new", 1)] {
+        exec(format!(
+            "INSERT INTO binary_backups (device_id, tenant_id, job_id, collected_at, size, sha256, \
+             config_sha256, format, file_enc, password_enc) VALUES \
+             ('{id}', '{tenant}', '{job}', now() - interval '{age} hours', 1, 'x', '{sha}', 'rc4', '\\x00', '\\x00')"
+        ))
+        .await;
+    }
+    for d in [full, bare] {
+        let lease = Lease {
+            device_id: d.id,
+            job_id: "manual:facts".into(),
+            token: uuid::Uuid::new_v4(),
+            worker: "facts".into(),
+            ttl: Duration::from_secs(30),
+        };
+        let LeaseAttempt::Acquired { device, facts, .. } =
+            fleet.store().acquire_lease(&lease).await.expect("lease")
+        else {
+            panic!("the lease is free");
+        };
+        let from_lease =
+            rosbackup::export_timeout::inputs_from_lease(device.export_timeout_seconds, &facts);
+        let separate = fleet.store().timeout_inputs(d.id).await.expect("inputs");
+        assert_eq!(from_lease, separate, "timeout inputs of {}", d.name);
+        let state = rosbackup::binary::store::state(fleet.store(), d.id)
+            .await
+            .expect("state");
+        let leased = rosbackup::binary::store::state_from_lease(&facts);
+        assert_eq!(
+            format!("{leased:?}"),
+            format!("{state:?}"),
+            "binary state of {}",
+            d.name
+        );
+        if d.id == full.id {
+            assert_eq!(from_lease.device, Some(7));
+            assert_eq!(from_lease.profile, Some(42));
+            assert_eq!(
+                from_lease.recent.len(),
+                rosbackup::export_timeout::RECENT_RUNS as usize
+            );
+            assert_eq!(facts.binary_newest_sha256.as_deref(), Some("new"));
+            assert_eq!(facts.binary_failures, Some(2));
+        } else {
+            assert_eq!(*facts, Default::default(), "a device with no history");
+        }
+        fleet.store().release_lease(&lease).await.expect("release");
+    }
+    fleet.cleanup().await;
 }
