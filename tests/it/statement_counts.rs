@@ -23,6 +23,11 @@ use std::time::Duration;
 /// the outcome (device state, run row, claim and lease released, old runs trimmed).
 const STATEMENTS_PER_BACKUP: i64 = 3;
 
+/// Statements for a job whose device is offline (the seed's status key): the device row
+/// for the skip rules, then the skipped run, the claim released and the next due time in
+/// one statement.
+const STATEMENTS_PER_OFFLINE_SKIP: i64 = 2;
+
 /// Redis round trips `worker::execute` makes for one backup: the device's online status
 /// and the Go poller's lock taken and released (`ROSBACKUP_SEED_LOCK`, on by default);
 /// apalis' fetch and ack not included.
@@ -426,6 +431,55 @@ async fn statements_and_commands_per_backup() {
         "Redis round trips for {N} backups: {:#?}",
         p.round_trips
     );
+
+    // ---- execute on an offline device (the seed's status key): read and skip ----
+    sqlx::query("UPDATE devices SET next_due_at = now() - interval '1 second'")
+        .execute(fleet.store().pool())
+        .await
+        .expect("due again");
+    let claims = fleet
+        .store()
+        .claim_due(chrono::Utc::now(), N as i64)
+        .await
+        .expect("claim");
+    let mut status = fleet.queue.connection();
+    for c in &claims {
+        let _: () = redis::cmd("SET")
+            .arg(format!("device:{}:status", c.device_id))
+            .arg("offline")
+            .query_async(&mut status)
+            .await
+            .expect("mark offline");
+    }
+    counters.reset().await;
+    for c in &claims {
+        let job = rosbackup::queue::BackupJob::scheduled(
+            c.device_id,
+            c.tenant_id,
+            c.job_id.clone(),
+            c.due_at,
+        );
+        let r = rosbackup::worker::execute(&env, &job, "counting")
+            .await
+            .expect("execute");
+        assert_eq!(r.status, RunStatus::Skipped, "{r:?}");
+    }
+    let p = counters.phase(&queue).await;
+    report("execute, device offline (skipped)", n, &p);
+    let statements: i64 = p.statements.values().sum();
+    assert_eq!(
+        statements,
+        STATEMENTS_PER_OFFLINE_SKIP * n,
+        "PostgreSQL statements for {N} offline skips: {:#?}",
+        p.statements
+    );
+    for c in &claims {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("device:{}:status", c.device_id))
+            .query_async(&mut status)
+            .await
+            .expect("status key removed");
+    }
 
     drop(counters);
     fleet.cleanup().await;
