@@ -490,8 +490,8 @@ async fn statements_and_commands_per_backup() {
 /// The facts the lease's statement returns are what the separate reads it replaces
 /// return (`Store::timeout_inputs`, `binary::store::state`): the profile's override, the
 /// recent runs that reached the device (newest first, skips left out, at most
-/// `RECENT_RUNS`), the binary modes, newest binary and backoff. Also for a device with
-/// none of them.
+/// `RECENT_RUNS`), the binary modes, newest binary and backoff, and the jump host's
+/// pinned key (`bastions::pin`). Also for a device with none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_returns_what_the_separate_reads_did() {
     use rosbackup::store::{Lease, LeaseAttempt};
@@ -554,6 +554,20 @@ async fn the_lease_returns_what_the_separate_reads_did() {
         ))
         .await;
     }
+    // The device's own jump host, with a pinned key; its profile's, without one.
+    exec(format!(
+        "UPDATE devices SET jump_host = 'bastion.example', jump_port = 2222 WHERE id = '{id}'"
+    ))
+    .await;
+    exec(format!(
+        "UPDATE credential_profiles SET jump_host = 'other.example', jump_port = 22 WHERE id = '{profile}'"
+    ))
+    .await;
+    exec(format!(
+        "INSERT INTO bastion_host_keys (tenant_id, host, port, fingerprint) \
+         VALUES ('{tenant}', 'bastion.example', 2222, 'SHA256:pinned')"
+    ))
+    .await;
     for d in [full, bare] {
         let lease = Lease {
             device_id: d.id,
@@ -589,6 +603,14 @@ async fn the_lease_returns_what_the_separate_reads_did() {
                 rosbackup::export_timeout::RECENT_RUNS as usize
             );
             assert_eq!(facts.binary_newest_sha256.as_deref(), Some("new"));
+            let pinned = rosbackup::bastions::pin(fleet.store(), tenant, "bastion.example", 2222)
+                .await
+                .expect("pin");
+            assert_eq!(pinned.as_deref(), Some("SHA256:pinned"));
+            use rosbackup::jump::JumpSource;
+            assert_eq!(facts.jump_pin(JumpSource::Device), pinned.as_deref());
+            assert_eq!(facts.jump_pin(JumpSource::Profile), None);
+            assert_eq!(facts.jump_pin(JumpSource::Tenant), None);
             assert_eq!(facts.binary_failures, Some(2));
         } else {
             assert_eq!(*facts, Default::default(), "a device with no history");

@@ -473,6 +473,24 @@ pub struct LeaseFacts {
     pub binary_newest_sha256: Option<String>,
     pub binary_retry_after: Option<DateTime<Utc>>,
     pub binary_failures: Option<i32>,
+    /// The pinned host key of each jump host candidate (the device's, its profile's,
+    /// its tenant's: `bastion_host_keys` by tenant, host and port), so a backup through
+    /// a bastion needs no read of its own for it ([`LeaseFacts::jump_pin`]).
+    pub device_jump_pin: Option<String>,
+    pub profile_jump_pin: Option<String>,
+    pub tenant_jump_pin: Option<String>,
+}
+
+impl LeaseFacts {
+    /// The pinned key of the jump host the device resolved to, by where it came from
+    /// ([`crate::jump::JumpSource`]).
+    pub fn jump_pin(&self, source: crate::jump::JumpSource) -> Option<&str> {
+        match source {
+            crate::jump::JumpSource::Device => self.device_jump_pin.as_deref(),
+            crate::jump::JumpSource::Profile => self.profile_jump_pin.as_deref(),
+            crate::jump::JumpSource::Tenant => self.tenant_jump_pin.as_deref(),
+        }
+    }
 }
 
 /// The runs [`LeaseFacts`] (and [`Store::timeout_inputs`]) look at, newest first.
@@ -1334,7 +1352,16 @@ impl Store {
                    (SELECT t.mode FROM binary_tenant_mode t WHERE t.tenant_id = d.tenant_id) \
                      AS binary_tenant_mode, \
                    n.collected_at AS binary_newest_at, n.config_sha256 AS binary_newest_sha256, \
-                   s.retry_after AS binary_retry_after, s.consecutive_failures AS binary_failures",
+                   s.retry_after AS binary_retry_after, s.consecutive_failures AS binary_failures, \
+                   (SELECT k.fingerprint FROM bastion_host_keys k \
+                    WHERE k.tenant_id = d.tenant_id AND k.host = d.jump_host AND k.port = d.jump_port) \
+                     AS device_jump_pin, \
+                   (SELECT k.fingerprint FROM credential_profiles p JOIN bastion_host_keys k \
+                      ON k.tenant_id = d.tenant_id AND k.host = p.jump_host AND k.port = p.jump_port \
+                    WHERE p.id = d.credential_profile_id) AS profile_jump_pin, \
+                   (SELECT k.fingerprint FROM tenant_jump_hosts t JOIN bastion_host_keys k \
+                      ON k.tenant_id = t.tenant_id AND k.host = t.host AND k.port = t.port \
+                    WHERE t.tenant_id = d.tenant_id) AS tenant_jump_pin",
                 columns.join(", ")
             )
         });

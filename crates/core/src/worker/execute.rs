@@ -284,21 +284,11 @@ async fn run_leased(
             Some(failure) => Err(failure),
             None => {
                 // The credentials came with the lease (its own and its profile's, and
-                // its jump host candidates, in the same statement); a jump host's pinned
-                // key is one more read (once per backup through a bastion).
-                let jump = match credentials.jump() {
-                    None => None,
-                    Some((sealed, _)) => {
-                        let pinned = crate::bastions::pin(
-                            &env.store,
-                            device.tenant_id,
-                            &sealed.host,
-                            sealed.port(),
-                        )
-                        .await?;
-                        Some((sealed, pinned))
-                    }
-                };
+                // its jump host candidates with their pinned keys, in the same
+                // statement).
+                let jump = credentials
+                    .jump()
+                    .map(|(sealed, source)| (sealed, facts.jump_pin(source).map(str::to_string)));
                 let opened = credentials.open(&env.key).and_then(|c| {
                     let j = match &jump {
                         None => None,
