@@ -368,7 +368,7 @@ fn bad_fleet_configuration_exits_2_naming_the_variable() {
     }
 }
 
-/// Between a job's first read of its device and its lease, another execution pins a
+/// Right before a job takes its lease (its `Prechecked` mark), another execution pins a
 /// host key or blocks the device: the job decides on the row read under the lease — it
 /// never connects with no pinned key (sending the password to whatever key answers), and
 /// never retries a blocked device.

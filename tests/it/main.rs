@@ -38,6 +38,7 @@ mod soak;
 mod ssh_keys;
 mod sshd_binary;
 mod sshd_export;
+mod statement_counts;
 mod tls;
 mod tod_compat;
 mod tod_sync;

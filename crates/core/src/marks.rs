@@ -14,9 +14,11 @@ use std::sync::Arc;
 /// A boundary on the job path, in the order a successful backup passes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
-    /// The device row read and the skip rules passed; the lease is next.
+    /// The online check passed; the lease, whose statement reads the device row the skip
+    /// rules decide on, is next.
     Prechecked,
-    /// Device row, skip rules, online check, lease and password are done; the export starts.
+    /// Online check, lease (device row, credentials, timeout and binary facts), skip rules
+    /// and password are done; the export starts.
     ExportStart,
     /// The end of an export phase (TCP connect, SSH handshake + authentication, commands).
     Export(Phase),

@@ -441,6 +441,9 @@ pub enum LeaseAttempt {
         /// Its credentials (its own and its profile's), sealed, read in the same
         /// statement.
         credentials: Box<SealedCredentials>,
+        /// What the export's timeout and the binary step decide from, read in the same
+        /// statement too.
+        facts: Box<LeaseFacts>,
     },
     /// Another execution holds it until `expires_at`.
     Held {
@@ -450,6 +453,54 @@ pub enum LeaseAttempt {
     /// The device is gone.
     NoDevice,
 }
+
+/// The facts besides the device row and its credentials that a backup decides on
+/// before its export, returned by the lease's statement (issue #20: one round trip
+/// instead of four). Raw columns: the store decides nothing with them —
+/// [`crate::export_timeout::inputs_from_lease`] turns them into the export timeout's
+/// inputs (the same as [`Store::timeout_inputs`] reads) and
+/// [`crate::binary::store::state_from_lease`] into the binary step's state (the same as
+/// [`crate::binary::store::state`] reads).
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct LeaseFacts {
+    /// The credential profile's export timeout override, seconds.
+    pub profile_timeout_seconds: Option<i32>,
+    /// The device's last [`RECENT_RUNS`] runs that reached it (`success`, `failed`),
+    /// newest first, as three columns of equal length: status, whether the export
+    /// timed out, and how long the export (else the whole run) took, ms.
+    pub recent_status: Vec<String>,
+    pub recent_timed_out: Vec<bool>,
+    pub recent_export_ms: Vec<Option<i64>>,
+    /// The device's binary backup mode override, its tenant's, its newest binary's
+    /// time and config hash, and the binary step's backoff and failure count.
+    pub binary_device_mode: Option<String>,
+    pub binary_tenant_mode: Option<String>,
+    pub binary_newest_at: Option<DateTime<Utc>>,
+    pub binary_newest_sha256: Option<String>,
+    pub binary_retry_after: Option<DateTime<Utc>>,
+    pub binary_failures: Option<i32>,
+    /// The pinned host key of each jump host candidate (the device's, its profile's,
+    /// its tenant's: `bastion_host_keys` by tenant, host and port), so a backup through
+    /// a bastion needs no read of its own for it ([`LeaseFacts::jump_pin`]).
+    pub device_jump_pin: Option<String>,
+    pub profile_jump_pin: Option<String>,
+    pub tenant_jump_pin: Option<String>,
+}
+
+impl LeaseFacts {
+    /// The pinned key of the jump host the device resolved to, by where it came from
+    /// ([`crate::jump::JumpSource`]).
+    pub fn jump_pin(&self, source: crate::jump::JumpSource) -> Option<&str> {
+        match source {
+            crate::jump::JumpSource::Device => self.device_jump_pin.as_deref(),
+            crate::jump::JumpSource::Profile => self.profile_jump_pin.as_deref(),
+            crate::jump::JumpSource::Tenant => self.tenant_jump_pin.as_deref(),
+        }
+    }
+}
+
+/// The runs [`LeaseFacts`] (and [`Store::timeout_inputs`]) look at, newest first.
+pub const RECENT_RUNS: i64 = 20;
 
 /// A job execution's hold on a device.
 #[derive(Debug, Clone)]
@@ -1286,13 +1337,43 @@ impl Store {
                 .chain(std::iter::once(CREDENTIAL_COLUMNS.to_string()))
                 .collect();
             format!(
-                "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE) \
+                "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE), \
+                 recent AS (SELECT \
+                     COALESCE(array_agg(r.status ORDER BY r.id DESC), '{{}}') AS recent_status, \
+                     COALESCE(array_agg(r.timed_out ORDER BY r.id DESC), '{{}}') AS recent_timed_out, \
+                     COALESCE(array_agg(COALESCE(r.export_ms, r.duration_ms) ORDER BY r.id DESC), '{{}}') \
+                       AS recent_export_ms \
+                   FROM (SELECT id, status, timed_out, export_ms, duration_ms FROM backup_runs \
+                         WHERE device_id = $1 AND status IN ('success', 'failed') \
+                         ORDER BY id DESC LIMIT {RECENT_RUNS}) r) \
                  UPDATE devices d SET lease_job = $2, lease_token = $3, lease_worker = $4, \
                    lease_expires_at = now() + ($5::float8 * interval '1 second'), \
                    lease_starts = CASE WHEN d.lease_job = $2 THEN d.lease_starts + 1 ELSE 1 END \
-                 FROM old WHERE d.id = old.id \
+                 FROM old CROSS JOIN recent \
+                   LEFT JOIN binary_state s ON s.device_id = old.id \
+                   LEFT JOIN LATERAL (SELECT b.collected_at, b.config_sha256 FROM binary_backups b \
+                                      WHERE b.device_id = old.id \
+                                      ORDER BY b.collected_at DESC, b.id DESC LIMIT 1) n ON true \
+                 WHERE d.id = old.id \
                    AND (d.lease_token IS NULL OR d.lease_expires_at < now()) \
-                 RETURNING {}, old.lease_token AS previous_token",
+                 RETURNING {}, old.lease_token AS previous_token, \
+                   (SELECT p.export_timeout_seconds FROM credential_profiles p \
+                    WHERE p.id = d.credential_profile_id) AS profile_timeout_seconds, \
+                   recent.recent_status, recent.recent_timed_out, recent.recent_export_ms, \
+                   d.backup_binary AS binary_device_mode, \
+                   (SELECT t.mode FROM binary_tenant_mode t WHERE t.tenant_id = d.tenant_id) \
+                     AS binary_tenant_mode, \
+                   n.collected_at AS binary_newest_at, n.config_sha256 AS binary_newest_sha256, \
+                   s.retry_after AS binary_retry_after, s.consecutive_failures AS binary_failures, \
+                   (SELECT k.fingerprint FROM bastion_host_keys k \
+                    WHERE k.tenant_id = d.tenant_id AND k.host = d.jump_host AND k.port = d.jump_port) \
+                     AS device_jump_pin, \
+                   (SELECT k.fingerprint FROM credential_profiles p JOIN bastion_host_keys k \
+                      ON k.tenant_id = d.tenant_id AND k.host = p.jump_host AND k.port = p.jump_port \
+                    WHERE p.id = d.credential_profile_id) AS profile_jump_pin, \
+                   (SELECT k.fingerprint FROM tenant_jump_hosts t JOIN bastion_host_keys k \
+                      ON k.tenant_id = t.tenant_id AND k.host = t.host AND k.port = t.port \
+                    WHERE t.tenant_id = d.tenant_id) AS tenant_jump_pin",
                 columns.join(", ")
             )
         });
@@ -1307,6 +1388,7 @@ impl Store {
         if let Some(row) = row {
             let device = <Device as sqlx::FromRow<'_, _>>::from_row(&row)?;
             let credentials = <SealedCredentials as sqlx::FromRow<'_, _>>::from_row(&row)?;
+            let facts = <LeaseFacts as sqlx::FromRow<'_, _>>::from_row(&row)?;
             let previous: Option<Uuid> = row.try_get("previous_token")?;
             return Ok(LeaseAttempt::Acquired {
                 takeover: previous.is_some(),
@@ -1314,6 +1396,7 @@ impl Store {
                 starts: device.lease_starts,
                 device: Box::new(device),
                 credentials: Box::new(credentials),
+                facts: Box::new(facts),
             });
         }
         let held: Option<(Option<String>, Option<DateTime<Utc>>)> =
@@ -1360,8 +1443,9 @@ impl Store {
     }
 
     /// Write an outcome under the lease (fenced): the run row, the new state, the claim
-    /// and the lease released — in one transaction. Returns `false` (and writes nothing)
-    /// if the lease is no longer ours.
+    /// and the lease released, old runs trimmed — in one statement (issue #20: one round
+    /// trip instead of five; a statement is atomic, so none of it is written unless all
+    /// of it is). Returns `false` (and writes nothing) if the lease is no longer ours.
     pub async fn record_outcome(
         &self,
         lease: &Lease,
@@ -1369,85 +1453,89 @@ impl Store {
         state: &StateUpdate,
         keep_runs: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH gate AS (UPDATE devices SET \
+                   last_attempt_at = $3, last_status = $4, last_error_kind = $5, last_error_message = $6, \
+                   last_success_at = CASE WHEN $7 THEN $8 ELSE last_success_at END, \
+                   last_sha256 = CASE WHEN $7 THEN $9 ELSE last_sha256 END, \
+                   last_bytes = CASE WHEN $7 THEN $10 ELSE last_bytes END, \
+                   consecutive_failures = $11, backoff_until = $12, \
+                   blocked_reason = $13, blocked_at = CASE WHEN $13::text IS NULL THEN NULL ELSE $8 END, \
+                   next_due_at = $14, \
+                   ssh_host_key_fingerprint = COALESCE(ssh_host_key_fingerprint, $15), \
+                   routeros_version = COALESCE($16, routeros_version), \
+                   outstanding_job = CASE WHEN outstanding_job = $17 THEN NULL ELSE outstanding_job END, \
+                   outstanding_since = CASE WHEN outstanding_job = $17 THEN NULL ELSE outstanding_since END, \
+                   lease_job = NULL, lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
+                   lease_starts = 0 \
+                 WHERE id = $1 AND lease_token = $2 RETURNING id), {} \
+                 SELECT count(*) FROM gate",
+                run_ctes(18)
+            )
+        });
         let success = run.status == RunStatus::Success;
-        let r = sqlx::query(
-            "UPDATE devices SET \
-               last_attempt_at = $3, last_status = $4, last_error_kind = $5, last_error_message = $6, \
-               last_success_at = CASE WHEN $7 THEN $8 ELSE last_success_at END, \
-               last_sha256 = CASE WHEN $7 THEN $9 ELSE last_sha256 END, \
-               last_bytes = CASE WHEN $7 THEN $10 ELSE last_bytes END, \
-               consecutive_failures = $11, backoff_until = $12, \
-               blocked_reason = $13, blocked_at = CASE WHEN $13::text IS NULL THEN NULL ELSE $8 END, \
-               next_due_at = $14, \
-               ssh_host_key_fingerprint = COALESCE(ssh_host_key_fingerprint, $15), \
-               routeros_version = COALESCE($16, routeros_version), \
-               outstanding_job = CASE WHEN outstanding_job = $17 THEN NULL ELSE outstanding_job END, \
-               outstanding_since = CASE WHEN outstanding_job = $17 THEN NULL ELSE outstanding_since END, \
-               lease_job = NULL, lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
-               lease_starts = 0 \
-             WHERE id = $1 AND lease_token = $2",
-        )
-        .bind(lease.device_id)
-        .bind(lease.token)
-        .bind(run.started_at)
-        .bind(run.status.as_str())
-        .bind(&run.error_kind)
-        .bind(&run.error_message)
-        .bind(success)
-        .bind(run.finished_at)
-        .bind(&run.sha256)
-        .bind(run.bytes)
-        .bind(state.consecutive_failures)
-        .bind(state.backoff_until)
-        .bind(&state.blocked_reason)
-        .bind(state.next_due_at)
-        .bind(&state.tofu_fingerprint)
-        .bind(&state.routeros_version)
-        .bind(&run.job_id)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        insert_run(&mut tx, run, keep_runs).await?;
-        tx.commit().await?;
-        Ok(true)
+        let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(lease.device_id)
+            .bind(lease.token)
+            .bind(run.started_at)
+            .bind(run.status.as_str())
+            .bind(&run.error_kind)
+            .bind(&run.error_message)
+            .bind(success)
+            .bind(run.finished_at)
+            .bind(&run.sha256)
+            .bind(run.bytes)
+            .bind(state.consecutive_failures)
+            .bind(state.backoff_until)
+            .bind(&state.blocked_reason)
+            .bind(state.next_due_at)
+            .bind(&state.tofu_fingerprint)
+            .bind(&state.routeros_version)
+            .bind(&run.job_id);
+        let written = bind_run(q, run, keep_runs).fetch_one(&self.pool).await?;
+        Ok(written == 1)
     }
 
-    /// Write a run that held no lease (skipped, locked, blocked). Device state is not
-    /// touched.
+    /// Write a run that held no lease (skipped, locked, blocked), old runs trimmed, in
+    /// one statement. Device state is not touched.
     pub async fn record_run(&self, run: &RunRecord, keep_runs: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        insert_run(&mut tx, run, keep_runs).await?;
-        tx.commit().await?;
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH gate AS (SELECT 1), {} SELECT count(*) FROM gate",
+                run_ctes(1)
+            )
+        });
+        let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(SQL.as_str()));
+        bind_run(q, run, keep_runs).fetch_one(&self.pool).await?;
         Ok(())
     }
 
     /// A device skipped because it is offline: its claim is dropped and it is next due
-    /// at `next_due_at`; the run is recorded.
+    /// at `next_due_at`; the run is recorded (one statement).
     pub async fn record_skip(
         &self,
         run: &RunRecord,
         next_due_at: DateTime<Utc>,
         keep_runs: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE devices SET last_attempt_at = $2, last_status = 'skipped', next_due_at = $3, \
-             outstanding_job = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_job END, \
-             outstanding_since = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_since END \
-             WHERE id = $1",
-        )
-        .bind(run.device_id)
-        .bind(run.started_at)
-        .bind(next_due_at)
-        .bind(&run.job_id)
-        .execute(&mut *tx)
-        .await?;
-        insert_run(&mut tx, run, keep_runs).await?;
-        tx.commit().await?;
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH skipped AS (UPDATE devices SET last_attempt_at = $2, last_status = 'skipped', \
+                   next_due_at = $3, \
+                   outstanding_job = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_job END, \
+                   outstanding_since = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_since END \
+                 WHERE id = $1 RETURNING id), \
+                 gate AS (SELECT 1), {} SELECT count(*) FROM skipped",
+                run_ctes(5)
+            )
+        });
+        let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(SQL.as_str()))
+            .bind(run.device_id)
+            .bind(run.started_at)
+            .bind(next_due_at)
+            .bind(&run.job_id);
+        bind_run(q, run, keep_runs).fetch_one(&self.pool).await?;
         Ok(())
     }
 
@@ -1503,53 +1591,78 @@ fn found(r: sqlx::postgres::PgQueryResult, id: Uuid) -> Result<(), StoreError> {
     Ok(())
 }
 
-async fn insert_run(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    run: &RunRecord,
-    keep_runs: i64,
-) -> Result<(), StoreError> {
-    let duration_ms = (run.finished_at - run.started_at).num_milliseconds().max(0);
-    sqlx::query(
-        "INSERT INTO backup_runs (device_id, tenant_id, job_id, trigger, worker, started_at, finished_at, \
-         status, error_kind, error_message, bytes, sha256, duration_ms, \
-         timeout_seconds, timeout_source, export_ms, timed_out) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+/// The run row's columns, in the order [`bind_run`] binds them.
+const RUN_INSERT_COLUMNS: [&str; 17] = [
+    "device_id",
+    "tenant_id",
+    "job_id",
+    "trigger",
+    "worker",
+    "started_at",
+    "finished_at",
+    "status",
+    "error_kind",
+    "error_message",
+    "bytes",
+    "sha256",
+    "duration_ms",
+    "timeout_seconds",
+    "timeout_source",
+    "export_ms",
+    "timed_out",
+];
+
+/// Two CTEs that insert a run row (parameters `$first` …, as [`bind_run`] binds them)
+/// and trim the device's runs to the newest `keep_runs` (the parameter after them; 0:
+/// no trim), both only when the CTE `gate` has a row (the fenced update). One
+/// statement sees one snapshot: the trim does not see the row it inserts, so it keeps
+/// `keep_runs - 1` older ones.
+fn run_ctes(first: usize) -> String {
+    let params: Vec<String> = (first..first + RUN_INSERT_COLUMNS.len())
+        .map(|i| format!("${i}"))
+        .collect();
+    let (device, keep) = (first, first + RUN_INSERT_COLUMNS.len());
+    format!(
+        "ins AS (INSERT INTO backup_runs ({}) SELECT {} FROM gate RETURNING id), \
+         trimmed AS (DELETE FROM backup_runs WHERE ${keep}::int8 > 0 AND EXISTS (SELECT 1 FROM gate) \
+           AND device_id = ${device} AND id <= (SELECT o.id FROM backup_runs o WHERE o.device_id = ${device} \
+             ORDER BY o.id DESC OFFSET GREATEST(${keep}::int8 - 1, 0) LIMIT 1) RETURNING id)",
+        RUN_INSERT_COLUMNS.join(", "),
+        params.join(", ")
     )
-    .bind(run.device_id)
-    .bind(run.tenant_id)
-    .bind(&run.job_id)
-    .bind(run.trigger.as_str())
-    .bind(&run.worker)
-    .bind(run.started_at)
-    .bind(run.finished_at)
-    .bind(run.status.as_str())
-    .bind(&run.error_kind)
-    .bind(&run.error_message)
-    .bind(run.bytes)
-    .bind(&run.sha256)
-    .bind(duration_ms)
-    .bind(
-        run.timeout
-            .map(|t| i32::try_from(t.seconds).unwrap_or(i32::MAX)),
-    )
-    .bind(run.timeout.map(|t| t.source))
-    .bind(run.timeout.and_then(|t| t.export_ms))
-    .bind(run.timeout.is_some_and(|t| t.timed_out))
-    .execute(&mut **tx)
-    .await?;
-    if keep_runs > 0 {
-        // Per-device cap, cheap on the (device_id, id DESC) index.
-        sqlx::query(
-            "DELETE FROM backup_runs WHERE device_id = $1 AND id <= \
-             (SELECT id FROM backup_runs WHERE device_id = $1 ORDER BY id DESC OFFSET $2 LIMIT 1)",
-        )
-        .bind(run.device_id)
-        .bind(keep_runs)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
 }
+
+/// Bind a run row's values and `keep_runs` after a query's own parameters (see
+/// [`run_ctes`]).
+fn bind_run<'q, O>(
+    q: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    run: &'q RunRecord,
+    keep_runs: i64,
+) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    let duration_ms = (run.finished_at - run.started_at).num_milliseconds().max(0);
+    q.bind(run.device_id)
+        .bind(run.tenant_id)
+        .bind(&run.job_id)
+        .bind(run.trigger.as_str())
+        .bind(&run.worker)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(run.status.as_str())
+        .bind(&run.error_kind)
+        .bind(&run.error_message)
+        .bind(run.bytes)
+        .bind(&run.sha256)
+        .bind(duration_ms)
+        .bind(
+            run.timeout
+                .map(|t| i32::try_from(t.seconds).unwrap_or(i32::MAX)),
+        )
+        .bind(run.timeout.map(|t| t.source))
+        .bind(run.timeout.and_then(|t| t.export_ms))
+        .bind(run.timeout.is_some_and(|t| t.timed_out))
+        .bind(keep_runs)
+}
+
 /// The advisory lock enqueuers claim under ([`Store::claim_due_capped`]).
 const CLAIM_LOCK: i64 = 0x726f_7362_636c_6169;
 

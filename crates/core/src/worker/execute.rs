@@ -1,6 +1,13 @@
-//! One job from start to finish, as I/O around the decisions in [`super::rules`]: read
-//! the device, apply the skip rules, take the lease, back up under it, and write the
-//! outcome fenced by the lease token.
+//! One job from start to finish, as I/O around the decisions in [`super::rules`]: check
+//! that the device is online, take the lease (whose statement returns the device row, its
+//! credentials and every fact decided on before the export), apply the skip rules to that
+//! row, back up under the lease, and write the outcome fenced by the lease token.
+//!
+//! Why so few round trips (issue #20): the shared services' work per backup bounds a
+//! fleet, not the worker's, so a successful backup costs PostgreSQL three statements —
+//! the lease, the fence right before publishing, and the outcome (state, run row, claim
+//! and lease released, in one statement). Renewals beside the export only run when it
+//! outlives a third of the lease. `tests/it/statement_counts.rs` holds us to that count.
 //!
 //! The export's timeout is the device's ([`crate::export_timeout`]: its override, its
 //! credential profile's, else adapted to its recent runs), decided right after the lease
@@ -23,7 +30,7 @@ use crate::marks::{self, Mark};
 use crate::queue::BackupJob;
 use crate::seed_lock::{self, Attempt, SeedLock};
 use crate::store::{
-    AppliedTimeout, Credentials, Device, Lease, LeaseAttempt, RunRecord, RunStatus,
+    AppliedTimeout, Credentials, Device, Lease, LeaseAttempt, LeaseFacts, RunRecord, RunStatus,
     SealedCredentials, StoreError, Trigger,
 };
 use chrono::{DateTime, Utc};
@@ -33,30 +40,30 @@ use tracing::{debug, info, warn};
 /// Run one job. `worker` names the execution in the run history.
 pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobReport, StoreError> {
     let started_at = Utc::now();
-    let Some(device) = env.store.device(job.device_id).await? else {
-        debug!("device no longer exists; job ends");
-        return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
-    };
-    if let Some(skip) = rules::precheck(&device, job) {
-        return skip_job(env, job, &device, worker, started_at, &skip).await;
-    }
     // A Redis hiccup here must not fail the backup: the seed's rule treats an unknown
-    // status as "maybe online".
-    if !env.queue.device_online(&device.id).await.unwrap_or(true) {
-        return skip_job(env, job, &device, worker, started_at, &Skip::Offline).await;
+    // status as "maybe online". An offline device is read and skipped without a lease;
+    // any other goes straight to the lease, whose statement returns the device row (one
+    // round trip fewer per backup than reading it first, issue #20).
+    if !env
+        .queue
+        .device_online(&job.device_id)
+        .await
+        .unwrap_or(true)
+    {
+        return skip_unleased(env, job, worker, started_at, |_| Skip::Offline).await;
     }
 
     marks::mark(Mark::Prechecked);
 
     // ---- the lease ----
     let lease = Lease {
-        device_id: device.id,
+        device_id: job.device_id,
         job_id: job.job_id.clone(),
         token: uuid::Uuid::new_v4(),
         worker: worker.to_string(),
         ttl: env.lease_ttl,
     };
-    let (starts, previous, device, credentials, leased_at) = loop {
+    let (starts, previous, device, credentials, facts, leased_at) = loop {
         // The lease runs from no earlier than this moment (the database stamps it later).
         let asked = Instant::now();
         match env.store.acquire_lease(&lease).await? {
@@ -66,14 +73,16 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
                 starts,
                 device,
                 credentials,
+                facts,
             } => {
                 if takeover {
                     env.metrics.lease_takeovers.inc();
                     info!("took over an expired lease");
                 }
-                break (starts, previous, *device, credentials, asked);
+                break (starts, previous, *device, credentials, facts, asked);
             }
             LeaseAttempt::NoDevice => {
+                debug!("device no longer exists; job ends");
                 return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
             }
             LeaseAttempt::Held { job_id, expires_at } if job_id == job.job_id => {
@@ -91,22 +100,21 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
                 tokio::time::sleep(wait).await;
             }
             LeaseAttempt::Held { expires_at, .. } => {
-                let skip = Skip::Locked { until: expires_at };
-                return skip_job(env, job, &device, worker, started_at, &skip).await;
+                let locked = Skip::Locked { until: expires_at };
+                return skip_unleased(env, job, worker, started_at, |_| locked).await;
             }
         }
     };
-    // Decide again on the row read under the lease: between the first read and the lease
-    // another execution may have pinned a host key (never send the password to whatever
-    // key answers), blocked the device, changed its failure count, or finished this very
-    // job (the one we waited for).
+    // Decide on the row read under the lease: another execution may have pinned a host
+    // key (never send the password to whatever key answers), blocked the device, changed
+    // its failure count, or finished this very job (the one we waited for).
     if let Some(skip) = rules::precheck(&device, job) {
         env.store.release_lease(&lease).await?;
         return skip_job(env, job, &device, worker, started_at, &skip).await;
     }
     // The export timeout for this run (issue #18): decided before the Go poller's lock,
-    // whose TTL follows it.
-    let timeout = export_timeout_for(env, &device).await;
+    // whose TTL follows it, from the facts the lease's statement returned.
+    let timeout = export_timeout_for(env, &device, &facts);
     // The Go poller's lock, for fleets where its pollers still run beside us.
     let mut redis = env.queue.connection();
     let seed = if env.backup.seed_lock {
@@ -141,7 +149,7 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
     let result = run_leased(
         env,
         job,
-        (&device, &credentials),
+        (&device, &credentials, &facts),
         &lease,
         starts,
         started_at,
@@ -155,6 +163,24 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
         warn!(error = %e, "could not release the Go poller's lock; it expires on its own");
     }
     result
+}
+
+/// A skip decided without the lease (the device is offline, or another job holds its
+/// lease): read the device, and carry out the skip its row calls for — the skip rules'
+/// (removed, stale, superseded, disabled, blocked) before `otherwise`.
+async fn skip_unleased(
+    env: &JobEnv,
+    job: &BackupJob,
+    worker: &str,
+    started_at: DateTime<Utc>,
+    otherwise: impl FnOnce(&Device) -> Skip,
+) -> Result<JobReport, StoreError> {
+    let Some(device) = env.store.device(job.device_id).await? else {
+        debug!("device no longer exists; job ends");
+        return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
+    };
+    let skip = rules::precheck(&device, job).unwrap_or_else(|| otherwise(&device));
+    skip_job(env, job, &device, worker, started_at, &skip).await
 }
 
 /// Carry out a skip: count it, write what [`rules::skip_effect`] says, report it.
@@ -221,34 +247,25 @@ async fn skip_job(
 }
 
 /// The export timeout of a device's run, decided by [`export_timeout::effective`] from
-/// its overrides and recent runs. A PostgreSQL error here never fails the backup: the
-/// fleet timeout applies (and is recorded as such).
-async fn export_timeout_for(env: &JobEnv, device: &Device) -> Effective {
-    let settings = env.backup.timeouts();
-    match env.store.timeout_inputs(device.id).await {
-        Ok(inputs) => {
-            let e = export_timeout::effective(&settings, &inputs);
-            if e.source != TimeoutSource::Fleet {
-                debug!(
-                    timeout_seconds = e.seconds,
-                    source = e.source.as_str(),
-                    "export timeout"
-                );
-            }
-            e
-        }
-        Err(err) => {
-            warn!(error = %err, "could not read the device's export timeout; the fleet's applies");
-            export_timeout::effective(&settings, &export_timeout::TimeoutInputs::default())
-        }
+/// its overrides and recent runs, as its lease's statement returned them.
+fn export_timeout_for(env: &JobEnv, device: &Device, facts: &LeaseFacts) -> Effective {
+    let inputs = export_timeout::inputs_from_lease(device.export_timeout_seconds, facts);
+    let e = export_timeout::effective(&env.backup.timeouts(), &inputs);
+    if e.source != TimeoutSource::Fleet {
+        debug!(
+            timeout_seconds = e.seconds,
+            source = e.source.as_str(),
+            "export timeout"
+        );
     }
+    e
 }
 
 /// The part of a job that runs under the lease.
 async fn run_leased(
     env: &JobEnv,
     job: &BackupJob,
-    (device, credentials): (&Device, &SealedCredentials),
+    (device, credentials, facts): (&Device, &SealedCredentials, &LeaseFacts),
     lease: &Lease,
     starts: i32,
     started_at: DateTime<Utc>,
@@ -267,21 +284,11 @@ async fn run_leased(
             Some(failure) => Err(failure),
             None => {
                 // The credentials came with the lease (its own and its profile's, and
-                // its jump host candidates, in the same statement); a jump host's pinned
-                // key is one more read (once per backup through a bastion).
-                let jump = match credentials.jump() {
-                    None => None,
-                    Some((sealed, _)) => {
-                        let pinned = crate::bastions::pin(
-                            &env.store,
-                            device.tenant_id,
-                            &sealed.host,
-                            sealed.port(),
-                        )
-                        .await?;
-                        Some((sealed, pinned))
-                    }
-                };
+                // its jump host candidates with their pinned keys, in the same
+                // statement).
+                let jump = credentials
+                    .jump()
+                    .map(|(sealed, source)| (sealed, facts.jump_pin(source).map(str::to_string)));
                 let opened = credentials.open(&env.key).and_then(|c| {
                     let j = match &jump {
                         None => None,
@@ -295,7 +302,16 @@ async fn run_leased(
                 let reaches_device = opened.is_ok();
                 env.metrics.backup_active.inc();
                 let timer = env.metrics.backup_duration.start_timer();
-                let r = backup_under_lease(env, device, lease, leased_at, opened, timeout).await;
+                let binary_state = binary_state(env, facts);
+                let r = backup_under_lease(
+                    env,
+                    device,
+                    lease,
+                    leased_at,
+                    opened,
+                    (timeout, binary_state),
+                )
+                .await;
                 if let Some((sealed, pinned)) = &jump {
                     note_bastion_key(env, device, sealed, pinned.as_deref(), &r).await;
                 }
@@ -499,7 +515,7 @@ async fn backup_under_lease(
     lease: &Lease,
     leased_at: Instant,
     credentials: Result<(Credentials, Option<JumpHost>), CredentialError>,
-    timeout: Effective,
+    (timeout, binary_state): (Effective, Option<binary::store::StateRow>),
 ) -> Result<Option<UnderLease>, BackupError> {
     // A seal our key cannot open is our configuration, not the device: a kind of its
     // own that blocks the device (retrying with the same key opens nothing) instead of
@@ -516,7 +532,6 @@ async fn backup_under_lease(
         routeros_version: device.routeros_version.clone(),
     };
     // Whether a binary may be due decides whether the export's session is kept open.
-    let binary_state = binary_state(env, device).await;
     let options = ExportOptions {
         command_timeout: timeout.duration(),
         ..env.backup.export.clone()
@@ -738,30 +753,23 @@ struct BinaryStep {
 }
 
 /// The device's binary state when a binary may be due (its mode, after the device's
-/// override, is not `off` and the step is not backing off); `None` otherwise. A
-/// PostgreSQL error here skips the binary, never the text backup.
-async fn binary_state(env: &JobEnv, device: &Device) -> Option<binary::store::StateRow> {
-    match binary::store::state(&env.store, device.id).await {
-        Ok(state) => {
-            let mode = state.facts.mode(env.backup.binary.mode);
-            let backing_off = state.facts.retry_after.is_some_and(|t| t > Utc::now());
-            if mode == binary::Mode::Off {
-                None
-            } else if backing_off {
-                env.metrics
-                    .binary_total
-                    .with_label_values(&["skipped"])
-                    .inc();
-                debug!("binary backup backing off after failures");
-                None
-            } else {
-                Some(state)
-            }
-        }
-        Err(e) => {
-            warn!(error = %e, "could not read the binary backup state; no binary this time");
-            None
-        }
+/// override, is not `off` and the step is not backing off); `None` otherwise. Read with
+/// the lease ([`LeaseFacts`]).
+fn binary_state(env: &JobEnv, facts: &LeaseFacts) -> Option<binary::store::StateRow> {
+    let state = binary::store::state_from_lease(facts);
+    let mode = state.facts.mode(env.backup.binary.mode);
+    let backing_off = state.facts.retry_after.is_some_and(|t| t > Utc::now());
+    if mode == binary::Mode::Off {
+        None
+    } else if backing_off {
+        env.metrics
+            .binary_total
+            .with_label_values(&["skipped"])
+            .inc();
+        debug!("binary backup backing off after failures");
+        None
+    } else {
+        Some(state)
     }
 }
 
