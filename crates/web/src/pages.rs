@@ -159,6 +159,29 @@ fn require_admin(caller: &Caller) -> Result<(), Response> {
     })
 }
 
+/// An action's opening: the form carries this session's CSRF token and the caller is an
+/// admin (every form post but logout acts).
+fn admin_post(caller: &Caller, csrf: &str) -> Result<(), Response> {
+    check_csrf(caller, csrf)?;
+    require_admin(caller)
+}
+
+/// An action on one device: [`admin_post`], and the device is one the caller may see.
+async fn admin_device_post(
+    s: &WebState,
+    caller: &Caller,
+    csrf: &str,
+    id: &str,
+) -> Result<DeviceRow, Response> {
+    admin_post(caller, csrf)?;
+    visible_device(s, caller, id).await
+}
+
+/// Back to a device's page with a banner (`key` names it: `saved`, `error`, …).
+fn device_banner(id: Uuid, key: &str, text: &str) -> Response {
+    Redirect::to(&format!("/devices/{id}?{key}={}", url_encode(text))).into_response()
+}
+
 // ---- login -------------------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -987,17 +1010,8 @@ async fn save_export_timeout(
     Path(id): Path<String>,
     Form(f): Form<TimeoutForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
-    let row = visible_device(&s, &c, &id).await?;
-    let back = |key: &str, text: &str| {
-        Redirect::to(&format!(
-            "/devices/{}?{key}={}",
-            row.device.id,
-            url_encode(text)
-        ))
-        .into_response()
-    };
+    let row = admin_device_post(&s, &c, &f.csrf, &id).await?;
+    let back = |key: &str, text: &str| device_banner(row.device.id, key, text);
     let seconds = match rosbackup_core::export_timeout::parse_override(&f.seconds) {
         Ok(v) => v,
         Err(err) => {
@@ -1142,18 +1156,11 @@ async fn backup_now(
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
-    let row = visible_device(&s, &c, &id).await?;
+    let row = admin_device_post(&s, &c, &f.csrf, &id).await?;
     let job = ops::request_backup(&s, &c, row.device.id)
         .await
         .map_err(e)?;
-    Ok(Redirect::to(&format!(
-        "/devices/{}?job={}",
-        row.device.id,
-        url_encode(&job.job_id)
-    ))
-    .into_response())
+    Ok(device_banner(row.device.id, "job", &job.job_id))
 }
 
 async fn device_action(
@@ -1162,20 +1169,18 @@ async fn device_action(
     Path((id, action)): Path<(String, String)>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
+    admin_post(&c, &f.csrf)?;
     let action = DeviceAction::parse(&action)
         .ok_or_else(|| error_page(StatusCode::NOT_FOUND, "No such action."))?;
     let row = visible_device(&s, &c, &id).await?;
     ops::apply_action(&s, &c, row.device.id, action)
         .await
         .map_err(e)?;
-    Ok(Redirect::to(&format!(
-        "/devices/{}?done={}",
+    Ok(device_banner(
         row.device.id,
-        url_encode(&format!("{}: {}", row.device.name, action.done()))
+        "done",
+        &format!("{}: {}", row.device.name, action.done()),
     ))
-    .into_response())
 }
 
 // ---- credentials and host key -------------------------------------------------------
@@ -1257,9 +1262,7 @@ async fn save_credentials(
     Path(id): Path<String>,
     Form(f): Form<CredentialsForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
-    let row = visible_device(&s, &c, &id).await?;
+    let row = admin_device_post(&s, &c, &f.csrf, &id).await?;
     // The form sets the user and a new password; a key stays as it is (the API sets
     // keys). An empty password is refused here: for the API it removes the password.
     let result = if f.password.is_empty() {
@@ -1278,15 +1281,14 @@ async fn save_credentials(
         ops::set_credentials(&s, &c, row.device.id, body).await
     };
     match result {
-        Ok(_) => Ok(Redirect::to(&format!(
-            "/devices/{}?done={}",
+        Ok(_) => Ok(device_banner(
             row.device.id,
-            url_encode(&format!(
+            "done",
+            &format!(
                 "{}: credentials saved; any login block is lifted",
                 row.device.name
-            ))
-        ))
-        .into_response()),
+            ),
+        )),
         // A refused value: the form again (200, like any page) with the reason; the
         // password field is empty again.
         Err(err)
@@ -1565,8 +1567,7 @@ async fn save_tenant_jump(
     Path(id): Path<String>,
     Form(f): Form<JumpForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
+    admin_post(&c, &f.csrf)?;
     let id =
         Uuid::try_parse(&id).map_err(|_| error_page(StatusCode::NOT_FOUND, "No such tenant."))?;
     let r = ops::set_tenant_jump(&s, &c, id, f.into_body()).await;
@@ -1585,8 +1586,7 @@ async fn save_profile_jump(
     Path(id): Path<String>,
     Form(f): Form<JumpForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
+    admin_post(&c, &f.csrf)?;
     let id = Uuid::try_parse(&id)
         .map_err(|_| error_page(StatusCode::NOT_FOUND, "No such credential profile."))?;
     let r = ops::set_profile_jump(&s, &c, id, f.into_body()).await;
@@ -1611,8 +1611,7 @@ async fn reset_bastion_pin(
     PageCaller(c): PageCaller,
     Form(f): Form<ResetPinForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
+    admin_post(&c, &f.csrf)?;
     let bastion = f.bastion.clone();
     let r = ops::reset_bastion(
         &s,
@@ -1645,17 +1644,8 @@ async fn save_jump_host(
     Path(id): Path<String>,
     Form(f): Form<JumpForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
-    let row = visible_device(&s, &c, &id).await?;
-    let back = |key: &str, text: &str| {
-        Redirect::to(&format!(
-            "/devices/{}?{key}={}",
-            row.device.id,
-            url_encode(text)
-        ))
-        .into_response()
-    };
+    let row = admin_device_post(&s, &c, &f.csrf, &id).await?;
+    let back = |key: &str, text: &str| device_banner(row.device.id, key, text);
     match ops::set_device_jump(&s, &c, row.device.id, f.into_body()).await {
         Ok(view) => {
             let shown = match &view.jump_host {
@@ -1759,9 +1749,7 @@ async fn reset_bastion_key(
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
-    let row = visible_device(&s, &c, &id).await?;
+    let row = admin_device_post(&s, &c, &f.csrf, &id).await?;
     let d = &row.device;
     let Some(via) = ops::device_jump(&s, d.tenant_id, d.id).await.map_err(e)? else {
         return Err(error_page(
@@ -1780,10 +1768,10 @@ async fn reset_bastion_key(
     )
     .await
     .map_err(e)?;
-    Ok(Redirect::to(&format!(
-        "/devices/{}?done={}",
+    Ok(device_banner(
         d.id,
-        url_encode(&format!(
+        "done",
+        &format!(
             "bastion {bastion}: {}; {} device(s) unblocked, due now",
             if r.forgotten {
                 "pinned key forgotten"
@@ -1791,9 +1779,8 @@ async fn reset_bastion_key(
                 "no key was pinned"
             },
             r.unblocked
-        ))
+        ),
     ))
-    .into_response())
 }
 
 // ---- jobs --------------------------------------------------------------------------
@@ -1988,8 +1975,7 @@ async fn retry_job(
     PageCaller(c): PageCaller,
     Form(f): Form<JobForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
+    admin_post(&c, &f.csrf)?;
     let r = ops::retry_dead(&s, &c, &f.job_id).await.map_err(e)?;
     Ok(Redirect::to(&format!(
         "/jobs?state=dead&done={}",
@@ -2003,8 +1989,7 @@ async fn discard_job(
     PageCaller(c): PageCaller,
     Form(f): Form<JobForm>,
 ) -> PageResult {
-    check_csrf(&c, &f.csrf)?;
-    require_admin(&c)?;
+    admin_post(&c, &f.csrf)?;
     ops::discard_dead(&s, &c, &f.job_id).await.map_err(e)?;
     Ok(Redirect::to(&format!(
         "/jobs?state=dead&done={}",
