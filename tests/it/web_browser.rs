@@ -1059,6 +1059,12 @@ async fn flow(fleet: &Fleet, b: &mut Browser) {
     let field = b.wait("#jump-host", STEP).await;
     field.clear().await.expect("clear");
     b.find("#save-jump-host").await.click().await.expect("Save");
+    // The page before had a flash too (the reset's): wait for this save's redirect.
+    b.wait_for_location("the device page after clearing the jump host", |u| {
+        u.query_pairs()
+            .any(|(k, v)| k == "done" && v.contains("jump host"))
+    })
+    .await;
     let flash = b.wait("#flash", STEP).await.text().await.expect("flash");
     assert!(flash.contains("jump host none"), "flash: {flash:?}");
     assert!(
