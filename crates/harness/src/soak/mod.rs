@@ -606,28 +606,24 @@ async fn run_inner(
             .min()
             .map(|t| (t - r.at).num_milliseconds() as f64 / 1000.0);
     }
-    for (asked, name) in [
-        (opts.nats_restart_at, "NATS"),
-        (opts.postgres_restart_at, "PostgreSQL"),
-    ] {
-        if asked.is_some() {
-            let done: Vec<&ServiceRestart> = service_restarts
-                .iter()
-                .filter(|r| r.service == name)
-                .collect();
-            checks.push(check(
-                &format!("{}_restarted", name.to_lowercase()),
-                done.len() == 1 && done.iter().all(|r| r.first_success_after_seconds.is_some()),
-                format!(
-                    "{} restarts; down {:?} s; first success after: {:?} s",
-                    done.len(),
-                    done.iter().map(|r| r.down_seconds).collect::<Vec<_>>(),
-                    done.iter()
-                        .map(|r| r.first_success_after_seconds)
-                        .collect::<Vec<_>>()
-                ),
-            ));
-        }
+    for (_, which) in opts.service_restarts() {
+        let name = which.name();
+        let done: Vec<&ServiceRestart> = service_restarts
+            .iter()
+            .filter(|r| r.service == name)
+            .collect();
+        checks.push(check(
+            &format!("{}_restarted", name.to_lowercase()),
+            done.len() == 1 && done.iter().all(|r| r.first_success_after_seconds.is_some()),
+            format!(
+                "{} restarts; down {:?} s; first success after: {:?} s",
+                done.len(),
+                done.iter().map(|r| r.down_seconds).collect::<Vec<_>>(),
+                done.iter()
+                    .map(|r| r.first_success_after_seconds)
+                    .collect::<Vec<_>>()
+            ),
+        ));
     }
     checks.push(check(
         "run_history_complete",
@@ -819,17 +815,11 @@ fn fleet_env(
     nats_url: &str,
     key_b64: &str,
 ) -> Vec<(String, String)> {
-    let (db_url, redis_url, nats_url, key_b64) = (
-        db_url.to_string(),
-        redis_url.to_string(),
-        nats_url.to_string(),
-        key_b64.to_string(),
-    );
     [
-        ("DATABASE_URL", db_url.clone()),
-        ("REDIS_URL", redis_url.clone()),
-        ("NATS_URL", nats_url.clone()),
-        ("CREDENTIAL_ENCRYPTION_KEY", key_b64.clone()),
+        ("DATABASE_URL", db_url.to_string()),
+        ("REDIS_URL", redis_url.to_string()),
+        ("NATS_URL", nats_url.to_string()),
+        ("CREDENTIAL_ENCRYPTION_KEY", key_b64.to_string()),
         ("ROSBACKUP_QUEUE", names.queue.clone()),
         ("ROSBACKUP_SUBJECT_PREFIX", names.subject_prefix.clone()),
         ("ROSBACKUP_TRIGGER_SUBJECT", names.trigger_subject.clone()),
@@ -920,13 +910,10 @@ async fn abuse(
     let mut next_kill = pick_pause(&mut rand::thread_rng()).map(|d| t0 + d);
     let mut next_restart = opts.redis_restart_at.map(|d| t0 + d);
     let mut service_restarts: Vec<ServiceRestart> = Vec::new();
-    let mut next_service_restarts: Vec<(Instant, &'static str)> = [
-        (opts.nats_restart_at, "NATS"),
-        (opts.postgres_restart_at, "PostgreSQL"),
-    ]
-    .into_iter()
-    .filter_map(|(at, name)| at.map(|d| (t0 + d, name)))
-    .collect();
+    let mut next_service_restarts: Vec<(Instant, Restartable)> = opts
+        .service_restarts()
+        .map(|(d, which)| (t0 + d, which))
+        .collect();
     let mut next_sample = t0;
     let mut last_progress = t0;
     let mut interrupted = std::pin::pin!(rosbackup_core::shutdown::signal());
@@ -979,8 +966,8 @@ async fn abuse(
             ));
         }
         if let Some(i) = next_service_restarts.iter().position(|(at, _)| now >= *at) {
-            let (_, name) = next_service_restarts.remove(i);
-            service_restarts.push(restart_service(running, name, &opts.dir).await?);
+            let (_, which) = next_service_restarts.remove(i);
+            service_restarts.push(restart_service(running, which, &opts.dir).await?);
         }
         if now.duration_since(last_progress) >= Duration::from_secs(60) {
             last_progress = now;
@@ -1030,38 +1017,81 @@ async fn abuse(
     })
 }
 
-/// Restart the private NATS or PostgreSQL `name` on its port with its data kept:
-/// PostgreSQL with a fast shutdown (SIGINT: sessions are cut, as a crash or a failover
-/// cuts them), NATS with SIGTERM. Returns when it answers again.
+/// A shared service the soak restarts with its data kept (Redis, restarted empty, is
+/// handled on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Restartable {
+    Nats,
+    Postgres,
+}
+
+impl Restartable {
+    /// The name its [`Service`] carries (and the report shows).
+    fn name(self) -> &'static str {
+        match self {
+            Restartable::Nats => "NATS",
+            Restartable::Postgres => "PostgreSQL",
+        }
+    }
+
+    fn default_port(self) -> u16 {
+        match self {
+            Restartable::Nats => 4222,
+            Restartable::Postgres => 5432,
+        }
+    }
+
+    /// PostgreSQL gets its fast shutdown (SIGINT: sessions are cut, as a crash or a
+    /// failover cuts them; SIGTERM would wait for every client), NATS SIGTERM.
+    fn stop_signal(self) -> libc::c_int {
+        match self {
+            Restartable::Nats => libc::SIGTERM,
+            Restartable::Postgres => libc::SIGINT,
+        }
+    }
+
+    async fn start(self, url: &str, port: u16, dir: &Path) -> Result<Service, ServiceError> {
+        match self {
+            Restartable::Nats => services::nats_at(url, port, dir).await,
+            Restartable::Postgres => services::postgres_at(url, port, dir).await,
+        }
+    }
+}
+
+impl SoakOptions {
+    /// The services to restart and when, from the start.
+    fn service_restarts(&self) -> impl Iterator<Item = (Duration, Restartable)> {
+        [
+            (self.nats_restart_at, Restartable::Nats),
+            (self.postgres_restart_at, Restartable::Postgres),
+        ]
+        .into_iter()
+        .filter_map(|(at, which)| at.map(|d| (d, which)))
+    }
+}
+
+/// Restart the private NATS or PostgreSQL on its port with its data kept. Returns when
+/// it answers again.
 async fn restart_service(
     running: &mut Running,
-    name: &'static str,
+    which: Restartable,
     dir: &Path,
 ) -> Result<ServiceRestart, SoakError> {
+    let name = which.name();
     let i = running
         .services
         .iter()
         .position(|s| s.name == name && s.private())
         .ok_or_else(|| SoakError::Setup(format!("{name} is not a private server of the soak")))?;
     let mut svc = running.services.remove(i);
-    let default_port = if name == "NATS" { 4222 } else { 5432 };
-    let port = services::host_port(&svc.url, default_port)
+    let port = services::host_port(&svc.url, which.default_port())
         .map(|(_, p)| p)
         .ok_or_else(|| SoakError::Setup(format!("{name}: no port in its URL")))?;
     let stopped = Instant::now();
-    let signal = if name == "NATS" {
-        libc::SIGTERM
-    } else {
-        libc::SIGINT
-    };
-    svc.stop_with(signal, Duration::from_secs(30)).await;
+    svc.stop_with(which.stop_signal(), Duration::from_secs(30))
+        .await;
     let url = svc.url.clone();
-    let again = if name == "NATS" {
-        services::nats_at(&url, port, dir).await
-    } else {
-        services::postgres_at(&url, port, dir).await
-    };
-    let again = match again {
+    let again = match which.start(&url, port, dir).await {
         Ok(s) => s,
         Err(e) => {
             // Keep the stopped one listed so the cleanup still knows about it.
