@@ -1,7 +1,7 @@
 //! The API against its own OpenAPI document, fuzzed by schemathesis (PyPI): no 500s, no
 //! undocumented status codes, no response that violates its schema, auth never ignored,
-//! deleted things stay deleted. `.ci/run` installs schemathesis into
-//! `target/schemathesis-venv`; `SCHEMATHESIS=/path/to/schemathesis` points elsewhere.
+//! deleted things stay deleted. `.ci/run` installs schemathesis into its build directory
+//! and sets `SCHEMATHESIS` to it; without the variable, `target/schemathesis-venv`.
 //!
 //! Two checks are left out on purpose: `positive_data_acceptance` and
 //! `negative_data_rejection` compare the schema's constraints with our validation, and
@@ -29,7 +29,7 @@ async fn schemathesis_finds_no_server_errors_or_schema_violations() {
     let Some(st) = schemathesis() else {
         if crate::common::in_ci() {
             panic!(
-                "schemathesis is not installed: .ci/run installs it into target/schemathesis-venv"
+                "schemathesis is not installed: .ci/run installs it (SCHEMATHESIS), or target/schemathesis-venv"
             );
         }
         eprintln!("skipped: schemathesis not installed (run .ci/run, or set SCHEMATHESIS)");

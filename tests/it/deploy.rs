@@ -4,7 +4,7 @@
 //! `docker compose config` runs too where the compose plugin exists. The compose file and the
 //! Kubernetes manifests are also validated against their published schemas by real validators
 //! from PyPI (`check-jsonschema` with its vendored compose-spec, `kubernetes-validate` with its
-//! bundled Kubernetes schemas), which `.ci/run` installs into `target/deploy-venv`.
+//! bundled Kubernetes schemas), which `.ci/run` installs (`DEPLOY_VALIDATORS`).
 
 use serde_yaml::Value;
 use std::collections::BTreeSet;
@@ -141,7 +141,7 @@ fn validator(name: &str) -> Option<PathBuf> {
     }
     assert!(
         !crate::common::in_ci(),
-        "{name} is not installed: .ci/run installs it into target/deploy-venv"
+        "{name} is not installed: .ci/run installs it (DEPLOY_VALIDATORS), or target/deploy-venv"
     );
     eprintln!("skipped: {name} not installed (run .ci/run, or set DEPLOY_VALIDATORS)");
     None

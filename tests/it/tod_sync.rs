@@ -38,9 +38,18 @@ fn target_dir() -> PathBuf {
 }
 
 /// A Python with `cryptography`: a virtualenv under the target directory, made (and
-/// filled from PyPI) once per machine. `Err` says why there is none.
+/// filled from PyPI) once per machine. `Err` says why there is none. Tests run as
+/// processes of their own (nextest), so the check-and-make holds an exclusive lock on a
+/// file beside the venv: the first process makes it, the others wait and then find it.
 fn make_python() -> Result<PathBuf, String> {
-    let venv = target_dir().join("tod-crypto-venv");
+    let dir = target_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let lock_path = dir.join("tod-crypto-venv.lock");
+    let lock =
+        std::fs::File::create(&lock_path).map_err(|e| format!("{}: {e}", lock_path.display()))?;
+    lock.lock()
+        .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
+    let venv = dir.join("tod-crypto-venv");
     let python = venv.join("bin/python");
     let has_crypto = |py: &PathBuf| {
         Command::new(py)
