@@ -1512,29 +1512,41 @@ impl Store {
     }
 
     /// A device skipped because it is offline: its claim is dropped and it is next due
-    /// at `next_due_at`; the run is recorded (one statement).
+    /// at `next_due_at`; the run is recorded; and `lease`, when the skip was decided under
+    /// one, is released as [`Store::release_lease`] releases it (one statement: an
+    /// offline device found under the lease costs no more statements than one found
+    /// before it, issue #20).
     pub async fn record_skip(
         &self,
         run: &RunRecord,
         next_due_at: DateTime<Utc>,
         keep_runs: i64,
+        lease: Option<&Lease>,
     ) -> Result<(), StoreError> {
+        // The right-hand sides see the row as it was, so every `lease_token = $5` below
+        // tests the lease before this statement released it.
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "WITH skipped AS (UPDATE devices SET last_attempt_at = $2, last_status = 'skipped', \
                    next_due_at = $3, \
                    outstanding_job = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_job END, \
-                   outstanding_since = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_since END \
+                   outstanding_since = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_since END, \
+                   lease_token = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_token END, \
+                   lease_worker = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_worker END, \
+                   lease_expires_at = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_expires_at END, \
+                   lease_starts = CASE WHEN lease_token = $5::uuid THEN GREATEST(lease_starts - 1, 0) \
+                     ELSE lease_starts END \
                  WHERE id = $1 RETURNING id), \
                  gate AS (SELECT 1), {} SELECT count(*) FROM skipped",
-                run_ctes(5)
+                run_ctes(6)
             )
         });
         let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(SQL.as_str()))
             .bind(run.device_id)
             .bind(run.started_at)
             .bind(next_due_at)
-            .bind(&run.job_id);
+            .bind(&run.job_id)
+            .bind(lease.map(|l| l.token));
         bind_run(q, run, keep_runs).fetch_one(&self.pool).await?;
         Ok(())
     }
