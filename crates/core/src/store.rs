@@ -659,6 +659,13 @@ pub struct FleetCounts {
 /// [`Store::connect`]).
 pub const PING_IF_IDLE: Duration = Duration::from_secs(1);
 
+/// How long [`Store::connect`]'s pool may take to hand out a connection, its ping
+/// included. The worker bounds each statement of a job by it too
+/// ([`crate::worker`]): a connection black-holed within [`PING_IF_IDLE`] of its last use
+/// is handed out without a ping, and its statement would otherwise wait for TCP to give
+/// up instead of failing here.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The device store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -677,12 +684,14 @@ impl Store {
     /// PostgreSQL restart takes longer than that, so a connection that was in the pool
     /// across one is still pinged, and dropped, before use; a connection broken within
     /// the last second fails its statement, which the fence and the outcome ask again
-    /// ([`crate::worker`]) and any other job's step leaves to apalis' retry.
+    /// ([`crate::worker`]) and any other job's step leaves to apalis' retry; a
+    /// black-holed one (no error, no answer) is cut off by the worker's bound on each
+    /// statement, [`ACQUIRE_TIMEOUT`], as the ping used to be by the acquire timeout.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         use sqlx::Connection;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {

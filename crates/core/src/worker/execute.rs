@@ -76,7 +76,7 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
     let (starts, previous, device, credentials, facts, leased_at) = loop {
         // The lease runs from no earlier than this moment (the database stamps it later).
         let asked = Instant::now();
-        match env.store.acquire_lease(&lease).await? {
+        match bounded(env.store.acquire_lease(&lease)).await? {
             LeaseAttempt::Acquired {
                 takeover,
                 previous,
@@ -198,7 +198,7 @@ async fn skip_unleased(
     started_at: DateTime<Utc>,
     otherwise: impl FnOnce(&Device) -> Skip,
 ) -> Result<JobReport, StoreError> {
-    let Some(device) = env.store.device(job.device_id).await? else {
+    let Some(device) = bounded(env.store.device(job.device_id)).await? else {
         debug!("device no longer exists; job ends");
         return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
     };
@@ -222,7 +222,7 @@ async fn skip_job(
     if let Some(lease) = lease
         && !matches!(effect.record, SkipRecord::SkippedAndRescheduled { .. })
     {
-        env.store.release_lease(lease).await?;
+        bounded(env.store.release_lease(lease)).await?;
     }
     if let Some(label) = effect.metric {
         env.metrics.backup_total.with_label_values(&[label]).inc();
@@ -247,21 +247,21 @@ async fn skip_job(
             debug!(?skip, "job skipped");
         }
         SkipRecord::ReleaseClaim => {
-            env.store.release_claim(device.id, &job.job_id).await?;
+            bounded(env.store.release_claim(device.id, &job.job_id)).await?;
         }
         SkipRecord::ReleaseClaimUntil(until) => {
-            env.store
-                .release_claim_until(device.id, &job.job_id, until)
-                .await?;
+            bounded(env.store.release_claim_until(device.id, &job.job_id, until)).await?;
         }
         SkipRecord::Run {
             status,
             error_kind,
             message,
         } => {
-            env.store
-                .record_run(&run(status, error_kind, message), env.keep_runs)
-                .await?;
+            bounded(
+                env.store
+                    .record_run(&run(status, error_kind, message), env.keep_runs),
+            )
+            .await?;
         }
         SkipRecord::SkippedAndRescheduled { message } => {
             let sched = env.schedule.for_device(
@@ -269,14 +269,13 @@ async fn skip_job(
                 device.backup_cron.as_deref(),
             );
             let next = sched.next_after(Utc::now());
-            env.store
-                .record_skip(
-                    &run(RunStatus::Skipped, None, message),
-                    next,
-                    env.keep_runs,
-                    lease,
-                )
-                .await?;
+            bounded(env.store.record_skip(
+                &run(RunStatus::Skipped, None, message),
+                next,
+                env.keep_runs,
+                lease,
+            ))
+            .await?;
         }
     }
     Ok(effect.report)
@@ -511,8 +510,10 @@ async fn write_outcome(
     // again rather than failing the job.
     let until = Instant::now() + env.lease_ttl / 2;
     match retry_transient(until, || {
-        env.store
-            .record_outcome(lease, record, state, env.keep_runs)
+        bounded(
+            env.store
+                .record_outcome(lease, record, state, env.keep_runs),
+        )
     })
     .await
     {
@@ -530,9 +531,11 @@ async fn write_outcome(
                     .map(|k| format!("; error kind was {k}"))
                     .unwrap_or_default()
             ));
-            env.store
-                .record_outcome(lease, &record, &state, env.keep_runs)
-                .await
+            bounded(
+                env.store
+                    .record_outcome(lease, &record, &state, env.keep_runs),
+            )
+            .await
         }
         other => other,
     }
@@ -745,6 +748,26 @@ fn transient(err: &StoreError) -> bool {
             sqlstate(err).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
         }
         _ => false,
+    }
+}
+
+/// A job's statement, given up as an I/O error (so [`transient`]: the fence and the
+/// outcome ask again) when PostgreSQL has not answered within
+/// [`crate::store::ACQUIRE_TIMEOUT`]. The pool no longer pings a connection used within
+/// the last second before handing it out (issue #20), so a link black-holed since then
+/// would leave the statement waiting for TCP to give up (minutes) where the ping used to
+/// fail at the acquire timeout; this restores that bound. A statement cut off this way
+/// may still have been carried out: each is fenced by the lease or a no-op when
+/// repeated, and a lease taken meanwhile by this job is waited out like any other.
+async fn bounded<T>(
+    statement: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(crate::store::ACQUIRE_TIMEOUT, statement).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Db(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "PostgreSQL did not answer in time",
+        )))),
     }
 }
 
