@@ -84,6 +84,21 @@ pub struct CostArgs {
     /// First simulator listen address (one device per set, each on its own address).
     #[arg(long, default_value = "127.62.0.1")]
     pub listen_base: Ipv4Addr,
+    /// Only this kind of backup, `--backups` times per run, and no records: for counting
+    /// instructions under callgrind, where the difference between two `--backups` sizes is
+    /// one kind's cost per backup without the set-up (BENCHMARKS.md §2). Both kinds claim
+    /// the device first, as the pipeline case must, so `pipeline − bare` is the overhead.
+    #[arg(long, value_enum)]
+    pub only: Option<OnlyKind>,
+}
+
+/// The kinds `--only` can single out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnlyKind {
+    /// `device::export` alone.
+    Bare,
+    /// The real `worker::execute`.
+    Pipeline,
 }
 
 // ---- services of our own (shared with the fleet bench) ---------------------------------
@@ -608,7 +623,24 @@ async fn run_set_on(
             .await?
             .negotiated;
         let mut out = Vec::new();
-        for _ in 0..runs {
+        if let Some(only) = args.only {
+            for _ in 0..runs {
+                for _ in 0..args.backups {
+                    match only {
+                        OnlyKind::Bare => {
+                            // The claim the pipeline case makes before each backup, so
+                            // that `pipeline − bare` is the pipeline's overhead alone.
+                            bench.claim().await?;
+                            bench.bare(&target).await?;
+                        }
+                        OnlyKind::Pipeline => {
+                            bench.pipeline().await?;
+                        }
+                    }
+                }
+            }
+        }
+        for _ in 0..if args.only.is_some() { 0 } else { runs } {
             let mut s = RunSamples::default();
             let before = untracked_cpu();
             for _ in 0..args.backups {

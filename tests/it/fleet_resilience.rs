@@ -539,3 +539,60 @@ async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
     proxy.dark(false);
     fleet.cleanup().await;
 }
+
+/// The pool hands out a connection used within the last second without pinging it
+/// (issue #20), so a link that went dark (no error, no answer) since then meets the job's
+/// first statement instead of the ping: the job gives the statement up as a connection
+/// error at the pool's acquire timeout, as the ping did, instead of waiting minutes for
+/// TCP to give up while holding a worker slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_postgres_link_fails_a_job_at_the_acquire_timeout() {
+    use crate::common::proxy::Proxy;
+    let fleet = Fleet::of(1).await;
+    let d = fleet.import(None).await.remove(0);
+    fleet.postpone_all().await;
+    let mut pg = url::Url::parse(&fleet.db.url).expect("database url");
+    let target = format!(
+        "{}:{}",
+        pg.host_str().expect("host"),
+        pg.port().unwrap_or(5432)
+    );
+    let target: std::net::SocketAddr = tokio::net::lookup_host(target)
+        .await
+        .expect("resolve")
+        .next()
+        .expect("address");
+    let proxy = Proxy::start(target).await;
+    pg.set_host(Some("127.0.0.1")).expect("host");
+    pg.set_port(Some(proxy.port)).expect("port");
+    let mut env = (*fleet.job_env()).clone();
+    env.store = rosbackup::store::Store::connect(pg.as_str(), 1)
+        .await
+        .expect("store through the proxy");
+    // The pool's one connection, just used and back in the pool (sqlx's ping on return
+    // done): it is handed out again without a ping.
+    assert!(env.store.ping().await, "PostgreSQL through the proxy");
+    let back = std::time::Instant::now() + Duration::from_secs(5);
+    while env.store.pool().num_idle() < 1 {
+        assert!(std::time::Instant::now() < back, "the connection came back");
+        tokio::task::yield_now().await;
+    }
+    proxy.dark(true);
+    let started = std::time::Instant::now();
+    let job = BackupJob::manual(d.id, d.tenant_id);
+    let result = tokio::time::timeout(
+        rosbackup::store::ACQUIRE_TIMEOUT * 3,
+        rosbackup::worker::execute(&env, &job, "dark"),
+    )
+    .await
+    .expect("the job's statement is given up, not left waiting for TCP");
+    let err = result.expect_err("no lease without PostgreSQL");
+    assert!(err.to_string().contains("did not answer in time"), "{err}");
+    assert!(
+        started.elapsed() >= rosbackup::store::ACQUIRE_TIMEOUT,
+        "given up after {:?}, before the acquire timeout",
+        started.elapsed()
+    );
+    proxy.dark(false);
+    fleet.cleanup().await;
+}

@@ -177,3 +177,85 @@ async fn the_go_pollers_redis_lock_is_taken_and_respected() {
     );
     fleet.cleanup().await;
 }
+
+/// The lock's script reads the seed's online status before it takes the lock (issue #20:
+/// one Redis round trip for both): an offline device is skipped as offline whether its
+/// lock is free or a Go poller's, the free lock is not taken, the Go poller's is left as
+/// it was, and the lease the job took is given back by the statement recording the skip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_device_is_skipped_before_its_lock_is_taken() {
+    let fleet = Fleet::of(3).await;
+    let devices = fleet.import(None).await;
+    fleet.postpone_all().await;
+    let env = fleet.job_env();
+    assert!(env.backup.seed_lock, "on by default");
+    let mut conn = redis().await;
+    let (held, free, online) = (&devices[0], &devices[1], &devices[2]);
+    let key = |id: &Uuid| format!("backup:device:{id}");
+    let _: () = redis::cmd("SET")
+        .arg(key(&held.id))
+        .arg("go-poller-token")
+        .arg("PX")
+        .arg(60_000)
+        .query_async(&mut conn)
+        .await
+        .expect("SET");
+    for (d, status) in [(held, "offline"), (free, "offline"), (online, "online")] {
+        let _: () = redis::cmd("SET")
+            .arg(rosbackup::queue::status_key(&d.id))
+            .arg(status)
+            .arg("EX")
+            .arg(600)
+            .query_async(&mut conn)
+            .await
+            .expect("status");
+    }
+    for d in [held, free] {
+        let report = rosbackup::worker::execute(&env, &BackupJob::manual(d.id, d.tenant_id), "tod")
+            .await
+            .expect("execute");
+        assert_eq!(report.status, RunStatus::Skipped, "{report:?}");
+        assert_eq!(report.message.as_deref(), Some("device is offline"));
+        let row = fleet
+            .store()
+            .device(d.id)
+            .await
+            .expect("row")
+            .expect("device");
+        assert!(row.lease_expires_at.is_none(), "the lease was given back");
+        assert_eq!(row.lease_starts, 0, "a skip does not count as a start");
+        assert_eq!(row.last_status.as_deref(), Some("skipped"));
+    }
+    assert_eq!(
+        env.metrics
+            .backup_total
+            .with_label_values(&["skipped_offline"])
+            .get(),
+        2
+    );
+    assert_eq!(
+        get(&mut conn, &key(&held.id)).await.as_deref(),
+        Some("go-poller-token"),
+        "a Go poller's lock is left as it was"
+    );
+    assert_eq!(get(&mut conn, &key(&free.id)).await, None, "no lock taken");
+    assert_eq!(fleet.sim.stats()[&held.id].sessions, 0, "no SSH session");
+    assert_eq!(fleet.sim.stats()[&free.id].sessions, 0, "no SSH session");
+
+    // `online` (the seed's word for it) is backed up, and its lock given back after.
+    let report =
+        rosbackup::worker::execute(&env, &BackupJob::manual(online.id, online.tenant_id), "tod")
+            .await
+            .expect("execute");
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    assert_eq!(get(&mut conn, &key(&online.id)).await, None, "released");
+    for d in &devices {
+        let _: () = redis::cmd("DEL")
+            .arg(key(&d.id))
+            .arg(rosbackup::queue::status_key(&d.id))
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
+    }
+    fleet.cleanup().await;
+}

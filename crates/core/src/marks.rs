@@ -14,7 +14,8 @@ use std::sync::Arc;
 /// A boundary on the job path, in the order a successful backup passes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mark {
-    /// The online check passed; the lease, whose statement reads the device row the skip
+    /// The online check passed (with the Go poller's lock on, it is left to the lock's
+    /// script under the lease); the lease, whose statement reads the device row the skip
     /// rules decide on, is next.
     Prechecked,
     /// Online check, lease (device row, credentials, timeout and binary facts), skip rules

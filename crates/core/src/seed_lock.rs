@@ -12,8 +12,14 @@
 //! ours dies mid-export (`kill -9`) and the next one takes its expired lease over, the
 //! stale lock it left is recognised as ours and replaced, instead of blocking the device
 //! for the Go poller's longer TTL; a Go poller's lock is never replaced.
+//!
+//! The device's online status (the seed's `device:{id}:status`) is read by the same
+//! script, before the lock is taken, so that a backup costs Redis one round trip for
+//! both (issue #20); an offline device's lock is not taken. The scripts are built once
+//! per process: [`redis::Script::new`] hashes its source on every call.
 
 use redis::aio::ConnectionLike;
+use std::sync::LazyLock;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -27,9 +33,15 @@ pub fn ttl(command_timeout: Duration) -> Duration {
     command_timeout + Duration::from_secs(30)
 }
 
-/// Take the key when it is free or holds `stale` (the token of a dead execution of
-/// ours): `{1, 0}`; otherwise `{0, PTTL}`. One script, so it is atomic like `SET NX`.
-const ACQUIRE: &str = r#"local v = redis.call("get", KEYS[1])
+/// When the device's status (`KEYS[2]`) is present and not `online`: `{2, 0}`, the lock
+/// untouched (the seed's rule: no key is "maybe online"). Otherwise take the lock key
+/// (`KEYS[1]`) when it is free or holds `stale` (the token of a dead execution of ours):
+/// `{1, 0}`; else `{0, PTTL}`. One script, so it is atomic like `SET NX`.
+const ACQUIRE: &str = r#"local s = redis.call("get", KEYS[2])
+if s and s ~= "online" then
+  return {2, 0}
+end
+local v = redis.call("get", KEYS[1])
 if (not v) or (ARGV[3] ~= "" and v == ARGV[3]) then
   redis.call("set", KEYS[1], ARGV[1], "PX", ARGV[2])
   return {1, 0}
@@ -38,6 +50,9 @@ return {0, redis.call("pttl", KEYS[1])}"#;
 
 /// Delete the key only while it still holds our token (the holder's compare-and-delete).
 const RELEASE: &str = r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#;
+
+static ACQUIRE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(ACQUIRE));
+static RELEASE_SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(RELEASE));
 
 /// A lock we hold; [`SeedLock::release`] gives it back.
 #[derive(Debug)]
@@ -52,14 +67,18 @@ pub enum Attempt {
     Obtained(SeedLock),
     /// Someone else holds it for about this long (`None`: no expiry or already gone).
     Held(Option<Duration>),
+    /// The device's status key says it is not online; the lock was not taken.
+    Offline,
 }
 
 impl SeedLock {
-    /// Take the device's lock with `token` (free, or held by `stale`, a dead execution of
-    /// ours), for `ttl`.
+    /// Unless the device's status key (`status_key`, [`crate::queue::status_key`]) says
+    /// it is offline, take the device's lock with `token` (free, or held by `stale`, a
+    /// dead execution of ours), for `ttl`.
     pub async fn acquire<C: ConnectionLike + Send>(
         conn: &mut C,
         device_id: &Uuid,
+        status_key: &str,
         ttl: Duration,
         token: &Uuid,
         stale: Option<&Uuid>,
@@ -68,25 +87,27 @@ impl SeedLock {
         let token = token.simple().to_string();
         let stale = stale.map(|t| t.simple().to_string()).unwrap_or_default();
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let (got, pttl): (i64, i64) = redis::Script::new(ACQUIRE)
+        let (got, pttl): (i64, i64) = ACQUIRE_SCRIPT
             .key(&key)
+            .key(status_key)
             .arg(&token)
             .arg(ms)
             .arg(&stale)
             .invoke_async(conn)
             .await?;
-        if got == 1 {
-            return Ok(Attempt::Obtained(SeedLock { key, token }));
+        match got {
+            1 => Ok(Attempt::Obtained(SeedLock { key, token })),
+            2 => Ok(Attempt::Offline),
+            _ => Ok(Attempt::Held(
+                u64::try_from(pttl).ok().map(Duration::from_millis),
+            )),
         }
-        Ok(Attempt::Held(
-            u64::try_from(pttl).ok().map(Duration::from_millis),
-        ))
     }
 
     /// Release the lock if it is still ours; `Ok(false)` when it had expired or been
     /// taken by someone else meanwhile.
     pub async fn release<C: ConnectionLike + Send>(self, conn: &mut C) -> redis::RedisResult<bool> {
-        let n: i64 = redis::Script::new(RELEASE)
+        let n: i64 = RELEASE_SCRIPT
             .key(&self.key)
             .arg(&self.token)
             .invoke_async(conn)

@@ -655,6 +655,17 @@ pub struct FleetCounts {
     pub leased: i64,
 }
 
+/// A pooled connection idle this long is pinged before [`Store`] uses it again (see
+/// [`Store::connect`]).
+pub const PING_IF_IDLE: Duration = Duration::from_secs(1);
+
+/// How long [`Store::connect`]'s pool may take to hand out a connection, its ping
+/// included. The worker bounds each statement of a job by it too
+/// ([`crate::worker`]): a connection black-holed within [`PING_IF_IDLE`] of its last use
+/// is handed out without a ping, and its statement would otherwise wait for TCP to give
+/// up instead of failing here.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The device store.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -664,10 +675,32 @@ pub struct Store {
 impl Store {
     /// Connect with a pool of `max_connections`. Connection errors are reported without
     /// the URL (it may carry a password).
+    ///
+    /// sqlx pings every pooled connection when it hands it out and again when it takes it
+    /// back: two PostgreSQL round trips besides each statement, which no
+    /// `pg_stat_statements` count shows. The ping on hand-out is kept only for a
+    /// connection idle for [`PING_IF_IDLE`] or longer (issue #20: one round trip fewer per
+    /// statement on a busy worker); the ping on return stays (sqlx always makes it). A
+    /// PostgreSQL restart takes longer than that, so a connection that was in the pool
+    /// across one is still pinged, and dropped, before use; a connection broken within
+    /// the last second fails its statement, which the fence and the outcome ask again
+    /// ([`crate::worker`]) and any other job's step leaves to apalis' retry; a
+    /// black-holed one (no error, no answer) is cut off by the worker's bound on each
+    /// statement, [`ACQUIRE_TIMEOUT`], as the ping used to be by the acquire timeout.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        use sqlx::Connection;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await?;
         Ok(Store { pool })
@@ -1512,29 +1545,41 @@ impl Store {
     }
 
     /// A device skipped because it is offline: its claim is dropped and it is next due
-    /// at `next_due_at`; the run is recorded (one statement).
+    /// at `next_due_at`; the run is recorded; and `lease`, when the skip was decided under
+    /// one, is released as [`Store::release_lease`] releases it (one statement: an
+    /// offline device found under the lease costs no more statements than one found
+    /// before it, issue #20).
     pub async fn record_skip(
         &self,
         run: &RunRecord,
         next_due_at: DateTime<Utc>,
         keep_runs: i64,
+        lease: Option<&Lease>,
     ) -> Result<(), StoreError> {
+        // The right-hand sides see the row as it was, so every `lease_token = $5` below
+        // tests the lease before this statement released it.
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "WITH skipped AS (UPDATE devices SET last_attempt_at = $2, last_status = 'skipped', \
                    next_due_at = $3, \
                    outstanding_job = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_job END, \
-                   outstanding_since = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_since END \
+                   outstanding_since = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_since END, \
+                   lease_token = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_token END, \
+                   lease_worker = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_worker END, \
+                   lease_expires_at = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_expires_at END, \
+                   lease_starts = CASE WHEN lease_token = $5::uuid THEN GREATEST(lease_starts - 1, 0) \
+                     ELSE lease_starts END \
                  WHERE id = $1 RETURNING id), \
                  gate AS (SELECT 1), {} SELECT count(*) FROM skipped",
-                run_ctes(5)
+                run_ctes(6)
             )
         });
         let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(SQL.as_str()))
             .bind(run.device_id)
             .bind(run.started_at)
             .bind(next_due_at)
-            .bind(&run.job_id);
+            .bind(&run.job_id)
+            .bind(lease.map(|l| l.token));
         bind_run(q, run, keep_runs).fetch_one(&self.pool).await?;
         Ok(())
     }

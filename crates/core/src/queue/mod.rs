@@ -45,6 +45,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use uuid::Uuid;
 
+/// The seed's key for a device's online status (`online`, `offline`, …; not prefixed by
+/// the queue name: the seed writes it).
+pub fn status_key(device_id: &Uuid) -> String {
+    format!("device:{device_id}:status")
+}
+
 /// One backup job. The device's details are loaded from PostgreSQL when it runs, so a
 /// job queued before a credential change uses the new credentials.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -420,10 +426,12 @@ impl Queue {
         Ok(total)
     }
 
-    /// The seed's online rule: `device:{id}:status` missing means "maybe online".
+    /// The seed's online rule: `device:{id}:status` missing means "maybe online". (With
+    /// the Go poller's lock on, the worker reads it in the lock's script instead:
+    /// [`crate::seed_lock::SeedLock::acquire`].)
     pub async fn device_online(&self, device_id: &Uuid) -> Result<bool, QueueError> {
         let mut conn = self.conn.clone();
-        let v: Option<String> = conn.get(format!("device:{device_id}:status")).await?;
+        let v: Option<String> = conn.get(status_key(device_id)).await?;
         Ok(v.is_none_or(|s| s == "online"))
     }
 

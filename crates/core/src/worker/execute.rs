@@ -3,6 +3,12 @@
 //! credentials and every fact decided on before the export), apply the skip rules to that
 //! row, back up under the lease, and write the outcome fenced by the lease token.
 //!
+//! With the Go poller's lock on (the default), the online check is not a round trip of
+//! its own: the lock's script reads the status before it takes the lock, under the lease,
+//! so a backup costs Redis two round trips (lock, release) instead of three, and an
+//! offline device's skip releases the lease in the statement that records the skip, so it
+//! still costs PostgreSQL two statements (the lease instead of the device read).
+//!
 //! Why so few round trips (issue #20): the shared services' work per backup bounds a
 //! fleet, not the worker's, so a successful backup costs PostgreSQL three statements —
 //! the lease, the fence right before publishing, and the outcome (state, run row, claim
@@ -41,14 +47,18 @@ use tracing::{debug, info, warn};
 pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobReport, StoreError> {
     let started_at = Utc::now();
     // A Redis hiccup here must not fail the backup: the seed's rule treats an unknown
-    // status as "maybe online". An offline device is read and skipped without a lease;
-    // any other goes straight to the lease, whose statement returns the device row (one
-    // round trip fewer per backup than reading it first, issue #20).
-    if !env
-        .queue
-        .device_online(&job.device_id)
-        .await
-        .unwrap_or(true)
+    // status as "maybe online". Without the Go poller's lock, an offline device is read
+    // and skipped without a lease; any other goes straight to the lease, whose statement
+    // returns the device row (one round trip fewer per backup than reading it first,
+    // issue #20). With the lock, the status is read by the lock's script under the lease
+    // instead (one Redis round trip for both, issue #20), and an offline device's skip
+    // releases the lease in the statement that records it.
+    if !env.backup.seed_lock
+        && !env
+            .queue
+            .device_online(&job.device_id)
+            .await
+            .unwrap_or(true)
     {
         return skip_unleased(env, job, worker, started_at, |_| Skip::Offline).await;
     }
@@ -66,7 +76,7 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
     let (starts, previous, device, credentials, facts, leased_at) = loop {
         // The lease runs from no earlier than this moment (the database stamps it later).
         let asked = Instant::now();
-        match env.store.acquire_lease(&lease).await? {
+        match bounded(env.store.acquire_lease(&lease)).await? {
             LeaseAttempt::Acquired {
                 takeover,
                 previous,
@@ -109,32 +119,45 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
     // key (never send the password to whatever key answers), blocked the device, changed
     // its failure count, or finished this very job (the one we waited for).
     if let Some(skip) = rules::precheck(&device, job) {
-        env.store.release_lease(&lease).await?;
-        return skip_job(env, job, &device, worker, started_at, &skip).await;
+        return skip_job(env, job, &device, worker, started_at, &skip, Some(&lease)).await;
     }
     // The export timeout for this run (issue #18): decided before the Go poller's lock,
     // whose TTL follows it, from the facts the lease's statement returned.
     let timeout = export_timeout_for(env, &device, &facts);
-    // The Go poller's lock, for fleets where its pollers still run beside us.
+    // The Go poller's lock, for fleets where its pollers still run beside us; its script
+    // reads the device's online status first.
     let mut redis = env.queue.connection();
     let seed = if env.backup.seed_lock {
         let ttl = seed_lock::ttl(timeout.duration());
-        match SeedLock::acquire(&mut redis, &device.id, ttl, &lease.token, previous.as_ref()).await
+        let status = crate::queue::status_key(&device.id);
+        match SeedLock::acquire(
+            &mut redis,
+            &device.id,
+            &status,
+            ttl,
+            &lease.token,
+            previous.as_ref(),
+        )
+        .await
         {
             Ok(Attempt::Obtained(lock)) => Some(lock),
+            Ok(Attempt::Offline) => {
+                let skip = Skip::Offline;
+                return skip_job(env, job, &device, worker, started_at, &skip, Some(&lease)).await;
+            }
             Ok(Attempt::Held(left)) => {
                 debug!("the Go poller's lock is held: another poller is backing up this device");
-                env.store.release_lease(&lease).await?;
                 let left = chrono::Duration::from_std(left.unwrap_or(env.lease_ttl))
                     .unwrap_or(chrono::Duration::seconds(30));
                 let skip = Skip::Locked {
                     until: Utc::now() + left,
                 };
-                return skip_job(env, job, &device, worker, started_at, &skip).await;
+                return skip_job(env, job, &device, worker, started_at, &skip, Some(&lease)).await;
             }
             Err(e) => {
                 // A Go poller cannot take its lock either while Redis fails (it skips),
-                // so our lease alone still keeps the device to one backup.
+                // so our lease alone still keeps the device to one backup; the status is
+                // unknown, which the seed's rule reads as "maybe online".
                 warn!(error = %e, "could not take the Go poller's lock; going on under our lease");
                 None
             }
@@ -175,15 +198,17 @@ async fn skip_unleased(
     started_at: DateTime<Utc>,
     otherwise: impl FnOnce(&Device) -> Skip,
 ) -> Result<JobReport, StoreError> {
-    let Some(device) = env.store.device(job.device_id).await? else {
+    let Some(device) = bounded(env.store.device(job.device_id)).await? else {
         debug!("device no longer exists; job ends");
         return Ok(JobReport::quiet(RunStatus::Skipped, "device removed"));
     };
     let skip = rules::precheck(&device, job).unwrap_or_else(|| otherwise(&device));
-    skip_job(env, job, &device, worker, started_at, &skip).await
+    skip_job(env, job, &device, worker, started_at, &skip, None).await
 }
 
-/// Carry out a skip: count it, write what [`rules::skip_effect`] says, report it.
+/// Carry out a skip: count it, give back `lease` when it was decided under one, write
+/// what [`rules::skip_effect`] says, report it. A skip recorded with a rescheduled run
+/// (offline) releases the lease in its own statement; any other releases it first.
 async fn skip_job(
     env: &JobEnv,
     job: &BackupJob,
@@ -191,8 +216,14 @@ async fn skip_job(
     worker: &str,
     started_at: DateTime<Utc>,
     skip: &Skip,
+    lease: Option<&Lease>,
 ) -> Result<JobReport, StoreError> {
     let effect = rules::skip_effect(skip, job.trigger == Trigger::Manual);
+    if let Some(lease) = lease
+        && !matches!(effect.record, SkipRecord::SkippedAndRescheduled { .. })
+    {
+        bounded(env.store.release_lease(lease)).await?;
+    }
     if let Some(label) = effect.metric {
         env.metrics.backup_total.with_label_values(&[label]).inc();
     }
@@ -216,21 +247,21 @@ async fn skip_job(
             debug!(?skip, "job skipped");
         }
         SkipRecord::ReleaseClaim => {
-            env.store.release_claim(device.id, &job.job_id).await?;
+            bounded(env.store.release_claim(device.id, &job.job_id)).await?;
         }
         SkipRecord::ReleaseClaimUntil(until) => {
-            env.store
-                .release_claim_until(device.id, &job.job_id, until)
-                .await?;
+            bounded(env.store.release_claim_until(device.id, &job.job_id, until)).await?;
         }
         SkipRecord::Run {
             status,
             error_kind,
             message,
         } => {
-            env.store
-                .record_run(&run(status, error_kind, message), env.keep_runs)
-                .await?;
+            bounded(
+                env.store
+                    .record_run(&run(status, error_kind, message), env.keep_runs),
+            )
+            .await?;
         }
         SkipRecord::SkippedAndRescheduled { message } => {
             let sched = env.schedule.for_device(
@@ -238,9 +269,13 @@ async fn skip_job(
                 device.backup_cron.as_deref(),
             );
             let next = sched.next_after(Utc::now());
-            env.store
-                .record_skip(&run(RunStatus::Skipped, None, message), next, env.keep_runs)
-                .await?;
+            bounded(env.store.record_skip(
+                &run(RunStatus::Skipped, None, message),
+                next,
+                env.keep_runs,
+                lease,
+            ))
+            .await?;
         }
     }
     Ok(effect.report)
@@ -475,8 +510,10 @@ async fn write_outcome(
     // again rather than failing the job.
     let until = Instant::now() + env.lease_ttl / 2;
     match retry_transient(until, || {
-        env.store
-            .record_outcome(lease, record, state, env.keep_runs)
+        bounded(
+            env.store
+                .record_outcome(lease, record, state, env.keep_runs),
+        )
     })
     .await
     {
@@ -494,9 +531,11 @@ async fn write_outcome(
                     .map(|k| format!("; error kind was {k}"))
                     .unwrap_or_default()
             ));
-            env.store
-                .record_outcome(lease, &record, &state, env.keep_runs)
-                .await
+            bounded(
+                env.store
+                    .record_outcome(lease, &record, &state, env.keep_runs),
+            )
+            .await
         }
         other => other,
     }
@@ -709,6 +748,26 @@ fn transient(err: &StoreError) -> bool {
             sqlstate(err).is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
         }
         _ => false,
+    }
+}
+
+/// A job's statement, given up as an I/O error (so [`transient`]: the fence and the
+/// outcome ask again) when PostgreSQL has not answered within
+/// [`crate::store::ACQUIRE_TIMEOUT`]. The pool no longer pings a connection used within
+/// the last second before handing it out (issue #20), so a link black-holed since then
+/// would leave the statement waiting for TCP to give up (minutes) where the ping used to
+/// fail at the acquire timeout; this restores that bound. A statement cut off this way
+/// may still have been carried out: each is fenced by the lease or a no-op when
+/// repeated, and a lease taken meanwhile by this job is waited out like any other.
+async fn bounded<T>(
+    statement: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(crate::store::ACQUIRE_TIMEOUT, statement).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Db(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "PostgreSQL did not answer in time",
+        )))),
     }
 }
 
