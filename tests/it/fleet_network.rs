@@ -369,9 +369,12 @@ async fn outcomes(fleet: &Fleet, jobs: &[String], within: Duration) -> Vec<rosba
     out
 }
 
-/// The link to the devices goes dark while their exports run: every backup ends as a
-/// `timeout` within the command timeout, nothing is published, leases are released, and
-/// once the link is back the same worker backs every device up.
+/// The link to the devices goes dark while their exports run: every backup fails within
+/// the command timeout — `timeout` when nothing had arrived, `truncated_output` when the
+/// output had started (the simulator holds it back 3 s from the exec, but on a loaded
+/// machine the link can go dark after that; both are the device layer's rule for a cut
+/// stream) — nothing is published, leases are released, and once the link is back the
+/// same worker backs every device up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn link_dark_mid_export_times_out_and_the_worker_recovers() {
     let Some(ns) = NetNs::create().expect("namespace setup") else {
@@ -404,7 +407,13 @@ async fn link_dark_mid_export_times_out_and_the_worker_recovers() {
     let took = dark_at.elapsed();
     for r in &runs {
         assert_eq!(r.status, "failed", "{r:?}");
-        assert_eq!(r.error_kind.as_deref(), Some("timeout"), "{r:?}");
+        assert!(
+            matches!(
+                r.error_kind.as_deref(),
+                Some("timeout") | Some("truncated_output")
+            ),
+            "{r:?}"
+        );
     }
     // The command timeout (6 s) bounds it, plus scheduling slack.
     assert!(took < Duration::from_secs(15), "timeouts took {took:?}");
