@@ -13,6 +13,7 @@
 //! heartbeating, takes the process down with a non-zero exit instead of idling alive.
 
 mod execute;
+mod retry;
 pub mod rules;
 
 pub use execute::execute;
