@@ -1,6 +1,7 @@
 //! The worker against apalis-redis 1.0's measured defects and against crashes.
 
 use crate::common::fleet::{Fleet, FleetOptions};
+use crate::common::proxy::Proxy;
 use rosbackup::queue::BackupJob;
 use rosbackup::sim::SimConfig;
 use rosbackup::store::RunStatus;
@@ -464,7 +465,6 @@ async fn decisions_use_the_device_row_read_under_the_lease() {
 /// sessions for the device at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
-    use crate::common::proxy::Proxy;
     use rosbackup::marks::{self, Mark};
     let fleet = Fleet::start(FleetOptions {
         sim: SimConfig {
@@ -482,24 +482,9 @@ async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
     fleet.postpone_all().await;
 
     // Worker A reaches PostgreSQL through a proxy that will go dark.
-    let mut pg = url::Url::parse(&fleet.db.url).expect("database url");
-    let target = format!(
-        "{}:{}",
-        pg.host_str().expect("host"),
-        pg.port().unwrap_or(5432)
-    );
-    let target: std::net::SocketAddr = tokio::net::lookup_host(target)
-        .await
-        .expect("resolve")
-        .next()
-        .expect("address");
-    let proxy = Proxy::start(target).await;
-    pg.set_host(Some("127.0.0.1")).expect("host");
-    pg.set_port(Some(proxy.port)).expect("port");
+    let (proxy, store) = store_through_proxy(&fleet, 2).await;
     let mut a = (*fleet.job_env()).clone();
-    a.store = rosbackup::store::Store::connect(pg.as_str(), 2)
-        .await
-        .expect("store through the proxy");
+    a.store = store;
     let exporting = std::sync::Arc::new(tokio::sync::Notify::new());
     let hook = {
         let exporting = exporting.clone();
@@ -547,28 +532,12 @@ async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
 /// TCP to give up while holding a worker slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_postgres_link_fails_a_job_at_the_acquire_timeout() {
-    use crate::common::proxy::Proxy;
     let fleet = Fleet::of(1).await;
     let d = fleet.import(None).await.remove(0);
     fleet.postpone_all().await;
-    let mut pg = url::Url::parse(&fleet.db.url).expect("database url");
-    let target = format!(
-        "{}:{}",
-        pg.host_str().expect("host"),
-        pg.port().unwrap_or(5432)
-    );
-    let target: std::net::SocketAddr = tokio::net::lookup_host(target)
-        .await
-        .expect("resolve")
-        .next()
-        .expect("address");
-    let proxy = Proxy::start(target).await;
-    pg.set_host(Some("127.0.0.1")).expect("host");
-    pg.set_port(Some(proxy.port)).expect("port");
+    let (proxy, store) = store_through_proxy(&fleet, 1).await;
     let mut env = (*fleet.job_env()).clone();
-    env.store = rosbackup::store::Store::connect(pg.as_str(), 1)
-        .await
-        .expect("store through the proxy");
+    env.store = store;
     // The pool's one connection, just used and back in the pool (sqlx's ping on return
     // done): it is handed out again without a ping.
     assert!(env.store.ping().await, "PostgreSQL through the proxy");
@@ -595,4 +564,27 @@ async fn a_black_holed_postgres_link_fails_a_job_at_the_acquire_timeout() {
     );
     proxy.dark(false);
     fleet.cleanup().await;
+}
+
+/// A store of `pool` connections to the fleet's database through a loopback proxy the
+/// test can black-hole (`proxy.dark(true)`: no error, no answer).
+async fn store_through_proxy(fleet: &Fleet, pool: u32) -> (Proxy, rosbackup::store::Store) {
+    let mut pg = url::Url::parse(&fleet.db.url).expect("database url");
+    let target = format!(
+        "{}:{}",
+        pg.host_str().expect("host"),
+        pg.port().unwrap_or(5432)
+    );
+    let target: std::net::SocketAddr = tokio::net::lookup_host(target)
+        .await
+        .expect("resolve")
+        .next()
+        .expect("address");
+    let proxy = Proxy::start(target).await;
+    pg.set_host(Some("127.0.0.1")).expect("host");
+    pg.set_port(Some(proxy.port)).expect("port");
+    let store = rosbackup::store::Store::connect(pg.as_str(), pool)
+        .await
+        .expect("store through the proxy");
+    (proxy, store)
 }
