@@ -192,15 +192,17 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(host_name);
 
-    // Database work per job is a few short queries, so a small pool serves hundreds of
-    // exports in flight; a pool per export slot would exhaust PostgreSQL's
-    // max_connections (100 by default) with two busy workers.
-    let pool = if env.is_set("ROSBACKUP_DB_POOL") {
+    // Database work per job is a few short statements, so a few connections serve
+    // hundreds of exports in flight; one per export slot would exhaust PostgreSQL's
+    // max_connections (100 by default) with two busy workers. The jobs' statements run on
+    // lanes ([`rosbackup_core::lanes`]: no ping when a connection comes back); the pool
+    // serves the rest (start-up checks, the binary step's bookkeeping).
+    let lanes = if env.is_set("ROSBACKUP_DB_POOL") {
         env.positive("ROSBACKUP_DB_POOL")?.min(1000) as u32
     } else {
         (concurrency as u32).saturating_add(4).min(16)
     };
-    let store = store(env, pool).await?;
+    let store = store(env, lanes.min(4)).await?.with_lanes(lanes);
     check_credential_key(&store, &key).await?;
     // Devices blocked because workers still ran with the key from before a rotation
     // open under this one: due again.

@@ -50,7 +50,10 @@
 //! `max_latency_ms`, `failed_runs`, `inflight_max` (all workers together),
 //! `inflight_max_per_worker`, `worker_cpu_ms_per_backup` (all workers' CPU / devices),
 //! `{enqueuer,worker1..,sim}_cpu_s`, `{enqueuer,worker1..,sim}_peak_rss_mib`,
-//! `worker_peak_rss_mib` (the largest worker). `--sweep 50,100,…` runs one case per
+//! `worker_peak_rss_mib` (the largest worker), `machine_cpu_ms_per_backup` and, over the
+//! same window, `{postgres,redis,nats,bench}_cpu_ms_per_backup` (each service's
+//! processes with their reaped children; `bench` is this process and its headers-only
+//! consumer). `--sweep 50,100,…` runs one case per
 //! concurrency. `--latency-out FILE` appends one JSON line per case and run:
 //! `{"suite","case","run","params","latency_ms":[…]}` (one number per device).
 
@@ -417,6 +420,9 @@ struct CaseResult {
     /// Busy CPU of the whole machine over the case (every process: simulator,
     /// PostgreSQL, Redis, NATS, enqueuer, workers).
     machine_cpu: Option<Duration>,
+    /// PostgreSQL's, Redis', NATS' and the bench's own CPU over the case
+    /// ([`procstat::Services`]).
+    services: Vec<(&'static str, Duration)>,
     /// With `--bastion`: the workers' `rosbackup_bastion_connections_opened_total`, summed.
     bastion_connections: Option<f64>,
 }
@@ -750,6 +756,7 @@ async fn measure_with(
         }
     }
     let machine_start = procstat::machine_cpu();
+    let services_start = procstat::Services::now();
     let mut inflight_max = 0f64;
     let mut inflight_max_per_worker = 0f64;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
@@ -793,6 +800,7 @@ async fn measure_with(
     let machine_cpu = procstat::machine_cpu()
         .zip(machine_start)
         .map(|(end, start)| end.saturating_sub(start));
+    let services = procstat::Services::now().since(&services_start);
     let firsts: HashMap<Uuid, i128> = firsts.lock().map(|f| f.clone()).unwrap_or_default();
     let failed_runs: i64 =
         sqlx::query_scalar("SELECT count(*) FROM backup_runs WHERE status = 'failed'")
@@ -827,6 +835,7 @@ async fn measure_with(
         inflight_max_per_worker,
         procs: numbers.into_iter().map(|(n, _, p)| (n, p)).collect(),
         machine_cpu,
+        services,
         bastion_connections,
     })
 }
@@ -973,6 +982,13 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
                     "machine_cpu_ms_per_backup",
                     "ms",
                     m.as_secs_f64() * 1e3 / case.devices as f64,
+                )?;
+            }
+            for (service, cpu) in &res.services {
+                put(
+                    &format!("{service}_cpu_ms_per_backup"),
+                    "ms",
+                    cpu.as_secs_f64() * 1e3 / case.devices as f64,
                 )?;
             }
             if let Some(path) = &args.latency_out {

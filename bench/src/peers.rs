@@ -11,7 +11,10 @@
 //! throughput and latencies from the script's own summary line. The simulator runs
 //! in-process (its CPU is not charged to the peer); every run gets its own JetStream
 //! stream, whose message count must equal the script's `ok` count — a peer that claims
-//! backups it did not publish is an error, not a number.
+//! backups it did not publish is an error, not a number. Beside the peer's own CPU and
+//! the machine's, each of PostgreSQL, Redis, NATS and this process (the simulator, here)
+//! is charged its CPU over the run (`{postgres,redis,nats,bench}_cpu_ms_per_backup`), so
+//! the machine's figure can be compared with ours service by service.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -94,6 +97,9 @@ struct Measured {
     cpu: Duration,
     /// Busy CPU of the whole machine while the peer ran (it, the simulator, NATS, …).
     machine_cpu: Option<Duration>,
+    /// PostgreSQL's, Redis', NATS' and the bench's own CPU while the peer ran; the bench
+    /// process runs the simulator here ([`procstat::Services`]).
+    services: Vec<(&'static str, Duration)>,
     peak_rss: u64,
     /// Messages in the run's stream.
     published: u64,
@@ -248,15 +254,9 @@ async fn measure(
     if let Err(e) = js.delete_stream(&stream_name).await {
         eprintln!("peers: could not delete stream {stream_name}: {e}");
     }
-    let (summary, cpu, machine_cpu, peak_rss) = result?;
-    let published = published.with_context(|| format!("reading stream {stream_name}"))?;
-    Ok(Measured {
-        summary,
-        cpu,
-        machine_cpu,
-        peak_rss,
-        published,
-    })
+    let mut m = result?;
+    m.published = published.with_context(|| format!("reading stream {stream_name}"))?;
+    Ok(m)
 }
 
 async fn run_child(
@@ -266,13 +266,14 @@ async fn run_child(
     tool: Tool,
     stream: &str,
     prefix: &str,
-) -> anyhow::Result<(Summary, Duration, Option<Duration>, u64)> {
+) -> anyhow::Result<Measured> {
     let script = peers_dir().join(match tool {
         Tool::Netmiko => "netmiko_backup.py",
         _ => "asyncssh_backup.py",
     });
     let cpu_before = procstat::children_cpu();
     let machine_before = procstat::machine_cpu();
+    let services_before = procstat::Services::now();
     let mut cmd = tokio::process::Command::new(python);
     crate::procstat::die_with_parent(&mut cmd);
     let mut child = cmd
@@ -333,6 +334,7 @@ async fn run_child(
     let machine = procstat::machine_cpu()
         .zip(machine_before)
         .map(|(end, start)| end.saturating_sub(start));
+    let services = procstat::Services::now().since(&services_before);
     let out = out_task.await.unwrap_or_default();
     let err = err_task.await.unwrap_or_default();
     if !status.success() {
@@ -349,7 +351,14 @@ async fn run_child(
         .with_context(|| format!("{} printed no summary line", script.display()))?;
     let summary: Summary = serde_json::from_str(line)
         .with_context(|| format!("{} printed an unreadable summary", script.display()))?;
-    Ok((summary, cpu, machine, peak_rss))
+    Ok(Measured {
+        summary,
+        cpu,
+        machine_cpu: machine,
+        services,
+        peak_rss,
+        published: 0,
+    })
 }
 
 fn tail(s: &str, max: usize) -> &str {
@@ -407,6 +416,12 @@ fn put(sink: &Sink, args: &Args, tool: Tool, run: u32, m: &Measured) -> anyhow::
         ("failed", "count", s.failed as f64),
         ("published", "count", m.published as f64),
     ];
+    let services: Vec<(String, f64)> = m
+        .services
+        .iter()
+        .map(|(n, d)| (format!("{n}_cpu_ms_per_backup"), per_backup(*d)))
+        .collect();
+    metrics.extend(services.iter().map(|(n, v)| (n.as_str(), "ms", *v)));
     // NaN is not JSON: leave out what could not be measured (no successful backup).
     metrics.retain(|(_, _, v)| v.is_finite());
     for (metric, unit, value) in metrics {

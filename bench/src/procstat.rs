@@ -93,6 +93,87 @@ fn machine_cpu_from(stat: &str, tps: u64) -> Option<Duration> {
     ))
 }
 
+/// The shared services whose CPU the suites report by name: what every backup makes
+/// PostgreSQL, Redis and NATS do is the part of the machine's CPU a fleet's workers share.
+pub const SERVICES: [&str; 3] = ["postgres", "redis-server", "nats-server"];
+
+/// CPU time so far of every live process whose command name is `comm`, each with its
+/// reaped children: PostgreSQL's backends end when their connection closes, and the
+/// postmaster that reaps them carries their CPU on (`cutime` + `cstime`). Processes of
+/// that name the machine runs for others count too, so take differences over a case on
+/// an otherwise quiet machine.
+pub fn cpu_by_name(comm: &str) -> Duration {
+    let mut ticks = 0u64;
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        // A process may end between the listing and the read.
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            ticks += stat_ticks_if_named(&stat, comm).unwrap_or(0);
+        }
+    }
+    Duration::from_micros(ticks * 1_000_000 / ticks_per_second())
+}
+
+/// The CPU of each of [`SERVICES`] and of this process at one moment; [`Services::since`]
+/// gives each one's share of a case.
+#[derive(Debug, Clone)]
+pub struct Services {
+    each: Vec<(&'static str, Duration)>,
+}
+
+impl Services {
+    pub fn now() -> Services {
+        let mut each: Vec<(&'static str, Duration)> =
+            SERVICES.iter().map(|n| (*n, cpu_by_name(n))).collect();
+        each.push((
+            "bench",
+            sample(std::process::id())
+                .map(|s| s.cpu)
+                .unwrap_or_default(),
+        ));
+        Services { each }
+    }
+
+    /// Each one's CPU between `before` and this sample, as `(name, cpu)`; the names are
+    /// those of [`SERVICES`] (`redis-server` as `redis`, …) and `bench` (this process).
+    pub fn since(&self, before: &Services) -> Vec<(&'static str, Duration)> {
+        self.each
+            .iter()
+            .zip(&before.each)
+            .map(|((name, end), (_, start))| {
+                let short = name.strip_suffix("-server").unwrap_or(name);
+                (short, end.saturating_sub(*start))
+            })
+            .collect()
+    }
+}
+
+/// utime + stime + cutime + cstime of one `/proc/<pid>/stat` line when its command name
+/// is `comm`.
+fn stat_ticks_if_named(stat: &str, comm: &str) -> Option<u64> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    if stat.get(open + 1..close)? != comm {
+        return None;
+    }
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    // After the name: state(0) … utime(11) stime(12) cutime(13) cstime(14).
+    let mut sum = 0u64;
+    for i in 11..=14 {
+        sum += fields.get(i)?.parse::<u64>().ok()?;
+    }
+    Some(sum)
+}
+
 /// CPU time of this process's reaped children so far (`getrusage(RUSAGE_CHILDREN)`).
 pub fn children_cpu() -> Duration {
     rusage(libc::RUSAGE_CHILDREN)
@@ -226,6 +307,28 @@ mod tests {
         );
         assert!(super::cpu_precise(std::process::id()).is_some_and(|d| d >= used));
         assert!(super::cpu_precise(u32::MAX).is_none());
+    }
+
+    #[test]
+    fn a_service_is_counted_by_its_name_with_its_reaped_children() {
+        let line = "812 (postgres) S 1 812 812 0 -1 4194560 5 0 0 0 40 20 7 3 20 0 1 0";
+        assert_eq!(super::stat_ticks_if_named(line, "postgres"), Some(70));
+        assert_eq!(super::stat_ticks_if_named(line, "redis-server"), None);
+        // A name with spaces and parentheses: fields start after the last ')'.
+        let odd = "9 (a (b) c) S 1 9 9 0 -1 0 0 0 0 0 1 2 3 4 20 0 1 0";
+        assert_eq!(super::stat_ticks_if_named(odd, "a (b) c"), Some(10));
+        assert_eq!(super::stat_ticks_if_named("9 (x) S 1", "x"), None);
+        // This test process is found by its own name, and has used some CPU.
+        let me = std::fs::read_to_string("/proc/self/comm").expect("own comm");
+        let before = super::cpu_by_name(me.trim());
+        let start = std::time::Instant::now();
+        let mut x = 1u64;
+        while super::cpu_by_name(me.trim()) <= before && start.elapsed() < Duration::from_secs(20) {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        }
+        assert!(super::cpu_by_name(me.trim()) > before);
     }
 
     #[test]

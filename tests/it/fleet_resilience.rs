@@ -369,6 +369,74 @@ fn bad_fleet_configuration_exits_2_naming_the_variable() {
     }
 }
 
+/// The fence of a fast export reads the lease instead of renewing it (issue #20), and
+/// still stops the publish when the lease is no longer ours: here another holder's token
+/// replaces ours (unexpired) while the export runs. Nothing is published, no outcome is
+/// written over the other holder's lease, and the loss is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_during_a_fast_export_stops_its_publish() {
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 1,
+            export_delay: Duration::from_millis(1500),
+            ..FleetOptions::default().sim
+        },
+        // Long enough that the export ends well before the first renewal is due, so the
+        // fence is the read (`worker::rules::fence`).
+        lease_ttl: Duration::from_secs(60),
+        ..FleetOptions::default()
+    })
+    .await;
+    let d = fleet.import(None).await.remove(0);
+    fleet.postpone_all().await;
+    let env = fleet.job_env();
+    let job = BackupJob::manual(d.id, d.tenant_id);
+    let running = tokio::spawn({
+        let env = env.clone();
+        async move { rosbackup::worker::execute(&env, &job, "fenced").await }
+    });
+    // The export is under way: the device has our lease and a session open.
+    fleet
+        .wait_for(Duration::from_secs(20), "the export started", || async {
+            fleet
+                .sim
+                .stats()
+                .get(&d.id)
+                .is_some_and(|s| s.sessions == 1)
+        })
+        .await;
+    let other = uuid::Uuid::new_v4();
+    let taken = sqlx::query(
+        "UPDATE devices SET lease_token = $2, lease_worker = 'other', \
+         lease_expires_at = now() + interval '1 minute' \
+         WHERE id = $1 AND lease_worker = 'fenced'",
+    )
+    .bind(d.id)
+    .bind(other)
+    .execute(fleet.store().pool())
+    .await
+    .expect("take the lease");
+    assert_eq!(taken.rows_affected(), 1, "the job held the lease");
+    let report = running.await.expect("join").expect("execute");
+    assert_eq!(report.status, RunStatus::Skipped, "{report:?}");
+    assert_eq!(env.metrics.lease_lost.get(), 1);
+    assert_eq!(
+        fleet.sim.stats().get(&d.id).map_or(0, |s| s.exports),
+        1,
+        "the export itself ran to its end"
+    );
+    assert_eq!(fleet.audit_stream().await.messages, 0, "nothing published");
+    let token: Option<uuid::Uuid> =
+        sqlx::query_scalar("SELECT lease_token FROM devices WHERE id = $1")
+            .bind(d.id)
+            .fetch_one(fleet.store().pool())
+            .await
+            .expect("lease");
+    assert_eq!(token, Some(other), "the other holder's lease is untouched");
+    assert!(fleet.runs().await.is_empty(), "no outcome written");
+    fleet.cleanup().await;
+}
+
 /// Right before a job takes its lease (its `Prechecked` mark), another execution pins a
 /// host key or blocks the device: the job decides on the row read under the lease — it
 /// never connects with no pinned key (sending the password to whatever key answers), and
@@ -525,11 +593,11 @@ async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
     fleet.cleanup().await;
 }
 
-/// The pool hands out a connection used within the last second without pinging it
-/// (issue #20), so a link that went dark (no error, no answer) since then meets the job's
-/// first statement instead of the ping: the job gives the statement up as a connection
-/// error at the pool's acquire timeout, as the ping did, instead of waiting minutes for
-/// TCP to give up while holding a worker slot.
+/// A job's statements run on lanes that hand out a connection used within the last
+/// second without pinging it (issue #20), so a link that went dark (no error, no answer)
+/// since then meets the job's first statement instead of the ping: the job gives the
+/// statement up as a connection error at the acquire timeout, as the ping did, instead of
+/// waiting minutes for TCP to give up while holding a worker slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_postgres_link_fails_a_job_at_the_acquire_timeout() {
     let fleet = Fleet::of(1).await;
@@ -538,14 +606,23 @@ async fn a_black_holed_postgres_link_fails_a_job_at_the_acquire_timeout() {
     let (proxy, store) = store_through_proxy(&fleet, 1).await;
     let mut env = (*fleet.job_env()).clone();
     env.store = store;
-    // The pool's one connection, just used and back in the pool (sqlx's ping on return
-    // done): it is handed out again without a ping.
-    assert!(env.store.ping().await, "PostgreSQL through the proxy");
-    let back = std::time::Instant::now() + Duration::from_secs(5);
-    while env.store.pool().num_idle() < 1 {
-        assert!(std::time::Instant::now() < back, "the connection came back");
-        tokio::task::yield_now().await;
-    }
+    // One lane, just used by a job statement and back (no ping): it is handed out again
+    // as it is.
+    let nobody = rosbackup::store::Lease {
+        device_id: d.id,
+        job_id: "manual:nobody".into(),
+        token: uuid::Uuid::new_v4(),
+        worker: "nobody".into(),
+        ttl: Duration::from_secs(30),
+    };
+    assert!(
+        !env.store
+            .confirm_lease(&nobody)
+            .await
+            .expect("through the proxy"),
+        "not our lease"
+    );
+    assert_eq!(env.store.lanes().idle(), 1, "the lane came back");
     proxy.dark(true);
     let started = std::time::Instant::now();
     let job = BackupJob::manual(d.id, d.tenant_id);

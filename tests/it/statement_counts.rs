@@ -23,6 +23,35 @@ use std::time::Duration;
 /// the outcome (device state, run row, claim and lease released, old runs trimmed).
 const STATEMENTS_PER_BACKUP: i64 = 3;
 
+/// Of those, the ones that write (and commit WAL): the lease and the outcome. The fence of
+/// an export that ends before its lease's first renewal is due only reads the lease
+/// (`worker::rules::fence`; issue #20: it renewed it, a third write).
+const WRITES_PER_BACKUP: i64 = 2;
+
+/// Whether a statement's text modifies rows (data-modifying CTEs and `FOR UPDATE`
+/// included: a row lock is a write too).
+fn writes(statement: &str) -> bool {
+    statement
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .any(|w| ["UPDATE", "INSERT", "DELETE"].contains(&w.to_ascii_uppercase().as_str()))
+}
+
+#[test]
+fn a_statement_writes_when_its_text_modifies_rows() {
+    assert!(writes("UPDATE devices SET x = 1"));
+    assert!(writes(
+        "WITH gate AS (UPDATE devices SET …) SELECT count(*) FROM gate"
+    ));
+    assert!(writes(
+        "WITH old AS (SELECT id FROM devices WHERE id = $1 FOR UPDATE), r AS"
+    ));
+    assert!(writes("insert into backup_runs values ($1)"));
+    assert!(!writes(
+        "SELECT EXISTS (SELECT 1 FROM devices WHERE id = $1 AND lease_token = $2)"
+    ));
+    assert!(!writes("SELECT updated_at, deleted FROM devices"));
+}
+
 /// Statements for a job whose device is offline (the seed's status key, read by the Go
 /// poller's lock script under the lease): the lease (whose row the skip rules decide
 /// on), then the skipped run, the claim and the lease released and the next due time in
@@ -160,6 +189,19 @@ impl Counters {
             *out.entry(short).or_insert(0) += calls;
         }
         out
+    }
+
+    /// Calls of the statements that write ([`writes`], on the whole text).
+    async fn write_calls(&mut self) -> i64 {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT s.query, s.calls FROM pg_stat_statements s \
+             JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1",
+        )
+        .bind(&self.datname)
+        .fetch_all(&mut self.pg)
+        .await
+        .expect("pg_stat_statements");
+        rows.iter().filter(|(q, _)| writes(q)).map(|(_, c)| c).sum()
     }
 
     /// Calls per Redis command (commands run by scripts included, as Redis counts them).
@@ -431,6 +473,13 @@ async fn statements_and_commands_per_backup() {
         statements,
         STATEMENTS_PER_BACKUP * n,
         "PostgreSQL statements for {N} backups: {:#?}",
+        p.statements
+    );
+    let written = counters.write_calls().await;
+    assert_eq!(
+        written,
+        WRITES_PER_BACKUP * n,
+        "PostgreSQL statements that write, for {N} backups: {:#?}",
         p.statements
     );
     let trips: i64 = p.round_trips.values().sum();

@@ -305,7 +305,7 @@ pub const VARS: &[Var] = &[
         "",
         false,
         false,
-        "worker: PostgreSQL connections per process (default CONFIG_BACKUP_MAX_CONCURRENT + 4, at most 16)"
+        "worker: PostgreSQL connections per process for the jobs' statements (default CONFIG_BACKUP_MAX_CONCURRENT + 4, at most 16), and at most 4 more for everything else"
     ),
     var!(
         "ROSBACKUP_FETCH_BATCH",

@@ -18,6 +18,7 @@ pub mod export_timeout;
 pub mod http;
 pub mod inventory;
 pub mod jump;
+pub mod lanes;
 pub mod manual;
 pub mod marks;
 pub mod metrics;

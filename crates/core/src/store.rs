@@ -670,6 +670,9 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// Connections for a job's statements, without the ping on return
+    /// ([`crate::lanes`]); as many as the pool's.
+    lanes: crate::lanes::Lanes,
 }
 
 impl Store {
@@ -703,11 +706,31 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Store { pool })
+        Ok(Store::from_pool(pool))
     }
 
+    /// A store over `pool`; its lanes connect with the pool's options, as many.
     pub fn from_pool(pool: PgPool) -> Store {
-        Store { pool }
+        let lanes = crate::lanes::Lanes::new(
+            (*pool.connect_options()).clone(),
+            pool.options().get_max_connections(),
+        );
+        Store { pool, lanes }
+    }
+
+    /// The same store with `max` lanes for job statements instead of as many as the
+    /// pool's connections (a worker: many lanes, a small pool for everything else).
+    pub fn with_lanes(self, max: u32) -> Store {
+        let lanes = crate::lanes::Lanes::new((*self.pool.connect_options()).clone(), max);
+        Store {
+            pool: self.pool,
+            lanes,
+        }
+    }
+
+    /// The lanes a job's statements run on (see [`crate::lanes`]).
+    pub fn lanes(&self) -> &crate::lanes::Lanes {
+        &self.lanes
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -1410,15 +1433,17 @@ impl Store {
                 columns.join(", ")
             )
         });
+        let mut lane = self.lanes.acquire().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
             .bind(lease.device_id)
             .bind(&lease.job_id)
             .bind(lease.token)
             .bind(&lease.worker)
             .bind(lease.ttl.as_secs_f64())
-            .fetch_optional(&self.pool)
+            .fetch_optional(lane.conn())
             .await?;
         if let Some(row) = row {
+            lane.done();
             let device = <Device as sqlx::FromRow<'_, _>>::from_row(&row)?;
             let credentials = <SealedCredentials as sqlx::FromRow<'_, _>>::from_row(&row)?;
             let facts = <LeaseFacts as sqlx::FromRow<'_, _>>::from_row(&row)?;
@@ -1435,8 +1460,9 @@ impl Store {
         let held: Option<(Option<String>, Option<DateTime<Utc>>)> =
             sqlx::query_as("SELECT lease_job, lease_expires_at FROM devices WHERE id = $1")
                 .bind(lease.device_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(lane.conn())
                 .await?;
+        lane.done();
         Ok(match held {
             None => LeaseAttempt::NoDevice,
             Some((job, expires)) => LeaseAttempt::Held {
@@ -1448,6 +1474,7 @@ impl Store {
 
     /// Extend the lease; `false` if it is no longer ours (stop and publish nothing).
     pub async fn renew_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let mut lane = self.lanes.acquire().await?;
         let r = sqlx::query(
             "UPDATE devices SET lease_expires_at = now() + ($3::float8 * interval '1 second') \
              WHERE id = $1 AND lease_token = $2",
@@ -1455,14 +1482,34 @@ impl Store {
         .bind(lease.device_id)
         .bind(lease.token)
         .bind(lease.ttl.as_secs_f64())
-        .execute(&self.pool)
+        .execute(lane.conn())
         .await?;
+        lane.done();
         Ok(r.rows_affected() == 1)
+    }
+
+    /// Whether the lease is still ours and unexpired, read without writing: the fence of
+    /// an execution whose lease has most of its TTL left (`worker::rules::fence`). Only
+    /// the holder clears a lease, and nobody can take it before it expires, so a `true`
+    /// holds until `lease_expires_at`.
+    pub async fn confirm_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let mut lane = self.lanes.acquire().await?;
+        let ours: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM devices \
+             WHERE id = $1 AND lease_token = $2 AND lease_expires_at > now())",
+        )
+        .bind(lease.device_id)
+        .bind(lease.token)
+        .fetch_one(lane.conn())
+        .await?;
+        lane.done();
+        Ok(ours)
     }
 
     /// Give the lease back without an outcome (shutdown): the job runs again elsewhere.
     /// `lease_starts` is kept down so a graceful stop does not count as a crash.
     pub async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let mut lane = self.lanes.acquire().await?;
         let r = sqlx::query(
             "UPDATE devices SET lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
              lease_starts = GREATEST(lease_starts - 1, 0) \
@@ -1470,8 +1517,9 @@ impl Store {
         )
         .bind(lease.device_id)
         .bind(lease.token)
-        .execute(&self.pool)
+        .execute(lane.conn())
         .await?;
+        lane.done();
         Ok(r.rows_affected() == 1)
     }
 
@@ -1526,7 +1574,9 @@ impl Store {
             .bind(&state.tofu_fingerprint)
             .bind(&state.routeros_version)
             .bind(&run.job_id);
-        let written = bind_run(q, run, keep_runs).fetch_one(&self.pool).await?;
+        let mut lane = self.lanes.acquire().await?;
+        let written = bind_run(q, run, keep_runs).fetch_one(lane.conn()).await?;
+        lane.done();
         Ok(written == 1)
     }
 
@@ -1540,7 +1590,9 @@ impl Store {
             )
         });
         let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(SQL.as_str()));
-        bind_run(q, run, keep_runs).fetch_one(&self.pool).await?;
+        let mut lane = self.lanes.acquire().await?;
+        bind_run(q, run, keep_runs).fetch_one(lane.conn()).await?;
+        lane.done();
         Ok(())
     }
 
@@ -1580,7 +1632,9 @@ impl Store {
             .bind(next_due_at)
             .bind(&run.job_id)
             .bind(lease.map(|l| l.token));
-        bind_run(q, run, keep_runs).fetch_one(&self.pool).await?;
+        let mut lane = self.lanes.acquire().await?;
+        bind_run(q, run, keep_runs).fetch_one(lane.conn()).await?;
+        lane.done();
         Ok(())
     }
 

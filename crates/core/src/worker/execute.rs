@@ -12,8 +12,10 @@
 //! Why so few round trips (issue #20): the shared services' work per backup bounds a
 //! fleet, not the worker's, so a successful backup costs PostgreSQL three statements —
 //! the lease, the fence right before publishing, and the outcome (state, run row, claim
-//! and lease released, in one statement). Renewals beside the export only run when it
-//! outlives a third of the lease. `tests/it/statement_counts.rs` holds us to that count.
+//! and lease released, in one statement) — and only two of them write: the fence of an
+//! export that ends before the first renewal is due reads the lease instead of renewing
+//! it ([`rules::fence`]). Renewals beside the export only run when it outlives a third
+//! of the lease. `tests/it/statement_counts.rs` holds us to that count.
 //!
 //! The export's timeout is the device's ([`crate::export_timeout`]: its override, its
 //! credential profile's, else adapted to its recent runs), decided right after the lease
@@ -605,8 +607,13 @@ async fn backup_under_lease(
         // Fencing before the only externally visible step: publish only while ours. A
         // connection error is asked again (`under_lease` drops this at the lease's
         // deadline); only an answer that the lease is gone, or no answer in time, stops.
-        let confirmed = retry_transient(Instant::now() + env.lease_ttl, || {
-            env.store.renew_lease(lease)
+        // A fast export only reads the lease; a slow one renews it (`rules::fence`,
+        // decided again on each attempt).
+        let confirmed = retry_transient(Instant::now() + env.lease_ttl, || async {
+            match rules::fence(leased_at.elapsed(), env.lease_ttl) {
+                rules::Fence::Confirm => env.store.confirm_lease(lease).await,
+                rules::Fence::Renew => env.store.renew_lease(lease).await,
+            }
         })
         .await
         .unwrap_or(false);

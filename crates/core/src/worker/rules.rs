@@ -192,6 +192,30 @@ pub fn lease_margin(ttl: std::time::Duration) -> std::time::Duration {
     (ttl / 10).max(std::time::Duration::from_millis(100))
 }
 
+/// How the fence before publishing makes sure the lease is still ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// Read the lease (token ours, not expired): a statement that writes nothing.
+    Confirm,
+    /// Renew it, as the renewals beside the export do: a write.
+    Renew,
+}
+
+/// The fence's kind for an execution whose lease was asked for `since_lease` ago (issue
+/// #20: the renewal at the fence was one of a fast backup's three committed writes).
+/// Before the first renewal is due (a third of the TTL) the lease taken at the start has
+/// more than two thirds of the TTL left — at least what a renewal every third leaves —
+/// so reading it is enough: nobody else can take it before it expires, and only its
+/// holder can clear it. Later, the fence renews as before, so the publish and the
+/// outcome still get most of a TTL. Both kinds stop the publish when the lease is gone.
+pub fn fence(since_lease: std::time::Duration, ttl: std::time::Duration) -> Fence {
+    if since_lease < ttl / 3 {
+        Fence::Confirm
+    } else {
+        Fence::Renew
+    }
+}
+
 /// Why a backup failed: its kind, a message for people, and the host key the device
 /// presented when that is the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -484,6 +508,26 @@ mod tests {
         );
         for ttl in [1, 6, 30, 300].map(Duration::from_secs) {
             assert!(lease_margin(ttl) < ttl / 3, "{ttl:?}");
+        }
+    }
+
+    #[test]
+    fn the_fence_reads_the_lease_until_the_first_renewal_is_due_then_renews() {
+        let ttl = Duration::from_secs(30);
+        assert_eq!(fence(Duration::ZERO, ttl), Fence::Confirm);
+        assert_eq!(fence(Duration::from_millis(9_999), ttl), Fence::Confirm);
+        assert_eq!(fence(Duration::from_secs(10), ttl), Fence::Renew);
+        assert_eq!(fence(Duration::from_secs(29), ttl), Fence::Renew);
+        assert_eq!(fence(Duration::from_secs(3600), ttl), Fence::Renew);
+        // Whatever the TTL, a confirmed lease has more than two thirds of it left, more
+        // than the margin the execution stops at.
+        for ttl in [1, 6, 30, 300].map(Duration::from_secs) {
+            let last_confirmed = ttl / 3 - Duration::from_millis(1);
+            assert_eq!(fence(last_confirmed, ttl), Fence::Confirm);
+            assert!(
+                ttl - last_confirmed > lease_margin(ttl) + ttl / 2,
+                "{ttl:?}"
+            );
         }
     }
 

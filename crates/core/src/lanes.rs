@@ -1,0 +1,216 @@
+//! PostgreSQL connections for a job's statements, handed back without a ping.
+//!
+//! Why (issue #20): sqlx's pool pings every connection it takes back (`Sync`, wait for
+//! `ReadyForQuery`) — one more round trip for every statement, which PostgreSQL, the
+//! worker and the kernel between them pay and no `pg_stat_statements` count shows. Its
+//! reason is a statement dropped half-way (a timeout, a cancelled task), which can leave
+//! a connection in an unknown state. A job's statements are single statements, each
+//! either carried out to its end or dropped, so a [`Lane`] goes back to the idle list
+//! only when its statement completed ([`Lane::done`]); one dropped before that closes
+//! its connection. What the pool's checks gave otherwise stays:
+//!
+//! - a connection idle for [`PING_IF_IDLE`] or longer is pinged before use, so one that
+//!   sat idle across a PostgreSQL restart is found dead and replaced, not handed out;
+//! - handing out a connection, opening one included, is bounded by [`ACQUIRE_TIMEOUT`]
+//!   (a [`sqlx::Error::PoolTimedOut`], which the worker asks again like a connection
+//!   error);
+//! - at most `max` connections at once; the most recently used idle one goes first (warm
+//!   caches, and the others age out); a connection older than [`MAX_LIFETIME`] or idle
+//!   for [`IDLE_TIMEOUT`] is closed instead of used.
+//!
+//! Only the statements of a job use lanes ([`crate::store::Store`] says which); the rest
+//! (transactions, listings, migrations) use sqlx's pool.
+
+use crate::store::{ACQUIRE_TIMEOUT, PING_IF_IDLE};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A connection this old is closed when it comes back (sqlx's pool default).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// A connection idle this long is closed instead of used (sqlx's pool default).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+struct Idle {
+    conn: PgConnection,
+    opened: Instant,
+    since: Instant,
+}
+
+struct Inner {
+    options: PgConnectOptions,
+    idle: Mutex<Vec<Idle>>,
+    permits: Arc<Semaphore>,
+}
+
+/// Up to `max` connections for job statements.
+#[derive(Clone)]
+pub struct Lanes {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Lanes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The options hold the password: not shown.
+        f.debug_struct("Lanes")
+            .field("available", &self.inner.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do with an idle connection about to be handed out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reuse {
+    /// Used within [`PING_IF_IDLE`]: hand it out as it is.
+    AsIs,
+    /// Idle long enough that PostgreSQL may have gone away meanwhile: ping first.
+    Ping,
+    /// Too old or idle too long: close it.
+    Retire,
+}
+
+fn reuse(age: Duration, idle_for: Duration) -> Reuse {
+    if age >= MAX_LIFETIME || idle_for >= IDLE_TIMEOUT {
+        Reuse::Retire
+    } else if idle_for >= PING_IF_IDLE {
+        Reuse::Ping
+    } else {
+        Reuse::AsIs
+    }
+}
+
+impl Lanes {
+    pub fn new(options: PgConnectOptions, max: u32) -> Lanes {
+        Lanes {
+            inner: Arc::new(Inner {
+                options,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(Semaphore::new(max.max(1) as usize)),
+            }),
+        }
+    }
+
+    /// A connection for one statement: an idle one, else a new one, within
+    /// [`ACQUIRE_TIMEOUT`].
+    pub async fn acquire(&self) -> Result<Lane, sqlx::Error> {
+        tokio::time::timeout(ACQUIRE_TIMEOUT, self.acquire_unbounded())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+    }
+
+    async fn acquire_unbounded(&self) -> Result<Lane, sqlx::Error> {
+        let permit = self
+            .inner
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        loop {
+            let idle = self.inner.idle.lock().ok().and_then(|mut v| v.pop());
+            let Some(mut idle) = idle else {
+                let conn = PgConnection::connect_with(&self.inner.options).await?;
+                return Ok(self.lane(conn, Instant::now(), permit));
+            };
+            match reuse(idle.opened.elapsed(), idle.since.elapsed()) {
+                Reuse::AsIs => return Ok(self.lane(idle.conn, idle.opened, permit)),
+                Reuse::Ping => {
+                    if idle.conn.ping().await.is_ok() {
+                        return Ok(self.lane(idle.conn, idle.opened, permit));
+                    }
+                    // Dead (PostgreSQL restarted meanwhile): dropped, try the next.
+                }
+                Reuse::Retire => close(idle.conn),
+            }
+        }
+    }
+
+    fn lane(&self, conn: PgConnection, opened: Instant, permit: OwnedSemaphorePermit) -> Lane {
+        Lane {
+            conn: Some(conn),
+            opened,
+            inner: self.inner.clone(),
+            _permit: permit,
+        }
+    }
+
+    /// Connections idle now (for tests and diagnostics).
+    pub fn idle(&self) -> usize {
+        self.inner.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+/// Close a connection politely (a `Terminate` message) without waiting for it.
+fn close(conn: PgConnection) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            let _ = conn.close().await;
+        });
+    }
+}
+
+/// One connection, for one statement. Call [`Lane::done`] when the statement completed;
+/// dropped without it, the connection is closed.
+pub struct Lane {
+    conn: Option<PgConnection>,
+    opened: Instant,
+    inner: Arc<Inner>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lane {
+    pub fn conn(&mut self) -> &mut PgConnection {
+        // Only `done` and `drop` take it, and both consume the lane.
+        self.conn
+            .as_mut()
+            .expect("a lane holds its connection until it is done or dropped")
+    }
+
+    /// The statement completed: the connection is ready for the next one.
+    pub fn done(mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if self.opened.elapsed() >= MAX_LIFETIME {
+            close(conn);
+            return;
+        }
+        if let Ok(mut idle) = self.inner.idle.lock() {
+            idle.push(Idle {
+                conn,
+                opened: self.opened,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // Dropped mid-statement (or after an error): its state is unknown. Dropping the
+        // connection closes its socket; PostgreSQL ends the session.
+        self.conn.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_reused_as_it_is_pinged_or_retired_by_age_and_idleness() {
+        let s = Duration::from_secs;
+        assert_eq!(reuse(s(5), Duration::from_millis(10)), Reuse::AsIs);
+        assert_eq!(
+            reuse(s(5), PING_IF_IDLE - Duration::from_millis(1)),
+            Reuse::AsIs
+        );
+        assert_eq!(reuse(s(5), PING_IF_IDLE), Reuse::Ping);
+        assert_eq!(reuse(s(5), s(60)), Reuse::Ping);
+        assert_eq!(reuse(s(5), IDLE_TIMEOUT), Reuse::Retire);
+        assert_eq!(reuse(MAX_LIFETIME, Duration::ZERO), Reuse::Retire);
+    }
+}
