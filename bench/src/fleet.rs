@@ -15,9 +15,12 @@
 //! real enqueuer process is started (`rosbackup-enqueuer --insecure-no-auth`, its default
 //! 1 s tick and queue cap). The clock starts when the enqueuer is spawned.
 //!
-//! **End and latency.** A headers-only ordered consumer on the case's stream sees every
-//! snapshot (its subject names the device, JetStream stamps the time the server stored it).
-//! The case ends when every device has at least one snapshot. A job's latency is the
+//! **End and latency.** The case's stream's message count is polled every 250 ms; once
+//! it reaches the number of devices, the CPU samples that end the case are taken and
+//! only then a headers-only ordered consumer reads every snapshot (its subject names the
+//! device, JetStream stamps the time the server stored it), so reading them is not
+//! charged to the case. The case ends when every device has at least one snapshot (a
+//! repeated publish can make the count run ahead: then it goes on). A job's latency is the
 //! stream timestamp of its device's first snapshot minus the device's due time from
 //! PostgreSQL: it covers the enqueuer's claim and push, waiting in Redis, the export, and
 //! the publish up to JetStream's store (not the outcome write that follows the ack). Both
@@ -52,8 +55,8 @@
 //! `{enqueuer,worker1..,sim}_cpu_s`, `{enqueuer,worker1..,sim}_peak_rss_mib`,
 //! `worker_peak_rss_mib` (the largest worker), `machine_cpu_ms_per_backup` and, over the
 //! same window, `{postgres,redis,nats,bench}_cpu_ms_per_backup` (each service's
-//! processes with their reaped children; `bench` is this process and its headers-only
-//! consumer). `--sweep 50,100,…` runs one case per
+//! processes with their reaped children; `bench` is this process: its sampling and
+//! polling). `--sweep 50,100,…` runs one case per
 //! concurrency. `--latency-out FILE` appends one JSON line per case and run:
 //! `{"suite","case","run","params","latency_ms":[…]}` (one number per device).
 
@@ -70,7 +73,7 @@ use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
@@ -496,7 +499,9 @@ async fn measure(
     pcfg: &rosbackup::snapshot::PublisherConfig,
     queue_name: &str,
 ) -> anyhow::Result<CaseResult> {
-    // The stream, and a consumer that notes each device's first snapshot.
+    // The stream: its message count is polled while the case runs; each device's first
+    // snapshot is read from it only once the count says every device may have one (a
+    // consumer reading along would charge its work and NATS' to the case).
     let publisher = Publisher::connect(pcfg.clone())
         .await
         .context("NATS (NATS_URL)")?;
@@ -504,38 +509,45 @@ async fn measure(
         .jetstream()
         .get_stream(publisher.stream_name())
         .await?;
+    measure_with(args, case, bins, urls, logs, db, pcfg, queue_name, &stream).await
+}
+
+/// Each device's first snapshot in the stream (its subject names the device; the time is
+/// when JetStream stored it), read with a headers-only ordered consumer up to the
+/// stream's last message now.
+async fn first_snapshots(
+    stream: &async_nats::jetstream::stream::Stream,
+) -> anyhow::Result<HashMap<Uuid, i128>> {
+    let mut firsts = HashMap::new();
+    let last = stream.clone().info().await?.state.last_sequence;
+    if last == 0 {
+        return Ok(firsts);
+    }
     let consumer = stream
         .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("{}.create.>", pcfg.subject_prefix),
             headers_only: true,
             ..Default::default()
         })
         .await?;
     let mut messages = consumer.messages().await?;
-    let firsts: Arc<Mutex<HashMap<Uuid, i128>>> = Arc::default();
-    let firsts_c = firsts.clone();
-    let reader = tokio::spawn(async move {
-        while let Some(m) = messages.next().await {
-            let Ok(m) = m else { continue };
-            let Some(id) = m
-                .subject
-                .as_str()
-                .rsplit('.')
-                .next()
-                .and_then(|s| s.parse::<Uuid>().ok())
-            else {
-                continue;
-            };
-            let Ok(info) = m.info() else { continue };
-            let t = info.published.unix_timestamp_nanos();
-            if let Ok(mut f) = firsts_c.lock() {
-                f.entry(id).or_insert(t);
-            }
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| anyhow!("reading the stream: {e}"))?;
+        let info = m.info().map_err(|e| anyhow!("message info: {e}"))?;
+        let (sequence, t) = (info.stream_sequence, info.published.unix_timestamp_nanos());
+        let device = m
+            .subject
+            .as_str()
+            .split_once(".create.")
+            .and_then(|(_, rest)| rest.rsplit('.').next())
+            .and_then(|s| s.parse::<Uuid>().ok());
+        if let Some(id) = device {
+            firsts.entry(id).or_insert(t);
         }
-    });
-    let result = measure_with(args, case, bins, urls, logs, db, pcfg, queue_name, &firsts).await;
-    reader.abort();
-    result
+        if sequence >= last {
+            break;
+        }
+    }
+    Ok(firsts)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -548,7 +560,7 @@ async fn measure_with(
     db: &BenchDb,
     pcfg: &rosbackup::snapshot::PublisherConfig,
     queue_name: &str,
-    firsts: &Arc<Mutex<HashMap<Uuid, i128>>>,
+    stream: &async_nats::jetstream::stream::Stream,
 ) -> anyhow::Result<CaseResult> {
     let n = case.devices;
     let inventory = logs.join("inventory.csv");
@@ -761,8 +773,29 @@ async fn measure_with(
     let mut inflight_max_per_worker = 0f64;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut last_print = Instant::now();
-    loop {
-        let done = firsts.lock().map(|f| f.len()).unwrap_or(0);
+    let (machine_cpu, services, firsts) = loop {
+        // The end's samples are taken before the snapshots are read, so reading them is
+        // not charged to the case; a count that included a device twice (a repeated
+        // publish) leaves some device without one, and the case goes on.
+        let published = stream
+            .clone()
+            .info()
+            .await
+            .map(|i| i.state.messages)
+            .unwrap_or(0);
+        let end = (published >= n as u64).then(|| {
+            (
+                procstat::machine_cpu()
+                    .zip(machine_start)
+                    .map(|(end, start)| end.saturating_sub(start)),
+                procstat::Services::now().since(&services_start),
+            )
+        });
+        let firsts = match end {
+            Some(_) => first_snapshots(stream).await?,
+            None => HashMap::new(),
+        };
+        let done = firsts.len();
         for (_, pid, p) in numbers.iter_mut() {
             if let Some(s) = procstat::sample(*pid) {
                 p.cpu_end = s.cpu;
@@ -777,8 +810,8 @@ async fn measure_with(
             }
         }
         inflight_max = inflight_max.max(sum);
-        if done >= n {
-            break;
+        if let Some((machine, services)) = end.filter(|_| done >= n) {
+            break (machine, services, firsts);
         }
         enqueuer.check()?;
         sim.check()?;
@@ -787,21 +820,16 @@ async fn measure_with(
         }
         if Instant::now() > deadline {
             bail!(
-                "only {done} of {n} devices had a snapshot after {} s",
+                "only {published} snapshots for {n} devices after {} s",
                 args.timeout
             );
         }
         if last_print.elapsed() > Duration::from_secs(5) {
-            eprintln!("  … {done}/{n} devices backed up, {sum} in flight");
+            eprintln!("  … {published}/{n} snapshots published, {sum} in flight");
             last_print = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let machine_cpu = procstat::machine_cpu()
-        .zip(machine_start)
-        .map(|(end, start)| end.saturating_sub(start));
-    let services = procstat::Services::now().since(&services_start);
-    let firsts: HashMap<Uuid, i128> = firsts.lock().map(|f| f.clone()).unwrap_or_default();
+    };
     let failed_runs: i64 =
         sqlx::query_scalar("SELECT count(*) FROM backup_runs WHERE status = 'failed'")
             .fetch_one(db.store.pool())

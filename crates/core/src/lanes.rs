@@ -21,12 +21,22 @@
 //! Only the statements of a job use lanes ([`crate::store::Store`] says which); the rest
 //! (transactions, listings, migrations) use sqlx's pool.
 
-use crate::store::{ACQUIRE_TIMEOUT, PING_IF_IDLE};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A connection idle this long is pinged before it is used again, by
+/// [`crate::store::Store::connect`]'s pool and by the lanes.
+pub const PING_IF_IDLE: Duration = Duration::from_secs(1);
+
+/// How long [`crate::store::Store::connect`]'s pool and the lanes may take to hand out a
+/// connection, its ping included. The worker bounds each statement of a job by it too
+/// ([`crate::worker`]): a connection black-holed within [`PING_IF_IDLE`] of its last use
+/// is handed out without a ping, and its statement would otherwise wait for TCP to give
+/// up instead of failing here.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection this old is closed when it comes back (sqlx's pool default).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);

@@ -655,16 +655,8 @@ pub struct FleetCounts {
     pub leased: i64,
 }
 
-/// A pooled connection idle this long is pinged before [`Store`] uses it again (see
-/// [`Store::connect`]).
-pub const PING_IF_IDLE: Duration = Duration::from_secs(1);
-
-/// How long [`Store::connect`]'s pool may take to hand out a connection, its ping
-/// included. The worker bounds each statement of a job by it too
-/// ([`crate::worker`]): a connection black-holed within [`PING_IF_IDLE`] of its last use
-/// is handed out without a ping, and its statement would otherwise wait for TCP to give
-/// up instead of failing here.
-pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The pool's and the lanes' ping threshold and acquire timeout (defined with the lanes).
+pub use crate::lanes::{ACQUIRE_TIMEOUT, PING_IF_IDLE};
 
 /// The device store.
 #[derive(Debug, Clone)]
