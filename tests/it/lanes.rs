@@ -1,6 +1,7 @@
 //! The job statements' connections (`rosbackup::lanes`) against a real PostgreSQL: a
 //! connection comes back without a ping and is used again, one dropped mid-way is
-//! closed, one that died while idle is replaced, and at most `max` are out at once.
+//! closed, one that died while idle is replaced, at most `max` are out at once, and the
+//! plans a lane keeps for the job's statements use their indexes.
 
 use crate::common::fleet::TestDb;
 use rosbackup::lanes::Lanes;
@@ -94,6 +95,103 @@ async fn no_more_than_max_lanes_are_out_at_once() {
     lane.done();
     let (lane, second) = waiting.await.expect("join");
     assert_eq!(second, first, "it got the one that came back");
+    lane.done();
+    db.drop().await;
+}
+
+/// The largest `$n` in a statement: how many parameters it takes.
+fn parameters(sql: &str) -> usize {
+    let b = sql.as_bytes();
+    (0..b.len())
+        .filter(|&i| b[i] == b'$')
+        .filter_map(|i| {
+            let digits: String = sql[i + 1..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// A lane plans each job statement once (`plan_cache_mode = force_generic_plan`, issue
+/// #20), so the plan it keeps is made without the parameters' values: on a fleet large
+/// enough that the planner weighs its choices (5,000 devices, 20 runs, 3 binary backups
+/// and a binary state each, analyzed), every job statement's generic plan must still
+/// reach the rows of those tables through an index, never by reading the whole table.
+/// (The small per-tenant tables, empty here, may be read whole.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lane_plans_each_job_statement_once_and_through_its_indexes() {
+    let db = TestDb::new().await;
+    sqlx::raw_sql(
+        "INSERT INTO devices (id, tenant_id, name, host, username, password_enc, next_due_at) \
+           SELECT gen_random_uuid(), '00000000-0000-4000-8000-000000000001', 'd' || i, \
+             '127.0.0.1', 'admin', '\\x00', now() FROM generate_series(1, 5000) i; \
+         INSERT INTO backup_runs (device_id, tenant_id, job_id, trigger, worker, started_at, \
+             finished_at, status, duration_ms) \
+           SELECT d.id, d.tenant_id, 'j' || n, 'scheduled', 'w', now(), now(), \
+             CASE WHEN n % 4 = 0 THEN 'skipped' ELSE 'success' END, 1 \
+           FROM devices d CROSS JOIN generate_series(1, 20) n; \
+         INSERT INTO binary_backups (device_id, tenant_id, job_id, collected_at, size, sha256, \
+             config_sha256, format, file_enc, password_enc) \
+           SELECT d.id, d.tenant_id, d.id || '-' || n, now() - n * interval '1 hour', 1, 'x', 'c', 'rc4', \
+             '\\x00', '\\x00' FROM devices d CROSS JOIN generate_series(1, 3) n; \
+         INSERT INTO binary_state (device_id, password_enc, consecutive_failures) \
+           SELECT id, '\\x00', 0 FROM devices; \
+         ANALYZE",
+    )
+    .execute(db.store.pool())
+    .await
+    .expect("a fleet's rows");
+    let lanes = db.store.lanes();
+    let mut lane = lanes.acquire().await.expect("a lane");
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(lane.conn())
+        .await
+        .expect("SHOW");
+    assert_eq!(mode, "force_generic_plan");
+    let statements = rosbackup::store::lane_statements();
+    for (name, sql) in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PREPARE probe_{name} AS {sql}"
+        )))
+        .execute(lane.conn())
+        .await
+        .unwrap_or_else(|e| panic!("PREPARE {name}: {e}"));
+        let nulls = vec!["NULL"; parameters(sql)].join(", ");
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN EXECUTE probe_{name}({nulls})"
+        )))
+        .fetch_all(lane.conn())
+        .await
+        .unwrap_or_else(|e| panic!("EXPLAIN {name}: {e}"));
+        let plan = plan.join("\n");
+        for table in ["devices", "backup_runs", "binary_backups", "binary_state"] {
+            assert!(
+                !plan.contains(&format!("Seq Scan on {table}")),
+                "{name} reads all of {table}:\n{plan}"
+            );
+        }
+        assert!(plan.contains("Index"), "{name} uses no index:\n{plan}");
+    }
+    // Planned without the values: PostgreSQL counts how it planned each one.
+    let counts: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE name LIKE 'probe_%' ORDER BY name",
+    )
+    .fetch_all(lane.conn())
+    .await
+    .expect("pg_prepared_statements");
+    assert_eq!(counts.len(), statements.len());
+    for (name, generic, custom) in counts {
+        assert_eq!(custom, 0, "{name} was planned with its parameters' values");
+        assert!(generic >= 1, "{name}: no generic plan");
+    }
+    sqlx::raw_sql("DEALLOCATE ALL")
+        .execute(lane.conn())
+        .await
+        .expect("DEALLOCATE");
     lane.done();
     db.drop().await;
 }

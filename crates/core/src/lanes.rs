@@ -18,8 +18,18 @@
 //!   caches, and the others age out); a connection older than [`MAX_LIFETIME`] or idle
 //!   for [`IDLE_TIMEOUT`] is closed instead of used.
 //!
+//! A lane's session plans each statement once (`plan_cache_mode = force_generic_plan`,
+//! set when it opens). A job's statements all pick rows by key (device id, lease token),
+//! so a plan made without the parameters' values is the plan made with them; but under
+//! PostgreSQL's default (`auto`) the lease statement was planned anew on every call,
+//! which took about as long as running it (`pg_stat_statements`, issue #20; the figures
+//! are in BENCHMARKS.md). `tests/it/lanes.rs` holds every
+//! job statement's generic plan to its indexes. It is a `SET` after connecting rather
+//! than a startup option, which connection poolers such as PgBouncer refuse, and a
+//! server that does not know the setting (before PostgreSQL 12) keeps its default.
+//!
 //! Only the statements of a job use lanes ([`crate::store::Store`] says which); the rest
-//! (transactions, listings, migrations) use sqlx's pool.
+//! (transactions, listings, migrations) use sqlx's pool, with PostgreSQL's default plans.
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
@@ -122,7 +132,8 @@ impl Lanes {
         loop {
             let idle = self.inner.idle.lock().ok().and_then(|mut v| v.pop());
             let Some(mut idle) = idle else {
-                let conn = PgConnection::connect_with(&self.inner.options).await?;
+                let mut conn = PgConnection::connect_with(&self.inner.options).await?;
+                plan_once(&mut conn).await?;
                 return Ok(self.lane(conn, Instant::now(), permit));
             };
             match reuse(idle.opened.elapsed(), idle.since.elapsed()) {
@@ -150,6 +161,22 @@ impl Lanes {
     /// Connections idle now (for tests and diagnostics).
     pub fn idle(&self) -> usize {
         self.inner.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+}
+
+/// Plan each statement of this session once (the module's docs say why). A server that
+/// refuses the setting keeps its own; a connection that fails is an error.
+async fn plan_once(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    match sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) => {
+            tracing::debug!(code = ?e.code(), "plan_cache_mode not set; the server's default plans");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

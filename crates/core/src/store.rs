@@ -1375,58 +1375,8 @@ impl Store {
     /// on data no other execution can change meanwhile (pins, blocks, failure counts).
     pub async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseAttempt, StoreError> {
         use sqlx::Row;
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let columns: Vec<String> = DEVICE_COLUMNS
-                .split(',')
-                .map(|c| match c.trim() {
-                    c if c.starts_with('(') => c.replacen('(', "(d.", 1),
-                    c => format!("d.{c}"),
-                })
-                .chain(std::iter::once(CREDENTIAL_COLUMNS.to_string()))
-                .collect();
-            format!(
-                "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE), \
-                 recent AS (SELECT \
-                     COALESCE(array_agg(r.status ORDER BY r.id DESC), '{{}}') AS recent_status, \
-                     COALESCE(array_agg(r.timed_out ORDER BY r.id DESC), '{{}}') AS recent_timed_out, \
-                     COALESCE(array_agg(COALESCE(r.export_ms, r.duration_ms) ORDER BY r.id DESC), '{{}}') \
-                       AS recent_export_ms \
-                   FROM (SELECT id, status, timed_out, export_ms, duration_ms FROM backup_runs \
-                         WHERE device_id = $1 AND status IN ('success', 'failed') \
-                         ORDER BY id DESC LIMIT {RECENT_RUNS}) r) \
-                 UPDATE devices d SET lease_job = $2, lease_token = $3, lease_worker = $4, \
-                   lease_expires_at = now() + ($5::float8 * interval '1 second'), \
-                   lease_starts = CASE WHEN d.lease_job = $2 THEN d.lease_starts + 1 ELSE 1 END \
-                 FROM old CROSS JOIN recent \
-                   LEFT JOIN binary_state s ON s.device_id = old.id \
-                   LEFT JOIN LATERAL (SELECT b.collected_at, b.config_sha256 FROM binary_backups b \
-                                      WHERE b.device_id = old.id \
-                                      ORDER BY b.collected_at DESC, b.id DESC LIMIT 1) n ON true \
-                 WHERE d.id = old.id \
-                   AND (d.lease_token IS NULL OR d.lease_expires_at < now()) \
-                 RETURNING {}, old.lease_token AS previous_token, \
-                   (SELECT p.export_timeout_seconds FROM credential_profiles p \
-                    WHERE p.id = d.credential_profile_id) AS profile_timeout_seconds, \
-                   recent.recent_status, recent.recent_timed_out, recent.recent_export_ms, \
-                   d.backup_binary AS binary_device_mode, \
-                   (SELECT t.mode FROM binary_tenant_mode t WHERE t.tenant_id = d.tenant_id) \
-                     AS binary_tenant_mode, \
-                   n.collected_at AS binary_newest_at, n.config_sha256 AS binary_newest_sha256, \
-                   s.retry_after AS binary_retry_after, s.consecutive_failures AS binary_failures, \
-                   (SELECT k.fingerprint FROM bastion_host_keys k \
-                    WHERE k.tenant_id = d.tenant_id AND k.host = d.jump_host AND k.port = d.jump_port) \
-                     AS device_jump_pin, \
-                   (SELECT k.fingerprint FROM credential_profiles p JOIN bastion_host_keys k \
-                      ON k.tenant_id = d.tenant_id AND k.host = p.jump_host AND k.port = p.jump_port \
-                    WHERE p.id = d.credential_profile_id) AS profile_jump_pin, \
-                   (SELECT k.fingerprint FROM tenant_jump_hosts t JOIN bastion_host_keys k \
-                      ON k.tenant_id = t.tenant_id AND k.host = t.host AND k.port = t.port \
-                    WHERE t.tenant_id = d.tenant_id) AS tenant_jump_pin",
-                columns.join(", ")
-            )
-        });
         let mut lane = self.lanes.acquire().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str()))
+        let row = sqlx::query(sqlx::AssertSqlSafe(LEASE_SQL.as_str()))
             .bind(lease.device_id)
             .bind(&lease.job_id)
             .bind(lease.token)
@@ -1449,11 +1399,10 @@ impl Store {
                 facts: Box::new(facts),
             });
         }
-        let held: Option<(Option<String>, Option<DateTime<Utc>>)> =
-            sqlx::query_as("SELECT lease_job, lease_expires_at FROM devices WHERE id = $1")
-                .bind(lease.device_id)
-                .fetch_optional(lane.conn())
-                .await?;
+        let held: Option<(Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(HELD_SQL)
+            .bind(lease.device_id)
+            .fetch_optional(lane.conn())
+            .await?;
         lane.done();
         Ok(match held {
             None => LeaseAttempt::NoDevice,
@@ -1467,15 +1416,12 @@ impl Store {
     /// Extend the lease; `false` if it is no longer ours (stop and publish nothing).
     pub async fn renew_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
         let mut lane = self.lanes.acquire().await?;
-        let r = sqlx::query(
-            "UPDATE devices SET lease_expires_at = now() + ($3::float8 * interval '1 second') \
-             WHERE id = $1 AND lease_token = $2",
-        )
-        .bind(lease.device_id)
-        .bind(lease.token)
-        .bind(lease.ttl.as_secs_f64())
-        .execute(lane.conn())
-        .await?;
+        let r = sqlx::query(RENEW_SQL)
+            .bind(lease.device_id)
+            .bind(lease.token)
+            .bind(lease.ttl.as_secs_f64())
+            .execute(lane.conn())
+            .await?;
         lane.done();
         Ok(r.rows_affected() == 1)
     }
@@ -1486,14 +1432,11 @@ impl Store {
     /// holds until `lease_expires_at`.
     pub async fn confirm_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
         let mut lane = self.lanes.acquire().await?;
-        let ours: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM devices \
-             WHERE id = $1 AND lease_token = $2 AND lease_expires_at > now())",
-        )
-        .bind(lease.device_id)
-        .bind(lease.token)
-        .fetch_one(lane.conn())
-        .await?;
+        let ours: bool = sqlx::query_scalar(CONFIRM_SQL)
+            .bind(lease.device_id)
+            .bind(lease.token)
+            .fetch_one(lane.conn())
+            .await?;
         lane.done();
         Ok(ours)
     }
@@ -1502,15 +1445,11 @@ impl Store {
     /// `lease_starts` is kept down so a graceful stop does not count as a crash.
     pub async fn release_lease(&self, lease: &Lease) -> Result<bool, StoreError> {
         let mut lane = self.lanes.acquire().await?;
-        let r = sqlx::query(
-            "UPDATE devices SET lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
-             lease_starts = GREATEST(lease_starts - 1, 0) \
-             WHERE id = $1 AND lease_token = $2",
-        )
-        .bind(lease.device_id)
-        .bind(lease.token)
-        .execute(lane.conn())
-        .await?;
+        let r = sqlx::query(RELEASE_SQL)
+            .bind(lease.device_id)
+            .bind(lease.token)
+            .execute(lane.conn())
+            .await?;
         lane.done();
         Ok(r.rows_affected() == 1)
     }
@@ -1526,29 +1465,8 @@ impl Store {
         state: &StateUpdate,
         keep_runs: i64,
     ) -> Result<bool, StoreError> {
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "WITH gate AS (UPDATE devices SET \
-                   last_attempt_at = $3, last_status = $4, last_error_kind = $5, last_error_message = $6, \
-                   last_success_at = CASE WHEN $7 THEN $8 ELSE last_success_at END, \
-                   last_sha256 = CASE WHEN $7 THEN $9 ELSE last_sha256 END, \
-                   last_bytes = CASE WHEN $7 THEN $10 ELSE last_bytes END, \
-                   consecutive_failures = $11, backoff_until = $12, \
-                   blocked_reason = $13, blocked_at = CASE WHEN $13::text IS NULL THEN NULL ELSE $8 END, \
-                   next_due_at = $14, \
-                   ssh_host_key_fingerprint = COALESCE(ssh_host_key_fingerprint, $15), \
-                   routeros_version = COALESCE($16, routeros_version), \
-                   outstanding_job = CASE WHEN outstanding_job = $17 THEN NULL ELSE outstanding_job END, \
-                   outstanding_since = CASE WHEN outstanding_job = $17 THEN NULL ELSE outstanding_since END, \
-                   lease_job = NULL, lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
-                   lease_starts = 0 \
-                 WHERE id = $1 AND lease_token = $2 RETURNING id), {} \
-                 SELECT count(*) FROM gate",
-                run_ctes(18)
-            )
-        });
         let success = run.status == RunStatus::Success;
-        let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(SQL.as_str()))
+        let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(OUTCOME_SQL.as_str()))
             .bind(lease.device_id)
             .bind(lease.token)
             .bind(run.started_at)
@@ -1575,13 +1493,7 @@ impl Store {
     /// Write a run that held no lease (skipped, locked, blocked), old runs trimmed, in
     /// one statement. Device state is not touched.
     pub async fn record_run(&self, run: &RunRecord, keep_runs: i64) -> Result<(), StoreError> {
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "WITH gate AS (SELECT 1), {} SELECT count(*) FROM gate",
-                run_ctes(1)
-            )
-        });
-        let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(SQL.as_str()));
+        let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(RUN_SQL.as_str()));
         let mut lane = self.lanes.acquire().await?;
         bind_run(q, run, keep_runs).fetch_one(lane.conn()).await?;
         lane.done();
@@ -1602,23 +1514,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         // The right-hand sides see the row as it was, so every `lease_token = $5` below
         // tests the lease before this statement released it.
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "WITH skipped AS (UPDATE devices SET last_attempt_at = $2, last_status = 'skipped', \
-                   next_due_at = $3, \
-                   outstanding_job = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_job END, \
-                   outstanding_since = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_since END, \
-                   lease_token = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_token END, \
-                   lease_worker = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_worker END, \
-                   lease_expires_at = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_expires_at END, \
-                   lease_starts = CASE WHEN lease_token = $5::uuid THEN GREATEST(lease_starts - 1, 0) \
-                     ELSE lease_starts END \
-                 WHERE id = $1 RETURNING id), \
-                 gate AS (SELECT 1), {} SELECT count(*) FROM skipped",
-                run_ctes(6)
-            )
-        });
-        let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(SQL.as_str()))
+        let q = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(SKIP_SQL.as_str()))
             .bind(run.device_id)
             .bind(run.started_at)
             .bind(next_due_at)
@@ -1702,6 +1598,140 @@ const RUN_INSERT_COLUMNS: [&str; 17] = [
     "export_ms",
     "timed_out",
 ];
+
+// ---- the job's statements (issue #20) ------------------------------------------------
+//
+// Named here, not inline, so that `lane_statements` can hand them to the test that
+// checks the plans the lanes cache for them (`crate::lanes`: generic plans).
+
+/// [`Store::acquire_lease`]: the lease and every fact the job decides on before its export.
+static LEASE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let columns: Vec<String> = DEVICE_COLUMNS
+        .split(',')
+        .map(|c| match c.trim() {
+            c if c.starts_with('(') => c.replacen('(', "(d.", 1),
+            c => format!("d.{c}"),
+        })
+        .chain(std::iter::once(CREDENTIAL_COLUMNS.to_string()))
+        .collect();
+    format!(
+        "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE), \
+         recent AS (SELECT \
+             COALESCE(array_agg(r.status ORDER BY r.id DESC), '{{}}') AS recent_status, \
+             COALESCE(array_agg(r.timed_out ORDER BY r.id DESC), '{{}}') AS recent_timed_out, \
+             COALESCE(array_agg(COALESCE(r.export_ms, r.duration_ms) ORDER BY r.id DESC), '{{}}') \
+               AS recent_export_ms \
+           FROM (SELECT id, status, timed_out, export_ms, duration_ms FROM backup_runs \
+                 WHERE device_id = $1 AND status IN ('success', 'failed') \
+                 ORDER BY id DESC LIMIT {RECENT_RUNS}) r) \
+         UPDATE devices d SET lease_job = $2, lease_token = $3, lease_worker = $4, \
+           lease_expires_at = now() + ($5::float8 * interval '1 second'), \
+           lease_starts = CASE WHEN d.lease_job = $2 THEN d.lease_starts + 1 ELSE 1 END \
+         FROM old CROSS JOIN recent \
+           LEFT JOIN binary_state s ON s.device_id = old.id \
+           LEFT JOIN LATERAL (SELECT b.collected_at, b.config_sha256 FROM binary_backups b \
+                              WHERE b.device_id = old.id \
+                              ORDER BY b.collected_at DESC, b.id DESC LIMIT 1) n ON true \
+         WHERE d.id = old.id \
+           AND (d.lease_token IS NULL OR d.lease_expires_at < now()) \
+         RETURNING {}, old.lease_token AS previous_token, \
+           (SELECT p.export_timeout_seconds FROM credential_profiles p \
+            WHERE p.id = d.credential_profile_id) AS profile_timeout_seconds, \
+           recent.recent_status, recent.recent_timed_out, recent.recent_export_ms, \
+           d.backup_binary AS binary_device_mode, \
+           (SELECT t.mode FROM binary_tenant_mode t WHERE t.tenant_id = d.tenant_id) \
+             AS binary_tenant_mode, \
+           n.collected_at AS binary_newest_at, n.config_sha256 AS binary_newest_sha256, \
+           s.retry_after AS binary_retry_after, s.consecutive_failures AS binary_failures, \
+           (SELECT k.fingerprint FROM bastion_host_keys k \
+            WHERE k.tenant_id = d.tenant_id AND k.host = d.jump_host AND k.port = d.jump_port) \
+             AS device_jump_pin, \
+           (SELECT k.fingerprint FROM credential_profiles p JOIN bastion_host_keys k \
+              ON k.tenant_id = d.tenant_id AND k.host = p.jump_host AND k.port = p.jump_port \
+            WHERE p.id = d.credential_profile_id) AS profile_jump_pin, \
+           (SELECT k.fingerprint FROM tenant_jump_hosts t JOIN bastion_host_keys k \
+              ON k.tenant_id = t.tenant_id AND k.host = t.host AND k.port = t.port \
+            WHERE t.tenant_id = d.tenant_id) AS tenant_jump_pin",
+        columns.join(", ")
+    )
+});
+
+/// [`Store::record_outcome`]: the fenced outcome, run row and trim in one statement.
+static OUTCOME_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH gate AS (UPDATE devices SET \
+           last_attempt_at = $3, last_status = $4, last_error_kind = $5, last_error_message = $6, \
+           last_success_at = CASE WHEN $7 THEN $8 ELSE last_success_at END, \
+           last_sha256 = CASE WHEN $7 THEN $9 ELSE last_sha256 END, \
+           last_bytes = CASE WHEN $7 THEN $10 ELSE last_bytes END, \
+           consecutive_failures = $11, backoff_until = $12, \
+           blocked_reason = $13, blocked_at = CASE WHEN $13::text IS NULL THEN NULL ELSE $8 END, \
+           next_due_at = $14, \
+           ssh_host_key_fingerprint = COALESCE(ssh_host_key_fingerprint, $15), \
+           routeros_version = COALESCE($16, routeros_version), \
+           outstanding_job = CASE WHEN outstanding_job = $17 THEN NULL ELSE outstanding_job END, \
+           outstanding_since = CASE WHEN outstanding_job = $17 THEN NULL ELSE outstanding_since END, \
+           lease_job = NULL, lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
+           lease_starts = 0 \
+         WHERE id = $1 AND lease_token = $2 RETURNING id), {} \
+         SELECT count(*) FROM gate",
+        run_ctes(18)
+    )
+});
+
+/// [`Store::record_run`]: a run that held no lease.
+static RUN_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH gate AS (SELECT 1), {} SELECT count(*) FROM gate",
+        run_ctes(1)
+    )
+});
+
+/// [`Store::record_skip`]: an offline device's run, its claim and lease released.
+static SKIP_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH skipped AS (UPDATE devices SET last_attempt_at = $2, last_status = 'skipped', \
+           next_due_at = $3, \
+           outstanding_job = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_job END, \
+           outstanding_since = CASE WHEN outstanding_job = $4 THEN NULL ELSE outstanding_since END, \
+           lease_token = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_token END, \
+           lease_worker = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_worker END, \
+           lease_expires_at = CASE WHEN lease_token = $5::uuid THEN NULL ELSE lease_expires_at END, \
+           lease_starts = CASE WHEN lease_token = $5::uuid THEN GREATEST(lease_starts - 1, 0) \
+             ELSE lease_starts END \
+         WHERE id = $1 RETURNING id), \
+         gate AS (SELECT 1), {} SELECT count(*) FROM skipped",
+        run_ctes(6)
+    )
+});
+
+const HELD_SQL: &str = "SELECT lease_job, lease_expires_at FROM devices WHERE id = $1";
+
+const RENEW_SQL: &str = "UPDATE devices SET lease_expires_at = now() + ($3::float8 * interval '1 second') \
+    WHERE id = $1 AND lease_token = $2";
+
+const CONFIRM_SQL: &str = "SELECT EXISTS (SELECT 1 FROM devices \
+    WHERE id = $1 AND lease_token = $2 AND lease_expires_at > now())";
+
+const RELEASE_SQL: &str = "UPDATE devices SET lease_token = NULL, lease_worker = NULL, lease_expires_at = NULL, \
+    lease_starts = GREATEST(lease_starts - 1, 0) \
+    WHERE id = $1 AND lease_token = $2";
+
+/// Every statement a job runs on a lane, by name, for the test of their cached plans
+/// (`tests/it/lanes.rs`). Not an interface.
+#[doc(hidden)]
+pub fn lane_statements() -> [(&'static str, &'static str); 8] {
+    [
+        ("lease", LEASE_SQL.as_str()),
+        ("held", HELD_SQL),
+        ("confirm", CONFIRM_SQL),
+        ("renew", RENEW_SQL),
+        ("release", RELEASE_SQL),
+        ("outcome", OUTCOME_SQL.as_str()),
+        ("run", RUN_SQL.as_str()),
+        ("skip", SKIP_SQL.as_str()),
+    ]
+}
 
 /// Two CTEs that insert a run row (parameters `$first` …, as [`bind_run`] binds them)
 /// and trim the device's runs to the newest `keep_runs` (the parameter after them; 0:
