@@ -172,18 +172,22 @@ impl Counters {
         out
     }
 
-    /// Calls per statement text in the fleet's database.
-    async fn statements(&mut self) -> BTreeMap<String, i64> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
+    /// Each statement's text and calls in the fleet's database.
+    async fn statement_calls(&mut self) -> Vec<(String, i64)> {
+        sqlx::query_as(
             "SELECT s.query, s.calls FROM pg_stat_statements s \
              JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1",
         )
         .bind(&self.datname)
         .fetch_all(&mut self.pg)
         .await
-        .expect("pg_stat_statements");
+        .expect("pg_stat_statements")
+    }
+
+    /// Calls per statement text in the fleet's database.
+    async fn statements(&mut self) -> BTreeMap<String, i64> {
         let mut out = BTreeMap::new();
-        for (q, calls) in rows {
+        for (q, calls) in self.statement_calls().await {
             let short: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
             let short: String = short.chars().take(90).collect();
             *out.entry(short).or_insert(0) += calls;
@@ -193,14 +197,7 @@ impl Counters {
 
     /// Calls of the statements that write ([`writes`], on the whole text).
     async fn write_calls(&mut self) -> i64 {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT s.query, s.calls FROM pg_stat_statements s \
-             JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = $1",
-        )
-        .bind(&self.datname)
-        .fetch_all(&mut self.pg)
-        .await
-        .expect("pg_stat_statements");
+        let rows = self.statement_calls().await;
         rows.iter().filter(|(q, _)| writes(q)).map(|(_, c)| c).sum()
     }
 
