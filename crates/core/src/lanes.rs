@@ -20,13 +20,16 @@
 //!
 //! A lane's session plans each statement once (`plan_cache_mode = force_generic_plan`,
 //! set when it opens). A job's statements all pick rows by key (device id, lease token),
-//! so a plan made without the parameters' values is the plan made with them; but under
-//! PostgreSQL's default (`auto`) the lease statement was planned anew on every call,
-//! which took about as long as running it (`pg_stat_statements`, issue #20; the figures
-//! are in BENCHMARKS.md). `tests/it/lanes.rs` holds every
-//! job statement's generic plan to its indexes. It is a `SET` after connecting rather
-//! than a startup option, which connection poolers such as PgBouncer refuse, and a
-//! server that does not know the setting (before PostgreSQL 12) keeps its default.
+//! so a plan made without the parameters' values is the plan made with them, and
+//! `tests/it/lanes.rs` holds every job statement's generic plan to its indexes. Under
+//! PostgreSQL's default (`auto`) a session plans a statement with its values for its
+//! first five executions before it settles on that same generic plan; forced, a new
+//! session plans it once. A warm-up saving, not a steady-state one: it counts where
+//! sessions are new (a worker's start, a scale-out, a connection retired at
+//! [`MAX_LIFETIME`]; issue #20, measured in BENCHMARKS.md). It is a `SET` after
+//! connecting rather than a startup option, which connection poolers such as PgBouncer
+//! refuse, and a server that does not know the setting (before PostgreSQL 12) keeps its
+//! default.
 //!
 //! Only the statements of a job use lanes ([`crate::store::Store`] says which); the rest
 //! (transactions, listings, migrations) use sqlx's pool, with PostgreSQL's default plans.
