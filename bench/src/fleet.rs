@@ -122,6 +122,10 @@ pub struct FleetArgs {
     /// ROSBACKUP_FETCH_BATCH for the workers (default: theirs, concurrency / 16).
     #[arg(long)]
     pub fetch_batch: Option<u32>,
+    /// ROSBACKUP_SEED_LOCK for the workers (default: theirs, on): `false` measures a
+    /// fleet after the Go poller's cutover, without its Redis lock around each export.
+    #[arg(long)]
+    pub seed_lock: Option<bool>,
     /// Where rosbackup, rosbackup-worker and rosbackup-enqueuer are (default: beside this
     /// binary).
     #[arg(long)]
@@ -661,6 +665,9 @@ async fn measure_with(
         if let Some(b) = args.bastion_connections {
             env.push(("ROSBACKUP_BASTION_CONNECTIONS".into(), b.to_string()));
         }
+        if let Some(lock) = args.seed_lock {
+            env.push(("ROSBACKUP_SEED_LOCK".into(), lock.to_string()));
+        }
         let (prog, a) = &bins.worker;
         workers.push(Proc::spawn_limited(
             &format!("worker{i}"),
@@ -935,6 +942,7 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
             "size_bytes": args.size,
             "queue_cap": args.queue_cap,
             "fetch_batch": args.fetch_batch,
+            "seed_lock": args.seed_lock,
             "bastion": args.bastion,
             "bastion_connections": args.bastion_connections,
             "series": sweeping.then(|| match args.sweep_rounds {
