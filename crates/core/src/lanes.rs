@@ -15,8 +15,10 @@
 //!   (a [`sqlx::Error::PoolTimedOut`], which the worker asks again like a connection
 //!   error);
 //! - at most `max` connections at once; the most recently used idle one goes first (warm
-//!   caches, and the others age out); a connection older than [`MAX_LIFETIME`] or idle
-//!   for [`IDLE_TIMEOUT`] is closed instead of used.
+//!   caches); a connection older than [`MAX_LIFETIME`] or idle for [`IDLE_TIMEOUT`] is
+//!   closed instead of used, and those sitting under the busy ones (a burst's extra
+//!   connections) are closed the next time a lane comes back, so a worker past its
+//!   burst does not keep PostgreSQL sessions it no longer uses.
 //!
 //! A lane's session plans each statement once (`plan_cache_mode = force_generic_plan`,
 //! set when it opens). A job's statements all pick rows by key (device id, lease token),
@@ -168,15 +170,17 @@ impl Lanes {
 }
 
 /// Plan each statement of this session once (the module's docs say why). A server that
-/// refuses the setting keeps its own; a connection that fails is an error.
+/// does not know the setting keeps its own plans; any other failure is an error.
 async fn plan_once(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     match sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
         .execute(&mut *conn)
         .await
     {
         Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) => {
-            tracing::debug!(code = ?e.code(), "plan_cache_mode not set; the server's default plans");
+        // 42704: unrecognized configuration parameter (before PostgreSQL 12). Anything
+        // else — a session ended by a restart, say — is the connection's error.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42704") => {
+            tracing::debug!("plan_cache_mode unknown to the server; its default plans");
             Ok(())
         }
         Err(e) => Err(e),
@@ -218,14 +222,35 @@ impl Lane {
             close(conn);
             return;
         }
-        if let Ok(mut idle) = self.inner.idle.lock() {
-            idle.push(Idle {
-                conn,
-                opened: self.opened,
-                since: Instant::now(),
-            });
+        let retired = match self.inner.idle.lock() {
+            Ok(mut idle) => {
+                let retired = sweep(&mut idle, |i| {
+                    reuse(i.opened.elapsed(), i.since.elapsed()) == Reuse::Retire
+                });
+                idle.push(Idle {
+                    conn,
+                    opened: self.opened,
+                    since: Instant::now(),
+                });
+                retired
+            }
+            Err(_) => Vec::new(),
+        };
+        for i in retired {
+            close(i.conn);
         }
     }
+}
+
+/// Take the entries `retire` says are done with out of `idle`, keeping the rest in
+/// their order (the most recently used last).
+fn sweep<T>(idle: &mut Vec<T>, retire: impl Fn(&T) -> bool) -> Vec<T> {
+    if !idle.iter().any(&retire) {
+        return Vec::new();
+    }
+    let (retired, kept): (Vec<T>, Vec<T>) = idle.drain(..).partition(|i| retire(i));
+    *idle = kept;
+    retired
 }
 
 impl Drop for Lane {
@@ -252,5 +277,28 @@ mod tests {
         assert_eq!(reuse(s(5), s(60)), Reuse::Ping);
         assert_eq!(reuse(s(5), IDLE_TIMEOUT), Reuse::Retire);
         assert_eq!(reuse(MAX_LIFETIME, Duration::ZERO), Reuse::Retire);
+    }
+
+    #[test]
+    fn a_lane_coming_back_retires_the_idle_ones_past_their_time_and_keeps_the_order() {
+        let s = Duration::from_secs;
+        // (name, age, idle for), the most recently used last.
+        let mut idle = vec![
+            ("burst-1", s(700), IDLE_TIMEOUT + s(60)),
+            ("old", MAX_LIFETIME + s(1), s(2)),
+            ("burst-2", s(650), IDLE_TIMEOUT),
+            ("warm-1", s(30), s(3)),
+            ("warm-2", s(20), Duration::ZERO),
+        ];
+        let retire = |i: &(&str, Duration, Duration)| reuse(i.1, i.2) == Reuse::Retire;
+        let retired: Vec<&str> = sweep(&mut idle, retire).iter().map(|i| i.0).collect();
+        assert_eq!(retired, ["burst-1", "old", "burst-2"]);
+        let kept: Vec<&str> = idle.iter().map(|i| i.0).collect();
+        assert_eq!(kept, ["warm-1", "warm-2"]);
+        assert!(
+            sweep(&mut idle, retire).is_empty(),
+            "nothing more to retire"
+        );
+        assert_eq!(idle.len(), 2);
     }
 }
