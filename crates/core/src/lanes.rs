@@ -245,12 +245,7 @@ impl Lane {
 /// Take the entries `retire` says are done with out of `idle`, keeping the rest in
 /// their order (the most recently used last).
 fn sweep<T>(idle: &mut Vec<T>, retire: impl Fn(&T) -> bool) -> Vec<T> {
-    if !idle.iter().any(&retire) {
-        return Vec::new();
-    }
-    let (retired, kept): (Vec<T>, Vec<T>) = idle.drain(..).partition(|i| retire(i));
-    *idle = kept;
-    retired
+    idle.extract_if(.., |i| retire(i)).collect()
 }
 
 impl Drop for Lane {
