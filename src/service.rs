@@ -224,8 +224,14 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
         crate::device::BastionPool::new(backup.bastion_connections)
             .counting(metrics.bastion_connections_opened.clone()),
     );
+    let outcomes = worker::Outcomes::new(
+        store.clone(),
+        backup.group_commit,
+        metrics.outcome_batch.clone(),
+    );
     Ok(WorkerProcess {
         env: Arc::new(JobEnv {
+            outcomes,
             store,
             queue,
             key,

@@ -592,7 +592,13 @@ async fn run_set_on(
         let bastions = Arc::new(rosbackup::device::BastionPool::new(
             backup.bastion_connections,
         ));
+        let metrics = Metrics::new();
         let env = Arc::new(JobEnv {
+            outcomes: rosbackup::worker::Outcomes::new(
+                db.store.clone(),
+                backup.group_commit,
+                metrics.outcome_batch.clone(),
+            ),
             store: db.store.clone(),
             queue: queue.clone(),
             key,
@@ -605,7 +611,7 @@ async fn run_set_on(
             lease_ttl: Duration::from_secs(30),
             keep_runs: 100,
             max_job_starts: 3,
-            metrics: Metrics::new(),
+            metrics,
             bastions,
             held: Arc::default(),
         });

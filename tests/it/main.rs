@@ -21,6 +21,7 @@ mod fleet_faults;
 mod fleet_network;
 mod fleet_resilience;
 mod fuzz_corpus;
+mod group_commit;
 mod lanes;
 mod layout;
 mod manual_bound;

@@ -308,6 +308,20 @@ pub const VARS: &[Var] = &[
         "worker: PostgreSQL connections per process for the jobs' statements (default CONFIG_BACKUP_MAX_CONCURRENT + 4, at most 16), and at most 4 more for everything else"
     ),
     var!(
+        "ROSBACKUP_OUTCOME_BATCH",
+        "32",
+        false,
+        false,
+        "worker: most outcomes written in one PostgreSQL statement (group commit), 1 to 256; 1 writes each on its own"
+    ),
+    var!(
+        "ROSBACKUP_OUTCOME_LINGER_MS",
+        "5",
+        false,
+        false,
+        "worker: longest an outcome waits for others to share its statement, 0 to 1000 ms; never while no other job of the worker is running"
+    ),
+    var!(
         "ROSBACKUP_FETCH_BATCH",
         "",
         false,
@@ -663,6 +677,40 @@ pub struct BackupSettings {
     pub export_timeout_max: Duration,
     /// Connections a worker keeps per jump host (`ROSBACKUP_BASTION_CONNECTIONS`).
     pub bastion_connections: usize,
+    /// How a worker groups its jobs' outcomes into statements (`ROSBACKUP_OUTCOME_*`).
+    pub group_commit: GroupCommit,
+}
+
+/// Group commit of outcomes (issue #20, `worker::group`): at most `max` outcomes per
+/// statement, the first waiting at most `linger` for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupCommit {
+    pub max: usize,
+    pub linger: Duration,
+}
+
+impl GroupCommit {
+    /// `ROSBACKUP_OUTCOME_BATCH` (1 to 256) and `ROSBACKUP_OUTCOME_LINGER_MS` (0 to 1000).
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        const BATCH: &str = "ROSBACKUP_OUTCOME_BATCH";
+        const LINGER: &str = "ROSBACKUP_OUTCOME_LINGER_MS";
+        let max = env.positive(BATCH)?;
+        if max > 256 {
+            return Err(env.error(BATCH, &env.raw(BATCH), "must be at most 256"));
+        }
+        let raw = env.raw(LINGER);
+        let linger: u64 = raw
+            .trim()
+            .parse()
+            .map_err(|_| env.error(LINGER, &raw, "expected a whole number of milliseconds"))?;
+        if linger > 1000 {
+            return Err(env.error(LINGER, &raw, "must be at most 1000"));
+        }
+        Ok(GroupCommit {
+            max: usize::try_from(max).unwrap_or(1),
+            linger: Duration::from_millis(linger),
+        })
+    }
 }
 
 impl BackupSettings {
@@ -691,6 +739,7 @@ impl BackupSettings {
                 ..crate::binary::BinarySettings::default()
             },
             export_timeout_max: export_timeouts(env)?.max,
+            group_commit: GroupCommit::from_env(env)?,
         })
     }
 
@@ -1048,6 +1097,37 @@ mod tests {
         let q = queue_config(&Env::from_pairs([("CONFIG_BACKUP_MAX_CONCURRENT", "1000")])).unwrap();
         assert_eq!(q.fetch_batch, 16);
         assert_eq!(q.apalis().batch_size, 16);
+    }
+
+    #[test]
+    fn group_commit_defaults_and_rejects_bad_values() {
+        let g =
+            |pairs: &[(&str, &str)]| GroupCommit::from_env(&Env::from_pairs(pairs.iter().copied()));
+        assert_eq!(
+            g(&[]).unwrap(),
+            GroupCommit {
+                max: 32,
+                linger: Duration::from_millis(5)
+            }
+        );
+        let off = g(&[
+            ("ROSBACKUP_OUTCOME_BATCH", "1"),
+            ("ROSBACKUP_OUTCOME_LINGER_MS", "0"),
+        ])
+        .unwrap();
+        assert_eq!((off.max, off.linger), (1, Duration::ZERO));
+        for (var, bad) in [
+            ("ROSBACKUP_OUTCOME_BATCH", "0"),
+            ("ROSBACKUP_OUTCOME_BATCH", "257"),
+            ("ROSBACKUP_OUTCOME_BATCH", "lots"),
+            ("ROSBACKUP_OUTCOME_LINGER_MS", "-1"),
+            ("ROSBACKUP_OUTCOME_LINGER_MS", "1001"),
+            ("ROSBACKUP_OUTCOME_LINGER_MS", "5ms"),
+        ] {
+            let e = g(&[(var, bad)]).unwrap_err();
+            assert_eq!(e.var, var, "{bad}");
+            assert_eq!(e.value.as_deref(), Some(bad));
+        }
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct Metrics {
     /// against the backups through them, whether connections are shared as they should
     /// be. No label: a bastion's host is not a label (bounded labels only).
     pub bastion_connections_opened: IntCounter,
+    /// Outcomes written per statement (group commit, `worker::group`): how much of the
+    /// fleet's outcome writing the grouping saves.
+    pub outcome_batch: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -181,8 +184,17 @@ impl Metrics {
             "Connections opened to jump hosts (bastions), shared by the backups through them",
         )
         .expect("valid metric");
+        let outcome_batch = Histogram::with_opts(
+            HistogramOpts::new(
+                "rosbackup_outcome_batch_size",
+                "Outcomes written per PostgreSQL statement (group commit)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+        )
+        .expect("valid metric");
         for m in [
             Box::new(backup_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(outcome_batch.clone()),
             Box::new(bastion_connections_opened.clone()),
             Box::new(export_timeouts.clone()),
             Box::new(binary_total.clone()),
@@ -217,6 +229,7 @@ impl Metrics {
             binary_errors,
             export_timeouts,
             bastion_connections_opened,
+            outcome_batch,
         }
     }
 

@@ -275,6 +275,11 @@ impl Fleet {
     pub fn job_env(&self) -> Arc<JobEnv> {
         let metrics = Metrics::new();
         Arc::new(JobEnv {
+            outcomes: rosbackup::worker::Outcomes::new(
+                self.store().clone(),
+                self.backup.group_commit,
+                metrics.outcome_batch.clone(),
+            ),
             store: self.store().clone(),
             queue: self.queue.clone(),
             key: self.key.clone(),

@@ -306,7 +306,7 @@ impl Store {
 }
 
 /// The run row's columns, in the order [`bind_run`] binds them.
-const RUN_INSERT_COLUMNS: [&str; 17] = [
+pub(super) const RUN_INSERT_COLUMNS: [&str; 17] = [
     "device_id",
     "tenant_id",
     "job_id",
@@ -444,7 +444,7 @@ const RELEASE_SQL: &str = "UPDATE devices SET lease_token = NULL, lease_worker =
 /// Every statement a job runs on a lane, by name, for the test of their cached plans
 /// (`tests/it/lanes.rs`). Not an interface.
 #[doc(hidden)]
-pub fn lane_statements() -> [(&'static str, &'static str); 8] {
+pub fn lane_statements() -> [(&'static str, &'static str); 9] {
     [
         ("lease", LEASE_SQL.as_str()),
         ("held", HELD_SQL),
@@ -452,6 +452,7 @@ pub fn lane_statements() -> [(&'static str, &'static str); 8] {
         ("renew", RENEW_SQL),
         ("release", RELEASE_SQL),
         ("outcome", OUTCOME_SQL.as_str()),
+        ("outcomes", super::outcomes::OUTCOMES_SQL.as_str()),
         ("run", RUN_SQL.as_str()),
         ("skip", SKIP_SQL.as_str()),
     ]
@@ -484,7 +485,7 @@ fn bind_run<'q, O>(
     run: &'q RunRecord,
     keep_runs: i64,
 ) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-    let duration_ms = (run.finished_at - run.started_at).num_milliseconds().max(0);
+    let duration_ms = super::outcomes::duration_ms(run);
     q.bind(run.device_id)
         .bind(run.tenant_id)
         .bind(&run.job_id)

@@ -26,10 +26,12 @@ use uuid::Uuid;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
 
 mod lease;
+mod outcomes;
 pub use lease::{
     AppliedTimeout, Lease, LeaseAttempt, LeaseFacts, RECENT_RUNS, RunRecord, StateUpdate,
     lane_statements,
 };
+pub use outcomes::OutcomeRow;
 
 /// Why a store operation failed. Messages never carry credentials.
 #[derive(Debug, thiserror::Error)]

@@ -26,6 +26,7 @@
 //! kind, metric and backoff ([`crate::binary`]): it never changes the text backup's.
 
 use super::JobEnv;
+use super::group::Enlisted;
 use super::retry::{bounded, refused_for_good, retry_transient, sqlstate};
 use super::rules::{self, Failure, JobReport, Outcome, Skip, SkipRecord};
 use crate::backup::{self, BackupError};
@@ -309,6 +310,9 @@ async fn run_leased(
     started_at: DateTime<Utc>,
     (leased_at, timeout): (Instant, Effective),
 ) -> Result<JobReport, StoreError> {
+    // Counted among the jobs whose outcome a group may wait for, until it hands its
+    // outcome in or ends without one (issue #20, group commit).
+    let enlisted = env.outcomes.enlist();
     let sched = env.schedule.for_device(
         device.backup_interval_seconds,
         device.backup_cron.as_deref(),
@@ -424,7 +428,7 @@ async fn run_leased(
         sha256: settled.sha256.clone(),
         timeout: applied,
     };
-    let written = write_outcome(env, lease, &record, &settled.state).await?;
+    let written = write_outcome(env, &enlisted, lease, &record, &settled.state).await?;
     marks::mark(Mark::Recorded);
     if !written {
         env.metrics.lease_lost.inc();
@@ -505,6 +509,7 @@ async fn note_bastion_key(
 /// device-supplied text.
 async fn write_outcome(
     env: &JobEnv,
+    enlisted: &Enlisted,
     lease: &Lease,
     record: &RunRecord,
     state: &crate::store::StateUpdate,
@@ -514,8 +519,8 @@ async fn write_outcome(
     let until = Instant::now() + env.lease_ttl / 2;
     match retry_transient(until, || {
         bounded(
-            env.store
-                .record_outcome(lease, record, state, env.keep_runs),
+            env.outcomes
+                .record(enlisted, lease, record, state, env.keep_runs),
         )
     })
     .await
@@ -535,8 +540,8 @@ async fn write_outcome(
                     .unwrap_or_default()
             ));
             bounded(
-                env.store
-                    .record_outcome(lease, &record, &state, env.keep_runs),
+                env.outcomes
+                    .record(enlisted, lease, &record, &state, env.keep_runs),
             )
             .await
         }

@@ -13,10 +13,12 @@
 //! heartbeating, takes the process down with a non-zero exit instead of idling alive.
 
 mod execute;
+mod group;
 mod retry;
 pub mod rules;
 
 pub use execute::execute;
+pub use group::{Enlisted, Outcomes};
 pub use rules::JobReport;
 
 use crate::config::BackupSettings;
@@ -53,6 +55,8 @@ pub struct JobEnv {
     /// The worker's jump-host connections, shared by all its jobs (one pool per worker
     /// process: [`crate::device::bastion`]).
     pub bastions: Arc<crate::device::BastionPool>,
+    /// Where the jobs' outcomes are written, grouped ([`Outcomes`], issue #20).
+    pub outcomes: Outcomes,
 }
 
 /// Give back every lease this process holds (graceful shutdown past the grace period).

@@ -192,6 +192,15 @@ pub fn lease_margin(ttl: std::time::Duration) -> std::time::Duration {
     (ttl / 10).max(std::time::Duration::from_millis(100))
 }
 
+/// Whether a group of outcomes waiting to be written goes now (issue #20, group commit;
+/// `worker::group`): when it is full (`max`), or when no job of this worker could still
+/// join it (`may_join`: jobs under a lease that have not handed in their outcome yet) —
+/// waiting then would only delay the ones waiting. Otherwise it waits, at most the
+/// linger, for the outcomes of the jobs still running.
+pub fn group_ready(pending: usize, may_join: usize, max: usize) -> bool {
+    pending >= max.max(1) || may_join == 0
+}
+
 /// How the fence before publishing makes sure the lease is still ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fence {
@@ -638,5 +647,20 @@ mod tests {
             "{:?}",
             blocked.report.message
         );
+    }
+
+    #[test]
+    fn a_group_of_outcomes_goes_when_full_or_when_nobody_else_could_join() {
+        // Others still under a lease: wait for them (up to the linger)...
+        assert!(!group_ready(1, 3, 32));
+        assert!(!group_ready(31, 1, 32));
+        // ...unless the group is full,
+        assert!(group_ready(32, 5, 32));
+        assert!(group_ready(40, 5, 32));
+        // or nobody could join: a lone job's outcome is never held back.
+        assert!(group_ready(1, 0, 32));
+        // A size of 1 (group commit off) never waits; 0 reads as 1.
+        assert!(group_ready(1, 7, 1));
+        assert!(group_ready(1, 7, 0));
     }
 }
