@@ -126,6 +126,13 @@ pub struct FleetArgs {
     /// fleet after the Go poller's cutover, without its Redis lock around each export.
     #[arg(long)]
     pub seed_lock: Option<bool>,
+    /// ROSBACKUP_OUTCOME_BATCH for the workers (default: theirs, 32): `1` writes each
+    /// outcome in its own statement, as before group commit.
+    #[arg(long)]
+    pub outcome_batch: Option<u32>,
+    /// ROSBACKUP_OUTCOME_LINGER_MS for the workers (default: theirs, 5).
+    #[arg(long)]
+    pub outcome_linger_ms: Option<u32>,
     /// Where rosbackup, rosbackup-worker and rosbackup-enqueuer are (default: beside this
     /// binary).
     #[arg(long)]
@@ -432,6 +439,9 @@ struct CaseResult {
     services: Vec<(&'static str, Duration)>,
     /// With `--bastion`: the workers' `rosbackup_bastion_connections_opened_total`, summed.
     bastion_connections: Option<f64>,
+    /// The workers' `rosbackup_outcome_batch_size` (count, sum), summed: outcomes per
+    /// statement. `None` from workers that predate group commit.
+    outcome_batches: Option<(f64, f64)>,
 }
 
 struct Case {
@@ -668,6 +678,12 @@ async fn measure_with(
         if let Some(lock) = args.seed_lock {
             env.push(("ROSBACKUP_SEED_LOCK".into(), lock.to_string()));
         }
+        if let Some(b) = args.outcome_batch {
+            env.push(("ROSBACKUP_OUTCOME_BATCH".into(), b.to_string()));
+        }
+        if let Some(ms) = args.outcome_linger_ms {
+            env.push(("ROSBACKUP_OUTCOME_LINGER_MS".into(), ms.to_string()));
+        }
         let (prog, a) = &bins.worker;
         workers.push(Proc::spawn_limited(
             &format!("worker{i}"),
@@ -849,6 +865,16 @@ async fn measure_with(
             .sum::<f64>()
     });
 
+    let outcome_batches = metrics_addrs
+        .iter()
+        .map(|a| {
+            Some((
+                metric(a, "rosbackup_outcome_batch_size_count")?,
+                metric(a, "rosbackup_outcome_batch_size_sum")?,
+            ))
+        })
+        .try_fold((0.0, 0.0), |(c, s), m| m.map(|(mc, ms)| (c + mc, s + ms)));
+
     // 6. Stop everything (the Drop of each Proc does it too, on errors).
     enqueuer.stop();
     for w in workers.iter_mut() {
@@ -872,6 +898,7 @@ async fn measure_with(
         machine_cpu,
         services,
         bastion_connections,
+        outcome_batches,
     })
 }
 
@@ -943,6 +970,8 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
             "queue_cap": args.queue_cap,
             "fetch_batch": args.fetch_batch,
             "seed_lock": args.seed_lock,
+            "outcome_batch": args.outcome_batch,
+            "outcome_linger_ms": args.outcome_linger_ms,
             "bastion": args.bastion,
             "bastion_connections": args.bastion_connections,
             "series": sweeping.then(|| match args.sweep_rounds {
@@ -1010,6 +1039,9 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
                 workers_cpu * 1e3 / case.devices as f64,
             )?;
             put("worker_peak_rss_mib", "MiB", worker_rss as f64 / 1048576.0)?;
+            if let Some((count, sum)) = res.outcome_batches.filter(|(c, _)| *c > 0.0) {
+                put("outcomes_per_statement", "outcomes", sum / count)?;
+            }
             if let Some(opened) = res.bastion_connections {
                 put("bastion_connections_opened", "connections", opened)?;
             }
