@@ -90,6 +90,10 @@ pub struct CostArgs {
     /// the device first, as the pipeline case must, so `pipeline − bare` is the overhead.
     #[arg(long, value_enum)]
     pub only: Option<OnlyKind>,
+    /// ROSBACKUP_SEED_LOCK for the pipeline (default: on, the product's default): `false`
+    /// measures a fleet after the Go poller's cutover, without its Redis lock.
+    #[arg(long)]
+    pub seed_lock: Option<bool>,
 }
 
 /// The kinds `--only` can single out.
@@ -588,7 +592,12 @@ async fn run_set_on(
         db.store
             .upsert_devices(&key, &[d.new_device()], chrono::Utc::now)
             .await?;
-        let backup = BackupSettings::from_env(&rosbackup::config::Env::from_pairs([]))?;
+        let lock = args
+            .seed_lock
+            .map(|on| ("ROSBACKUP_SEED_LOCK", on.to_string()));
+        let backup = BackupSettings::from_env(&rosbackup::config::Env::from_pairs(
+            lock.iter().map(|(k, v)| (*k, v.as_str())),
+        ))?;
         let bastions = Arc::new(rosbackup::device::BastionPool::new(
             backup.bastion_connections,
         ));
@@ -719,6 +728,7 @@ pub fn run(args: &CostArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
             "mac": set.negotiated.mac,
             "size_bytes": args.size,
             "backups": args.backups,
+            "seed_lock": args.seed_lock,
             "profile": profile(),
         });
         println!(
