@@ -111,7 +111,7 @@ fn outcome(device_id: Uuid, i: usize) -> (RunRecord, StateUpdate) {
             seconds: 60 + i as u32,
             source: "adaptive",
             export_ms: success.then_some(500 + i as i64),
-            timed_out: false,
+            timed_out: !success && i == 1,
         }),
     };
     let state = StateUpdate {
@@ -155,7 +155,7 @@ async fn written(db: &TestDb, id: Uuid) -> (String, Vec<String>) {
 async fn a_group_writes_each_outcome_as_its_own_statement_would() {
     let db = TestDb::new().await;
     const N: usize = 6;
-    const STALE: usize = 4;
+    const STALE: usize = 5;
     let singles = devices(&db, "single", N).await;
     let grouped = devices(&db, "grouped", N).await;
     let mut answers = (Vec::new(), Vec::new());
@@ -209,9 +209,18 @@ async fn a_group_writes_each_outcome_as_its_own_statement_would() {
         let claimed = group.0.contains("\"outstanding_job\": null");
         assert_eq!(claimed, i % 2 == 0 && i != STALE, "{i}: {}", group.0);
     }
+    // The set covers a block and a timed-out export among the rows compared.
+    let (blocked, runs) = written(&db, grouped[4]).await;
+    assert!(
+        blocked.contains("\"blocked_reason\": \"auth_failed\""),
+        "{blocked}"
+    );
+    assert!(runs[2].contains("\"timed_out\": false"), "{runs:?}");
+    let (_, runs) = written(&db, grouped[1]).await;
+    assert!(runs[2].contains("\"timed_out\": true"), "{runs:?}");
     let (stale_row, stale_runs) = written(&db, grouped[STALE]).await;
     assert!(
-        stale_row.contains("\"lease_job\": \"scheduled:job-4\""),
+        stale_row.contains("\"lease_job\": \"scheduled:job-5\""),
         "{stale_row}"
     );
     assert!(stale_runs.iter().all(|r| r.contains("\"job_id\": \"old")));
@@ -284,8 +293,13 @@ async fn a_refused_group_is_written_one_by_one_so_each_job_gets_its_own_answer()
     assert_eq!(written(&db, ids[0]).await.1.len(), 4);
     assert_eq!(written(&db, ids[1]).await.1.len(), 3);
     assert_eq!(written(&db, ids[2]).await.1.len(), 4);
-    assert_eq!(sizes.get_sample_count(), 1, "one group");
-    assert_eq!(sizes.get_sample_sum(), 3.0, "of three");
+    // The three went as one group (full at three, and no job could join before all
+    // three were in), which wrote nothing; then the two good ones one statement each.
+    assert_eq!(
+        (sizes.get_sample_count(), sizes.get_sample_sum()),
+        (2, 2.0),
+        "statements that wrote, and what they wrote"
+    );
     db.drop().await;
 }
 
@@ -361,4 +375,65 @@ async fn outcomes_wait_for_each_other_only_while_another_job_could_join() {
         "a full group of two"
     );
     db.drop().await;
+}
+
+/// A group whose statement fails on the connection (here: a "PostgreSQL" that accepts
+/// and hangs up) answers every member with that connection error, for each job to ask
+/// again under its own deadline, instead of sending one statement per outcome after it
+/// into the same failure: one connection attempt for the group, none per member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_error_of_a_group_is_each_jobs_to_retry_not_one_statement_each() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy(&format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable"))
+        .expect("a lazy pool");
+    let store = rosbackup::store::Store::from_pool(pool).with_lanes(4);
+    let sizes = rosbackup::metrics::Metrics::new().outcome_batch;
+    let outcomes = Outcomes::new(
+        store,
+        GroupCommit {
+            max: 3,
+            linger: Duration::from_secs(3600),
+        },
+        sizes.clone(),
+    );
+    let enlisted: Vec<_> = (0..3).map(|_| outcomes.enlist()).collect();
+    let mut handles = Vec::new();
+    for (i, enlisted) in enlisted.into_iter().enumerate() {
+        let outcomes = outcomes.clone();
+        let lease = Lease {
+            device_id: Uuid::new_v4(),
+            job_id: job(i),
+            token: Uuid::new_v4(),
+            worker: "w1".into(),
+            ttl: Duration::from_secs(60),
+        };
+        let (run, state) = outcome(lease.device_id, i);
+        handles.push(tokio::spawn(async move {
+            outcomes.record(&enlisted, &lease, &run, &state, 100).await
+        }));
+    }
+    for h in handles {
+        match answer(h).await {
+            Err(rosbackup::store::StoreError::Db(sqlx::Error::Io(_))) => {}
+            other => panic!("the connection's error, not {other:?}"),
+        }
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one connection attempt, for the group's statement"
+    );
+    assert_eq!(sizes.get_sample_count(), 0);
 }

@@ -59,8 +59,8 @@ pub struct Metrics {
     /// against the backups through them, whether connections are shared as they should
     /// be. No label: a bastion's host is not a label (bounded labels only).
     pub bastion_connections_opened: IntCounter,
-    /// Outcomes written per statement (group commit, `worker::group`): how much of the
-    /// fleet's outcome writing the grouping saves.
+    /// Outcomes written per statement that wrote them (group commit, `worker::group`):
+    /// how much of the fleet's outcome writing the grouping saves.
     pub outcome_batch: Histogram,
 }
 

@@ -111,8 +111,10 @@ impl Store {
     /// [`Store::record_outcome`] fences one: `result[i]` is whether `rows[i]`'s lease
     /// held (its outcome written). The statement is atomic: on `Err` nothing was
     /// written. Rows must be of different devices (one lease per device at a time
-    /// guarantees it for live jobs); they are written in the order given, so callers
-    /// sort them by device to take the rows' locks in one order.
+    /// guarantees it for live jobs). Callers sort them by device so that concurrent
+    /// groups tend to lock rows in one order; the plan decides the order, and a deadlock
+    /// PostgreSQL breaks is an error like any other refusal (the worker then writes the
+    /// rows one by one).
     pub async fn record_outcomes(
         &self,
         rows: &[OutcomeRow<'_>],

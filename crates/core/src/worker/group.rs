@@ -7,20 +7,26 @@
 //! one task per worker process gathers what arrives and writes it.
 //!
 //! When a group goes ([`rules::group_ready`]): at once when no other job of this worker
-//! is under a lease without having handed in its outcome (a lone job, a quiet worker: no
-//! added wait), when it reaches `ROSBACKUP_OUTCOME_BATCH`, or when its first outcome has
-//! waited `ROSBACKUP_OUTCOME_LINGER_MS`. Groups are written concurrently (on the job
-//! lanes, which bound them), so a slow statement holds back only its own group.
+//! is under a lease without having handed in its outcome (a lone job never waits; one
+//! slow export elsewhere in the worker makes the others wait the linger), when it
+//! reaches `ROSBACKUP_OUTCOME_BATCH`, or when its first outcome has waited
+//! `ROSBACKUP_OUTCOME_LINGER_MS`. A job hands in its outcome before it stops counting
+//! among those that may join, and the task reads that count before it takes what is in
+//! the channel, so a group never leaves without an outcome whose job it no longer waits
+//! for. Groups are written concurrently (on the job lanes, which bound them), so a slow
+//! statement holds back only its own group.
 //!
 //! What it does not change: each outcome is still fenced by its own lease token, and a
-//! job still learns whether its own outcome was written. A group PostgreSQL refuses
-//! (one job's value it cannot store, a deadlock, a connection lost mid-statement) is
-//! written again one outcome per statement, so each job gets its own answer and its own
-//! error, and the job's retries ([`super::retry`]) work as before. An outcome whose job
-//! stopped waiting (its statement bound expired, the job was cancelled) is dropped from
-//! its group before it is written: the job asks again if it still can.
+//! job still learns whether its own outcome was written. An error of the connection
+//! (`retry::transient`) is every member's answer, so each job asks again under its own
+//! deadline as before. A group PostgreSQL refuses (a value it cannot store, a deadlock)
+//! is written again one outcome per statement, so each job gets its own answer and its
+//! own error, and a refusal for good is recorded without device text as before
+//! (`execute::write_outcome`). An outcome whose job stopped waiting (its bound expired,
+//! the job was cancelled) is left out of every statement not yet sent: the job asks
+//! again if it still can.
 
-use super::retry::bounded;
+use super::retry::{bounded, transient};
 use super::rules;
 use crate::config::GroupCommit;
 use crate::store::{Lease, OutcomeRow, RunRecord, StateUpdate, Store, StoreError};
@@ -38,6 +44,8 @@ pub struct Outcomes {
     /// `None`: group commit off (`ROSBACKUP_OUTCOME_BATCH=1`), one statement per outcome.
     tx: Option<mpsc::UnboundedSender<Pending>>,
     shared: Arc<Shared>,
+    /// Outcomes written per statement that wrote them.
+    sizes: Histogram,
 }
 
 impl std::fmt::Debug for Outcomes {
@@ -98,10 +106,21 @@ impl Outcomes {
         let shared = Arc::new(Shared::default());
         let tx = (settings.max > 1).then(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(gather(rx, shared.clone(), settings, store.clone(), sizes));
+            tokio::spawn(gather(
+                rx,
+                shared.clone(),
+                settings,
+                store.clone(),
+                sizes.clone(),
+            ));
             tx
         });
-        Outcomes { store, tx, shared }
+        Outcomes {
+            store,
+            tx,
+            shared,
+            sizes,
+        }
     }
 
     /// Count a job that took its lease among those that may still hand in an outcome.
@@ -114,7 +133,8 @@ impl Outcomes {
     }
 
     /// Write an outcome as [`Store::record_outcome`] does, in a group with others when
-    /// they come together. `enlisted` leaves the count on the first call.
+    /// they come together. `enlisted` leaves the count on the first call, after the
+    /// outcome is handed in.
     pub async fn record(
         &self,
         enlisted: &Enlisted,
@@ -123,12 +143,9 @@ impl Outcomes {
         state: &StateUpdate,
         keep_runs: i64,
     ) -> Result<bool, StoreError> {
-        enlisted.leave();
         let Some(tx) = &self.tx else {
-            return self
-                .store
-                .record_outcome(lease, run, state, keep_runs)
-                .await;
+            enlisted.leave();
+            return single(&self.store, lease, run, state, keep_runs, &self.sizes).await;
         };
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
@@ -138,17 +155,31 @@ impl Outcomes {
             keep_runs,
             reply,
         };
-        if tx.send(pending).is_ok()
-            && let Ok(result) = answer.await
-        {
+        let sent = tx.send(pending).is_ok();
+        enlisted.leave();
+        if sent && let Ok(result) = answer.await {
             return result;
         }
         // The gathering task is gone (the runtime is shutting down): write it here. The
         // statement is fenced, so an outcome its group did write is not written twice.
-        self.store
-            .record_outcome(lease, run, state, keep_runs)
-            .await
+        single(&self.store, lease, run, state, keep_runs, &self.sizes).await
     }
+}
+
+/// One outcome in a statement of its own, counted as one.
+async fn single(
+    store: &Store,
+    lease: &Lease,
+    run: &RunRecord,
+    state: &StateUpdate,
+    keep_runs: i64,
+    sizes: &Histogram,
+) -> Result<bool, StoreError> {
+    let r = store.record_outcome(lease, run, state, keep_runs).await;
+    if r.is_ok() {
+        sizes.observe(1.0);
+    }
+    r
 }
 
 /// The gathering task: take the first outcome, wait for more until the group is ready or
@@ -165,6 +196,9 @@ async fn gather(
         let mut group = vec![first];
         let deadline = Instant::now() + settings.linger;
         loop {
+            // Read before taking what is in the channel: a job no longer counted has
+            // handed its outcome in already, so it is taken below.
+            let may_join = shared.may_join.load(Ordering::Acquire);
             while group.len() < max {
                 match rx.try_recv() {
                     Ok(p) => group.push(p),
@@ -172,7 +206,6 @@ async fn gather(
                 }
             }
             group.retain(|p| !p.reply.is_closed());
-            let may_join = shared.may_join.load(Ordering::Acquire);
             if group.is_empty() || rules::group_ready(group.len(), may_join, max) {
                 break;
             }
@@ -207,39 +240,51 @@ async fn write(store: Store, mut group: Vec<Pending>, sizes: Histogram) {
     }
 }
 
-async fn write_one(store: &Store, group: Vec<Pending>, keep_runs: i64, sizes: &Histogram) {
-    sizes.observe(group.len() as f64);
-    let written = if group.len() == 1 {
-        None
-    } else {
-        let rows: Vec<OutcomeRow<'_>> = group
-            .iter()
-            .map(|p| OutcomeRow {
-                lease: &p.lease,
-                run: &p.run,
-                state: &p.state,
-            })
-            .collect();
-        match bounded(store.record_outcomes(&rows, keep_runs)).await {
-            Ok(written) => Some(written),
-            Err(e) => {
-                debug!(error = %e, outcomes = rows.len(), "a group of outcomes was refused; writing them one by one");
-                None
+async fn write_one(store: &Store, mut group: Vec<Pending>, keep_runs: i64, sizes: &Histogram) {
+    group.retain(|p| !p.reply.is_closed());
+    let refused = match group.len() {
+        0 => return,
+        1 => None,
+        n => {
+            let rows: Vec<OutcomeRow<'_>> = group
+                .iter()
+                .map(|p| OutcomeRow {
+                    lease: &p.lease,
+                    run: &p.run,
+                    state: &p.state,
+                })
+                .collect();
+            match bounded(store.record_outcomes(&rows, keep_runs)).await {
+                Ok(written) => {
+                    sizes.observe(n as f64);
+                    for (p, w) in group.into_iter().zip(written) {
+                        let _ = p.reply.send(Ok(w));
+                    }
+                    return;
+                }
+                Err(e) if transient(&e) => {
+                    // The connection's error, not an answer about these outcomes: each
+                    // job asks again under its own deadline, as after its own statement.
+                    let message = e.to_string();
+                    for p in group {
+                        let _ = p.reply.send(Err(StoreError::Db(sqlx::Error::Io(
+                            std::io::Error::other(message.clone()),
+                        ))));
+                    }
+                    return;
+                }
+                Err(e) => Some(e),
             }
         }
     };
-    match written {
-        Some(written) => {
-            for (p, w) in group.into_iter().zip(written) {
-                let _ = p.reply.send(Ok(w));
-            }
-        }
-        None => {
-            futures::future::join_all(group.into_iter().map(|p| async move {
-                let r = bounded(store.record_outcome(&p.lease, &p.run, &p.state, keep_runs)).await;
-                let _ = p.reply.send(r);
-            }))
-            .await;
-        }
+    if let Some(e) = refused {
+        debug!(error = %e, outcomes = group.len(), "a group of outcomes was refused; writing them one by one");
     }
+    futures::future::join_all(group.into_iter().filter(|p| !p.reply.is_closed()).map(
+        |p| async move {
+            let r = bounded(single(store, &p.lease, &p.run, &p.state, keep_runs, sizes)).await;
+            let _ = p.reply.send(r);
+        },
+    ))
+    .await;
 }

@@ -22,7 +22,7 @@ pub(super) fn sqlstate(err: &StoreError) -> Option<String> {
 /// over cut the session (SQLSTATE class 08, 57P01–57P03), the pool could not hand out a
 /// connection in time, or the socket failed. The same statement may well succeed a moment
 /// later; any other error is PostgreSQL's answer.
-fn transient(err: &StoreError) -> bool {
+pub(super) fn transient(err: &StoreError) -> bool {
     match err {
         StoreError::Db(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) => true,
         StoreError::Db(sqlx::Error::Database(_)) => {
