@@ -227,6 +227,31 @@ async fn a_group_writes_each_outcome_as_its_own_statement_would() {
     db.drop().await;
 }
 
+/// The worker's outcome writer over `store`, groups of up to `max`, a linger of an hour
+/// (so a group held back wrongly fails its test's 30 s bound), counting into `sizes`.
+fn grouped(
+    store: rosbackup::store::Store,
+    max: usize,
+    sizes: &rosbackup::metrics::Metrics,
+) -> Outcomes {
+    Outcomes::new(
+        store,
+        GroupCommit {
+            max,
+            linger: Duration::from_secs(3600),
+        },
+        sizes.outcome_batch.clone(),
+    )
+}
+
+/// Statements that wrote outcomes, and how many outcomes they wrote.
+fn statements(sizes: &rosbackup::metrics::Metrics) -> (u64, f64) {
+    (
+        sizes.outcome_batch.get_sample_count(),
+        sizes.outcome_batch.get_sample_sum(),
+    )
+}
+
 /// Wait (bounded, so a broken grouping fails instead of hanging) for a job's answer.
 async fn answer<T>(h: tokio::task::JoinHandle<T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), h)
@@ -260,15 +285,8 @@ async fn a_refused_group_is_written_one_by_one_so_each_job_gets_its_own_answer()
         assert_eq!(written(&db, *id).await.1.len(), 3, "nothing written");
     }
     // Through the worker's group: three jobs, a group of three.
-    let sizes = rosbackup::metrics::Metrics::new().outcome_batch;
-    let outcomes = Outcomes::new(
-        db.store.clone(),
-        GroupCommit {
-            max: 3,
-            linger: Duration::from_secs(3600),
-        },
-        sizes.clone(),
-    );
+    let sizes = rosbackup::metrics::Metrics::new();
+    let outcomes = grouped(db.store.clone(), 3, &sizes);
     let enlisted: Vec<_> = jobs.iter().map(|_| outcomes.enlist()).collect();
     let mut handles = Vec::new();
     for (job, enlisted) in jobs.into_iter().zip(enlisted) {
@@ -296,7 +314,7 @@ async fn a_refused_group_is_written_one_by_one_so_each_job_gets_its_own_answer()
     // The three went as one group (full at three, and no job could join before all
     // three were in), which wrote nothing; then the two good ones one statement each.
     assert_eq!(
-        (sizes.get_sample_count(), sizes.get_sample_sum()),
+        statements(&sizes),
         (2, 2.0),
         "statements that wrote, and what they wrote"
     );
@@ -312,15 +330,8 @@ async fn a_refused_group_is_written_one_by_one_so_each_job_gets_its_own_answer()
 async fn outcomes_wait_for_each_other_only_while_another_job_could_join() {
     let db = TestDb::new().await;
     let ids = devices(&db, "d", 6).await;
-    let sizes = rosbackup::metrics::Metrics::new().outcome_batch;
-    let outcomes = Outcomes::new(
-        db.store.clone(),
-        GroupCommit {
-            max: 2,
-            linger: Duration::from_secs(3600),
-        },
-        sizes.clone(),
-    );
+    let sizes = rosbackup::metrics::Metrics::new();
+    let outcomes = grouped(db.store.clone(), 2, &sizes);
     let submit =
         |outcomes: &Outcomes, i: usize, enlisted: rosbackup::worker::Enlisted, lease: Lease| {
             let outcomes = outcomes.clone();
@@ -330,18 +341,11 @@ async fn outcomes_wait_for_each_other_only_while_another_job_could_join() {
     // A lone job.
     let lone = submit(&outcomes, 0, outcomes.enlist(), lease(&db, ids[0], 0).await);
     assert!(matches!(answer(lone).await, Ok(true)));
-    assert_eq!((sizes.get_sample_count(), sizes.get_sample_sum()), (1, 1.0));
+    assert_eq!(statements(&sizes), (1, 1.0));
 
     // Two of three, then the third ends without an outcome (its lease lost, say): with
     // a size of 2 the two fill a group, so use a size of 3 here.
-    let outcomes3 = Outcomes::new(
-        db.store.clone(),
-        GroupCommit {
-            max: 3,
-            linger: Duration::from_secs(3600),
-        },
-        sizes.clone(),
-    );
+    let outcomes3 = grouped(db.store.clone(), 3, &sizes);
     let (e1, e2, e3) = (outcomes3.enlist(), outcomes3.enlist(), outcomes3.enlist());
     let mut waiting = Vec::new();
     for (i, e) in [(1, e1), (2, e2)] {
@@ -356,11 +360,7 @@ async fn outcomes_wait_for_each_other_only_while_another_job_could_join() {
     for h in waiting {
         assert!(matches!(answer(h).await, Ok(true)));
     }
-    assert_eq!(
-        (sizes.get_sample_count(), sizes.get_sample_sum()),
-        (2, 3.0),
-        "the two in one group"
-    );
+    assert_eq!(statements(&sizes), (2, 3.0), "the two in one group");
 
     // A full group goes at once, whoever else could join.
     let _others = (outcomes.enlist(), outcomes.enlist());
@@ -369,11 +369,7 @@ async fn outcomes_wait_for_each_other_only_while_another_job_could_join() {
     let b = submit(&outcomes, 4, b, lease(&db, ids[4], 4).await);
     assert!(matches!(answer(a).await, Ok(true)));
     assert!(matches!(answer(b).await, Ok(true)));
-    assert_eq!(
-        (sizes.get_sample_count(), sizes.get_sample_sum()),
-        (3, 5.0),
-        "a full group of two"
-    );
+    assert_eq!(statements(&sizes), (3, 5.0), "a full group of two");
     db.drop().await;
 }
 
@@ -399,15 +395,8 @@ async fn a_connection_error_of_a_group_is_each_jobs_to_retry_not_one_statement_e
         .connect_lazy(&format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable"))
         .expect("a lazy pool");
     let store = rosbackup::store::Store::from_pool(pool).with_lanes(4);
-    let sizes = rosbackup::metrics::Metrics::new().outcome_batch;
-    let outcomes = Outcomes::new(
-        store,
-        GroupCommit {
-            max: 3,
-            linger: Duration::from_secs(3600),
-        },
-        sizes.clone(),
-    );
+    let sizes = rosbackup::metrics::Metrics::new();
+    let outcomes = grouped(store, 3, &sizes);
     let enlisted: Vec<_> = (0..3).map(|_| outcomes.enlist()).collect();
     let mut handles = Vec::new();
     for (i, enlisted) in enlisted.into_iter().enumerate() {
@@ -435,5 +424,5 @@ async fn a_connection_error_of_a_group_is_each_jobs_to_retry_not_one_statement_e
         1,
         "one connection attempt, for the group's statement"
     );
-    assert_eq!(sizes.get_sample_count(), 0);
+    assert_eq!(statements(&sizes), (0, 0.0));
 }
