@@ -33,6 +33,7 @@ pub mod crypto;
 mod event;
 mod fetch;
 mod publish;
+mod wire;
 
 pub use event::*;
 pub use fetch::{fetch_config_text, fetch_config_text_with_keys};

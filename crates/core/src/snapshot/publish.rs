@@ -364,19 +364,9 @@ pub fn object_chunk_size(inline_limit: usize) -> usize {
 }
 
 fn encode(event: &ConfigSnapshotEvent) -> Result<Vec<u8>, SnapshotError> {
-    // Sized for the text up front: growing from empty copied the payload about twice
-    // over per backup (issue #20). The margin holds the other fields and some escapes.
-    let text = event.config_text.len()
-        + event.config_text_base64.as_ref().map_or(0, String::len)
-        + event
-            .config_encryption
-            .as_ref()
-            .and_then(|e| e.ciphertext.as_ref())
-            .map_or(0, String::len);
-    let mut out = Vec::with_capacity(text + text / 16 + 1024);
-    serde_json::to_writer(&mut out, event)
-        .map_err(|e| SnapshotError::Decode(format!("cannot encode event: {e}")))?;
-    Ok(out)
+    // serde_json's bytes, escaped a word at a time and sized up front (issue #20).
+    super::wire::encode(event)
+        .map_err(|e| SnapshotError::Decode(format!("cannot encode event: {e}")))
 }
 
 /// How a send failed: too big for inline (go by reference), or for good.
