@@ -2,56 +2,107 @@
 //! [`ConfigSnapshotEvent`], produced faster.
 //!
 //! Why (issue #20): escaping the config text was the largest piece of user-space work a
-//! backup adds to its export after the SHA-256 (callgrind: ~190,000 instructions for a
+//! backup adds to its export after the SHA-256 (callgrind: ~195,000 instructions for a
 //! 20 KB export, ~9 a byte). `serde_json` looks every byte up in a table and makes two
 //! writes per escape, and a RouterOS export needs one (`\n`) every 30–60 bytes. Here the
 //! text is scanned eight bytes at a time for the bytes JSON must escape (controls, `"`,
 //! `\`) and copied in runs between them, with `serde_json`'s escapes (`\n`, `\t`, `\r`,
 //! `\b`, `\f`, `\"`, `\\`, else `\u00xx` in lower-case hex).
 //!
-//! The event's other fields are small and go through `serde_json` itself, in the order
-//! and with the omissions its derived `Serialize` uses; the tests hold [`encode`] to
-//! `serde_json::to_vec` byte for byte, over every optional field and every byte class
-//! (a new field on the event fails them until it is written here too). The seed's
+//! Every string field, and the encrypted envelope (whose ciphertext is the whole config,
+//! sealed), is written the same way, in the order and with the omissions the derived
+//! `Serialize` uses; only the numbers and the rare `config_ref` go through `serde_json`
+//! itself. [`encode`] names every field of the event, so a new one does not compile until
+//! it is written here, and the tests hold it to `serde_json::to_vec` byte for byte, over
+//! every optional field and every byte class. The seed's
 //! consumers parse the result, so the bytes are a contract only as JSON; keeping them
 //! identical keeps every recorded event, digest and test valid.
 
-use super::event::ConfigSnapshotEvent;
+use super::event::{ConfigEncryption, ConfigSnapshotEvent};
 
 /// The event as `serde_json::to_vec` writes it.
 pub fn encode(event: &ConfigSnapshotEvent) -> Result<Vec<u8>, serde_json::Error> {
-    let big = event.config_text.len() + event.config_text_base64.as_ref().map_or(0, String::len);
+    // Every field named, none skipped with `..`: a field added to the event is a compile
+    // error here until it is written below.
+    let ConfigSnapshotEvent {
+        device_id,
+        tenant_id,
+        routeros_version,
+        collected_at,
+        sha256_hash,
+        config_text,
+        normalization_version,
+        config_text_base64,
+        config_ref,
+        config_encryption,
+    } = event;
+    // The large strings: the text, its base64 form, or the sealed text (inline ciphertext).
+    let big = config_text.len()
+        + config_text_base64.as_ref().map_or(0, String::len)
+        + config_encryption
+            .as_ref()
+            .and_then(|e| e.ciphertext.as_ref())
+            .map_or(0, String::len);
     let mut out = Vec::with_capacity(big + big / 16 + 512);
     out.extend_from_slice(b"{\"device_id\":");
-    push_str(&mut out, &event.device_id);
+    push_str(&mut out, device_id);
     out.extend_from_slice(b",\"tenant_id\":");
-    push_str(&mut out, &event.tenant_id);
-    if let Some(v) = &event.routeros_version {
+    push_str(&mut out, tenant_id);
+    if let Some(v) = routeros_version {
         out.extend_from_slice(b",\"routeros_version\":");
         push_str(&mut out, v);
     }
     out.extend_from_slice(b",\"collected_at\":");
-    push_str(&mut out, &event.collected_at);
+    push_str(&mut out, collected_at);
     out.extend_from_slice(b",\"sha256_hash\":");
-    push_str(&mut out, &event.sha256_hash);
+    push_str(&mut out, sha256_hash);
     out.extend_from_slice(b",\"config_text\":");
-    push_str(&mut out, &event.config_text);
+    push_str(&mut out, config_text);
     out.extend_from_slice(b",\"normalization_version\":");
-    serde_json::to_writer(&mut out, &event.normalization_version)?;
-    if let Some(b) = &event.config_text_base64 {
+    serde_json::to_writer(&mut out, normalization_version)?;
+    if let Some(b) = config_text_base64 {
         out.extend_from_slice(b",\"config_text_base64\":");
         push_str(&mut out, b);
     }
-    if let Some(r) = &event.config_ref {
+    if let Some(r) = config_ref {
+        // Small and rare (only oversized configs): serde_json itself.
         out.extend_from_slice(b",\"config_ref\":");
         serde_json::to_writer(&mut out, r)?;
     }
-    if let Some(e) = &event.config_encryption {
+    if let Some(e) = config_encryption {
         out.extend_from_slice(b",\"config_encryption\":");
-        serde_json::to_writer(&mut out, e)?;
+        push_encryption(&mut out, e)?;
     }
     out.push(b'}');
     Ok(out)
+}
+
+/// `config_encryption` by hand: its ciphertext is the whole config, sealed, in base64.
+fn push_encryption(out: &mut Vec<u8>, e: &ConfigEncryption) -> Result<(), serde_json::Error> {
+    let ConfigEncryption {
+        v,
+        alg,
+        kid,
+        hash,
+        nonce,
+        ciphertext,
+    } = e;
+    out.extend_from_slice(b"{\"v\":");
+    serde_json::to_writer(&mut *out, v)?;
+    out.extend_from_slice(b",\"alg\":");
+    push_str(out, alg);
+    out.extend_from_slice(b",\"kid\":");
+    push_str(out, kid);
+    out.extend_from_slice(b",\"hash\":");
+    push_str(out, hash);
+    out.extend_from_slice(b",\"nonce\":");
+    push_str(out, nonce);
+    if let Some(c) = ciphertext {
+        out.extend_from_slice(b",\"ciphertext\":");
+        push_str(out, c);
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -179,6 +230,28 @@ mod tests {
     }
 
     #[test]
+    fn the_word_scan_finds_exactly_the_first_byte_to_escape() {
+        // Every byte value in every lane, after clean bytes and after the bytes whose
+        // subtraction borrows (0x00, 0x1f, 0x20 and 0x22 sit next to the classes' edges):
+        // the lowest flagged lane is the first byte `escape_of` escapes, or none.
+        for lane in 0..8 {
+            for before in [b'a', 0x00, 0x1f, 0x20, 0x21, 0x22, 0x5c, 0x7f, 0x80, 0xff] {
+                for after in [b'a', 0x00, 0xff] {
+                    for b in 0..=u8::MAX {
+                        let mut word = [after; 8];
+                        word[..lane].fill(before);
+                        word[lane] = b;
+                        let m = escapes(u64::from_le_bytes(word));
+                        let want = word.iter().position(|&x| escape_of(x).is_some());
+                        let got = (m != 0).then(|| (m.trailing_zeros() / 8) as usize);
+                        assert_eq!(got, want, "word {word:02x?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn random_text_matches_serde_json() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(20);
         // Mostly printable with newlines like an export, then raw noise.
@@ -203,6 +276,7 @@ mod tests {
             .join("../../../shared/routeros/exports");
         let Ok(entries) = std::fs::read_dir(&dir) else {
             // Not every checkout has ../shared; the synthetic cases above still run.
+            eprintln!("skipped: no real exports at {}", dir.display());
             return;
         };
         let mut compared = 0;
@@ -270,5 +344,28 @@ mod tests {
             );
             assert_eq!(ConfigSnapshotEvent::decode(&want).expect("decodes"), e);
         }
+    }
+
+    #[test]
+    fn the_buffer_is_sized_once_for_a_sealed_config() {
+        // An encrypted event carries the whole config as base64 ciphertext and an empty
+        // config_text; the buffer must be sized for it up front, not grown by doubling.
+        let mut e = event("");
+        e.config_encryption = Some(ConfigEncryption {
+            v: 1,
+            alg: "AES-256-GCM".into(),
+            kid: "0011223344556677".into(),
+            hash: "HMAC-SHA256".into(),
+            nonce: "AAAAAAAAAAAAAAAA".into(),
+            ciphertext: Some("QUJD".repeat(25_000)),
+        });
+        let out = encode(&e).expect("the event encodes");
+        assert_eq!(out, serde_json::to_vec(&e).expect("the event serializes"));
+        let slack = out.capacity() - out.len();
+        assert!(
+            slack <= out.len() / 16 + 512,
+            "{slack} bytes unused of {}: the buffer grew",
+            out.capacity()
+        );
     }
 }
