@@ -229,9 +229,15 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
         backup.group_commit,
         metrics.outcome_batch.clone(),
     );
+    let leases = worker::Leases::new(
+        store.clone(),
+        backup.lease_batch,
+        metrics.lease_batch.clone(),
+    );
     Ok(WorkerProcess {
         env: Arc::new(JobEnv {
             outcomes,
+            leases,
             store,
             queue,
             key,

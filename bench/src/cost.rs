@@ -608,6 +608,11 @@ async fn run_set_on(
                 backup.group_commit,
                 metrics.outcome_batch.clone(),
             ),
+            leases: rosbackup::worker::Leases::new(
+                db.store.clone(),
+                backup.lease_batch,
+                metrics.lease_batch.clone(),
+            ),
             store: db.store.clone(),
             queue: queue.clone(),
             key,

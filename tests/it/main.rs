@@ -22,6 +22,7 @@ mod fleet_network;
 mod fleet_resilience;
 mod fuzz_corpus;
 mod group_commit;
+mod grouped_leases;
 mod lanes;
 mod layout;
 mod manual_bound;

@@ -62,6 +62,8 @@ pub struct Metrics {
     /// Outcomes written per statement that wrote them (group commit, `worker::group`):
     /// how much of the fleet's outcome writing the grouping saves.
     pub outcome_batch: Histogram,
+    /// Leases taken per statement (`worker::leases`): how often a worker's leases meet.
+    pub lease_batch: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -192,9 +194,18 @@ impl Metrics {
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
         )
         .expect("valid metric");
+        let lease_batch = Histogram::with_opts(
+            HistogramOpts::new(
+                "rosbackup_lease_batch_size",
+                "Leases taken per PostgreSQL statement (leases asked for together)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        )
+        .expect("valid metric");
         for m in [
             Box::new(backup_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(outcome_batch.clone()),
+            Box::new(lease_batch.clone()),
             Box::new(bastion_connections_opened.clone()),
             Box::new(export_timeouts.clone()),
             Box::new(binary_total.clone()),
@@ -230,6 +241,7 @@ impl Metrics {
             export_timeouts,
             bastion_connections_opened,
             outcome_batch,
+            lease_batch,
         }
     }
 

@@ -280,6 +280,11 @@ impl Fleet {
                 self.backup.group_commit,
                 metrics.outcome_batch.clone(),
             ),
+            leases: rosbackup::worker::Leases::new(
+                self.store().clone(),
+                self.backup.lease_batch,
+                metrics.lease_batch.clone(),
+            ),
             store: self.store().clone(),
             queue: self.queue.clone(),
             key: self.key.clone(),

@@ -165,6 +165,9 @@ pub struct BackupSettings {
     pub bastion_connections: usize,
     /// How a worker groups its jobs' outcomes into statements (`ROSBACKUP_OUTCOME_*`).
     pub group_commit: GroupCommit,
+    /// Most leases a worker takes in one statement (`ROSBACKUP_LEASE_BATCH`; 1: each
+    /// on its own).
+    pub lease_batch: usize,
 }
 
 /// Group commit of outcomes (issue #20, `worker::group`): at most `max` outcomes per
@@ -226,6 +229,7 @@ impl BackupSettings {
             },
             export_timeout_max: export_timeouts(env)?.max,
             group_commit: GroupCommit::from_env(env)?,
+            lease_batch: lease_batch(env)?,
         })
     }
 
@@ -450,6 +454,16 @@ pub fn fetch_batch(env: &Env) -> Result<usize, ConfigError> {
     Ok((concurrency / 16).clamp(1, 16))
 }
 
+/// `ROSBACKUP_LEASE_BATCH`: 1 to 64 leases per statement (`worker::leases`).
+pub fn lease_batch(env: &Env) -> Result<usize, ConfigError> {
+    const VAR: &str = "ROSBACKUP_LEASE_BATCH";
+    let n = env.positive(VAR)?;
+    if n > 64 {
+        return Err(env.error(VAR, &env.raw(VAR), "must be at most 64"));
+    }
+    Ok(usize::try_from(n).unwrap_or(1))
+}
+
 /// TLS files for Redis and NATS (`ROSBACKUP_TLS_*`), checked now so a bad path is a
 /// configuration error naming its variable.
 pub fn tls_files(env: &Env) -> Result<crate::tls::TlsFiles, ConfigError> {
@@ -583,6 +597,18 @@ mod tests {
         let q = queue_config(&Env::from_pairs([("CONFIG_BACKUP_MAX_CONCURRENT", "1000")])).unwrap();
         assert_eq!(q.fetch_batch, 16);
         assert_eq!(q.apalis().batch_size, 16);
+    }
+
+    #[test]
+    fn lease_batch_defaults_and_rejects_bad_values() {
+        let b = |pairs: &[(&str, &str)]| lease_batch(&Env::from_pairs(pairs.iter().copied()));
+        assert_eq!(b(&[]).unwrap(), 16);
+        assert_eq!(b(&[("ROSBACKUP_LEASE_BATCH", "1")]).unwrap(), 1);
+        assert_eq!(b(&[("ROSBACKUP_LEASE_BATCH", " 64 ")]).unwrap(), 64);
+        for bad in ["0", "65", "many", "-1", ""] {
+            let e = b(&[("ROSBACKUP_LEASE_BATCH", bad)]).unwrap_err();
+            assert_eq!(e.var, "ROSBACKUP_LEASE_BATCH", "{bad}");
+        }
     }
 
     #[test]

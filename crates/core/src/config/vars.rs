@@ -312,6 +312,13 @@ pub const VARS: &[Var] = &[
         "worker: longest an outcome waits for others to share its statement, 0 to 1000 ms; never while no other job of the worker is running"
     ),
     var!(
+        "ROSBACKUP_LEASE_BATCH",
+        "16",
+        false,
+        false,
+        "worker: most leases taken in one PostgreSQL statement when jobs ask together, 1 to 64; 1 takes each on its own"
+    ),
+    var!(
         "ROSBACKUP_FETCH_BATCH",
         "",
         false,

@@ -152,7 +152,6 @@ impl Store {
     /// row comes back as it is once the lease is held, so every decision after it is made
     /// on data no other execution can change meanwhile (pins, blocks, failure counts).
     pub async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseAttempt, StoreError> {
-        use sqlx::Row;
         let mut lane = self.lanes.acquire().await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(LEASE_SQL.as_str()))
             .bind(lease.device_id)
@@ -164,31 +163,69 @@ impl Store {
             .await?;
         if let Some(row) = row {
             lane.done();
-            let device = <Device as sqlx::FromRow<'_, _>>::from_row(&row)?;
-            let credentials = <SealedCredentials as sqlx::FromRow<'_, _>>::from_row(&row)?;
-            let facts = <LeaseFacts as sqlx::FromRow<'_, _>>::from_row(&row)?;
-            let previous: Option<Uuid> = row.try_get("previous_token")?;
-            return Ok(LeaseAttempt::Acquired {
-                takeover: previous.is_some(),
-                previous,
-                starts: device.lease_starts,
-                device: Box::new(device),
-                credentials: Box::new(credentials),
-                facts: Box::new(facts),
-            });
+            return acquired(&row);
         }
         let held: Option<(Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(HELD_SQL)
             .bind(lease.device_id)
             .fetch_optional(lane.conn())
             .await?;
         lane.done();
-        Ok(match held {
-            None => LeaseAttempt::NoDevice,
-            Some((job, expires)) => LeaseAttempt::Held {
-                job_id: job.unwrap_or_default(),
-                expires_at: expires.unwrap_or_else(Utc::now),
-            },
-        })
+        Ok(not_taken(held))
+    }
+
+    /// [`Store::acquire_lease`] for several leases in one statement (issue #20: the
+    /// lease is the largest statement a backup sends, and most of its cost is per
+    /// statement). Each lease gets the answer it would get alone, in the order given; the
+    /// devices must be distinct. Those not taken are told why in one more statement.
+    pub async fn acquire_leases(&self, leases: &[Lease]) -> Result<Vec<LeaseAttempt>, StoreError> {
+        use sqlx::Row;
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = leases.iter().map(|l| l.device_id).collect();
+        let jobs: Vec<&str> = leases.iter().map(|l| l.job_id.as_str()).collect();
+        let tokens: Vec<Uuid> = leases.iter().map(|l| l.token).collect();
+        let workers: Vec<&str> = leases.iter().map(|l| l.worker.as_str()).collect();
+        let ttls: Vec<f64> = leases.iter().map(|l| l.ttl.as_secs_f64()).collect();
+        let mut lane = self.lanes.acquire().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(LEASES_SQL.as_str()))
+            .bind(&ids)
+            .bind(&jobs)
+            .bind(&tokens)
+            .bind(&workers)
+            .bind(&ttls)
+            .fetch_all(lane.conn())
+            .await?;
+        let mut answers: Vec<Option<LeaseAttempt>> = vec![None; leases.len()];
+        for row in &rows {
+            let k: i64 = row.try_get("k")?;
+            let slot = usize::try_from(k - 1)
+                .ok()
+                .and_then(|i| answers.get_mut(i))
+                .ok_or_else(|| StoreError::Invalid(format!("lease row for request {k}")))?;
+            *slot = Some(acquired(row)?);
+        }
+        let missing: Vec<Uuid> = leases
+            .iter()
+            .zip(&answers)
+            .filter(|(_, a)| a.is_none())
+            .map(|(l, _)| l.device_id)
+            .collect();
+        let mut held = std::collections::HashMap::new();
+        if !missing.is_empty() {
+            let found: Vec<(Uuid, Option<String>, Option<DateTime<Utc>>)> =
+                sqlx::query_as(HELDS_SQL)
+                    .bind(&missing)
+                    .fetch_all(lane.conn())
+                    .await?;
+            held.extend(found.into_iter().map(|(id, job, at)| (id, (job, at))));
+        }
+        lane.done();
+        Ok(leases
+            .iter()
+            .zip(answers)
+            .map(|(l, a)| a.unwrap_or_else(|| not_taken(held.remove(&l.device_id))))
+            .collect())
     }
 
     /// Extend the lease; `false` if it is no longer ours (stop and publish nothing).
@@ -305,6 +342,34 @@ impl Store {
     }
 }
 
+/// A lease's row, taken.
+fn acquired(row: &sqlx::postgres::PgRow) -> Result<LeaseAttempt, StoreError> {
+    use sqlx::Row;
+    let device = <Device as sqlx::FromRow<'_, _>>::from_row(row)?;
+    let credentials = <SealedCredentials as sqlx::FromRow<'_, _>>::from_row(row)?;
+    let facts = <LeaseFacts as sqlx::FromRow<'_, _>>::from_row(row)?;
+    let previous: Option<Uuid> = row.try_get("previous_token")?;
+    Ok(LeaseAttempt::Acquired {
+        takeover: previous.is_some(),
+        previous,
+        starts: device.lease_starts,
+        device: Box::new(device),
+        credentials: Box::new(credentials),
+        facts: Box::new(facts),
+    })
+}
+
+/// Why a lease was not taken, from the device's lease columns (`None`: no device).
+fn not_taken(held: Option<(Option<String>, Option<DateTime<Utc>>)>) -> LeaseAttempt {
+    match held {
+        None => LeaseAttempt::NoDevice,
+        Some((job, expires)) => LeaseAttempt::Held {
+            job_id: job.unwrap_or_default(),
+            expires_at: expires.unwrap_or_else(Utc::now),
+        },
+    }
+}
+
 /// The run row's columns, in the order [`bind_run`] binds them.
 pub(super) const RUN_INSERT_COLUMNS: [&str; 17] = [
     "device_id",
@@ -330,6 +395,69 @@ pub(super) const RUN_INSERT_COLUMNS: [&str; 17] = [
 
 /// [`Store::acquire_lease`]: the lease and every fact the job decides on before its export.
 static LEASE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE), \
+         recent AS ({}) \
+         UPDATE devices d SET lease_job = $2, lease_token = $3, lease_worker = $4, \
+           lease_expires_at = now() + ($5::float8 * interval '1 second'), \
+           lease_starts = CASE WHEN d.lease_job = $2 THEN d.lease_starts + 1 ELSE 1 END \
+         FROM old CROSS JOIN recent {} \
+         WHERE d.id = old.id \
+           AND (d.lease_token IS NULL OR d.lease_expires_at < now()) \
+         RETURNING {}",
+        recent_runs("$1"),
+        LEASE_JOINS,
+        lease_returning()
+    )
+});
+
+/// [`Store::acquire_leases`]: [`LEASE_SQL`] for several devices, one request per element
+/// of the arrays `$1` (device), `$2` (job), `$3` (token), `$4` (worker) and `$5` (TTL,
+/// seconds); each row returned carries its request's position (`k`, from 1). The rows are
+/// locked in the order of their ids, so two groups never wait on each other in a circle.
+static LEASES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH req AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], \
+             $5::float8[]) WITH ORDINALITY AS q(id, job, token, worker, ttl, k)), \
+         old AS (SELECT o.id, o.lease_job, o.lease_token FROM devices o \
+           WHERE o.id IN (SELECT id FROM req) ORDER BY o.id FOR UPDATE) \
+         UPDATE devices d SET lease_job = req.job, lease_token = req.token, \
+           lease_worker = req.worker, \
+           lease_expires_at = now() + (req.ttl * interval '1 second'), \
+           lease_starts = CASE WHEN d.lease_job = req.job THEN d.lease_starts + 1 ELSE 1 END \
+         FROM old JOIN req ON req.id = old.id CROSS JOIN LATERAL ({}) recent {} \
+         WHERE d.id = old.id \
+           AND (d.lease_token IS NULL OR d.lease_expires_at < now()) \
+         RETURNING {}, req.k",
+        recent_runs("old.id"),
+        LEASE_JOINS,
+        lease_returning()
+    )
+});
+
+/// The device's last [`RECENT_RUNS`] runs that reached it, as [`LeaseFacts`]' three
+/// arrays; `device` is the expression naming the device.
+fn recent_runs(device: &str) -> String {
+    format!(
+        "SELECT \
+           COALESCE(array_agg(r.status ORDER BY r.id DESC), '{{}}') AS recent_status, \
+           COALESCE(array_agg(r.timed_out ORDER BY r.id DESC), '{{}}') AS recent_timed_out, \
+           COALESCE(array_agg(COALESCE(r.export_ms, r.duration_ms) ORDER BY r.id DESC), '{{}}') \
+             AS recent_export_ms \
+         FROM (SELECT id, status, timed_out, export_ms, duration_ms FROM backup_runs \
+               WHERE device_id = {device} AND status IN ('success', 'failed') \
+               ORDER BY id DESC LIMIT {RECENT_RUNS}) r"
+    )
+}
+
+/// The binary step's state and newest binary, joined to the locked row `old`.
+const LEASE_JOINS: &str = "LEFT JOIN binary_state s ON s.device_id = old.id \
+    LEFT JOIN LATERAL (SELECT b.collected_at, b.config_sha256 FROM binary_backups b \
+                       WHERE b.device_id = old.id \
+                       ORDER BY b.collected_at DESC, b.id DESC LIMIT 1) n ON true";
+
+/// What a lease returns: the device row, its sealed credentials and [`LeaseFacts`].
+fn lease_returning() -> String {
     let columns: Vec<String> = DEVICE_COLUMNS
         .split(',')
         .map(|c| match c.trim() {
@@ -339,26 +467,7 @@ static LEASE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         .chain(std::iter::once(CREDENTIAL_COLUMNS.to_string()))
         .collect();
     format!(
-        "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE), \
-         recent AS (SELECT \
-             COALESCE(array_agg(r.status ORDER BY r.id DESC), '{{}}') AS recent_status, \
-             COALESCE(array_agg(r.timed_out ORDER BY r.id DESC), '{{}}') AS recent_timed_out, \
-             COALESCE(array_agg(COALESCE(r.export_ms, r.duration_ms) ORDER BY r.id DESC), '{{}}') \
-               AS recent_export_ms \
-           FROM (SELECT id, status, timed_out, export_ms, duration_ms FROM backup_runs \
-                 WHERE device_id = $1 AND status IN ('success', 'failed') \
-                 ORDER BY id DESC LIMIT {RECENT_RUNS}) r) \
-         UPDATE devices d SET lease_job = $2, lease_token = $3, lease_worker = $4, \
-           lease_expires_at = now() + ($5::float8 * interval '1 second'), \
-           lease_starts = CASE WHEN d.lease_job = $2 THEN d.lease_starts + 1 ELSE 1 END \
-         FROM old CROSS JOIN recent \
-           LEFT JOIN binary_state s ON s.device_id = old.id \
-           LEFT JOIN LATERAL (SELECT b.collected_at, b.config_sha256 FROM binary_backups b \
-                              WHERE b.device_id = old.id \
-                              ORDER BY b.collected_at DESC, b.id DESC LIMIT 1) n ON true \
-         WHERE d.id = old.id \
-           AND (d.lease_token IS NULL OR d.lease_expires_at < now()) \
-         RETURNING {}, old.lease_token AS previous_token, \
+        "{}, old.lease_token AS previous_token, \
            (SELECT p.export_timeout_seconds FROM credential_profiles p \
             WHERE p.id = d.credential_profile_id) AS profile_timeout_seconds, \
            recent.recent_status, recent.recent_timed_out, recent.recent_export_ms, \
@@ -378,7 +487,7 @@ static LEASE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             WHERE t.tenant_id = d.tenant_id) AS tenant_jump_pin",
         columns.join(", ")
     )
-});
+}
 
 /// [`Store::record_outcome`]: the fenced outcome, run row and trim in one statement.
 static OUTCOME_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -431,6 +540,10 @@ static SKIP_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 const HELD_SQL: &str = "SELECT lease_job, lease_expires_at FROM devices WHERE id = $1";
 
+/// [`HELD_SQL`] for the devices of a group's leases that were not taken.
+const HELDS_SQL: &str =
+    "SELECT id, lease_job, lease_expires_at FROM devices WHERE id = ANY($1::uuid[])";
+
 const RENEW_SQL: &str = "UPDATE devices SET lease_expires_at = now() + ($3::float8 * interval '1 second') \
     WHERE id = $1 AND lease_token = $2";
 
@@ -444,10 +557,12 @@ const RELEASE_SQL: &str = "UPDATE devices SET lease_token = NULL, lease_worker =
 /// Every statement a job runs on a lane, by name, for the test of their cached plans
 /// (`tests/it/lanes.rs`). Not an interface.
 #[doc(hidden)]
-pub fn lane_statements() -> [(&'static str, &'static str); 9] {
+pub fn lane_statements() -> [(&'static str, &'static str); 11] {
     [
         ("lease", LEASE_SQL.as_str()),
+        ("leases", LEASES_SQL.as_str()),
         ("held", HELD_SQL),
+        ("helds", HELDS_SQL),
         ("confirm", CONFIRM_SQL),
         ("renew", RENEW_SQL),
         ("release", RELEASE_SQL),

@@ -80,7 +80,7 @@ pub async fn execute(env: &JobEnv, job: &BackupJob, worker: &str) -> Result<JobR
     let (starts, previous, device, credentials, facts, leased_at) = loop {
         // The lease runs from no earlier than this moment (the database stamps it later).
         let asked = Instant::now();
-        match bounded(env.store.acquire_lease(&lease)).await? {
+        match bounded(env.leases.acquire(&lease)).await? {
             LeaseAttempt::Acquired {
                 takeover,
                 previous,

@@ -14,11 +14,13 @@
 
 mod execute;
 mod group;
+mod leases;
 mod retry;
 pub mod rules;
 
 pub use execute::execute;
 pub use group::{Enlisted, Outcomes};
+pub use leases::Leases;
 pub use rules::JobReport;
 
 use crate::config::BackupSettings;
@@ -57,6 +59,8 @@ pub struct JobEnv {
     pub bastions: Arc<crate::device::BastionPool>,
     /// Where the jobs' outcomes are written, grouped ([`Outcomes`], issue #20).
     pub outcomes: Outcomes,
+    /// Where the jobs' leases are taken, grouped when they meet ([`Leases`], issue #20).
+    pub leases: Leases,
 }
 
 /// Give back every lease this process holds (graceful shutdown past the grace period).

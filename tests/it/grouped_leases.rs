@@ -1,0 +1,264 @@
+//! Leases taken together (issue #20) against a real PostgreSQL: a group gives each lease
+//! the answer its own statement would (taken, taken over, held by whom, no device, in the
+//! order asked), the worker's lease taker sends leases that meet as one statement and
+//! never holds a device twice in one, and a group PostgreSQL refuses is asked again one
+//! lease at a time so each job gets its own answer.
+
+use crate::common::fleet::TestDb;
+use rosbackup::store::{Lease, LeaseAttempt};
+use rosbackup::worker::Leases;
+use std::time::Duration;
+use uuid::Uuid;
+
+const TENANT: &str = "00000000-0000-4000-8000-000000000001";
+
+/// A device with `runs` earlier successful runs; returns its id.
+async fn device(db: &TestDb, name: &str, runs: i32) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO devices (id, tenant_id, name, host, username, password_enc, next_due_at) \
+         VALUES ($1, $2::uuid, $3, '127.0.0.1', 'admin', '\\x00', now())",
+    )
+    .bind(id)
+    .bind(TENANT)
+    .bind(name)
+    .execute(db.store.pool())
+    .await
+    .expect("device");
+    sqlx::query(
+        "INSERT INTO backup_runs (device_id, tenant_id, job_id, trigger, worker, started_at, \
+           finished_at, status, duration_ms, export_ms) \
+         SELECT $1, $2::uuid, 'old' || k, 'scheduled', 'w', now(), now(), \
+           CASE WHEN k % 2 = 0 THEN 'success' ELSE 'failed' END, 10 * k, k \
+         FROM generate_series(1, $3) k",
+    )
+    .bind(id)
+    .bind(TENANT)
+    .bind(runs)
+    .execute(db.store.pool())
+    .await
+    .expect("runs");
+    id
+}
+
+fn lease(device_id: Uuid, job: &str) -> Lease {
+    Lease {
+        device_id,
+        job_id: job.into(),
+        token: Uuid::new_v4(),
+        worker: "w1".into(),
+        ttl: Duration::from_secs(60),
+    }
+}
+
+/// Hold `device` under `job` with a lease that expires in `ttl_seconds` (past if < 0).
+async fn hold(db: &TestDb, device: Uuid, job: &str, ttl_seconds: f64) -> Uuid {
+    let token = Uuid::new_v4();
+    sqlx::query(
+        "UPDATE devices SET lease_job = $2, lease_token = $3, lease_worker = 'other', \
+           lease_expires_at = now() + ($4::float8 * interval '1 second'), lease_starts = 1 \
+         WHERE id = $1",
+    )
+    .bind(device)
+    .bind(job)
+    .bind(token)
+    .bind(ttl_seconds)
+    .execute(db.store.pool())
+    .await
+    .expect("hold");
+    token
+}
+
+/// The lease columns of a device: job, token, worker.
+async fn lease_row(db: &TestDb, device: Uuid) -> (Option<String>, Option<Uuid>, Option<String>) {
+    sqlx::query_as("SELECT lease_job, lease_token, lease_worker FROM devices WHERE id = $1")
+        .bind(device)
+        .fetch_one(db.store.pool())
+        .await
+        .expect("lease row")
+}
+
+/// The parts of an answer that do not name the device: whether taken, over whose lease,
+/// how often, the facts; or held by which job; or no device.
+fn shape(a: &LeaseAttempt) -> String {
+    match a {
+        LeaseAttempt::Acquired {
+            takeover,
+            previous,
+            starts,
+            device,
+            facts,
+            ..
+        } => format!(
+            "acquired takeover={takeover} previous={} starts={starts} lease_job={:?} facts={facts:?}",
+            previous.is_some(),
+            device.lease_job
+        ),
+        LeaseAttempt::Held { job_id, .. } => format!("held by {job_id}"),
+        LeaseAttempt::NoDevice => "no device".into(),
+    }
+}
+
+/// Five kinds of device, twice over: the first set asked one statement each, the second
+/// in one group. Returns the leases of each set, in the same order.
+async fn twins(db: &TestDb) -> [Vec<Lease>; 2] {
+    let mut sets = [Vec::new(), Vec::new()];
+    for (s, set) in sets.iter_mut().enumerate() {
+        let free = device(db, &format!("free{s}"), 3).await;
+        let expired = device(db, &format!("expired{s}"), 25).await;
+        hold(db, expired, "scheduled:crashed", -5.0).await;
+        let held = device(db, &format!("held{s}"), 0).await;
+        hold(db, held, "scheduled:running", 60.0).await;
+        let mine = device(db, &format!("mine{s}"), 1).await;
+        hold(db, mine, "scheduled:job", 60.0).await;
+        *set = vec![
+            lease(free, "scheduled:job"),
+            lease(expired, "scheduled:job"),
+            lease(held, "scheduled:job"),
+            lease(Uuid::new_v4(), "scheduled:job"),
+            lease(mine, "scheduled:job"),
+        ];
+    }
+    sets
+}
+
+#[tokio::test]
+async fn a_group_gives_each_lease_what_its_own_statement_would() {
+    let db = TestDb::new().await;
+    let [alone, grouped] = twins(&db).await;
+    let mut want = Vec::new();
+    for l in &alone {
+        want.push(shape(&db.store.acquire_lease(l).await.expect("lease")));
+    }
+    let answers = db.store.acquire_leases(&grouped).await.expect("leases");
+    let got: Vec<String> = answers.iter().map(shape).collect();
+    assert_eq!(got, want);
+    // The kinds came out as they should, in the order asked.
+    assert!(
+        got[0].starts_with("acquired takeover=false previous=false starts=1"),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("acquired takeover=true previous=true starts=1"),
+        "{got:?}"
+    );
+    assert_eq!(got[2], "held by scheduled:running");
+    assert_eq!(got[3], "no device");
+    assert_eq!(got[4], "held by scheduled:job");
+    // Each taken lease is the one asked for: its device, token, worker; and the facts are
+    // the device's own (3 and 25 runs, at most 20 read).
+    for (i, runs) in [(0, 3), (1, 20)] {
+        let LeaseAttempt::Acquired { device, facts, .. } = &answers[i] else {
+            panic!("{i} not taken");
+        };
+        assert_eq!(device.id, grouped[i].device_id);
+        assert_eq!(facts.recent_status.len(), runs);
+        assert_eq!(
+            lease_row(&db, grouped[i].device_id).await,
+            (
+                Some("scheduled:job".into()),
+                Some(grouped[i].token),
+                Some("w1".into())
+            )
+        );
+    }
+    // The held ones were not touched.
+    assert_eq!(
+        lease_row(&db, grouped[2].device_id).await.0.as_deref(),
+        Some("scheduled:running")
+    );
+    assert_ne!(
+        lease_row(&db, grouped[4].device_id).await.1,
+        Some(grouped[4].token)
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn the_lease_taker_sends_leases_that_meet_as_one_statement() {
+    let db = TestDb::new().await;
+    let metrics = rosbackup::metrics::Metrics::new();
+    let leases = Leases::new(db.store.clone(), 16, metrics.lease_batch.clone());
+    let mut asked = Vec::new();
+    for i in 0..12 {
+        asked.push(lease(
+            device(&db, &format!("d{i}"), 2).await,
+            &format!("scheduled:j{i}"),
+        ));
+    }
+    // A second job for the first device, asked in the same burst: never in the same
+    // statement as the first.
+    asked.push(lease(asked[0].device_id, "manual:other"));
+    // All asked in one poll of this (single-threaded) runtime, so they meet.
+    let answers = futures::future::join_all(asked.iter().map(|l| leases.acquire(l))).await;
+    for (l, a) in asked.iter().zip(&answers).take(12).skip(1) {
+        match a {
+            Ok(LeaseAttempt::Acquired { device, .. }) => assert_eq!(device.id, l.device_id),
+            other => panic!("{}: {other:?}", l.job_id),
+        }
+        assert_eq!(lease_row(&db, l.device_id).await.1, Some(l.token));
+    }
+    // The two jobs for the first device: the statements may run side by side, so either
+    // may win; the other finds the device held by the winner.
+    let (winner, loser) = match (&answers[0], &answers[12]) {
+        (Ok(LeaseAttempt::Acquired { .. }), Ok(LeaseAttempt::Held { job_id, .. })) => {
+            (&asked[0], job_id)
+        }
+        (Ok(LeaseAttempt::Held { job_id, .. }), Ok(LeaseAttempt::Acquired { .. })) => {
+            (&asked[12], job_id)
+        }
+        other => panic!("the two jobs for one device: {other:?}"),
+    };
+    assert_eq!(loser, &winner.job_id);
+    assert_eq!(lease_row(&db, winner.device_id).await.1, Some(winner.token));
+    // Twelve in one statement, the thirteenth in one of its own.
+    assert_eq!(metrics.lease_batch.get_sample_count(), 2);
+    assert_eq!(metrics.lease_batch.get_sample_sum(), 13.0);
+
+    // With grouping off, each lease is its own statement.
+    let off = rosbackup::metrics::Metrics::new();
+    let single = Leases::new(db.store.clone(), 1, off.lease_batch.clone());
+    let more: Vec<Lease> = [device(&db, "e0", 0).await, device(&db, "e1", 0).await]
+        .into_iter()
+        .map(|d| lease(d, "scheduled:e"))
+        .collect();
+    let answers = futures::future::join_all(more.iter().map(|l| single.acquire(l))).await;
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Ok(LeaseAttempt::Acquired { .. })))
+    );
+    assert_eq!(off.lease_batch.get_sample_count(), 2);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_refused_group_is_asked_again_one_lease_at_a_time() {
+    let db = TestDb::new().await;
+    let metrics = rosbackup::metrics::Metrics::new();
+    let leases = Leases::new(db.store.clone(), 16, metrics.lease_batch.clone());
+    let mut asked = Vec::new();
+    for i in 0..3 {
+        asked.push(lease(device(&db, &format!("r{i}"), 0).await, "scheduled:r"));
+    }
+    // PostgreSQL cannot store a NUL in text: the whole group is refused, and so is this
+    // lease alone, but not the others.
+    asked[1].worker = "bad\0worker".into();
+    let answers = futures::future::join_all(asked.iter().map(|l| leases.acquire(l))).await;
+    assert!(
+        matches!(answers[0], Ok(LeaseAttempt::Acquired { .. })),
+        "{:?}",
+        answers[0]
+    );
+    assert!(answers[1].is_err(), "{:?}", answers[1]);
+    assert!(
+        matches!(answers[2], Ok(LeaseAttempt::Acquired { .. })),
+        "{:?}",
+        answers[2]
+    );
+    assert_eq!(lease_row(&db, asked[1].device_id).await, (None, None, None));
+    // The two taken one at a time; the refused group is not counted.
+    assert_eq!(metrics.lease_batch.get_sample_count(), 2);
+    assert_eq!(metrics.lease_batch.get_sample_sum(), 2.0);
+    db.drop().await;
+}
