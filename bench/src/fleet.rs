@@ -133,6 +133,10 @@ pub struct FleetArgs {
     /// ROSBACKUP_OUTCOME_LINGER_MS for the workers (default: theirs, 5).
     #[arg(long)]
     pub outcome_linger_ms: Option<u32>,
+    /// ROSBACKUP_LEASE_BATCH for the workers (default: theirs, 16): `1` takes each lease
+    /// in its own statement, as before leases were grouped.
+    #[arg(long)]
+    pub lease_batch: Option<u32>,
     /// Where rosbackup, rosbackup-worker and rosbackup-enqueuer are (default: beside this
     /// binary).
     #[arg(long)]
@@ -442,6 +446,8 @@ struct CaseResult {
     /// The workers' `rosbackup_outcome_batch_size` (count, sum), summed: outcomes per
     /// statement. `None` from workers that predate group commit.
     outcome_batches: Option<(f64, f64)>,
+    /// The same for `rosbackup_lease_batch_size`: leases per statement.
+    lease_batches: Option<(f64, f64)>,
 }
 
 struct Case {
@@ -684,6 +690,9 @@ async fn measure_with(
         if let Some(ms) = args.outcome_linger_ms {
             env.push(("ROSBACKUP_OUTCOME_LINGER_MS".into(), ms.to_string()));
         }
+        if let Some(b) = args.lease_batch {
+            env.push(("ROSBACKUP_LEASE_BATCH".into(), b.to_string()));
+        }
         let (prog, a) = &bins.worker;
         workers.push(Proc::spawn_limited(
             &format!("worker{i}"),
@@ -865,15 +874,19 @@ async fn measure_with(
             .sum::<f64>()
     });
 
-    let outcome_batches = metrics_addrs
-        .iter()
-        .map(|a| {
-            Some((
-                metric(a, "rosbackup_outcome_batch_size_count")?,
-                metric(a, "rosbackup_outcome_batch_size_sum")?,
-            ))
-        })
-        .try_fold((0.0, 0.0), |(c, s), m| m.map(|(mc, ms)| (c + mc, s + ms)));
+    let batches = |name: &str| {
+        metrics_addrs
+            .iter()
+            .map(|a| {
+                Some((
+                    metric(a, &format!("{name}_count"))?,
+                    metric(a, &format!("{name}_sum"))?,
+                ))
+            })
+            .try_fold((0.0, 0.0), |(c, s), m| m.map(|(mc, ms)| (c + mc, s + ms)))
+    };
+    let outcome_batches = batches("rosbackup_outcome_batch_size");
+    let lease_batches = batches("rosbackup_lease_batch_size");
 
     // 6. Stop everything (the Drop of each Proc does it too, on errors).
     enqueuer.stop();
@@ -899,6 +912,7 @@ async fn measure_with(
         services,
         bastion_connections,
         outcome_batches,
+        lease_batches,
     })
 }
 
@@ -972,6 +986,7 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
             "seed_lock": args.seed_lock,
             "outcome_batch": args.outcome_batch,
             "outcome_linger_ms": args.outcome_linger_ms,
+            "lease_batch": args.lease_batch,
             "bastion": args.bastion,
             "bastion_connections": args.bastion_connections,
             "series": sweeping.then(|| match args.sweep_rounds {
@@ -1041,6 +1056,9 @@ pub fn run(args: &FleetArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
             put("worker_peak_rss_mib", "MiB", worker_rss as f64 / 1048576.0)?;
             if let Some((count, sum)) = res.outcome_batches.filter(|(c, _)| *c > 0.0) {
                 put("outcomes_per_statement", "outcomes", sum / count)?;
+            }
+            if let Some((count, sum)) = res.lease_batches.filter(|(c, _)| *c > 0.0) {
+                put("leases_per_statement", "leases", sum / count)?;
             }
             if let Some(opened) = res.bastion_connections {
                 put("bastion_connections_opened", "connections", opened)?;

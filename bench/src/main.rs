@@ -39,6 +39,12 @@ enum Suite {
     Cost(cost::CostArgs),
     /// The real fleet (enqueuer, worker processes, simulator process) on a backlog.
     Fleet(fleet::FleetArgs),
+    /// Print a job statement as the worker sends it (`lease`, `leases`, `outcome`, …), for
+    /// experiments on it outside the worker (`bench/pgbench-leases`).
+    Statement {
+        /// The statement's name; an unknown name lists the names.
+        name: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,5 +57,18 @@ fn main() -> anyhow::Result<()> {
         }
         Suite::Cost(a) => cost::run(&a, cli.runs, &sink),
         Suite::Fleet(a) => fleet::run(&a, cli.runs, &sink),
+        Suite::Statement { name } => {
+            let statements = rosbackup::store::lane_statements();
+            match statements.iter().find(|(n, _)| *n == name) {
+                Some((_, sql)) => {
+                    println!("{sql}");
+                    Ok(())
+                }
+                None => {
+                    let names: Vec<&str> = statements.iter().map(|(n, _)| *n).collect();
+                    anyhow::bail!("no statement {name:?}; one of {}", names.join(", "))
+                }
+            }
+        }
     }
 }

@@ -551,8 +551,7 @@ async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
 
     // Worker A reaches PostgreSQL through a proxy that will go dark.
     let (proxy, store) = store_through_proxy(&fleet, 2).await;
-    let mut a = (*fleet.job_env()).clone();
-    a.store = store;
+    let a = std::sync::Arc::new(fleet.job_env_on(store));
     let exporting = std::sync::Arc::new(tokio::sync::Notify::new());
     let hook = {
         let exporting = exporting.clone();
@@ -604,8 +603,7 @@ async fn a_black_holed_postgres_link_fails_a_job_at_the_acquire_timeout() {
     let d = fleet.import(None).await.remove(0);
     fleet.postpone_all().await;
     let (proxy, store) = store_through_proxy(&fleet, 1).await;
-    let mut env = (*fleet.job_env()).clone();
-    env.store = store;
+    let env = fleet.job_env_on(store);
     // One lane, just used by a job statement and back (no ping): it is handed out again
     // as it is.
     let nobody = rosbackup::store::Lease {

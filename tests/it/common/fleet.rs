@@ -273,19 +273,25 @@ impl Fleet {
     }
 
     pub fn job_env(&self) -> Arc<JobEnv> {
+        Arc::new(self.job_env_on(self.store().clone()))
+    }
+
+    /// A job environment whose every statement goes to `store` (its lease taker and
+    /// outcome writer included), e.g. one reached through a proxy the test controls.
+    pub fn job_env_on(&self, store: Store) -> JobEnv {
         let metrics = Metrics::new();
-        Arc::new(JobEnv {
+        JobEnv {
             outcomes: rosbackup::worker::Outcomes::new(
-                self.store().clone(),
+                store.clone(),
                 self.backup.group_commit,
                 metrics.outcome_batch.clone(),
             ),
             leases: rosbackup::worker::Leases::new(
-                self.store().clone(),
+                store.clone(),
                 self.backup.lease_batch,
                 metrics.lease_batch.clone(),
             ),
-            store: self.store().clone(),
+            store,
             queue: self.queue.clone(),
             key: self.key.clone(),
             publisher: self.publisher.clone(),
@@ -303,7 +309,7 @@ impl Fleet {
             ),
             metrics,
             held: Arc::default(),
-        })
+        }
     }
 
     /// Run an in-process worker until the returned sender is dropped or fired.

@@ -605,7 +605,9 @@ mod tests {
         assert_eq!(b(&[]).unwrap(), 16);
         assert_eq!(b(&[("ROSBACKUP_LEASE_BATCH", "1")]).unwrap(), 1);
         assert_eq!(b(&[("ROSBACKUP_LEASE_BATCH", " 64 ")]).unwrap(), 64);
-        for bad in ["0", "65", "many", "-1", ""] {
+        // Empty is unset, as for every variable.
+        assert_eq!(b(&[("ROSBACKUP_LEASE_BATCH", " ")]).unwrap(), 16);
+        for bad in ["0", "65", "many", "-1"] {
             let e = b(&[("ROSBACKUP_LEASE_BATCH", bad)]).unwrap_err();
             assert_eq!(e.var, "ROSBACKUP_LEASE_BATCH", "{bad}");
         }
