@@ -5,7 +5,7 @@
 //! lease at a time so each job gets its own answer.
 
 use crate::common::fleet::TestDb;
-use rosbackup::store::{Lease, LeaseAttempt};
+use rosbackup::store::{GroupedLease, Lease, LeaseAttempt};
 use rosbackup::worker::Leases;
 use std::time::Duration;
 use uuid::Uuid;
@@ -111,13 +111,22 @@ async fn twins(db: &TestDb) -> [Vec<Lease>; 2] {
         hold(db, held, "scheduled:running", 60.0).await;
         let mine = device(db, &format!("mine{s}"), 1).await;
         hold(db, mine, "scheduled:job", 60.0).await;
+        // This very job's lease, expired (its execution crashed): taken over, a second
+        // start.
+        let again = device(db, &format!("again{s}"), 2).await;
+        hold(db, again, "scheduled:job", -5.0).await;
         *set = vec![
             lease(free, "scheduled:job"),
             lease(expired, "scheduled:job"),
             lease(held, "scheduled:job"),
             lease(Uuid::new_v4(), "scheduled:job"),
             lease(mine, "scheduled:job"),
+            lease(again, "scheduled:job"),
         ];
+        // Each its own TTL, so a misplaced one shows.
+        for (i, l) in set.iter_mut().enumerate() {
+            l.ttl = Duration::from_secs(60 + 10 * i as u64);
+        }
     }
     sets
 }
@@ -130,7 +139,17 @@ async fn a_group_gives_each_lease_what_its_own_statement_would() {
     for l in &alone {
         want.push(shape(&db.store.acquire_lease(l).await.expect("lease")));
     }
-    let answers = db.store.acquire_leases(&grouped).await.expect("leases");
+    let answers: Vec<LeaseAttempt> = db
+        .store
+        .acquire_leases(&grouped)
+        .await
+        .expect("leases")
+        .into_iter()
+        .map(|a| match a {
+            Ok(GroupedLease::Answered(a)) => a,
+            other => panic!("{other:?}"),
+        })
+        .collect();
     let got: Vec<String> = answers.iter().map(shape).collect();
     assert_eq!(got, want);
     // The kinds came out as they should, in the order asked.
@@ -145,6 +164,31 @@ async fn a_group_gives_each_lease_what_its_own_statement_would() {
     assert_eq!(got[2], "held by scheduled:running");
     assert_eq!(got[3], "no device");
     assert_eq!(got[4], "held by scheduled:job");
+    assert!(
+        got[5].starts_with("acquired takeover=true previous=true starts=2"),
+        "{got:?}"
+    );
+    // Each lease runs for its own TTL.
+    for i in [0, 1, 5] {
+        let secs: f64 = sqlx::query_scalar(
+            "SELECT extract(epoch FROM lease_expires_at - now())::float8 FROM devices WHERE id = $1",
+        )
+        .bind(grouped[i].device_id)
+        .fetch_one(db.store.pool())
+        .await
+        .expect("expiry");
+        let want = grouped[i].ttl.as_secs_f64();
+        assert!(
+            (want - 5.0..=want).contains(&secs),
+            "lease {i}: {secs} s left, TTL {want}"
+        );
+    }
+    // A device twice in one statement is refused before anything is taken.
+    let twice = [
+        lease(grouped[0].device_id, "a"),
+        lease(grouped[0].device_id, "b"),
+    ];
+    assert!(db.store.acquire_leases(&twice).await.is_err());
     // Each taken lease is the one asked for: its device, token, worker; and the facts are
     // the device's own (3 and 25 runs, at most 20 read).
     for (i, runs) in [(0, 3), (1, 20)] {
@@ -211,9 +255,27 @@ async fn the_lease_taker_sends_leases_that_meet_as_one_statement() {
     };
     assert_eq!(loser, &winner.job_id);
     assert_eq!(lease_row(&db, winner.device_id).await.1, Some(winner.token));
-    // Twelve in one statement, the thirteenth in one of its own.
-    assert_eq!(metrics.lease_batch.get_sample_count(), 2);
-    assert_eq!(metrics.lease_batch.get_sample_sum(), 13.0);
+    // Twelve in one statement; the thirteenth in one of its own (two, when it found the
+    // row still locked by the group and asked again to wait for it).
+    let statements = metrics.lease_batch.get_sample_count();
+    assert!((2..=3).contains(&statements), "{statements} statements");
+    assert_eq!(
+        metrics.lease_batch.get_sample_sum(),
+        12.0 + (statements - 1) as f64
+    );
+    let m = prometheus::core::Metric::metric(&metrics.lease_batch);
+    let up_to_8 = m
+        .get_histogram()
+        .get_bucket()
+        .iter()
+        .find(|b| b.upper_bound() == 8.0)
+        .map(|b| b.cumulative_count())
+        .expect("the bucket of 8");
+    assert_eq!(
+        statements - up_to_8,
+        1,
+        "one statement asked for the twelve"
+    );
 
     // With grouping off, each lease is its own statement.
     let off = rosbackup::metrics::Metrics::new();
@@ -260,5 +322,147 @@ async fn a_refused_group_is_asked_again_one_lease_at_a_time() {
     // The two taken one at a time; the refused group is not counted.
     assert_eq!(metrics.lease_batch.get_sample_count(), 2);
     assert_eq!(metrics.lease_batch.get_sample_sum(), 2.0);
+    db.drop().await;
+}
+
+/// Hold `device`'s row locked in a transaction of its own, as an import or a key rotation
+/// does, until the returned transaction ends.
+async fn lock_row(db: &TestDb, device: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = db.store.pool().begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE")
+        .bind(device)
+        .execute(&mut *tx)
+        .await
+        .expect("lock");
+    tx
+}
+
+/// Wait (bounded) until `n` statements of this database wait for a row lock.
+async fn waiting_for_locks(db: &TestDb, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.store.pool())
+        .await
+        .expect("pg_stat_activity");
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no statement waits for the lock"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn a_busy_row_holds_back_only_its_own_devices_lease() {
+    let db = TestDb::new().await;
+    let metrics = rosbackup::metrics::Metrics::new();
+    let leases = std::sync::Arc::new(Leases::new(
+        db.store.clone(),
+        16,
+        metrics.lease_batch.clone(),
+    ));
+    let mut busy = Vec::new();
+    for i in 0..2 {
+        busy.push(lease(
+            device(&db, &format!("busy{i}"), 0).await,
+            "scheduled:b",
+        ));
+    }
+    let mut free = Vec::new();
+    for i in 0..4 {
+        free.push(lease(
+            device(&db, &format!("free{i}"), 0).await,
+            "scheduled:f",
+        ));
+    }
+    let locks = [
+        lock_row(&db, busy[0].device_id).await,
+        lock_row(&db, busy[1].device_id).await,
+    ];
+    let ask = |l: Lease| {
+        let leases = leases.clone();
+        tokio::spawn(async move { leases.acquire(&l).await })
+    };
+    // Two lone leases for busy rows first, one after the other (each would fill one of
+    // the two slots if it waited in it), then a group of free ones.
+    let mut waiting = Vec::new();
+    for (i, l) in busy.iter().enumerate() {
+        waiting.push(ask(l.clone()));
+        waiting_for_locks(&db, i as i64 + 1).await;
+    }
+    let answered: Vec<_> = free.iter().cloned().map(ask).collect();
+    for (l, h) in free.iter().zip(answered) {
+        let a = tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .expect("a free device's lease does not wait for a busy row")
+            .expect("task");
+        match a {
+            Ok(LeaseAttempt::Acquired { device, .. }) => assert_eq!(device.id, l.device_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        waiting.iter().all(|h| !h.is_finished()),
+        "a busy row's lease was answered"
+    );
+    for tx in locks {
+        tx.commit().await.expect("commit");
+    }
+    for (l, h) in busy.iter().zip(waiting) {
+        match h.await.expect("task") {
+            Ok(LeaseAttempt::Acquired { device, .. }) => assert_eq!(device.id, l.device_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_lease_taken_for_a_job_that_stopped_waiting_is_given_back() {
+    let db = TestDb::new().await;
+    let metrics = rosbackup::metrics::Metrics::new();
+    let leases = std::sync::Arc::new(Leases::new(
+        db.store.clone(),
+        16,
+        metrics.lease_batch.clone(),
+    ));
+    let d = device(&db, "gone", 0).await;
+    let tx = lock_row(&db, d).await;
+    let asked = lease(d, "scheduled:gone");
+    let job = {
+        let (leases, asked) = (leases.clone(), asked.clone());
+        tokio::spawn(async move { leases.acquire(&asked).await })
+    };
+    waiting_for_locks(&db, 1).await;
+    // The job gives up (its bound, a shutdown) while its statement waits.
+    job.abort();
+    assert!(job.await.expect_err("aborted").is_cancelled());
+    tx.commit().await.expect("commit");
+    // The statement then takes the lease for nobody; it must be given back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match lease_row(&db, d).await {
+            // Taken (the job is set) and given back (no token): done.
+            (Some(job_id), None, _) => {
+                assert_eq!(job_id, "scheduled:gone");
+                break;
+            }
+            // Not taken yet, or taken and still held.
+            (None, None, _) => {}
+            (_, token, _) => assert_eq!(token, Some(asked.token)),
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease of a job that stopped waiting still holds the device"
+        );
+        tokio::task::yield_now().await;
+    }
     db.drop().await;
 }

@@ -62,7 +62,8 @@ pub struct Metrics {
     /// Outcomes written per statement that wrote them (group commit, `worker::group`):
     /// how much of the fleet's outcome writing the grouping saves.
     pub outcome_batch: Histogram,
-    /// Leases taken per statement (`worker::leases`): how often a worker's leases meet.
+    /// Leases asked for per statement, taken or not (`worker::leases`): how often a
+    /// worker's leases meet.
     pub lease_batch: Histogram,
 }
 
@@ -197,7 +198,7 @@ impl Metrics {
         let lease_batch = Histogram::with_opts(
             HistogramOpts::new(
                 "rosbackup_lease_batch_size",
-                "Leases taken per PostgreSQL statement (leases asked for together)",
+                "Leases asked for per PostgreSQL statement, taken or not (leases asked for together)",
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
         )

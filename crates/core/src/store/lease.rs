@@ -4,7 +4,8 @@
 //! Why apart from the rest of the store: these run once or more per backup, so their
 //! count and their plans are what a fleet's PostgreSQL pays for (issue #20;
 //! `tests/it/statement_counts.rs` holds the count, `tests/it/lanes.rs` the plans). Each
-//! is one statement, so it is atomic, and those under a lease are fenced by its token in
+//! call is one statement (the lone lease's "why not" read aside, which runs only when it
+//! took nothing), so it is atomic, and those under a lease are fenced by its token in
 //! SQL, so asking again after a connection error is safe. The statements are named at
 //! module level for [`lane_statements`].
 
@@ -42,6 +43,16 @@ pub enum LeaseAttempt {
     },
     /// The device is gone.
     NoDevice,
+}
+
+/// One lease's answer from [`Store::acquire_leases`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupedLease {
+    /// What [`Store::acquire_lease`] would have answered.
+    Answered(LeaseAttempt),
+    /// Another transaction holds the device's row (an import, a key rotation, another
+    /// group): the group did not wait for it. Ask for this lease on its own.
+    Busy,
 }
 
 /// The facts besides the device row and its credentials that a backup decides on
@@ -173,12 +184,55 @@ impl Store {
         Ok(not_taken(held))
     }
 
+    /// [`Store::acquire_lease`], except that it does not wait for a device row another
+    /// transaction holds: then [`GroupedLease::Busy`]. What a worker's lone lease runs
+    /// inside the slots of `worker::leases`, so one busy row cannot hold a slot.
+    pub async fn try_acquire_lease(&self, lease: &Lease) -> Result<GroupedLease, StoreError> {
+        let mut lane = self.lanes.acquire().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(LEASE_SKIP_SQL.as_str()))
+            .bind(lease.device_id)
+            .bind(&lease.job_id)
+            .bind(lease.token)
+            .bind(&lease.worker)
+            .bind(lease.ttl.as_secs_f64())
+            .fetch_optional(lane.conn())
+            .await?;
+        if let Some(row) = row {
+            lane.done();
+            return acquired(&row).map(GroupedLease::Answered);
+        }
+        type HeldOrBusy = (Option<String>, Option<DateTime<Utc>>, bool);
+        let held: Option<HeldOrBusy> = sqlx::query_as(HELD_OR_BUSY_SQL)
+            .bind(lease.device_id)
+            .fetch_optional(lane.conn())
+            .await?;
+        lane.done();
+        Ok(match held {
+            Some((_, _, true)) => GroupedLease::Busy,
+            Some((job, until, false)) => GroupedLease::Answered(not_taken(Some((job, until)))),
+            None => GroupedLease::Answered(LeaseAttempt::NoDevice),
+        })
+    }
+
     /// [`Store::acquire_lease`] for several leases in one statement (issue #20: the
     /// lease is the largest statement a backup sends, and most of its cost is per
-    /// statement). Each lease gets the answer it would get alone, in the order given; the
-    /// devices must be distinct. Those not taken are told why in one more statement.
-    pub async fn acquire_leases(&self, leases: &[Lease]) -> Result<Vec<LeaseAttempt>, StoreError> {
+    /// statement). Each lease gets, in the order given, the answer it would get alone
+    /// (why one was not taken is read in the same statement), or [`GroupedLease::Busy`]
+    /// when another transaction holds its device's row: the group skips a locked row
+    /// rather than wait on it. A row that does not decode is that lease's error alone.
+    /// The devices must be distinct.
+    pub async fn acquire_leases(
+        &self,
+        leases: &[Lease],
+    ) -> Result<Vec<Result<GroupedLease, StoreError>>, StoreError> {
         use sqlx::Row;
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = leases.iter().find(|l| !seen.insert(l.device_id)) {
+            return Err(StoreError::Invalid(format!(
+                "device {} twice in one group of leases",
+                twice.device_id
+            )));
+        }
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -196,35 +250,33 @@ impl Store {
             .bind(&ttls)
             .fetch_all(lane.conn())
             .await?;
-        let mut answers: Vec<Option<LeaseAttempt>> = vec![None; leases.len()];
-        for row in &rows {
-            let k: i64 = row.try_get("k")?;
-            let slot = usize::try_from(k - 1)
-                .ok()
-                .and_then(|i| answers.get_mut(i))
-                .ok_or_else(|| StoreError::Invalid(format!("lease row for request {k}")))?;
-            *slot = Some(acquired(row)?);
-        }
-        let missing: Vec<Uuid> = leases
-            .iter()
-            .zip(&answers)
-            .filter(|(_, a)| a.is_none())
-            .map(|(l, _)| l.device_id)
-            .collect();
-        let mut held = std::collections::HashMap::new();
-        if !missing.is_empty() {
-            let found: Vec<(Uuid, Option<String>, Option<DateTime<Utc>>)> =
-                sqlx::query_as(HELDS_SQL)
-                    .bind(&missing)
-                    .fetch_all(lane.conn())
-                    .await?;
-            held.extend(found.into_iter().map(|(id, job, at)| (id, (job, at))));
-        }
         lane.done();
-        Ok(leases
+        if rows.len() != leases.len() {
+            return Err(StoreError::Invalid(format!(
+                "{} answers to {} leases",
+                rows.len(),
+                leases.len()
+            )));
+        }
+        // One row per request, in request order (`ORDER BY request`).
+        Ok(rows
             .iter()
-            .zip(answers)
-            .map(|(l, a)| a.unwrap_or_else(|| not_taken(held.remove(&l.device_id))))
+            .map(|row| {
+                let taken: Option<i64> = row.try_get("taken_k")?;
+                if taken.is_some() {
+                    return acquired(row).map(GroupedLease::Answered);
+                }
+                let locked: bool = row.try_get("locked")?;
+                let exists: bool = row.try_get("device_exists")?;
+                Ok(match (locked, exists) {
+                    (true, _) => GroupedLease::Answered(not_taken(Some((
+                        row.try_get("held_job")?,
+                        row.try_get("held_until")?,
+                    )))),
+                    (false, true) => GroupedLease::Busy,
+                    (false, false) => GroupedLease::Answered(LeaseAttempt::NoDevice),
+                })
+            })
             .collect())
     }
 
@@ -394,9 +446,18 @@ pub(super) const RUN_INSERT_COLUMNS: [&str; 17] = [
 // ---- the statements ----------------------------------------------------------------
 
 /// [`Store::acquire_lease`]: the lease and every fact the job decides on before its export.
-static LEASE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+static LEASE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| lease_sql(""));
+
+/// [`Store::try_acquire_lease`]: [`LEASE_SQL`] that skips the device's row when another
+/// transaction holds it.
+static LEASE_SKIP_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| lease_sql(" SKIP LOCKED"));
+
+/// The lone lease, its row locked `FOR UPDATE` with `wait` (`""` or `" SKIP LOCKED"`).
+fn lease_sql(wait: &str) -> String {
     format!(
-        "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 FOR UPDATE), \
+        "WITH old AS (SELECT id, lease_job, lease_token FROM devices WHERE id = $1 \
+           FOR UPDATE{wait}), \
          recent AS ({}) \
          UPDATE devices d SET lease_job = $2, lease_token = $3, lease_worker = $4, \
            lease_expires_at = now() + ($5::float8 * interval '1 second'), \
@@ -409,26 +470,35 @@ static LEASE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         LEASE_JOINS,
         lease_returning()
     )
-});
+}
 
 /// [`Store::acquire_leases`]: [`LEASE_SQL`] for several devices, one request per element
 /// of the arrays `$1` (device), `$2` (job), `$3` (token), `$4` (worker) and `$5` (TTL,
-/// seconds); each row returned carries its request's position (`k`, from 1). The rows are
-/// locked in the order of their ids, so two groups never wait on each other in a circle.
+/// seconds). One row per request, in order (`request`, from 1): the lease's columns when
+/// taken (`taken_k` set); else whether the group locked the row (`locked`: then
+/// `held_job` and `held_until` say by whom, as the row is now) and whether the device
+/// exists (`device_exists`: a device not locked was skipped because another transaction
+/// holds its row). Rows are locked in the order of their ids and never waited for (`SKIP
+/// LOCKED`), so a group neither waits in a circle nor stalls on one busy row.
 static LEASES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH req AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], \
              $5::float8[]) WITH ORDINALITY AS q(id, job, token, worker, ttl, k)), \
-         old AS (SELECT o.id, o.lease_job, o.lease_token FROM devices o \
-           WHERE o.id IN (SELECT id FROM req) ORDER BY o.id FOR UPDATE) \
-         UPDATE devices d SET lease_job = req.job, lease_token = req.token, \
+         old AS (SELECT o.id, o.lease_job, o.lease_token, o.lease_expires_at FROM devices o \
+           WHERE o.id = ANY($1::uuid[]) ORDER BY o.id FOR UPDATE SKIP LOCKED), \
+         taken AS (UPDATE devices d SET lease_job = req.job, lease_token = req.token, \
            lease_worker = req.worker, \
            lease_expires_at = now() + (req.ttl * interval '1 second'), \
            lease_starts = CASE WHEN d.lease_job = req.job THEN d.lease_starts + 1 ELSE 1 END \
          FROM old JOIN req ON req.id = old.id CROSS JOIN LATERAL ({}) recent {} \
          WHERE d.id = old.id \
            AND (d.lease_token IS NULL OR d.lease_expires_at < now()) \
-         RETURNING {}, req.k",
+         RETURNING {}, req.k AS taken_k) \
+         SELECT req.k AS request, t.*, o.id IS NOT NULL AS locked, \
+           o.lease_job AS held_job, o.lease_expires_at AS held_until, \
+           EXISTS (SELECT 1 FROM devices c WHERE c.id = req.id) AS device_exists \
+         FROM req LEFT JOIN taken t ON t.taken_k = req.k LEFT JOIN old o ON o.id = req.id \
+         ORDER BY req.k",
         recent_runs("old.id"),
         LEASE_JOINS,
         lease_returning()
@@ -540,9 +610,12 @@ static SKIP_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 const HELD_SQL: &str = "SELECT lease_job, lease_expires_at FROM devices WHERE id = $1";
 
-/// [`HELD_SQL`] for the devices of a group's leases that were not taken.
-const HELDS_SQL: &str =
-    "SELECT id, lease_job, lease_expires_at FROM devices WHERE id = ANY($1::uuid[])";
+/// [`HELD_SQL`] after [`LEASE_SKIP_SQL`] took nothing, and whether that was because
+/// another transaction holds the row (`busy`: it could not be locked now either).
+const HELD_OR_BUSY_SQL: &str = "SELECT d.lease_job, d.lease_expires_at, \
+    NOT EXISTS (SELECT 1 FROM (SELECT 1 FROM devices l WHERE l.id = $1 \
+      FOR UPDATE SKIP LOCKED) x) AS busy \
+    FROM devices d WHERE d.id = $1";
 
 const RENEW_SQL: &str = "UPDATE devices SET lease_expires_at = now() + ($3::float8 * interval '1 second') \
     WHERE id = $1 AND lease_token = $2";
@@ -557,12 +630,13 @@ const RELEASE_SQL: &str = "UPDATE devices SET lease_token = NULL, lease_worker =
 /// Every statement a job runs on a lane, by name, for the test of their cached plans
 /// (`tests/it/lanes.rs`). Not an interface.
 #[doc(hidden)]
-pub fn lane_statements() -> [(&'static str, &'static str); 11] {
+pub fn lane_statements() -> [(&'static str, &'static str); 12] {
     [
         ("lease", LEASE_SQL.as_str()),
+        ("lease_skip", LEASE_SKIP_SQL.as_str()),
+        ("held_or_busy", HELD_OR_BUSY_SQL),
         ("leases", LEASES_SQL.as_str()),
         ("held", HELD_SQL),
-        ("helds", HELDS_SQL),
         ("confirm", CONFIRM_SQL),
         ("renew", RENEW_SQL),
         ("release", RELEASE_SQL),

@@ -32,8 +32,8 @@ mod outcomes;
 pub use claims::{Claim, scheduled_job_id};
 pub use keys::KeyCheck;
 pub use lease::{
-    AppliedTimeout, Lease, LeaseAttempt, LeaseFacts, RECENT_RUNS, RunRecord, StateUpdate,
-    lane_statements,
+    AppliedTimeout, GroupedLease, Lease, LeaseAttempt, LeaseFacts, RECENT_RUNS, RunRecord,
+    StateUpdate, lane_statements,
 };
 pub use outcomes::OutcomeRow;
 

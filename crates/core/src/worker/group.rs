@@ -26,7 +26,7 @@
 //! the job was cancelled) is left out of every statement not yet sent: the job asks
 //! again if it still can.
 
-use super::retry::{bounded, transient};
+use super::retry::{bounded, connection_error, transient};
 use super::rules;
 use crate::config::GroupCommit;
 use crate::store::{Lease, OutcomeRow, RunRecord, StateUpdate, Store, StoreError};
@@ -267,9 +267,7 @@ async fn write_one(store: &Store, mut group: Vec<Pending>, keep_runs: i64, sizes
                     // job asks again under its own deadline, as after its own statement.
                     let message = e.to_string();
                     for p in group {
-                        let _ = p.reply.send(Err(StoreError::Db(sqlx::Error::Io(
-                            std::io::Error::other(message.clone()),
-                        ))));
+                        let _ = p.reply.send(Err(connection_error(&message)));
                     }
                     return;
                 }

@@ -5,25 +5,29 @@
 //! Why: the lease is the largest statement a backup sends (the device row, its
 //! credentials and every fact decided on before the export), and most of what PostgreSQL
 //! spends on it is per statement: planning the call, the commit and its WAL flush, the
-//! round trip (`bench/pgbench-leases`: ~0.32 ms of server CPU per lease alone, ~0.21 ms
-//! in twos, ~0.15 ms in fours, ~0.10 ms in eights). A worker's jobs arrive in bursts (a
+//! round trip (`bench/pgbench-leases`: ~0.31 ms of server CPU per lease alone, ~0.22 ms
+//! in twos, ~0.14 ms in fours, ~0.11 ms in eights). A worker's jobs arrive in bursts (a
 //! fetch hands over up to `ROSBACKUP_FETCH_BATCH` at once), so their leases meet.
 //!
 //! When a group goes: as soon as fewer than [`IN_FLIGHT`] lease statements of this worker
 //! are out. Nothing waits for company: a lone job's lease goes at once, as its own
 //! statement; only leases that would have queued behind statements already out are
-//! gathered, up to `ROSBACKUP_LEASE_BATCH`. Two statements may be out so that one slow
-//! lease (a device row another transaction holds) does not hold back the rest.
+//! gathered, up to `ROSBACKUP_LEASE_BATCH`. A group never waits on a device row another
+//! transaction holds (an import, a key rotation, another group with the same device): it
+//! skips it, and that lease is asked for on its own outside the [`IN_FLIGHT`] slots, so
+//! one busy row holds back only its own device's jobs, as without grouping.
 //!
 //! What it does not change: each lease is still one device's, with its own token, job and
 //! answer (taken, held by whom until when, no device), exactly as a statement of its own
 //! would give it. A group never holds one device twice (a second request for a device
 //! waits for the next group). An error of the connection is every member's, as it would
 //! be for its own statement; a group PostgreSQL refuses is asked again one lease per
-//! statement, so each job gets its own answer.
+//! statement, so each job gets its own answer. A lease taken for a job that stopped
+//! waiting (its bound expired, it was cancelled) is given back at once, fenced by its
+//! token, instead of holding the device until it expires.
 
-use super::retry::{bounded, transient};
-use crate::store::{Lease, LeaseAttempt, Store, StoreError};
+use super::retry::{bounded, connection_error, transient};
+use crate::store::{GroupedLease, Lease, LeaseAttempt, Store, StoreError};
 use prometheus::Histogram;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -40,7 +44,7 @@ pub struct Leases {
     store: Store,
     /// `None`: grouping off (`ROSBACKUP_LEASE_BATCH=1`), one statement per lease.
     tx: Option<mpsc::UnboundedSender<Pending>>,
-    /// Leases taken per statement.
+    /// Leases asked for per statement.
     sizes: Histogram,
 }
 
@@ -137,9 +141,10 @@ async fn gather(
                 Err(_) => break,
             }
         }
-        let (mut group, rest) = one_per_device(waiting, max, |p| p.lease.device_id);
+        // A request whose job stopped waiting takes no place in a group.
+        waiting.retain(|p| !p.reply.is_closed());
+        let (group, rest) = one_per_device(waiting, max, |p| p.lease.device_id);
         carried = rest;
-        group.retain(|p| !p.reply.is_closed());
         if !group.is_empty() {
             tokio::spawn(write(store.clone(), group, sizes.clone(), slot));
         }
@@ -166,45 +171,85 @@ fn one_per_device<T>(
     (group, rest)
 }
 
-/// Take a group's leases; `_slot` is given back when the statement is done.
-async fn write(store: Store, group: Vec<Pending>, sizes: Histogram, _slot: OwnedSemaphorePermit) {
+/// Take a group's leases; `slot` is given back when the group's statement is done.
+async fn write(store: Store, group: Vec<Pending>, sizes: Histogram, slot: OwnedSemaphorePermit) {
     let n = group.len();
-    if n > 1 {
+    let alone = if n == 1 {
+        // A lone lease: the statement it has always been, but skipping a busy row.
+        let mut group = group;
+        let Some(p) = group.pop() else { return };
+        match bounded(store.try_acquire_lease(&p.lease)).await {
+            Ok(GroupedLease::Answered(a)) => {
+                sizes.observe(1.0);
+                deliver(&store, p, Ok(a)).await;
+                return;
+            }
+            Ok(GroupedLease::Busy) => {
+                sizes.observe(1.0);
+                vec![p]
+            }
+            Err(e) => {
+                deliver(&store, p, Err(e)).await;
+                return;
+            }
+        }
+    } else {
         let leases: Vec<Lease> = group.iter().map(|p| p.lease.clone()).collect();
         match bounded(store.acquire_leases(&leases)).await {
             Ok(answers) => {
                 sizes.observe(n as f64);
+                let mut busy = Vec::new();
                 for (p, a) in group.into_iter().zip(answers) {
-                    let _ = p.reply.send(Ok(a));
+                    match a {
+                        Ok(GroupedLease::Answered(a)) => deliver(&store, p, Ok(a)).await,
+                        Ok(GroupedLease::Busy) => busy.push(p),
+                        Err(e) => deliver(&store, p, Err(e)).await,
+                    }
                 }
-                return;
+                busy
             }
             Err(e) if transient(&e) => {
                 // The connection's error, not an answer about these leases: each job
                 // handles it as after its own statement.
                 let message = e.to_string();
                 for p in group {
-                    let _ =
-                        p.reply
-                            .send(Err(StoreError::Db(sqlx::Error::Io(std::io::Error::other(
-                                message.clone(),
-                            )))));
+                    let _ = p.reply.send(Err(connection_error(&message)));
                 }
                 return;
             }
             Err(e) => {
                 debug!(error = %e, leases = n, "a group of leases was refused; asking one by one");
+                group
             }
         }
-    }
-    futures::future::join_all(group.into_iter().filter(|p| !p.reply.is_closed()).map(|p| {
+    };
+    // What is left is asked one lease per statement, waiting on a busy row if it must:
+    // outside the slots, so it holds back only its own device's jobs.
+    drop(slot);
+    futures::future::join_all(alone.into_iter().filter(|p| !p.reply.is_closed()).map(|p| {
         let (store, sizes) = (&store, &sizes);
         async move {
             let r = bounded(single(store, &p.lease, sizes)).await;
-            let _ = p.reply.send(r);
+            deliver(store, p, r).await;
         }
     }))
     .await;
+}
+
+/// Hand a job its answer. A lease taken for a job that no longer waits is given back
+/// (fenced by its token: it releases only this lease), so the device is free now rather
+/// than when the lease expires, and its start is not counted.
+async fn deliver(store: &Store, p: Pending, answer: Result<LeaseAttempt, StoreError>) {
+    if let Err(Ok(LeaseAttempt::Acquired { .. })) = p.reply.send(answer) {
+        match bounded(store.release_lease(&p.lease)).await {
+            Ok(_) => {
+                debug!(device_id = %p.lease.device_id, "a lease taken for a job that stopped waiting was given back")
+            }
+            Err(e) => {
+                debug!(device_id = %p.lease.device_id, error = %e, "could not give back a lease nobody waits for; it expires")
+            }
+        }
+    }
 }
 
 #[cfg(test)]

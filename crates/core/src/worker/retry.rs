@@ -32,6 +32,12 @@ pub(super) fn transient(err: &StoreError) -> bool {
     }
 }
 
+/// A connection error to hand each member of a group whose statement met it (`message`:
+/// the error's text), so each job handles it as after its own statement ([`transient`]).
+pub(super) fn connection_error(message: &str) -> StoreError {
+    StoreError::Db(sqlx::Error::Io(std::io::Error::other(message.to_string())))
+}
+
 /// A job's statement, given up as an I/O error (so [`transient`]: the fence and the
 /// outcome ask again) when PostgreSQL has not answered within
 /// [`crate::store::ACQUIRE_TIMEOUT`]. The pool no longer pings a connection used within
