@@ -379,22 +379,7 @@ async fn outcomes_wait_for_each_other_only_while_another_job_could_join() {
 /// into the same failure: one connection attempt for the group, none per member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_error_of_a_group_is_each_jobs_to_retry_not_one_statement_each() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a loopback port");
-    let port = listener.local_addr().expect("addr").port();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counting = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            counting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            drop(socket);
-        }
-    });
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .connect_lazy(&format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable"))
-        .expect("a lazy pool");
-    let store = rosbackup::store::Store::from_pool(pool).with_lanes(4);
+    let (store, accepted) = crate::common::hanging_up_store().await;
     let sizes = rosbackup::metrics::Metrics::new();
     let outcomes = grouped(store, 3, &sizes);
     let enlisted: Vec<_> = (0..3).map(|_| outcomes.enlist()).collect();

@@ -41,6 +41,14 @@ async fn device(db: &TestDb, name: &str, runs: i32) -> Uuid {
     id
 }
 
+/// The worker's lease taker over `store`, groups of up to `max`, and the metrics it
+/// counts into.
+fn taker(store: &rosbackup::store::Store, max: usize) -> (Leases, rosbackup::metrics::Metrics) {
+    let metrics = rosbackup::metrics::Metrics::new();
+    let leases = Leases::new(store.clone(), max, metrics.lease_batch.clone());
+    (leases, metrics)
+}
+
 fn lease(device_id: Uuid, job: &str) -> Lease {
     Lease {
         device_id,
@@ -221,8 +229,7 @@ async fn a_group_gives_each_lease_what_its_own_statement_would() {
 #[tokio::test]
 async fn the_lease_taker_sends_leases_that_meet_as_one_statement() {
     let db = TestDb::new().await;
-    let metrics = rosbackup::metrics::Metrics::new();
-    let leases = Leases::new(db.store.clone(), 16, metrics.lease_batch.clone());
+    let (leases, metrics) = taker(&db.store, 16);
     let mut asked = Vec::new();
     for i in 0..12 {
         asked.push(lease(
@@ -278,8 +285,7 @@ async fn the_lease_taker_sends_leases_that_meet_as_one_statement() {
     );
 
     // With grouping off, each lease is its own statement.
-    let off = rosbackup::metrics::Metrics::new();
-    let single = Leases::new(db.store.clone(), 1, off.lease_batch.clone());
+    let (single, off) = taker(&db.store, 1);
     let more: Vec<Lease> = [device(&db, "e0", 0).await, device(&db, "e1", 0).await]
         .into_iter()
         .map(|d| lease(d, "scheduled:e"))
@@ -297,8 +303,7 @@ async fn the_lease_taker_sends_leases_that_meet_as_one_statement() {
 #[tokio::test]
 async fn a_refused_group_is_asked_again_one_lease_at_a_time() {
     let db = TestDb::new().await;
-    let metrics = rosbackup::metrics::Metrics::new();
-    let leases = Leases::new(db.store.clone(), 16, metrics.lease_batch.clone());
+    let (leases, metrics) = taker(&db.store, 16);
     let mut asked = Vec::new();
     for i in 0..3 {
         asked.push(lease(device(&db, &format!("r{i}"), 0).await, "scheduled:r"));
@@ -362,12 +367,8 @@ async fn waiting_for_locks(db: &TestDb, n: i64) {
 #[tokio::test]
 async fn a_busy_row_holds_back_only_its_own_devices_lease() {
     let db = TestDb::new().await;
-    let metrics = rosbackup::metrics::Metrics::new();
-    let leases = std::sync::Arc::new(Leases::new(
-        db.store.clone(),
-        16,
-        metrics.lease_batch.clone(),
-    ));
+    let (leases, _metrics) = taker(&db.store, 16);
+    let leases = std::sync::Arc::new(leases);
     let mut busy = Vec::new();
     for i in 0..2 {
         busy.push(lease(
@@ -427,12 +428,8 @@ async fn a_busy_row_holds_back_only_its_own_devices_lease() {
 #[tokio::test]
 async fn a_lease_taken_for_a_job_that_stopped_waiting_is_given_back() {
     let db = TestDb::new().await;
-    let metrics = rosbackup::metrics::Metrics::new();
-    let leases = std::sync::Arc::new(Leases::new(
-        db.store.clone(),
-        16,
-        metrics.lease_batch.clone(),
-    ));
+    let (leases, _metrics) = taker(&db.store, 16);
+    let leases = std::sync::Arc::new(leases);
     let d = device(&db, "gone", 0).await;
     let tx = lock_row(&db, d).await;
     let asked = lease(d, "scheduled:gone");
@@ -465,4 +462,35 @@ async fn a_lease_taken_for_a_job_that_stopped_waiting_is_given_back() {
         tokio::task::yield_now().await;
     }
     db.drop().await;
+}
+
+/// A group whose statement fails on the connection (a "PostgreSQL" that accepts and hangs
+/// up) answers every member with that connection error, as its own statement would,
+/// instead of asking lease by lease into the same failure: one connection attempt.
+#[tokio::test]
+async fn a_connection_error_of_a_group_is_every_members() {
+    let (store, accepted) = crate::common::hanging_up_store().await;
+    let (leases, metrics) = taker(&store, 16);
+    let asked: Vec<Lease> = (0..3)
+        .map(|i| lease(Uuid::new_v4(), &format!("scheduled:c{i}")))
+        .collect();
+    // Asked in one poll of this single-threaded runtime: one group.
+    let answers = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::future::join_all(asked.iter().map(|l| leases.acquire(l))),
+    )
+    .await
+    .expect("answered within 30 s");
+    for a in answers {
+        match a {
+            Err(rosbackup::store::StoreError::Db(sqlx::Error::Io(_))) => {}
+            other => panic!("the connection's error, not {other:?}"),
+        }
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one connection attempt, for the group's statement"
+    );
+    assert_eq!(metrics.lease_batch.get_sample_count(), 0);
 }

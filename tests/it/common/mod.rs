@@ -179,3 +179,30 @@ pub async fn add_placeholder_device(
         .await
         .expect("insert a placeholder device");
 }
+
+/// A store whose "PostgreSQL" is a loopback listener that accepts and hangs up: every
+/// statement fails on the connection. The count is of connections accepted.
+pub async fn hanging_up_store() -> (
+    rosbackup::store::Store,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .connect_lazy(&format!("postgres://u@127.0.0.1:{port}/db?sslmode=disable"))
+        .expect("a lazy pool");
+    (
+        rosbackup::store::Store::from_pool(pool).with_lanes(4),
+        accepted,
+    )
+}

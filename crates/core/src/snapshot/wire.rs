@@ -307,6 +307,18 @@ mod tests {
         }
     }
 
+    /// An encrypted event's envelope, its ciphertext inline or not.
+    fn sealed(ciphertext: Option<String>) -> ConfigEncryption {
+        ConfigEncryption {
+            v: 1,
+            alg: "AES-256-GCM".into(),
+            kid: "0011223344556677".into(),
+            hash: "HMAC-SHA256".into(),
+            nonce: "AAAAAAAAAAAAAAAA".into(),
+            ciphertext,
+        }
+    }
+
     #[test]
     fn the_event_is_byte_for_byte_what_serde_json_writes() {
         let text =
@@ -327,14 +339,7 @@ mod tests {
                 });
             }
             if mask & 8 != 0 {
-                e.config_encryption = Some(ConfigEncryption {
-                    v: 1,
-                    alg: "AES-256-GCM".into(),
-                    kid: "0011223344556677".into(),
-                    hash: "HMAC-SHA256".into(),
-                    nonce: "AAAAAAAAAAAAAAAA".into(),
-                    ciphertext: (mask & 4 == 0).then(|| "c2VjcmV0".into()),
-                });
+                e.config_encryption = Some(sealed((mask & 4 == 0).then(|| "c2VjcmV0".into())));
             }
             let want = serde_json::to_vec(&e).expect("the event serializes");
             assert_eq!(
@@ -351,14 +356,7 @@ mod tests {
         // An encrypted event carries the whole config as base64 ciphertext and an empty
         // config_text; the buffer must be sized for it up front, not grown by doubling.
         let mut e = event("");
-        e.config_encryption = Some(ConfigEncryption {
-            v: 1,
-            alg: "AES-256-GCM".into(),
-            kid: "0011223344556677".into(),
-            hash: "HMAC-SHA256".into(),
-            nonce: "AAAAAAAAAAAAAAAA".into(),
-            ciphertext: Some("QUJD".repeat(25_000)),
-        });
+        e.config_encryption = Some(sealed(Some("QUJD".repeat(25_000))));
         let out = encode(&e).expect("the event encodes");
         assert_eq!(out, serde_json::to_vec(&e).expect("the event serializes"));
         let slack = out.capacity() - out.len();

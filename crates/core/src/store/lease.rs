@@ -164,12 +164,7 @@ impl Store {
     /// on data no other execution can change meanwhile (pins, blocks, failure counts).
     pub async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseAttempt, StoreError> {
         let mut lane = self.lanes.acquire().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(LEASE_SQL.as_str()))
-            .bind(lease.device_id)
-            .bind(&lease.job_id)
-            .bind(lease.token)
-            .bind(&lease.worker)
-            .bind(lease.ttl.as_secs_f64())
+        let row = bind_lease(&LEASE_SQL, lease)
             .fetch_optional(lane.conn())
             .await?;
         if let Some(row) = row {
@@ -189,12 +184,7 @@ impl Store {
     /// inside the slots of `worker::leases`, so one busy row cannot hold a slot.
     pub async fn try_acquire_lease(&self, lease: &Lease) -> Result<GroupedLease, StoreError> {
         let mut lane = self.lanes.acquire().await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(LEASE_SKIP_SQL.as_str()))
-            .bind(lease.device_id)
-            .bind(&lease.job_id)
-            .bind(lease.token)
-            .bind(&lease.worker)
-            .bind(lease.ttl.as_secs_f64())
+        let row = bind_lease(&LEASE_SKIP_SQL, lease)
             .fetch_optional(lane.conn())
             .await?;
         if let Some(row) = row {
@@ -392,6 +382,20 @@ impl Store {
         lane.done();
         Ok(())
     }
+}
+
+/// A lone lease's statement (`sql`: [`LEASE_SQL`] or [`LEASE_SKIP_SQL`]) with its
+/// parameters.
+fn bind_lease<'q>(
+    sql: &'q str,
+    lease: &'q Lease,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(lease.device_id)
+        .bind(&lease.job_id)
+        .bind(lease.token)
+        .bind(&lease.worker)
+        .bind(lease.ttl.as_secs_f64())
 }
 
 /// A lease's row, taken.
