@@ -365,6 +365,39 @@ async fn waiting_for_locks(db: &TestDb, n: i64) {
 }
 
 #[tokio::test]
+async fn a_lone_lease_that_skips_a_busy_row_says_so_and_answers_the_rest_as_alone() {
+    let db = TestDb::new().await;
+    let held = device(&db, "held", 0).await;
+    hold(&db, held, "scheduled:running", 60.0).await;
+    let busy = device(&db, "busy", 0).await;
+    let tx = lock_row(&db, busy).await;
+    let try_take = |l: Lease| {
+        let store = db.store.clone();
+        async move { store.try_acquire_lease(&l).await.expect("try") }
+    };
+    match try_take(lease(held, "scheduled:job")).await {
+        GroupedLease::Answered(LeaseAttempt::Held { job_id, .. }) => {
+            assert_eq!(job_id, "scheduled:running")
+        }
+        other => panic!("held: {other:?}"),
+    }
+    assert_eq!(
+        try_take(lease(Uuid::new_v4(), "scheduled:job")).await,
+        GroupedLease::Answered(LeaseAttempt::NoDevice)
+    );
+    // Free but locked by another transaction: skipped, not waited for, not taken.
+    let asked = lease(busy, "scheduled:job");
+    assert_eq!(try_take(asked.clone()).await, GroupedLease::Busy);
+    assert_eq!(lease_row(&db, busy).await, (None, None, None));
+    tx.commit().await.expect("commit");
+    assert!(matches!(
+        try_take(asked).await,
+        GroupedLease::Answered(LeaseAttempt::Acquired { .. })
+    ));
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn a_busy_row_holds_back_only_its_own_devices_lease() {
     let db = TestDb::new().await;
     let (leases, _metrics) = taker(&db.store, 16);

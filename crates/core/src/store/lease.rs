@@ -191,8 +191,10 @@ impl Store {
             lane.done();
             return acquired(&row).map(GroupedLease::Answered);
         }
-        type HeldOrBusy = (Option<String>, Option<DateTime<Utc>>, bool);
-        let held: Option<HeldOrBusy> = sqlx::query_as(HELD_OR_BUSY_SQL)
+        // Not taken: held by another execution, gone, or skipped because another
+        // transaction holds the row — which the lease being free tells apart.
+        type HeldOrFree = (Option<String>, Option<DateTime<Utc>>, bool);
+        let held: Option<HeldOrFree> = sqlx::query_as(HELD_OR_FREE_SQL)
             .bind(lease.device_id)
             .fetch_optional(lane.conn())
             .await?;
@@ -614,12 +616,11 @@ static SKIP_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 const HELD_SQL: &str = "SELECT lease_job, lease_expires_at FROM devices WHERE id = $1";
 
-/// [`HELD_SQL`] after [`LEASE_SKIP_SQL`] took nothing, and whether that was because
-/// another transaction holds the row (`busy`: it could not be locked now either).
-const HELD_OR_BUSY_SQL: &str = "SELECT d.lease_job, d.lease_expires_at, \
-    NOT EXISTS (SELECT 1 FROM (SELECT 1 FROM devices l WHERE l.id = $1 \
-      FOR UPDATE SKIP LOCKED) x) AS busy \
-    FROM devices d WHERE d.id = $1";
+/// [`HELD_SQL`] after [`LEASE_SKIP_SQL`] took nothing, and whether the lease was free
+/// (`free`): then nothing but a lock another transaction holds on the row kept it from
+/// being taken. A plain read: it neither locks nor waits.
+const HELD_OR_FREE_SQL: &str = "SELECT lease_job, lease_expires_at, \
+    (lease_token IS NULL OR lease_expires_at < now()) AS free FROM devices WHERE id = $1";
 
 const RENEW_SQL: &str = "UPDATE devices SET lease_expires_at = now() + ($3::float8 * interval '1 second') \
     WHERE id = $1 AND lease_token = $2";
@@ -638,7 +639,7 @@ pub fn lane_statements() -> [(&'static str, &'static str); 12] {
     [
         ("lease", LEASE_SQL.as_str()),
         ("lease_skip", LEASE_SKIP_SQL.as_str()),
-        ("held_or_busy", HELD_OR_BUSY_SQL),
+        ("held_or_free", HELD_OR_FREE_SQL),
         ("leases", LEASES_SQL.as_str()),
         ("held", HELD_SQL),
         ("confirm", CONFIRM_SQL),
