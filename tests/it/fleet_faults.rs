@@ -79,6 +79,70 @@ async fn assert_nothing_stuck(fleet: &Fleet) {
     assert!(stuck.is_empty(), "stuck devices: {stuck:?}");
 }
 
+/// Wait until every one of `n` devices' last run is a success; on `timeout`, fail with
+/// where each device not backed up stands: its last status and error kind, its claim and
+/// that job's state in Redis, its lease. A fault test that times out here then says which
+/// step of the recovery did not happen, not only that one did not.
+async fn wait_all_backed_up(fleet: &Fleet, n: usize, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    while fleet.successes().await != n as i64 {
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for: {what}\n{}",
+                devices_not_backed_up(fleet).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One line per device whose last run is not a success (see [`wait_all_backed_up`]).
+async fn devices_not_backed_up(fleet: &Fleet) -> String {
+    type Row = (
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        i32,
+        Option<f64>,
+        f64,
+    );
+    let rows: Vec<Row> = match sqlx::query_as(
+        "SELECT name, last_status, last_error_kind, outstanding_job, lease_job, lease_starts, \
+                extract(epoch FROM lease_expires_at - now())::float8, \
+                extract(epoch FROM next_due_at - now())::float8 \
+         FROM devices WHERE last_status IS DISTINCT FROM 'success' ORDER BY name",
+    )
+    .fetch_all(fleet.store().pool())
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => return format!("(devices unreadable: {e})"),
+    };
+    let jobs: Vec<String> = rows.iter().filter_map(|r| r.3.clone()).collect();
+    let states = fleet
+        .queue
+        .job_states(&jobs)
+        .await
+        .map_err(|e| e.to_string());
+    let mut out = format!("{} devices not backed up:", rows.len());
+    for (name, status, kind, job, lease_job, starts, lease_left, due_in) in rows {
+        let state = job.as_ref().and_then(|j| {
+            let i = jobs.iter().position(|x| x == j)?;
+            Some(match &states {
+                Ok(s) => format!("{:?}", s.get(i)?),
+                Err(e) => e.clone(),
+            })
+        });
+        out.push_str(&format!(
+            "\n  {name}: last {status:?} {kind:?}, due in {due_in:.1} s, claim {job:?} \
+             (in Redis: {state:?}), lease {lease_job:?} starts {starts} left {lease_left:?} s"
+        ));
+    }
+    out
+}
+
 fn slow_fleet(devices: usize, delay_ms: u64) -> FleetOptions {
     FleetOptions {
         sim: SimConfig {
@@ -149,13 +213,13 @@ async fn redis_restarted_empty_mid_run_loses_no_backup() {
         .expect("hlen");
     assert_eq!(jobs, 0, "the restarted Redis is empty ({keys} keys)");
 
-    fleet
-        .wait_for(
-            Duration::from_secs(90),
-            "every device backed up after the Redis restart",
-            || async { fleet.successes().await == devices.len() as i64 },
-        )
-        .await;
+    wait_all_backed_up(
+        &fleet,
+        devices.len(),
+        Duration::from_secs(90),
+        "every device backed up after the Redis restart",
+    )
+    .await;
     assert!(
         enq_metrics
             .claims_released
@@ -309,6 +373,11 @@ async fn wait_for_export_in_progress(fleet: &Fleet, successes: i64) -> u64 {
 /// outcomes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_mid_run_loses_no_outcome() {
+    // The worker's log, shown when the test fails (a fault's timing is hard to replay).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("rosbackup=info")
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut pg = private_postgres(dir.path()).await;
     let port = port_of(&pg, 5432);
@@ -349,13 +418,13 @@ async fn postgres_restarted_mid_run_loses_no_outcome() {
     pg = services::postgres_at(&pg.url, port, dir.path())
         .await
         .expect("PostgreSQL restarts on the same port with its data");
-    fleet
-        .wait_for(
-            Duration::from_secs(120),
-            "every device backed up after the PostgreSQL restart",
-            || async { fleet.successes().await == devices.len() as i64 },
-        )
-        .await;
+    wait_all_backed_up(
+        &fleet,
+        devices.len(),
+        Duration::from_secs(120),
+        "every device backed up after the PostgreSQL restart",
+    )
+    .await;
     assert!(!wa.is_finished() && !wb.is_finished(), "workers survived");
     let _ = (stop_a.send(()), stop_b.send(()), stop_e.send(()));
     wa.await.expect("join").expect("worker a stops cleanly");
@@ -427,13 +496,13 @@ async fn a_quick_postgres_restart_costs_no_running_backup() {
     pg = services::postgres_at(&pg.url, port, dir.path())
         .await
         .expect("PostgreSQL restarts on the same port with its data");
-    fleet
-        .wait_for(
-            Duration::from_secs(120),
-            "every device backed up after the quick restart",
-            || async { fleet.successes().await == devices.len() as i64 },
-        )
-        .await;
+    wait_all_backed_up(
+        &fleet,
+        devices.len(),
+        Duration::from_secs(120),
+        "every device backed up after the quick restart",
+    )
+    .await;
     let lost = env_a.metrics.lease_lost.get() + env_b.metrics.lease_lost.get();
     let _ = (stop_a.send(()), stop_b.send(()), stop_e.send(()));
     wa.await.expect("join").expect("worker a stops cleanly");
@@ -569,13 +638,13 @@ async fn claims_of_an_enqueuer_that_died_before_pushing_are_rescheduled() {
         .await
     });
     let (stop_w, w, _) = fleet.spawn_worker("orphan-claims", 3);
-    fleet
-        .wait_for(
-            Duration::from_secs(30),
-            "every device backed up",
-            || async { fleet.successes().await == devices.len() as i64 },
-        )
-        .await;
+    wait_all_backed_up(
+        &fleet,
+        devices.len(),
+        Duration::from_secs(30),
+        "every device backed up",
+    )
+    .await;
     assert_eq!(
         metrics.claims_released.with_label_values(&["lost"]).get(),
         devices.len() as u64
@@ -615,13 +684,13 @@ async fn orphaned_claims_age_is_configurable_for_the_enqueuer_process() {
         .spawn()
         .expect("start rosbackup enqueuer");
     let (stop_w, w, _) = fleet.spawn_worker("orphan-claims-env", 3);
-    fleet
-        .wait_for(
-            Duration::from_secs(60),
-            "every orphaned device backed up",
-            || async { fleet.successes().await == devices.len() as i64 },
-        )
-        .await;
+    wait_all_backed_up(
+        &fleet,
+        devices.len(),
+        Duration::from_secs(60),
+        "every orphaned device backed up",
+    )
+    .await;
     let took = claimed_at.elapsed();
     // With the default (30 s) nothing could be rescheduled before 30 s had passed.
     assert!(took < Duration::from_secs(25), "rescheduled after {took:?}");
@@ -800,13 +869,13 @@ async fn an_outcome_postgres_refuses_is_recorded_without_device_text_not_looped(
     .expect("install the refusing trigger");
     let (stop_e, enq) = fleet.spawn_enqueuer();
     let (stop_w, w, _) = fleet.spawn_worker("refused-outcome", 2);
-    fleet
-        .wait_for(
-            Duration::from_secs(60),
-            "every device has a recorded run",
-            || async { fleet.successes().await == devices.len() as i64 },
-        )
-        .await;
+    wait_all_backed_up(
+        &fleet,
+        devices.len(),
+        Duration::from_secs(60),
+        "every device has a recorded run",
+    )
+    .await;
     let _ = (stop_w.send(()), stop_e.send(()));
     w.await.expect("join").expect("worker");
     enq.await.expect("join");

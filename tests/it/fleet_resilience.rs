@@ -534,6 +534,11 @@ async fn decisions_use_the_device_row_read_under_the_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
     use rosbackup::marks::{self, Mark};
+    // The worker's log, shown when the test fails (a fault's timing is hard to replay).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("rosbackup=info")
+        .with_test_writer()
+        .try_init();
     let fleet = Fleet::start(FleetOptions {
         sim: SimConfig {
             devices: 1,
@@ -570,7 +575,13 @@ async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
 
     // PostgreSQL sees A's lease expire; B takes it over and backs the device up.
     fleet.wait_lease_expired(d.id, "A's lease expires").await;
-    let b = fleet.job_env();
+    // B's own lease is a long one: the 2 s TTL is A's, to be held to account. On a
+    // loaded machine a renewal can take longer than the second a 2 s lease leaves it,
+    // and B, the control, would lose its lease for that instead.
+    let b = rosbackup::worker::JobEnv {
+        lease_ttl: Duration::from_secs(30),
+        ..fleet.job_env_on(fleet.store().clone())
+    };
     let report_b = rosbackup::worker::execute(&b, &BackupJob::manual(d.id, d.tenant_id), "b")
         .await
         .expect("execute");
