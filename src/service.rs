@@ -219,38 +219,12 @@ pub async fn worker_from_env(env: &Env) -> Result<WorkerProcess, StartError> {
     let publisher = Publisher::connect(publisher_cfg)
         .await
         .map_err(|e| StartError::Connect(format!("NATS at {shown}: {e}")))?;
-    let metrics = Metrics::new();
-    let bastions = Arc::new(
-        crate::device::BastionPool::new(backup.bastion_connections)
-            .counting(metrics.bastion_connections_opened.clone()),
-    );
-    let outcomes = worker::Outcomes::new(
-        store.clone(),
-        backup.group_commit,
-        metrics.outcome_batch.clone(),
-    );
-    let leases = worker::Leases::new(
-        store.clone(),
-        backup.lease_batch,
-        metrics.lease_batch.clone(),
-    );
+    let mut env = JobEnv::new(store, queue, key, publisher, backup, Metrics::new());
+    env.schedule = schedule;
+    env.lease_ttl = lease_ttl;
+    env.keep_runs = keep_runs;
     Ok(WorkerProcess {
-        env: Arc::new(JobEnv {
-            outcomes,
-            leases,
-            store,
-            queue,
-            key,
-            publisher,
-            backup,
-            schedule,
-            lease_ttl,
-            keep_runs,
-            max_job_starts: 3,
-            metrics,
-            held: Arc::default(),
-            bastions,
-        }),
+        env: Arc::new(env),
         settings: WorkerSettings {
             name,
             concurrency,
@@ -270,7 +244,7 @@ impl WorkerProcess {
         let stall = worker::stall_limit(self.env.queue.config().heartbeat);
         let ops = OpsState {
             metrics: self.env.metrics.clone(),
-            store: self.env.store.clone(),
+            store: self.env.store().clone(),
             queue: Some(self.env.queue.clone()),
             liveness: Some((self.liveness.clone(), stall)),
         };

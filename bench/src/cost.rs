@@ -94,6 +94,14 @@ pub struct CostArgs {
     /// measures a fleet after the Go poller's cutover, without its Redis lock.
     #[arg(long)]
     pub seed_lock: Option<bool>,
+    /// ROSBACKUP_LEASE_BATCH for the pipeline (default: the product's, 16): `1` takes the
+    /// lease without the worker's lease gatherer (`worker::leases`).
+    #[arg(long)]
+    pub lease_batch: Option<u32>,
+    /// ROSBACKUP_OUTCOME_BATCH for the pipeline (default: the product's): `1` writes the
+    /// outcome without the worker's outcome gatherer (`worker::group`).
+    #[arg(long)]
+    pub outcome_batch: Option<u32>,
 }
 
 /// The kinds `--only` can single out.
@@ -371,10 +379,10 @@ impl Bench {
         )
         .bind(self.device_id)
         .bind(self.next_slot as f64)
-        .execute(self.env.store.pool())
+        .execute(self.env.store().pool())
         .await?;
         let horizon = chrono::Utc::now() + chrono::Duration::seconds(1);
-        let claims = self.env.store.claim_due(horizon, 1).await?;
+        let claims = self.env.store().claim_due(horizon, 1).await?;
         let c = claims
             .into_iter()
             .next()
@@ -392,7 +400,7 @@ impl Bench {
     async fn target(&self) -> anyhow::Result<Target> {
         let device = self
             .env
-            .store
+            .store()
             .device(self.device_id)
             .await?
             .ok_or_else(|| anyhow!("device vanished"))?;
@@ -400,7 +408,7 @@ impl Bench {
             host: device.host.clone(),
             port: u16::try_from(device.ssh_port).unwrap_or(22),
             username: device.username.clone(),
-            password: self.env.store.password(&self.env.key, device.id).await?,
+            password: self.env.store().password(&self.env.key, device.id).await?,
             key: None,
             jump: None,
             known_fingerprint: device.ssh_host_key_fingerprint.clone(),
@@ -592,43 +600,38 @@ async fn run_set_on(
         db.store
             .upsert_devices(&key, &[d.new_device()], chrono::Utc::now)
             .await?;
-        let lock = args
-            .seed_lock
-            .map(|on| ("ROSBACKUP_SEED_LOCK", on.to_string()));
+        let settings = [
+            (
+                "ROSBACKUP_SEED_LOCK",
+                args.seed_lock.map(|on| on.to_string()),
+            ),
+            (
+                "ROSBACKUP_LEASE_BATCH",
+                args.lease_batch.map(|n| n.to_string()),
+            ),
+            (
+                "ROSBACKUP_OUTCOME_BATCH",
+                args.outcome_batch.map(|n| n.to_string()),
+            ),
+        ];
         let backup = BackupSettings::from_env(&rosbackup::config::Env::from_pairs(
-            lock.iter().map(|(k, v)| (*k, v.as_str())),
+            settings
+                .iter()
+                .filter_map(|(k, v)| Some((*k, v.as_deref()?))),
         ))?;
-        let bastions = Arc::new(rosbackup::device::BastionPool::new(
-            backup.bastion_connections,
-        ));
-        let metrics = Metrics::new();
-        let env = Arc::new(JobEnv {
-            outcomes: rosbackup::worker::Outcomes::new(
-                db.store.clone(),
-                backup.group_commit,
-                metrics.outcome_batch.clone(),
-            ),
-            leases: rosbackup::worker::Leases::new(
-                db.store.clone(),
-                backup.lease_batch,
-                metrics.lease_batch.clone(),
-            ),
-            store: db.store.clone(),
-            queue: queue.clone(),
+        let mut env = JobEnv::new(
+            db.store.clone(),
+            queue.clone(),
             key,
             publisher,
             backup,
-            schedule: ScheduleSettings {
-                interval: Duration::from_secs(3600),
-                ..ScheduleSettings::default()
-            },
-            lease_ttl: Duration::from_secs(30),
-            keep_runs: 100,
-            max_job_starts: 3,
-            metrics,
-            bastions,
-            held: Arc::default(),
-        });
+            Metrics::new(),
+        );
+        env.schedule = ScheduleSettings {
+            interval: Duration::from_secs(3600),
+            ..ScheduleSettings::default()
+        };
+        let env = Arc::new(env);
         let mut bench = Bench {
             env,
             device_id: d.id,
@@ -734,6 +737,8 @@ pub fn run(args: &CostArgs, runs: u32, sink: &Sink) -> anyhow::Result<()> {
             "size_bytes": args.size,
             "backups": args.backups,
             "seed_lock": args.seed_lock,
+            "lease_batch": args.lease_batch,
+            "outcome_batch": args.outcome_batch,
             "profile": profile(),
         });
         println!(

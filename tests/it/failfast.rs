@@ -191,10 +191,8 @@ async fn an_unreadable_password_is_credentials_unreadable_not_unknown() {
     let d = &devices[0];
     // A worker still running with another key (as after a rotation, before its restart).
     let stale = CredentialKey::from_base64(&CredentialKey::generate_base64()).unwrap();
-    let env = rosbackup::worker::JobEnv {
-        key: stale.clone(),
-        ..(*fleet.job_env()).clone()
-    };
+    let mut env = (*fleet.job_env()).clone();
+    env.key = stale.clone();
     let (stop, handle) = spawn_worker_with(env, "stale-key");
     let metrics = rosbackup::metrics::Metrics::new();
     let job = rosbackup::manual::request(fleet.store(), &fleet.queue, &metrics, d.id, None)

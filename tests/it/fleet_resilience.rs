@@ -578,10 +578,8 @@ async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
     // B's own lease is a long one: the 2 s TTL is A's, to be held to account. On a
     // loaded machine a renewal can take longer than the second a 2 s lease leaves it,
     // and B, the control, would lose its lease for that instead.
-    let b = rosbackup::worker::JobEnv {
-        lease_ttl: Duration::from_secs(30),
-        ..fleet.job_env_on(fleet.store().clone())
-    };
+    let mut b = fleet.job_env_on(fleet.store().clone());
+    b.lease_ttl = Duration::from_secs(30);
     let report_b = rosbackup::worker::execute(&b, &BackupJob::manual(d.id, d.tenant_id), "b")
         .await
         .expect("execute");
@@ -625,13 +623,13 @@ async fn a_black_holed_postgres_link_fails_a_job_at_the_acquire_timeout() {
         ttl: Duration::from_secs(30),
     };
     assert!(
-        !env.store
+        !env.store()
             .confirm_lease(&nobody)
             .await
             .expect("through the proxy"),
         "not our lease"
     );
-    assert_eq!(env.store.lanes().idle(), 1, "the lane came back");
+    assert_eq!(env.store().lanes().idle(), 1, "the lane came back");
     proxy.dark(true);
     let started = std::time::Instant::now();
     let job = BackupJob::manual(d.id, d.tenant_id);

@@ -279,37 +279,20 @@ impl Fleet {
     /// A job environment whose every statement goes to `store` (its lease taker and
     /// outcome writer included), e.g. one reached through a proxy the test controls.
     pub fn job_env_on(&self, store: Store) -> JobEnv {
-        let metrics = Metrics::new();
-        JobEnv {
-            outcomes: rosbackup::worker::Outcomes::new(
-                store.clone(),
-                self.backup.group_commit,
-                metrics.outcome_batch.clone(),
-            ),
-            leases: rosbackup::worker::Leases::new(
-                store.clone(),
-                self.backup.lease_batch,
-                metrics.lease_batch.clone(),
-            ),
+        let mut env = JobEnv::new(
             store,
-            queue: self.queue.clone(),
-            key: self.key.clone(),
-            publisher: self.publisher.clone(),
-            backup: self.backup.clone(),
-            schedule: ScheduleSettings {
-                interval: Duration::from_secs(3600),
-                ..ScheduleSettings::default()
-            },
-            lease_ttl: self.opts_lease,
-            keep_runs: 100,
-            max_job_starts: 3,
-            bastions: Arc::new(
-                rosbackup::device::BastionPool::new(self.backup.bastion_connections)
-                    .counting(metrics.bastion_connections_opened.clone()),
-            ),
-            metrics,
-            held: Arc::default(),
-        }
+            self.queue.clone(),
+            self.key.clone(),
+            self.publisher.clone(),
+            self.backup.clone(),
+            Metrics::new(),
+        );
+        env.schedule = ScheduleSettings {
+            interval: Duration::from_secs(3600),
+            ..ScheduleSettings::default()
+        };
+        env.lease_ttl = self.opts_lease;
+        env
     }
 
     /// Run an in-process worker until the returned sender is dropped or fired.

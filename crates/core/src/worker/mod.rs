@@ -38,9 +38,14 @@ use std::time::Duration;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Everything a job needs, shared by all jobs of a worker process.
+///
+/// Built by [`JobEnv::new`], which makes the lease taker and the outcome writer over the
+/// env's own store. The three are private, so no caller can swap one of them alone: a
+/// job's statements never go to two databases, or to one reached through a proxy and one
+/// not (as two tests once had it, when each caller assembled the env field by field).
 #[derive(Debug, Clone)]
 pub struct JobEnv {
-    pub store: Store,
+    store: Store,
     pub queue: Queue,
     pub key: CredentialKey,
     pub publisher: Publisher,
@@ -58,9 +63,59 @@ pub struct JobEnv {
     /// process: [`crate::device::bastion`]).
     pub bastions: Arc<crate::device::BastionPool>,
     /// Where the jobs' outcomes are written, grouped ([`Outcomes`], issue #20).
-    pub outcomes: Outcomes,
+    outcomes: Outcomes,
     /// Where the jobs' leases are taken, grouped when they meet ([`Leases`], issue #20).
-    pub leases: Leases,
+    leases: Leases,
+}
+
+impl JobEnv {
+    /// A worker's job environment over `store`, with the settings in `backup`
+    /// (`ROSBACKUP_LEASE_BATCH`, `ROSBACKUP_OUTCOME_BATCH`, jump-host connections) and
+    /// the product's defaults for the rest: the schedule's, a 30 s lease, 100 runs kept
+    /// per device, a job given up after 3 starts. Its lease and outcome gatherers start on
+    /// the current Tokio runtime.
+    pub fn new(
+        store: Store,
+        queue: Queue,
+        key: CredentialKey,
+        publisher: Publisher,
+        backup: BackupSettings,
+        metrics: Metrics,
+    ) -> JobEnv {
+        let bastions = Arc::new(
+            crate::device::BastionPool::new(backup.bastion_connections)
+                .counting(metrics.bastion_connections_opened.clone()),
+        );
+        JobEnv {
+            outcomes: Outcomes::new(
+                store.clone(),
+                backup.group_commit,
+                metrics.outcome_batch.clone(),
+            ),
+            leases: Leases::new(
+                store.clone(),
+                backup.lease_batch,
+                metrics.lease_batch.clone(),
+            ),
+            store,
+            queue,
+            key,
+            publisher,
+            backup,
+            schedule: ScheduleSettings::default(),
+            lease_ttl: Duration::from_secs(30),
+            keep_runs: 100,
+            max_job_starts: 3,
+            metrics,
+            held: Arc::default(),
+            bastions,
+        }
+    }
+
+    /// Where this environment's statements go.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
 }
 
 /// Give back every lease this process holds (graceful shutdown past the grace period).
