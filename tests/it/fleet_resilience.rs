@@ -601,6 +601,64 @@ async fn a_worker_cut_off_from_postgres_disconnects_before_its_lease_expires() {
     fleet.cleanup().await;
 }
 
+/// A lease that waited on a busy device row (another transaction held it, as an import
+/// or a key rotation does) for most of its TTL's first two thirds still gets its first
+/// renewal in time: renewals are counted from when the lease was asked for, as the
+/// execution's deadline is, not from when the export started. Before, a lease that
+/// waited 3.6 s of a 6 s TTL had its first renewal due 0.2 s after the deadline, and the
+/// backup was given up as "lease lost".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lease_that_waited_on_a_busy_row_is_renewed_in_time() {
+    let fleet = Fleet::start(FleetOptions {
+        sim: SimConfig {
+            devices: 1,
+            // Longer than what the lease has left after the wait: it must be renewed.
+            export_delay: Duration::from_secs(4),
+            ..FleetOptions::default().sim
+        },
+        command_timeout: Duration::from_secs(30),
+        ..FleetOptions::default()
+    })
+    .await;
+    let ttl = fleet.opts_lease;
+    let d = fleet.import(None).await.remove(0);
+    fleet.postpone_all().await;
+    let mut tx = fleet.store().pool().begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE")
+        .bind(d.id)
+        .execute(&mut *tx)
+        .await
+        .expect("hold the device row");
+    let env = fleet.job_env();
+    let job = BackupJob::manual(d.id, d.tenant_id);
+    let run = tokio::spawn(async move { rosbackup::worker::execute(&env, &job, "waited").await });
+    // The lease statement is waiting on the row now.
+    fleet
+        .wait_for(
+            Duration::from_secs(10),
+            "the lease waiting on the row",
+            || async {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(fleet.store().pool())
+                .await
+                .unwrap_or(0)
+                    == 1
+            },
+        )
+        .await;
+    // The row stays held for 60 % of the TTL: past the first renewal's usual time, short
+    // of the deadline (90 %).
+    tokio::time::sleep(ttl * 6 / 10).await;
+    tx.commit().await.expect("give the row back");
+    let report = run.await.expect("join").expect("execute");
+    assert_eq!(report.status, RunStatus::Success, "{report:?}");
+    assert_eq!(fleet.runs().await.len(), 1);
+    fleet.cleanup().await;
+}
+
 /// A job's statements run on lanes that hand out a connection used within the last
 /// second without pinging it (issue #20), so a link that went dark (no error, no answer)
 /// since then meets the job's first statement instead of the ping: the job gives the

@@ -670,6 +670,12 @@ async fn backup_under_lease(
 /// that deadline minus a margin, before another worker can take the lease over, or as
 /// soon as a renewal finds the lease gone. `Ok(None)`: the lease was lost or could not be
 /// confirmed in time; nothing may be recorded.
+///
+/// The first renewal is due a third of the TTL after the lease was asked for
+/// (`leased_at`), as the deadline is counted from then too, not a third after this
+/// function starts: what ran in between (a lease that waited on a busy device row, the Go
+/// poller's lock) must not eat the time the first renewal has to answer in. (It did: a
+/// lease that waited 1.3 s of a 2 s TTL left its first renewal due after the deadline.)
 async fn under_lease<W, T>(
     env: &JobEnv,
     lease: &Lease,
@@ -687,13 +693,13 @@ where
         async move {
             // After a failed renewal the next one comes sooner (a restarting PostgreSQL
             // is back in well under a second), never later than the regular third.
-            let mut pause = ttl / 3;
+            let mut due = leased_at + ttl / 3;
             loop {
-                tokio::time::sleep(pause).await;
+                tokio::time::sleep_until(due.into()).await;
                 let asked = Instant::now();
                 match store.renew_lease(&lease).await {
                     Ok(true) => {
-                        pause = ttl / 3;
+                        due = Instant::now() + ttl / 3;
                         if tx.send(Some(asked + ttl)).is_err() {
                             return;
                         }
@@ -704,7 +710,8 @@ where
                     }
                     Err(e) => {
                         warn!(error = %e, "lease renewal failed");
-                        pause = (ttl / 10).clamp(Duration::from_millis(200), ttl / 3);
+                        due =
+                            Instant::now() + (ttl / 10).clamp(Duration::from_millis(200), ttl / 3);
                     }
                 }
             }

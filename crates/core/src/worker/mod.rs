@@ -43,6 +43,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 /// env's own store. The three are private, so no caller can swap one of them alone: a
 /// job's statements never go to two databases, or to one reached through a proxy and one
 /// not (as two tests once had it, when each caller assembled the env field by field).
+/// `new` also reads `backup` (the batch sizes, jump-host connections) and `metrics` for
+/// the gatherers and the bastion pool: give those to `new`; changing the fields later
+/// reaches only the job's own steps.
 #[derive(Debug, Clone)]
 pub struct JobEnv {
     store: Store,
