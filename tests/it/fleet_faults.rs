@@ -135,9 +135,16 @@ async fn devices_not_backed_up(fleet: &Fleet) -> String {
                 Err(e) => e.clone(),
             })
         });
+        let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+        let left = lease_left.map_or("-".into(), |s| format!("{s:.1} s"));
         out.push_str(&format!(
-            "\n  {name}: last {status:?} {kind:?}, due in {due_in:.1} s, claim {job:?} \
-             (in Redis: {state:?}), lease {lease_job:?} starts {starts} left {lease_left:?} s"
+            "\n  {name}: last {} ({}), due in {due_in:.1} s, claim {} (in Redis: {}), \
+             lease {} (starts {starts}, left {left})",
+            or_none(status),
+            or_none(kind),
+            or_none(job),
+            or_none(state),
+            or_none(lease_job),
         ));
     }
     out
