@@ -163,47 +163,55 @@ impl Store {
     /// row comes back as it is once the lease is held, so every decision after it is made
     /// on data no other execution can change meanwhile (pins, blocks, failure counts).
     pub async fn acquire_lease(&self, lease: &Lease) -> Result<LeaseAttempt, StoreError> {
-        let mut lane = self.lanes.acquire().await?;
-        let row = bind_lease(&LEASE_SQL, lease)
-            .fetch_optional(lane.conn())
-            .await?;
-        if let Some(row) = row {
-            lane.done();
-            return acquired(&row);
-        }
-        let held: Option<(Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(HELD_SQL)
-            .bind(lease.device_id)
-            .fetch_optional(lane.conn())
-            .await?;
-        lane.done();
-        Ok(not_taken(held))
+        Ok(match self.lone_lease(&LEASE_SQL, lease).await? {
+            Ok(taken) => taken,
+            // Waiting on the row, nothing skipped it: whatever the read found is why.
+            Err(held) => not_taken(held.map(|(job, until, _)| (job, until))),
+        })
     }
 
     /// [`Store::acquire_lease`], except that it does not wait for a device row another
     /// transaction holds: then [`GroupedLease::Busy`]. What a worker's lone lease runs
     /// inside the slots of `worker::leases`, so one busy row cannot hold a slot.
     pub async fn try_acquire_lease(&self, lease: &Lease) -> Result<GroupedLease, StoreError> {
+        Ok(match self.lone_lease(&LEASE_SKIP_SQL, lease).await? {
+            Ok(taken) => GroupedLease::Answered(taken),
+            // Not taken: held by another execution, gone, or skipped because another
+            // transaction holds the row — which the lease being free tells apart.
+            Err(Some((_, _, true))) => GroupedLease::Busy,
+            Err(held) => {
+                GroupedLease::Answered(not_taken(held.map(|(job, until, _)| (job, until))))
+            }
+        })
+    }
+
+    /// One lease in its own statement (`sql`: [`LEASE_SQL`] or [`LEASE_SKIP_SQL`]); when
+    /// it took nothing, the device's lease read after it on the same connection
+    /// ([`HELD_OR_FREE_SQL`]; `None`: no device).
+    async fn lone_lease(
+        &self,
+        sql: &str,
+        lease: &Lease,
+    ) -> Result<Result<LeaseAttempt, Option<HeldOrFree>>, StoreError> {
         let mut lane = self.lanes.acquire().await?;
-        let row = bind_lease(&LEASE_SKIP_SQL, lease)
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(lease.device_id)
+            .bind(&lease.job_id)
+            .bind(lease.token)
+            .bind(&lease.worker)
+            .bind(lease.ttl.as_secs_f64())
             .fetch_optional(lane.conn())
             .await?;
         if let Some(row) = row {
             lane.done();
-            return acquired(&row).map(GroupedLease::Answered);
+            return acquired(&row).map(Ok);
         }
-        // Not taken: held by another execution, gone, or skipped because another
-        // transaction holds the row — which the lease being free tells apart.
-        type HeldOrFree = (Option<String>, Option<DateTime<Utc>>, bool);
         let held: Option<HeldOrFree> = sqlx::query_as(HELD_OR_FREE_SQL)
             .bind(lease.device_id)
             .fetch_optional(lane.conn())
             .await?;
         lane.done();
-        Ok(match held {
-            Some((_, _, true)) => GroupedLease::Busy,
-            Some((job, until, false)) => GroupedLease::Answered(not_taken(Some((job, until)))),
-            None => GroupedLease::Answered(LeaseAttempt::NoDevice),
-        })
+        Ok(Err(held))
     }
 
     /// [`Store::acquire_lease`] for several leases in one statement (issue #20: the
@@ -386,19 +394,9 @@ impl Store {
     }
 }
 
-/// A lone lease's statement (`sql`: [`LEASE_SQL`] or [`LEASE_SKIP_SQL`]) with its
-/// parameters.
-fn bind_lease<'q>(
-    sql: &'q str,
-    lease: &'q Lease,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(lease.device_id)
-        .bind(&lease.job_id)
-        .bind(lease.token)
-        .bind(&lease.worker)
-        .bind(lease.ttl.as_secs_f64())
-}
+/// A device's lease as read after a lone lease took nothing: its job, until when, and
+/// whether it is free (no holder, or expired).
+type HeldOrFree = (Option<String>, Option<DateTime<Utc>>, bool);
 
 /// A lease's row, taken.
 fn acquired(row: &sqlx::postgres::PgRow) -> Result<LeaseAttempt, StoreError> {
@@ -614,11 +612,10 @@ static SKIP_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     )
 });
 
-const HELD_SQL: &str = "SELECT lease_job, lease_expires_at FROM devices WHERE id = $1";
-
-/// [`HELD_SQL`] after [`LEASE_SKIP_SQL`] took nothing, and whether the lease was free
-/// (`free`): then nothing but a lock another transaction holds on the row kept it from
-/// being taken. A plain read: it neither locks nor waits.
+/// Why a lone lease took nothing: who holds the device's lease until when, and whether
+/// the lease is free (`free`) — after [`LEASE_SKIP_SQL`], nothing but a lock another
+/// transaction holds on the row then kept it from being taken. A plain read: it neither
+/// locks nor waits.
 const HELD_OR_FREE_SQL: &str = "SELECT lease_job, lease_expires_at, \
     (lease_token IS NULL OR lease_expires_at < now()) AS free FROM devices WHERE id = $1";
 
@@ -635,13 +632,12 @@ const RELEASE_SQL: &str = "UPDATE devices SET lease_token = NULL, lease_worker =
 /// Every statement a job runs on a lane, by name, for the test of their cached plans
 /// (`tests/it/lanes.rs`). Not an interface.
 #[doc(hidden)]
-pub fn lane_statements() -> [(&'static str, &'static str); 12] {
+pub fn lane_statements() -> [(&'static str, &'static str); 11] {
     [
         ("lease", LEASE_SQL.as_str()),
         ("lease_skip", LEASE_SKIP_SQL.as_str()),
         ("held_or_free", HELD_OR_FREE_SQL),
         ("leases", LEASES_SQL.as_str()),
-        ("held", HELD_SQL),
         ("confirm", CONFIRM_SQL),
         ("renew", RENEW_SQL),
         ("release", RELEASE_SQL),

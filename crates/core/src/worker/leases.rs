@@ -174,11 +174,9 @@ fn one_per_device<T>(
 /// Take a group's leases; `slot` is given back when the group's statement is done.
 async fn write(store: Store, group: Vec<Pending>, sizes: Histogram, slot: OwnedSemaphorePermit) {
     let n = group.len();
-    let alone = if n == 1 {
+    let alone = match <[Pending; 1]>::try_from(group) {
         // A lone lease: the statement it has always been, but skipping a busy row.
-        let mut group = group;
-        let Some(p) = group.pop() else { return };
-        match bounded(store.try_acquire_lease(&p.lease)).await {
+        Ok([p]) => match bounded(store.try_acquire_lease(&p.lease)).await {
             Ok(GroupedLease::Answered(a)) => {
                 sizes.observe(1.0);
                 deliver(&store, p, Ok(a)).await;
@@ -192,34 +190,35 @@ async fn write(store: Store, group: Vec<Pending>, sizes: Histogram, slot: OwnedS
                 deliver(&store, p, Err(e)).await;
                 return;
             }
-        }
-    } else {
-        let leases: Vec<Lease> = group.iter().map(|p| p.lease.clone()).collect();
-        match bounded(store.acquire_leases(&leases)).await {
-            Ok(answers) => {
-                sizes.observe(n as f64);
-                let mut busy = Vec::new();
-                for (p, a) in group.into_iter().zip(answers) {
-                    match a {
-                        Ok(GroupedLease::Answered(a)) => deliver(&store, p, Ok(a)).await,
-                        Ok(GroupedLease::Busy) => busy.push(p),
-                        Err(e) => deliver(&store, p, Err(e)).await,
+        },
+        Err(group) => {
+            let leases: Vec<Lease> = group.iter().map(|p| p.lease.clone()).collect();
+            match bounded(store.acquire_leases(&leases)).await {
+                Ok(answers) => {
+                    sizes.observe(n as f64);
+                    let mut busy = Vec::new();
+                    for (p, a) in group.into_iter().zip(answers) {
+                        match a {
+                            Ok(GroupedLease::Answered(a)) => deliver(&store, p, Ok(a)).await,
+                            Ok(GroupedLease::Busy) => busy.push(p),
+                            Err(e) => deliver(&store, p, Err(e)).await,
+                        }
                     }
+                    busy
                 }
-                busy
-            }
-            Err(e) if transient(&e) => {
-                // The connection's error, not an answer about these leases: each job
-                // handles it as after its own statement.
-                let message = e.to_string();
-                for p in group {
-                    let _ = p.reply.send(Err(connection_error(&message)));
+                Err(e) if transient(&e) => {
+                    // The connection's error, not an answer about these leases: each job
+                    // handles it as after its own statement.
+                    let message = e.to_string();
+                    for p in group {
+                        let _ = p.reply.send(Err(connection_error(&message)));
+                    }
+                    return;
                 }
-                return;
-            }
-            Err(e) => {
-                debug!(error = %e, leases = n, "a group of leases was refused; asking one by one");
-                group
+                Err(e) => {
+                    debug!(error = %e, leases = n, "a group of leases was refused; asking one by one");
+                    group
+                }
             }
         }
     };
