@@ -25,6 +25,7 @@ pub mod render;
 mod cli;
 mod console;
 pub mod files;
+mod handler;
 mod kill;
 mod server;
 mod shell;
