@@ -623,32 +623,12 @@ async fn a_lease_that_waited_on_a_busy_row_is_renewed_in_time() {
     let ttl = fleet.opts_lease;
     let d = fleet.import(None).await.remove(0);
     fleet.postpone_all().await;
-    let mut tx = fleet.store().pool().begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE")
-        .bind(d.id)
-        .execute(&mut *tx)
-        .await
-        .expect("hold the device row");
+    let tx = crate::common::lock_row(&fleet.db, d.id).await;
     let env = fleet.job_env();
     let job = BackupJob::manual(d.id, d.tenant_id);
     let run = tokio::spawn(async move { rosbackup::worker::execute(&env, &job, "waited").await });
     // The lease statement is waiting on the row now.
-    fleet
-        .wait_for(
-            Duration::from_secs(10),
-            "the lease waiting on the row",
-            || async {
-                sqlx::query_scalar::<_, i64>(
-                    "SELECT count(*) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                )
-                .fetch_one(fleet.store().pool())
-                .await
-                .unwrap_or(0)
-                    == 1
-            },
-        )
-        .await;
+    crate::common::waiting_for_locks(&fleet.db, 1).await;
     // The row stays held for 60 % of the TTL: past the first renewal's usual time, short
     // of the deadline (90 %).
     tokio::time::sleep(ttl * 6 / 10).await;

@@ -5,6 +5,7 @@
 //! lease at a time so each job gets its own answer.
 
 use crate::common::fleet::TestDb;
+use crate::common::{lock_row, waiting_for_locks};
 use rosbackup::store::{GroupedLease, Lease, LeaseAttempt};
 use rosbackup::worker::Leases;
 use std::time::Duration;
@@ -328,40 +329,6 @@ async fn a_refused_group_is_asked_again_one_lease_at_a_time() {
     assert_eq!(metrics.lease_batch.get_sample_count(), 2);
     assert_eq!(metrics.lease_batch.get_sample_sum(), 2.0);
     db.drop().await;
-}
-
-/// Hold `device`'s row locked in a transaction of its own, as an import or a key rotation
-/// does, until the returned transaction ends.
-async fn lock_row(db: &TestDb, device: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
-    let mut tx = db.store.pool().begin().await.expect("begin");
-    sqlx::query("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE")
-        .bind(device)
-        .execute(&mut *tx)
-        .await
-        .expect("lock");
-    tx
-}
-
-/// Wait (bounded) until `n` statements of this database wait for a row lock.
-async fn waiting_for_locks(db: &TestDb, n: i64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(db.store.pool())
-        .await
-        .expect("pg_stat_activity");
-        if waiting >= n {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no statement waits for the lock"
-        );
-        tokio::task::yield_now().await;
-    }
 }
 
 #[tokio::test]

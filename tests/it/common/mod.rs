@@ -206,3 +206,40 @@ pub async fn hanging_up_store() -> (
         accepted,
     )
 }
+
+/// Hold `device`'s row locked in a transaction of its own, as an import or a key rotation
+/// does, until the returned transaction ends.
+pub async fn lock_row(
+    db: &fleet::TestDb,
+    device: uuid::Uuid,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = db.store.pool().begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM devices WHERE id = $1 FOR UPDATE")
+        .bind(device)
+        .execute(&mut *tx)
+        .await
+        .expect("lock");
+    tx
+}
+
+/// Wait (bounded) until `n` statements of this database wait for a row lock.
+pub async fn waiting_for_locks(db: &fleet::TestDb, n: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.store.pool())
+        .await
+        .expect("pg_stat_activity");
+        if waiting >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no statement waits for the lock"
+        );
+        tokio::task::yield_now().await;
+    }
+}
