@@ -83,7 +83,7 @@ fn credential_key(env: &Env) -> Result<CredentialKey, StartError> {
 pub async fn check_credential_key(store: &Store, key: &CredentialKey) -> Result<(), StartError> {
     match store.check_credential_key(key).await {
         Ok(how) => {
-            info!(check = ?how, "CREDENTIAL_ENCRYPTION_KEY matches the stored credentials");
+            info!("CREDENTIAL_ENCRYPTION_KEY {}", how.describe());
             Ok(())
         }
         Err(StoreError::Credentials(_)) => Err(StartError::Config(ConfigError {
@@ -93,6 +93,27 @@ pub async fn check_credential_key(store: &Store, key: &CredentialKey) -> Result<
         })),
         Err(e) => Err(StartError::Connect(format!(
             "PostgreSQL: checking CREDENTIAL_ENCRYPTION_KEY: {e}"
+        ))),
+    }
+}
+
+/// Refuse to start with an archive key that is not the archive's: a configuration error
+/// (exit 2) naming `ARCHIVE_ENCRYPTION_KEY`, instead of an archiver that retries every
+/// known device's snapshots forever and seals new devices' history under a second key.
+pub async fn check_archive_key(store: &Store, key: &CredentialKey) -> Result<(), StartError> {
+    let archive = crate::archive::ArchiveStore::new(store.clone(), key.clone());
+    match archive.check_key().await {
+        Ok(how) => {
+            info!("ARCHIVE_ENCRYPTION_KEY {}", how.describe());
+            Ok(())
+        }
+        Err(crate::archive::ArchiveError::WrongKey) => Err(StartError::Config(ConfigError {
+            var: "ARCHIVE_ENCRYPTION_KEY".into(),
+            value: None,
+            reason: crate::archive::keycheck::WRONG_ARCHIVE_KEY.into(),
+        })),
+        Err(e) => Err(StartError::Connect(format!(
+            "PostgreSQL: checking ARCHIVE_ENCRYPTION_KEY: {e}"
         ))),
     }
 }
@@ -395,6 +416,9 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
     if let Some(key) = &key {
         check_credential_key(&store, key).await?;
     }
+    if let Some(key) = &web_settings.archive_key {
+        check_archive_key(&store, key).await?;
+    }
     let queue = queue(env).await?;
     if !flags.insecure_no_auth {
         let live = crate::access::Access::new(store.clone())
@@ -567,6 +591,7 @@ pub async fn archiver_from_env(env: &Env) -> Result<ArchiverProcess, StartError>
         ..config::publisher_config(env)?
     };
     let store = store(env, 8).await?;
+    check_archive_key(&store, &key).await?;
     let shown = redact_url(&publisher_cfg.nats_url);
     let archiver = crate::archive::Archiver::connect(store, key, publisher_cfg, settings)
         .await

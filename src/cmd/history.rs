@@ -80,6 +80,11 @@ pub async fn run(env: &Env, a: HistoryArgs) -> anyhow::Result<ExitCode> {
     use crate::archive::History;
     let key = crate::config::archive_key(env)?;
     let store = open_store(env).await?;
+    match crate::service::check_archive_key(&store, &key).await {
+        Ok(()) => {}
+        Err(crate::service::StartError::Config(c)) => return Err(c.into()),
+        Err(e) => anyhow::bail!("{e}"),
+    }
     // A removed device keeps its history: accept its id even when it is not in `devices`.
     let device_id = match store.find_device(&device).await {
         Ok(d) => d.id,

@@ -1267,3 +1267,127 @@ async fn object_store_references_and_non_utf8_texts_are_archived() {
     task.await.unwrap();
     fx.cleanup().await;
 }
+
+/// An archiver, a dashboard or `rosbackup history` started with another archive key than
+/// the one that sealed the history refuses to start (exit 2 naming the variable, no key
+/// shown), so the history never ends up sealed under two keys. The first key used is
+/// recorded; an archive from before the check value is checked against its newest texts.
+#[tokio::test]
+async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
+    use rosbackup::archive::{ArchiveError, ArchiveKeyCheck, ArchiveStore};
+    let fx = Fx::new().await;
+    let (tenant, device) = (Uuid::new_v4(), Uuid::new_v4());
+    fx.add_device(device, tenant, "r1").await;
+    let other_b64 = CredentialKey::generate_base64();
+    let other = CredentialKey::from_base64(&other_b64).unwrap();
+    let store = |k: &CredentialKey| ArchiveStore::new(fx.db.store.clone(), k.clone());
+
+    // An archive from before the check value: the key is checked against its texts.
+    ingest(
+        &fx,
+        device,
+        tenant,
+        "/system identity\nset name=r1\n",
+        chrono::Utc::now(),
+    )
+    .await;
+    assert!(matches!(
+        store(&other).check_key().await,
+        Err(ArchiveError::WrongKey)
+    ));
+    assert_eq!(fx.count("SELECT count(*) FROM archive_key_check").await, 0);
+    assert_eq!(
+        store(&fx.key).check_key().await.unwrap(),
+        ArchiveKeyCheck::Recorded
+    );
+    assert_eq!(
+        store(&fx.key).check_key().await.unwrap(),
+        ArchiveKeyCheck::Matches
+    );
+    // Now the check value decides, even with no archived text left to try.
+    sqlx::query("TRUNCATE config_sightings, config_versions CASCADE")
+        .execute(fx.db.store.pool())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store(&other).check_key().await,
+        Err(ArchiveError::WrongKey)
+    ));
+
+    // The processes: exit 2 naming the variable, neither key shown, nothing archived.
+    fx.publish(
+        device,
+        tenant,
+        &export("/ip dns\nset servers=1.1.1.1\n"),
+        Version::V2,
+        "2026-05-19T02:22:25Z",
+    )
+    .await;
+    for args in [&["archiver"][..], &["history", "r1"][..]] {
+        let mut cmd = fx.command(args);
+        cmd.env("ARCHIVE_ENCRYPTION_KEY", &other_b64);
+        let out = output_within(cmd, Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("ARCHIVE_ENCRYPTION_KEY"), "{stderr}");
+        assert!(stderr.contains("not the key of this archive"), "{stderr}");
+        assert!(
+            !stderr.contains(&other_b64) && !stderr.contains(&fx.key_b64),
+            "{stderr}"
+        );
+    }
+    assert_eq!(fx.count("SELECT count(*) FROM config_versions").await, 0);
+    assert_eq!(fx.count("SELECT count(*) FROM archive_orphans").await, 0);
+
+    // The in-process wiring of the archiver says the same.
+    let pairs: Vec<(&str, String)> = fx
+        .process_env()
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "ARCHIVE_ENCRYPTION_KEY" {
+                (k, other_b64.clone())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let env = rosbackup::config::Env::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
+    let e = rosbackup::service::archiver_from_env(&env)
+        .await
+        .expect_err("wrong archive key refused");
+    assert_eq!(e.exit_code(), 2, "{e}");
+
+    // The right key still reads the history.
+    let out = fx.command(&["history", "r1"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fx.cleanup().await;
+}
+
+/// Run a command to its end, at most `limit`: one still running then (an archiver that
+/// started when it should have refused) is killed and the test fails.
+fn output_within(mut cmd: std::process::Command, limit: Duration) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rosbackup");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "still running after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}

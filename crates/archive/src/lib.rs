@@ -42,6 +42,7 @@
 pub mod consumer;
 pub mod diff;
 pub mod git;
+pub mod keycheck;
 pub mod settings;
 pub mod store;
 pub mod webhook;
@@ -52,6 +53,7 @@ use rosbackup_core::store::Store;
 use uuid::Uuid;
 
 pub use consumer::{Archiver, ArchiverSettings};
+pub use keycheck::ArchiveKeyCheck;
 pub use store::{ArchiveStore, Ingested, Retention};
 
 /// Why an archive operation failed. Messages never carry config text or key material.
@@ -63,6 +65,10 @@ pub enum ArchiveError {
         "archived config {0} could not be decrypted (wrong ARCHIVE_ENCRYPTION_KEY, or the row was altered)"
     )]
     Decrypt(String),
+    /// The archive key does not open the archive's key check value (or, before one is
+    /// stored, any of the newest archived texts): see [`keycheck`].
+    #[error("ARCHIVE_ENCRYPTION_KEY {}", keycheck::WRONG_ARCHIVE_KEY)]
+    WrongKey,
     #[error("archived config {0} could not be decompressed")]
     Decompress(String),
     #[error("git output: {0}")]
@@ -111,6 +117,14 @@ impl Codec {
         let compressed = zstd::bulk::compress(text, ZSTD_LEVEL).unwrap_or_default();
         self.key
             .seal_bytes(&Self::aad(device_id, sha256), &compressed)
+    }
+
+    /// Does the key open `sealed` as sealed for this device and hash (the cipher's check
+    /// only: no decompression)?
+    pub fn opens(&self, device_id: &Uuid, sha256: &str, sealed: &[u8]) -> bool {
+        self.key
+            .open_bytes(&Self::aad(device_id, sha256), sealed)
+            .is_ok()
     }
 
     /// The text sealed by [`Codec::seal`] for the same device and hash.

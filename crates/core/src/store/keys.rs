@@ -137,6 +137,19 @@ pub enum KeyCheck {
     NotRecorded,
 }
 
+impl KeyCheck {
+    /// For the start-up log line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeyCheck::Matches => "matches the stored key check value",
+            KeyCheck::Recorded => "recorded as the fleet's credential key (none was stored)",
+            KeyCheck::NotRecorded => {
+                "opens the stored passwords (not recorded: the database is not migrated)"
+            }
+        }
+    }
+}
+
 /// [`KeyCheck::Matches`] if `key` opens the check value, else the wrong key.
 fn verdict(key: &CredentialKey, check: &[u8]) -> Result<KeyCheck, StoreError> {
     if key.opens_check_value(check) {
