@@ -118,6 +118,26 @@ pub async fn check_archive_key(store: &Store, key: &CredentialKey) -> Result<(),
     }
 }
 
+/// A listen address that cannot be bound is the configuration's to fix (exit 2), named
+/// by its variable: the port is taken (a second worker on the host keeps the default),
+/// the address is not this host's, or the port needs privileges.
+fn listen_error(var: &str, addr: &str, e: &std::io::Error) -> StartError {
+    let hint = match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "; another process listens there: give each process on this host its own \
+             address, or port 0 for any free one"
+        }
+        std::io::ErrorKind::AddrNotAvailable => "; the address is not one of this host's",
+        std::io::ErrorKind::PermissionDenied => "; ports below 1024 need privileges",
+        _ => "",
+    };
+    StartError::Config(ConfigError {
+        var: var.into(),
+        value: Some(addr.into()),
+        reason: format!("cannot listen there: {e}{hint}"),
+    })
+}
+
 async fn store(env: &Env, pool: u32) -> Result<Store, StartError> {
     let url = env.url("DATABASE_URL", &["postgres", "postgresql"])?;
     Store::connect(&url, pool)
@@ -274,7 +294,7 @@ impl WorkerProcess {
             let _ = http_stopped.await;
         })
         .await
-        .map_err(|e| StartError::Connect(format!("cannot listen on {}: {e}", self.metrics_addr)))?;
+        .map_err(|e| listen_error("ROSBACKUP_METRICS_ADDR", &self.metrics_addr, &e))?;
         info!(%addr, name = %self.settings.name, concurrency = self.settings.concurrency, "worker listening");
         println!("rosbackup-worker: metrics on http://{addr}/metrics");
         let r = worker::run(self.env, self.settings, self.liveness, shutdown).await;
@@ -477,9 +497,7 @@ impl EnqueuerProcess {
             let _ = stop_http.recv().await;
         })
         .await
-        .map_err(|err| {
-            StartError::Connect(format!("cannot listen on {}: {err}", self.http_addr))
-        })?;
+        .map_err(|e| listen_error("ROSBACKUP_HTTP_ADDR", &self.http_addr, &e))?;
         info!(%addr, "enqueuer listening");
         println!("rosbackup-enqueuer: http://{addr}/");
         let ops_server = match &self.ops_addr {
@@ -490,9 +508,7 @@ impl EnqueuerProcess {
                     let _ = stop_ops.recv().await;
                 })
                 .await
-                .map_err(|err| {
-                    StartError::Connect(format!("cannot listen on {ops_addr}: {err}"))
-                })?;
+                .map_err(|e| listen_error("ROSBACKUP_METRICS_ADDR", ops_addr, &e))?;
                 info!(addr = %bound, "enqueuer probes and metrics listening");
                 Some(handle)
             }
@@ -628,7 +644,7 @@ impl ArchiverProcess {
                     let _ = stop_rx.await;
                 })
                 .await
-                .map_err(|e| StartError::Connect(format!("cannot listen on {addr}: {e}")))?;
+                .map_err(|e| listen_error("ROSBACKUP_METRICS_ADDR", addr, &e))?;
                 println!("rosbackup-archiver: probes on http://{bound}/healthz");
                 Some(handle)
             }

@@ -358,3 +358,30 @@ async fn enqueue_wait_without_a_worker_says_so_promptly() {
     let _ = handle.await;
     fleet.cleanup().await;
 }
+
+/// A listen address that is taken (a second worker on a host with the default metrics
+/// port) stops the process with exit 2 naming the variable and what to do, not exit 1 with
+/// a bare OS error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_listen_address_exits_2_naming_the_variable() {
+    let fleet = Fleet::of(1).await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let addr = taken.local_addr().expect("bound").to_string();
+    for (role, var) in [
+        ("worker", "ROSBACKUP_METRICS_ADDR"),
+        ("enqueuer", "ROSBACKUP_HTTP_ADDR"),
+    ] {
+        let out = run_cli(
+            &fleet,
+            &[role, "--insecure-no-auth"][..if role == "enqueuer" { 2 } else { 1 }],
+            &[(var, &addr)],
+            Duration::from_secs(30),
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{role}: {stderr}");
+        assert!(stderr.contains(&format!("{var}=\"{addr}\"")), "{stderr}");
+        assert!(stderr.contains("another process listens there"), "{stderr}");
+    }
+    drop(taken);
+    fleet.cleanup().await;
+}
