@@ -39,9 +39,9 @@ pub enum CredentialsCommand {
         name: String,
         #[arg(long)]
         username: String,
-        /// Tenant id (default: the nil UUID).
+        /// Tenant name or id (default: the default tenant).
         #[arg(long)]
-        tenant: Option<uuid::Uuid>,
+        tenant: Option<String>,
         #[command(flatten)]
         secrets: SecretArgs,
         #[command(flatten)]
@@ -49,8 +49,9 @@ pub enum CredentialsCommand {
     },
     /// List profiles (never their secrets) with how many devices use each.
     List {
+        /// Tenant name or id.
         #[arg(long)]
-        tenant: Option<uuid::Uuid>,
+        tenant: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -59,8 +60,9 @@ pub enum CredentialsCommand {
     Set {
         /// Profile id or name.
         profile: String,
+        /// Tenant name or id.
         #[arg(long)]
-        tenant: Option<uuid::Uuid>,
+        tenant: Option<String>,
         #[arg(long)]
         username: Option<String>,
         #[command(flatten)]
@@ -82,15 +84,17 @@ pub enum CredentialsCommand {
         /// Seconds, or auto.
         #[arg(allow_hyphen_values = true)]
         timeout: String,
+        /// Tenant name or id.
         #[arg(long)]
-        tenant: Option<uuid::Uuid>,
+        tenant: Option<String>,
     },
     /// Remove a profile no device uses (refused with the count otherwise).
     Remove {
         /// Profile id or name.
         profile: String,
+        /// Tenant name or id.
         #[arg(long)]
-        tenant: Option<uuid::Uuid>,
+        tenant: Option<String>,
     },
 }
 
@@ -139,6 +143,21 @@ pub async fn run(env: &Env, command: CredentialsCommand) -> anyhow::Result<ExitC
     }
 }
 
+/// A `--tenant` value (a name or an id) as the tenant's id.
+async fn tenant_id(
+    store: &crate::store::Store,
+    tenant: Option<&str>,
+) -> anyhow::Result<Option<uuid::Uuid>> {
+    match tenant {
+        None => Ok(None),
+        Some(t) => Ok(Some(
+            crate::tenant::resolve(store, t)
+                .await
+                .map_err(store_error)?,
+        )),
+    }
+}
+
 /// A profile's jump host from the flags: `Some(None)` clears it, `None` leaves it.
 fn jump_spec(
     args: &super::bastions::JumpArgs,
@@ -173,7 +192,7 @@ async fn add(
     env: &Env,
     name: String,
     username: String,
-    tenant: Option<uuid::Uuid>,
+    tenant: Option<String>,
     s: SecretArgs,
     jump: &super::bastions::JumpArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -200,6 +219,7 @@ async fn add(
     }
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
+    let tenant = tenant_id(&store, tenant.as_deref()).await?;
     let p = store
         .create_profile(
             &key,
@@ -222,8 +242,9 @@ async fn add(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn list(env: &Env, tenant: Option<uuid::Uuid>, json: bool) -> anyhow::Result<ExitCode> {
+async fn list(env: &Env, tenant: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
     let store = open_store(env).await?;
+    let tenant = tenant_id(&store, tenant.as_deref()).await?;
     let profiles = store.list_profiles(tenant).await.map_err(store_error)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&profiles)?);
@@ -256,18 +277,28 @@ async fn list(env: &Env, tenant: Option<uuid::Uuid>, json: bool) -> anyhow::Resu
 async fn set(
     env: &Env,
     profile: &str,
-    tenant: Option<uuid::Uuid>,
+    tenant: Option<String>,
     (username, s, no_password, no_key): (Option<String>, SecretArgs, bool, bool),
     jump: &super::bastions::JumpArgs,
     only_jump: bool,
 ) -> anyhow::Result<ExitCode> {
     let key = credential_key(env)?;
     let jump = jump_spec(jump)?;
+    if only_jump && jump.is_none() {
+        return Err(ConfigError {
+            var: "credentials set".into(),
+            value: None,
+            reason: "nothing to change: give --username, --password-env VAR, --key-file FILE, \
+                     --no-password, --no-key, --jump-host or --no-jump-host"
+                .into(),
+        }
+        .into());
+    }
     if let (Some(spec), true) = (&jump, only_jump) {
         let store = open_store(env).await?;
         check_key(&store, &key).await?;
         let p = store
-            .find_profile(tenant, profile)
+            .find_profile(tenant_id(&store, tenant.as_deref()).await?, profile)
             .await
             .map_err(store_error)?;
         let change = crate::bastions::set_profile_jump(&store, &key, p.id, spec.as_ref())
@@ -307,7 +338,7 @@ async fn set(
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
     let p = store
-        .find_profile(tenant, profile)
+        .find_profile(tenant_id(&store, tenant.as_deref()).await?, profile)
         .await
         .map_err(store_error)?;
     let u = store
@@ -321,9 +352,27 @@ async fn set(
             .unwrap_or_default(),
         None => Default::default(),
     };
+    let mut changed = Vec::new();
+    if username.is_some() {
+        changed.push("user");
+    }
+    match (&password, no_password) {
+        (_, true) => changed.push("password removed"),
+        (Some(_), false) => changed.push("password"),
+        (None, false) => {}
+    }
+    match change {
+        KeyChange::Set(_) => changed.push("key"),
+        KeyChange::Clear => changed.push("key removed"),
+        KeyChange::Keep => {}
+    }
+    if jump.is_some() {
+        changed.push("jump host");
+    }
     println!(
-        "credential profile {} updated ({}); {} device(s) use it{}{}",
+        "credential profile {} updated: {} (it has: {}); {} device(s) use it{}{}",
         u.profile.name,
+        changed.join(", "),
         summary(&u.profile),
         u.profile.devices,
         if u.lifted > 0 {
@@ -352,7 +401,7 @@ async fn set_timeout(
     env: &Env,
     profile: &str,
     timeout: &str,
-    tenant: Option<uuid::Uuid>,
+    tenant: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let seconds = crate::export_timeout::parse_override(timeout).map_err(|e| ConfigError {
         var: "TIMEOUT".into(),
@@ -361,7 +410,7 @@ async fn set_timeout(
     })?;
     let store = open_store(env).await?;
     let p = store
-        .find_profile(tenant, profile)
+        .find_profile(tenant_id(&store, tenant.as_deref()).await?, profile)
         .await
         .map_err(store_error)?;
     if !store
@@ -383,10 +432,10 @@ async fn set_timeout(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn remove(env: &Env, profile: &str, tenant: Option<uuid::Uuid>) -> anyhow::Result<ExitCode> {
+async fn remove(env: &Env, profile: &str, tenant: Option<String>) -> anyhow::Result<ExitCode> {
     let store = open_store(env).await?;
     let p = store
-        .find_profile(tenant, profile)
+        .find_profile(tenant_id(&store, tenant.as_deref()).await?, profile)
         .await
         .map_err(store_error)?;
     match store.remove_profile(p.id).await {

@@ -448,16 +448,15 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
         .expect("rotate back");
 
     // A tenant set to `off` takes no binary although the fleet says `always`; its
-    // device's own mode wins over it.
-    let out = cli(
-        &fleet,
-        &[
-            "devices",
-            "tenant-binary-mode",
-            &d.tenant_id.to_string(),
-            "off",
-        ],
+    // device's own mode wins over it. The tenant is named by its name here (its id below).
+    let tenant = d.tenant_id.to_string();
+    let out = cli(&fleet, &["tenants", "add", "binops", "--id", &tenant]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let out = cli(&fleet, &["devices", "tenant-binary-mode", "binops", "off"]);
     assert!(
         out.status.success(),
         "{}",

@@ -1316,6 +1316,29 @@ async fn credential_profiles_through_the_cli() {
             .ok()
             .to_string();
         assert!(out.contains("1 device(s) use it"), "{out}");
+        assert!(
+            out.contains("updated: password (it has: password)"),
+            "{out}"
+        );
+        // No change flag: refused, not reported as an update (the password stays).
+        let e = cli
+            .run_with(
+                &["credentials", "set", "fleet"],
+                &[("ROSBACKUP_PASSWORD", "Own-Pw-3")],
+            )
+            .fails(2)
+            .to_string();
+        assert!(e.contains("nothing to change"), "{e}");
+        // --tenant takes the tenant's name as well as its id.
+        let list = cli
+            .run(&["credentials", "list", "--tenant", "default", "--json"])
+            .json();
+        assert_eq!(list[0]["name"], "fleet");
+        let e = cli
+            .run(&["credentials", "list", "--tenant", "initech"])
+            .fails(1)
+            .to_string();
+        assert!(e.contains("tenants add"), "{e}");
         let store = rosbackup::store::Store::from_pool(pool(&url).await);
         let c = store
             .credentials(&cli.credential_key(), dev.parse().unwrap())

@@ -140,8 +140,8 @@ pub enum DevicesCommand {
     /// Set a tenant's binary backup mode (off, on-change, always), or `fleet` to follow
     /// CONFIG_BACKUP_BINARY again; a device's own mode still wins.
     TenantBinaryMode {
-        /// Tenant id.
-        tenant: uuid::Uuid,
+        /// Tenant name or id.
+        tenant: String,
         /// off, on-change, always or fleet.
         mode: String,
     },

@@ -113,11 +113,14 @@ fn parse_binary_mode(mode: &str) -> anyhow::Result<Option<crate::binary::Mode>> 
 /// A tenant's binary backup mode, or none (`fleet`).
 pub(super) async fn tenant_binary_mode(
     env: &Env,
-    tenant: uuid::Uuid,
+    tenant: String,
     mode: &str,
 ) -> anyhow::Result<ExitCode> {
     let parsed = parse_binary_mode(mode)?;
     let store = open_store(env).await?;
+    let tenant = crate::tenant::resolve(&store, &tenant)
+        .await
+        .map_err(store_error)?;
     crate::binary::store::set_tenant_mode(&store, tenant, parsed)
         .await
         .map_err(store_error)?;
