@@ -22,10 +22,13 @@ use tracing::Instrument;
 
 #[derive(clap::Args)]
 pub struct ExportArgs {
-    #[arg(long)]
+    /// The router's IP address or DNS name.
+    #[arg(long, value_parser = host_arg)]
     host: String,
-    #[arg(long, default_value_t = 22)]
+    /// Its SSH port.
+    #[arg(long, default_value_t = 22, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
+    /// The user to log in as.
     #[arg(long)]
     user: String,
     /// Name of the environment variable holding the password (never pass it as a flag).
@@ -55,21 +58,23 @@ pub struct ExportArgs {
     jump_key_passphrase_env: Option<String>,
     /// Pinned host-key fingerprint of the jump host (`SHA256:…`); without it the key is
     /// trusted and printed (`bastion` line, `bastion_fingerprint` with --json).
-    #[arg(long, requires = "jump_host")]
+    #[arg(long, requires = "jump_host", value_parser = fingerprint_arg)]
     jump_known_fingerprint: Option<String>,
     /// Pinned host-key fingerprint (`SHA256:…`); without it the key is trusted and printed.
-    #[arg(long)]
+    #[arg(long, value_parser = fingerprint_arg)]
     known_fingerprint: Option<String>,
     /// RouterOS major version; without it the device is asked.
     #[arg(long, value_parser = ["6", "7"])]
     routeros_version: Option<String>,
-    /// Command timeout in seconds (default: CONFIG_BACKUP_COMMAND_TIMEOUT or 60).
-    #[arg(long)]
+    /// Command timeout in seconds, 1 to 86400 (default: CONFIG_BACKUP_COMMAND_TIMEOUT or 60).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout: Option<u64>,
-    /// Connect/handshake timeout in seconds (default: CONFIG_BACKUP_CONNECT_TIMEOUT or 15).
-    #[arg(long)]
+    /// Connect/handshake timeout in seconds, 1 to 86400 (default:
+    /// CONFIG_BACKUP_CONNECT_TIMEOUT or 15).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     connect_timeout: Option<u64>,
-    /// Write the raw export here.
+    /// Write the raw export here (owner-only; its folder must exist). A failed export
+    /// leaves an existing file as it was.
     #[arg(long)]
     output: Option<PathBuf>,
     /// Print a JSON result on stdout.
@@ -84,6 +89,7 @@ pub struct ExportArgs {
     /// Tenant id for the snapshot event (default: the nil UUID).
     #[arg(long)]
     tenant_id: Option<uuid::Uuid>,
+    /// Normalization for the hash and a published snapshot: 1 (the seed's) or 2.
     #[arg(long, value_parser = super::normalize::parse_version)]
     normalization_version: Option<Version>,
     /// Export without secrets (`/export` on 7, `hide-sensitive` on 6).
@@ -99,10 +105,13 @@ pub struct ExportArgs {
 pub async fn run(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
     let mut settings = BackupSettings::from_env(&env)?;
     if let Some(t) = a.timeout {
-        settings.export.command_timeout = Duration::from_secs(t.max(1));
+        settings.export.command_timeout = Duration::from_secs(t);
     }
     if let Some(t) = a.connect_timeout {
-        settings.export.connect_timeout = Duration::from_secs(t.max(1));
+        settings.export.connect_timeout = Duration::from_secs(t);
+    }
+    if let Some(path) = &a.output {
+        output_folder_exists(path)?;
     }
     if let Some(m) = a.max_output {
         settings.export.max_output = m;
@@ -293,16 +302,63 @@ pub async fn run(env: Env, a: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The export holds secrets: the file is readable by its owner only.
+/// `--host`: an IP address or a DNS name, as `devices add` takes it.
+fn host_arg(s: &str) -> Result<String, String> {
+    crate::inventory::parse_host(s)
+}
+
+/// `--known-fingerprint`: `SHA256:` and 43 base64 characters, as `ssh-keygen -lf` prints.
+/// A typo is refused here, before any connection, rather than reported by the device.
+fn fingerprint_arg(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if crate::device::is_fingerprint(s) {
+        Ok(s.to_string())
+    } else {
+        Err("not in `SHA256:<43 base64 characters>` form (as `ssh-keygen -lf` prints)".into())
+    }
+}
+
+/// `--output` must name a file in an existing folder: checked before the export, so a
+/// typo does not cost a whole export first.
+fn output_folder_exists(path: &std::path::Path) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError {
+        var: "--output".into(),
+        value: Some(path.display().to_string()),
+        reason: reason.into(),
+    };
+    if path.is_dir() {
+        return Err(bad("is a folder; name a file"));
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    if !folder.is_dir() {
+        return Err(bad("its folder does not exist"));
+    }
+    Ok(())
+}
+
+/// The export holds secrets: the file is readable by its owner only. Written beside the
+/// target and renamed over it, so a write that fails leaves no half file and an existing
+/// file as it was.
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// A failure of the device or of NATS: the error kind and message, as JSON on stdout with

@@ -258,3 +258,69 @@ fn publish_with_nats_down_is_a_json_error() {
     assert_eq!(v["error_kind"], "publish_failed");
     assert!(v["message"].as_str().unwrap().contains(&port.to_string()));
 }
+
+/// `rosbackup export`'s flags are checked before any connection: a malformed pin, host or
+/// timeout and an output file in a missing folder are configuration errors (exit 2) naming
+/// the flag — not a device error kind after a whole export (the port here is closed, so
+/// reaching the device would end in `connection_refused`, exit 1).
+#[test]
+fn export_refuses_bad_flags_before_connecting() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["--known-fingerprint", "SHA256:AAAA"],
+            "--known-fingerprint",
+        ),
+        (&["--host", "bad host"], "--host"),
+        (&["--timeout", "0"], "--timeout"),
+        (&["--connect-timeout", "0"], "--connect-timeout"),
+        (&["--port", "0"], "--port"),
+        (
+            &["--output", "/nonexistent-rosbackup-dir/x.rsc"],
+            "--output",
+        ),
+    ];
+    for (extra, flag) in cases {
+        let mut args = vec!["export", "--user", "admin", "--json"];
+        if !extra.contains(&"--host") {
+            args.extend(["--host", "127.0.0.1"]);
+        }
+        if !extra.contains(&"--port") {
+            args.extend(["--port", &port]);
+        }
+        args.extend_from_slice(extra);
+        let out = bin()
+            .args(&args)
+            .env("ROSBACKUP_PASSWORD", "x")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{extra:?}: {stderr} {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(stderr.contains(flag), "{extra:?}: {stderr}");
+    }
+    // The same flags, well formed, reach the device: connection_refused, exit 1.
+    let out = bin()
+        .args([
+            "export",
+            "--user",
+            "admin",
+            "--json",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+        ])
+        .env("ROSBACKUP_PASSWORD", "x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error_kind"], "connection_refused");
+}
