@@ -108,14 +108,26 @@ fn main() -> ExitCode {
         }
     }
     let env = Env::from_process();
-    // The demo and the soak talk to a person: their own logs stay quiet unless asked for.
-    let quiet = Env::from_pairs([("LOG_LEVEL", "warn"), ("LOG_FORMAT", "text")]);
-    let log_env =
-        if matches!(cli.command, Command::Demo(_) | Command::Soak(_)) && !env.is_set("LOG_LEVEL") {
-            &quiet
-        } else {
-            &env
-        };
+    // Only the long-running roles log at `info` by default. Every other command talks to
+    // a person (or a script reading its output): its own lines say what happened, and its
+    // logs stay at warnings unless LOG_LEVEL asks for more.
+    let format = if env.is_set("LOG_FORMAT") {
+        env.raw("LOG_FORMAT")
+    } else if matches!(cli.command, Command::Demo(_) | Command::Soak(_)) {
+        "text".to_string()
+    } else {
+        "auto".to_string()
+    };
+    let quiet = Env::from_pairs([("LOG_LEVEL", "warn"), ("LOG_FORMAT", format.as_str())]);
+    let long_running = matches!(
+        cli.command,
+        Command::Worker | Command::Enqueuer(_) | Command::Archiver | Command::Sim(_)
+    );
+    let log_env = if !long_running && !env.is_set("LOG_LEVEL") {
+        &quiet
+    } else {
+        &env
+    };
     if let Err(e) = rosbackup::observability::init_tracing(log_env) {
         eprintln!("configuration error: {e}");
         return ExitCode::from(2);
