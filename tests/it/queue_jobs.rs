@@ -537,3 +537,40 @@ async fn running_job_and_its_worker() {
     worker.stop().await;
     queue.purge().await.unwrap();
 }
+
+/// `purge` removes the queue from apalis' shared list of queues too (a worker's
+/// registration puts it there), and leaves the other queues in it alone: a demo or a test
+/// run leaves nothing behind on a shared Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_also_takes_the_queue_off_apalis_list_of_queues() {
+    const LIST: &str = "core:apalis:queues:list";
+    let (queue, other) = (test_queue().await, test_queue().await);
+    let listed = |q: &Queue| {
+        let (mut conn, member) = (q.connection(), q.config().apalis().workers_set());
+        async move {
+            let score: Option<f64> = conn.zscore(LIST, &member).await.unwrap();
+            score.is_some()
+        }
+    };
+    let gate = Arc::new(Gate {
+        started: mpsc::unbounded_channel().0,
+        release: Notify::new(),
+    });
+    let (a, b) = (
+        spawn_gated_worker(&queue, gate.clone()),
+        spawn_gated_worker(&other, gate),
+    );
+    for q in [&queue, &other] {
+        wait_for(10, "the worker's registration", || async {
+            listed(q).await.then_some(())
+        })
+        .await;
+    }
+    a.stop().await;
+    b.stop().await;
+    queue.purge().await.unwrap();
+    assert!(!listed(&queue).await, "the purged queue is still listed");
+    assert!(listed(&other).await, "another queue was taken off the list");
+    other.purge().await.unwrap();
+    assert!(!listed(&other).await);
+}

@@ -457,9 +457,18 @@ impl Queue {
         for chunk in keys.chunks(500) {
             let _: () = conn.del(chunk).await?;
         }
+        // apalis lists every queue a worker registered on in one shared sorted set (by
+        // its workers key); a purged queue leaves it too.
+        let _: () = conn
+            .zrem(QUEUES_LIST, self.cfg.apalis().workers_set())
+            .await?;
         Ok(())
     }
 }
+
+/// apalis-redis' shared sorted set of queues (their workers keys), across every queue name
+/// on the server.
+const QUEUES_LIST: &str = "core:apalis:queues:list";
 
 /// Per job id: where apalis-redis holds it, as one word. ARGV: data hash, meta prefix,
 /// scheduled zset, active list, workers zset, in-flight set prefix, done set, dead set,
