@@ -1339,6 +1339,39 @@ async fn credential_profiles_through_the_cli() {
             .fails(1)
             .to_string();
         assert!(e.contains("tenants add"), "{e}");
+        // A device of another tenant cannot use the profile: the flag is wrong (exit 2),
+        // and the message names the tenant that was searched.
+        cli.run(&["tenants", "add", "acme"]).ok();
+        cli.run_with(
+            &[
+                "devices",
+                "add",
+                "--name",
+                "a1",
+                "--host",
+                "10.0.1.1",
+                "--username",
+                "u",
+                "--tenant",
+                "acme",
+            ],
+            &[("ROSBACKUP_PASSWORD", "Own-Pw-3")],
+        )
+        .ok();
+        let e = cli
+            .run(&[
+                "devices",
+                "set-credentials",
+                "a1",
+                "--credential-profile",
+                "fleet",
+            ])
+            .fails(2)
+            .to_string();
+        assert!(
+            e.contains("--credential-profile") && e.contains("in tenant acme"),
+            "{e}"
+        );
         let store = rosbackup::store::Store::from_pool(pool(&url).await);
         let c = store
             .credentials(&cli.credential_key(), dev.parse().unwrap())

@@ -156,9 +156,21 @@ impl Store {
             .collect();
         match found.len() {
             1 => Ok(found.remove(0)),
-            0 => Err(StoreError::Invalid(format!(
-                "no credential profile named {id_or_name:?}"
-            ))),
+            0 => Err(StoreError::Invalid(match tenant {
+                None => format!("no credential profile named {id_or_name:?}"),
+                Some(t) => {
+                    let label: Option<String> =
+                        sqlx::query_scalar("SELECT name FROM tenants WHERE id = $1")
+                            .bind(t)
+                            .fetch_optional(self.pool())
+                            .await?;
+                    format!(
+                        "no credential profile named {id_or_name:?} in tenant {} (profiles \
+                         belong to one tenant; `rosbackup credentials list` shows each one's)",
+                        label.unwrap_or_else(|| t.to_string())
+                    )
+                }
+            })),
             _ => Err(StoreError::Invalid(format!(
                 "several tenants have a credential profile named {id_or_name:?}; give --tenant or its id"
             ))),

@@ -129,13 +129,19 @@ pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<Ex
     let profile = match &c.profile {
         None => d.credential_profile_id,
         Some(None) => None,
-        Some(Some(name)) => Some(
-            store
-                .find_profile(Some(d.tenant_id), name)
-                .await
-                .map_err(store_error)?
-                .id,
-        ),
+        Some(Some(name)) => Some(match store.find_profile(Some(d.tenant_id), name).await {
+            Ok(p) => p.id,
+            // A profile the device's tenant does not have: the flag's value is wrong.
+            Err(StoreError::Invalid(reason)) => {
+                return Err(ConfigError {
+                    var: "--credential-profile".into(),
+                    value: None,
+                    reason,
+                }
+                .into());
+            }
+            Err(e) => return Err(store_error(e)),
+        }),
     };
     let keeps_key = d.has_ssh_key && matches!(key_change, KeyChange::Keep);
     let no_password = match &password {
