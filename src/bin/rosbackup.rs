@@ -49,9 +49,21 @@ enum Command {
     /// Queue a manual backup of one device (DATABASE_URL, REDIS_URL).
     Enqueue(enqueue::EnqueueArgs),
     /// Run a worker (the same as `rosbackup-worker`).
+    #[command(
+        after_help = "Configured by the environment, not flags: DATABASE_URL, REDIS_URL, \
+        NATS_URL, CREDENTIAL_ENCRYPTION_KEY, CONFIG_BACKUP_* (concurrency, timeouts, \
+        schedule), ROSBACKUP_METRICS_ADDR (default 127.0.0.1:9091; port 0 for a second \
+        worker on the host) and the other ROSBACKUP_* settings: README, Configuration."
+    )]
     Worker,
     /// Run an enqueuer (the same as `rosbackup-enqueuer`): scheduling, the dashboard and
     /// the API on ROSBACKUP_HTTP_ADDR.
+    #[command(
+        after_help = "Configured by the environment besides this flag: DATABASE_URL, \
+        REDIS_URL, NATS_URL, CREDENTIAL_ENCRYPTION_KEY, ARCHIVE_ENCRYPTION_KEY (history \
+        pages), CONFIG_BACKUP_* (schedule), ROSBACKUP_HTTP_ADDR (default 127.0.0.1:8080) and \
+        the other ROSBACKUP_* settings: README, Configuration."
+    )]
     Enqueuer(roles::EnqueuerArgs),
     /// The whole product on a simulated fleet: services, simulator, enqueuer, workers,
     /// dashboard. Uses PostgreSQL/Redis/NATS at their URLs or starts private ones.
@@ -65,6 +77,11 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Run an archiver (the same as `rosbackup-archiver`): keeps the config history of
     /// every device from the snapshots on NATS.
+    #[command(
+        after_help = "Configured by the environment, not flags: DATABASE_URL, NATS_URL, \
+        ARCHIVE_ENCRYPTION_KEY, ARCHIVE_* (consumer, retention, git output, webhook) and \
+        ROSBACKUP_SUBJECT_PREFIX / ROSBACKUP_NATS_STREAM: README, Configuration."
+    )]
     Archiver,
     /// A device's config history: its versions, or the diff between two of them
     /// (DATABASE_URL, ARCHIVE_ENCRYPTION_KEY).

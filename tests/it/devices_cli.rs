@@ -581,6 +581,13 @@ async fn add_and_manage_one_device() {
         assert!(err.contains("UNSET_PW_VAR"), "{err}");
         let err = cli.run_with(&base, &[("MY_PW", "")]).fails(2).to_string();
         assert!(err.contains("MY_PW"), "{err}");
+        let mut args = base.to_vec();
+        args[7] = "";
+        let err = cli.run_with(&args, &with_pw).fails(2).to_string();
+        assert!(
+            err.contains("--username: required (or --credential-profile"),
+            "{err}"
+        );
         assert_eq!(device_count(&db).await, 2);
 
         // Duplicates: an id or a (tenant, name) already in the store.
@@ -593,6 +600,7 @@ async fn add_and_manage_one_device() {
         args[3] = "core-1";
         let err = cli.run_with(&args, &with_pw).fails(1).to_string();
         assert!(err.contains("already has a device named \"core-1\""), "{err}");
+        assert!(err.contains("devices set-credentials"), "{err}");
         assert_eq!(device_count(&db).await, 2);
 
         // set-credentials lifts an auth_failed block.

@@ -145,7 +145,12 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
     let flag_error = |FieldError { column, reason }| ConfigError {
         var: flag_for(column, &password_env),
         value: None,
-        reason,
+        // Without a profile the user is the device's own: say it is needed, not "empty".
+        reason: if column == inventory::USERNAME && a.username.trim().is_empty() {
+            "required (or --credential-profile, whose user is used)".into()
+        } else {
+            reason
+        },
     };
     let mut device = fields.validate().map_err(flag_error)?;
     let store = open_store(env).await?;
@@ -172,14 +177,18 @@ pub(super) async fn run(env: &Env, a: AddArgs) -> anyhow::Result<ExitCode> {
     if let Some(existing) = store.device(device.id).await.map_err(store_error)? {
         if id.trim().is_empty() {
             anyhow::bail!(
-                "tenant {} already has a device named {:?} ({}); use `devices import` to update it",
+                "tenant {} already has a device named {:?} ({}); change its credentials with \
+                 `devices set-credentials`, anything else with `devices import` (or \
+                 `devices remove` it first)",
                 device.tenant_id,
                 device.name,
                 device.id
             );
         }
         anyhow::bail!(
-            "device {} already exists (named {:?}); use `devices import` to update it",
+            "device {} already exists (named {:?}); change its credentials with `devices \
+             set-credentials`, anything else with `devices import` (or `devices remove` it \
+             first)",
             device.id,
             existing.name
         );
