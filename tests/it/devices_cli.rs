@@ -620,6 +620,8 @@ async fn add_and_manage_one_device() {
             .unwrap()
             .to_string();
         assert!(row.ends_with("auth_failed"), "{row}");
+        // No next due time while blocked: it waits for a person, not for the clock.
+        assert!(row.contains("- (blocked)"), "{row}");
         let out = cli.run_with(
             &[
                 "devices",

@@ -1,7 +1,8 @@
 //! `devices list`: the fleet at a glance.
 //!
 //! One line per device with what an operator scans for (its tenant when the list spans
-//! tenants, enabled, last status, last success, next due, last error, block), or with `--json` every column as `devices show
+//! tenants, enabled, its last run's status, last success, next due — none while blocked
+//! or disabled —, last error, block), or with `--json` every column as `devices show
 //! --json` has it, for scripts. The JSON is `store::Device`'s own serialization, so a
 //! field added to `Device` shows up here without a second list of fields to keep.
 
@@ -10,6 +11,18 @@ use crate::cmd::shared::{open_store, print_table, store_error, time};
 use crate::config::Env;
 use crate::store::DeviceFilter;
 use std::process::ExitCode;
+
+/// When the next scheduled backup runs: never for a blocked or disabled device, whatever
+/// its `next_due_at` says (a block waits for a person, not for the time).
+fn next_due(d: &crate::store::Device) -> String {
+    if d.blocked_reason.is_some() {
+        "- (blocked)".into()
+    } else if !d.enabled {
+        "- (disabled)".into()
+    } else {
+        time(Some(d.next_due_at))
+    }
+}
 
 /// List the devices (one tenant's with `tenant`), as a table or a JSON array.
 pub(super) async fn run(env: &Env, tenant: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
@@ -55,7 +68,7 @@ pub(super) async fn run(env: &Env, tenant: Option<&str>, json: bool) -> anyhow::
                     if d.enabled { "yes" } else { "no" }.into(),
                     d.last_status.clone().unwrap_or_else(|| "never".into()),
                     time(d.last_success_at),
-                    time(Some(d.next_due_at)),
+                    next_due(d),
                     d.last_error_kind.clone().unwrap_or_else(|| "-".into()),
                     d.blocked_reason.clone().unwrap_or_else(|| "-".into()),
                 ])
@@ -69,7 +82,7 @@ pub(super) async fn run(env: &Env, tenant: Option<&str>, json: bool) -> anyhow::
         .chain([
             "HOST:PORT",
             "ENABLED",
-            "STATUS",
+            "LAST RUN",
             "LAST SUCCESS",
             "NEXT DUE",
             "LAST ERROR",
