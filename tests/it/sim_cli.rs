@@ -77,6 +77,10 @@ fn sim_process_serves_its_inventory() {
         rows[0].join(","),
         "id,tenant_id,name,host,port,username,password,routeros_version"
     );
+    // It holds the passwords: readable by its owner only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&inv).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "inventory mode {mode:o}");
     let export = |row: &Vec<String>| {
         bin()
             .args([

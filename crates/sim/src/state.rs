@@ -239,13 +239,25 @@ impl Shared {
     }
 }
 
-/// Writes `path` via a temporary file in the same directory and a rename.
+/// Writes `path` via a temporary file in the same directory and a rename, readable by its
+/// owner only: what the simulator writes holds the devices' passwords (the inventory) or
+/// their configurations (export copies).
 pub(crate) async fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
     let tmp = path.with_file_name(format!(".{name}.tmp{}", std::process::id()));
-    tokio::fs::write(&tmp, data).await?;
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .await?;
+    f.write_all(data).await?;
+    f.flush().await?;
+    drop(f);
     tokio::fs::rename(&tmp, path).await
 }
