@@ -100,18 +100,21 @@ pub async fn check_credential_key(store: &Store, key: &CredentialKey) -> Result<
 /// Refuse to start with an archive key that is not the archive's: a configuration error
 /// (exit 2) naming `ARCHIVE_ENCRYPTION_KEY`, instead of an archiver that retries every
 /// known device's snapshots forever and seals new devices' history under a second key.
-pub async fn check_archive_key(store: &Store, key: &CredentialKey) -> Result<(), StartError> {
+/// Only the archiver records the key (`record`); the enqueuer's history pages check it.
+pub async fn check_archive_key(
+    store: &Store,
+    key: &CredentialKey,
+    record: crate::archive::keycheck::Record,
+) -> Result<(), StartError> {
     let archive = crate::archive::ArchiveStore::new(store.clone(), key.clone());
-    match archive.check_key().await {
+    match archive.check_key(record).await {
         Ok(how) => {
             info!("ARCHIVE_ENCRYPTION_KEY {}", how.describe());
             Ok(())
         }
-        Err(crate::archive::ArchiveError::WrongKey) => Err(StartError::Config(ConfigError {
-            var: "ARCHIVE_ENCRYPTION_KEY".into(),
-            value: None,
-            reason: crate::archive::keycheck::WRONG_ARCHIVE_KEY.into(),
-        })),
+        Err(crate::archive::ArchiveError::WrongKey) => Err(StartError::Config(
+            crate::archive::keycheck::wrong_key_error(),
+        )),
         Err(e) => Err(StartError::Connect(format!(
             "PostgreSQL: checking ARCHIVE_ENCRYPTION_KEY: {e}"
         ))),
@@ -437,7 +440,7 @@ pub async fn enqueuer_from_env(env: &Env, flags: Flags) -> Result<EnqueuerProces
         check_credential_key(&store, key).await?;
     }
     if let Some(key) = &web_settings.archive_key {
-        check_archive_key(&store, key).await?;
+        check_archive_key(&store, key, crate::archive::keycheck::Record::No).await?;
     }
     let queue = queue(env).await?;
     if !flags.insecure_no_auth {
@@ -607,7 +610,7 @@ pub async fn archiver_from_env(env: &Env) -> Result<ArchiverProcess, StartError>
         ..config::publisher_config(env)?
     };
     let store = store(env, 8).await?;
-    check_archive_key(&store, &key).await?;
+    check_archive_key(&store, &key, crate::archive::keycheck::Record::Yes).await?;
     let shown = redact_url(&publisher_cfg.nats_url);
     let archiver = crate::archive::Archiver::connect(store, key, publisher_cfg, settings)
         .await

@@ -80,10 +80,16 @@ pub async fn run(env: &Env, a: HistoryArgs) -> anyhow::Result<ExitCode> {
     use crate::archive::History;
     let key = crate::config::archive_key(env)?;
     let store = open_store(env).await?;
-    match crate::service::check_archive_key(&store, &key).await {
-        Ok(()) => {}
-        Err(crate::service::StartError::Config(c)) => return Err(c.into()),
-        Err(e) => anyhow::bail!("{e}"),
+    // A reader checks the key and never records it (the archiver does).
+    let check = crate::archive::ArchiveStore::new(store.clone(), key.clone())
+        .check_key(crate::archive::keycheck::Record::No)
+        .await;
+    match check {
+        Ok(_) => {}
+        Err(crate::archive::ArchiveError::WrongKey) => {
+            return Err(crate::archive::keycheck::wrong_key_error().into());
+        }
+        Err(e) => return Err(e.into()),
     }
     // A removed device keeps its history: accept its id even when it is not in `devices`.
     let device_id = match store.find_device(&device).await {

@@ -1270,19 +1270,40 @@ async fn object_store_references_and_non_utf8_texts_are_archived() {
 
 /// An archiver, a dashboard or `rosbackup history` started with another archive key than
 /// the one that sealed the history refuses to start (exit 2 naming the variable, no key
-/// shown), so the history never ends up sealed under two keys. The first key used is
-/// recorded; an archive from before the check value is checked against its newest texts.
+/// shown), so the history never ends up sealed under two keys. Only the archiver records
+/// the key: a reader with a wrong key on an empty archive records nothing. Before a key is
+/// recorded, the key that opens the oldest texts is the archive's (an archiver that once
+/// ran with a wrong key sealed only newer rows).
 #[tokio::test]
 async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
-    use rosbackup::archive::{ArchiveError, ArchiveKeyCheck, ArchiveStore};
+    use rosbackup::archive::keycheck::Record;
+    use rosbackup::archive::{ArchiveError, ArchiveKeyCheck, ArchiveStore, Codec};
     let fx = Fx::new().await;
-    let (tenant, device) = (Uuid::new_v4(), Uuid::new_v4());
+    let (tenant, device, late) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     fx.add_device(device, tenant, "r1").await;
     let other_b64 = CredentialKey::generate_base64();
     let other = CredentialKey::from_base64(&other_b64).unwrap();
     let store = |k: &CredentialKey| ArchiveStore::new(fx.db.store.clone(), k.clone());
+    let recorded = || fx.count("SELECT count(*) FROM archive_key_check");
 
-    // An archive from before the check value: the key is checked against its texts.
+    // An empty archive: a reader's key passes and is not recorded; `history` likewise.
+    assert_eq!(
+        store(&other).check_key(Record::No).await.unwrap(),
+        ArchiveKeyCheck::NotRecorded
+    );
+    let mut cmd = fx.command(&["history", "r1"]);
+    cmd.env("ARCHIVE_ENCRYPTION_KEY", &other_b64);
+    let out = output_within(cmd, Duration::from_secs(30));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(recorded().await, 0);
+
+    // An archive from before the check value, damaged the old way: its first text under
+    // the right key, a newer one under another (a new device's first version).
     ingest(
         &fx,
         device,
@@ -1291,17 +1312,37 @@ async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
         chrono::Utc::now(),
     )
     .await;
-    assert!(matches!(
-        store(&other).check_key().await,
-        Err(ArchiveError::WrongKey)
-    ));
-    assert_eq!(fx.count("SELECT count(*) FROM archive_key_check").await, 0);
+    let text = v2(&export("/system identity\nset name=late\n"));
+    let sha = normalize::hash(&text);
+    sqlx::query(
+        "INSERT INTO config_versions (device_id, tenant_id, sha256, size, first_seen_at, \
+         last_seen_at, normalization, text_enc) VALUES ($1, $2, $3, 1, now(), now(), 2, $4)",
+    )
+    .bind(late)
+    .bind(tenant)
+    .bind(&sha)
+    .bind(Codec::new(other.clone()).seal(&late, &sha, &text))
+    .execute(fx.db.store.pool())
+    .await
+    .unwrap();
+    for record in [Record::No, Record::Yes] {
+        assert!(matches!(
+            store(&other).check_key(record).await,
+            Err(ArchiveError::WrongKey)
+        ));
+    }
+    assert_eq!(recorded().await, 0);
     assert_eq!(
-        store(&fx.key).check_key().await.unwrap(),
+        store(&fx.key).check_key(Record::No).await.unwrap(),
+        ArchiveKeyCheck::NotRecorded
+    );
+    assert_eq!(recorded().await, 0);
+    assert_eq!(
+        store(&fx.key).check_key(Record::Yes).await.unwrap(),
         ArchiveKeyCheck::Recorded
     );
     assert_eq!(
-        store(&fx.key).check_key().await.unwrap(),
+        store(&fx.key).check_key(Record::No).await.unwrap(),
         ArchiveKeyCheck::Matches
     );
     // Now the check value decides, even with no archived text left to try.
@@ -1310,7 +1351,7 @@ async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
         .await
         .unwrap();
     assert!(matches!(
-        store(&other).check_key().await,
+        store(&other).check_key(Record::No).await,
         Err(ArchiveError::WrongKey)
     ));
 
@@ -1339,8 +1380,9 @@ async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
     assert_eq!(fx.count("SELECT count(*) FROM config_versions").await, 0);
     assert_eq!(fx.count("SELECT count(*) FROM archive_orphans").await, 0);
 
-    // The in-process wiring of the archiver says the same.
-    let pairs: Vec<(&str, String)> = fx
+    // The in-process wiring of the archiver and the enqueuer (its history pages) says
+    // the same.
+    let mut pairs: Vec<(&str, String)> = fx
         .process_env()
         .into_iter()
         .map(|(k, v)| {
@@ -1351,11 +1393,17 @@ async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
             }
         })
         .collect();
+    pairs.push(("REDIS_URL", crate::common::fleet::redis_url()));
     let env = rosbackup::config::Env::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())));
     let e = rosbackup::service::archiver_from_env(&env)
         .await
         .expect_err("wrong archive key refused");
     assert_eq!(e.exit_code(), 2, "{e}");
+    let e = rosbackup::service::enqueuer_from_env(&env, rosbackup::service::Flags::default())
+        .await
+        .expect_err("wrong archive key refused");
+    assert_eq!(e.exit_code(), 2, "{e}");
+    assert!(e.to_string().contains("ARCHIVE_ENCRYPTION_KEY"), "{e}");
 
     // The right key still reads the history.
     let out = fx.command(&["history", "r1"]).output().unwrap();
@@ -1365,6 +1413,29 @@ async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+
+    // Before `rosbackup migrate` made the table: the oldest texts decide, nothing is
+    // recorded.
+    ingest(
+        &fx,
+        device,
+        tenant,
+        "/system identity\nset name=r1b\n",
+        chrono::Utc::now(),
+    )
+    .await;
+    sqlx::query("DROP TABLE archive_key_check")
+        .execute(fx.db.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        store(&fx.key).check_key(Record::Yes).await.unwrap(),
+        ArchiveKeyCheck::NotRecorded
+    );
+    assert!(matches!(
+        store(&other).check_key(Record::Yes).await,
+        Err(ArchiveError::WrongKey)
+    ));
     fx.cleanup().await;
 }
 
