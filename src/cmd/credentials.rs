@@ -282,7 +282,6 @@ async fn set(
     jump: &super::bastions::JumpArgs,
     only_jump: bool,
 ) -> anyhow::Result<ExitCode> {
-    let key = credential_key(env)?;
     let jump = jump_spec(jump)?;
     if only_jump && jump.is_none() {
         return Err(ConfigError {
@@ -294,6 +293,7 @@ async fn set(
         }
         .into());
     }
+    let key = credential_key(env)?;
     if let (Some(spec), true) = (&jump, only_jump) {
         let store = open_store(env).await?;
         check_key(&store, &key).await?;

@@ -339,18 +339,33 @@ fn output_folder_exists(path: &std::path::Path) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// The export holds secrets: the file is readable by its owner only. Written beside the
-/// target and renamed over it, so a write that fails leaves no half file and an existing
-/// file as it was.
+/// The export holds secrets: the file is readable by its owner only. A regular file (or
+/// a new one) is written beside the target under a name of its own (`create_new`: never
+/// through a file or link someone placed there) and renamed over it, so a write that
+/// fails leaves no half file and an existing file as it was. Anything else — a link, a
+/// pipe, `/dev/stdout` — is written through, as it is.
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
+    let regular_or_new = match std::fs::symlink_metadata(path) {
+        Ok(m) => m.file_type().is_file(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e),
+    };
+    if !regular_or_new {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        return f.write_all(bytes);
+    }
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
+    name.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
     let tmp = path.with_file_name(name);
     let written = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
@@ -373,4 +388,49 @@ fn fail(json: bool, kind: &str, message: &str) -> ExitCode {
         eprintln!("error ({kind}): {message}");
     }
     ExitCode::FAILURE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_private;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_file_is_replaced_owner_only_and_nothing_is_left_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.rsc");
+        write_private(&path, b"one").unwrap();
+        write_private(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(names(dir.path()), ["r.rsc"]);
+    }
+
+    #[test]
+    fn a_link_is_written_through_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target.rsc");
+        std::fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link.rsc");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_private(&link, b"new").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        assert_eq!(names(dir.path()), ["link.rsc", "target.rsc"]);
+    }
 }

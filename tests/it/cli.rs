@@ -265,9 +265,9 @@ fn publish_with_nats_down_is_a_json_error() {
 /// reaching the device would end in `connection_refused`, exit 1).
 #[test]
 fn export_refuses_bad_flags_before_connecting() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = closed.local_addr().unwrap().port().to_string();
-    drop(closed);
+    // An address no test listens on (a port bound and dropped could be taken again by a
+    // test running beside this one).
+    let (host, port) = ("127.254.253.252", "1");
     let cases: [(&[&str], &str); 6] = [
         (
             &["--known-fingerprint", "SHA256:AAAA"],
@@ -285,10 +285,10 @@ fn export_refuses_bad_flags_before_connecting() {
     for (extra, flag) in cases {
         let mut args = vec!["export", "--user", "admin", "--json"];
         if !extra.contains(&"--host") {
-            args.extend(["--host", "127.0.0.1"]);
+            args.extend(["--host", host]);
         }
         if !extra.contains(&"--port") {
-            args.extend(["--port", &port]);
+            args.extend(["--port", port]);
         }
         args.extend_from_slice(extra);
         let out = bin()
@@ -308,14 +308,7 @@ fn export_refuses_bad_flags_before_connecting() {
     // The same flags, well formed, reach the device: connection_refused, exit 1.
     let out = bin()
         .args([
-            "export",
-            "--user",
-            "admin",
-            "--json",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
+            "export", "--user", "admin", "--json", "--host", host, "--port", port,
         ])
         .env("ROSBACKUP_PASSWORD", "x")
         .output()

@@ -207,7 +207,9 @@ mod tests {
         assert!(!opens_the_oldest(&[false, true]));
         assert!(!opens_the_oldest(&[false, true, false, true]));
         // One altered oldest row does not condemn the key that opens the rest.
-        assert!(opens_the_oldest(&[false, true, true, true, true, true, true, true]));
+        assert!(opens_the_oldest(&[
+            false, true, true, true, true, true, true, true
+        ]));
         assert!(!opens_the_oldest(&[false]));
     }
 

@@ -165,8 +165,8 @@ impl Store {
                             .fetch_optional(self.pool())
                             .await?;
                     format!(
-                        "no credential profile named {id_or_name:?} in tenant {} (profiles \
-                         belong to one tenant; `rosbackup credentials list` shows each one's)",
+                        "no credential profile named {id_or_name:?} in tenant {} (a \
+                         profile belongs to one tenant)",
                         label.unwrap_or_else(|| t.to_string())
                     )
                 }
