@@ -263,8 +263,20 @@ async fn the_profile_api_is_admin_only_and_never_returns_secrets() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
 
-    // A device on the profile (the API's create), then the profile cannot go.
+    // A device on the profile (the API's create), then the profile cannot go. A profile
+    // the tenant does not have is the body's mistake: 422 naming the field, nothing made.
     let d = &fleet.sim.devices()[0];
+    let r = admin
+        .post(
+            "/api/v1/devices",
+            Some(
+                json!({"tenant_id": tenant, "name": "on-nothing", "host": d.host.to_string(),
+                        "port": d.port, "credential_profile": "nope"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.body["field"], "credential_profile", "{}", r.text);
     let r = admin
         .post(
             "/api/v1/devices",

@@ -653,6 +653,20 @@ async fn add_and_manage_one_device() {
             .fails(2)
             .to_string();
         assert!(err.contains("ROSBACKUP_PASSWORD"), "{err}");
+        // The user alone: the password stays (no password variable needed).
+        cli.run(&["devices", "set-credentials", "core-1", "--username", "backup3"])
+            .ok();
+        let d = cli.run(&["devices", "show", "core-1", "--json"]).json();
+        assert_eq!(d["username"], "backup3");
+        let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_enc FROM devices WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(
+            cli.credential_key().open(&id, &sealed).unwrap().expose(),
+            pw2
+        );
 
         // reset-host-key forgets the pin and lifts a host_key_mismatch block.
         sqlx::query(

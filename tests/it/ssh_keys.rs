@@ -528,6 +528,30 @@ async fn the_api_takes_keys_write_only() {
         )
         .await;
     assert!(r.status.is_success(), "{}", r.text);
+    // A key-only device's user is renamed alone: the key stays, nothing else is needed.
+    let r = api
+        .put(
+            &format!("/api/v1/devices/{id}/credentials"),
+            json!({"username": "backup-renamed"}),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    assert_eq!(r.body["username"], "backup-renamed", "{}", r.text);
+    let c = fleet.store().credentials(&fleet.key, id).await.unwrap();
+    assert!(c.key.is_some(), "renaming the user removed the key");
+    // Nothing at all to change is refused.
+    let r = api
+        .put(&format!("/api/v1/devices/{id}/credentials"), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("nothing to change"),
+        "{}",
+        r.text
+    );
     fleet.cleanup().await;
 }
 

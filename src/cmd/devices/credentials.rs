@@ -88,7 +88,8 @@ fn shown(setting: &crate::jump::JumpSetting) -> String {
 
 /// Set a device's password (from the variable `password_env`), key (from `key_file`)
 /// and optionally its user. Without `--key-file`, `--no-key` or `--no-password` it is
-/// the password alone, from ROSBACKUP_PASSWORD by default, as before keys.
+/// the password alone, from ROSBACKUP_PASSWORD by default, as before keys — except for
+/// `--username` alone with ROSBACKUP_PASSWORD unset, which changes only the user.
 pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<ExitCode> {
     let jump = c.jump.setting(true)?;
     if let Some(setting) = jump.clone()
@@ -110,9 +111,14 @@ pub(super) async fn set(env: &Env, device: &str, c: Change) -> anyhow::Result<Ex
         Some(f) => Some(read_key_file(f, c.key_passphrase_env.as_deref())?),
         None => None,
     };
+    // A new user alone (`--username` without a password variable given or set) keeps the
+    // password and the key: renaming the user of a key-only device needs neither again.
+    let username_only = username.is_some() && std::env::var_os("ROSBACKUP_PASSWORD").is_none();
     let password = if c.no_password {
         Some(Secret::default())
-    } else if c.password_env.is_none() && (ssh_key.is_some() || c.no_key || c.profile.is_some()) {
+    } else if c.password_env.is_none()
+        && (ssh_key.is_some() || c.no_key || c.profile.is_some() || username_only)
+    {
         None
     } else {
         let var = c.password_env.as_deref().unwrap_or("ROSBACKUP_PASSWORD");

@@ -242,6 +242,24 @@ pub async fn create_device(s: &WebState, c: &Caller, body: CreateDevice) -> ApiR
             )
         });
     }
+    // A profile the tenant does not have is the body's mistake (422 naming the field), not
+    // a conflict: asked here rather than left to the insert's own refusal.
+    if let Some(name) = &d.credential_profile {
+        let known: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM credential_profiles WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind(d.tenant_id)
+        .bind(name)
+        .fetch_optional(s.store().pool())
+        .await
+        .map_err(StoreError::from)?;
+        if known.is_none() {
+            return Err(ApiError::invalid(
+                "credential_profile",
+                format!("the tenant has no credential profile named {name:?}"),
+            ));
+        }
+    }
     let schedule = s.schedule().clone();
     let now = Utc::now();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
@@ -513,10 +531,10 @@ pub async fn set_credentials(
         None => None,
         Some(text) => Some(import_key(text, body.ssh_key_passphrase.as_deref())?),
     };
-    if password.is_none() && ssh_key.is_none() && !body.remove_ssh_key {
+    if username.is_none() && password.is_none() && ssh_key.is_none() && !body.remove_ssh_key {
         return Err(ApiError::invalid(
             "password",
-            "give a password, an ssh_key, or remove_ssh_key",
+            "nothing to change: give a username, a password, an ssh_key, or remove_ssh_key",
         ));
     }
     if ssh_key.is_some() && body.remove_ssh_key {
