@@ -492,8 +492,10 @@ async fn cli_lists_downloads_with_an_audit_row_and_a_device_overrides_the_mode()
     );
     backup(&fleet, &d).await;
     assert_eq!(binaries(&fleet, &d).await.len(), 2);
+    // A bad mode is a configuration error (exit 2) naming the value, as other flags are.
     let out = cli(&fleet, &["devices", "binary-mode", &d.name, "sometimes"]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MODE=\"sometimes\""));
     let out = cli(&fleet, &["devices", "binary-mode", &d.name, "fleet"]);
     assert!(out.status.success());
     backup(&fleet, &d).await;

@@ -308,7 +308,7 @@ async fn enqueue_wait_without_a_worker_says_so_promptly() {
         "stdout: {stdout}\nstderr: {stderr}"
     );
     assert!(
-        stderr.contains("no worker has ever registered on queue"),
+        stderr.contains("no worker is registered on queue"),
         "{stderr}"
     );
     assert!(stdout.contains("queued manual:"), "{stdout}");
@@ -363,6 +363,20 @@ async fn enqueue_wait_without_a_worker_says_so_promptly() {
     );
     let _ = stop.send(());
     let _ = handle.await;
+    // Stopped cleanly, the worker deregistered: the answer says none is registered now
+    // (it said "ever" before, which was false).
+    let out = run_cli(
+        &fleet,
+        &["enqueue", &id, "--wait"],
+        &[],
+        Duration::from_secs(20),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("no worker is registered on queue") && stderr.contains("stopped"),
+        "{stderr}"
+    );
     fleet.cleanup().await;
 }
 

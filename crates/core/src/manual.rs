@@ -269,8 +269,9 @@ pub enum WorkerPresence {
     Alive(usize),
     /// Workers registered once; the latest heartbeat is `seconds` old.
     Gone { seconds: i64 },
-    /// No worker ever registered on the queue.
-    Never,
+    /// No worker is registered on the queue: none ever started, or every one stopped
+    /// cleanly (a worker that stops deregisters; only a killed one leaves a heartbeat).
+    NoneRegistered,
 }
 
 impl WorkerPresence {
@@ -278,7 +279,7 @@ impl WorkerPresence {
     pub fn of(workers: &[crate::queue::WorkerInfo], now: i64) -> Self {
         let alive = workers.iter().filter(|w| w.alive).count();
         match workers.iter().map(|w| w.last_heartbeat).max() {
-            None => WorkerPresence::Never,
+            None => WorkerPresence::NoneRegistered,
             Some(_) if alive > 0 => WorkerPresence::Alive(alive),
             Some(last) => WorkerPresence::Gone {
                 seconds: (now - last).max(0),
@@ -293,9 +294,10 @@ impl WorkerPresence {
             WorkerPresence::Gone { seconds } => Some(format!(
                 "no worker has been seen on queue {queue:?} for {seconds} s (start one: `rosbackup worker`)"
             )),
-            WorkerPresence::Never => Some(format!(
-                "no worker has ever registered on queue {queue:?} (start one: `rosbackup worker`; \
-                 workers and this command must use the same REDIS_URL and ROSBACKUP_QUEUE)"
+            WorkerPresence::NoneRegistered => Some(format!(
+                "no worker is registered on queue {queue:?}: none was started, or every one \
+                 stopped (start one: `rosbackup worker`; workers and this command must use the \
+                 same REDIS_URL and ROSBACKUP_QUEUE)"
             )),
         }
     }
@@ -705,11 +707,15 @@ mod tests {
             alive,
             inflight: vec![],
         };
-        assert_eq!(WorkerPresence::of(&[], 1_000), WorkerPresence::Never);
-        let never = WorkerPresence::Never.problem("rosbackup").unwrap();
+        assert_eq!(
+            WorkerPresence::of(&[], 1_000),
+            WorkerPresence::NoneRegistered
+        );
+        let none = WorkerPresence::NoneRegistered.problem("rosbackup").unwrap();
         assert!(
-            never.contains("no worker has ever registered on queue \"rosbackup\""),
-            "{never}"
+            none.contains("no worker is registered on queue \"rosbackup\"")
+                && none.contains("every one stopped"),
+            "{none}"
         );
         let gone = WorkerPresence::of(&[w("a", 900, false), w("b", 700, false)], 1_000);
         assert_eq!(gone, WorkerPresence::Gone { seconds: 100 });

@@ -8,7 +8,7 @@
 
 use super::{find, label};
 use crate::cmd::shared::{open_store, store_error};
-use crate::config::Env;
+use crate::config::{ConfigError, Env};
 use std::process::ExitCode;
 
 /// Delete a device and its run history.
@@ -101,11 +101,16 @@ pub(super) async fn set_timeout(
 }
 
 /// `off`, `on-change`, `always`, or `fleet` (none of its own).
-fn parse_binary_mode(mode: &str) -> anyhow::Result<Option<crate::binary::Mode>> {
+/// A bad mode is the argument's mistake: a configuration error (exit 2) naming it.
+fn parse_binary_mode(mode: &str) -> Result<Option<crate::binary::Mode>, ConfigError> {
     match mode {
         "fleet" => Ok(None),
         m => Ok(Some(m.parse::<crate::binary::Mode>().map_err(|e| {
-            anyhow::anyhow!("binary mode {m:?}: {e}, or fleet")
+            ConfigError {
+                var: "MODE".into(),
+                value: Some(m.to_string()),
+                reason: format!("{e}, or fleet"),
+            }
         })?)),
     }
 }
