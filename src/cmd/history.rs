@@ -203,6 +203,26 @@ async fn list_binaries(
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
+    // The step's failures keep no file: show its last runs too, or they are invisible.
+    let runs = crate::binary::store::recent_runs(store, device_id, 5)
+        .await
+        .map_err(store_error)?;
+    let failed: Vec<Vec<String>> = runs
+        .iter()
+        .filter(|r| r.status != "success")
+        .map(|r| {
+            vec![
+                time(Some(r.finished_at)),
+                r.error_kind.clone().unwrap_or_else(|| "-".into()),
+                r.error_message.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    if !failed.is_empty() {
+        println!("failed binary runs among the last {}:", runs.len());
+        print_table(&["FINISHED", "KIND", "MESSAGE"], &failed);
+        println!();
+    }
     if list.is_empty() {
         println!("no binary backups for {device_id}");
         return Ok(ExitCode::SUCCESS);

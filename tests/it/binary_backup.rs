@@ -224,6 +224,20 @@ async fn each_fault_has_its_own_kind_and_the_text_snapshot_still_publishes() {
             .expect("device");
         assert_eq!(row.last_status.as_deref(), Some("success"), "{fault}");
         assert_eq!(row.consecutive_failures, 0, "{fault}");
+        // The failure is visible where an operator looks, not only in logs and metrics.
+        let out = cli(&fleet, &["devices", "show", &d.name, "--json"]);
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(shown["binary_runs"][0]["status"], "failed", "{fault}");
+        assert_eq!(shown["binary_runs"][0]["error_kind"], kind, "{fault}");
+        let out = cli(&fleet, &["devices", "show", &d.name]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&format!(": {kind}")), "{fault}: {text}");
+        let out = cli(&fleet, &["history", &d.name, "--binaries"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("failed binary runs") && text.contains(kind),
+            "{fault}: {text}"
+        );
 
         // The binary step backs off on its own: the next backup takes no binary, and
         // the text backup is not affected.
@@ -534,6 +548,15 @@ async fn api_lists_for_viewers_and_downloads_for_admins_only_with_audit() {
         .get(&format!("/api/v1/devices/{}/binaries", d.id))
         .await;
     assert_eq!(hidden.status, 404);
+    // The device's own view carries the binary step's last runs (the stored one here).
+    let one = viewer.get(&format!("/api/v1/devices/{}", d.id)).await;
+    assert_eq!(one.status, 200, "{}", one.text);
+    assert_eq!(
+        one.body["binary_runs"][0]["status"], "success",
+        "{}",
+        one.text
+    );
+    assert_eq!(one.body["binary_runs"][0]["binary_id"], id, "{}", one.text);
 
     // Viewers may not download or see the password; nothing is audited for them.
     for path in [

@@ -7,7 +7,8 @@
 //! its runs under `runs` and the export timeout its next run will have under
 //! `export_timeout` (`seconds` and `source`: device, profile, adaptive or fleet, decided
 //! by `export_timeout::effective` with this process's CONFIG_BACKUP_COMMAND_TIMEOUT and
-//! ROSBACKUP_EXPORT_TIMEOUT_MAX).
+//! ROSBACKUP_EXPORT_TIMEOUT_MAX), and its last five binary runs under `binary_runs` (the
+//! binary step's failures never touch the text backup's state above).
 
 use super::{find, host_port};
 use crate::cmd::shared::{open_store, print_table, store_error, time};
@@ -15,12 +16,32 @@ use crate::config::Env;
 use crate::store::Run;
 use std::process::ExitCode;
 
+/// The binary step's last run in words (`-`: none yet, or binaries are off).
+fn last_binary(run: Option<&crate::binary::store::BinaryRun>) -> String {
+    let Some(r) = run else {
+        return "-".into();
+    };
+    match (r.status.as_str(), &r.error_kind, &r.error_message) {
+        ("success", _, _) => format!(
+            "success at {}{}",
+            time(Some(r.finished_at)),
+            r.size.map(|b| format!(" ({b} bytes)")).unwrap_or_default()
+        ),
+        (_, Some(k), Some(m)) => format!("failed at {}: {k}: {m}", time(Some(r.finished_at))),
+        (_, Some(k), None) => format!("failed at {}: {k}", time(Some(r.finished_at))),
+        (status, None, _) => format!("{status} at {}", time(Some(r.finished_at))),
+    }
+}
+
 /// Show one device by id or name, in words or as JSON.
 pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<ExitCode> {
     let settings = crate::config::export_timeouts(env)?;
     let store = open_store(env).await?;
     let d = find(&store, device).await?;
     let runs = store.runs(d.id, 20).await.map_err(store_error)?;
+    let binary_runs = crate::binary::store::recent_runs(&store, d.id, 5)
+        .await
+        .map_err(store_error)?;
     let inputs = store.timeout_inputs(d.id).await.map_err(store_error)?;
     let timeout = crate::export_timeout::effective(&settings, &inputs);
     if json {
@@ -28,6 +49,7 @@ pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<E
         // alphabetical, as when this object was written by hand, not `Device`'s field order.
         let mut v = serde_json::to_value(&d)?;
         v["runs"] = serde_json::to_value(&runs)?;
+        v["binary_runs"] = serde_json::to_value(&binary_runs)?;
         v["export_timeout"] = serde_json::to_value(timeout)?;
         println!("{v}");
         return Ok(ExitCode::SUCCESS);
@@ -91,6 +113,7 @@ pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<E
             },
         ),
         ("next due", time(Some(d.next_due_at))),
+        ("last binary", last_binary(binary_runs.first())),
         (
             "last backup",
             match (&d.last_sha256, d.last_bytes) {

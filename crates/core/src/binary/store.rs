@@ -322,6 +322,49 @@ pub async fn runs(
     .await?)
 }
 
+/// One run of the binary step as operators see it (`devices show`, `history
+/// --binaries`, a device in the API): a failed step never changes the text backup's
+/// state, so without this its failures were visible only in logs and metrics.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    sqlx::FromRow,
+    utoipa::ToSchema,
+)]
+pub struct BinaryRun {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// `success` or `failed`.
+    pub status: String,
+    /// The binary step's error kind (`binary_no_space`, `binary_truncated`, …).
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    /// The file's size in bytes, when one was taken.
+    pub size: Option<i64>,
+    /// The stored binary (`history --binaries`), when one was kept.
+    pub binary_id: Option<i64>,
+}
+
+/// A device's last `limit` binary runs, newest first.
+pub async fn recent_runs(
+    store: &Store,
+    device_id: Uuid,
+    limit: i64,
+) -> Result<Vec<BinaryRun>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT started_at, finished_at, status, error_kind, error_message, size, binary_id \
+         FROM binary_runs WHERE device_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(device_id)
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await?)
+}
+
 /// What [`open`] hands an admin.
 pub struct Opened {
     pub info: BinaryInfo,

@@ -281,6 +281,7 @@ pub async fn device_view(s: &WebState, c: &Caller, id: Uuid) -> ApiResult<Device
         rosbackup_core::export_timeout::effective(&s.settings().export_timeouts, &inputs).into(),
     );
     view.jump_host = device_jump(s, tenant, id).await?;
+    view.binary_runs = Some(rosbackup_core::binary::store::recent_runs(s.store(), id, 5).await?);
     Ok(view)
 }
 

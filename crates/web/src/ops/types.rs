@@ -73,6 +73,10 @@ pub struct DeviceView {
     /// It connects directly whatever its profile or tenant names (`jump_host` `direct`).
     #[serde(default)]
     pub jump_direct: bool,
+    /// Its last five binary backup runs, newest first (a failed one changes nothing
+    /// above); only on a single device, not in lists.
+    #[serde(default)]
+    pub binary_runs: Option<Vec<rosbackup_core::binary::store::BinaryRun>>,
 }
 
 /// A jump host as shown: `[user@]host:port` and whether a password or key is stored for
@@ -244,6 +248,7 @@ impl From<DeviceRow> for DeviceView {
             export_timeout: None,
             jump_host: None,
             jump_direct: d.jump_direct,
+            binary_runs: None,
         }
     }
 }
