@@ -189,6 +189,18 @@ async fn every_route_needs_a_valid_token_and_acting_needs_admin() {
             );
         }
     }
+    // A route asked with a method it does not take: our JSON error with axum's Allow
+    // header (it was an empty body), and only after authentication.
+    let r = Api::new(&app, Some(&viewer))
+        .send(axum::http::Method::PATCH, "/api/v1/devices", None)
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.text);
+    assert_eq!(r.code(), "method_not_allowed", "{}", r.text);
+    assert!(r.headers.contains_key("allow"), "{:?}", r.headers);
+    let r = Api::new(&app, None)
+        .send(axum::http::Method::PATCH, "/api/v1/devices", None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.text);
     // The admin may act: each acting route answers with its own success or a domain
     // error, never 401/403.
     let expect = [

@@ -30,9 +30,10 @@ pub struct ApiError {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code: `unauthenticated`, `forbidden`, `csrf`,
-    /// `not_found`, `bad_request`, `invalid_field`, `conflict`, `not_dead`,
-    /// `credentials_unavailable`, `too_many_requests` (with `Retry-After`), `unavailable`,
-    /// `internal`.
+    /// `not_found`, `method_not_allowed`, `bad_request`, `invalid_field`, `conflict`,
+    /// `not_dead`, `in_use`, `too_large`, `too_many_requests` (with `Retry-After`),
+    /// `unavailable`, `credentials_unavailable`, `key_unavailable`,
+    /// `archive_unavailable`, `archive_unreadable`.
     pub code: String,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]

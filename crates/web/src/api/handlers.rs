@@ -451,3 +451,13 @@ pub(super) async fn discard_job(
 pub(super) async fn no_route(_c: ApiCaller) -> ApiError {
     ApiError::not_found("no such API route")
 }
+
+/// A route that exists, asked with a method it does not take: our JSON error (the
+/// `Allow` header is axum's), not an empty body. Authenticated first, like every route.
+pub(super) async fn wrong_method(_c: ApiCaller) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method (see the Allow header)",
+    )
+}

@@ -84,4 +84,5 @@ pub(crate) fn routes() -> Router<WebState> {
             get(crate::binaries::password_api),
         )
         .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
 }
