@@ -354,6 +354,8 @@ async fn the_api_sets_validates_and_shows_export_timeouts() {
             "{}",
             r.text
         );
+        // JSON's word for no override is null; `auto` is the CLI's.
+        assert!(!r.text.contains("auto"), "{}", r.text);
     }
     for bad in [json!(1.5), json!("300"), json!(true)] {
         let r = admin.put(&path, json!({ "seconds": bad })).await;

@@ -521,6 +521,16 @@ async fn bad_requests_get_json_errors_that_name_the_field() {
         assert_eq!(r.code(), code, "{body}: {}", r.text);
         assert_eq!(r.body["field"], field, "{body}: {}", r.text);
         assert!(r.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+        // A missing password or user says it is required and what stands in for it.
+        if field == "password" {
+            assert!(
+                r.body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("required")),
+                "{}",
+                r.text
+            );
+        }
     }
     // Not JSON at all, wrong content type, too big.
     let auth = format!("Bearer {}", api.token.as_deref().unwrap());

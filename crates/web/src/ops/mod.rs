@@ -128,11 +128,21 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
         && ssh_key.is_none()
     {
         String::new()
+    } else if b.username.trim().is_empty() {
+        return Err(ApiError::invalid(
+            "username",
+            "required (or a credential_profile, whose user is used)",
+        ));
     } else {
         inventory::parse_username(&b.username).map_err(f("username"))?
     };
     let password = if (ssh_key.is_some() || credential_profile.is_some()) && b.password.is_empty() {
         rosbackup_core::Secret::default()
+    } else if b.password.is_empty() {
+        return Err(ApiError::invalid(
+            "password",
+            "required (or an ssh_key, or a credential_profile)",
+        ));
     } else {
         inventory::parse_password(&b.password).map_err(f("password"))?
     };
@@ -172,8 +182,17 @@ fn new_device(c: &Caller, b: CreateDevice) -> ApiResult<NewDevice> {
 /// An export timeout override from a request body: a clear 422 on `field` for 0, a
 /// negative or an absurd value.
 fn timeout_override(field: &str, seconds: i64) -> ApiResult<u32> {
-    rosbackup_core::export_timeout::check_override(seconds)
-        .map_err(|e| ApiError::invalid(field, format!("{seconds}: {e}")))
+    use rosbackup_core::export_timeout::OverrideError;
+    rosbackup_core::export_timeout::check_override(seconds).map_err(|e| {
+        // The CLI's word for "no override" is `auto`; in JSON it is `null`.
+        let reason = match e {
+            OverrideError::TooSmall => {
+                "must be at least 1 second (null removes the override)".into()
+            }
+            e => e.to_string(),
+        };
+        ApiError::invalid(field, format!("{seconds}: {reason}"))
+    })
 }
 
 /// A private key from a request body, decrypted with its passphrase; refused with the
