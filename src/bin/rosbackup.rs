@@ -84,7 +84,8 @@ enum Command {
     )]
     Archiver,
     /// A device's config history: its versions, or the diff between two of them
-    /// (DATABASE_URL, ARCHIVE_ENCRYPTION_KEY).
+    /// (DATABASE_URL, ARCHIVE_ENCRYPTION_KEY; --binaries needs neither key,
+    /// --download-binary CREDENTIAL_ENCRYPTION_KEY).
     History(history::HistoryArgs),
     /// Name tenants, list them with their device counts (DATABASE_URL).
     Tenants {

@@ -22,7 +22,7 @@ pub struct SimArgs {
     #[arg(long)]
     pub one_address: bool,
     /// Faulty devices, e.g. "auth=2,hostkey=1,slow=3" (assigned from device 0 on).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", long_help = faults_help())]
     pub faults: String,
     /// Write the device inventory CSV here.
     #[arg(long)]
@@ -150,6 +150,19 @@ pub async fn run_cli(args: SimArgs) -> Result<(), SimError> {
     wait_for_signal().await;
     sim.shutdown().await;
     Ok(())
+}
+
+/// `--faults` in `--help`, with every mode there is (from the one list, `Fault::ALL`).
+fn faults_help() -> String {
+    let modes: Vec<&str> = crate::faults::Fault::ALL
+        .iter()
+        .map(|f| f.as_str())
+        .collect();
+    format!(
+        "Faulty devices as MODE=COUNT,…, e.g. \"auth=2,hostkey=1,slow=3\" (assigned from \
+         device 0 on). Modes: {}",
+        modes.join(", ")
+    )
 }
 
 #[cfg(test)]
