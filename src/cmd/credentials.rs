@@ -250,12 +250,17 @@ async fn list(env: &Env, tenant: Option<String>, json: bool) -> anyhow::Result<E
         println!("{}", serde_json::to_string_pretty(&profiles)?);
         return Ok(ExitCode::SUCCESS);
     }
+    // Tenants by name where they have one, as `devices list` shows them.
+    let names = crate::tenant::names(&store).await.map_err(store_error)?;
     let rows: Vec<Vec<String>> = profiles
         .iter()
         .map(|p| {
             vec![
                 p.name.clone(),
-                p.tenant_id.to_string(),
+                names
+                    .get(&p.tenant_id)
+                    .cloned()
+                    .unwrap_or_else(|| p.tenant_id.to_string()),
                 p.username.clone(),
                 summary(p),
                 p.devices.to_string(),

@@ -283,7 +283,10 @@ async fn download(
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
     let actor = format!(
         "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        // Containers and services often have no USER: the uid still says who it was.
+        std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| format!("uid-{}", real_uid()))
     );
     let access = if show_password {
         crate::binary::store::Access::FileAndPassword
@@ -320,4 +323,10 @@ async fn download(
         println!("{}", p.expose());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The process's real uid (for the audit row when no user name is in the environment).
+fn real_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
 }

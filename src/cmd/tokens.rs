@@ -105,6 +105,10 @@ pub async fn run(env: &Env, command: TokensCommand) -> anyhow::Result<ExitCode> 
                 println!("{}", serde_json::to_string_pretty(&tokens)?);
                 return Ok(ExitCode::SUCCESS);
             }
+            // Tenants by name where they have one, as `devices list` shows them.
+            let names = crate::tenant::names(&store)
+                .await
+                .map_err(|e| anyhow::anyhow!(describe(&e)))?;
             println!(
                 "{:<36}  {:<20}  {:<6}  {:<36}  {:<20}  STATUS",
                 "ID", "NAME", "ROLE", "TENANT", "LAST USED"
@@ -116,7 +120,7 @@ pub async fn run(env: &Env, command: TokensCommand) -> anyhow::Result<ExitCode> 
                     t.name,
                     t.role,
                     t.tenant_id
-                        .map(|t| t.to_string())
+                        .map(|t| names.get(&t).cloned().unwrap_or_else(|| t.to_string()))
                         .unwrap_or_else(|| "(all)".into()),
                     t.last_used_at
                         .map(|t| t.format("%Y-%m-%d %H:%M").to_string())

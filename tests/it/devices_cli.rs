@@ -1332,6 +1332,14 @@ async fn credential_profiles_through_the_cli() {
             table.contains("fleet") && table.contains("password"),
             "{table}"
         );
+        // Tenants by name, as `devices list` shows them.
+        assert!(table.contains("default"), "{table}");
+        // How the device logs in, in words and without a secret.
+        let shown = cli.run(&["devices", "show", "r1"]).ok().to_string();
+        assert!(
+            shown.contains("credential profile fleet") && shown.contains("default ("),
+            "{shown}"
+        );
         let out = cli
             .run_with(
                 &["credentials", "set", "fleet", "--password-env", "PPW"],

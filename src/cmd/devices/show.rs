@@ -16,6 +16,20 @@ use crate::config::Env;
 use crate::store::Run;
 use std::process::ExitCode;
 
+/// How the device logs in, in words (never a secret): its own key is tried first, then
+/// its own password; without either its credential profile's.
+fn login(has_key: bool, profile: Option<&str>) -> String {
+    let own = if has_key {
+        "its own key, then its password if it has one"
+    } else {
+        "its own password"
+    };
+    match profile {
+        Some(p) => format!("{own}; without them, credential profile {p}"),
+        None => own.to_string(),
+    }
+}
+
 /// The binary step's last run in words (`-`: none yet, or binaries are off).
 fn last_binary(run: Option<&crate::binary::store::BinaryRun>) -> String {
     let Some(r) = run else {
@@ -63,9 +77,21 @@ pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<E
         (None, Some(s)) => format!("every {s} s"),
         (None, None) => "fleet schedule".into(),
     };
+    let tenant = match crate::tenant::names(&store)
+        .await
+        .map_err(store_error)?
+        .remove(&d.tenant_id)
+    {
+        Some(name) => format!("{name} ({})", d.tenant_id),
+        None => d.tenant_id.to_string(),
+    };
+    let profile = match d.credential_profile_id {
+        Some(id) => Some(store.profile(id).await.map_err(store_error)?.name),
+        None => None,
+    };
     let fields: Vec<(&str, String)> = vec![
         ("id", d.id.to_string()),
-        ("tenant", d.tenant_id.to_string()),
+        ("tenant", tenant),
         ("name", d.name.clone()),
         ("host", host_port(&d)),
         (
@@ -76,6 +102,7 @@ pub(super) async fn run(env: &Env, device: &str, json: bool) -> anyhow::Result<E
             },
         ),
         ("username", d.username.clone()),
+        ("login", login(d.has_ssh_key, profile.as_deref())),
         ("enabled", if d.enabled { "yes" } else { "no" }.into()),
         ("routeros", opt(&d.routeros_version)),
         ("schedule", schedule),
