@@ -406,3 +406,37 @@ async fn a_taken_listen_address_exits_2_naming_the_variable() {
     drop(taken);
     fleet.cleanup().await;
 }
+
+/// The NATS trigger with no worker on the queue answers at once that none is there (the
+/// backup stays queued), instead of after its whole timeout as a `timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nats_trigger_without_a_worker_says_so_at_once() {
+    let fleet = Fleet::of(1).await;
+    let devices = fleet.import(None).await;
+    fleet.postpone_all().await;
+    let d = &devices[0];
+    let payload = format!(
+        r#"{{"device_id":"{}","tenant_id":"{}"}}"#,
+        d.id, d.tenant_id
+    );
+    let asked = Instant::now();
+    let reply = rosbackup::manual::answer(
+        fleet.store(),
+        &fleet.queue,
+        &rosbackup::metrics::Metrics::new(),
+        payload.as_bytes(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "waited for nothing"
+    );
+    assert_eq!(reply.status, "failed", "{reply:?}");
+    assert_eq!(reply.error_kind, "unavailable", "{reply:?}");
+    assert!(
+        reply.error.contains("no worker is registered") && reply.error.contains("stays queued"),
+        "{reply:?}"
+    );
+    fleet.cleanup().await;
+}

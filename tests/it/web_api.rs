@@ -695,11 +695,13 @@ async fn manual_backup_over_the_api_waits_for_the_real_outcome() {
     let (fleet, _a, _b, devices) = two_tenant_fleet(4, "auth=1").await;
     let (app, _) = router(&fleet, AuthMode::Required);
     let api = Api::new(&app, Some(&token(&fleet, "ops", Role::Admin, None).await));
-    // Without a worker the wait ends pending, with the job queued in Redis.
+    // Without a worker the wait ends pending at once (not after its timeout), saying
+    // why, with the job queued in Redis.
+    let asked = std::time::Instant::now();
     let r = api
         .post(
             &format!(
-                "/api/v1/devices/{}/backup?wait=true&timeout=1",
+                "/api/v1/devices/{}/backup?wait=true&timeout=60",
                 devices[1].id
             ),
             None,
@@ -707,6 +709,17 @@ async fn manual_backup_over_the_api_waits_for_the_real_outcome() {
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(r.body["status"], "pending");
+    assert!(
+        r.body["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("no worker is registered")),
+        "{}",
+        r.text
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "waited for nothing"
+    );
     let pending = r.body["job_id"].as_str().unwrap().to_string();
     let r = api.get("/api/v1/jobs?state=due").await;
     assert!(r.text.contains(&pending), "{}", r.text);

@@ -303,6 +303,13 @@ impl WorkerPresence {
     }
 }
 
+/// Whether any worker serves `queue` now; `None` when Redis cannot say (then the caller
+/// waits as it would have).
+pub async fn presence(queue: &Queue) -> Option<WorkerPresence> {
+    let workers = queue.workers().await.ok()?;
+    Some(WorkerPresence::of(&workers, chrono::Utc::now().timestamp()))
+}
+
 /// What [`follow`] reports while it waits: each at most once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
@@ -472,6 +479,10 @@ pub async fn answer(
             Err(_) => return TriggerReply::failed("tenant_id is not a UUID", "bad_request"),
         },
     };
+    // Before pushing: a worker that picks the job up in between must not look absent.
+    let absent = presence(queue)
+        .await
+        .and_then(|p| p.problem(&queue.config().name));
     let job = match request(store, queue, metrics, device_id, tenant).await {
         Ok(j) => j,
         Err(ManualError::UnknownDevice(_)) => {
@@ -479,11 +490,19 @@ pub async fn answer(
         }
         Err(e) => return TriggerReply::failed(e.to_string(), e.kind()),
     };
+    // No worker to run it: say so now rather than after the whole timeout (a job that
+    // joined a finished backup has its outcome already).
+    if let Some(problem) = absent.filter(|_| job.joined != Some(Joined::Recent)) {
+        return TriggerReply::failed(
+            format!("{problem}; the backup stays queued as {}", job.job_id),
+            "unavailable",
+        );
+    }
     match wait(store, &job.job_id, timeout).await {
         Ok(Some(run)) => TriggerReply::from_run(&run),
         Ok(None) => TriggerReply::failed(
             format!(
-                "no result within {} s; the backup is still queued as {}",
+                "no result within {} s; the backup is still queued or running as {}",
                 timeout.as_secs(),
                 job.job_id
             ),

@@ -784,15 +784,37 @@ pub async fn backup(
         }
         Some(t) => Duration::from_secs(t).min(max),
     };
+    let wait = p.wait.unwrap_or(false);
+    // Before pushing: a worker that picks the job up in between must not look absent.
+    let absent = match wait {
+        true => rosbackup_core::manual::presence(s.queue())
+            .await
+            .and_then(|w| w.problem(&s.queue().config().name)),
+        false => None,
+    };
     let job = enqueue_manual(s, c, id).await?;
     let joined = job.joined.is_some();
-    if !p.wait.unwrap_or(false) {
+    if !wait {
         return Ok(BackupOutcome {
             job_id: job.job_id,
             device_id: id,
             status: "queued".into(),
             joined,
             run: None,
+            problem: None,
+        });
+    }
+    // No worker to run it: pending now rather than after the whole wait (a job that
+    // joined a finished backup has its outcome already).
+    let finished = job.joined == Some(rosbackup_core::manual::Joined::Recent);
+    if let Some(problem) = absent.filter(|_| !finished) {
+        return Ok(BackupOutcome {
+            job_id: job.job_id,
+            device_id: id,
+            status: "pending".into(),
+            joined,
+            run: None,
+            problem: Some(problem),
         });
     }
     let run = rosbackup_core::manual::wait(s.store(), &job.job_id, timeout).await?;
@@ -803,6 +825,7 @@ pub async fn backup(
             status: run.status.clone(),
             joined,
             run: Some(run),
+            problem: None,
         },
         None => BackupOutcome {
             job_id: job.job_id,
@@ -810,6 +833,7 @@ pub async fn backup(
             status: "pending".into(),
             joined,
             run: None,
+            problem: None,
         },
     })
 }

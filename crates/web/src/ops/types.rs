@@ -515,6 +515,10 @@ pub struct BackupOutcome {
     /// (at most one per device; everyone who joins gets its outcome).
     pub joined: bool,
     pub run: Option<Run>,
+    /// Why a wait ended `pending` at once: no worker serves the queue (none registered, or
+    /// none seen for a while). The job stays queued and runs when a worker starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
