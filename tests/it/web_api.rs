@@ -652,6 +652,10 @@ async fn device_listing_filters_sorts_and_pages_on_the_server() {
     );
     let r = api.get("/api/v1/devices?error_kind=timeout").await;
     assert_eq!(ids(&r), vec![devices[1].id.to_string()]);
+    // A kind that does not exist is the caller's typo, not an empty fleet.
+    let r = api.get("/api/v1/devices?error_kind=timeuot").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.body["field"], "error_kind", "{}", r.text);
     let r = api.get("/api/v1/devices?status=disabled").await;
     assert_eq!(ids(&r), vec![devices[2].id.to_string()]);
     let r = api.get("/api/v1/devices?status=ok").await;

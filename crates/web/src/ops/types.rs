@@ -360,6 +360,19 @@ impl DeviceListParams {
                 ApiError::bad_request(format!("unknown status {s:?}"), Some("status".into()))
             })?),
         };
+        // A typo must not read as "no device has this error": refuse an unknown kind.
+        if let Some(k) = self.error_kind.as_deref().filter(|s| !s.is_empty())
+            && k.parse::<rosbackup_core::error::ErrorKind>().is_err()
+        {
+            let known: Vec<&str> = rosbackup_core::error::ErrorKind::ALL
+                .iter()
+                .map(|k| k.as_str())
+                .collect();
+            return Err(ApiError::bad_request(
+                format!("unknown error_kind {k:?} (known: {})", known.join(", ")),
+                Some("error_kind".into()),
+            ));
+        }
         let sort = match self.sort.as_deref().filter(|s| !s.is_empty()) {
             None => DeviceSort::default(),
             Some(s) => DeviceSort::parse(s).ok_or_else(|| {
