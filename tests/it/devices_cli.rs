@@ -138,6 +138,20 @@ async fn pool(url: &str) -> PgPool {
         .expect("connect to the test database")
 }
 
+/// A device's stored password, opened with the CLI's key.
+async fn stored_password(pool: &PgPool, cli: &Cli, id: Uuid) -> String {
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_enc FROM devices WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    cli.credential_key()
+        .open(&id, &sealed)
+        .unwrap()
+        .expose()
+        .to_string()
+}
+
 async fn device_count(pool: &PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM devices")
         .fetch_one(pool)
@@ -639,15 +653,7 @@ async fn add_and_manage_one_device() {
         assert_eq!(d["username"], "backup2");
         assert_eq!(d["blocked_reason"], serde_json::Value::Null);
         assert_eq!(d["consecutive_failures"], 0);
-        let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_enc FROM devices WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        assert_eq!(
-            cli.credential_key().open(&id, &sealed).unwrap().expose(),
-            pw2
-        );
+        assert_eq!(stored_password(&db, &cli, id).await, pw2);
         let err = cli
             .run(&["devices", "set-credentials", "core-1"])
             .fails(2)
@@ -658,15 +664,7 @@ async fn add_and_manage_one_device() {
             .ok();
         let d = cli.run(&["devices", "show", "core-1", "--json"]).json();
         assert_eq!(d["username"], "backup3");
-        let sealed: Vec<u8> = sqlx::query_scalar("SELECT password_enc FROM devices WHERE id = $1")
-            .bind(id)
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        assert_eq!(
-            cli.credential_key().open(&id, &sealed).unwrap().expose(),
-            pw2
-        );
+        assert_eq!(stored_password(&db, &cli, id).await, pw2);
 
         // reset-host-key forgets the pin and lifts a host_key_mismatch block.
         sqlx::query(
