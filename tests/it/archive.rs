@@ -1293,7 +1293,7 @@ async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
     );
     let mut cmd = fx.command(&["history", "r1"]);
     cmd.env("ARCHIVE_ENCRYPTION_KEY", &other_b64);
-    let out = output_within(cmd, Duration::from_secs(30));
+    let out = crate::common::output_within(cmd, Duration::from_secs(30));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -1367,7 +1367,7 @@ async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
     for args in [&["archiver"][..], &["history", "r1"][..]] {
         let mut cmd = fx.command(args);
         cmd.env("ARCHIVE_ENCRYPTION_KEY", &other_b64);
-        let out = output_within(cmd, Duration::from_secs(30));
+        let out = crate::common::output_within(cmd, Duration::from_secs(30));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains("ARCHIVE_ENCRYPTION_KEY"), "{stderr}");
@@ -1437,28 +1437,4 @@ async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
         Err(ArchiveError::WrongKey)
     ));
     fx.cleanup().await;
-}
-
-/// Run a command to its end, at most `limit`: one still running then (an archiver that
-/// started when it should have refused) is killed and the test fails.
-fn output_within(mut cmd: std::process::Command, limit: Duration) -> std::process::Output {
-    use std::process::Stdio;
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start rosbackup");
-    let start = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "still running after {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
 }

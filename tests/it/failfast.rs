@@ -7,37 +7,18 @@ use crate::common::fleet::Fleet;
 use rosbackup::config::Env;
 use rosbackup::credentials::{CredentialError, CredentialKey};
 use rosbackup::store::{KeyCheck, StoreError};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Run the CLI with the fleet's environment (and `extra` on top) to its end, at most
 /// `limit`; a process still running then is killed and the test fails.
 fn run_cli(fleet: &Fleet, args: &[&str], extra: &[(&str, &str)], limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rosbackup"))
-        .args(args)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rosbackup"));
+    cmd.args(args)
         .envs(fleet.process_env())
         .envs(extra.iter().copied())
-        .env("CONFIG_BACKUP_MAX_CONCURRENT", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start rosbackup");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "rosbackup {args:?} still running after {limit:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .env("CONFIG_BACKUP_MAX_CONCURRENT", "2");
+    crate::common::output_within(cmd, limit)
 }
 
 fn text(b: &[u8]) -> String {

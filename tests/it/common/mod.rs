@@ -243,3 +243,33 @@ pub async fn waiting_for_locks(db: &fleet::TestDb, n: i64) {
         tokio::task::yield_now().await;
     }
 }
+
+/// Run a command to its end, at most `limit`, its output captured: one still running then
+/// (a process that started when it should have refused) is killed and the test fails.
+pub fn output_within(
+    mut cmd: std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start rosbackup");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            // The arguments only: the environment holds the test's keys.
+            let args: Vec<_> = cmd.get_args().collect();
+            panic!(
+                "{args:?} still running after {limit:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
