@@ -15,6 +15,11 @@
 //! between two successes, outside one interval of slack by design, which a CI run hit
 //! once. More than an interval between the two keeps each fault's cost to itself.
 //!
+//! Likewise the PostgreSQL restart comes at 80 s, 35 s after the Redis restart, not at
+//! two-thirds (60 s, 15 s after it): a run under the whole suite's load once missed one
+//! device's window with the two 15 s apart (a 63 s gap; the cause was not established —
+//! on a failure the test now keeps the run's logs and names the device and window).
+//!
 //! The audit logic's ability to fail (a missing backup, a duplicate publish, an
 //! unexplained session) is tested with fabricated records in `crates/harness/src/soak/audit.rs`.
 
@@ -53,7 +58,7 @@ fn a_short_soak_with_kills_and_service_restarts_passes_its_audit() {
             "--nats-restart-at",
             "15s",
             "--postgres-restart-at",
-            "two-thirds",
+            "80s",
             "--sample-every",
             "3",
             "--listen-base",
@@ -66,11 +71,21 @@ fn a_short_soak_with_kills_and_service_restarts_passes_its_audit() {
     let out = c.output().expect("run rosbackup soak");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    if out.status.code() != Some(0) {
+        // Say which device and window, and keep the processes' logs to read why.
+        let examples = std::fs::read(&report_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<rosbackup_harness::soak::SoakReport>(&b).ok())
+            .map(|r| format!("{:#?}", r.figures.examples))
+            .unwrap_or_else(|| "(no report)".into());
+        let kept = dir.keep();
+        panic!(
+            "soak exited {:?}; its run (logs, report) is kept in {}\nexamples: {examples}\n\
+             stdout:\n{stdout}\nstderr:\n{stderr}",
+            out.status.code(),
+            kept.display()
+        );
+    }
     assert!(stdout.contains("soak passed"), "{stdout}");
 
     let report: rosbackup_harness::soak::SoakReport =
