@@ -319,5 +319,11 @@ async fn the_profile_api_is_admin_only_and_never_returns_secrets() {
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    // Nothing to change is refused, as `credentials set` refuses it (it was a 200).
+    let r = admin
+        .put(&format!("/api/v1/credential-profiles/{id}"), json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("nothing to change"), "{}", r.text);
     fleet.cleanup().await;
 }

@@ -690,6 +690,13 @@ pub async fn update_profile(
     b: UpdateCredentialProfile,
 ) -> ApiResult<CredentialProfileView> {
     profile(s, c, id).await?;
+    // As `credentials set`: a request that changes nothing is refused, not answered 200.
+    if b.username.is_none() && b.password.is_none() && b.ssh_key.is_none() && !b.remove_ssh_key {
+        return Err(ApiError::invalid(
+            "password",
+            "nothing to change: give a username, a password, an ssh_key, or remove_ssh_key",
+        ));
+    }
     let username = match &b.username {
         None => None,
         Some(u) => {
