@@ -68,6 +68,15 @@ async fn simulated_key_devices_take_their_key_and_key_only_refuses_passwords() {
     for d in &devices[..4] {
         let key = d.user_key.clone().expect("key device has a key");
         kinds.push(key.algorithm_name());
+        // As real routers: an Ed25519 user key only on RouterOS 7.12 and later.
+        if key.algorithm_name() == "ssh-ed25519" {
+            assert!(
+                rosbackup_sim::render::takes_ed25519_user_keys(&d.routeros_version),
+                "{} runs {}",
+                d.name,
+                d.routeros_version
+            );
+        }
         // The key alone.
         let e = device::export(&sim_target(d, "", Some(key.clone())), &opts())
             .await

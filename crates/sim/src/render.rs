@@ -35,6 +35,11 @@ pub fn is_v6(version: &str) -> bool {
     version_major_minor(version).0 < 7
 }
 
+/// Does this version accept Ed25519 user keys (RouterOS 7.12 and later; RSA before)?
+pub fn takes_ed25519_user_keys(version: &str) -> bool {
+    version_major_minor(version) >= (7, 12)
+}
+
 /// Line 1 of an export, in the format the version uses.
 pub fn export_header(version: &str, now: DateTime<Utc>) -> String {
     let (major, minor) = version_major_minor(version);
@@ -252,6 +257,16 @@ pub const ANNOTATIONS: &[&str] = &[
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn ed25519_user_keys_from_7_12() {
+        for v in ["7.12", "7.12.1", "7.16.2", "7.20.1", "8.0"] {
+            assert!(takes_ed25519_user_keys(v), "{v}");
+        }
+        for v in ["7.11.2", "7.6", "7.8", "6.49.10"] {
+            assert!(!takes_ed25519_user_keys(v), "{v}");
+        }
+    }
 
     #[test]
     fn headers_by_version() {

@@ -233,10 +233,22 @@ pub(crate) async fn start(cfg: SimConfig) -> Result<(Arc<Shared>, Runtime), SimE
                 (f.version.clone(), Source::File(f.clone()), f.board.clone())
             }
             None => {
+                // A device given an Ed25519 user key (the even `keys`/`key-only` ones)
+                // runs a version that takes one: RouterOS 7.12 and later.
+                let v7: Vec<&str> =
+                    if matches!(fault, Some(Fault::Keys | Fault::KeyOnly)) && i % 2 == 0 {
+                        V7_VERSIONS
+                            .iter()
+                            .copied()
+                            .filter(|v| render::takes_ed25519_user_keys(v))
+                            .collect()
+                    } else {
+                        V7_VERSIONS.to_vec()
+                    };
                 let version = if fault == Some(Fault::V6) {
                     V6_VERSIONS[rng.gen_range(0..V6_VERSIONS.len())]
                 } else {
-                    V7_VERSIONS[rng.gen_range(0..V7_VERSIONS.len())]
+                    v7[rng.gen_range(0..v7.len())]
                 };
                 let target = cfg
                     .config_size
