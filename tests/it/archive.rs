@@ -1438,3 +1438,33 @@ async fn a_wrong_archive_key_is_refused_before_anything_is_archived() {
     ));
     fx.cleanup().await;
 }
+
+/// Two first archivers with different keys at once on an empty archive: the table lock
+/// lets exactly one record its key; the other is refused, whichever comes second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_first_archivers_with_different_keys_record_one_key() {
+    use rosbackup::archive::keycheck::Record;
+    use rosbackup::archive::{ArchiveError, ArchiveKeyCheck, ArchiveStore};
+    let fx = Fx::new().await;
+    let other = CredentialKey::from_base64(&CredentialKey::generate_base64()).unwrap();
+    let a = ArchiveStore::new(fx.db.store.clone(), fx.key.clone());
+    let b = ArchiveStore::new(fx.db.store.clone(), other.clone());
+    let (ra, rb) = tokio::join!(a.check_key(Record::Yes), b.check_key(Record::Yes));
+    let recorded = [&ra, &rb]
+        .iter()
+        .filter(|r| matches!(r, Ok(ArchiveKeyCheck::Recorded)))
+        .count();
+    let refused = [&ra, &rb]
+        .iter()
+        .filter(|r| matches!(r, Err(ArchiveError::WrongKey)))
+        .count();
+    assert_eq!((recorded, refused), (1, 1), "{ra:?} {rb:?}");
+    assert_eq!(fx.count("SELECT count(*) FROM archive_key_check").await, 1);
+    // The one recorded is the one that matches from now on.
+    let winner = if ra.is_ok() { &a } else { &b };
+    assert_eq!(
+        winner.check_key(Record::No).await.unwrap(),
+        ArchiveKeyCheck::Matches
+    );
+    fx.cleanup().await;
+}
