@@ -19,7 +19,7 @@
 
 use super::shared::{open_store, store_error};
 use crate::config::Env;
-use crate::manual::{Joined, Progress, WorkerPresence};
+use crate::manual::{Joined, Progress};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -54,15 +54,13 @@ pub async fn run(env: &Env, a: EnqueueArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {shown}: {e}"))?;
     let d = store.find_device(&device).await.map_err(store_error)?;
-    // Before pushing: a worker that picks the job up in between must not look absent.
-    let presence = match queue.workers().await {
-        Ok(workers) => Some(WorkerPresence::of(&workers, chrono::Utc::now().timestamp())),
+    let absent = match crate::manual::no_worker(&queue).await {
+        Ok(absent) => absent,
         Err(e) => {
             eprintln!("warning: cannot read the queue's workers: {e}");
             None
         }
     };
-    let absent = presence.and_then(|p| p.problem(&queue.config().name));
     // A one-shot process exports no metrics; `request` counts into this throwaway
     // registry, as it counts into the enqueuer's for the API and the NATS trigger.
     let metrics = crate::metrics::Metrics::new();

@@ -303,11 +303,12 @@ impl WorkerPresence {
     }
 }
 
-/// Whether any worker serves `queue` now; `None` when Redis cannot say (then the caller
-/// waits as it would have).
-pub async fn presence(queue: &Queue) -> Option<WorkerPresence> {
-    let workers = queue.workers().await.ok()?;
-    Some(WorkerPresence::of(&workers, chrono::Utc::now().timestamp()))
+/// Why no worker would run a job pushed to `queue` now (its [`WorkerPresence::problem`]),
+/// `None` when one is alive. Asked before pushing, so a worker that picks the job up in
+/// between does not look absent. The CLI, the API and the NATS trigger all ask here.
+pub async fn no_worker(queue: &Queue) -> Result<Option<String>, QueueError> {
+    let workers = queue.workers().await?;
+    Ok(WorkerPresence::of(&workers, chrono::Utc::now().timestamp()).problem(&queue.config().name))
 }
 
 /// What [`follow`] reports while it waits: each at most once.
@@ -479,10 +480,8 @@ pub async fn answer(
             Err(_) => return TriggerReply::failed("tenant_id is not a UUID", "bad_request"),
         },
     };
-    // Before pushing: a worker that picks the job up in between must not look absent.
-    let absent = presence(queue)
-        .await
-        .and_then(|p| p.problem(&queue.config().name));
+    // Redis unable to say: wait as before.
+    let absent = no_worker(queue).await.ok().flatten();
     let job = match request(store, queue, metrics, device_id, tenant).await {
         Ok(j) => j,
         Err(ManualError::UnknownDevice(_)) => {

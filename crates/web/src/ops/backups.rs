@@ -37,11 +37,12 @@ pub async fn backup(
         Some(t) => Duration::from_secs(t).min(max),
     };
     let wait = p.wait.unwrap_or(false);
-    // Before pushing: a worker that picks the job up in between must not look absent.
+    // Redis unable to say: wait as before.
     let absent = match wait {
-        true => rosbackup_core::manual::presence(s.queue())
+        true => rosbackup_core::manual::no_worker(s.queue())
             .await
-            .and_then(|w| w.problem(&s.queue().config().name)),
+            .ok()
+            .flatten(),
         false => None,
     };
     let job = enqueue_manual(s, c, id).await?;

@@ -205,19 +205,10 @@ pub async fn create_device(s: &WebState, c: &Caller, body: CreateDevice) -> ApiR
     // A profile the tenant does not have is the body's mistake (422 naming the field), not
     // a conflict: asked here rather than left to the insert's own refusal.
     if let Some(name) = &d.credential_profile {
-        let known: Option<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM credential_profiles WHERE tenant_id = $1 AND name = $2",
-        )
-        .bind(d.tenant_id)
-        .bind(name)
-        .fetch_optional(s.store().pool())
-        .await
-        .map_err(StoreError::from)?;
-        if known.is_none() {
-            return Err(ApiError::invalid(
-                "credential_profile",
-                format!("the tenant has no credential profile named {name:?}"),
-            ));
+        match s.store().find_profile(Some(d.tenant_id), name).await {
+            Ok(_) => {}
+            Err(StoreError::Invalid(m)) => return Err(ApiError::invalid("credential_profile", m)),
+            Err(e) => return Err(e.into()),
         }
     }
     let schedule = s.schedule().clone();
