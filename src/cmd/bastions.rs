@@ -110,14 +110,7 @@ pub async fn run(env: &Env, command: BastionsCommand) -> anyhow::Result<ExitCode
     let store = open_store(env).await?;
     match command {
         BastionsCommand::List { tenant, json } => {
-            let tenant = match tenant {
-                Some(t) => Some(
-                    crate::tenant::resolve(&store, &t)
-                        .await
-                        .map_err(store_error)?,
-                ),
-                None => None,
-            };
+            let tenant = super::shared::optional_tenant(&store, tenant.as_deref()).await?;
             let list = crate::bastions::bastions(&store, tenant)
                 .await
                 .map_err(store_error)?;

@@ -9,7 +9,9 @@
 //! devices, and are never printed.
 
 use super::devices::{check_key, credential_key, password_from_env};
-use super::shared::{database_url, open_store, print_table, read_key_file, store_error, time};
+use super::shared::{
+    database_url, open_store, optional_tenant, print_table, read_key_file, store_error, time,
+};
 use crate::Secret;
 use crate::config::{ConfigError, Env};
 use crate::inventory;
@@ -143,21 +145,6 @@ pub async fn run(env: &Env, command: CredentialsCommand) -> anyhow::Result<ExitC
     }
 }
 
-/// A `--tenant` value (a name or an id) as the tenant's id.
-async fn tenant_id(
-    store: &crate::store::Store,
-    tenant: Option<&str>,
-) -> anyhow::Result<Option<uuid::Uuid>> {
-    match tenant {
-        None => Ok(None),
-        Some(t) => Ok(Some(
-            crate::tenant::resolve(store, t)
-                .await
-                .map_err(store_error)?,
-        )),
-    }
-}
-
 /// A profile's jump host from the flags: `Some(None)` clears it, `None` leaves it.
 fn jump_spec(
     args: &super::bastions::JumpArgs,
@@ -219,7 +206,7 @@ async fn add(
     }
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
-    let tenant = tenant_id(&store, tenant.as_deref()).await?;
+    let tenant = optional_tenant(&store, tenant.as_deref()).await?;
     let p = store
         .create_profile(
             &key,
@@ -244,7 +231,7 @@ async fn add(
 
 async fn list(env: &Env, tenant: Option<String>, json: bool) -> anyhow::Result<ExitCode> {
     let store = open_store(env).await?;
-    let tenant = tenant_id(&store, tenant.as_deref()).await?;
+    let tenant = optional_tenant(&store, tenant.as_deref()).await?;
     let profiles = store.list_profiles(tenant).await.map_err(store_error)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&profiles)?);
@@ -303,7 +290,7 @@ async fn set(
         let store = open_store(env).await?;
         check_key(&store, &key).await?;
         let p = store
-            .find_profile(tenant_id(&store, tenant.as_deref()).await?, profile)
+            .find_profile(optional_tenant(&store, tenant.as_deref()).await?, profile)
             .await
             .map_err(store_error)?;
         let change = crate::bastions::set_profile_jump(&store, &key, p.id, spec.as_ref())
@@ -343,7 +330,7 @@ async fn set(
     let store = open_store(env).await?;
     check_key(&store, &key).await?;
     let p = store
-        .find_profile(tenant_id(&store, tenant.as_deref()).await?, profile)
+        .find_profile(optional_tenant(&store, tenant.as_deref()).await?, profile)
         .await
         .map_err(store_error)?;
     let u = store
@@ -415,7 +402,7 @@ async fn set_timeout(
     })?;
     let store = open_store(env).await?;
     let p = store
-        .find_profile(tenant_id(&store, tenant.as_deref()).await?, profile)
+        .find_profile(optional_tenant(&store, tenant.as_deref()).await?, profile)
         .await
         .map_err(store_error)?;
     if !store
@@ -440,7 +427,7 @@ async fn set_timeout(
 async fn remove(env: &Env, profile: &str, tenant: Option<String>) -> anyhow::Result<ExitCode> {
     let store = open_store(env).await?;
     let p = store
-        .find_profile(tenant_id(&store, tenant.as_deref()).await?, profile)
+        .find_profile(optional_tenant(&store, tenant.as_deref()).await?, profile)
         .await
         .map_err(store_error)?;
     match store.remove_profile(p.id).await {

@@ -227,3 +227,19 @@ pub(crate) fn read_key_file_as(
         .into()
     })
 }
+
+/// An optional `--tenant` value (a name or an id) as the tenant's id; an unknown name is
+/// the store's error, which says how to make one.
+pub async fn optional_tenant(
+    store: &crate::store::Store,
+    tenant: Option<&str>,
+) -> anyhow::Result<Option<uuid::Uuid>> {
+    match tenant {
+        None => Ok(None),
+        Some(t) => Ok(Some(
+            crate::tenant::resolve(store, t)
+                .await
+                .map_err(store_error)?,
+        )),
+    }
+}

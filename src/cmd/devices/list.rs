@@ -7,7 +7,7 @@
 //! field added to `Device` shows up here without a second list of fields to keep.
 
 use super::host_port;
-use crate::cmd::shared::{open_store, print_table, store_error, time};
+use crate::cmd::shared::{open_store, optional_tenant, print_table, store_error, time};
 use crate::config::Env;
 use crate::store::DeviceFilter;
 use std::process::ExitCode;
@@ -27,14 +27,7 @@ fn next_due(d: &crate::store::Device) -> String {
 /// List the devices (one tenant's with `tenant`), as a table or a JSON array.
 pub(super) async fn run(env: &Env, tenant: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let store = open_store(env).await?;
-    let tenant = match tenant {
-        None => None,
-        Some(t) => Some(
-            crate::tenant::resolve(&store, t)
-                .await
-                .map_err(store_error)?,
-        ),
-    };
+    let tenant = optional_tenant(&store, tenant).await?;
     let devices = store
         .list_devices(&DeviceFilter {
             tenant_id: tenant,
